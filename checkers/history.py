@@ -1,0 +1,164 @@
+"""The history: the one source of truth every checker and plot reads.
+
+One JSON object per line, append-only (DESIGN.md):
+``{"index", "time" (ns since test start), "process", "type", "f", "key"?, "value"?, "error"?}``
+
+- ``ok``: the operation took effect; ``fail``: it certainly did not;
+  ``info``: unknown (it may take effect at any time after its invocation, or never).
+- Process ids are ints for clients; the nemesis uses the string ``"nemesis"``.
+- A client process has at most one outstanding operation: after ``info`` the
+  harness retires the process and uses a fresh id.
+
+This module is deliberately free of harness imports: checkers and report code
+depend on it, it depends on nothing of the project.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterable, Iterator, Literal
+
+OpType = Literal["invoke", "ok", "fail", "info"]
+OP_TYPES: frozenset[str] = frozenset({"invoke", "ok", "fail", "info"})
+NEMESIS = "nemesis"
+
+
+class HistoryError(ValueError):
+    """A history line that cannot be read; names the line and what is wrong."""
+
+    def __init__(self, line_number: int, message: str) -> None:
+        super().__init__(f"line {line_number}: {message}")
+        self.line_number = line_number
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One event of a history: an invocation or a completion."""
+
+    index: int
+    time: int
+    process: int | str
+    type: OpType
+    f: str
+    key: Any = None
+    value: Any = None
+    error: Any = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_client(self) -> bool:
+        return self.process != NEMESIS
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, "time": self.time, "process": self.process,
+                             "type": self.type, "f": self.f}
+        if self.key is not None:
+            d["key"] = self.key
+        if self.value is not None:
+            d["value"] = self.value
+        if self.error is not None:
+            d["error"] = self.error
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], line_number: int = 0) -> "Op":
+        if not isinstance(d, dict):
+            raise HistoryError(line_number, f"expected a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("index", "time", "process", "type", "f") if k not in d]
+        if missing:
+            raise HistoryError(line_number, f"missing field(s) {', '.join(missing)}")
+        if d["type"] not in OP_TYPES:
+            raise HistoryError(line_number, f"type must be one of invoke/ok/fail/info, got {d['type']!r}")
+        for k in ("index", "time"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool):
+                raise HistoryError(line_number, f"{k} must be an integer, got {d[k]!r}")
+        process = d["process"]
+        if not (isinstance(process, str) or (isinstance(process, int) and not isinstance(process, bool))):
+            raise HistoryError(line_number, f"process must be an integer or a string, got {process!r}")
+        if not isinstance(d["f"], str):
+            raise HistoryError(line_number, f"f must be a string, got {d['f']!r}")
+        known = {"index", "time", "process", "type", "f", "key", "value", "error"}
+        extra = {k: v for k, v in d.items() if k not in known}
+        return cls(index=d["index"], time=d["time"], process=process, type=d["type"], f=d["f"],
+                   key=_freeze(d.get("key")), value=_freeze(d.get("value")), error=d.get("error"),
+                   extra=extra)
+
+
+def _freeze(value: Any) -> Any:
+    """JSON arrays become tuples so values are hashable (models memoize on state)."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def dumps_op(op: Op) -> str:
+    d = op.to_dict()
+    for k in ("key", "value"):
+        if k in d:
+            d[k] = _thaw(d[k])
+    return json.dumps(d, separators=(",", ":"), sort_keys=False)
+
+
+def read_jsonl(stream: IO[str] | Iterable[str]) -> list[Op]:
+    """Read a history in the project's JSONL format.
+
+    A truncated last line (a harness killed mid-write) is ignored; a bad line
+    anywhere else raises :class:`HistoryError` naming the line.
+    """
+    ops: list[Op] = []
+    lines = list(stream)
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not line.endswith("\n"):
+                break  # torn final write of a crashed run
+            raise HistoryError(number, f"not valid JSON ({err.msg})") from None
+        ops.append(Op.from_dict(d, number))
+    return ops
+
+
+def load_jsonl(path: str) -> list[Op]:
+    with open(path, encoding="utf-8") as f:
+        return read_jsonl(f)
+
+
+class HistoryWriter:
+    """Appends ops to a JSONL file, one flushed line each, so a crash leaves a readable file."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "a", encoding="utf-8")
+        self._next_index = 0
+
+    def append(self, time: int, process: int | str, type: OpType, f: str, *, key: Any = None,
+               value: Any = None, error: Any = None, **extra: Any) -> Op:
+        op = Op(index=self._next_index, time=time, process=process, type=type, f=f, key=key,
+                value=value, error=error, extra=extra)
+        self._next_index += 1
+        self._file.write(dumps_op(op) + "\n")
+        self._file.flush()
+        return op
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "HistoryWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def client_ops(history: Iterable[Op]) -> Iterator[Op]:
+    return (op for op in history if op.is_client)

@@ -1,0 +1,1 @@
+"""ukehi-jepsen: the run lifecycle (spec, interpreter, history, store, CLI, backends, report)."""

@@ -1,0 +1,1 @@
+"""One module per `ukehi-jepsen` command; each exposes register(app)."""

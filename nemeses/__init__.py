@@ -1,0 +1,1 @@
+"""Fault families, one module each; every family is a composable package."""

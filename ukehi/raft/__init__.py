@@ -1,0 +1,1 @@
+"""Sans-IO Raft core: a pure, deterministic state machine (etcd-raft shape)."""
