@@ -1,0 +1,496 @@
+"""Ukehi's wire protocol: length-prefixed msgpack frames with request ids.
+
+Peers and clients use the same framing. One frame on the wire is::
+
+    u32 big-endian length N  ·  N bytes: a msgpack map
+        {"t": <message type name>, "id": <request id, u64>, "b": <body map>, "g": <group, u64>?}
+
+* ``t`` names a type from the fixed registry `MsgType`; unknown names are rejected.
+* ``id`` lets one connection carry many requests in flight: a response carries the id of
+  the request it answers. Ids are chosen by the sender of the request.
+* ``b`` is the body, a map checked against the declarative schema for ``t`` (`SCHEMAS`):
+  required and optional fields, each with a type; unknown fields are rejected, so a typo in
+  a client or a hostile peer is caught at the boundary and never reaches the state machine.
+* ``g`` is the Raft group the message belongs to (default 0). A node hosts one group today;
+  the field is there so sharding (several groups per node) needs no protocol change.
+
+Safety against hostile bytes: the length prefix is checked against the maximum frame size
+*before* the body is read or buffered; msgpack is unpacked with every container/string
+limit bounded by the frame size, ext types refused, map keys restricted to str/bytes, and
+msgpack's own nesting limit turned into a `ProtocolError`. Every failure is a
+`ProtocolError` whose message says what was wrong; the connection that sent it should be
+closed (the stream position is lost after a bad frame, so the decoder refuses further input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import msgpack
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "PROTOCOL_VERSION",
+    "ProtocolError",
+    "MsgType",
+    "ErrorCode",
+    "DEFINITE_ERRORS",
+    "CLIENT_REQUESTS",
+    "Frame",
+    "SCHEMAS",
+    "encode_frame",
+    "decode_frame",
+    "decode_payload",
+    "validate_body",
+    "FrameDecoder",
+    "read_frame",
+    "write_frame",
+    "ok_body",
+    "error_body",
+]
+
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+PROTOCOL_VERSION = 1
+_U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+_LEN = struct.Struct(">I")
+# A frame larger than this cannot be described by the u32 prefix at all.
+_ABSOLUTE_MAX_FRAME = 0xFFFF_FFFF
+
+
+class ProtocolError(Exception):
+    """A frame violated the protocol. Close the connection; the reason is in the message."""
+
+
+class MsgType(str, enum.Enum):
+    """The fixed registry of message types (the value is what travels in ``t``)."""
+
+    # handshake, either direction, first frame on a connection (optional for clients)
+    HELLO = "hello"
+    # peer traffic: body is a Raft message dict (ukehi.raft message_to_dict/message_from_dict)
+    RAFT = "raft"
+    # client requests
+    GET = "get"
+    PUT = "put"
+    CAS = "cas"
+    DELETE = "delete"
+    FENCED_PUT = "fenced_put"
+    ACQUIRE = "acquire"
+    RELEASE = "release"
+    STATUS = "status"
+    ADD_NODE = "add_node"
+    REMOVE_NODE = "remove_node"
+    TRANSFER_LEADER = "transfer_leader"
+    SNAPSHOT = "snapshot"
+    # responses (carry the id of the request they answer)
+    OK = "ok"
+    ERROR = "error"
+
+
+CLIENT_REQUESTS: frozenset[MsgType] = frozenset(
+    {
+        MsgType.GET, MsgType.PUT, MsgType.CAS, MsgType.DELETE, MsgType.FENCED_PUT,
+        MsgType.ACQUIRE, MsgType.RELEASE, MsgType.STATUS, MsgType.ADD_NODE,
+        MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT,
+    }
+)
+
+
+class ErrorCode(str, enum.Enum):
+    """Error codes in an ``error`` response body (``code``)."""
+
+    NOT_LEADER = "not_leader"  # this node is not the leader; body may name it in `leader`
+    RECOVERING = "recovering"  # WAL replay or catch-up after a cut is still in progress
+    TIMEOUT = "timeout"  # proposed but no outcome in time: it MAY still take effect
+    BAD_REQUEST = "bad_request"  # malformed or ill-typed request; never proposed
+    REFUSED = "refused"  # fenced write with a token below the key's highest accepted token
+    UNAVAILABLE = "unavailable"  # cannot serve now (no leader known, no quorum); not proposed
+    CAS_FAILED = "cas_failed"  # compare-and-set: current value differs from `expected`
+    LOCK_HELD = "lock_held"  # lock acquire: another owner holds an unexpired lease
+    NOT_LOCK_HOLDER = "not_lock_holder"  # lock release by someone who does not hold it
+    STALE_ENTRY = "stale_entry"  # state machine refused an entry whose token is not above the last
+    INTERNAL = "internal"  # a bug on the node; outcome unknown
+
+
+# Errors that mean "certainly did not take effect". TIMEOUT and INTERNAL are not here: the
+# request may have been committed. The harness records definite errors as `fail`, the rest
+# as `info`, so this set must stay honest.
+DEFINITE_ERRORS: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.NOT_LEADER, ErrorCode.RECOVERING, ErrorCode.BAD_REQUEST, ErrorCode.REFUSED,
+        ErrorCode.UNAVAILABLE, ErrorCode.CAS_FAILED, ErrorCode.LOCK_HELD,
+        ErrorCode.NOT_LOCK_HOLDER, ErrorCode.STALE_ENTRY,
+    }
+)
+
+
+# ---------------------------------------------------------------------------- field types
+# A field type is (name for error messages, predicate). Kept as plain data so the schema table
+# below reads like documentation.
+_Check = tuple[str, Callable[[Any], bool]]
+
+
+def _is_u64(v: Any) -> bool:
+    # isinstance, not type(): FencingToken is an int subclass and must pass as a u64.
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _U64_MAX
+
+
+def _is_scalar_value(v: Any) -> bool:
+    # KV values are msgpack scalars; containers are not values (keeps cas equality simple).
+    return type(v) in (bytes, str, int, float, bool)
+
+
+U64: _Check = ("u64", _is_u64)
+STR: _Check = ("str", lambda v: type(v) is str)
+BOOL: _Check = ("bool", lambda v: type(v) is bool)
+MAP: _Check = ("map", lambda v: type(v) is dict)
+ANY: _Check = ("any", lambda v: True)
+VALUE: _Check = ("value (bytes, str, int, float or bool)", _is_scalar_value)
+OPT_VALUE: _Check = ("value or nil", lambda v: v is None or _is_scalar_value(v))
+OPT_STR: _Check = ("str or nil", lambda v: v is None or type(v) is str)
+ERROR_CODE: _Check = (
+    "error code (" + ", ".join(c.value for c in ErrorCode) + ")",
+    lambda v: type(v) is str and v in ErrorCode._value2member_map_,
+)
+ROLE: _Check = ("'peer' or 'client'", lambda v: v in ("peer", "client"))
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Body schema for one message type: field -> check; `open_body` skips field checks."""
+
+    required: Mapping[str, _Check] = field(default_factory=dict)
+    optional: Mapping[str, _Check] = field(default_factory=dict)
+    open_body: bool = False
+
+
+SCHEMAS: dict[MsgType, Schema] = {
+    MsgType.HELLO: Schema(
+        required={"role": ROLE, "version": U64},
+        optional={"node": STR},
+    ),
+    # Raft message dicts are validated by ukehi.raft's message_from_dict; here only "a map".
+    MsgType.RAFT: Schema(open_body=True),
+    MsgType.GET: Schema(required={"key": STR}),
+    MsgType.PUT: Schema(required={"key": STR, "value": VALUE}),
+    # expected=nil means "the key must be absent".
+    MsgType.CAS: Schema(required={"key": STR, "expected": OPT_VALUE, "new": VALUE}),
+    MsgType.DELETE: Schema(required={"key": STR}),
+    MsgType.FENCED_PUT: Schema(required={"key": STR, "value": VALUE, "token": U64}),
+    MsgType.ACQUIRE: Schema(required={"lock": STR, "owner": STR, "ttl_ms": U64}),
+    MsgType.RELEASE: Schema(required={"lock": STR, "owner": STR}, optional={"token": U64}),
+    MsgType.STATUS: Schema(),
+    MsgType.ADD_NODE: Schema(required={"node": STR, "address": STR}),
+    MsgType.REMOVE_NODE: Schema(required={"node": STR}),
+    # Without `node` the leader picks the most up-to-date follower.
+    MsgType.TRANSFER_LEADER: Schema(optional={"node": STR}),
+    MsgType.SNAPSHOT: Schema(),
+    MsgType.OK: Schema(optional={"value": ANY}),
+    MsgType.ERROR: Schema(
+        required={"code": ERROR_CODE},
+        optional={"message": STR, "leader": OPT_STR, "leader_address": OPT_STR},
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame."""
+
+    type: MsgType
+    id: int
+    body: dict[str, Any]
+    group: int = 0
+
+
+def validate_body(msg_type: MsgType, body: Any) -> None:
+    """Raise ProtocolError unless `body` fits the schema of `msg_type`."""
+    if type(body) is not dict:
+        raise ProtocolError(f"{msg_type.value}: body must be a map, got {type(body).__name__}")
+    schema = SCHEMAS[msg_type]
+    if schema.open_body:
+        return
+    for name, (tname, ok) in schema.required.items():
+        if name not in body:
+            raise ProtocolError(f"{msg_type.value}: missing required field {name!r}")
+        if not ok(body[name]):
+            raise ProtocolError(
+                f"{msg_type.value}: field {name!r} must be {tname}, "
+                f"got {type(body[name]).__name__}"
+            )
+    for name, value in body.items():
+        if name in schema.required:
+            continue
+        spec = schema.optional.get(name) if type(name) is str else None
+        if spec is None:
+            raise ProtocolError(f"{msg_type.value}: unknown field {name!r}")
+        tname, ok = spec
+        if not ok(value):
+            raise ProtocolError(
+                f"{msg_type.value}: field {name!r} must be {tname}, got {type(value).__name__}"
+            )
+
+
+def _coerce_type(msg_type: MsgType | str) -> MsgType:
+    try:
+        return MsgType(msg_type)
+    except ValueError:
+        raise ProtocolError(
+            f"unknown message type {msg_type!r}; known: "
+            + ", ".join(t.value for t in MsgType)
+        ) from None
+
+
+# ---------------------------------------------------------------------------- encoding
+def encode_frame(
+    msg_type: MsgType | str,
+    request_id: int,
+    body: Mapping[str, Any] | None = None,
+    *,
+    group: int = 0,
+    max_size: int = DEFAULT_MAX_FRAME_SIZE,
+    validate: bool = True,
+) -> bytes:
+    """Encode one frame (length prefix included).
+
+    Raises ProtocolError if the type is unknown, the id/group are not u64, the body does
+    not fit its schema (skip with validate=False only for tests of the decoder), or the
+    encoded frame exceeds `max_size` (the receiver would refuse it).
+    """
+    mt = _coerce_type(msg_type)
+    if not _is_u64(request_id):
+        raise ProtocolError(f"request id must be a u64 int, got {request_id!r}")
+    if not _is_u64(group):
+        raise ProtocolError(f"group id must be a u64 int, got {group!r}")
+    body_dict = {} if body is None else dict(body)
+    if validate:
+        validate_body(mt, body_dict)
+    msg: dict[str, Any] = {"t": mt.value, "id": request_id, "b": body_dict}
+    if group:
+        msg["g"] = group
+    try:
+        payload = msgpack.packb(msg, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"{mt.value}: body cannot be encoded as msgpack: {exc}") from exc
+    if len(payload) > max_size:
+        raise ProtocolError(
+            f"{mt.value}: encoded frame is {len(payload)} bytes, over the {max_size}-byte "
+            "limit; split the request or raise max_frame_size on both ends"
+        )
+    return _LEN.pack(len(payload)) + payload
+
+
+def ok_body(value: Any = None) -> dict[str, Any]:
+    """Body of an ``ok`` response (``value`` omitted when None)."""
+    return {} if value is None else {"value": value}
+
+
+def error_body(
+    code: ErrorCode | str,
+    message: str | None = None,
+    *,
+    leader: str | None = None,
+    leader_address: str | None = None,
+) -> dict[str, Any]:
+    """Body of an ``error`` response; `leader`/`leader_address` are the redirect hint."""
+    body: dict[str, Any] = {"code": ErrorCode(code).value}
+    if message is not None:
+        body["message"] = message
+    if leader is not None:
+        body["leader"] = leader
+    if leader_address is not None:
+        body["leader_address"] = leader_address
+    return body
+
+
+# ---------------------------------------------------------------------------- decoding
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"msgpack ext type {code} is not allowed")
+
+
+def decode_payload(payload: bytes) -> Frame:
+    """Decode and check the msgpack part of one frame (the bytes after the length prefix)."""
+    n = len(payload)
+    if n == 0:
+        raise ProtocolError("empty frame (length 0)")
+    try:
+        # Every limit is bounded by the payload size, so a hostile header cannot make the
+        # unpacker allocate more than the frame already occupies. A map entry takes at least
+        # two bytes, hence n // 2.
+        msg = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=n,
+            max_str_len=n,
+            max_array_len=n,
+            max_map_len=n // 2,
+            max_ext_len=0,
+            ext_hook=_refuse_ext,
+        )
+    except ProtocolError:
+        raise
+    except msgpack.StackError:
+        raise ProtocolError("msgpack nesting too deep") from None
+    except msgpack.ExtraData:
+        raise ProtocolError("trailing bytes after the msgpack map in the frame") from None
+    except UnicodeDecodeError:
+        raise ProtocolError("invalid UTF-8 in a msgpack string") from None
+    except Exception as exc:  # msgpack raises ValueError/FormatError/TypeError variants
+        raise ProtocolError(f"bad msgpack: {str(exc) or type(exc).__name__}") from None
+    if type(msg) is not dict:
+        raise ProtocolError(f"frame must be a msgpack map, got {type(msg).__name__}")
+    for key in msg:
+        if key not in ("t", "id", "b", "g"):
+            raise ProtocolError(f"unknown frame field {key!r}")
+    if "t" not in msg:
+        raise ProtocolError("frame has no message type field 't'")
+    if type(msg["t"]) is not str:
+        raise ProtocolError(f"message type 't' must be a str, got {type(msg['t']).__name__}")
+    mt = _coerce_type(msg["t"])
+    if "id" not in msg:
+        raise ProtocolError(f"{mt.value}: frame has no request id field 'id'")
+    rid = msg["id"]
+    if not _is_u64(rid):
+        raise ProtocolError(f"{mt.value}: request id must be a u64, got {type(rid).__name__}")
+    group = msg.get("g", 0)
+    if not _is_u64(group):
+        raise ProtocolError(f"{mt.value}: group id 'g' must be a u64, got {type(group).__name__}")
+    if "b" not in msg:
+        raise ProtocolError(f"{mt.value}: frame has no body field 'b'")
+    body = msg["b"]
+    validate_body(mt, body)
+    return Frame(mt, rid, body, group)
+
+
+def _check_max_size(max_size: int) -> int:
+    if type(max_size) is not int or not 1 <= max_size <= _ABSOLUTE_MAX_FRAME:
+        raise ValueError(
+            f"max frame size must be an int in 1 .. {_ABSOLUTE_MAX_FRAME}, got {max_size!r}"
+        )
+    return max_size
+
+
+def _check_length(length: int, max_size: int) -> None:
+    if length > max_size:
+        raise ProtocolError(
+            f"frame length {length} exceeds the maximum frame size {max_size}"
+        )
+    if length == 0:
+        raise ProtocolError("empty frame (length 0)")
+
+
+def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
+    """Decode exactly one complete frame (prefix included); no bytes may be left over."""
+    _check_max_size(max_size)
+    if len(data) < 4:
+        raise ProtocolError(f"truncated frame: {len(data)} bytes, the length prefix needs 4")
+    (length,) = _LEN.unpack_from(data)
+    _check_length(length, max_size)
+    if len(data) - 4 != length:
+        raise ProtocolError(
+            f"frame length prefix says {length} bytes but {len(data) - 4} follow"
+        )
+    return decode_payload(bytes(data[4:]))
+
+
+class FrameDecoder:
+    """Incremental decoder for a byte stream: ``feed(chunk)`` returns the complete frames.
+
+    Holds at most one partial frame (bounded by `max_size` + 4) plus the unparsed part of the
+    last chunk. After it raises ProtocolError it is *poisoned* (the stream's frame boundaries
+    are lost): later calls raise again, and the caller should close the connection.
+    """
+
+    __slots__ = ("_buf", "_max", "_error")
+
+    def __init__(self, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._max = _check_max_size(max_size)
+        self._buf = bytearray()
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames (a partial frame)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        if self._error is not None:
+            raise ProtocolError(f"decoder already failed: {self._error}")
+        self._buf += data
+        frames: list[Frame] = []
+        buf = self._buf
+        pos = 0
+        try:
+            while len(buf) - pos >= 4:
+                (length,) = _LEN.unpack_from(buf, pos)
+                # Checked as soon as the prefix is in, before any of the body is waited for.
+                _check_length(length, self._max)
+                end = pos + 4 + length
+                if end > len(buf):
+                    break
+                frames.append(decode_payload(bytes(buf[pos + 4 : end])))
+                pos = end
+        except ProtocolError as exc:
+            self._error = exc
+            self._buf = bytearray()
+            raise
+        if pos:
+            del buf[:pos]
+        return frames
+
+    def eof(self) -> None:
+        """Call at end of stream: raises ProtocolError if a partial frame is pending."""
+        if self._buf:
+            raise ProtocolError(
+                f"connection closed mid-frame with {len(self._buf)} bytes of a frame pending"
+            )
+
+
+# ---------------------------------------------------------------------------- asyncio
+async def read_frame(
+    reader: asyncio.StreamReader, max_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> Frame | None:
+    """Read one frame; None on a clean end of stream between frames.
+
+    Raises ProtocolError on a bad frame or a stream that ends inside a frame. The length is
+    checked before the body is read, so an oversize prefix never allocates its body.
+    """
+    _check_max_size(max_size)
+    try:
+        prefix = await reader.readexactly(4)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise ProtocolError(
+            f"connection closed inside a length prefix ({len(exc.partial)} of 4 bytes)"
+        ) from None
+    (length,) = _LEN.unpack(prefix)
+    _check_length(length, max_size)
+    try:
+        payload = await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise ProtocolError(
+            f"connection closed mid-frame ({len(exc.partial)} of {length} bytes)"
+        ) from None
+    return decode_payload(payload)
+
+
+async def write_frame(
+    writer: asyncio.StreamWriter,
+    msg_type: MsgType | str,
+    request_id: int,
+    body: Mapping[str, Any] | None = None,
+    *,
+    group: int = 0,
+    max_size: int = DEFAULT_MAX_FRAME_SIZE,
+    drain: bool = True,
+) -> None:
+    """Encode and write one frame; awaits `drain()` unless drain=False (batching writers)."""
+    writer.write(encode_frame(msg_type, request_id, body, group=group, max_size=max_size))
+    if drain:
+        await writer.drain()
