@@ -49,11 +49,15 @@ ClientFactory = Callable[[int], Awaitable[Client]]
 
 
 class Nemesis(Protocol):
-    """The interpreter's view of a composed nemesis package."""
+    """The interpreter's view of a composed nemesis package.
+
+    ``invoke`` returns the value to record (what the fault did), or a
+    Completion to set the error too; raising records the error.
+    """
 
     def next(self, rng: random.Random) -> OpDict | None: ...
 
-    async def invoke(self, op: OpDict) -> Completion: ...
+    async def invoke(self, op: OpDict) -> Any: ...
 
 
 @dataclass
@@ -184,7 +188,8 @@ class Interpreter:
         f, value = op["f"], op.get("value")
         self.history.append(self.clock.now(), NEMESIS, "invoke", f, value=value)
         try:
-            done = await nemesis.invoke(op)
+            result = await nemesis.invoke(op)
+            done = result if isinstance(result, Completion) else Completion("info", value=result)
         except Exception as err:  # noqa: BLE001 - a failed fault is data, not a crash
             done = Completion("info", error=f"{type(err).__name__}: {err}")
         self.history.append(self.clock.now(), NEMESIS, "info", f, value=done.value, error=done.error)

@@ -1,0 +1,71 @@
+"""Process faults: kill -9 then restart, and pause (SIGSTOP) then resume (SIGCONT)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Sequence
+
+from .context import FaultContext
+from .package import NemesisPackage, OpDict, Shading, alternate
+from .targets import resolve
+
+
+def kill_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority", "leader")) -> NemesisPackage:
+    """SIGKILL some nodes; the matching ``start`` op restarts every dead node from its data dir."""
+    killed: set[str] = set()
+
+    def start(rng: random.Random) -> OpDict:
+        return {"f": "kill", "value": {"target": rng.choice(list(targets)), "seed": rng.getrandbits(32)}}
+
+    async def invoke(op: OpDict) -> Any:
+        if op["f"] == "kill":
+            names = await resolve(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
+            pids = {n: ctx.nodes[n].pid for n in names}
+            await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].kill) for n in names))
+            killed.update(names)
+            return {"target": op["value"]["target"], "killed": pids}
+        dead = sorted(n for n, node in ctx.nodes.items() if n in killed or not node.is_running())
+        pids = {}
+        for name in dead:
+            pids[name] = await ctx.start_node(name)
+        killed.clear()
+        return {"started": pids}
+
+    return NemesisPackage(
+        name="kill",
+        generator=alternate(start, {"f": "start"}),
+        final=lambda: [{"f": "start"}],
+        invoke=invoke,
+        shading=Shading("kill", start=("kill",), stop=("start",)),
+        fs=frozenset({"kill", "start"}),
+    )
+
+
+def pause_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority", "leader")) -> NemesisPackage:
+    paused: set[str] = set()
+
+    def start(rng: random.Random) -> OpDict:
+        return {"f": "pause", "value": {"target": rng.choice(list(targets)), "seed": rng.getrandbits(32)}}
+
+    async def invoke(op: OpDict) -> Any:
+        if op["f"] == "pause":
+            names = await resolve(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
+            names = [n for n in names if ctx.nodes[n].is_running()]
+            await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].pause) for n in names))
+            paused.update(names)
+            return {"target": op["value"]["target"], "paused": names}
+        names = sorted(paused)
+        await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].resume) for n in names
+                               if ctx.nodes[n].is_running()))
+        paused.clear()
+        return {"resumed": names}
+
+    return NemesisPackage(
+        name="pause",
+        generator=alternate(start, {"f": "resume"}),
+        final=lambda: [{"f": "resume"}],
+        invoke=invoke,
+        shading=Shading("pause", start=("pause",), stop=("resume",)),
+        fs=frozenset({"pause", "resume"}),
+    )
