@@ -46,3 +46,6 @@ class FaultContext(Protocol):
 
     async def leader(self) -> str | None:
         """The current leader's node name, as the cluster reports it, or None."""
+
+    async def node_clock(self, name: str) -> float | None:
+        """The node's own clock reading (Unix seconds) from its status, or None if it does not answer."""

@@ -1,0 +1,56 @@
+"""Packet faults with tc netem: delay with jitter, loss, duplication, reordering."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Sequence
+
+from .context import FaultContext
+from .package import NemesisPackage, OpDict, Shading, alternate
+from .targets import resolve
+
+NETEM_SETTINGS = ("delay_ms", "jitter_ms", "loss_pct", "duplicate_pct", "reorder_pct")
+PROFILES: dict[str, dict[str, float]] = {
+    "delay": {"delay_ms": 50.0, "jitter_ms": 10.0},
+    "slow": {"delay_ms": 200.0, "jitter_ms": 50.0},
+    "loss": {"loss_pct": 20.0},
+    "duplicate": {"duplicate_pct": 20.0},
+    "reorder": {"delay_ms": 20.0, "reorder_pct": 30.0},
+}
+
+
+def package(ctx: FaultContext, profiles: Sequence[str] = tuple(PROFILES),
+            targets: Sequence[str] = ("one", "minority", "all")) -> NemesisPackage:
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown:
+        raise ValueError(f"unknown packet fault {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
+    shaped: set[str] = set()
+
+    def start(rng: random.Random) -> OpDict:
+        profile = rng.choice(list(profiles))
+        return {"f": "start-packet", "value": {"profile": profile, **PROFILES[profile],
+                                                "target": rng.choice(list(targets)),
+                                                "seed": rng.getrandbits(32)}}
+
+    async def invoke(op: OpDict) -> Any:
+        if op["f"] == "stop-packet":
+            names = sorted(ctx.nodes)
+            await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].clear_netem) for n in names))
+            shaped.clear()
+            return {"cleared": names}
+        value = op["value"]
+        names = await resolve(ctx, value["target"], random.Random(value["seed"]))
+        settings = {k: v for k, v in value.items() if k in NETEM_SETTINGS}
+        await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].set_netem, **settings) for n in names))
+        shaped.update(names)
+        return {"profile": value["profile"], "nodes": names, **settings}
+
+    return NemesisPackage(
+        name="packet",
+        generator=alternate(start, {"f": "stop-packet"}),
+        final=lambda: [{"f": "stop-packet"}],
+        invoke=invoke,
+        shading=Shading("packet", start=("start-packet",), stop=("stop-packet",)),
+        fs=frozenset({"start-packet", "stop-packet"}),
+    )
