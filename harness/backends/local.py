@@ -1,0 +1,313 @@
+"""The local backend: every node a process on this machine.
+
+As root (with ``ip netns``) each node lives in its own network namespace on a
+private bridge with its own address, so partitions (iptables) and packet faults
+(tc netem) act in the kernel on that node only. Without root, nodes share
+127.0.0.1 with distinct ports and the network faults refuse with a clear reason.
+
+    with LocalCluster(["n1", "n2", "n3"], results_dir=run_dir) as cluster:
+        n1 = cluster["n1"]
+        n1.start(["ukehi", "node", "--listen", f"{n1.address}:{n1.ports[0]}", ...],
+                 log_path=n1.workdir / "node.log")
+        n1.drop_from([cluster["n2"].address], "both")
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal, Mapping, Sequence
+
+from harness.backends import netns as nsnet
+from harness.backends.base import BackendError, Cluster, Direction, NeedsRootError, NodeHandle
+from harness.backends.clock import FakeClock, faketime_env, find_libfaketime
+from harness.backends.faults import Netem, clear_netem_command, drop_commands, heal_commands, netem_commands
+from harness.backends.process import NodeProcess, proc_stat
+from harness.backends.runstate import ProcessRecord, RunState, default_state_dir, teardown
+from harness.net import CommandError, in_netns, netns_support, run
+
+Isolation = Literal["auto", "netns", "loopback"]
+DEFAULT_BASE_PORT = 7000
+
+
+def new_run_id() -> str:
+    """Six hex digits: short enough for interface names, random enough for parallel runs."""
+    return secrets.token_hex(3)
+
+
+class LocalNode(NodeHandle):
+    """A node process on this machine, in its own namespace (netns set) or on loopback."""
+
+    def __init__(self, cluster: "LocalCluster", name: str, address: str, ports: tuple[int, ...],
+                 workdir: Path, netns: str | None) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.address = address
+        self.ports = ports
+        self.workdir = workdir
+        self.netns = netns
+        self.process = NodeProcess(name)
+        self.clock = FakeClock(workdir / "faketime.rc")
+        self._faked = False  # whether the current process runs under the fake clock
+
+    def __repr__(self) -> str:
+        where = f"netns {self.netns}" if self.netns else "loopback"
+        return f"<LocalNode {self.name} {self.address} {where} pid={self.pid}>"
+
+    # -- process -------------------------------------------------------------------
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+              log_path: str | Path | None = None) -> int:
+        if not argv:
+            raise BackendError(f"node {self.name}: start() needs a command line")
+        full_env = dict(env or {})
+        if self.cluster.faketime:
+            fake = self.clock_env()
+            if "LD_PRELOAD" in full_env:
+                fake["LD_PRELOAD"] = f"{fake['LD_PRELOAD']}:{full_env['LD_PRELOAD']}"
+            full_env.update(fake)
+            self.clock.process_started(time.time())  # the file must exist before the node reads it
+        log = Path(log_path) if log_path is not None else self.workdir / "node.log"
+        if not log.is_absolute():
+            log = self.workdir / log
+        pid = self.process.start(in_netns(self.netns, argv), full_env, log, self.workdir)
+        self._faked = self.cluster.faketime
+        if self._faked:
+            # libfaketime counts from its load in the node, which is just after the exec.
+            self.clock.process_started(time.time())
+        stat = proc_stat(pid)
+        self.cluster._record_process(self.name, ProcessRecord(pid, stat[1] if stat else 0))
+        return pid
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        return self.process.stop(timeout)
+
+    def kill(self) -> int | None:
+        return self.process.kill()
+
+    def pause(self) -> None:
+        self.process.pause()
+
+    def resume(self) -> None:
+        self.process.resume()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        return self.process.is_running()
+
+    def process_state(self) -> str | None:
+        return self.process.process_state()
+
+    # -- commands and files ---------------------------------------------------------
+    def exec(self, argv: Sequence[str], timeout: float = 10.0) -> tuple[int, str, str]:
+        try:
+            proc = subprocess.run(in_netns(self.netns, argv), capture_output=True, text=True,
+                                  timeout=timeout, cwd=self.workdir)
+        except subprocess.TimeoutExpired as err:
+            out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+            return 124, out, f"timed out after {timeout:g} s"
+        except FileNotFoundError as err:
+            return 127, "", str(err)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def _path(self, path: str | Path) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.workdir / p
+
+    def read_file(self, path: str | Path) -> bytes:
+        return self._path(path).read_bytes()
+
+    def write_file(self, path: str | Path, data: bytes) -> None:
+        # In place (same inode), flushed to disk: a WAL corrupted here must stay corrupted
+        # across the node's restart, exactly as written.
+        p = self._path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    # -- network faults -------------------------------------------------------------
+    def _ns_run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        if self.netns is None:
+            raise NeedsRootError(
+                f"network faults on node {self.name} need root and network namespaces "
+                f"({self.cluster.loopback_reason}): run ukehi-jepsen as root with iproute2, "
+                "or choose nemeses that do not touch the network (kill, pause, clock, disk)")
+        return run(in_netns(self.netns, argv), check=check)
+
+    def drop_from(self, peer_addresses: Sequence[str], direction: Direction = "in") -> None:
+        cmds = drop_commands(peer_addresses, direction)
+        for cmd in cmds:
+            self._ns_run(cmd)
+
+    def heal_network(self) -> None:
+        for cmd in heal_commands():
+            self._ns_run(cmd)
+
+    def set_netem(self, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss_pct: float = 0.0,
+                  duplicate_pct: float = 0.0, reorder_pct: float = 0.0,
+                  to: Sequence[str] | None = None) -> None:
+        netem = Netem(delay_ms, jitter_ms, loss_pct, duplicate_pct, reorder_pct)
+        cmds = netem_commands(netem, list(to) if to is not None else None)
+        self.clear_netem()
+        try:
+            for cmd in cmds:
+                self._ns_run(cmd)
+        except CommandError:
+            self.clear_netem()  # never leave half a setup (a prio qdisc without its filters)
+            raise
+
+    def clear_netem(self) -> None:
+        # Deleting a root qdisc that is not there fails with "no such file": that is success here.
+        proc = self._ns_run(clear_netem_command(), check=False)
+        if proc.returncode != 0 and "No such file" not in proc.stderr and "Cannot find" not in proc.stderr:
+            raise CommandError(clear_netem_command(), proc.returncode, proc.stderr)
+
+    # -- clock ----------------------------------------------------------------------
+    def clock_env(self) -> dict[str, str]:
+        return faketime_env(self.clock.path, self.cluster.libfaketime)
+
+    def set_clock(self, offset_s: float, rate: float = 1.0) -> None:
+        if not self._faked:
+            raise BackendError(
+                f"node {self.name} was not started under libfaketime, so its clock cannot be moved: "
+                "open the cluster with faketime=True (the clock nemesis needs it) and start the node again")
+        self.clock.set(offset_s, rate)
+
+    def reset_clock(self) -> None:
+        self.clock.set(0.0, 1.0)
+
+    def clock_offset(self) -> float:
+        return self.clock.offset_at(time.time()) if self._faked else 0.0
+
+
+class LocalCluster(Cluster):
+    """The nodes of one local run, and everything made for them; see the module doc."""
+
+    def __init__(self, node_names: Sequence[str], *, results_dir: str | Path | None = None,
+                 run_id: str | None = None, isolation: Isolation = "auto", faketime: bool = False,
+                 base_port: int = DEFAULT_BASE_PORT, ports_per_node: int = 2,
+                 state_dir: str | Path | None = None) -> None:
+        if not node_names:
+            raise BackendError("a cluster needs at least one node name")
+        if len(set(node_names)) != len(node_names):
+            raise BackendError(f"node names must be distinct, got {list(node_names)}")
+        self.node_names = list(node_names)
+        self.run_id = run_id or new_run_id()
+        self.results_dir = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix=f"ukj-{self.run_id}-"))
+        self.isolation = isolation
+        self.faketime = faketime
+        self.libfaketime = find_libfaketime() if faketime else None
+        self.base_port = base_port
+        self.ports_per_node = ports_per_node
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.nodes: dict[str, NodeHandle] = {}
+        self.state: RunState | None = None
+        self.loopback_reason = ""
+        self._closed = False
+
+    @property
+    def network_faults_supported(self) -> bool:
+        return self.state is not None and self.state.mode == "netns"
+
+    @property
+    def mode(self) -> str | None:
+        return self.state.mode if self.state else None
+
+    def _save(self) -> None:
+        assert self.state is not None
+        self.state.save(self.state_dir)
+
+    def _record_process(self, node: str, rec: ProcessRecord) -> None:
+        if self.state is not None:
+            self.state.processes[node] = rec
+            self._save()
+
+    def open(self) -> "LocalCluster":
+        if self.state is not None:
+            return self
+        if self._closed:
+            raise BackendError("this cluster was closed; create a new LocalCluster for a new run")
+        supported, reason = netns_support()
+        if self.isolation == "netns" and not supported:
+            raise NeedsRootError(f"cannot build namespaced nodes: {reason}")
+        use_netns = supported and self.isolation != "loopback"
+        self.loopback_reason = reason or "loopback isolation was chosen"
+        self.state = RunState.for_this_process(self.run_id, "netns" if use_netns else "loopback")
+        self._save()
+        if use_netns:
+            self._open_netns()
+        else:
+            self._open_loopback()
+        return self
+
+    def _workdir(self, name: str) -> Path:
+        d = self.results_dir / "nodes" / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _open_netns(self) -> None:
+        assert self.state is not None
+        bridge = nsnet.bridge_name(self.run_id)
+        with nsnet.subnet_lock(nsnet.LOCK_DIR):
+            subnet = nsnet.choose_subnet(self.run_id)
+            self.state.bridge, self.state.subnet = bridge, str(subnet)
+            self._save()
+            nsnet.create_bridge(bridge, subnet)
+        self.state.forward_rule = True
+        self._save()
+        nsnet.add_forward_rule(bridge, self.run_id)
+        ports = tuple(self.base_port + k for k in range(self.ports_per_node))
+        for i, name in enumerate(self.node_names):
+            link = nsnet.NodeLink(node=name, index=i, netns=nsnet.netns_name(self.run_id, name),
+                                  host_veth=nsnet.host_veth_name(self.run_id, i),
+                                  peer_veth=nsnet.peer_veth_name(self.run_id, i),
+                                  address=nsnet.node_address(subnet, i))
+            self.state.netns.append(link.netns)
+            self.state.links += [link.host_veth, link.peer_veth]
+            self._save()
+            nsnet.create_node_link(bridge, link, subnet.prefixlen)
+            self.nodes[name] = LocalNode(self, name, link.address, ports, self._workdir(name), link.netns)
+
+    def _open_loopback(self) -> None:
+        # Reserve distinct free ports by binding them all at once, then release them for the nodes.
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(len(self.node_names) * self.ports_per_node):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+            ports = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        k = self.ports_per_node
+        for i, name in enumerate(self.node_names):
+            self.nodes[name] = LocalNode(self, name, "127.0.0.1", tuple(ports[i * k:(i + 1) * k]),
+                                         self._workdir(name), None)
+
+    def _teardown(self) -> None:
+        self._closed = True
+        if self.state is None:
+            return
+        problems: list[str] = []
+        for node in self.nodes.values():
+            try:
+                node.kill()  # reaps our own children; teardown() below covers anything else
+            except BackendError as err:
+                problems.append(str(err))
+        try:
+            teardown(self.state, self.state_dir)
+        except RuntimeError as err:
+            problems.append(str(err))
+        self.state = None
+        if problems:
+            raise BackendError("; ".join(problems))
