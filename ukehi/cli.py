@@ -15,6 +15,8 @@ from typing import Sequence
 # (command words, module path, one-line help)
 _COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("wal", "dump"), "ukehi.storage.dump", "print every WAL entry and the corruption report"),
+    (("node",), "ukehi.nodecli", "run one Ukehi node in the foreground"),
+    (("kv",), "ukehi.kvcli", "get/put/cas/delete/status... against a running cluster"),
 ]
 
 EXIT_BAD_ARGUMENT = 254

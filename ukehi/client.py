@@ -1,0 +1,555 @@
+"""Asyncio client for a Ukehi cluster (used by the harness, the `ukehi kv` CLI and people).
+
+    async with UkehiClient(["127.0.0.1:7001", "127.0.0.1:7002"], timeout=2.0) as c:
+        r = await c.put("k", "v")
+        if r.ok: ...
+        elif r.definite: ...   # certainly did not happen
+        else: ...              # unknown: may have happened, now or later
+
+Every operation returns a `Result` and never raises for a cluster-side failure. Its
+`outcome` is one of three words, and the harness records them as they are:
+
+* ``"ok"``: the operation took effect (for reads: the value is linearizable).
+* ``"fail"``: the operation **certainly did not take effect** and never will. Only these
+  errors are definite:
+
+  - a node answered one of `ukehi.wire.DEFINITE_ERRORS`: ``not_leader`` (the node did not
+    propose it, or the entry it proposed was overwritten by another leader's entry at that
+    index, which means it can never commit), ``recovering``, ``unavailable``,
+    ``bad_request``, ``refused`` (fenced write with a lower token), ``cas_failed``,
+    ``lock_held``, ``not_lock_holder``, ``stale_entry``;
+  - ``connect_failed``: no connection could be opened, so nothing was sent;
+  - ``invalid_argument``: the client refused the arguments before sending anything.
+
+  Redirects are followed only after a definite error, so a request is never sent twice
+  unless the earlier attempt certainly did not happen.
+* ``"unknown"``: the request was sent and no definite answer came back: ``timeout``
+  (no answer within the request's deadline; the node may still commit it later),
+  ``connection_lost`` (the connection closed after the request was written), or an
+  ``internal``/``timeout`` error from the node. The operation may take effect at any time
+  after it was invoked, or never. Reads have no effect, so an unknown read can be treated as
+  a failed one.
+
+One connection per node carries many requests in flight (request ids), so the client can be
+shared by many asyncio tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from ukehi import wire
+
+__all__ = [
+    "Result",
+    "UkehiClient",
+    "OK",
+    "FAIL",
+    "UNKNOWN",
+    "parse_cluster",
+    "DEFINITE_CLIENT_ERRORS",
+]
+
+OK = "ok"
+FAIL = "fail"
+UNKNOWN = "unknown"
+
+# Client-side error codes, in addition to the node's `wire.ErrorCode` values.
+CONNECT_FAILED = "connect_failed"  # definite: nothing was sent
+INVALID_ARGUMENT = "invalid_argument"  # definite: refused before sending
+TIMEOUT = "timeout"  # unknown
+CONNECTION_LOST = "connection_lost"  # unknown
+
+DEFINITE_CLIENT_ERRORS = frozenset({CONNECT_FAILED, INVALID_ARGUMENT}) | frozenset(
+    c.value for c in wire.DEFINITE_ERRORS
+)
+
+# Errors after which another node may succeed; the client moves on (all are definite).
+_TRY_ELSEWHERE = frozenset(
+    {
+        wire.ErrorCode.NOT_LEADER.value,
+        wire.ErrorCode.RECOVERING.value,
+        wire.ErrorCode.UNAVAILABLE.value,
+        CONNECT_FAILED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one request. See the module docstring for the meaning of `outcome`."""
+
+    outcome: str  # "ok" | "fail" | "unknown"
+    value: Any = None
+    error: str | None = None  # an error code (wire.ErrorCode value or a client-side code)
+    message: str = ""
+    node: str | None = None  # address of the node that gave the final answer, if any
+    leader_hint: str | None = None  # with not_leader: the leader's address, if the node knew it
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+    @property
+    def definite(self) -> bool:
+        """True when we know whether it happened (ok, or certainly not)."""
+        return self.outcome != UNKNOWN
+
+    @property
+    def failed(self) -> bool:
+        """Certainly did not take effect."""
+        return self.outcome == FAIL
+
+    @property
+    def unknown(self) -> bool:
+        return self.outcome == UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "backslashreplace")
+        return {
+            "outcome": self.outcome,
+            "value": value,
+            "error": self.error,
+            "message": self.message,
+            "node": self.node,
+            "leader_hint": self.leader_hint,
+        }
+
+
+def parse_cluster(cluster: str | Iterable[str | tuple[str, int]]) -> list[tuple[str, int]]:
+    """`"h:p,h:p"` or a list of `"h:p"` / `(h, p)` -> [(host, port)]. Raises ValueError."""
+    items: list[str | tuple[str, int]]
+    if isinstance(cluster, str):
+        items = [p.strip() for p in cluster.split(",") if p.strip()]
+    else:
+        items = list(cluster)
+    out: list[tuple[str, int]] = []
+    for item in items:
+        if isinstance(item, tuple):
+            host, port = item
+        else:
+            host, sep, port_text = str(item).rpartition(":")
+            if not sep or not host:
+                raise ValueError(f"cluster address {item!r} is not HOST:PORT")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            try:
+                port = int(port_text)
+            except ValueError:
+                raise ValueError(f"cluster address {item!r} has a non-numeric port") from None
+        if not (isinstance(port, int) and 0 < port <= 65535):
+            raise ValueError(f"cluster address {item!r} has port outside 1..65535")
+        if (host, port) not in out:
+            out.append((host, port))
+    if not out:
+        raise ValueError("the cluster address list is empty; give HOST:PORT[,HOST:PORT...]")
+    return out
+
+
+def _fmt(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+class _Connection:
+    """One TCP connection to one node, many requests in flight, matched by request id."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame: int,
+    ) -> None:
+        self.address = address
+        self._reader = reader
+        self._writer = writer
+        self._max_frame = max_frame
+        self._pending: dict[int, asyncio.Future[wire.Frame]] = {}
+        self._ids = itertools.count(1)
+        self.closed = False
+        self.close_reason = ""
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @classmethod
+    async def open(
+        cls, address: tuple[str, int], timeout: float, max_frame: int
+    ) -> "_Connection":
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address[0], address[1], limit=max_frame + 1024), timeout
+        )
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        return cls(address, reader, writer, max_frame)
+
+    async def _read_loop(self) -> None:
+        reason = "closed by the node"
+        try:
+            while True:
+                frame = await wire.read_frame(self._reader, self._max_frame)
+                if frame is None:
+                    break
+                fut = self._pending.pop(frame.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(frame)
+                # A response for an id we no longer wait for (timed out) is dropped.
+        except wire.ProtocolError as e:
+            reason = f"protocol error from the node: {e}"
+        except (OSError, asyncio.IncompleteReadError) as e:
+            reason = f"connection error: {e}"
+        except asyncio.CancelledError:
+            reason = "client closed"
+        finally:
+            self._fail_all(reason)
+
+    def _fail_all(self, reason: str) -> None:
+        self.closed = True
+        self.close_reason = reason
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(_ConnectionLost(reason))
+        try:
+            self._writer.close()
+        except Exception:
+            pass
+
+    def send(self, msg_type: wire.MsgType, body: Mapping[str, Any]) -> asyncio.Future[wire.Frame]:
+        """Write one request; the future resolves with the response frame.
+
+        Raises wire.ProtocolError if the request cannot be encoded (nothing is sent), or
+        _ConnectionLost if the connection is already closed (nothing is sent).
+        """
+        if self.closed:
+            raise _ConnectionLost(self.close_reason or "connection closed")
+        rid = next(self._ids)
+        data = wire.encode_frame(msg_type, rid, body, max_size=self._max_frame)
+        fut: asyncio.Future[wire.Frame] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self._writer.write(data)
+        return fut
+
+    def forget(self, fut: asyncio.Future[wire.Frame]) -> None:
+        for rid, f in list(self._pending.items()):
+            if f is fut:
+                del self._pending[rid]
+                return
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except (asyncio.CancelledError, Exception):
+            pass
+        try:
+            await self._writer.wait_closed()
+        except Exception:
+            pass
+
+
+class UkehiClient:
+    """A client for one cluster: leader discovery, redirects, deadlines, honest results.
+
+    `cluster`: addresses of any of the nodes ("HOST:PORT,..." or a list). `timeout`: the
+    default deadline of one operation in seconds, redirects included. `connect_timeout`: how
+    long to wait for one TCP connect before trying the next node.
+    """
+
+    def __init__(
+        self,
+        cluster: str | Iterable[str | tuple[str, int]],
+        *,
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        max_frame: int = wire.DEFAULT_MAX_FRAME_SIZE,
+        retry_backoff: float = 0.05,
+    ) -> None:
+        self.addresses = parse_cluster(cluster)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.max_frame = max_frame
+        self.retry_backoff = retry_backoff
+        self._conns: dict[tuple[str, int], _Connection] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Future[_Connection]] = {}
+        self._leader: tuple[str, int] | None = None
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> "UkehiClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            await conn.close()
+
+    @property
+    def leader(self) -> str | None:
+        """The address this client currently believes is the leader (a guess)."""
+        return _fmt(self._leader) if self._leader else None
+
+    # ------------------------------------------------------------------ operations
+    async def get(self, key: str, *, timeout: float | None = None) -> Result:
+        """Linearizable read. `value` is None when the key is absent."""
+        return await self.request(wire.MsgType.GET, {"key": key}, timeout=timeout)
+
+    async def put(self, key: str, value: Any, *, timeout: float | None = None) -> Result:
+        return await self.request(wire.MsgType.PUT, {"key": key, "value": value}, timeout=timeout)
+
+    async def cas(
+        self, key: str, expected: Any, new: Any, *, timeout: float | None = None
+    ) -> Result:
+        """Set `key` to `new` if its value is `expected` (None: the key must be absent).
+
+        A compare that does not match is a definite failure with error ``cas_failed``.
+        """
+        return await self.request(
+            wire.MsgType.CAS, {"key": key, "expected": expected, "new": new}, timeout=timeout
+        )
+
+    async def delete(self, key: str, *, timeout: float | None = None) -> Result:
+        return await self.request(wire.MsgType.DELETE, {"key": key}, timeout=timeout)
+
+    async def fenced_put(
+        self, key: str, value: Any, token: int, *, timeout: float | None = None
+    ) -> Result:
+        """Put that is refused (``refused``, definite) if `token` is below the key's highest."""
+        return await self.request(
+            wire.MsgType.FENCED_PUT, {"key": key, "value": value, "token": token}, timeout=timeout
+        )
+
+    async def acquire(
+        self, lock: str, owner: str, ttl_ms: int, *, timeout: float | None = None
+    ) -> Result:
+        """Acquire `lock` for `owner` for `ttl_ms`; `value` is the fencing token (an int)."""
+        return await self.request(
+            wire.MsgType.ACQUIRE, {"lock": lock, "owner": owner, "ttl_ms": ttl_ms}, timeout=timeout
+        )
+
+    async def release(
+        self, lock: str, owner: str, token: int | None = None, *, timeout: float | None = None
+    ) -> Result:
+        body: dict[str, Any] = {"lock": lock, "owner": owner}
+        if token is not None:
+            body["token"] = token
+        return await self.request(wire.MsgType.RELEASE, body, timeout=timeout)
+
+    async def status(self, node: str | None = None, *, timeout: float | None = None) -> Result:
+        """One node's status (`node` = its address; default: the first reachable one).
+
+        `value` is a dict: id, role, term, leader, leader_address, commit_index,
+        applied_index, members, learners, recovering, clock, pid, ...
+        """
+        return await self.request(
+            wire.MsgType.STATUS, {}, timeout=timeout, target=node, follow_redirects=False
+        )
+
+    async def cluster_status(self, *, timeout: float | None = None) -> dict[str, Result]:
+        """Status of every address in the cluster list, asked concurrently."""
+        addrs = [_fmt(a) for a in self.addresses]
+        results = await asyncio.gather(*(self.status(a, timeout=timeout) for a in addrs))
+        return dict(zip(addrs, results))
+
+    async def add_node(
+        self, node: str, address: str, *, timeout: float | None = None
+    ) -> Result:
+        """Admin: add `node` (reachable at `address`) as a voter (via joint consensus)."""
+        return await self.request(
+            wire.MsgType.ADD_NODE, {"node": node, "address": address}, timeout=timeout
+        )
+
+    async def remove_node(self, node: str, *, timeout: float | None = None) -> Result:
+        """Admin: remove `node` from the voters (the leader itself may be removed)."""
+        return await self.request(wire.MsgType.REMOVE_NODE, {"node": node}, timeout=timeout)
+
+    async def transfer_leader(
+        self, node: str | None = None, *, timeout: float | None = None
+    ) -> Result:
+        """Admin: hand leadership to `node` (default: the most up-to-date follower)."""
+        body = {} if node is None else {"node": node}
+        return await self.request(wire.MsgType.TRANSFER_LEADER, body, timeout=timeout)
+
+    async def snapshot(self, node: str | None = None, *, timeout: float | None = None) -> Result:
+        """Admin: make `node` (default: the leader) take a snapshot now; value = its index."""
+        return await self.request(
+            wire.MsgType.SNAPSHOT, {}, timeout=timeout, target=node, follow_redirects=node is None
+        )
+
+    # ------------------------------------------------------------------ machinery
+    async def request(
+        self,
+        msg_type: wire.MsgType | str,
+        body: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        target: str | tuple[str, int] | None = None,
+        follow_redirects: bool = True,
+    ) -> Result:
+        """Send one request, following redirects after definite errors, within a deadline."""
+        try:
+            mt = wire.MsgType(msg_type)
+            wire.validate_body(mt, dict(body))
+        except (ValueError, wire.ProtocolError) as e:
+            return Result(FAIL, error=INVALID_ARGUMENT, message=str(e))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        if target is not None:
+            try:
+                fixed: tuple[str, int] | None = parse_cluster([target])[0] if isinstance(
+                    target, str
+                ) else target
+            except ValueError as e:
+                return Result(FAIL, error=INVALID_ARGUMENT, message=str(e))
+        else:
+            fixed = None
+        last: Result | None = None
+        tried_without_hint = 0
+        redirects = 0
+        attempt = 0
+        next_addr = fixed or self._leader or self.addresses[0]
+        while True:
+            attempt += 1
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            addr = next_addr
+            result = await self._attempt(addr, mt, body, remaining)
+            if result.outcome != FAIL or result.error not in _TRY_ELSEWHERE:
+                if result.ok and fixed is None and mt is not wire.MsgType.STATUS:
+                    self._leader = addr
+                return result
+            # Definite failure that another node may not have: move on (nothing happened).
+            last = result
+            if fixed is not None or not follow_redirects:
+                return result
+            hint: tuple[str, int] | None = None
+            if result.leader_hint:
+                try:
+                    hint = parse_cluster([result.leader_hint])[0]
+                except ValueError:
+                    hint = None
+            if hint is not None and hint != addr:
+                next_addr = hint
+                self._leader = hint
+                redirects += 1
+                if redirects > len(self.addresses):
+                    # Nodes pointing at each other with stale hints: slow down until an
+                    # election settles it.
+                    await asyncio.sleep(max(0.0, min(self.retry_backoff, deadline - loop.time())))
+                continue  # a redirect: go at once
+            # No usable hint: rotate through the list, backing off a little each round.
+            self._leader = None
+            tried_without_hint += 1
+            idx = self.addresses.index(addr) if addr in self.addresses else -1
+            next_addr = self.addresses[(idx + 1) % len(self.addresses)]
+            if tried_without_hint % len(self.addresses) == 0 or result.error != CONNECT_FAILED:
+                pause = min(0.5, self.retry_backoff * (1 + tried_without_hint // len(self.addresses)))
+                pause *= 0.5 + self._rng.random()
+                await asyncio.sleep(max(0.0, min(pause, deadline - loop.time())))
+        if last is not None:
+            # Every attempt failed definitely: the operation certainly did not happen.
+            return Result(
+                FAIL,
+                error=last.error,
+                message=f"gave up after {attempt - 1} attempt(s) before the deadline: {last.message}",
+                node=last.node,
+            )
+        return Result(FAIL, error=TIMEOUT, message="deadline passed before anything was sent")
+
+    async def _connection(self, addr: tuple[str, int], timeout: float) -> _Connection:
+        conn = self._conns.get(addr)
+        if conn is not None and not conn.closed:
+            return conn
+        pending = self._connecting.get(addr)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                _Connection.open(addr, min(timeout, self.connect_timeout), self.max_frame)
+            )
+            self._connecting[addr] = pending
+            try:
+                conn = await asyncio.shield(pending)
+            finally:
+                self._connecting.pop(addr, None)
+        else:
+            conn = await asyncio.shield(pending)
+        self._conns[addr] = conn
+        return conn
+
+    async def _attempt(
+        self, addr: tuple[str, int], mt: wire.MsgType, body: Mapping[str, Any], timeout: float
+    ) -> Result:
+        node = _fmt(addr)
+        try:
+            conn = await self._connection(addr, timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            return Result(FAIL, error=CONNECT_FAILED, message=f"cannot connect to {node}: {e}", node=node)
+        try:
+            fut = conn.send(mt, body)
+        except _ConnectionLost as e:
+            # Nothing was written on this closed connection.
+            self._conns.pop(addr, None)
+            return Result(FAIL, error=CONNECT_FAILED, message=f"connection to {node} closed: {e}", node=node)
+        except wire.ProtocolError as e:
+            return Result(FAIL, error=INVALID_ARGUMENT, message=str(e), node=node)
+        # From here on the request may have reached the node: failures are unknown.
+        try:
+            frame = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            conn.forget(fut)
+            return Result(
+                UNKNOWN, error=TIMEOUT, message=f"no answer from {node} within {timeout:.3f}s", node=node
+            )
+        except _ConnectionLost as e:
+            self._conns.pop(addr, None)
+            return Result(UNKNOWN, error=CONNECTION_LOST, message=f"{node}: {e}", node=node)
+        return self._interpret(frame, node)
+
+    def _interpret(self, frame: wire.Frame, node: str) -> Result:
+        if frame.type is wire.MsgType.OK:
+            return Result(OK, value=frame.body.get("value"), node=node)
+        if frame.type is wire.MsgType.ERROR:
+            code = frame.body["code"]
+            message = frame.body.get("message", "")
+            definite = wire.ErrorCode(code) in wire.DEFINITE_ERRORS
+            hint = None
+            if code == wire.ErrorCode.NOT_LEADER.value:
+                hint = frame.body.get("leader_address") or None
+            leader = frame.body.get("leader")
+            if leader and code == wire.ErrorCode.NOT_LEADER.value:
+                message = f"{message} (leader is {leader})".strip()
+            return Result(
+                FAIL if definite else UNKNOWN,
+                error=code,
+                message=message,
+                node=node,
+                leader_hint=hint,
+            )
+        return Result(
+            UNKNOWN,
+            error=wire.ErrorCode.INTERNAL.value,
+            message=f"unexpected response type {frame.type.value} from {node}",
+            node=node,
+        )

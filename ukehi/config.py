@@ -1,0 +1,310 @@
+"""Node configuration: one frozen dataclass, built from a config file and command-line flags.
+
+`ukehi node` reads an optional config file (JSON, or TOML through the stdlib `tomllib`) and
+then the flags; a flag given on the command line overrides the file. Every value is checked
+here, once, so the driver never sees a half-valid configuration: a bad value raises
+`ConfigError` with a message that says which setting is wrong and what a good one looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+__all__ = [
+    "ConfigError",
+    "NodeConfig",
+    "CORRUPTION_POLICIES",
+    "READ_MODES",
+    "LOG_LEVELS",
+    "parse_address",
+    "parse_peers",
+    "parse_timeout_range",
+    "load_config_file",
+    "build_config",
+]
+
+# Spelled as on the command line; the storage layer's enum is looked up by these names.
+CORRUPTION_POLICIES = ("truncate-to-last-good", "refuse-start", "alert-and-continue")
+READ_MODES = ("readindex", "lease")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+DEFAULT_ELECTION_TIMEOUT_MS = (1000, 2000)
+DEFAULT_HEARTBEAT_MS = 100
+DEFAULT_SNAPSHOT_THRESHOLD = 10_000
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the setting and the fix."""
+
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs to start. Built by `build_config`, never mutated."""
+
+    node_id: str
+    listen: Address
+    # Every founding member, this node included: the initial voter configuration. All
+    # founding nodes must be started with the same set. A node started with `join=True`
+    # is not a founding member: it waits to be added by the cluster (admin add_node).
+    peers: Mapping[str, Address]
+    data_dir: str
+    corruption_policy: str = "truncate-to-last-good"
+    read_mode: str = "readindex"
+    snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD
+    election_timeout_ms: tuple[int, int] = DEFAULT_ELECTION_TIMEOUT_MS
+    heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
+    log_level: str = "info"
+    join: bool = False
+    fsync: bool = True
+    unsafe_bug: str | None = None
+    # The address other nodes and clients should use to reach this node; defaults to
+    # `listen` (differs when listening on 0.0.0.0 in a container).
+    advertise: Address | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def advertise_address(self) -> Address:
+        if self.advertise is not None:
+            return self.advertise
+        if self.node_id in self.peers:
+            return self.peers[self.node_id]
+        return self.listen
+
+    @property
+    def tick_ms(self) -> int:
+        """The Raft core's tick: fine enough that heartbeats and timeouts keep their spacing."""
+        return max(5, min(self.heartbeat_ms, self.election_timeout_ms[0] // 10))
+
+
+def parse_address(text: str, what: str = "address") -> Address:
+    """`HOST:PORT` (IPv6 as `[::1]:PORT`) -> (host, port)."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"{what} {text!r} is not HOST:PORT (for example 127.0.0.1:7001)")
+    host, _, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigError(f"{what} {text!r} has no host (for example 127.0.0.1:7001)")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} has a port that is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what} {text!r} has port {port}, which is not in 0..65535")
+    return host, port
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_node_id(node_id: object) -> str:
+    if not isinstance(node_id, str) or not node_id:
+        raise ConfigError(f"node id {node_id!r} must be a non-empty string such as n1")
+    if any(c in node_id for c in "=,: \t\n") or len(node_id) > 64:
+        raise ConfigError(
+            f"node id {node_id!r} must be at most 64 characters without '=', ',', ':' or spaces"
+        )
+    return node_id
+
+
+def parse_peers(text: str | Mapping[str, str]) -> dict[str, Address]:
+    """`n1=HOST:PORT,n2=HOST:PORT` (or a mapping from a config file) -> {id: address}."""
+    items: list[tuple[str, str]]
+    if isinstance(text, Mapping):
+        items = [(str(k), str(v)) for k, v in text.items()]
+    elif isinstance(text, str):
+        items = []
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part:
+                raise ConfigError(
+                    f"peer {part!r} is not ID=HOST:PORT (for example n1=127.0.0.1:7001)"
+                )
+            node_id, _, addr = part.partition("=")
+            items.append((node_id.strip(), addr.strip()))
+    else:
+        raise ConfigError(f"peers must be a string ID=HOST:PORT,... or a table, got {text!r}")
+    peers: dict[str, Address] = {}
+    for node_id, addr in items:
+        _check_node_id(node_id)
+        if node_id in peers:
+            raise ConfigError(f"peer {node_id!r} is listed twice in --peers")
+        peers[node_id] = parse_address(addr, f"address of peer {node_id}")
+    if not peers:
+        raise ConfigError("--peers is empty; list every founding node as ID=HOST:PORT,...")
+    return peers
+
+
+def parse_timeout_range(text: str | list[int] | tuple[int, int]) -> tuple[int, int]:
+    """`MIN:MAX` in milliseconds (or a 2-element list from a config file)."""
+    if isinstance(text, (list, tuple)):
+        if len(text) != 2:
+            raise ConfigError(f"election timeout {text!r} must have two values [MIN, MAX]")
+        lo, hi = text
+    elif isinstance(text, str) and ":" in text:
+        lo_text, _, hi_text = text.partition(":")
+        try:
+            lo, hi = int(lo_text), int(hi_text)
+        except ValueError:
+            raise ConfigError(
+                f"election timeout {text!r} must be MIN:MAX in milliseconds, e.g. 150:300"
+            ) from None
+    else:
+        raise ConfigError(
+            f"election timeout {text!r} must be MIN:MAX in milliseconds, e.g. 150:300"
+        )
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+        raise ConfigError(f"election timeout {text!r} must be whole milliseconds")
+    if lo < 10 or hi < lo or hi > 600_000:
+        raise ConfigError(
+            f"election timeout {lo}:{hi} ms is not valid: need 10 <= MIN <= MAX <= 600000"
+        )
+    return lo, hi
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a JSON (`.json`) or TOML (anything else) config file into a flat dict.
+
+    Keys are the long flag names with `-` or `_` (`data-dir` or `data_dir`).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(raw.decode("utf-8"))
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid JSON/TOML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/object of settings")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+_KNOWN_KEYS = {
+    "id",
+    "node_id",
+    "listen",
+    "peers",
+    "data_dir",
+    "corruption_policy",
+    "read_mode",
+    "snapshot_threshold",
+    "election_timeout",
+    "heartbeat",
+    "log_level",
+    "join",
+    "fsync",
+    "unsafe_bug",
+    "advertise",
+}
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    norm = value.strip().lower().replace("_", "-")
+    # Accept the CamelCase names of the design document too (TruncateToLastGood).
+    camel = {c.replace("-", ""): c for c in choices}
+    norm = camel.get(norm.replace("-", ""), norm)
+    if norm not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return norm
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def build_config(settings: Mapping[str, Any]) -> NodeConfig:
+    """Validate a merged settings dict (file values overridden by flags) into a NodeConfig."""
+    unknown = set(settings) - _KNOWN_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KNOWN_KEYS))}"
+        )
+    node_id = settings.get("node_id", settings.get("id"))
+    if node_id is None:
+        raise ConfigError("the node id is missing: pass --id n1 (or id = \"n1\" in the config file)")
+    node_id = _check_node_id(str(node_id))
+    if settings.get("peers") is None:
+        raise ConfigError("--peers is missing: list every founding node as ID=HOST:PORT,...")
+    peers = parse_peers(settings["peers"])
+    join = bool(settings.get("join", False))
+    if not join and node_id not in peers:
+        raise ConfigError(
+            f"node {node_id} is not in --peers ({', '.join(peers)}); add {node_id}=HOST:PORT, "
+            "or pass --join to start a node that the cluster will add later"
+        )
+    if settings.get("listen") is not None:
+        listen = parse_address(str(settings["listen"]), "--listen")
+    elif node_id in peers:
+        listen = peers[node_id]
+    else:
+        raise ConfigError("--listen is missing: give the HOST:PORT this node listens on")
+    data_dir = settings.get("data_dir")
+    if not data_dir or not isinstance(data_dir, str):
+        raise ConfigError("--data-dir is missing: give a directory for this node's WAL and snapshots")
+    advertise = None
+    if settings.get("advertise") is not None:
+        advertise = parse_address(str(settings["advertise"]), "--advertise")
+    heartbeat = _positive_int("--heartbeat", settings.get("heartbeat", DEFAULT_HEARTBEAT_MS))
+    et = settings.get("election_timeout")
+    election = parse_timeout_range(et) if et is not None else DEFAULT_ELECTION_TIMEOUT_MS
+    if election[0] < 2 * heartbeat:
+        raise ConfigError(
+            f"--election-timeout minimum {election[0]} ms must be at least twice --heartbeat "
+            f"({heartbeat} ms), or followers time out between heartbeats"
+        )
+    unsafe_bug = settings.get("unsafe_bug")
+    if unsafe_bug is not None and not isinstance(unsafe_bug, str):
+        raise ConfigError(f"--unsafe-bug must be a name, got {unsafe_bug!r}")
+    return NodeConfig(
+        node_id=node_id,
+        listen=listen,
+        peers=peers,
+        data_dir=os.path.abspath(data_dir),
+        corruption_policy=_choice(
+            "--corruption-policy",
+            settings.get("corruption_policy", "truncate-to-last-good"),
+            CORRUPTION_POLICIES,
+        ),
+        read_mode=_choice("--read-mode", settings.get("read_mode", "readindex"), READ_MODES),
+        snapshot_threshold=_positive_int(
+            "--snapshot-threshold",
+            settings.get("snapshot_threshold", DEFAULT_SNAPSHOT_THRESHOLD),
+        ),
+        election_timeout_ms=election,
+        heartbeat_ms=heartbeat,
+        log_level=_choice("--log-level", settings.get("log_level", "info"), LOG_LEVELS),
+        join=join,
+        fsync=bool(settings.get("fsync", True)),
+        unsafe_bug=unsafe_bug,
+        advertise=advertise,
+    )
+
+
+def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:
+    """A copy with some fields changed (tests and the bench use it)."""
+    return replace(config, **changes)

@@ -1,0 +1,201 @@
+"""`ukehi kv ...`: talk to a running cluster from a terminal or a script.
+
+    ukehi kv put greeting hello --cluster 127.0.0.1:7001,127.0.0.1:7002
+    ukehi kv get greeting --cluster 127.0.0.1:7001        # prints: hello
+    ukehi kv status --json --cluster 127.0.0.1:7001
+
+Exit codes: 0 the operation took effect (for `get` also when the key is absent: nothing is
+printed and stderr says so), 1 it certainly did not take effect (e.g. cas compare failed,
+refused by fencing, no leader), 2 the outcome is unknown (timeout or connection lost after
+sending; it may still take effect), 254 bad arguments. `--json` prints one JSON object with
+`outcome`, `value`, `error`, `message` (and for `status` the node's status keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from ukehi.client import FAIL, OK, Result, UkehiClient, parse_cluster
+
+__all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_UNKNOWN", "EXIT_BAD_ARGUMENT"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNKNOWN = 2
+EXIT_BAD_ARGUMENT = 254
+
+STATUS_KEYS = (
+    "id", "role", "term", "leader", "leader_address", "commit_index", "applied_index",
+    "members", "learners", "recovering", "clock", "pid",
+)
+
+
+def _value(text: str, as_int: bool) -> Any:
+    if not as_int:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--int given but {text!r} is not an integer") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--cluster", required=True, metavar="HOST:PORT,...",
+        help="addresses of one or more nodes (the client finds the leader)",
+    )
+    common.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="give up after this long (default 5); the outcome is then unknown")
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    sub = parser.add_subparsers(dest="kv_command", metavar="COMMAND", parser_class=type(parser))
+    sub.required = True
+
+    p = sub.add_parser("get", parents=[common], help="print the value of KEY (linearizable read)")
+    p.add_argument("key")
+    p = sub.add_parser("put", parents=[common], help="set KEY to VALUE")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.add_argument("--int", action="store_true", help="store VALUE as an integer")
+    p = sub.add_parser("cas", parents=[common], help="set KEY to NEW if it holds EXPECTED")
+    p.add_argument("key")
+    p.add_argument("expected", nargs="?", help="omit with --absent")
+    p.add_argument("new")
+    p.add_argument("--absent", action="store_true", help="succeed only if KEY does not exist")
+    p.add_argument("--int", action="store_true", help="EXPECTED and NEW are integers")
+    p = sub.add_parser("delete", parents=[common], help="remove KEY")
+    p.add_argument("key")
+    p = sub.add_parser("fenced-put", parents=[common],
+                       help="set KEY to VALUE unless a higher fencing TOKEN was accepted for it")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.add_argument("token", type=int)
+    p.add_argument("--int", action="store_true", help="store VALUE as an integer")
+    p = sub.add_parser("acquire", parents=[common], help="take LOCK for OWNER; prints the fencing token")
+    p.add_argument("lock")
+    p.add_argument("owner")
+    p.add_argument("--ttl-ms", type=int, default=10_000)
+    p = sub.add_parser("release", parents=[common], help="release LOCK held by OWNER")
+    p.add_argument("lock")
+    p.add_argument("owner")
+    p.add_argument("--token", type=int)
+    p = sub.add_parser("status", parents=[common], help="one node's status (the first --cluster address)")
+    p.add_argument("--all", action="store_true", help="status of every --cluster address")
+    p = sub.add_parser("add-node", parents=[common], help="admin: add node ID at ADDRESS as a voter")
+    p.add_argument("node")
+    p.add_argument("address")
+    p = sub.add_parser("remove-node", parents=[common], help="admin: remove node ID")
+    p.add_argument("node")
+    p = sub.add_parser("transfer-leader", parents=[common], help="admin: make NODE the leader")
+    p.add_argument("node", nargs="?")
+    p = sub.add_parser("snapshot", parents=[common], help="admin: take a snapshot now")
+
+
+def _exit_code(result: Result) -> int:
+    if result.outcome == OK:
+        return EXIT_OK
+    if result.outcome == FAIL:
+        return EXIT_FAILED
+    return EXIT_UNKNOWN
+
+
+async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
+    cmd = args.kv_command
+    async with UkehiClient(args.cluster, timeout=args.timeout) as c:
+        if cmd == "get":
+            return await c.get(args.key), None
+        if cmd == "put":
+            return await c.put(args.key, _value(args.value, args.int)), None
+        if cmd == "cas":
+            expected = None if args.absent else _value(args.expected, args.int)
+            return await c.cas(args.key, expected, _value(args.new, args.int)), None
+        if cmd == "delete":
+            return await c.delete(args.key), None
+        if cmd == "fenced-put":
+            return await c.fenced_put(args.key, _value(args.value, args.int), args.token), None
+        if cmd == "acquire":
+            return await c.acquire(args.lock, args.owner, args.ttl_ms), None
+        if cmd == "release":
+            return await c.release(args.lock, args.owner, args.token), None
+        if cmd == "status":
+            if args.all:
+                every = await c.cluster_status()
+                ok = all(r.ok for r in every.values())
+                merged = Result(OK if ok else FAIL, value={a: r.to_dict() for a, r in every.items()},
+                                error=None if ok else "some_nodes_unreachable")
+                return merged, every
+            first = ",".join(f"{h}:{p}" for h, p in c.addresses[:1])
+            return await c.status(first), None
+        if cmd == "add-node":
+            return await c.add_node(args.node, args.address), None
+        if cmd == "remove-node":
+            return await c.remove_node(args.node), None
+        if cmd == "transfer-leader":
+            return await c.transfer_leader(args.node), None
+        if cmd == "snapshot":
+            return await c.snapshot(), None
+    raise AssertionError(f"unhandled kv command {cmd}")
+
+
+def _print_human(cmd: str, result: Result, extra: Any) -> None:
+    if not result.ok:
+        where = f" ({result.node})" if result.node else ""
+        what = "did not happen" if result.outcome == FAIL else "outcome UNKNOWN (it may still take effect)"
+        print(f"ukehi kv {cmd}: {what}: {result.error}: {result.message}{where}", file=sys.stderr)
+        return
+    value = result.value
+    if cmd == "get":
+        if value is None:
+            print("(key absent)", file=sys.stderr)
+        else:
+            print(value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value)
+    elif cmd == "status":
+        if extra is not None:
+            for addr, r in extra.items():
+                print(f"{addr}: " + (_status_line(r.value) if r.ok else f"unreachable ({r.error})"))
+        else:
+            for k in STATUS_KEYS:
+                if isinstance(value, dict) and k in value:
+                    print(f"{k}: {value[k]}")
+    elif cmd in ("acquire", "snapshot"):
+        print(value)
+    elif value is not None and cmd not in ("put", "delete", "cas", "fenced-put"):
+        print(value)
+
+
+def _status_line(status: Any) -> str:
+    if not isinstance(status, dict):
+        return str(status)
+    return " ".join(f"{k}={status.get(k)}" for k in ("id", "role", "term", "leader", "commit_index", "applied_index"))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        parse_cluster(args.cluster)
+    except ValueError as e:
+        print(f"ukehi kv: error: --cluster: {e}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    if getattr(args, "kv_command", None) == "cas" and (args.absent == (args.expected is not None)):
+        print("ukehi kv cas: error: give either EXPECTED or --absent (not both)", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    if args.timeout <= 0:
+        print("ukehi kv: error: --timeout must be > 0 seconds", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    try:
+        result, extra = asyncio.run(_run(args))
+    except argparse.ArgumentTypeError as e:
+        print(f"ukehi kv: error: {e}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    if args.json:
+        out = result.to_dict()
+        if args.kv_command == "status" and result.ok and isinstance(result.value, dict) and extra is None:
+            # status --json: the node's keys at the top level, for scripts.
+            out = {**result.value, "outcome": result.outcome}
+        print(json.dumps(out, default=str, sort_keys=True))
+    else:
+        _print_human(args.kv_command, result, extra)
+    return _exit_code(result)

@@ -1,0 +1,121 @@
+"""`ukehi node`: run one Ukehi node in the foreground until SIGTERM/SIGINT.
+
+    ukehi node --id n1 --listen 127.0.0.1:7001 \\
+        --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --data-dir /var/lib/ukehi/n1
+
+Settings may also come from `--config FILE` (JSON or TOML, keys = long flag names); a flag
+on the command line overrides the file. Exit codes: 0 after a clean shutdown, 4 when the
+RefuseStart corruption policy refused to start (the message names segment and offset; no
+file was changed), 254 for a bad flag or config value, 1 for any other start-up failure
+(for example the port is in use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ukehi.bugs import KNOWN_BUGS, UnsafeBugRefused, check_unsafe_bug
+from ukehi.config import (
+    CORRUPTION_POLICIES,
+    LOG_LEVELS,
+    READ_MODES,
+    ConfigError,
+    NodeConfig,
+    build_config,
+    load_config_file,
+)
+
+__all__ = ["add_arguments", "run", "config_from_args", "EXIT_REFUSE_START", "EXIT_BAD_ARGUMENT"]
+
+EXIT_BAD_ARGUMENT = 254
+EXIT_REFUSE_START = 4
+EXIT_START_FAILED = 1
+
+# flag dest -> config key (only flags actually given override the config file)
+_FLAG_KEYS = {
+    "id": "node_id",
+    "listen": "listen",
+    "peers": "peers",
+    "data_dir": "data_dir",
+    "corruption_policy": "corruption_policy",
+    "read_mode": "read_mode",
+    "snapshot_threshold": "snapshot_threshold",
+    "election_timeout": "election_timeout",
+    "heartbeat": "heartbeat",
+    "log_level": "log_level",
+    "join": "join",
+    "advertise": "advertise",
+    "unsafe_bug": "unsafe_bug",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None so that "not given" can be told apart from "given the default"
+    # when merging with a config file; real defaults live in ukehi.config.
+    parser.add_argument("--id", help="this node's id, e.g. n1")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (clients and peers)")
+    parser.add_argument(
+        "--peers", metavar="ID=HOST:PORT,...",
+        help="every founding node, this one included (the initial voters; same on every node)",
+    )
+    parser.add_argument("--data-dir", metavar="DIR", help="directory for the WAL and snapshots")
+    parser.add_argument(
+        "--corruption-policy", choices=CORRUPTION_POLICIES, type=str.lower,
+        help="what to do about a corrupt WAL at start-up (default truncate-to-last-good)",
+    )
+    parser.add_argument(
+        "--read-mode", choices=READ_MODES, type=str.lower,
+        help="readindex (default, linearizable) or lease (faster, needs bounded clock drift)",
+    )
+    parser.add_argument("--snapshot-threshold", type=int, metavar="N",
+                        help="compact the log once N applied entries sit in it (default 10000)")
+    parser.add_argument("--election-timeout", metavar="MIN:MAX",
+                        help="election timeout range in ms (default 1000:2000)")
+    parser.add_argument("--heartbeat", type=int, metavar="MS", help="heartbeat interval in ms (default 100)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, help="default info")
+    parser.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings; flags override it")
+    parser.add_argument(
+        "--join", action="store_true", default=None,
+        help="start as a new, empty node that an existing cluster will add (admin add_node)",
+    )
+    parser.add_argument("--advertise", metavar="HOST:PORT",
+                        help="address others use to reach this node (default: its --peers entry)")
+    parser.add_argument(
+        "--unsafe-bug", metavar="NAME",
+        help="TEST ONLY: plant a bug ("
+        + "; ".join(f"{k}: {v}" for k, v in KNOWN_BUGS.items())
+        + "); needs UKEHI_I_KNOW_THIS_IS_UNSAFE=1",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    """Merge the config file (if any) with the flags given; raises ConfigError."""
+    settings: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        settings.update(load_config_file(args.config))
+        if "id" in settings and "node_id" not in settings:
+            settings["node_id"] = settings.pop("id")
+    for dest, key in _FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            settings[key] = value
+    config = build_config(settings)
+    try:
+        check_unsafe_bug(config.unsafe_bug)
+    except UnsafeBugRefused as e:
+        raise ConfigError(str(e)) from None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        print(f"ukehi node: error: {e}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    # Imported here so that `ukehi kv` and `ukehi wal dump` start without the node's imports.
+    from ukehi.node import run_node
+
+    return run_node(config)

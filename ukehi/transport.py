@@ -1,0 +1,194 @@
+"""Outbound peer links: one TCP connection per peer, reconnect with exponential back-off.
+
+The node hands each Ready's messages to `PeerTransport.send_batch`; every message for one
+peer is appended to that peer's buffer and the link's writer task writes everything buffered
+in one `write` + `drain` (batching per Ready, and across Readies while a drain is slow).
+
+Raft tolerates lost messages, so a link never blocks the node: while a peer is unreachable
+its buffer is dropped (and `on_unreachable(peer)` tells the core to slow down replication to
+it), and the buffer is bounded in bytes, so a dead or slow peer cannot grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from typing import Callable
+
+from ukehi import wire
+from ukehi.nodelog import NodeLogger
+
+__all__ = ["PeerTransport", "PeerLink"]
+
+Address = tuple[str, int]
+
+
+class PeerLink:
+    """The connection to one peer and its bounded send buffer."""
+
+    def __init__(
+        self,
+        owner: "PeerTransport",
+        peer: str,
+        address: Address,
+    ) -> None:
+        self.owner = owner
+        self.peer = peer
+        self.address = address
+        self._buf: list[bytes] = []
+        self._buf_bytes = 0
+        self._wake = asyncio.Event()
+        self.connected = False
+        self.dropped = 0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def enqueue(self, frames: list[bytes]) -> None:
+        if not self.connected:
+            # Nobody to send to: drop now (Raft retries), don't hoard stale messages.
+            self.dropped += len(frames)
+            return
+        for f in frames:
+            if self._buf_bytes + len(f) > self.owner.max_buffer_bytes:
+                self.dropped += 1
+                continue
+            self._buf.append(f)
+            self._buf_bytes += len(f)
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+    async def _run(self) -> None:
+        backoff = self.owner.min_backoff
+        rng = random.Random()
+        log = self.owner.log
+        was_connected_once = False
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.address), self.owner.connect_timeout
+                )
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                writer.write(
+                    wire.encode_frame(
+                        wire.MsgType.HELLO, 0,
+                        {"role": "peer", "version": wire.PROTOCOL_VERSION, "node": self.owner.node_id},
+                    )
+                )
+                await writer.drain()
+                self.connected = True
+                was_connected_once = True
+                backoff = self.owner.min_backoff
+                log.info("peer-connected", peer=self.peer, address=f"{self.address[0]}:{self.address[1]}")
+                await self._pump(reader, writer)
+            except asyncio.CancelledError:
+                if writer is not None:
+                    writer.close()
+                raise
+            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+                if self.connected:
+                    log.info("peer-disconnected", peer=self.peer, reason=str(e) or type(e).__name__)
+                elif not was_connected_once:
+                    log.debug("peer-connect-failed", peer=self.peer, reason=str(e) or type(e).__name__)
+            finally:
+                if self.connected:
+                    self.connected = False
+                self._buf.clear()
+                self._buf_bytes = 0
+                if writer is not None:
+                    try:
+                        writer.close()
+                    except Exception:
+                        pass
+            self.owner.on_unreachable(self.peer)
+            # Exponential back-off with jitter, capped: a dead peer costs one connect attempt
+            # per `max_backoff`, and a restarted one is found again quickly.
+            await asyncio.sleep(backoff * (0.5 + rng.random()))
+            backoff = min(self.owner.max_backoff, backoff * 2)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The remote never sends on this connection; reading only detects that it closed.
+        closed = asyncio.get_running_loop().create_task(reader.read(1))
+        try:
+            while True:
+                if not self._buf:
+                    self._wake.clear()
+                    waiter = asyncio.get_running_loop().create_task(self._wake.wait())
+                    done, _ = await asyncio.wait(
+                        {waiter, closed}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if closed in done:
+                        waiter.cancel()
+                        raise ConnectionError("peer closed the connection")
+                    continue
+                data = b"".join(self._buf)
+                self._buf.clear()
+                self._buf_bytes = 0
+                writer.write(data)
+                await writer.drain()
+                if closed.done():
+                    raise ConnectionError("peer closed the connection")
+        finally:
+            closed.cancel()
+
+
+class PeerTransport:
+    """All outbound peer links of one node."""
+
+    def __init__(
+        self,
+        node_id: str,
+        log: NodeLogger,
+        on_unreachable: Callable[[str], None],
+        *,
+        min_backoff: float = 0.02,
+        max_backoff: float = 1.0,
+        connect_timeout: float = 1.0,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.node_id = node_id
+        self.log = log
+        self.on_unreachable = on_unreachable
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.connect_timeout = connect_timeout
+        self.max_buffer_bytes = max_buffer_bytes
+        self._links: dict[str, PeerLink] = {}
+
+    def ensure(self, peer: str, address: Address) -> PeerLink:
+        link = self._links.get(peer)
+        if link is None:
+            link = PeerLink(self, peer, address)
+            self._links[peer] = link
+        elif link.address != address:
+            link.address = address
+        return link
+
+    def is_connected(self, peer: str) -> bool:
+        link = self._links.get(peer)
+        return link is not None and link.connected
+
+    def send(self, peer: str, address: Address | None, frames: list[bytes]) -> bool:
+        """Queue frames for `peer`; False if its address is unknown (frames dropped)."""
+        if address is None:
+            return False
+        self.ensure(peer, address).enqueue(frames)
+        return True
+
+    async def drop(self, peer: str) -> None:
+        link = self._links.pop(peer, None)
+        if link is not None:
+            await link.close()
+
+    async def close(self) -> None:
+        links, self._links = list(self._links.values()), {}
+        for link in links:
+            await link.close()
