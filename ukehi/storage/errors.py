@@ -14,12 +14,17 @@ class StorageError(Exception):
 class CorruptionRefusedError(StorageError):
     """Replay found corruption and the policy is RefuseStart; nothing on disk was changed.
 
-    ``report`` is the :class:`~ukehi.storage.policy.CorruptionReport` built so far.
+    ``report`` is the :class:`~ukehi.storage.policy.CorruptionReport` built so far;
+    ``entries`` and ``locations`` hold what was readable before the corruption (for
+    ``ukehi wal dump``).
     """
 
-    def __init__(self, message: str, report: object) -> None:
+    def __init__(self, message: str, report: object, entries: list | None = None,
+                 locations: list | None = None) -> None:
         super().__init__(message)
         self.report = report
+        self.entries = entries if entries is not None else []
+        self.locations = locations if locations is not None else []
 
 
 class WalBrokenError(StorageError):

@@ -437,15 +437,19 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
         scanner.run()
     except _Refuse:
         report = scanner.report
+        report.entries_kept = len(scanner.entries)
         first = report.findings[-1]
-        raise CorruptionRefusedError(
+        error = CorruptionRefusedError(
             f"WAL corruption in {os.path.join(directory, first.segment)} at byte offset {first.offset}: "
             f"{first.kind}: {first.detail}. Policy refuse-start: nothing on disk was changed. "
             f"Inspect it with `ukehi wal dump {directory}`; to start anyway, use policy "
             f"truncate-to-last-good (cuts the WAL here; the node then catches up from the leader) "
             f"or alert-and-continue (skips the bad entry).",
             report,
-        ) from None
+            scanner.entries,  # what was readable before the refusal, for `ukehi wal dump`
+            scanner.locations or [],
+        )
+        raise error from None
     report = scanner.report
     entries = scanner.entries
     report.entries_kept = len(entries)

@@ -37,7 +37,7 @@ from .errors import StorageError, WalBrokenError
 from .format import HEADER_SIZE, WalEntry, encode_entry, encode_header, segment_name
 from .fsutil import ensure_dir, fsync_dir, fsync_fd, write_all
 from .policy import CorruptionPolicy, CorruptionReport
-from .scan import RESYNC_WINDOW, SegmentInfo, apply_actions, list_segments, scan_wal
+from .scan import RESYNC_WINDOW, SegmentInfo, WalScan, apply_actions, list_segments, scan_wal
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 MIN_SEGMENT_SIZE = 4096
@@ -94,6 +94,17 @@ class WAL:
         policy = CorruptionPolicy.parse(policy)
         ensure_dir(directory, "WAL directory", create)
         scan = scan_wal(directory, policy, resync_window=resync_window)
+        return cls.from_scan(scan, segment_size=segment_size)
+
+    @classmethod
+    def from_scan(cls, scan: WalScan, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple["WAL", ReplayResult]:
+        """Apply a :func:`scan_wal` result's disk actions and open the WAL for append.
+
+        For callers that must inspect the replay before anything on disk changes.
+        """
+        if not isinstance(segment_size, int) or segment_size < MIN_SEGMENT_SIZE:
+            raise ValueError(f"segment_size must be an int >= {MIN_SEGMENT_SIZE} bytes, got {segment_size!r}")
+        directory = scan.directory
         apply_actions(directory, scan.actions)
         wal = cls(directory, segment_size)
         wal._segments = scan.segments
@@ -292,6 +303,15 @@ class WAL:
                 self._last_index = seg.indexes[-1]
                 break
         self._open_tail()
+
+    def reset(self) -> None:
+        """Remove every entry, durably (e.g. before installing a snapshot from a leader).
+
+        Afterwards the next append may start at any index.
+        """
+        first = self.first_index
+        if first is not None:
+            self.truncate_from(first)
 
     def compact_to(self, index: int) -> None:
         """Remove segments whose entries all have index <= ``index`` (covered by a snapshot).
