@@ -6,9 +6,10 @@ read and tested without root; the backend runs them with ``ip netns exec``.
 - drops: iptables DROP rules in the node's own INPUT/OUTPUT chains (the namespace
   is the run's own, so healing may flush those chains entirely);
 - shaping: tc netem on the node's ``eth0`` egress. For every destination it is the
-  root qdisc; for chosen destinations a 4-band prio qdisc whose priomap never picks
-  band 4, a netem under band 4 and one u32 filter per destination address steering
-  only those packets into it.
+  root qdisc; for chosen destinations an HTB root whose default class passes traffic
+  untouched, a second class with the netem under it, and one u32 filter per
+  destination address steering only those packets into it. (HTB rather than prio:
+  some kernels, e.g. minimal VM kernels, build HTB in but not prio.)
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Sequence
 from harness.backends.base import DIRECTIONS
 
 NODE_DEV = "eth0"
-# Linux's default prio priomap (bands 0..2); band 3 (class 1:4) gets only filtered traffic.
-_PRIOMAP = "1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1".split()
+# Far above any veth's real throughput: the HTB classes must shape nothing themselves.
+_HTB_RATE = "100gbit"
 
 
 def _check_ipv4(address: str) -> str:
@@ -96,15 +97,16 @@ def netem_commands(netem: Netem, to: Sequence[str] | None = None, dev: str = NOD
         return [["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", *netem.args()]]
     if not to:
         raise ValueError("to=[] shapes nothing: give addresses, or to=None for every destination")
-    cmds = [["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "prio", "bands", "4",
-             "priomap", *_PRIOMAP],
-            ["tc", "qdisc", "add", "dev", dev, "parent", "1:4", "handle", "40:", *netem.args()]]
+    cmds = [["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1"],
+            ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", _HTB_RATE],
+            ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:2", "htb", "rate", _HTB_RATE],
+            ["tc", "qdisc", "add", "dev", dev, "parent", "1:2", "handle", "20:", *netem.args()]]
     for addr in to:
-        cmds.append(["tc", "filter", "add", "dev", dev, "parent", "1:0", "protocol", "ip", "prio", "1",
-                     "u32", "match", "ip", "dst", f"{_check_ipv4(addr)}/32", "flowid", "1:4"])
+        cmds.append(["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1",
+                     "u32", "match", "ip", "dst", f"{_check_ipv4(addr)}/32", "flowid", "1:2"])
     return cmds
 
 
 def clear_netem_command(dev: str = NODE_DEV) -> list[str]:
-    """Deleting the root qdisc removes netem, prio and filters at once (fails harmlessly if none)."""
+    """Deleting the root qdisc removes netem, HTB classes and filters at once."""
     return ["tc", "qdisc", "del", "dev", dev, "root"]

@@ -26,7 +26,7 @@ from typing import Literal, Mapping, Sequence
 from harness.backends import netns as nsnet
 from harness.backends.base import BackendError, Cluster, Direction, NeedsRootError, NodeHandle
 from harness.backends.clock import FakeClock, faketime_env, find_libfaketime
-from harness.backends.faults import Netem, clear_netem_command, drop_commands, heal_commands, netem_commands
+from harness.backends.faults import NODE_DEV, Netem, clear_netem_command, drop_commands, heal_commands, netem_commands
 from harness.backends.process import NodeProcess, proc_stat
 from harness.backends.runstate import ProcessRecord, RunState, default_state_dir, teardown
 from harness.net import CommandError, in_netns, netns_support, run
@@ -161,15 +161,23 @@ class LocalNode(NodeHandle):
         try:
             for cmd in cmds:
                 self._ns_run(cmd)
-        except CommandError:
-            self.clear_netem()  # never leave half a setup (a prio qdisc without its filters)
+        except CommandError as err:
+            self.clear_netem()  # never leave half a setup (an HTB root without its filters)
+            if "qdisc kind is unknown" in err.stderr:
+                raise BackendError(
+                    f"tc netem is unavailable on node {self.name}: this kernel has no sch_netem "
+                    "(CONFIG_NET_SCH_NETEM); run `modprobe sch_netem`, or run the packet nemesis "
+                    "on a kernel that has it") from err
             raise
 
     def clear_netem(self) -> None:
-        # Deleting a root qdisc that is not there fails with "no such file": that is success here.
-        proc = self._ns_run(clear_netem_command(), check=False)
-        if proc.returncode != 0 and "No such file" not in proc.stderr and "Cannot find" not in proc.stderr:
-            raise CommandError(clear_netem_command(), proc.returncode, proc.stderr)
+        # Only delete a root qdisc we installed (handle 1:); a veth's default root is
+        # noqueue, which tc refuses to delete.
+        shown = self._ns_run(["tc", "qdisc", "show", "dev", NODE_DEV]).stdout
+        # lines look like "qdisc netem 1: root refcnt 2 limit 1000 delay 100ms"
+        if any(len(tok) > 3 and tok[2] == "1:" and tok[3] == "root"
+               for tok in (line.split() for line in shown.splitlines())):
+            self._ns_run(clear_netem_command())
 
     # -- clock ----------------------------------------------------------------------
     def clock_env(self) -> dict[str, str]:
