@@ -40,7 +40,7 @@ from .policy import CorruptionPolicy, CorruptionReport
 from .scan import RESYNC_WINDOW, SegmentInfo, WalScan, apply_actions, list_segments, scan_wal
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
-MIN_SEGMENT_SIZE = 4096
+MIN_SEGMENT_SIZE = 1024
 
 
 @dataclass
