@@ -1,0 +1,238 @@
+"""Porcupine's entry points: check operations or events against a model, per partition.
+
+``check_operations(model, operations, timeout)`` answers ``ok``, ``illegal`` or
+``unknown`` (the time budget ran out).  The ``*_verbose`` variants also return a
+:class:`LinearizationInfo` with each partition's longest linearizable prefix, which
+``checkers.visualize`` draws and ``checkers.counterexample`` explains.
+
+Partitions (e.g. keys) are independent, so large inputs are spread over worker
+processes; the first violation stops every worker (unless the caller wants every
+failing partition).  Small inputs stay in-process: starting processes costs more
+than it saves.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import multiprocessing
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generator, Sequence
+
+from checkers.model import CheckResult, Event, Model, Operation, events_to_operations
+from checkers.wgl import DEFAULT_MAX_CACHE, SearchOutcome, StopFlag, abandon, searcher
+
+# Below this many operations everything is checked in-process.
+PARALLEL_THRESHOLD = 20_000
+# Longest slice (in yields of the searcher, each CHECK_EVERY steps) a partition gets
+# before the others have their turn.
+_MAX_SLICE = 64
+
+
+@dataclass(slots=True)
+class PartitionInfo:
+    """One partition's operations and what the search found (``checked`` False: never ran)."""
+
+    operations: list[Operation]
+    outcome: SearchOutcome
+    checked: bool = True
+
+    @property
+    def result(self) -> CheckResult:
+        return self.outcome.result
+
+
+@dataclass(slots=True)
+class LinearizationInfo:
+    """Everything a report needs: the model and every partition's outcome."""
+
+    model: Model
+    partitions: list[PartitionInfo] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def partial_linearizations(self) -> list[list[list[int]]]:
+        """Per partition, the partial linearizations found (positions into its operations)."""
+        return [[p.outcome.longest] if p.outcome.longest else [] for p in self.partitions]
+
+    def failing(self) -> list[PartitionInfo]:
+        return [p for p in self.partitions if p.result is CheckResult.ILLEGAL]
+
+
+def combine(results: Sequence[CheckResult]) -> CheckResult:
+    """Illegal beats unknown beats ok."""
+    if CheckResult.ILLEGAL in results:
+        return CheckResult.ILLEGAL
+    if CheckResult.UNKNOWN in results:
+        return CheckResult.UNKNOWN
+    return CheckResult.OK
+
+
+# ---- worker side ----
+
+_worker_stop: Any = None
+
+
+def _init_worker(stop: Any) -> None:
+    global _worker_stop
+    _worker_stop = stop
+
+
+def _check_chunk(model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
+                 stop_on_violation: bool, max_cache: int) -> list[tuple[int, SearchOutcome]]:
+    return _check_sequentially(model, chunk, deadline, _worker_stop, stop_on_violation, max_cache)
+
+
+def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
+                        stop: StopFlag | None, stop_on_violation: bool,
+                        max_cache: int) -> list[tuple[int, SearchOutcome]]:
+    """Check partitions in one process, interleaved round-robin.
+
+    One hard partition must not hide an easy violation in another (Porcupine runs
+    partitions concurrently for the same reason), so each partition runs for a
+    slice of steps in turn; a partition that needs more gets twice the slice next
+    round, which costs at most twice the work of running it alone.
+    """
+    done: list[tuple[int, SearchOutcome]] = []
+    queue: collections.deque[tuple[int, Generator[None, None, SearchOutcome], int]] = collections.deque(
+        (index, searcher(model, operations, max_cache=max_cache), 1) for index, operations in chunk)
+    last_round: int | None = None  # after a violation: how many partitions get one last short slice
+    while queue:
+        if last_round is not None:
+            if last_round == 0:
+                break
+            last_round -= 1
+        index, gen, slice_ = queue.popleft()
+        try:
+            for _ in range(slice_ if last_round is None else 1):
+                next(gen)
+        except StopIteration as finished:
+            outcome: SearchOutcome = finished.value
+            done.append((index, outcome))
+            if outcome.result is CheckResult.ILLEGAL and stop_on_violation and last_round is None:
+                # Give every other partition one short slice, so that the violations
+                # that are quick to find are all reported, then stop.
+                last_round = len(queue)
+        else:
+            queue.append((index, gen, min(slice_ * 2, _MAX_SLICE)))
+        if (deadline is not None and time.monotonic() > deadline) or (stop is not None and stop.is_set()):
+            break
+    if last_round is not None and stop is not None and hasattr(stop, "set"):
+        stop.set()  # type: ignore[attr-defined]
+    # Whatever is left was started or not: an abandoned search still reports its
+    # longest prefix; one never started is left out (the caller marks it unchecked).
+    for index, gen, slice_ in queue:
+        if gen.gi_frame is not None and gen.gi_frame.f_lasti >= 0:
+            done.append((index, abandon(gen)))
+        else:
+            gen.close()
+    return done
+
+
+class _LocalFlag:
+    def __init__(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+
+
+def _can_travel(model: Model) -> bool:
+    """Whether the model can be sent to a worker (module-level functions, not lambdas)."""
+    try:
+        pickle.dumps(model)  # only to test multiprocessing's transport, never stored
+    except Exception:  # noqa: BLE001 - any failure means: check in-process
+        return False
+    return True
+
+
+def _chunks(partitions: list[list[Operation]], n_chunks: int) -> list[list[tuple[int, list[Operation]]]]:
+    """Spread partitions over chunks, largest first, each to the lightest chunk."""
+    order = sorted(range(len(partitions)), key=lambda i: -len(partitions[i]))
+    chunks: list[list[tuple[int, list[Operation]]]] = [[] for _ in range(n_chunks)]
+    loads = [0] * n_chunks
+    for i in order:
+        j = loads.index(min(loads))
+        chunks[j].append((i, partitions[i]))
+        loads[j] += len(partitions[i])
+    return [c for c in chunks if c]
+
+
+def _run(model: Model, operations: Sequence[Operation], timeout: float | None, *,
+         stop_on_violation: bool, workers: int | None, max_cache: int) -> LinearizationInfo:
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
+    started = time.monotonic()
+    deadline = None if not timeout else started + timeout
+    partitions = [p for p in model.partition(list(operations)) if p]
+    indexed = list(enumerate(partitions))
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    parallel = (n_workers > 1 and len(partitions) > 1
+                and (workers is not None or len(operations) >= PARALLEL_THRESHOLD)
+                and _can_travel(model))
+    outcomes: dict[int, SearchOutcome] = {}
+    if parallel:
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                          else None)
+        stop = ctx.Event()
+        n_workers = min(n_workers, len(partitions))
+        with concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
+                                                    initargs=(stop,)) as pool:
+            futures = [pool.submit(_check_chunk, model, chunk, deadline, stop_on_violation, max_cache)
+                       for chunk in _chunks(partitions, n_workers * 4)]
+            for future in concurrent.futures.as_completed(futures):
+                for index, outcome in future.result():
+                    outcomes[index] = outcome
+                if stop.is_set():
+                    for other in futures:
+                        other.cancel()
+    else:
+        outcomes.update(_check_sequentially(model, indexed, deadline, _LocalFlag(),
+                                            stop_on_violation, max_cache))
+    info = LinearizationInfo(model)
+    for index, ops in indexed:
+        if index in outcomes:
+            info.partitions.append(PartitionInfo(ops, outcomes[index]))
+        else:  # stopped early (a violation elsewhere, or the time budget)
+            info.partitions.append(PartitionInfo(ops, SearchOutcome(CheckResult.UNKNOWN), checked=False))
+    info.elapsed = time.monotonic() - started
+    return info
+
+
+def check_operations(model: Model, operations: Sequence[Operation], timeout: float | None = None, *,
+                     workers: int | None = None, max_cache: int = DEFAULT_MAX_CACHE) -> CheckResult:
+    """Is this history linearizable?  ``timeout`` in seconds (None or 0: no limit).
+
+    Stops at the first partition found illegal.  ``workers``: processes to use
+    (default: all cores, and only for large inputs; 1 keeps it in-process).
+    """
+    info = _run(model, operations, timeout, stop_on_violation=True, workers=workers, max_cache=max_cache)
+    return combine([p.result for p in info.partitions])
+
+
+def check_operations_verbose(model: Model, operations: Sequence[Operation], timeout: float | None = None,
+                             *, workers: int | None = None, stop_on_violation: bool = False,
+                             max_cache: int = DEFAULT_MAX_CACHE) -> tuple[CheckResult, LinearizationInfo]:
+    """Like :func:`check_operations`, and also the partial linearizations of every partition.
+
+    By default every partition is checked, so every failing key gets a counterexample.
+    """
+    info = _run(model, operations, timeout, stop_on_violation=stop_on_violation, workers=workers,
+                max_cache=max_cache)
+    return combine([p.result for p in info.partitions]), info
+
+
+def check_events(model: Model, events: Sequence[Event], timeout: float | None = None, *,
+                 workers: int | None = None) -> CheckResult:
+    """Porcupine's ``CheckEvents``: the history as a list of call and return events."""
+    return check_operations(model, events_to_operations(events), timeout, workers=workers)
+
+
+def check_events_verbose(model: Model, events: Sequence[Event], timeout: float | None = None, *,
+                         workers: int | None = None) -> tuple[CheckResult, LinearizationInfo]:
+    return check_operations_verbose(model, events_to_operations(events), timeout, workers=workers)

@@ -1,0 +1,181 @@
+"""Read histories other tools wrote into ``checkers.history.Op`` lists.
+
+Formats:
+
+- ``jsonl``: the project's own history (``checkers.history.read_jsonl``).
+- ``edn``: a Jepsen ``history.edn``: one vector of op maps, or one map per line,
+  with ``:process :type :f :value`` (and ``:index :time :key``), read with Knossos'
+  conventions (see ``checkers.mapping.KNOSSOS``).
+- ``jepsen-log``: the Jepsen log lines of Porcupine's etcd test data,
+  ``INFO  jepsen.util - <process> :<type> :<f> <value>``; other log lines are skipped.
+- ``porcupine-kv``: Porcupine's kv test data, one EDN map per line with ``:key``.
+
+Every error names the line of the first bad line and what to do about it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from checkers import edn
+from checkers.history import OP_TYPES, HistoryError, Op, read_jsonl
+from checkers.mapping import KNOSSOS, PORCUPINE_ETCD, PROJECT, Conventions
+
+FORMATS = ("jsonl", "edn", "jepsen-log", "porcupine-kv")
+_PORCUPINE_KV_FS = frozenset({"get", "put", "append"})
+
+
+@dataclass(frozen=True)
+class LoadedHistory:
+    """A history, the format it was read from, and how that format's words are meant."""
+
+    ops: list[Op]
+    format: str
+    conventions: Conventions
+
+
+def _value(v: Any) -> Any:
+    """EDN keywords become plain strings (``:timed-out`` -> ``"timed-out"``); vectors stay tuples."""
+    if isinstance(v, edn.Keyword):
+        return str.__str__(v)
+    if isinstance(v, tuple):
+        return tuple(_value(x) for x in v)
+    return v
+
+
+def _op_from_map(d: Any, line: int, position: int) -> Op:
+    if not isinstance(d, dict):
+        raise HistoryError(line, f"expected an op map like {{:process 0 :type :invoke :f :read}}, "
+                                 f"got {d!r}")
+    fields = {str.__str__(k) if isinstance(k, edn.Keyword) else k: v for k, v in d.items()}
+    missing = [k for k in ("process", "type", "f") if k not in fields]
+    if missing:
+        raise HistoryError(line, f"op map is missing :{', :'.join(missing)}")
+    type_ = fields["type"]
+    if not isinstance(type_, edn.Keyword) or str(type_) not in OP_TYPES:
+        raise HistoryError(line, f":type must be :invoke, :ok, :fail or :info, got {type_!r}")
+    process = fields["process"]
+    if isinstance(process, edn.Keyword):
+        process = str.__str__(process)  # :nemesis -> "nemesis", not a client
+    elif not isinstance(process, int) or isinstance(process, bool):
+        raise HistoryError(line, f":process must be an integer or a keyword, got {process!r}")
+    f = fields["f"]
+    if not isinstance(f, str):
+        raise HistoryError(line, f":f must be a keyword, got {f!r}")
+    index = fields.get("index", position)
+    t = fields.get("time", position)
+    if not isinstance(index, int) or not isinstance(t, int):
+        raise HistoryError(line, ":index and :time must be integers")
+    return Op(index=index, time=t, process=process, type=str(type_),  # type: ignore[arg-type]
+              f=str.__str__(f), key=_value(fields.get("key")), value=_value(fields.get("value")),
+              error=_value(fields.get("error")))
+
+
+def read_edn(text: str) -> list[Op]:
+    """A Jepsen ``history.edn`` (a vector of op maps, or op maps one after another)."""
+    return [_op_from_map(form, line, position)
+            for position, (form, line) in enumerate(edn.iter_forms(text, unwrap_vector=True))]
+
+
+def read_porcupine_kv(text: str) -> list[Op]:
+    """Porcupine's kv files: one ``{:process :type :f :key :value}`` map per line."""
+    ops = read_edn(text)
+    for op in ops:
+        if op.is_client and op.f not in _PORCUPINE_KV_FS:
+            raise HistoryError(op.index + 1, f"porcupine-kv ops are get/put/append, got {op.f!r}")
+    return ops
+
+
+_LOG_LINE = re.compile(r"^\s*INFO\s+jepsen\.util\s+-\s+(\S+)\s+:(\S+)\s+:(\S+)(?:\s+(.*?))?\s*$")
+_LOG_HINT = re.compile(r"jepsen\.util\s+-\s+\d")
+
+
+def read_jepsen_log(text: str) -> list[Op]:
+    """Jepsen log lines (Porcupine's etcd data); lines not from ``jepsen.util`` are skipped."""
+    ops: list[Op] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        m = _LOG_LINE.match(line)
+        if not m:
+            if _LOG_HINT.search(line):
+                raise HistoryError(number, "a jepsen.util op line must read "
+                                           "'INFO jepsen.util - <process> :<type> :<f> <value>'")
+            continue
+        process_text, type_, f, value_text = m.groups()
+        if type_ not in OP_TYPES:
+            raise HistoryError(number, f"type must be :invoke, :ok, :fail or :info, got :{type_}")
+        if process_text == ":nemesis":
+            process: int | str = "nemesis"
+        else:
+            try:
+                process = int(process_text)
+            except ValueError:
+                raise HistoryError(number, f"process must be an integer or :nemesis, "
+                                           f"got {process_text!r}") from None
+        try:
+            value = _value(edn.read_one(value_text)) if value_text else None
+        except edn.EdnError as err:
+            raise HistoryError(number, f"cannot read the value {value_text!r}: {err}") from None
+        position = len(ops)
+        ops.append(Op(index=position, time=position, process=process, type=type_,  # type: ignore[arg-type]
+                      f=f, value=value))
+    if not ops:
+        raise HistoryError(1, "no 'INFO jepsen.util - <process> :<type> :<f> <value>' lines found; "
+                              "is this a Jepsen log? pass --format to choose another format")
+    return ops
+
+
+def detect_format(text: str, filename: str = "") -> str:
+    """Guess the format from the first meaningful line (the file name only breaks ties)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith(";"):
+            continue
+        if "jepsen.util" in s:
+            return "jepsen-log"
+        if s.startswith('{"'):
+            return "jsonl"
+        if s.startswith("[") or s.startswith("{:") or s.startswith("#"):
+            if filename.endswith(".jsonl"):
+                return "jsonl"
+            return "porcupine-kv" if _looks_like_porcupine_kv(s) else "edn"
+        raise HistoryError(number, "cannot tell the format from this line; pass --format "
+                                   f"({'|'.join(FORMATS)})")
+    raise HistoryError(1, "the file has no history in it (it is empty or all comments)")
+
+
+def _looks_like_porcupine_kv(first_line: str) -> bool:
+    """Porcupine's kv lines: a map with :key and :f :get/:put/:append, and no :index or :time."""
+    try:
+        form = edn.read_one(first_line)
+    except edn.EdnError:
+        return False
+    if not isinstance(form, dict):
+        return False
+    keys = {str.__str__(k) for k in form if isinstance(k, edn.Keyword)}
+    return ("key" in keys and "index" not in keys and "time" not in keys
+            and str(form.get(edn.Keyword("f"), "")) in _PORCUPINE_KV_FS)
+
+
+def read_history_text(text: str, fmt: str = "auto", filename: str = "") -> LoadedHistory:
+    """Read ``text`` in format ``fmt`` (or detect it); raises :class:`HistoryError`."""
+    if fmt == "auto":
+        fmt = detect_format(text, filename)
+    if fmt == "jsonl":
+        return LoadedHistory(read_jsonl(io.StringIO(text)), fmt, PROJECT)
+    if fmt == "edn":
+        return LoadedHistory(read_edn(text), fmt, KNOSSOS)
+    if fmt == "jepsen-log":
+        return LoadedHistory(read_jepsen_log(text), fmt, PORCUPINE_ETCD)
+    if fmt == "porcupine-kv":
+        return LoadedHistory(read_porcupine_kv(text), fmt, PROJECT)
+    raise ValueError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+
+
+def read_history(path: str, fmt: str = "auto") -> LoadedHistory:
+    """Read the history file at ``path``; ``OSError`` if it cannot be opened."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return read_history_text(text, fmt, path)

@@ -1,0 +1,247 @@
+"""The Wing-Gong-Lowe linearizability search for one partition (Porcupine's ``checkSingle``).
+
+The history becomes a doubly-linked list of call and return entries sorted by time.
+The search walks it: at a call it tries to apply the operation to the model; if the
+step is legal and the (linearized set, state) pair is new, the call and its return
+are *lifted* out of the list and pushed on a stack; at a return whose operation is
+not yet linearized it *unlifts* the last choice and tries the next call instead.
+It succeeds when no return entry is left, fails when it must backtrack from an
+empty stack.
+
+Speed matters (this runs on 100,000-operation histories), so the list lives in
+parallel Python lists of ints, the stack is a persistent cons list of tuples (a
+snapshot of the longest prefix costs nothing), and the linearized set is three ints:
+``k`` (every completed op with id < k is linearized), ``window`` (a bitset of the
+linearized completed ops above k, relative to k, so it stays as small as the
+concurrency) and ``pending`` (a bitset over the pending ops).  The memo is a set of
+``(k, window, pending, state)`` tuples, exact, never a hash alone.
+
+Pending operations (``return_time is None``) have no return entry: they may be
+linearized at any point after their call, or never, which is what an ``info`` op means.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generator, Protocol, Sequence
+
+from checkers.model import CheckResult, Model, Operation
+
+# How many search steps between looks at the clock and the stop flag.
+CHECK_EVERY = 1024
+# Memo entries kept per partition before the memo is dropped and rebuilt; the memo
+# only prunes, so dropping it costs time, never correctness.
+DEFAULT_MAX_CACHE = 1_000_000
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass(slots=True)
+class SearchOutcome:
+    """What the search of one partition found.
+
+    ``longest`` is the longest linearizable prefix seen, as positions in the
+    partition's operation list, in linearization order.  ``blocked`` is the position
+    of the operation whose return forced the search back from that prefix (the op
+    that could not be linearized), or -1.
+    """
+
+    result: CheckResult
+    longest: list[int] = field(default_factory=list)
+    blocked: int = -1
+    steps: int = 0
+    cache_size: int = 0
+
+
+def _sorted_entries(operations: Sequence[Operation]) -> list[tuple[int, int, int]]:
+    """(time, kind, op position) with kind 0 = call, 1 = return.
+
+    Calls sort before returns at equal times (as in Porcupine): equal timestamps are
+    treated as overlapping, which never raises a false alarm.
+    """
+    entries: list[tuple[int, int, int]] = []
+    for pos, op in enumerate(operations):
+        entries.append((op.call, 0, pos))
+        if op.return_time is not None:
+            if op.return_time < op.call:
+                raise ValueError(f"operation {op.index if op.index >= 0 else pos} returns "
+                                 f"(time {op.return_time}) before it is called (time {op.call})")
+            entries.append((op.return_time, 1, pos))
+    entries.sort()
+    return entries
+
+
+class Abandon(Exception):
+    """Thrown into a :func:`searcher` to stop it; it then returns an ``unknown`` outcome."""
+
+
+def search(model: Model, operations: Sequence[Operation], *, deadline: float | None = None,
+           stop: StopFlag | None = None, max_cache: int = DEFAULT_MAX_CACHE) -> SearchOutcome:
+    """Check one partition to the end.  ``deadline`` is a ``time.monotonic()`` instant;
+    past it, or once ``stop`` is set, the answer is ``unknown``."""
+    gen = searcher(model, operations, max_cache=max_cache)
+    try:
+        while True:
+            next(gen)
+            if (deadline is not None and time.monotonic() > deadline) or (stop is not None and stop.is_set()):
+                return abandon(gen)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def abandon(gen: Generator[None, None, SearchOutcome]) -> SearchOutcome:
+    """Stop a suspended :func:`searcher` and take its ``unknown`` outcome."""
+    try:
+        gen.throw(Abandon())
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise RuntimeError("a searcher went on after it was abandoned")
+
+
+def searcher(model: Model, operations: Sequence[Operation], *,
+             max_cache: int = DEFAULT_MAX_CACHE) -> Generator[None, None, SearchOutcome]:
+    """The search as a generator: it yields every :data:`CHECK_EVERY` steps so a driver
+    can watch the clock, interleave partitions, or :func:`abandon` it, and returns
+    the :class:`SearchOutcome` (as ``StopIteration.value``)."""
+    n_ops = len(operations)
+    if n_ops == 0:
+        return SearchOutcome(CheckResult.OK)
+    entries = _sorted_entries(operations)
+    n = len(entries)
+    head, tail = n, n + 1
+    nxt = list(range(1, n + 1)) + [0, tail]  # head -> 0 ... n-1 -> tail
+    nxt[n - 1] = tail
+    nxt[head] = 0
+    prv = [i - 1 for i in range(n)] + [-1, n - 1]
+    prv[0] = head
+
+    # Completed ops get ids in call order (so k advances as the search moves on);
+    # pending ops get their own bit space so they never hold k back.
+    is_call = [False] * n
+    match = [-1] * n        # call entry -> its return entry, -1 when pending
+    op_pos = [0] * n        # entry -> position in `operations`
+    inputs: list[Any] = [None] * n
+    outputs: list[Any] = [None] * n
+    cid = [0] * n           # completed id, or -1 for a pending op
+    pbit = [0] * n          # pending op's bit
+    call_entry_of = [0] * n_ops
+    next_cid = 0
+    next_pid = 0
+    for e, (_, kind, pos) in enumerate(entries):
+        op_pos[e] = pos
+        if kind == 0:
+            op = operations[pos]
+            is_call[e] = True
+            inputs[e] = op.input
+            outputs[e] = op.output
+            call_entry_of[pos] = e
+            if op.return_time is None:
+                cid[e] = -1
+                pbit[e] = 1 << next_pid
+                next_pid += 1
+            else:
+                cid[e] = next_cid
+                next_cid += 1
+        else:
+            match[call_entry_of[pos]] = e
+
+    step = model.step
+    hashable = model.equal is None
+    cache: set[Any] = set()
+    cache_eq: dict[tuple[int, int, int], list[Any]] = {}
+    equal = model.equal
+
+    state = model.init()
+    k = 0
+    window = 0
+    pending = 0
+    stack: tuple | None = None  # (entry, state, k, window, pending, parent)
+    depth = 0
+    best_depth = -1
+    best_stack: tuple | None = None
+    best_blocked = -1
+    steps = 0
+    entry = nxt[head]
+    while True:
+        steps += 1
+        if not steps & (CHECK_EVERY - 1):
+            try:
+                yield
+            except Abandon:
+                return _outcome(CheckResult.UNKNOWN, best_stack, best_blocked, op_pos, steps,
+                                len(cache) + len(cache_eq))
+            if len(cache) + len(cache_eq) > max_cache:
+                cache.clear()
+                cache_eq.clear()
+        if entry == tail:
+            return SearchOutcome(CheckResult.OK, steps=steps, cache_size=len(cache) + len(cache_eq))
+        if is_call[entry]:
+            legal, new_state = step(state, inputs[entry], outputs[entry])
+            if legal:
+                i = cid[entry]
+                if i < 0:
+                    nk, nw, npend = k, window, pending | pbit[entry]
+                elif i == k:
+                    x = window | 1
+                    t = (x ^ (x + 1)).bit_length() - 1  # trailing ones of x
+                    nk, nw, npend = k + t, x >> t, pending
+                else:
+                    nk, nw, npend = k, window | (1 << (i - k)), pending
+                if hashable:
+                    key = (nk, nw, npend, new_state)
+                    fresh = key not in cache
+                    if fresh:
+                        cache.add(key)
+                else:
+                    bucket = cache_eq.setdefault((nk, nw, npend), [])
+                    fresh = not any(equal(s, new_state) for s in bucket)  # type: ignore[misc]
+                    if fresh:
+                        bucket.append(new_state)
+                if fresh:
+                    stack = (entry, state, k, window, pending, stack)
+                    depth += 1
+                    state, k, window, pending = new_state, nk, nw, npend
+                    # lift: unlink the call, then its return
+                    p, q = prv[entry], nxt[entry]
+                    nxt[p] = q
+                    prv[q] = p
+                    r = match[entry]
+                    if r >= 0:
+                        p, q = prv[r], nxt[r]
+                        nxt[p] = q
+                        prv[q] = p
+                    entry = nxt[head]
+                    continue
+            entry = nxt[entry]
+        else:
+            # A return whose operation is not linearized yet: this prefix is a dead end.
+            if depth > best_depth:
+                best_depth, best_stack, best_blocked = depth, stack, entry
+            if stack is None:
+                return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, op_pos, steps,
+                                len(cache) + len(cache_eq))
+            entry, state, k, window, pending, stack = stack
+            depth -= 1
+            # unlift in reverse order: the return, then the call
+            r = match[entry]
+            if r >= 0:
+                nxt[prv[r]] = r
+                prv[nxt[r]] = r
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            entry = nxt[entry]
+
+
+def _outcome(result: CheckResult, best_stack: tuple | None, blocked_entry: int, op_pos: list[int],
+             steps: int, cache_size: int) -> SearchOutcome:
+    longest: list[int] = []
+    frame = best_stack
+    while frame is not None:
+        longest.append(op_pos[frame[0]])
+        frame = frame[5]
+    longest.reverse()
+    blocked = op_pos[blocked_entry] if blocked_entry >= 0 else -1
+    return SearchOutcome(result, longest, blocked, steps, cache_size)
