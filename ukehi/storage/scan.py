@@ -181,6 +181,7 @@ class _Scanner:
         self.prev: int | None = None  # last kept index
         self.hole = False  # bad bytes were skipped since `prev`, so a jump in index is explained
         self.cut = False  # TruncateToLastGood has cut; everything later is dropped
+        self.alert = policy is CorruptionPolicy.AlertAndContinue
         self.highest: int | None = None
         self.files: list[tuple[int, str]] = []
 
@@ -301,7 +302,8 @@ class _Scanner:
                         term, index, cmd_len = unpack_head(buf, pos + 4)
                         if cmd_len == elen - fixed:
                             prev = self.prev
-                            if prev is None or index == prev + 1 or (self.hole and index > prev):
+                            if prev is None or index == prev + 1 or (
+                                    index > prev and (self.hole or self.alert)):
                                 cstart = pos + 24
                                 cend = cstart + cmd_len
                                 token = unpack_token(buf, cend)[0] if v2 else 0
@@ -310,10 +312,11 @@ class _Scanner:
                                 add_offset(pos)
                                 if locations is not None:
                                     locations.append((name, pos, version))
-                                if self.hole and prev is not None and index != prev + 1:
+                                if prev is not None and index != prev + 1:
+                                    why = "after skipped bytes" if self.hole else "(a segment may be missing)"
                                     self.report.findings.append(Finding(
                                         name, pos, Kind.INDEX_DISCONTINUITY, Action.KEPT, index, None,
-                                        f"hole: indexes {prev + 1}..{index - 1} are missing after skipped bytes"))
+                                        f"hole: indexes {prev + 1}..{index - 1} are missing {why}"))
                                 self.prev = index
                                 self.hole = False
                                 pos += 4 + elen
@@ -465,7 +468,8 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
     report.highest_index_seen = scanner.highest
     removed = {a.path for a in scanner.actions if a.kind == "remove"}
     segments = [s for s in scanner.segments if s.path not in removed]
-    seen_ids = [seg_id for seg_id, _ in scanner.files]
+    # Removed ids may be reused: apply_actions makes the removals durable before any write.
+    seen_ids = [seg_id for seg_id, path in scanner.files if path not in removed]
     next_id = (max(seen_ids) + 1) if seen_ids else 1
     return WalScan(directory, policy, segments, entries, report, scanner.actions, next_id, scanner.locations)
 
