@@ -202,6 +202,31 @@ def test_apply_is_deterministic_without_clock_reads() -> None:
     assert [r["ok"] for r in ra] == [True, False, True, True]
 
 
+def test_apply_reads_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    def no_clock(*_: object) -> float:
+        raise AssertionError("the state machine read a clock during apply")
+
+    entries = [
+        (1, T(1, 1), encode_command({"op": "acquire", "lock": "L", "owner": "a", "ttl_ms": 5,
+                                     "now_ms": 1})),
+        (2, T(1, 2), encode_command({"op": "acquire", "lock": "L", "owner": "b", "ttl_ms": 5,
+                                     "now_ms": 9})),
+        (3, T(1, 3), encode_command({"op": "release", "lock": "L", "owner": "b", "now_ms": 9})),
+    ]
+    for name in ("time", "monotonic", "time_ns", "monotonic_ns", "perf_counter"):
+        monkeypatch.setattr(time, name, no_clock)
+    sm = KVStateMachine()
+    assert [r["ok"] for r in sm.apply_batch(entries)] == [True, True, True]
+    assert sm.lock_info("L") is None
+
+
+def test_apply_rejects_non_bytes_command() -> None:
+    with pytest.raises(TypeError, match="command must be bytes"):
+        KVStateMachine().apply(1, T(1, 1), None)  # type: ignore[arg-type]
+
+
 def test_apply_batch_accepts_wal_entries_and_tuples() -> None:
     cmd = encode_command({"op": "put", "key": "k", "value": "v"})
     sm = KVStateMachine()

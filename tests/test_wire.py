@@ -210,6 +210,7 @@ def test_garbage_payloads(payload: bytes, match: str) -> None:
         ({"t": "cas", "id": 1, "b": {"key": "k", "expected": {}, "new": 1}}, "'expected'"),
         ({"t": "fenced_put", "id": 1, "b": {"key": "k", "value": 1, "token": -1}}, "'token'"),
         ({"t": "acquire", "id": 1, "b": {"lock": "L", "owner": "o", "ttl_ms": "5"}}, "'ttl_ms'"),
+        ({"t": "acquire", "id": 1, "b": {"lock": "L", "owner": "o", "ttl_ms": 0}}, "u64 > 0"),
         ({"t": "release", "id": 1, "b": {"lock": "L", "owner": "o", "token": 1.5}}, "'token'"),
         ({"t": "hello", "id": 1, "b": {"role": "admin", "version": 1}}, "'role'"),
         ({"t": "error", "id": 1, "b": {"code": "oops"}}, "'code' must be error code"),

@@ -253,6 +253,8 @@ class KVStateMachine:
                 f"entry index {index!r} is not above last applied index {self._last_applied}; "
                 "entries must be applied once, in log order"
             )
+        if not isinstance(command, (bytes, bytearray, memoryview)):
+            raise TypeError(f"entry {index}: command must be bytes, got {type(command).__name__}")
         token = FencingToken(fencing_token)
         self._last_applied = index
         if len(command) == 0:

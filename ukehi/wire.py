@@ -144,6 +144,7 @@ def _is_scalar_value(v: Any) -> bool:
 
 
 U64: _Check = ("u64", _is_u64)
+POS_U64: _Check = ("u64 > 0", lambda v: _is_u64(v) and v > 0)
 STR: _Check = ("str", lambda v: type(v) is str)
 BOOL: _Check = ("bool", lambda v: type(v) is bool)
 MAP: _Check = ("map", lambda v: type(v) is dict)
@@ -180,7 +181,8 @@ SCHEMAS: dict[MsgType, Schema] = {
     MsgType.CAS: Schema(required={"key": STR, "expected": OPT_VALUE, "new": VALUE}),
     MsgType.DELETE: Schema(required={"key": STR}),
     MsgType.FENCED_PUT: Schema(required={"key": STR, "value": VALUE, "token": U64}),
-    MsgType.ACQUIRE: Schema(required={"lock": STR, "owner": STR, "ttl_ms": U64}),
+    # ttl_ms > 0: a lease that is expired when granted is a client bug.
+    MsgType.ACQUIRE: Schema(required={"lock": STR, "owner": STR, "ttl_ms": POS_U64}),
     MsgType.RELEASE: Schema(required={"lock": STR, "owner": STR}, optional={"token": U64}),
     MsgType.STATUS: Schema(),
     MsgType.ADD_NODE: Schema(required={"node": STR, "address": STR}),
