@@ -7,8 +7,9 @@
 
 Partitions (e.g. keys) are independent, so large inputs are spread over worker
 processes; the first violation stops every worker (unless the caller wants every
-failing partition).  Small inputs stay in-process: starting processes costs more
-than it saves.
+failing partition).  Everything starts in-process, where easy partitions finish at
+once; only partitions still running after a moment move to processes, since
+starting processes and shipping operations costs more than an easy search.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any, Generator, Sequence
 from checkers.model import CheckResult, Event, Model, Operation, events_to_operations
 from checkers.wgl import DEFAULT_MAX_CACHE, SearchOutcome, StopFlag, abandon, searcher
 
-# Below this many operations everything is checked in-process.
-PARALLEL_THRESHOLD = 20_000
+# Partitions still being searched after this long in-process move to worker processes.
+HANDOFF_SECONDS = 0.5
 # Longest slice (in yields of the searcher, each CHECK_EVERY steps) a partition gets
 # before the others have their turn.
 _MAX_SLICE = 64
@@ -82,18 +83,22 @@ def _init_worker(stop: Any) -> None:
 
 def _check_chunk(model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
                  stop_on_violation: bool, max_cache: int) -> list[tuple[int, SearchOutcome]]:
-    return _check_sequentially(model, chunk, deadline, _worker_stop, stop_on_violation, max_cache)
+    return _check_sequentially(model, chunk, deadline, _worker_stop, stop_on_violation, max_cache)[0]
 
 
 def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
-                        stop: StopFlag | None, stop_on_violation: bool,
-                        max_cache: int) -> list[tuple[int, SearchOutcome]]:
+                        stop: StopFlag | None, stop_on_violation: bool, max_cache: int,
+                        handoff_at: float | None = None) -> tuple[list[tuple[int, SearchOutcome]], list[int]]:
     """Check partitions in one process, interleaved round-robin.
 
     One hard partition must not hide an easy violation in another (Porcupine runs
     partitions concurrently for the same reason), so each partition runs for a
     slice of steps in turn; a partition that needs more gets twice the slice next
     round, which costs at most twice the work of running it alone.
+
+    Past ``handoff_at`` (a monotonic instant), if two or more partitions are still
+    running, they are given up and their indices returned as the second value, to
+    be checked in worker processes: only hard partitions are worth a process.
     """
     done: list[tuple[int, SearchOutcome]] = []
     queue: collections.deque[tuple[int, Generator[None, None, SearchOutcome], int]] = collections.deque(
@@ -117,8 +122,13 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
                 last_round = len(queue)
         else:
             queue.append((index, gen, min(slice_ * 2, _MAX_SLICE)))
-        if (deadline is not None and time.monotonic() > deadline) or (stop is not None and stop.is_set()):
+        now = time.monotonic()
+        if (deadline is not None and now > deadline) or (stop is not None and stop.is_set()):
             break
+        if handoff_at is not None and now > handoff_at and len(queue) >= 2 and last_round is None:
+            for _, gen, _ in queue:
+                gen.close()
+            return done, [index for index, _, _ in queue]
     if last_round is not None and stop is not None and hasattr(stop, "set"):
         stop.set()  # type: ignore[attr-defined]
     # Whatever is left was started or not: an abandoned search still reports its
@@ -128,7 +138,7 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
             done.append((index, abandon(gen)))
         else:
             gen.close()
-    return done
+    return done, []
 
 
 class _LocalFlag:
@@ -151,16 +161,35 @@ def _can_travel(model: Model) -> bool:
     return True
 
 
-def _chunks(partitions: list[list[Operation]], n_chunks: int) -> list[list[tuple[int, list[Operation]]]]:
+def _chunks(indexed: list[tuple[int, list[Operation]]],
+            n_chunks: int) -> list[list[tuple[int, list[Operation]]]]:
     """Spread partitions over chunks, largest first, each to the lightest chunk."""
-    order = sorted(range(len(partitions)), key=lambda i: -len(partitions[i]))
     chunks: list[list[tuple[int, list[Operation]]]] = [[] for _ in range(n_chunks)]
     loads = [0] * n_chunks
-    for i in order:
+    for index, ops in sorted(indexed, key=lambda pair: -len(pair[1])):
         j = loads.index(min(loads))
-        chunks[j].append((i, partitions[i]))
-        loads[j] += len(partitions[i])
+        chunks[j].append((index, ops))
+        loads[j] += len(ops)
     return [c for c in chunks if c]
+
+
+def _check_in_workers(model: Model, indexed: list[tuple[int, list[Operation]]], deadline: float | None,
+                      stop_on_violation: bool, max_cache: int, n_workers: int) -> dict[int, SearchOutcome]:
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    stop = ctx.Event()
+    outcomes: dict[int, SearchOutcome] = {}
+    n_workers = min(n_workers, len(indexed))
+    with concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
+                                                initargs=(stop,)) as pool:
+        futures = [pool.submit(_check_chunk, model, chunk, deadline, stop_on_violation, max_cache)
+                   for chunk in _chunks(indexed, n_workers * 4)]
+        for future in concurrent.futures.as_completed(futures):
+            for index, outcome in future.result():
+                outcomes[index] = outcome
+            if stop.is_set():
+                for other in futures:
+                    other.cancel()
+    return outcomes
 
 
 def _run(model: Model, operations: Sequence[Operation], timeout: float | None, *,
@@ -172,28 +201,17 @@ def _run(model: Model, operations: Sequence[Operation], timeout: float | None, *
     partitions = [p for p in model.partition(list(operations)) if p]
     indexed = list(enumerate(partitions))
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    parallel = (n_workers > 1 and len(partitions) > 1
-                and (workers is not None or len(operations) >= PARALLEL_THRESHOLD)
-                and _can_travel(model))
-    outcomes: dict[int, SearchOutcome] = {}
-    if parallel:
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                          else None)
-        stop = ctx.Event()
-        n_workers = min(n_workers, len(partitions))
-        with concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker,
-                                                    initargs=(stop,)) as pool:
-            futures = [pool.submit(_check_chunk, model, chunk, deadline, stop_on_violation, max_cache)
-                       for chunk in _chunks(partitions, n_workers * 4)]
-            for future in concurrent.futures.as_completed(futures):
-                for index, outcome in future.result():
-                    outcomes[index] = outcome
-                if stop.is_set():
-                    for other in futures:
-                        other.cancel()
-    else:
-        outcomes.update(_check_sequentially(model, indexed, deadline, _LocalFlag(),
-                                            stop_on_violation, max_cache))
+    can_fork = n_workers > 1 and len(partitions) > 1 and _can_travel(model)
+    # Everything starts in-process; partitions still running after a moment are the
+    # hard ones, and only those go to worker processes (asking for workers
+    # explicitly hands over at once).
+    handoff_at = None if not can_fork else started + (0.0 if workers is not None else HANDOFF_SECONDS)
+    done, unfinished = _check_sequentially(model, indexed, deadline, _LocalFlag(), stop_on_violation,
+                                           max_cache, handoff_at)
+    outcomes: dict[int, SearchOutcome] = dict(done)
+    if unfinished:
+        outcomes.update(_check_in_workers(model, [(i, partitions[i]) for i in unfinished], deadline,
+                                          stop_on_violation, max_cache, n_workers))
     info = LinearizationInfo(model)
     for index, ops in indexed:
         if index in outcomes:
