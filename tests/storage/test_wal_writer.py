@@ -2,7 +2,6 @@
 
 import errno
 import os
-import stat
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,32 +10,11 @@ from hypothesis import strategies as st
 from ukehi.storage import WAL, CorruptionPolicy, StorageError, WalBrokenError, WalEntry, scan_wal
 from ukehi.storage.format import HEADER_SIZE
 
-from walfiles import as_tuples, entry, header, seg_path
+from walfiles import FsyncCounter, as_tuples, entry, header, seg_path
 
 
 def entries(lo, hi, term=1):
     return [WalEntry(*entry(i, term=term)) for i in range(lo, hi)]
-
-
-class FsyncCounter:
-    """Wraps os.fsync, counting file and directory fsyncs separately."""
-
-    def __init__(self, monkeypatch):
-        self.files = 0
-        self.dirs = 0
-        real = os.fsync
-
-        def counting(fd):
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                self.dirs += 1
-            else:
-                self.files += 1
-            return real(fd)
-
-        monkeypatch.setattr(os, "fsync", counting)
-
-    def reset(self):
-        self.files = self.dirs = 0
 
 
 def test_rotation_at_size_limit(tmp_path):

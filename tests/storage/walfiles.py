@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 import zlib
 
@@ -84,3 +85,24 @@ def flip(path: str, offset: int, mask: int = 0xFF) -> None:
 
 def as_tuples(entries) -> list[tuple[int, int, bytes, int]]:
     return [(e.term, e.index, bytes(e.command), e.fencing_token) for e in entries]
+
+
+class FsyncCounter:
+    """Wraps os.fsync, counting file and directory fsyncs separately."""
+
+    def __init__(self, monkeypatch):
+        self.files = 0
+        self.dirs = 0
+        real = os.fsync
+
+        def counting(fd):
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                self.dirs += 1
+            else:
+                self.files += 1
+            return real(fd)
+
+        monkeypatch.setattr(os, "fsync", counting)
+
+    def reset(self):
+        self.files = self.dirs = 0

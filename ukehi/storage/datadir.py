@@ -7,23 +7,26 @@ Layout (one group per directory from the start, since sharding is planned)::
         wal/        wal-00000001.seg ...
         snap/       snap-<index>-<term>.snap ...
         hardstate
+        recovering  present only while catching up after a WAL cut (see RecoveryMarker)
 
 Usage::
 
     store = DataDir(path).open_group(0, policy)
     rec = store.recovered      # hard state, snapshot, entries after it, corruption report
-    if rec.recovering: grant no votes until caught up past rec.highest_index_seen
+    if rec.recovering: grant no votes until caught up past rec.highest_index_seen,
+                       then call store.mark_caught_up()
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 
 from .errors import CorruptionRefusedError, StorageError
 from .format import WalEntry
-from .fsutil import ensure_dir
+from .fsutil import atomic_write, ensure_dir, fsync_dir, read_file
 from .hardstate import HardState, HardStateFile
 from .policy import Action, CorruptionPolicy, CorruptionReport, Finding, Kind
 from .snapshot import DEFAULT_KEEP, Snapshot, SnapshotStore
@@ -66,13 +69,22 @@ class GroupStorage:
     """The open storage of one Raft group: its WAL, hard-state file and snapshot store."""
 
     def __init__(self, group_id: int, path: str, wal: WAL, hard_state: HardStateFile,
-                 snapshots: SnapshotStore, recovered: Recovered) -> None:
+                 snapshots: SnapshotStore, recovered: Recovered, recovery: "RecoveryMarker") -> None:
         self.group_id = group_id
         self.path = path
         self.wal = wal
         self.hard_state = hard_state
         self.snapshots = snapshots
         self.recovered = recovered
+        self._recovery = recovery
+
+    def mark_caught_up(self) -> None:
+        """Call once the log has caught up past ``recovered.highest_index_seen`` from a leader.
+
+        Until then the recovering state survives restarts (a marker file), so a node that
+        crashes again while catching up still grants no votes.
+        """
+        self._recovery.clear()
 
     def close(self) -> None:
         self.wal.close()
@@ -134,8 +146,14 @@ class DataDir:
         except BaseException:
             wal.close()
             raise
+        recovery = RecoveryMarker(os.path.join(path, "recovering"))
+        try:
+            recovery.merge(replay.report)
+        except BaseException:
+            wal.close()
+            raise
         recovered = Recovered(hard_state, snapshot, entries, replay.report)
-        return GroupStorage(group_id, path, wal, hard_state_file, snapshots, recovered)
+        return GroupStorage(group_id, path, wal, hard_state_file, snapshots, recovered, recovery)
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,42 @@ class _Gap:
     base: int  # last index the snapshot covers (0 without a snapshot)
     first: int  # first WAL index after it
     detail: str
+
+
+class RecoveryMarker:
+    """``group-N/recovering``: persisted "grant no votes until caught up past index X".
+
+    Written (atomically, durably) when replay cut entries; merged into every later
+    report until :meth:`clear` removes it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def merge(self, report: CorruptionReport) -> None:
+        """Combine the marker on disk with ``report``; write the marker when recovering."""
+        stored: int | None = None
+        if os.path.exists(self.path):
+            raw = read_file(self.path, "recovery marker")
+            try:
+                data = json.loads(raw)
+                stored = data["highest_index_seen"]
+                if stored is not None and (not isinstance(stored, int) or stored < 0):
+                    raise ValueError(stored)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StorageError(
+                    f"recovery marker {self.path} is unreadable ({exc!r}); the node was recovering from a "
+                    "WAL cut. Remove the file only after the node has caught up from the leader") from None
+            report.recovering = True
+            if stored is not None and (report.highest_index_seen is None or stored > report.highest_index_seen):
+                report.highest_index_seen = stored
+        if report.recovering and (not os.path.exists(self.path) or stored != report.highest_index_seen):
+            atomic_write(self.path, json.dumps({"highest_index_seen": report.highest_index_seen}).encode())
+
+    def clear(self) -> None:
+        if os.path.exists(self.path):
+            os.remove(self.path)
+            fsync_dir(os.path.dirname(self.path))
 
 
 def _gap_after_snapshot(entries: list[WalEntry], snapshot: Snapshot | None) -> _Gap | None:
