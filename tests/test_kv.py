@@ -236,6 +236,21 @@ def test_apply_batch_accepts_wal_entries_and_tuples() -> None:
         sm.apply_batch([[3, T(1, 3), b""]])  # type: ignore[list-item]
 
 
+def test_apply_batch_accepts_raft_entries_and_skips_non_normal_kinds() -> None:
+    from ukehi.raft.types import Entry, EntryKind
+
+    put = encode_command({"op": "put", "key": "k", "value": "v"})
+    sm = KVStateMachine()
+    res = sm.apply_batch([
+        Entry(2, 1, EntryKind.NOOP, b"", T(2, 0)),
+        # a config entry's data is not a KV command: it must consume the index, not fail
+        Entry(2, 2, EntryKind.CONFIG, b"\x01membership", T(2, 1)),
+        Entry(2, 3, EntryKind.NORMAL, put, T(2, 2)),
+    ])
+    assert [r["ok"] for r in res] == [True, True, True]
+    assert sm.read("k") == "v" and sm.last_applied == 3 and sm.last_token == T(2, 2)
+
+
 # ------------------------------------------------------------------ codec
 @pytest.mark.parametrize(
     "op,match",

@@ -28,21 +28,38 @@ class _HasEntryFields(Protocol):
     command: bytes
 
 
-# Either an object with .index/.fencing_token/.command (e.g. ukehi.storage.format.WalEntry)
-# or a plain (index, fencing_token, command) tuple.
-EntryLike = Union[_HasEntryFields, tuple[int, int, bytes]]
+@runtime_checkable
+class _RaftEntry(Protocol):
+    index: int
+    fencing_token: int
+    kind: int
+    data: bytes
+
+
+# Accepted entry shapes:
+#   * an object with .index/.fencing_token/.command (e.g. ukehi.storage.format.WalEntry);
+#   * a Raft log entry with .index/.fencing_token/.kind/.data (ukehi.raft Entry): only kind 0
+#     (NORMAL) carries a state-machine command; no-op and configuration entries are passed on
+#     as an empty command, so they consume their index (last_applied stays equal to the Raft
+#     applied index, which snapshots depend on) without touching the state;
+#   * a plain (index, fencing_token, command) tuple.
+EntryLike = Union[_HasEntryFields, _RaftEntry, tuple[int, int, bytes]]
 
 
 def entry_fields(entry: EntryLike) -> tuple[int, int, bytes]:
-    """(index, fencing_token, command) of an entry given in either accepted shape."""
+    """(index, fencing_token, command) of an entry given in any accepted shape."""
     # Attribute access first: WalEntry is a NamedTuple whose positional order differs.
-    if hasattr(entry, "fencing_token") and hasattr(entry, "index") and hasattr(entry, "command"):
-        return entry.index, entry.fencing_token, entry.command  # type: ignore[union-attr]
+    if hasattr(entry, "fencing_token") and hasattr(entry, "index"):
+        if hasattr(entry, "command"):
+            return entry.index, entry.fencing_token, entry.command  # type: ignore[union-attr]
+        if hasattr(entry, "kind") and hasattr(entry, "data"):
+            command = entry.data if int(entry.kind) == 0 else b""  # type: ignore[union-attr]
+            return entry.index, entry.fencing_token, command  # type: ignore[union-attr]
     if isinstance(entry, tuple) and len(entry) == 3:
         return entry[0], entry[1], entry[2]
     raise TypeError(
-        "an entry must have .index, .fencing_token and .command attributes or be an "
-        f"(index, fencing_token, command) tuple, got {type(entry).__name__}"
+        "an entry must have .index, .fencing_token and .command (or .kind and .data) "
+        f"attributes or be an (index, fencing_token, command) tuple, got {type(entry).__name__}"
     )
 
 
