@@ -80,12 +80,20 @@ def read_edn(text: str) -> list[Op]:
             for position, (form, line) in enumerate(edn.iter_forms(text, unwrap_vector=True))]
 
 
+def read_edn_lines(text: str) -> list[Op]:
+    """Like :func:`read_edn`, but an op without ``:index`` gets ``line - 1`` as its index
+    (so "op index N" in a report is line N + 1), for one-map-per-line files."""
+    return [_op_from_map(form, line, line - 1)
+            for form, line in edn.iter_forms(text, unwrap_vector=True)]
+
+
 def read_porcupine_kv(text: str) -> list[Op]:
     """Porcupine's kv files: one ``{:process :type :f :key :value}`` map per line."""
-    ops = read_edn(text)
+    ops = read_edn_lines(text)
     for op in ops:
         if op.is_client and op.f not in _PORCUPINE_KV_FS:
-            raise HistoryError(op.index + 1, f"porcupine-kv ops are get/put/append, got {op.f!r}")
+            raise HistoryError(op.index + 1, f"porcupine-kv ops are get/put/append, got {op.f!r}; "
+                                             "is this a Jepsen history? try --format edn")
     return ops
 
 
@@ -118,8 +126,8 @@ def read_jepsen_log(text: str) -> list[Op]:
             value = _value(edn.read_one(value_text)) if value_text else None
         except edn.EdnError as err:
             raise HistoryError(number, f"cannot read the value {value_text!r}: {err}") from None
-        position = len(ops)
-        ops.append(Op(index=position, time=position, process=process, type=type_,  # type: ignore[arg-type]
+        # index = line - 1, so "op index N" in a report is line N + 1 of the log
+        ops.append(Op(index=number - 1, time=len(ops), process=process, type=type_,  # type: ignore[arg-type]
                       f=f, value=value))
     if not ops:
         raise HistoryError(1, "no 'INFO jepsen.util - <process> :<type> :<f> <value>' lines found; "

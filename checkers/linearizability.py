@@ -1,0 +1,91 @@
+"""The linearizability checker as the harness uses it: a history in, a result dict out.
+
+``check_linearizability(history, model)`` returns
+``{"valid": True | False | "unknown", "checker": "linearizability", "model", ...}``
+with, when invalid, a counterexample per failing key (``failures``) and a short
+``explanation``.  :func:`analyze` also hands back the search's
+:class:`~checkers.checker.LinearizationInfo` for the HTML page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from checkers import counterexample
+from checkers.checker import LinearizationInfo, check_operations_verbose
+from checkers.history import Op
+from checkers.mapping import PROJECT, Conventions, to_operations
+from checkers.model import CheckResult, Model
+from checkers.models import make_model
+
+DEFAULT_TIME_LIMIT = 60.0
+# Failing partitions summarised in the explanation text (all are in "failures").
+MAX_EXPLAINED = 3
+
+
+@dataclass
+class Analysis:
+    """The result dict plus what produced it (for reports and the HTML page)."""
+
+    result: dict[str, Any]
+    model: Model
+    info: LinearizationInfo
+    counterexamples: list[counterexample.Counterexample] = field(default_factory=list)
+
+
+def analyze(history: Sequence[Op], model: str | Model = "cas-register", *, initial: Any = None,
+            time_limit: float | None = DEFAULT_TIME_LIMIT, conventions: Conventions = PROJECT,
+            workers: int | None = None) -> Analysis:
+    """Check ``history`` under ``model`` (a name from ``checkers.models`` or a :class:`Model`
+    whose name is one of them, which says how the history's f names map to inputs)."""
+    m = make_model(model, initial) if isinstance(model, str) else model
+    operations = to_operations(history, m.name, conventions)
+    verdict, info = check_operations_verbose(m, operations, time_limit, workers=workers,
+                                             stop_on_violation=True)
+    failing = info.failing()
+    cxs = [counterexample.build(m, p) for p in failing]
+    unfinished = [p for p in info.partitions if p.result is CheckResult.UNKNOWN]
+    pending = sum(1 for op in operations if op.pending)
+    result: dict[str, Any] = {
+        "valid": {CheckResult.OK: True, CheckResult.ILLEGAL: False, CheckResult.UNKNOWN: "unknown"}[verdict],
+        "checker": "linearizability",
+        "model": m.name,
+        "operations": len(operations),
+        "pending": pending,
+        "partitions": len(info.partitions),
+        "elapsed_s": round(info.elapsed, 3),
+        "failures": [counterexample.to_dict(m, cx) for cx in cxs],
+    }
+    if verdict is CheckResult.OK:
+        result["explanation"] = (f"linearizable: {len(operations)} operation(s) ({pending} pending) in "
+                                 f"{len(info.partitions)} partition(s), checked in {info.elapsed:.2f} s")
+    elif verdict is CheckResult.ILLEGAL:
+        not_checked = sum(1 for p in info.partitions if not p.checked or p.result is CheckResult.UNKNOWN)
+        tail = (f"\n({not_checked} other partition(s) not finished: the check stops at the first "
+                "violation)" if not_checked else "")
+        shown = "\n".join(counterexample.summary(m, cx) for cx in cxs[:MAX_EXPLAINED])
+        if len(cxs) > MAX_EXPLAINED:
+            shown += f"\n... and {len(cxs) - MAX_EXPLAINED} more failing partition(s) (see failures)"
+        result["explanation"] = "not linearizable:\n" + shown + tail
+    else:
+        keys = [counterexample._jsonable(_partition_key(p.operations)) for p in unfinished]
+        result["unknown_keys"] = keys[:20]
+        limit = "no" if not time_limit else f"the {time_limit:g} s"
+        result["explanation"] = (f"unknown: {limit} time limit ran out with {len(unfinished)} partition(s) "
+                                 f"unfinished (keys {keys[:5]}{'...' if len(keys) > 5 else ''}); "
+                                 "give it more time (--time-limit) or check a shorter history")
+    return Analysis(result, m, info, cxs)
+
+
+def _partition_key(operations: Sequence[Any]) -> Any:
+    first = operations[0].input if operations else None
+    return first[1] if isinstance(first, tuple) and len(first) > 1 else None
+
+
+def check_linearizability(history: Sequence[Op], model: str | Model = "cas-register", *,
+                          initial: Any = None, time_limit: float | None = DEFAULT_TIME_LIMIT,
+                          conventions: Conventions = PROJECT, workers: int | None = None) -> dict[str, Any]:
+    """Judge ``history`` under ``model``; see the module docstring for the result's shape."""
+    return analyze(history, model, initial=initial, time_limit=time_limit, conventions=conventions,
+                   workers=workers).result
