@@ -14,7 +14,9 @@ and a CRC budget.
 
 from __future__ import annotations
 
+import gc
 import os
+import struct
 import zlib
 from array import array
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ from .format import (
 )
 from .fsutil import fsync_dir, fsync_fd, read_file
 from .policy import Action, CorruptionPolicy, CorruptionReport, Finding, Kind
+
+_FRAME_HEAD = struct.Struct("<IQQI")  # entry_len, term, index, cmd_len
 
 # How far past a bad entry the forward scan looks for the next well-formed entry, and how
 # many bytes it may CRC while doing so. Past these, the rest of the segment counts as bad.
@@ -292,8 +296,31 @@ class _Scanner:
         add_offset = seg.offsets.append
         locations = self.locations
         name = seg.name
+        unpack_frame = _FRAME_HEAD.unpack_from
+        min_frame = 4 + fixed
         pos = HEADER_SIZE
+        expect = -1 if self.prev is None else self.prev + 1
         while pos < end:
+            # Fast path: a well-formed entry that follows the previous one. Anything else
+            # (first entry, holes, damage) takes the careful path below.
+            if end - pos >= min_frame:
+                elen, term, index, cmd_len = unpack_frame(buf, pos)
+                nxt = pos + 4 + elen
+                if (index == expect and cmd_len == elen - fixed and nxt <= end
+                        and crc32(mv[pos + 4 : pos + elen]) == unpack_len(buf, pos + elen)[0]):
+                    cstart = pos + 24
+                    cend = cstart + cmd_len
+                    append(WalEntry(term, index, buf[cstart:cend], unpack_token(buf, cend)[0] if v2 else 0))
+                    add_index(index)
+                    add_offset(pos)
+                    if locations is not None:
+                        locations.append((name, pos, version))
+                    expect = index + 1
+                    pos = nxt
+                    continue
+            if expect >= 0 and self.prev != expect - 1:
+                self.prev = expect - 1
+                self.hole = False
             remaining = end - pos
             if remaining >= 4:
                 (elen,) = unpack_len(buf, pos)
@@ -319,6 +346,7 @@ class _Scanner:
                                         f"hole: indexes {prev + 1}..{index - 1} are missing {why}"))
                                 self.prev = index
                                 self.hole = False
+                                expect = index + 1
                                 pos += 4 + elen
                                 continue
                             if not self._discontinuity(seg, buf, pos, index, pos + 4 + elen):
@@ -345,6 +373,9 @@ class _Scanner:
             pos = self._bad(seg, buf, pos, last, kind, claimed, elen, detail)
             if pos < 0:
                 return
+        if expect >= 0 and self.prev != expect - 1:
+            self.prev = expect - 1
+            self.hole = False
 
     def _discontinuity(self, seg: SegmentInfo, buf: bytes, pos: int, index: int, nxt: int) -> bool:
         """A CRC-valid entry whose index does not follow the previous one. False: stop this segment."""
@@ -436,6 +467,10 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
     """
     policy = CorruptionPolicy.parse(policy)
     scanner = _Scanner(directory, policy, with_locations, resync_window)
+    # Replay creates millions of small, acyclic objects; the cyclic GC would otherwise
+    # rescan them over and over (a ~40% slowdown measured by bench/wal.py).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         scanner.run()
     except _Refuse:
@@ -453,6 +488,9 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
             scanner.locations or [],
         )
         raise error from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     report = scanner.report
     entries = scanner.entries
     report.entries_kept = len(entries)
