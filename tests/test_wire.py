@@ -223,6 +223,49 @@ def test_ill_formed_frames(msg: Any, match: str) -> None:
         decode_frame(raw(msg))
 
 
+@pytest.mark.parametrize("filler", [b"\x80", b"\x90"], ids=["empty-maps", "empty-arrays"])
+def test_cheap_bytes_cannot_become_huge_objects(filler: bytes) -> None:
+    """One byte of msgpack can be a 64-byte dict: 1 MiB of them would be ~70 MB of objects."""
+    import tracemalloc
+
+    count = (1 << 20) - 8  # within the item budget, so only the container budget can stop it
+    payload = msgpack.packb({"t": "raft", "id": 1, "b": {}})[:-1]  # drop the empty body map
+    payload += b"\x81\xa1x" + b"\xdd" + struct.pack(">I", count) + filler * count
+    data = frame_of(payload)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="too many arrays/maps"):
+            decode_frame(data, max_size=len(data))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, f"decoding a refused frame peaked at {peak >> 20} MiB"
+
+
+def test_object_budgets() -> None:
+    items = raw({"t": "raft", "id": 1, "b": {"xs": list(range(40)), "ys": list(range(40))}})
+    assert decode_frame(items, max_elements=85).body["ys"] == list(range(40))
+    with pytest.raises(ProtocolError, match="too many array items/map pairs"):
+        decode_frame(items, max_elements=60)
+    with pytest.raises(ProtocolError, match="exceeds max_array_len"):  # one array over budget
+        decode_frame(items, max_elements=30)
+    nested = raw({"t": "raft", "id": 1, "b": {"xs": [[i] for i in range(10)]}})
+    assert decode_frame(nested, max_containers=13).body["xs"][9] == [9]
+    with pytest.raises(ProtocolError, match="too many arrays/maps"):
+        decode_frame(nested, max_containers=12)
+    with pytest.raises(ProtocolError, match="too many"):
+        FrameDecoder(max_containers=5).feed(nested)
+    # the largest legitimate frame: AppendEntries with a full batch of 256 entries
+    entries = [[3, i, 0, b"x" * 100, (3 << 32) | i] for i in range(256)]
+    body = {"type": "append", "from": "n1", "to": "n2", "term": 3, "entries": entries}
+    assert len(decode_frame(encode_frame(MsgType.RAFT, 1, body)).body["entries"]) == 256
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="max_containers"):
+            FrameDecoder(max_containers=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="max_elements"):
+            decode_frame(items, max_elements=bad)  # type: ignore[arg-type]
+
+
 def test_encode_rejects_bad_arguments() -> None:
     with pytest.raises(ProtocolError, match="unknown message type"):
         encode_frame("nope", 1, {})

@@ -16,8 +16,10 @@ Peers and clients use the same framing. One frame on the wire is::
 
 Safety against hostile bytes: the length prefix is checked against the maximum frame size
 *before* the body is read or buffered; msgpack is unpacked with every container/string
-limit bounded by the frame size, ext types refused, map keys restricted to str/bytes, and
-msgpack's own nesting limit turned into a `ProtocolError`. Every failure is a
+limit bounded by the frame size, a budget of containers and items per frame (bytes alone do
+not bound memory: one byte of msgpack can become a 64-byte dict), ext types refused, map
+keys restricted to str/bytes, and msgpack's own nesting limit turned into a
+`ProtocolError`. Every failure is a
 `ProtocolError` whose message says what was wrong; the connection that sent it should be
 closed (the stream position is lost after a bad frame, so the decoder refuses further input).
 """
@@ -34,6 +36,8 @@ import msgpack
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_CONTAINERS",
+    "DEFAULT_MAX_ELEMENTS",
     "PROTOCOL_VERSION",
     "ProtocolError",
     "MsgType",
@@ -54,6 +58,11 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+# Object budgets per frame. Bytes alone do not bound memory: a 4 MiB frame of empty msgpack
+# maps (1 byte each) unpacks into ~290 MB of dicts (measured). The largest legitimate frame is
+# a Raft AppendEntries of at most a few hundred entries (one list each), so these are generous.
+DEFAULT_MAX_CONTAINERS = 16_384  # arrays + maps in one frame
+DEFAULT_MAX_ELEMENTS = 1 << 20  # array items + map pairs in one frame
 PROTOCOL_VERSION = 1
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 _LEN = struct.Struct(">I")
@@ -313,15 +322,61 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack ext type {code} is not allowed")
 
 
-def decode_payload(payload: bytes) -> Frame:
+class _ObjectBudget:
+    """msgpack list/object hooks that count containers and their items as they are built.
+
+    The hooks run as each container is completed, so a frame over budget is refused after at
+    most `max_containers` containers and `max_elements` items exist, not after all of them.
+    """
+
+    __slots__ = ("containers", "elements")
+
+    def __init__(self, max_containers: int, max_elements: int) -> None:
+        self.containers = max_containers
+        self.elements = max_elements
+
+    def _spend(self, size: int) -> None:
+        self.containers -= 1
+        self.elements -= size
+        if self.containers < 0:
+            raise ProtocolError(
+                "frame has too many arrays/maps (raise max_containers if legitimate)"
+            )
+        if self.elements < 0:
+            raise ProtocolError(
+                "frame has too many array items/map pairs (raise max_elements if legitimate)"
+            )
+
+    def on_list(self, value: list[Any]) -> list[Any]:
+        self._spend(len(value))
+        return value
+
+    def on_map(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        self._spend(len(value))
+        return value
+
+
+def _check_limit(name: str, value: int) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def decode_payload(
+    payload: bytes,
+    *,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> Frame:
     """Decode and check the msgpack part of one frame (the bytes after the length prefix)."""
     n = len(payload)
     if n == 0:
         raise ProtocolError("empty frame (length 0)")
+    budget = _ObjectBudget(max_containers, max_elements)
     try:
-        # Every limit is bounded by the payload size, so a hostile header cannot make the
-        # unpacker allocate more than the frame already occupies. A map entry takes at least
-        # two bytes, hence n // 2.
+        # Every length limit is bounded by the payload size (and arrays/maps also by the item
+        # budget), so a hostile header cannot make the unpacker allocate more than the frame
+        # could fill. A map entry takes at least two bytes, hence n // 2.
         msg = msgpack.unpackb(
             payload,
             raw=False,
@@ -329,10 +384,12 @@ def decode_payload(payload: bytes) -> Frame:
             use_list=True,
             max_bin_len=n,
             max_str_len=n,
-            max_array_len=n,
-            max_map_len=n // 2,
+            max_array_len=min(n, max_elements),
+            max_map_len=min(n // 2, max_elements),
             max_ext_len=0,
             ext_hook=_refuse_ext,
+            list_hook=budget.on_list,
+            object_hook=budget.on_map,
         )
     except ProtocolError:
         raise
@@ -386,9 +443,17 @@ def _check_length(length: int, max_size: int) -> None:
         raise ProtocolError("empty frame (length 0)")
 
 
-def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
+def decode_frame(
+    data: bytes,
+    max_size: int = DEFAULT_MAX_FRAME_SIZE,
+    *,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> Frame:
     """Decode exactly one complete frame (prefix included); no bytes may be left over."""
     _check_max_size(max_size)
+    _check_limit("max_containers", max_containers)
+    _check_limit("max_elements", max_elements)
     if len(data) < 4:
         raise ProtocolError(f"truncated frame: {len(data)} bytes, the length prefix needs 4")
     (length,) = _LEN.unpack_from(data)
@@ -397,7 +462,9 @@ def decode_frame(data: bytes, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Frame:
         raise ProtocolError(
             f"frame length prefix says {length} bytes but {len(data) - 4} follow"
         )
-    return decode_payload(bytes(data[4:]))
+    return decode_payload(
+        bytes(data[4:]), max_containers=max_containers, max_elements=max_elements
+    )
 
 
 class FrameDecoder:
@@ -408,10 +475,18 @@ class FrameDecoder:
     are lost): later calls raise again, and the caller should close the connection.
     """
 
-    __slots__ = ("_buf", "_max", "_error")
+    __slots__ = ("_buf", "_max", "_error", "_containers", "_elements")
 
-    def __init__(self, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        max_size: int = DEFAULT_MAX_FRAME_SIZE,
+        *,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> None:
         self._max = _check_max_size(max_size)
+        self._containers = _check_limit("max_containers", max_containers)
+        self._elements = _check_limit("max_elements", max_elements)
         self._buf = bytearray()
         self._error: ProtocolError | None = None
 
@@ -435,7 +510,13 @@ class FrameDecoder:
                 end = pos + 4 + length
                 if end > len(buf):
                     break
-                frames.append(decode_payload(bytes(buf[pos + 4 : end])))
+                frames.append(
+                    decode_payload(
+                        bytes(buf[pos + 4 : end]),
+                        max_containers=self._containers,
+                        max_elements=self._elements,
+                    )
+                )
                 pos = end
         except ProtocolError as exc:
             self._error = exc
@@ -455,7 +536,11 @@ class FrameDecoder:
 
 # ---------------------------------------------------------------------------- asyncio
 async def read_frame(
-    reader: asyncio.StreamReader, max_size: int = DEFAULT_MAX_FRAME_SIZE
+    reader: asyncio.StreamReader,
+    max_size: int = DEFAULT_MAX_FRAME_SIZE,
+    *,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> Frame | None:
     """Read one frame; None on a clean end of stream between frames.
 
@@ -463,6 +548,8 @@ async def read_frame(
     checked before the body is read, so an oversize prefix never allocates its body.
     """
     _check_max_size(max_size)
+    _check_limit("max_containers", max_containers)
+    _check_limit("max_elements", max_elements)
     try:
         prefix = await reader.readexactly(4)
     except asyncio.IncompleteReadError as exc:
@@ -479,7 +566,7 @@ async def read_frame(
         raise ProtocolError(
             f"connection closed mid-frame ({len(exc.partial)} of {length} bytes)"
         ) from None
-    return decode_payload(payload)
+    return decode_payload(payload, max_containers=max_containers, max_elements=max_elements)
 
 
 async def write_frame(
