@@ -259,7 +259,7 @@ def test_apply_batch_accepts_raft_entries_and_skips_non_normal_kinds() -> None:
         ({"op": "explode"}, "unknown command op 'explode'"),
         ({"op": "put", "key": "a"}, "missing required field 'value'"),
         ({"op": "put", "key": 1, "value": 1}, "'key' must be str"),
-        ({"op": "put", "key": "a", "value": [1]}, "'value' must be value"),
+        ({"op": "put", "key": "a", "value": None}, "'value' must be value"),
         ({"op": "put", "key": "a", "value": 1, "ttl": 3}, "unknown field 'ttl'"),
         ({"op": "fenced_put", "key": "a", "value": 1, "token": -5}, "'token' must be u64"),
         ({"op": "acquire", "lock": "L", "owner": "o", "ttl_ms": 5}, "missing required field 'now_ms'"),
@@ -283,6 +283,8 @@ def test_encode_command_rejects_bad_shapes(op: dict[str, Any], match: str) -> No
         (b"\xdd\xff\xff\xff\xff", "not valid msgpack"),  # array claiming 4G items
         (b"\x91" * 100_000, "not valid msgpack"),
         (b"\x81\x01\x02", "not valid msgpack"),  # int map key
+        (msgpack.packb({"op": "put", "key": "k", "value": [{}] * 3}), "flat map"),
+        (b"\xdd\x00\x10\x00\x00" + b"\x80" * (1 << 20), "flat map|not valid msgpack"),
     ],
 )
 def test_decode_command_rejects_bad_bytes(data: bytes, match: str) -> None:
@@ -290,6 +292,13 @@ def test_decode_command_rejects_bad_bytes(data: bytes, match: str) -> None:
         decode_command(data)
     with pytest.raises(CommandError):
         decode_command("text")  # type: ignore[arg-type]
+
+
+def test_container_values_are_refused_both_ways() -> None:
+    with pytest.raises(CommandError, match="'value' must be value"):
+        encode_command({"op": "put", "key": "a", "value": [1]})
+    with pytest.raises(CommandError, match="flat map"):
+        decode_command(msgpack.packb({"op": "put", "key": "a", "value": [1]}))
 
 
 def test_command_round_trip_and_token_as_int() -> None:

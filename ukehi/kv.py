@@ -140,11 +140,24 @@ def decode_command(data: bytes) -> dict[str, Any]:
         raise CommandError("empty command bytes (a Raft no-op, not a KV command)")
     if n > MAX_COMMAND_SIZE:
         raise CommandError(f"command is {n} bytes, over the {MAX_COMMAND_SIZE}-byte limit")
+    containers = [0]
+
+    def count_container(value: Any) -> Any:
+        # A command is one flat map of scalars: refuse nesting as soon as it appears, so a
+        # command of a million empty maps cannot turn into a million dicts first.
+        containers[0] += 1
+        if containers[0] > 1:
+            raise CommandError("a command must be a flat map of scalar fields; found nesting")
+        return value
+
     try:
         obj = msgpack.unpackb(
             data, raw=False, strict_map_key=True, max_bin_len=n, max_str_len=n,
-            max_array_len=n, max_map_len=n // 2, max_ext_len=0,
+            max_array_len=min(n, 64), max_map_len=min(n // 2, 64), max_ext_len=0,
+            list_hook=count_container, object_hook=count_container,
         )
+    except CommandError:
+        raise
     except Exception as exc:  # msgpack's ValueError family, UnicodeDecodeError, StackError
         raise CommandError(f"command is not valid msgpack: {str(exc) or type(exc).__name__}") from None
     return _check_command(obj)
