@@ -3,13 +3,17 @@
 Pure functions from a fault description to argv lists, so the exact rules can be
 read and tested without root; the backend runs them with ``ip netns exec``.
 
-- drops: iptables DROP rules in the node's own INPUT/OUTPUT chains (the namespace
-  is the run's own, so healing may flush those chains entirely);
-- shaping: tc netem on the node's ``eth0`` egress. For every destination it is the
-  root qdisc; for chosen destinations an HTB root whose default class passes traffic
-  untouched, a second class with the netem under it, and one u32 filter per
-  destination address steering only those packets into it. (HTB rather than prio:
-  some kernels, e.g. minimal VM kernels, build HTB in but not prio.)
+- drops: iptables DROP rules in the node's own chains ``UKJ-IN`` (jumped to from
+  INPUT) and ``UKJ-OUT`` (from OUTPUT), so healing flushes exactly those;
+- shaping with tc netem on the node's ``eth0`` egress, where the kernel has sch_netem.
+  For every destination it is the root qdisc; for chosen destinations an HTB root
+  whose default class passes traffic untouched, a second class with the netem under
+  it, and one u32 filter per destination address steering only those packets into
+  it. (HTB rather than prio: minimal VM kernels may build HTB in but not prio.)
+- shaping without sch_netem: the node's outgoing packets (all, or to chosen
+  destinations) go through chain ``UKJ-SHAPE`` to nfqueue 0, where
+  :mod:`harness.backends.delayer` holds, drops or reorders them; duplicates come from
+  iptables TEE rules in the mangle chain ``UKJ-DUP`` (a clone sent to the destination).
 """
 
 from __future__ import annotations
@@ -32,6 +36,24 @@ def _check_ipv4(address: str) -> str:
         raise ValueError(f"not an IPv4 address: {address!r} (give node addresses, e.g. node.address)") from None
 
 
+# The node's own chains, created once per namespace by CHAINS_RESTORE (iptables-restore --noflush).
+DROP_IN, DROP_OUT, SHAPE, DUP = "UKJ-IN", "UKJ-OUT", "UKJ-SHAPE", "UKJ-DUP"
+CHAINS_RESTORE = f"""*filter
+:{DROP_IN} - [0:0]
+:{DROP_OUT} - [0:0]
+:{SHAPE} - [0:0]
+-A INPUT -j {DROP_IN}
+-A OUTPUT -j {DROP_OUT}
+-A OUTPUT -j {SHAPE}
+COMMIT
+*mangle
+:{DUP} - [0:0]
+-A POSTROUTING -j {DUP}
+COMMIT
+"""
+NFQUEUE_NUM = 0
+
+
 def drop_commands(peers: Sequence[str], direction: str) -> list[list[str]]:
     """iptables commands that drop traffic from (in), to (out) or both ways with PEERS."""
     if direction not in DIRECTIONS:
@@ -40,14 +62,14 @@ def drop_commands(peers: Sequence[str], direction: str) -> list[list[str]]:
     for peer in peers:
         addr = _check_ipv4(peer)
         if direction in ("in", "both"):
-            cmds.append(["iptables", "-w", "-A", "INPUT", "-s", addr, "-j", "DROP"])
+            cmds.append(["iptables", "-w", "-A", DROP_IN, "-s", addr, "-j", "DROP"])
         if direction in ("out", "both"):
-            cmds.append(["iptables", "-w", "-A", "OUTPUT", "-d", addr, "-j", "DROP"])
+            cmds.append(["iptables", "-w", "-A", DROP_OUT, "-d", addr, "-j", "DROP"])
     return cmds
 
 
 def heal_commands() -> list[list[str]]:
-    return [["iptables", "-w", "-F", "INPUT"], ["iptables", "-w", "-F", "OUTPUT"]]
+    return [["iptables", "-w", "-F", DROP_IN], ["iptables", "-w", "-F", DROP_OUT]]
 
 
 @dataclass(frozen=True)
@@ -110,3 +132,37 @@ def netem_commands(netem: Netem, to: Sequence[str] | None = None, dev: str = NOD
 def clear_netem_command(dev: str = NODE_DEV) -> list[str]:
     """Deleting the root qdisc removes netem, HTB classes and filters at once."""
     return ["tc", "qdisc", "del", "dev", dev, "root"]
+
+
+def needs_delayer(netem: Netem) -> bool:
+    return bool(netem.delay_ms or netem.loss_pct or netem.reorder_pct)
+
+
+def delayer_args(netem: Netem) -> list[str]:
+    return ["--queue", str(NFQUEUE_NUM), "--delay-ms", f"{netem.delay_ms:g}", "--jitter-ms", f"{netem.jitter_ms:g}",
+            "--loss-pct", f"{netem.loss_pct:g}", "--reorder-pct", f"{netem.reorder_pct:g}"]
+
+
+def queue_commands(to: Sequence[str] | None, dev: str = NODE_DEV) -> list[list[str]]:
+    """Send DEV's outgoing packets (all, or those to TO) to the delayer's queue.
+
+    --queue-bypass: should the delayer die, packets pass instead of vanishing.
+    """
+    target = ["-j", "NFQUEUE", "--queue-num", str(NFQUEUE_NUM), "--queue-bypass"]
+    if to is None:
+        return [["iptables", "-w", "-A", SHAPE, "-o", dev, *target]]
+    if not to:
+        raise ValueError("to=[] shapes nothing: give addresses, or to=None for every destination")
+    return [["iptables", "-w", "-A", SHAPE, "-o", dev, "-d", _check_ipv4(a), *target] for a in to]
+
+
+def duplicate_commands(pct: float, destinations: Sequence[str], dev: str = NODE_DEV) -> list[list[str]]:
+    """Clone PCT percent of the packets to each destination (TEE sends the clone to it directly)."""
+    prob = f"{pct / 100.0:.6f}"
+    return [["iptables", "-w", "-t", "mangle", "-A", DUP, "-o", dev, "-d", _check_ipv4(a), "-m", "statistic",
+             "--mode", "random", "--probability", prob, "-j", "TEE", "--gateway", _check_ipv4(a)]
+            for a in destinations]
+
+
+def clear_shaping_commands() -> list[list[str]]:
+    return [["iptables", "-w", "-F", SHAPE], ["iptables", "-w", "-t", "mangle", "-F", DUP]]

@@ -14,10 +14,13 @@ private bridge with its own address, so partitions (iptables) and packet faults
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import select
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +29,15 @@ from typing import Literal, Mapping, Sequence
 from harness.backends import netns as nsnet
 from harness.backends.base import BackendError, Cluster, Direction, NeedsRootError, NodeHandle
 from harness.backends.clock import FakeClock, faketime_env, find_libfaketime
-from harness.backends.faults import NODE_DEV, Netem, clear_netem_command, drop_commands, heal_commands, netem_commands
+from harness.backends.faults import (CHAINS_RESTORE, NODE_DEV, Netem, clear_netem_command, clear_shaping_commands,
+                                     delayer_args, drop_commands, duplicate_commands, heal_commands,
+                                     needs_delayer, netem_commands, queue_commands)
 from harness.backends.process import NodeProcess, proc_stat
 from harness.backends.runstate import ProcessRecord, RunState, default_state_dir, teardown
 from harness.net import CommandError, in_netns, netns_support, run
 
 Isolation = Literal["auto", "netns", "loopback"]
+Shaper = Literal["auto", "netem", "nfqueue"]
 DEFAULT_BASE_PORT = 7000
 
 
@@ -54,6 +60,7 @@ class LocalNode(NodeHandle):
         self.process = NodeProcess(name)
         self.clock = FakeClock(workdir / "faketime.rc")
         self._faked = False  # whether the current process runs under the fake clock
+        self._delayer: subprocess.Popen[bytes] | None = None  # packet delayer (nfqueue shaper)
 
     def __repr__(self) -> str:
         where = f"netns {self.netns}" if self.netns else "loopback"
@@ -156,28 +163,85 @@ class LocalNode(NodeHandle):
                   duplicate_pct: float = 0.0, reorder_pct: float = 0.0,
                   to: Sequence[str] | None = None) -> None:
         netem = Netem(delay_ms, jitter_ms, loss_pct, duplicate_pct, reorder_pct)
-        cmds = netem_commands(netem, list(to) if to is not None else None)
+        targets = list(to) if to is not None else None
         self.clear_netem()
         try:
-            for cmd in cmds:
-                self._ns_run(cmd)
+            if self.cluster.shaper == "netem":
+                for cmd in netem_commands(netem, targets):
+                    self._ns_run(cmd)
+            else:
+                self._shape_with_nfqueue(netem, targets)
         except CommandError as err:
             self.clear_netem()  # never leave half a setup (an HTB root without its filters)
             if "qdisc kind is unknown" in err.stderr:
                 raise BackendError(
                     f"tc netem is unavailable on node {self.name}: this kernel has no sch_netem "
-                    "(CONFIG_NET_SCH_NETEM); run `modprobe sch_netem`, or run the packet nemesis "
-                    "on a kernel that has it") from err
+                    "(CONFIG_NET_SCH_NETEM); run `modprobe sch_netem`, or open the cluster with "
+                    "shaper='nfqueue' (the default 'auto' does so by itself)") from err
+            raise
+        except BaseException:
+            self.clear_netem()
             raise
 
+    def _shape_with_nfqueue(self, netem: Netem, targets: list[str] | None) -> None:
+        if needs_delayer(netem):
+            self._start_delayer(netem)
+            for cmd in queue_commands(targets):
+                self._ns_run(cmd)
+        if netem.duplicate_pct:
+            dests = targets if targets is not None else self.cluster.addresses_besides(self.name)
+            for cmd in duplicate_commands(netem.duplicate_pct, dests):
+                self._ns_run(cmd)
+
+    def _start_delayer(self, netem: Netem) -> None:
+        assert self.netns is not None
+        log = open(self.workdir / "delayer.log", "ab")
+        try:
+            proc = subprocess.Popen(
+                in_netns(self.netns, [sys.executable, "-m", "harness.backends.delayer", *delayer_args(netem)]),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        self._delayer = proc
+        stat = proc_stat(proc.pid)
+        self.cluster._record_process(f"{self.name}.delayer", ProcessRecord(proc.pid, stat[1] if stat else 0))
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 10.0)
+        line = proc.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            self._stop_delayer()
+            tail = (self.workdir / "delayer.log").read_text(errors="replace")[-800:]
+            raise BackendError(f"the packet delayer for node {self.name} did not start "
+                               f"(needs nfnetlink_queue in the kernel): {tail or 'no output'}")
+
+    def _stop_delayer(self) -> None:
+        proc, self._delayer = self._delayer, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()  # it releases every held packet, then exits
+            try:
+                proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5.0)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
     def clear_netem(self) -> None:
-        # Only delete a root qdisc we installed (handle 1:); a veth's default root is
-        # noqueue, which tc refuses to delete.
-        shown = self._ns_run(["tc", "qdisc", "show", "dev", NODE_DEV]).stdout
-        # lines look like "qdisc netem 1: root refcnt 2 limit 1000 delay 100ms"
-        if any(len(tok) > 3 and tok[2] == "1:" and tok[3] == "root"
-               for tok in (line.split() for line in shown.splitlines())):
-            self._ns_run(clear_netem_command())
+        if self.cluster.shaper == "netem":
+            # Only delete a root qdisc we installed (handle 1:); a veth's default root is
+            # noqueue, which tc refuses to delete.
+            shown = self._ns_run(["tc", "qdisc", "show", "dev", NODE_DEV]).stdout
+            # lines look like "qdisc netem 1: root refcnt 2 limit 1000 delay 100ms"
+            if any(len(tok) > 3 and tok[2] == "1:" and tok[3] == "root"
+                   for tok in (line.split() for line in shown.splitlines())):
+                self._ns_run(clear_netem_command())
+        else:
+            # Rules first, so no new packet is queued; then the delayer releases what it holds.
+            for cmd in clear_shaping_commands():
+                self._ns_run(cmd)
+            self._stop_delayer()
 
     # -- clock ----------------------------------------------------------------------
     def clock_env(self) -> dict[str, str]:
@@ -203,7 +267,7 @@ class LocalCluster(Cluster):
     def __init__(self, node_names: Sequence[str], *, results_dir: str | Path | None = None,
                  run_id: str | None = None, isolation: Isolation = "auto", faketime: bool = False,
                  base_port: int = DEFAULT_BASE_PORT, ports_per_node: int = 2,
-                 state_dir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None, shaper: Shaper = "auto") -> None:
         if not node_names:
             raise BackendError("a cluster needs at least one node name")
         if len(set(node_names)) != len(node_names):
@@ -217,6 +281,9 @@ class LocalCluster(Cluster):
         self.base_port = base_port
         self.ports_per_node = ports_per_node
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        # How set_netem shapes packets: "netem" (tc) or "nfqueue" (user-space delayer);
+        # "auto" picks netem when the kernel has it. Decided in open().
+        self.shaper: str = shaper
         self.nodes: dict[str, NodeHandle] = {}
         self.state: RunState | None = None
         self.loopback_reason = ""
@@ -283,7 +350,26 @@ class LocalCluster(Cluster):
             self.state.links += [link.host_veth, link.peer_veth]
             self._save()
             nsnet.create_node_link(bridge, link, subnet.prefixlen)
+            run(in_netns(link.netns, ["iptables-restore", "-w", "--noflush"]), input=CHAINS_RESTORE.encode())
             self.nodes[name] = LocalNode(self, name, link.address, ports, self._workdir(name), link.netns)
+
+        if self.shaper == "auto":
+            self.shaper = "netem" if self._kernel_has_netem(self.state.netns[0]) else "nfqueue"
+
+    @staticmethod
+    def _kernel_has_netem(netns: str) -> bool:
+        # Probe on the namespace's own lo, which nothing uses yet.
+        probe = run(in_netns(netns, ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]), check=False)
+        if probe.returncode == 0:
+            run(in_netns(netns, ["tc", "qdisc", "del", "dev", "lo", "root"]), check=False)
+        return probe.returncode == 0
+
+    def addresses_besides(self, name: str) -> list[str]:
+        """Every address a node may send to: the other nodes and the bridge (the harness)."""
+        others = [n.address for n in self.nodes.values() if n.name != name]
+        if self.state is not None and self.state.subnet:
+            others.append(str(ipaddress.ip_network(self.state.subnet).network_address + 1))
+        return others
 
     def _open_loopback(self) -> None:
         # Reserve distinct free ports by binding them all at once, then release them for the nodes.
@@ -310,6 +396,8 @@ class LocalCluster(Cluster):
         for node in self.nodes.values():
             try:
                 node.kill()  # reaps our own children; teardown() below covers anything else
+                if isinstance(node, LocalNode):
+                    node._stop_delayer()
             except BackendError as err:
                 problems.append(str(err))
         try:

@@ -71,3 +71,12 @@ def udp_seen(src: LocalNode, dst: LocalNode, payload: str, wait: float = 0.5) ->
             return True
         time.sleep(0.05)
     return False
+
+
+def udp_count(src: LocalNode, dst: LocalNode, payload: str, wait: float = 0.5) -> int:
+    """Send PAYLOAD three times as UDP from SRC to DST; how many times DST's stand-in logged it."""
+    rc, _, err = src.exec([PY, str(STANDIN), "udp", dst.address, str(dst.ports[0]), payload])
+    assert rc == 0, err
+    time.sleep(wait)
+    return sum(1 for line in (dst.workdir / "node.log").read_text(errors="replace").splitlines()
+               if line == f"udp {payload}")

@@ -5,6 +5,7 @@
     standin.py probe HOST PORT TIMEOUT one TCP round trip; prints the RTT in ms; exit 1 on timeout
     standin.py rtt HOST PORT N         median RTT in ms over N round trips on one connection
     standin.py udp HOST PORT PAYLOAD   sends PAYLOAD three times as UDP datagrams
+    standin.py udpseq HOST PORT TAG N  sends N datagrams "TAG:0" .. "TAG:N-1", 2 ms apart
     standin.py time HOST PORT          prints the server's time.time() and the local one
 
 Not shipped: it only stands in for `ukehi node` until the node exists.
@@ -70,6 +71,12 @@ def main(argv: list[str]) -> int:
                 except PermissionError:
                     pass  # an OUTPUT DROP rule refuses locally (EPERM): the datagram is dropped
                 time.sleep(0.02)
+        return 0
+    if cmd == "udpseq":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(int(argv[4])):
+                s.sendto(f"{argv[3]}:{i}".encode(), (host, port))
+                time.sleep(0.002)
         return 0
     timeout = float(argv[3]) if cmd == "probe" else 5.0
     try:

@@ -7,15 +7,16 @@ import ipaddress
 import pytest
 
 from harness.backends import netns as nsnet
-from harness.backends.faults import Netem, drop_commands, heal_commands, netem_commands
+from harness.backends.faults import (Netem, delayer_args, drop_commands, duplicate_commands, heal_commands,
+                                     needs_delayer, netem_commands, queue_commands)
 from harness.net import IFNAME_MAX
 
 
 def test_drop_directions() -> None:
-    assert drop_commands(["10.0.0.2"], "in") == [["iptables", "-w", "-A", "INPUT", "-s", "10.0.0.2", "-j", "DROP"]]
-    assert drop_commands(["10.0.0.2"], "out") == [["iptables", "-w", "-A", "OUTPUT", "-d", "10.0.0.2", "-j", "DROP"]]
+    assert drop_commands(["10.0.0.2"], "in") == [["iptables", "-w", "-A", "UKJ-IN", "-s", "10.0.0.2", "-j", "DROP"]]
+    assert drop_commands(["10.0.0.2"], "out") == [["iptables", "-w", "-A", "UKJ-OUT", "-d", "10.0.0.2", "-j", "DROP"]]
     both = drop_commands(["10.0.0.2", "10.0.0.3"], "both")
-    assert len(both) == 4 and {c[3] for c in both} == {"INPUT", "OUTPUT"}
+    assert len(both) == 4 and {c[3] for c in both} == {"UKJ-IN", "UKJ-OUT"}
     with pytest.raises(ValueError, match="in/out/both"):
         drop_commands(["10.0.0.2"], "sideways")
     with pytest.raises(ValueError, match="IPv4"):
@@ -68,3 +69,17 @@ def test_subnet_choice_avoids_every_taken_network() -> None:
         nsnet.choose_subnet("a1b2c3", [ipaddress.ip_network("10.0.0.0/8")])
     net = nsnet.choose_subnet("a1b2c3", [])
     assert net.subnet_of(nsnet.SUPERNET) and nsnet.node_address(net, 0).endswith(".10")
+
+
+def test_nfqueue_shaping_rules() -> None:
+    (everything,) = queue_commands(None)
+    assert everything[3:6] == ["UKJ-SHAPE", "-o", "eth0"] and "--queue-bypass" in everything
+    per_link = queue_commands(["10.213.1.11"])
+    assert per_link[0][per_link[0].index("-d") + 1] == "10.213.1.11"
+    (dup,) = duplicate_commands(25, ["10.213.1.12"])
+    assert dup[dup.index("--probability") + 1] == "0.250000"
+    assert dup[dup.index("--gateway") + 1] == "10.213.1.12" and dup[2:5] == ["-t", "mangle", "-A"]
+    assert needs_delayer(Netem(delay_ms=1)) and needs_delayer(Netem(loss_pct=1))
+    assert not needs_delayer(Netem(duplicate_pct=50))
+    args = delayer_args(Netem(delay_ms=100, jitter_ms=5, reorder_pct=10))
+    assert args[args.index("--delay-ms") + 1] == "100" and args[args.index("--reorder-pct") + 1] == "10"
