@@ -99,6 +99,7 @@ def read_porcupine_kv(text: str) -> list[Op]:
 
 _LOG_LINE = re.compile(r"^\s*INFO\s+jepsen\.util\s+-\s+(\S+)\s+:(\S+)\s+:(\S+)(?:\s+(.*?))?\s*$")
 _LOG_HINT = re.compile(r"jepsen\.util\s+-\s+\d")
+_LOG_PREFIX = re.compile(r"^(?:\S+\s+\S+\s+)?(?:\{\S*\}\s+)?(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+jepsen\.")
 
 
 def read_jepsen_log(text: str) -> list[Op]:
@@ -141,7 +142,7 @@ def detect_format(text: str, filename: str = "") -> str:
         s = line.strip()
         if not s or s.startswith(";"):
             continue
-        if "jepsen.util" in s:
+        if "jepsen.util" in s or _LOG_PREFIX.match(s):
             return "jepsen-log"
         if s.startswith('{"'):
             return "jsonl"
