@@ -305,6 +305,9 @@ def test_command_round_trip_and_token_as_int() -> None:
     op = {"op": "fenced_put", "key": "k", "value": b"\x00", "token": T(7, 3)}
     back = decode_command(encode_command(op))
     assert back == op and back["token"] == int(T(7, 3))
+    # a token is an int, so it can be stored as a value; it comes back as a plain int
+    stored = decode_command(encode_command({"op": "put", "key": "t", "value": T(7, 3)}))
+    assert type(stored["value"]) is int and stored["value"] == int(T(7, 3))
 
 
 @settings(max_examples=300, deadline=None)

@@ -149,18 +149,17 @@ def _is_u64(v: Any) -> bool:
 
 def _is_scalar_value(v: Any) -> bool:
     # KV values are msgpack scalars; containers are not values (keeps cas equality simple).
-    return type(v) in (bytes, str, int, float, bool)
+    # isinstance, so a FencingToken (an int) can be stored as a value; bool is an int.
+    return isinstance(v, (bytes, str, int, float))
 
 
 U64: _Check = ("u64", _is_u64)
 POS_U64: _Check = ("u64 > 0", lambda v: _is_u64(v) and v > 0)
-STR: _Check = ("str", lambda v: type(v) is str)
-BOOL: _Check = ("bool", lambda v: type(v) is bool)
-MAP: _Check = ("map", lambda v: type(v) is dict)
+STR: _Check = ("str", lambda v: isinstance(v, str))
 ANY: _Check = ("any", lambda v: True)
 VALUE: _Check = ("value (bytes, str, int, float or bool)", _is_scalar_value)
 OPT_VALUE: _Check = ("value or nil", lambda v: v is None or _is_scalar_value(v))
-OPT_STR: _Check = ("str or nil", lambda v: v is None or type(v) is str)
+OPT_STR: _Check = ("str or nil", lambda v: v is None or isinstance(v, str))
 ERROR_CODE: _Check = (
     "error code (" + ", ".join(c.value for c in ErrorCode) + ")",
     lambda v: type(v) is str and v in ErrorCode._value2member_map_,
