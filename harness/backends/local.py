@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import select
 import socket
@@ -273,6 +274,10 @@ class LocalCluster(Cluster):
         if len(set(node_names)) != len(node_names):
             raise BackendError(f"node names must be distinct, got {list(node_names)}")
         self.node_names = list(node_names)
+        if run_id is not None and not re.fullmatch(nsnet.RUN_ID_RE, run_id):
+            # Interface names are built from it and must fit 15 bytes and cleanup's patterns.
+            raise BackendError(f"run id must be 6 lowercase hex digits (e.g. {new_run_id()}), got {run_id!r}; "
+                               "or leave it out to get a fresh one")
         self.run_id = run_id or new_run_id()
         self.results_dir = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix=f"ukj-{self.run_id}-"))
         self.isolation = isolation
@@ -337,9 +342,10 @@ class LocalCluster(Cluster):
             self.state.bridge, self.state.subnet = bridge, str(subnet)
             self._save()
             nsnet.create_bridge(bridge, subnet)
-        self.state.forward_rule = True
-        self._save()
-        nsnet.add_forward_rule(bridge, self.run_id)
+        for tool in nsnet.forward_rule_tools():
+            self.state.forward_rules.append(tool)
+            self._save()
+            nsnet.add_forward_rule(tool, bridge, self.run_id)
         ports = tuple(self.base_port + k for k in range(self.ports_per_node))
         for i, name in enumerate(self.node_names):
             link = nsnet.NodeLink(node=name, index=i, netns=nsnet.netns_name(self.run_id, name),

@@ -117,8 +117,43 @@ def create_bridge(bridge: str, subnet: ipaddress.IPv4Network) -> None:
     run(["ip", "link", "set", bridge, "up"])
 
 
-def add_forward_rule(bridge: str, run_id: str) -> None:
-    run(["iptables", "-w", "-I", *forward_rule(bridge, run_id)])
+def _variant(tool: str) -> str | None:
+    """'nft' or 'legacy' for an iptables binary, None if it is missing or broken."""
+    try:
+        out = run([tool, "--version"]).stdout
+    except CommandError:
+        return None
+    return "nft" if "nf_tables" in out else "legacy"
+
+
+def _forward_blocks(tool: str) -> bool:
+    """Whether TOOL's FORWARD chain could drop bridged traffic (policy not ACCEPT, or any rules)."""
+    try:
+        lines = run([tool, "-w", "-S", "FORWARD"]).stdout.splitlines()
+    except CommandError:
+        return False
+    return any(l.startswith("-P FORWARD") and not l.endswith("ACCEPT") for l in lines) or \
+        any(l.startswith("-A FORWARD") for l in lines)
+
+
+def forward_rule_tools() -> list[str]:
+    """The iptables binaries that need this bridge's ACCEPT rule.
+
+    br_netfilter passes bridged frames through every loaded FORWARD chain, the
+    nft one and the legacy one alike (Docker may use either). The default
+    ``iptables`` always gets the rule; the other variant only when its FORWARD
+    chain could drop (so a host that never used it is left alone).
+    """
+    default = _variant("iptables")
+    tools = ["iptables"]
+    other = {"nft": "iptables-legacy", "legacy": "iptables-nft"}.get(default or "")
+    if other and _variant(other) and _forward_blocks(other):
+        tools.append(other)
+    return tools
+
+
+def add_forward_rule(tool: str, bridge: str, run_id: str) -> None:
+    run([tool, "-w", "-I", *forward_rule(bridge, run_id)])
 
 
 def create_node_link(bridge: str, link: NodeLink, prefixlen: int) -> None:
@@ -142,26 +177,31 @@ def delete_link(name: str) -> bool:
     return run(["ip", "link", "delete", name], check=False).returncode == 0
 
 
-def delete_forward_rule(bridge: str, run_id: str) -> int:
-    """Delete every copy of this run's FORWARD rule; return how many were deleted."""
+def delete_forward_rule(tool: str, bridge: str, run_id: str) -> int:
+    """Delete every copy of this run's FORWARD rule from TOOL's table; return how many were deleted."""
     deleted = 0
     for _ in range(16):  # bounded: a rule is inserted once per open
-        if run(["iptables", "-w", "-D", *forward_rule(bridge, run_id)], check=False).returncode != 0:
+        if run([tool, "-w", "-D", *forward_rule(bridge, run_id)], check=False).returncode != 0:
             break
         deleted += 1
     return deleted
 
 
-def forward_rule_bridges() -> dict[str, str]:
-    """run id -> bridge of every ukj FORWARD rule in the host's filter table."""
-    try:
-        out = run(["iptables", "-w", "-S", "FORWARD"]).stdout
-    except CommandError:
-        return {}
-    found: dict[str, str] = {}
-    for line in out.splitlines():
-        m = OWN_COMMENT_RE.search(line)
-        parts = line.split()
-        if m and "-i" in parts:
-            found[m.group(1)] = parts[parts.index("-i") + 1]
+def forward_rule_bridges() -> dict[str, tuple[str, list[str]]]:
+    """run id -> (bridge, iptables binaries holding its rule) for every ukj FORWARD rule."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for tool in ("iptables-nft", "iptables-legacy"):
+        if _variant(tool) is None:
+            continue
+        try:
+            out = run([tool, "-w", "-S", "FORWARD"]).stdout
+        except CommandError:
+            continue
+        for line in out.splitlines():
+            m = OWN_COMMENT_RE.search(line)
+            parts = line.split()
+            if m and "-i" in parts:
+                bridge, tools = found.setdefault(m.group(1), (parts[parts.index("-i") + 1], []))
+                if tool not in tools:
+                    tools.append(tool)
     return found

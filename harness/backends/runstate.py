@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Collection
 
 from harness.backends import netns as nsnet
 from harness.backends.process import proc_stat
@@ -47,7 +48,7 @@ class RunState:
     mode: str  # "netns" or "loopback"
     bridge: str | None = None
     subnet: str | None = None
-    forward_rule: bool = False
+    forward_rules: list[str] = field(default_factory=list)  # iptables binaries holding the FORWARD rule
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     processes: dict[str, ProcessRecord] = field(default_factory=dict)
@@ -134,9 +135,9 @@ def teardown(state: RunState, state_dir: Path | None) -> list[str]:
         for link in state.links:  # usually gone with their namespace's peer
             if link in existing_links and nsnet.delete_link(link):
                 removed.append(f"link {link}")
-        if state.forward_rule and state.bridge:
-            n = nsnet.delete_forward_rule(state.bridge, state.run_id)
-            removed += [f"iptables FORWARD rule {nsnet.rule_comment(state.run_id)}"] * n
+        for tool in state.forward_rules if state.bridge else []:
+            n = nsnet.delete_forward_rule(tool, state.bridge, state.run_id)
+            removed += [f"{tool} FORWARD rule {nsnet.rule_comment(state.run_id)}"] * n
         if state.bridge and state.bridge in set(link_names()):
             if nsnet.delete_link(state.bridge):
                 removed.append(f"bridge {state.bridge}")
@@ -152,13 +153,16 @@ def teardown(state: RunState, state_dir: Path | None) -> list[str]:
     return removed
 
 
-def cleanup_leftovers(state_dir: Path | None = None, orphans: bool = False) -> list[str]:
+def cleanup_leftovers(state_dir: Path | None = None, orphans: bool = False,
+                      run_ids: Collection[str] | None = None) -> list[str]:
     """Remove what earlier runs left behind; return a line per thing removed.
 
-    Only runs whose harness process is gone are touched. With ORPHANS, also remove
-    kernel objects named like this backend's (``ukjb<id>``, ``ukjh<id>N``,
-    ``ukj-<id>-node``, FORWARD rules commented ``ukj-<id>``) whose run has no live
-    record, e.g. after the state directory was wiped by a reboot of /run.
+    Only runs whose harness process is gone are touched (and, given RUN_IDS, only
+    those runs). With ORPHANS, also remove kernel objects named like this backend's
+    (``ukjb<id>``, ``ukjh<id>N``, ``ukj-<id>-node``, FORWARD rules commented
+    ``ukj-<id>``) whose run has no live record in STATE_DIR, e.g. after /run was
+    wiped by a reboot. Runs recorded in another state dir look orphaned here: use
+    ORPHANS only when every run uses the same state dir.
     """
     state_dir = state_dir or default_state_dir()
     removed: list[str] = []
@@ -170,7 +174,7 @@ def cleanup_leftovers(state_dir: Path | None = None, orphans: bool = False) -> l
         except (ValueError, TypeError, KeyError) as err:
             errors.append(f"unreadable state file {path} ({err}); delete it by hand")
             continue
-        if state.owner_alive():
+        if state.owner_alive() or (run_ids is not None and state.run_id not in run_ids):
             live.add(state.run_id)
             continue
         try:
@@ -178,13 +182,13 @@ def cleanup_leftovers(state_dir: Path | None = None, orphans: bool = False) -> l
         except RuntimeError as err:
             errors.append(str(err))
     if orphans and is_root():
-        removed += _remove_orphans(live)
+        removed += _remove_orphans(live, run_ids)
     if errors:
         raise RuntimeError("; ".join(errors))
     return removed
 
 
-def _remove_orphans(live: set[str]) -> list[str]:
+def _remove_orphans(live: set[str], run_ids: Collection[str] | None) -> list[str]:
     by_run: dict[str, RunState] = {}
 
     def state_for(run_id: str) -> RunState:
@@ -203,11 +207,12 @@ def _remove_orphans(live: set[str]) -> list[str]:
                 st.bridge = link
             else:
                 st.links.append(link)
-    for run_id, bridge in nsnet.forward_rule_bridges().items():
+    for run_id, (bridge, tools) in nsnet.forward_rule_bridges().items():
         if run_id not in live:
             st = state_for(run_id)
-            st.bridge, st.forward_rule = bridge, True
+            st.bridge, st.forward_rules = bridge, tools
     removed: list[str] = []
     for st in by_run.values():
-        removed += teardown(st, None)
+        if run_ids is None or st.run_id in run_ids:
+            removed += teardown(st, None)
     return removed

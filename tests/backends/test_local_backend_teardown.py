@@ -29,8 +29,9 @@ def leftovers(run_id: str, pids: list[int]) -> list[str]:
     """Everything of run RUN_ID still present in the kernel or the process table."""
     found = [f"netns {n}" for n in netns_names() if run_id in n]
     found += [f"link {l}" for l in link_names() if run_id in l]
-    rules = run(["iptables", "-w", "-S", "FORWARD"]).stdout
-    found += [f"rule {line}" for line in rules.splitlines() if f"ukj-{run_id}" in line]
+    for tool in ("iptables-nft", "iptables-legacy"):
+        rules = run([tool, "-w", "-S", "FORWARD"], check=False).stdout
+        found += [f"{tool} rule {line}" for line in rules.splitlines() if f"ukj-{run_id}" in line]
     found += [f"pid {p}" for p in pids if (s := proc_stat(p)) is not None and s[0] != "Z"]
     if (default_state_dir() / f"{run_id}.json").exists():
         found.append("state file")
@@ -125,3 +126,27 @@ def test_cleanup_leftovers_spares_live_runs(tmp_path: Path) -> None:
         cleanup_leftovers()
         assert c["n1"].is_running() and c["n1"].pid == pid
         assert c.state is not None and all(n in netns_names() for n in c.state.netns)
+
+
+def test_orphans_without_a_state_file_are_found_by_their_names(tmp_path: Path) -> None:
+    child, run_id, pids = start_child_harness(tmp_path)
+    child.kill()
+    child.wait(timeout=10)
+    try:
+        (default_state_dir() / f"{run_id}.json").unlink()  # as if /run had been wiped
+        assert cleanup_leftovers(run_ids={run_id}) == []  # no record: the plain sweep cannot see it
+        removed = cleanup_leftovers(orphans=True, run_ids={run_id})
+        assert any(r.startswith("netns ukj-" + run_id) for r in removed)
+        assert any("FORWARD rule" in r for r in removed) and any(r.startswith("bridge") for r in removed)
+        assert leftovers(run_id, pids) == []
+    finally:
+        cleanup_leftovers(orphans=True, run_ids={run_id})
+        for pid in pids:  # the namespace sweep kills node processes; make sure of it either way
+            if proc_stat(pid) is not None:
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_run_id_must_fit_interface_names(tmp_path: Path) -> None:
+    from harness.backends.base import BackendError
+    with pytest.raises(BackendError, match="6 lowercase hex digits"):
+        LocalCluster(["n1"], results_dir=tmp_path, run_id="2026-11-27T05-30")
