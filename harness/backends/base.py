@@ -45,11 +45,15 @@ class NodeHandle(ABC):
 
     @abstractmethod
     def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM, then SIGKILL after TIMEOUT seconds; return the exit status (None if not running)."""
+        """SIGTERM, then SIGKILL after TIMEOUT seconds; return the exit status.
+
+        The status is Popen's: negative for a signal (-15 after SIGTERM). For a node
+        that had already exited it is that exit's status; None if it never started.
+        """
 
     @abstractmethod
     def kill(self) -> int | None:
-        """SIGKILL the node process and reap it; return the exit status (None if not running)."""
+        """SIGKILL the node process and reap it; return the exit status (as for stop)."""
 
     @abstractmethod
     def pause(self) -> None:

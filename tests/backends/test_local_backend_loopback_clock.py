@@ -127,3 +127,17 @@ def test_set_clock_without_faketime_says_how_to_enable_it(tmp_path: Path) -> Non
         a.start([PY, str(STANDIN), "serve", a.address, str(a.ports[0])])
         with pytest.raises(Exception, match="faketime=True"):
             a.set_clock(1.0)
+
+
+def test_without_root_auto_isolation_falls_back_to_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("UKEHI_JEPSEN_STATE_DIR", str(tmp_path / "state"))
+    with pytest.raises(NeedsRootError, match="not running as root"):
+        LocalCluster(["a"], results_dir=tmp_path, isolation="netns").open()
+    with LocalCluster(["a", "b"], results_dir=tmp_path) as c:
+        assert c.mode == "loopback" and not c.network_faults_supported
+        assert (tmp_path / "state" / f"{c.run_id}.json").exists()
+        with pytest.raises(NeedsRootError, match="not running as root"):
+            c["a"].drop_from(["127.0.0.1"], "in")
+    assert not (tmp_path / "state" / f"{c.run_id}.json").exists()
