@@ -324,3 +324,40 @@ def test_truncate_report_round_trips_to_json(tmp_path):
     assert data["entries_kept"] == 5 and data["entries_dropped"] == 6 and data["last_good_index"] == 5
     assert data["segments_removed"] == ["wal-00000003.seg"]
     assert "crc-mismatch" in report.summary()
+
+
+@pytest.mark.parametrize("policy", list(CorruptionPolicy))
+def test_segment_emptied_to_its_header_is_lost_data(tmp_path, policy):
+    """Segment 1 truncated to its header: without a check the log would silently start at 5."""
+    d = str(tmp_path)
+    build_v2_log(d, LAYOUT)
+    os.truncate(seg_path(d, 1), 12)
+    before = tree_digest(d)
+    if policy is REFUSE:
+        with pytest.raises(CorruptionRefusedError, match="wal-00000001.seg at byte offset 12: empty-segment"):
+            WAL.open(d, policy)
+        assert tree_digest(d) == before
+        return
+    replay = open_wal(d, policy)
+    assert replay.report.findings[0].kind == "empty-segment"
+    if policy is TRUNCATE:
+        assert replay.entries == [] and replay.recovering and replay.highest_index_seen == 12
+        assert os.listdir(d) == ["wal-00000001.seg"]  # the writer's fresh segment
+    else:
+        assert as_tuples(replay.entries) == expected(range(5, 13))
+
+
+def test_cut_that_empties_a_segment_removes_it(tmp_path):
+    """So the writer never leaves an empty segment before a newer one."""
+    d = str(tmp_path)
+    where_is = build_v2_log(d, LAYOUT)
+    path, offset = where_is[9]
+    assert offset == 12
+    flip(path, offset + 30)
+    wal, replay = WAL.open(d, TRUNCATE)
+    assert [e.index for e in replay.entries] == list(range(1, 9))
+    assert replay.report.segments_removed == ["wal-00000003.seg"]
+    wal.append([WalEntry(*entry(9, term=2))], sync=True)
+    wal.close()
+    again = scan_wal(d, REFUSE)
+    assert again.report.clean and [e.index for e in again.entries] == list(range(1, 10))

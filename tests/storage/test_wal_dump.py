@@ -7,7 +7,7 @@ import pytest
 
 from ukehi.cli import main
 
-from walfiles import build_v2_log, entry, flip, seg_path, tree_digest, v1_frame, write_segment
+from walfiles import build_v2_log, entry, flip, tree_digest, v1_frame, write_segment
 
 LAYOUT = [[1, 2, 3], [4, 5, 6]]
 

@@ -55,7 +55,7 @@ class WalEntry(NamedTuple):
     """One Raft log entry as stored in the WAL. (A NamedTuple: replay builds millions.)"""
 
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(); the Raft name wins
     command: bytes
     fencing_token: int = 0
 

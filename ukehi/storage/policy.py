@@ -51,6 +51,7 @@ class Kind:
     IMPOSSIBLE_LENGTH = "impossible-length"
     BAD_HEADER = "bad-header"
     INDEX_DISCONTINUITY = "index-discontinuity"
+    EMPTY_SEGMENT = "empty-segment"  # a segment with no entries before a later segment
     TORN_TAIL = "torn-tail"  # informational: partial last entry of the last segment
     ZERO_FILLED_TAIL = "zero-filled-tail"  # informational: zeros after the last entry
 

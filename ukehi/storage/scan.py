@@ -210,8 +210,15 @@ class _Scanner:
         self.report.entries_dropped += dropped
         if high is not None:
             self._note_index(high)
-        self.actions.append(DiskAction("truncate", seg.path, offset, seg.segment_id))
-        self.report.bytes_cut += end - offset
+        if offset == HEADER_SIZE:
+            # No entry left: remove the file rather than leave an empty segment, which
+            # would look like lost data if a newer segment ever followed it.
+            self.actions.append(DiskAction("remove", seg.path, 0, seg.segment_id))
+            self.report.segments_removed.append(seg.name)
+            self.report.bytes_cut += end
+        else:
+            self.actions.append(DiskAction("truncate", seg.path, offset, seg.segment_id))
+            self.report.bytes_cut += end - offset
         extra = f"; {dropped} readable entries after it dropped" if dropped else ""
         self.report.findings.append(Finding(seg.name, offset, kind, Action.CUT, index, end - offset,
                                             detail + extra))
@@ -248,7 +255,27 @@ class _Scanner:
                 continue
             seg = SegmentInfo(seg_id, path, version, len(buf))
             self.segments.append(seg)
+            if len(buf) == HEADER_SIZE and not last:
+                self._empty_segment(seg)
+                continue
             self._scan_entries(seg, buf, last)
+
+    def _empty_segment(self, seg: SegmentInfo) -> None:
+        """A segment with a header and nothing else, followed by another segment.
+
+        The writer never leaves one (it rotates only after an entry, and a cut that
+        empties a segment removes it), so its entries were lost, e.g. the file was
+        truncated. Without this check the log would silently start at the next segment.
+        """
+        detail = "segment holds no entries but later segments exist: its entries were lost"
+        if self.policy is CorruptionPolicy.RefuseStart:
+            self._refuse(seg.name, HEADER_SIZE, Kind.EMPTY_SEGMENT, None, detail)
+        if self.policy is CorruptionPolicy.TruncateToLastGood:
+            self._cut(seg, b"\0" * HEADER_SIZE, HEADER_SIZE, Kind.EMPTY_SEGMENT, None, detail)
+            return
+        self.report.findings.append(Finding(seg.name, HEADER_SIZE, Kind.EMPTY_SEGMENT, Action.SKIPPED,
+                                            None, 0, detail + "; continuing with the next segment"))
+        self.hole = True
 
     def _drop_segment(self, seg_id: int, path: str, buf: bytes) -> None:
         self.actions.append(DiskAction("remove", path, 0, seg_id))
@@ -450,7 +477,14 @@ class _Scanner:
     def _tail(self, seg: SegmentInfo, pos: int, kind: str, detail: str) -> None:
         """A crash tail at the end of the last segment: cut it under every policy."""
         cut = seg.size - pos
-        self.actions.append(DiskAction("truncate", seg.path, pos, seg.segment_id))
+        if pos == HEADER_SIZE and not len(seg.indexes):
+            # Nothing left in it: remove the file (the writer starts a fresh segment),
+            # so no empty segment can end up before a newer one.
+            self.actions.append(DiskAction("remove", seg.path, 0, seg.segment_id))
+            self.report.segments_removed.append(seg.name)
+            detail += "; segment removed"
+        else:
+            self.actions.append(DiskAction("truncate", seg.path, pos, seg.segment_id))
         self.report.bytes_cut += cut
         self.report.findings.append(Finding(seg.name, pos, kind, Action.CUT, None, cut,
                                             detail + "; normal after a crash, cut"))

@@ -212,7 +212,7 @@ class WAL:
             self._write(pending)
         except OSError as exc:
             self._fail("appending entries", exc)
-        self._last_index = expected - 1
+        self._last_index = batch[-1][1]
         if sync:
             self.sync()
 
