@@ -11,6 +11,13 @@ rate change would make the clock jump by ``(t - S) * (RATE - 1)``. :class:`FakeC
 keeps the clock continuous instead: ``set(offset, rate)`` means "from now the node
 reads real + offset and advances RATE times as fast", and the file gets the
 OFFSET' that gives exactly that for the process started at S.
+
+libfaketime moves CLOCK_MONOTONIC with the same spec (tests/backends check the
+rate): that is what lets a rate skew stretch a node's timers and leases, but it
+also means a *backward* offset makes the node's monotonic clock go back, so its
+timers stall for that long. FAKETIME_DONT_FAKE_MONOTONIC=1 would avoid that, but
+with libfaketime 0.9.10 it makes Python's time.sleep fail with EINVAL, so it is
+not used.
 """
 
 from __future__ import annotations

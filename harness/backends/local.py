@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
@@ -291,6 +292,7 @@ class LocalCluster(Cluster):
         self.shaper: str = shaper
         self.nodes: dict[str, NodeHandle] = {}
         self.state: RunState | None = None
+        self._state_lock = threading.Lock()
         self.loopback_reason = ""
         self._closed = False
 
@@ -303,8 +305,10 @@ class LocalCluster(Cluster):
         return self.state.mode if self.state else None
 
     def _save(self) -> None:
-        assert self.state is not None
-        self.state.save(self.state_dir)
+        # Nemeses call node verbs from worker threads: one writer at a time.
+        with self._state_lock:
+            assert self.state is not None
+            self.state.save(self.state_dir)
 
     def _record_process(self, node: str, rec: ProcessRecord) -> None:
         if self.state is not None:

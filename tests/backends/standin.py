@@ -1,6 +1,7 @@
 """Test fixture: a tiny stand-in for a node, and the probes the tests run against it.
 
-    standin.py serve HOST PORT         TCP: echoes lines, answers "time" with time.time();
+    standin.py serve HOST PORT         TCP: echoes lines, answers "time" with time.time()
+                                       and "mono" with time.monotonic();
                                        UDP on the same port: prints "udp <payload>" per datagram
     standin.py probe HOST PORT TIMEOUT one TCP round trip; prints the RTT in ms; exit 1 on timeout
     standin.py rtt HOST PORT N         median RTT in ms over N round trips on one connection
@@ -25,7 +26,8 @@ class _TCP(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         for line in self.rfile:
             text = line.strip()
-            reply = repr(time.time()).encode() if text == b"time" else text
+            reply = repr(time.time()).encode() if text == b"time" else \
+                repr(time.monotonic()).encode() if text == b"mono" else text
             self.wfile.write(reply + b"\n")
             self.wfile.flush()
 

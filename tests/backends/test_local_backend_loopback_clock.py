@@ -141,3 +141,35 @@ def test_without_root_auto_isolation_falls_back_to_loopback(monkeypatch: pytest.
         with pytest.raises(NeedsRootError, match="not running as root"):
             c["a"].drop_from(["127.0.0.1"], "in")
     assert not (tmp_path / "state" / f"{c.run_id}.json").exists()
+
+
+def node_monotonic(node: LocalNode) -> float:
+    with socket.create_connection((node.address, node.ports[0]), timeout=5) as s:
+        s.sendall(b"mono\n")
+        return float(s.makefile("rb").readline())
+
+
+def test_rate_also_drives_the_monotonic_clock(loop_cluster: LocalCluster) -> None:
+    # Timers and leases run on CLOCK_MONOTONIC: a rate skew must reach it, or a
+    # clock-rate nemesis could never expose a lease that outlives its term.
+    a = loop_cluster["a"]
+    assert isinstance(a, LocalNode)
+    serve(a)
+    a.set_clock(0.0, 2.0)
+    m0, t0 = node_monotonic(a), time.monotonic()
+    time.sleep(1.0)
+    m1, t1 = node_monotonic(a), time.monotonic()
+    assert (m1 - m0) / (t1 - t0) == pytest.approx(2.0, abs=0.3)
+
+
+def test_nodes_start_and_stop_concurrently_from_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    names = [f"t{i}" for i in range(6)]
+    with LocalCluster(names, results_dir=tmp_path, isolation="loopback") as c:
+        with ThreadPoolExecutor(6) as pool:
+            pids = list(pool.map(lambda n: serve(c[n]), names))  # type: ignore[arg-type]
+        assert len(set(pids)) == 6 and c.state is not None
+        assert {n: r.pid for n, r in c.state.processes.items()} == dict(zip(names, pids))
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda n: c[n].kill(), names))
+        assert not any(c[n].is_running() for n in names)
