@@ -309,3 +309,40 @@ def test_replay_matches_list_model(tmp_path_factory, ops):
     got = as_tuples(scan_wal(d).entries)
     assert got == model[len(model) - len(got):]
     assert all(e[1] <= compacted for e in model[: len(model) - len(got)])
+
+
+def test_append_and_compact_from_two_threads(tmp_path):
+    """The node appends in one worker thread and compacts in another."""
+    import threading
+
+    d = str(tmp_path)
+    wal, _ = WAL.open(d, segment_size=1024)
+    errors = []
+
+    def appender():
+        try:
+            for lo in range(1, 2001, 20):
+                wal.append(entries(lo, lo + 20), sync=True)
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    def compactor():
+        try:
+            for i in range(200):
+                last = wal.last_index
+                if last:
+                    wal.compact_to(last // 2)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=appender), threading.Thread(target=compactor)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wal.close()
+    assert errors == []
+    replay = scan_wal(d)
+    assert replay.report.clean and replay.entries[-1].index == 2000
+    got = as_tuples(replay.entries)
+    assert got == as_tuples(entries(got[0][1], 2001))

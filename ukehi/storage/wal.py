@@ -29,9 +29,11 @@ Durability rules kept here:
 from __future__ import annotations
 
 import bisect
+import functools
 import os
+import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from .errors import StorageError, WalBrokenError
 from .format import HEADER_SIZE, WalEntry, encode_entry, encode_header, segment_name
@@ -41,6 +43,17 @@ from .scan import RESYNC_WINDOW, SegmentInfo, WalScan, apply_actions, list_segme
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 MIN_SEGMENT_SIZE = 1024
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(self: "WAL", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -66,7 +79,11 @@ class ReplayResult:
 
 
 class WAL:
-    """An open write-ahead log directory. Create with :meth:`open`; not thread-safe."""
+    """An open write-ahead log directory. Create with :meth:`open`.
+
+    Public methods are serialized by an internal lock, so a driver may append from one
+    worker thread and compact from another.
+    """
 
     def __init__(self, directory: str, segment_size: int) -> None:
         self.directory = directory
@@ -78,6 +95,7 @@ class WAL:
         self._unsynced = False
         self._broken: str | None = None
         self._last_index: int | None = None
+        self._lock = threading.RLock()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -174,6 +192,7 @@ class WAL:
 
     # -- appending ----------------------------------------------------------------------
 
+    @_locked
     def append(self, entries: Iterable[WalEntry], *, sync: bool = False) -> None:
         """Append ``entries`` (consecutive indexes, following :attr:`last_index`).
 
@@ -233,6 +252,7 @@ class WAL:
         self._fd = None
         self._new_segment()
 
+    @_locked
     def sync(self) -> None:
         """Make every appended entry durable: one fsync, none when nothing is pending."""
         self._check_open()
@@ -246,6 +266,7 @@ class WAL:
 
     # -- truncation ---------------------------------------------------------------------
 
+    @_locked
     def truncate_from(self, index: int) -> None:
         """Delete every entry with index >= ``index``, durably, before returning.
 
@@ -304,6 +325,7 @@ class WAL:
                 break
         self._open_tail()
 
+    @_locked
     def reset(self) -> None:
         """Remove every entry, durably (e.g. before installing a snapshot from a leader).
 
@@ -313,6 +335,7 @@ class WAL:
         if first is not None:
             self.truncate_from(first)
 
+    @_locked
     def compact_to(self, index: int) -> None:
         """Remove segments whose entries all have index <= ``index`` (covered by a snapshot).
 
@@ -341,6 +364,7 @@ class WAL:
             self._fail(f"compacting to index {index}", exc)
         del self._segments[: len(doomed)]
 
+    @_locked
     def close(self) -> None:
         """Sync pending entries and close. Safe to call twice."""
         if self._fd is None:
