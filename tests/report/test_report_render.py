@@ -174,3 +174,13 @@ def test_nemesis_only_history_still_renders(tmp_path: Path) -> None:
     ops = [Op(0, 1 * S, "nemesis", "info", "start-partition"), Op(1, 2 * S, "nemesis", "info", "stop-partition")]
     files = render_all(ops, tmp_path / "n", None)
     assert all(p.exists() for p in files.values())
+
+
+def test_nemesis_packages_shading_is_understood() -> None:
+    package = pytest.importorskip("nemeses.package")
+    shading = package.Shading("kill", start=("kill",), stop=("start",))
+    ops = [Op(0, 1 * S, "nemesis", "invoke", "kill"), Op(1, 2 * S, "nemesis", "info", "kill", value={"n1": 41}),
+           Op(2, 5 * S, "nemesis", "invoke", "start"), Op(3, 6 * S, "nemesis", "info", "start")]
+    for spec in (shading, shading.to_dict()):
+        windows, _ = fault_events(ops, [spec])
+        assert [(w.name, w.start_s, w.end_s) for w in windows] == [("kill", 1.0, 6.0)]
