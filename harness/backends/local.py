@@ -295,6 +295,7 @@ class LocalCluster(Cluster):
         self._state_lock = threading.Lock()
         self.loopback_reason = ""
         self._closed = False
+        self._leave_running = False
 
     @property
     def network_faults_supported(self) -> bool:
@@ -398,9 +399,14 @@ class LocalCluster(Cluster):
             self.nodes[name] = LocalNode(self, name, "127.0.0.1", tuple(ports[i * k:(i + 1) * k]),
                                          self._workdir(name), None)
 
+    def leave_running(self) -> None:
+        """Keep everything up after close() (``--leave-running``); `ukehi-jepsen cleanup`
+        removes it once this process has exited, from the run's state file."""
+        self._leave_running = True
+
     def _teardown(self) -> None:
         self._closed = True
-        if self.state is None:
+        if self.state is None or self._leave_running:
             return
         problems: list[str] = []
         for node in self.nodes.values():

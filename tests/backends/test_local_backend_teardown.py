@@ -150,3 +150,19 @@ def test_run_id_must_fit_interface_names(tmp_path: Path) -> None:
     from harness.backends.base import BackendError
     with pytest.raises(BackendError, match="6 lowercase hex digits"):
         LocalCluster(["n1"], results_dir=tmp_path, run_id="2026-11-27T05-30")
+
+
+def test_leave_running_keeps_the_cluster_for_a_later_cleanup(tmp_path: Path) -> None:
+    from harness.backends.runstate import RunState, teardown
+    from backend_probes import probe_from_host
+    with LocalCluster(["n1", "n2"], results_dir=tmp_path, isolation="netns") as c:
+        pids = [serve(n) for n in c]  # type: ignore[arg-type]
+        c.leave_running()
+        run_id, node = c.run_id, c["n2"]
+    try:
+        assert probe_from_host(node, 1.0)  # type: ignore[arg-type]
+        assert len(leftovers(run_id, pids)) == 2 + 3 + 1 + 2 + 1
+    finally:
+        state_file = default_state_dir() / f"{run_id}.json"
+        teardown(RunState.load(state_file), default_state_dir())  # what cleanup does once we exit
+    assert leftovers(run_id, pids) == []
