@@ -170,7 +170,9 @@ class _Refuse(Exception):
 
 
 class _Scanner:
-    """One pass over the segments; policy decisions happen in :meth:`_bad`."""
+    """One pass over the segments. Policy decisions happen where a problem is found:
+    :meth:`_bad` (bytes that are not an entry), :meth:`_discontinuity` (an index that does
+    not follow), :meth:`_bad_header` and :meth:`_empty_segment` (whole segments)."""
 
     def __init__(self, directory: str, policy: CorruptionPolicy, with_locations: bool,
                  resync_window: int) -> None:
@@ -202,9 +204,8 @@ class _Scanner:
 
     def _cut(self, seg: SegmentInfo, buf: bytes, offset: int, kind: str, index: int | None,
              detail: str) -> None:
-        """TruncateToLastGood: cut this segment at ``offset``; later segments get removed."""
-        # Only called for entries, so offset >= HEADER_SIZE: the header stays and the
-        # segment remains a valid (possibly empty) segment the writer can append to.
+        """TruncateToLastGood: cut this segment at ``offset`` (>= HEADER_SIZE, an entry's
+        start); later segments get removed by :meth:`_drop_segment`."""
         end = len(buf)
         dropped, high = _count_readable(buf, offset, end, seg.version)
         self.report.entries_dropped += dropped
