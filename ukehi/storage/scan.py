@@ -165,6 +165,10 @@ def _count_readable(buf: bytes, pos: int, end: int, version: int) -> tuple[int, 
     return count, highest
 
 
+def _span(lo: int, hi: int) -> str:
+    return f"index {lo} is" if lo == hi else f"indexes {lo}..{hi} are"
+
+
 class _Refuse(Exception):
     pass
 
@@ -371,7 +375,7 @@ class _Scanner:
                                     why = "after skipped bytes" if self.hole else "(a segment may be missing)"
                                     self.report.findings.append(Finding(
                                         name, pos, Kind.INDEX_DISCONTINUITY, Action.KEPT, index, None,
-                                        f"hole: indexes {prev + 1}..{index - 1} are missing {why}"))
+                                        f"hole: {_span(prev + 1, index - 1)} missing {why}"))
                                 self.prev = index
                                 self.hole = False
                                 expect = index + 1
