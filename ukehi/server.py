@@ -11,6 +11,8 @@ Hostile input is the normal case here, not an exception:
 * a connection that stalls in the middle of a frame for `frame_timeout` seconds is closed
   (half-open or slow-loris connections cannot pin a buffer forever);
 * at most `max_connections` connections are served at once; more are closed at accept;
+* frames over 64 KiB being received at the same time share a node-wide budget
+  (`max_buffered_bytes`); a frame that would exceed it closes its connection;
 * each connection has at most `max_in_flight` requests being processed; beyond that the
   reader stops reading (TCP back-pressure), so a client that never reads its answers cannot
   grow the node's memory without bound.
@@ -26,6 +28,8 @@ from ukehi import wire
 from ukehi.nodelog import NodeLogger
 
 __all__ = ["FrameHandler", "NodeServer"]
+
+_SMALL_FRAME = 64 * 1024
 
 
 class FrameHandler(Protocol):
@@ -62,6 +66,7 @@ class NodeServer:
         max_connections: int = 512,
         max_in_flight: int = 4096,
         frame_timeout: float = 30.0,
+        max_buffered_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.handler = handler
         self.log = log
@@ -69,6 +74,8 @@ class NodeServer:
         self.max_connections = max_connections
         self.max_in_flight = max_in_flight
         self.frame_timeout = frame_timeout
+        self.max_buffered_bytes = max_buffered_bytes
+        self._in_progress_bytes = 0
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Conn] = set()
         self.bad_frames = 0  # counters, reported in status
@@ -158,6 +165,15 @@ class NodeServer:
             raise wire.ProtocolError(
                 f"frame length {length} exceeds the maximum frame size {self.max_frame}"
             )
+        # Large frames draw on a node-wide budget while they are being received, so many
+        # connections each announcing a big frame cannot add up to unbounded memory.
+        reserved = length if length > _SMALL_FRAME else 0
+        if reserved and self._in_progress_bytes + reserved > self.max_buffered_bytes:
+            raise wire.ProtocolError(
+                f"frame of {length} bytes refused: {self._in_progress_bytes} bytes of large frames "
+                f"already being received (limit {self.max_buffered_bytes}); retry later"
+            )
+        self._in_progress_bytes += reserved
         try:
             payload = await asyncio.wait_for(reader.readexactly(length), self.frame_timeout)
         except asyncio.TimeoutError:
@@ -169,6 +185,8 @@ class NodeServer:
             raise wire.ProtocolError(
                 f"connection closed mid-frame ({len(e.partial)} of {length} bytes)"
             ) from None
+        finally:
+            self._in_progress_bytes -= reserved
         return wire.decode_payload(payload)
 
     async def _read_loop(self, conn: _Conn, reader: asyncio.StreamReader) -> str:
