@@ -215,7 +215,8 @@ def _refuse_gap(wal_dir: str, report: CorruptionReport, gap: _Gap) -> None:
     report.refused = True
     raise CorruptionRefusedError(
         f"{gap.detail} (in {wal_dir}). Policy refuse-start: nothing on disk was changed; restore the "
-        "missing snapshot, or start with truncate-to-last-good to drop the WAL and catch up from the leader",
+        "missing snapshot, or restart with --corruption-policy truncate-to-last-good to drop the WAL and "
+        "catch up from the leader",
         report)
 
 

@@ -519,9 +519,9 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
         error = CorruptionRefusedError(
             f"WAL corruption in {os.path.join(directory, first.segment)} at byte offset {first.offset}: "
             f"{first.kind}: {first.detail}. Policy refuse-start: nothing on disk was changed. "
-            f"Inspect it with `ukehi wal dump {directory}`; to start anyway, use policy "
-            f"truncate-to-last-good (cuts the WAL here; the node then catches up from the leader) "
-            f"or alert-and-continue (skips the bad entry).",
+            f"Inspect it with `ukehi wal dump {directory}`; to start anyway, restart with "
+            f"--corruption-policy truncate-to-last-good (cuts the WAL here; the node then catches up "
+            f"from the leader) or --corruption-policy alert-and-continue (skips the bad entry).",
             report,
             scanner.entries,  # what was readable before the refusal, for `ukehi wal dump`
             scanner.locations or [],
