@@ -173,3 +173,18 @@ def test_nodes_start_and_stop_concurrently_from_threads(tmp_path: Path) -> None:
         with ThreadPoolExecutor(6) as pool:
             list(pool.map(lambda n: c[n].kill(), names))
         assert not any(c[n].is_running() for n in names)
+
+
+@pytest.mark.root
+def test_fake_clock_reaches_a_node_in_its_namespace(tmp_path: Path) -> None:
+    from backend_probes import needs_netns
+    if needs_netns.args[0]:  # skipif condition
+        pytest.skip(needs_netns.kwargs["reason"])
+    with LocalCluster(["n1", "n2"], results_dir=tmp_path, isolation="netns", faketime=True) as c:
+        n1, n2 = c["n1"], c["n2"]
+        assert isinstance(n1, LocalNode) and isinstance(n2, LocalNode)
+        serve(n1)
+        serve(n2)
+        n1.set_clock(7.0)  # the LD_PRELOAD survives `ip netns exec`
+        assert node_clock_offset(n1) == pytest.approx(7.0, abs=0.2)
+        assert abs(node_clock_offset(n2)) < 0.2
