@@ -113,3 +113,20 @@ def test_unrelated_files_in_wal_dir_are_ignored(tmp_path):
     (tmp_path / "wal-1.seg").write_bytes(b"not eight digits")
     assert [e.index for e in scan_wal(d).entries] == [1]
     assert sorted(os.listdir(d)) == ["README", "wal-00000001.seg", "wal-1.seg"]
+
+
+def test_v1_corruption_and_torn_tail_are_detected(tmp_path):
+    d = str(tmp_path)
+    frames = [v1_frame(1, i, b"v1-%d" % i) for i in range(1, 6)]
+    path = write_segment(d, 1, 1, frames)
+    third = 12 + len(frames[0]) + len(frames[1])
+    with open(path, "r+b") as f:
+        f.seek(third + 26)  # a command byte of index 3
+        f.write(b"!")
+    scan = scan_wal(d)
+    assert [e.index for e in scan.entries] == [1, 2]
+    assert (scan.report.findings[0].kind, scan.report.findings[0].offset) == ("crc-mismatch", third)
+    os.truncate(path, third - 3)  # now only a torn tail of index 2 remains
+    scan = scan_wal(d)
+    assert [e.index for e in scan.entries] == [1] and scan.report.clean
+    assert scan.report.findings[0].kind == "torn-tail"
