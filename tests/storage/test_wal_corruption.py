@@ -361,3 +361,26 @@ def test_cut_that_empties_a_segment_removes_it(tmp_path):
     wal.close()
     again = scan_wal(d, REFUSE)
     assert again.report.clean and [e.index for e in again.entries] == list(range(1, 10))
+
+
+@pytest.mark.parametrize("policy", [TRUNCATE, ALERT])
+def test_oversized_segment_file_is_not_read(tmp_path, policy):
+    """A (sparse) segment file bigger than any writer makes is reported, never loaded."""
+    from ukehi.storage.format import MAX_SEGMENT_FILE
+    d = str(tmp_path)
+    build_v2_log(d, LAYOUT)
+    os.truncate(seg_path(d, 2), MAX_SEGMENT_FILE + 1)
+    tracemalloc.start()
+    try:
+        scan = scan_wal(d, policy)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+    first = scan.report.findings[0]
+    assert (first.segment, first.kind) == ("wal-00000002.seg", "bad-header")
+    assert "more than any writer makes" in first.detail
+    if policy is TRUNCATE:
+        assert [e.index for e in scan.entries] == [1, 2, 3, 4]
+    else:
+        assert [e.index for e in scan.entries] == [1, 2, 3, 4, 9, 10, 11, 12]

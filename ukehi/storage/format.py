@@ -45,6 +45,11 @@ MIN_ENTRY_LEN = {1: 24, 2: 32}
 MAX_COMMAND_LEN = 64 * 1024 * 1024
 MAX_ENTRY_LEN = MAX_COMMAND_LEN + FIXED_LEN[2]
 
+# The writer's segment size limit may be set up to MAX_SEGMENT_SIZE. A segment file is at
+# most that, or one oversized entry alone; replay refuses to read anything bigger.
+MAX_SEGMENT_SIZE = 1024 * 1024 * 1024
+MAX_SEGMENT_FILE = MAX_SEGMENT_SIZE + 12 + 4 + MAX_ENTRY_LEN
+
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
 

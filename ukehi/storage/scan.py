@@ -29,6 +29,7 @@ from .format import (
     HEADER_SIZE,
     LEN,
     MAX_ENTRY_LEN,
+    MAX_SEGMENT_FILE,
     TOKEN,
     WalEntry,
     decode_header,
@@ -237,10 +238,20 @@ class _Scanner:
         self.report.segments = len(files)
         for i, (seg_id, path) in enumerate(files):
             last = i == len(files) - 1
-            buf = read_file(path, "WAL segment")
             name = os.path.basename(path)
+            size = os.path.getsize(path)
+            if size > MAX_SEGMENT_FILE:
+                # No writer makes a segment this big; reading it would allocate its size.
+                if self.cut:
+                    self._drop_segment(seg_id, path, b"", size)
+                else:
+                    self._bad_header(seg_id, path, name, size,
+                                     f"segment file is {size} bytes, more than any writer makes "
+                                     f"({MAX_SEGMENT_FILE}); not read")
+                continue
+            buf = read_file(path, "WAL segment")
             if self.cut:
-                self._drop_segment(seg_id, path, buf)
+                self._drop_segment(seg_id, path, buf, len(buf))
                 continue
             try:
                 version, header_id = decode_header(buf)
@@ -256,7 +267,7 @@ class _Scanner:
                         name, 0, Kind.TORN_TAIL, Action.CUT, None, len(buf),
                         "segment header incomplete (crash while creating the segment); segment removed"))
                     continue
-                self._bad_header(seg_id, path, name, buf, str(exc))
+                self._bad_header(seg_id, path, name, len(buf), str(exc))
                 continue
             seg = SegmentInfo(seg_id, path, version, len(buf))
             self.segments.append(seg)
@@ -282,9 +293,9 @@ class _Scanner:
                                             None, 0, detail + "; continuing with the next segment"))
         self.hole = True
 
-    def _drop_segment(self, seg_id: int, path: str, buf: bytes) -> None:
+    def _drop_segment(self, seg_id: int, path: str, buf: bytes, size: int) -> None:
         self.actions.append(DiskAction("remove", path, 0, seg_id))
-        self.report.bytes_cut += len(buf)
+        self.report.bytes_cut += size
         self.report.segments_removed.append(os.path.basename(path))
         try:
             version, _ = decode_header(buf)
@@ -295,19 +306,19 @@ class _Scanner:
         if high is not None:
             self._note_index(high)
 
-    def _bad_header(self, seg_id: int, path: str, name: str, buf: bytes, why: str) -> None:
+    def _bad_header(self, seg_id: int, path: str, name: str, size: int, why: str) -> None:
         detail = f"{why}; the whole segment is unreadable"
         if self.policy is CorruptionPolicy.RefuseStart:
             self._refuse(name, 0, Kind.BAD_HEADER, None, detail)
         if self.policy is CorruptionPolicy.TruncateToLastGood:
-            self.report.findings.append(Finding(name, 0, Kind.BAD_HEADER, Action.CUT, None, len(buf),
+            self.report.findings.append(Finding(name, 0, Kind.BAD_HEADER, Action.CUT, None, size,
                                                 detail + "; segment removed with everything after it"))
             self.actions.append(DiskAction("remove", path, 0, seg_id))
-            self.report.bytes_cut += len(buf)
+            self.report.bytes_cut += size
             self.report.segments_removed.append(name)
             self.cut = True
             return
-        self.report.findings.append(Finding(name, 0, Kind.BAD_HEADER, Action.SKIPPED, None, len(buf),
+        self.report.findings.append(Finding(name, 0, Kind.BAD_HEADER, Action.SKIPPED, None, size,
                                             detail + "; segment skipped (left on disk)"))
         self.report.entries_skipped += 1
         self.hole = True

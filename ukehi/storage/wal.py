@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
 from .errors import StorageError, WalBrokenError
-from .format import HEADER_SIZE, WalEntry, encode_entry, encode_header, segment_name
+from .format import HEADER_SIZE, MAX_SEGMENT_SIZE, WalEntry, encode_entry, encode_header, segment_name
 from .fsutil import ensure_dir, fsync_dir, fsync_fd, write_all
 from .policy import CorruptionPolicy, CorruptionReport
 from .scan import RESYNC_WINDOW, SegmentInfo, WalScan, apply_actions, list_segments, scan_wal
@@ -107,8 +107,9 @@ class WAL:
 
         Raises CorruptionRefusedError (RefuseStart, nothing changed) or StorageError.
         """
-        if not isinstance(segment_size, int) or segment_size < MIN_SEGMENT_SIZE:
-            raise ValueError(f"segment_size must be an int >= {MIN_SEGMENT_SIZE} bytes, got {segment_size!r}")
+        if not isinstance(segment_size, int) or not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+            raise ValueError(f"segment_size must be an int in {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE} bytes, "
+                             f"got {segment_size!r}")
         policy = CorruptionPolicy.parse(policy)
         ensure_dir(directory, "WAL directory", create)
         scan = scan_wal(directory, policy, resync_window=resync_window)
@@ -120,8 +121,9 @@ class WAL:
 
         For callers that must inspect the replay before anything on disk changes.
         """
-        if not isinstance(segment_size, int) or segment_size < MIN_SEGMENT_SIZE:
-            raise ValueError(f"segment_size must be an int >= {MIN_SEGMENT_SIZE} bytes, got {segment_size!r}")
+        if not isinstance(segment_size, int) or not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+            raise ValueError(f"segment_size must be an int in {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE} bytes, "
+                             f"got {segment_size!r}")
         directory = scan.directory
         apply_actions(directory, scan.actions)
         wal = cls(directory, segment_size)
