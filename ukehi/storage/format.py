@@ -37,8 +37,7 @@ TOKEN = struct.Struct("<Q")
 CRC = struct.Struct("<I")
 
 # entry_len = FIXED + cmd_len: term 8 + index 8 + cmd_len 4 (+ token 8) + crc 4.
-FIXED_LEN = {1: 24, 2: 32}
-MIN_ENTRY_LEN = {1: 24, 2: 32}
+FIXED_LEN = {1: 24, 2: 32}  # also the smallest possible entry_len (empty command)
 
 # A sane upper bound for one command. A length field above it is "impossible", so a
 # flipped high bit never makes the reader allocate or scan gigabytes.

@@ -34,7 +34,6 @@ from .format import (
     WalEntry,
     decode_header,
     parse_segment_name,
-    segment_name,
 )
 from .fsutil import fsync_dir, fsync_fd, read_file
 from .policy import Action, CorruptionPolicy, CorruptionReport, Finding, Kind
@@ -589,4 +588,4 @@ def apply_actions(directory: str, actions: list[DiskAction]) -> None:
 
 
 __all__ = ["SegmentInfo", "DiskAction", "WalScan", "scan_wal", "apply_actions", "list_segments",
-           "resync", "RESYNC_WINDOW", "segment_name"]
+           "resync", "RESYNC_WINDOW"]
