@@ -90,11 +90,42 @@ def test_truncate_policy_recovering_state_survives_restart_until_caught_up(tmp_p
     store = DataDir(str(tmp_path)).open_group(0)
     assert store.recovered.report.clean
     assert store.recovered.recovering and store.recovered.highest_index_seen == 30
-    store.wal.append([WalEntry(*entry(i, term=2)) for i in range(12, 32)], sync=True)
+    store.wal.append([WalEntry(*entry(i, term=2)) for i in range(12, 25)], sync=True)
+    store.close()
+    # Part of the way there (24 < 30): still recovering.
+    store = DataDir(str(tmp_path)).open_group(0)
+    assert store.recovered.recovering and store.recovered.highest_index_seen == 30
+    store.wal.append([WalEntry(*entry(i, term=2)) for i in range(25, 32)], sync=True)
+    store.close()
+    # The durable log reached 30: the marker lapses by itself.
+    store = DataDir(str(tmp_path)).open_group(0)
+    assert not store.recovered.recovering and store.recovered.entries[-1].index == 31
+    assert not (tmp_path / "group-0" / "recovering").exists()
+    store.close()
+
+
+def test_mark_caught_up_drops_the_marker_at_once(tmp_path):
+    fill(tmp_path, n=30)
+    corrupt_entry(tmp_path, 12)
+    store = DataDir(str(tmp_path)).open_group(0)
+    assert store.recovered.recovering
     store.mark_caught_up()
     store.close()
     store = DataDir(str(tmp_path)).open_group(0)
-    assert not store.recovered.recovering and store.recovered.entries[-1].index == 31
+    assert not store.recovered.recovering
+    store.close()
+
+
+def test_snapshot_past_the_cut_ends_recovering(tmp_path):
+    fill(tmp_path, n=30)
+    corrupt_entry(tmp_path, 12)
+    store = DataDir(str(tmp_path)).open_group(0)
+    assert store.recovered.recovering
+    store.snapshots.save(Snapshot(40, 2, b"from leader"))  # InstallSnapshot from the leader
+    store.wal.reset()
+    store.close()
+    store = DataDir(str(tmp_path)).open_group(0)
+    assert not store.recovered.recovering and store.recovered.snapshot.index == 40
     store.close()
 
 

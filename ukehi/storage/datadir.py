@@ -13,8 +13,7 @@ Usage::
 
     store = DataDir(path).open_group(0, policy)
     rec = store.recovered      # hard state, snapshot, entries after it, corruption report
-    if rec.recovering: grant no votes until caught up past rec.highest_index_seen,
-                       then call store.mark_caught_up()
+    if rec.recovering: grant no votes until caught up past rec.highest_index_seen
 """
 
 from __future__ import annotations
@@ -79,10 +78,10 @@ class GroupStorage:
         self._recovery = recovery
 
     def mark_caught_up(self) -> None:
-        """Call once the log has caught up past ``recovered.highest_index_seen`` from a leader.
+        """Optional: drop the recovering marker once caught up past ``highest_index_seen``.
 
-        Until then the recovering state survives restarts (a marker file), so a node that
-        crashes again while catching up still grants no votes.
+        The marker also lapses by itself at the next open when the durable log has reached
+        that index; calling this just makes it go sooner.
         """
         self._recovery.clear()
 
@@ -148,7 +147,9 @@ class DataDir:
             raise
         recovery = RecoveryMarker(os.path.join(path, "recovering"))
         try:
-            recovery.merge(replay.report)
+            held = [e.index for e in entries[-1:]] + ([snapshot.index] if snapshot is not None else [])
+            durable_last = max(held, default=None)
+            recovery.merge(replay.report, durable_last)
         except BaseException:
             wal.close()
             raise
@@ -166,31 +167,43 @@ class _Gap:
 class RecoveryMarker:
     """``group-N/recovering``: persisted "grant no votes until caught up past index X".
 
-    Written (atomically, durably) when replay cut entries; merged into every later
-    report until :meth:`clear` removes it.
+    Written (atomically, durably) when replay cuts entries, so a node that crashes again
+    while catching up is still recovering after the restart. It lapses by itself once the
+    durable log (WAL or snapshot) reaches X: entries past the cut can only have come from
+    a leader, whose log holds every committed entry, so the node lacks nothing it acked.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def merge(self, report: CorruptionReport) -> None:
-        """Combine the marker on disk with ``report``; write the marker when recovering."""
-        stored: int | None = None
-        if os.path.exists(self.path):
-            raw = read_file(self.path, "recovery marker")
-            try:
-                data = json.loads(raw)
-                stored = data["highest_index_seen"]
-                if stored is not None and (not isinstance(stored, int) or stored < 0):
-                    raise ValueError(stored)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise StorageError(
-                    f"recovery marker {self.path} is unreadable ({exc!r}); the node was recovering from a "
-                    "WAL cut. Remove the file only after the node has caught up from the leader") from None
+    def _load(self) -> int | None:
+        raw = read_file(self.path, "recovery marker")
+        try:
+            stored = json.loads(raw)["highest_index_seen"]
+            if not isinstance(stored, int) or isinstance(stored, bool) or stored < 0:
+                raise ValueError(f"highest_index_seen is {stored!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(
+                f"recovery marker {self.path} is unreadable ({exc}); the node was recovering from a "
+                "WAL cut. Remove the file only after the node has caught up from the leader") from None
+        return stored
+
+    def merge(self, report: CorruptionReport, durable_last: int | None) -> None:
+        """Combine the marker with this replay's ``report``; write, keep or drop the marker.
+
+        ``durable_last`` is the highest index the node holds after replay (last WAL entry,
+        or the snapshot's index).
+        """
+        stored = self._load() if os.path.exists(self.path) else None
+        if stored is not None and not report.recovering:
+            if durable_last is not None and durable_last >= stored:
+                self.clear()  # caught up before the restart
+                return
             report.recovering = True
-            if stored is not None and (report.highest_index_seen is None or stored > report.highest_index_seen):
-                report.highest_index_seen = stored
-        if report.recovering and (not os.path.exists(self.path) or stored != report.highest_index_seen):
+        if stored is not None and (report.highest_index_seen is None or stored > report.highest_index_seen):
+            report.highest_index_seen = stored
+        # Without a known index there is nothing to wait for, so nothing to persist.
+        if report.recovering and report.highest_index_seen is not None and stored != report.highest_index_seen:
             atomic_write(self.path, json.dumps({"highest_index_seen": report.highest_index_seen}).encode())
 
     def clear(self) -> None:
