@@ -179,6 +179,8 @@ class _Connection:
         self._ids = itertools.count(1)
         self.closed = False
         self.close_reason = ""
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
@@ -242,8 +244,18 @@ class _Connection:
         data = wire.encode_frame(msg_type, rid, body, max_size=self._max_frame)
         fut: asyncio.Future[wire.Frame] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._writer.write(data)
+        # Requests made in one event-loop pass leave in one write (one syscall).
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         return fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if out and not self.closed:
+            self._writer.write(b"".join(out))
 
     def forget(self, fut: asyncio.Future[wire.Frame]) -> None:
         for rid, f in list(self._pending.items()):
@@ -516,8 +528,9 @@ class UkehiClient:
             return Result(FAIL, error=INVALID_ARGUMENT, message=str(e), node=node)
         # From here on the request may have reached the node: failures are unknown.
         try:
-            frame = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                frame = await fut
+        except TimeoutError:
             conn.forget(fut)
             return Result(
                 UNKNOWN, error=TIMEOUT, message=f"no answer from {node} within {timeout:.3f}s", node=node
