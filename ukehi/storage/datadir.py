@@ -140,16 +140,11 @@ class DataDir:
         if gap is not None and policy is CorruptionPolicy.RefuseStart:
             _refuse_gap(wal_dir, scan.report, gap)  # before anything on disk changes
         wal, replay = WAL.from_scan(scan, segment_size=segment_size)
-        try:
-            entries = _after_snapshot(wal, replay.entries, replay.report, snapshot, gap)
-        except BaseException:
-            wal.close()
-            raise
         recovery = RecoveryMarker(os.path.join(path, "recovering"))
         try:
+            entries = _after_snapshot(wal, replay.entries, replay.report, snapshot, gap)
             held = [e.index for e in entries[-1:]] + ([snapshot.index] if snapshot is not None else [])
-            durable_last = max(held, default=None)
-            recovery.merge(replay.report, durable_last)
+            recovery.merge(replay.report, durable_last=max(held, default=None))
         except BaseException:
             wal.close()
             raise
