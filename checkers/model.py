@@ -99,6 +99,7 @@ class Model:
     - ``partition(operations)`` splits a history into independent sub-histories
       (P-compositionality, e.g. per key); the default keeps it whole.
     - ``describe_operation(input, output)`` and ``describe_state(state)`` are for people.
+    - ``read_only(input)`` (optional) marks state-preserving ops, which prunes the search.
 
     Define the functions at module level if you want partitions checked in worker
     processes (they travel by reference); lambdas still work, in-process.
@@ -111,6 +112,10 @@ class Model:
     partition: Callable[[Sequence[Operation]], list[list[Operation]]] = _no_partition
     describe_operation: Callable[[Any, Any], str] = _describe_any
     describe_state: Callable[[Any], str] = repr
+    # Optional: ``read_only(input)`` is True for an op that never changes the state
+    # and accepts an UNKNOWN output in any state (a read).  The search then never
+    # re-tries such an op later once it fitted, and drops those with unknown output.
+    read_only: Callable[[Any], bool] | None = None
     # Free-form parameters (e.g. the initial value) shown in reports.
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 

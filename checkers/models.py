@@ -56,6 +56,11 @@ def describe_operation(inp: tuple, output: Any) -> str:
     return f"{prefix}{kind!r} {a!r} {b!r} -> {output!r}"
 
 
+def is_read(inp: tuple) -> bool:
+    """Reads change no state and accept any output when it is unknown."""
+    return inp[0] == READ
+
+
 def describe_value(state: Any) -> str:
     return _show(state)
 
@@ -87,21 +92,21 @@ def register_model(initial: Any = None) -> Model:
     """A read/write register per key; ``initial`` is every key's value before any write."""
     return Model(name="register", init=functools.partial(_const, initial), step=register_step,
                  partition=partition_by_key, describe_operation=describe_operation,
-                 describe_state=describe_value, params={"initial": initial})
+                 describe_state=describe_value, read_only=is_read, params={"initial": initial})
 
 
 def cas_register_model(initial: Any = None) -> Model:
     """A register with compare-and-set; an unwritten register reads as ``None`` (nil)."""
     return Model(name="cas-register", init=functools.partial(_const, initial), step=register_step,
                  partition=partition_by_key, describe_operation=describe_operation,
-                 describe_state=describe_value, params={"initial": initial})
+                 describe_state=describe_value, read_only=is_read, params={"initial": initial})
 
 
 def kv_model() -> Model:
     """A multi-key map (get/put/delete/cas), checked key by key; absent keys read ``None``."""
     return Model(name="kv", init=functools.partial(_const, None), step=register_step,
                  partition=partition_by_key, describe_operation=describe_operation,
-                 describe_state=describe_value)
+                 describe_state=describe_value, read_only=is_read)
 
 
 # ---- Porcupine's kv: string values, absent = "", append concatenates ----
@@ -121,7 +126,7 @@ def porcupine_kv_model() -> Model:
     """Porcupine's test kv: get/put/append on strings, a missing key reads ``""``."""
     return Model(name="porcupine-kv", init=functools.partial(_const, ""), step=porcupine_kv_step,
                  partition=partition_by_key, describe_operation=describe_operation,
-                 describe_state=describe_value)
+                 describe_state=describe_value, read_only=is_read)
 
 
 # ---- fenced register: state = (value, highest accepted token) ----
@@ -152,7 +157,7 @@ def fenced_register_model(initial: Any = None) -> Model:
     """A register per key written only by fenced puts; a put with a lower token is refused."""
     return Model(name="fenced-register", init=functools.partial(_const, (initial, None)),
                  step=fenced_register_step, partition=partition_by_key,
-                 describe_operation=describe_operation, describe_state=describe_fenced_state,
+                 describe_operation=describe_operation, describe_state=describe_fenced_state, read_only=is_read,
                  params={"initial": initial})
 
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generator, Protocol, Sequence
+from typing import Any, Callable, Generator, Protocol, Sequence
 
-from checkers.model import CheckResult, Model, Operation
+from checkers.model import UNKNOWN, CheckResult, Model, Operation
 
 # How many search steps between looks at the clock and the stop flag.
 CHECK_EVERY = 1024
@@ -56,14 +56,22 @@ class SearchOutcome:
     cache_size: int = 0
 
 
-def _sorted_entries(operations: Sequence[Operation]) -> list[tuple[int, int, int]]:
+def _sorted_entries(operations: Sequence[Operation],
+                    read_only: Callable[[Any], bool] | None = None) -> list[tuple[int, int, int]]:
     """(time, kind, op position) with kind 0 = call, 1 = return.
 
     Calls sort before returns at equal times (as in Porcupine): equal timestamps are
     treated as overlapping, which never raises a false alarm.
+
+    A read-only op whose output is unknown is left out: it is legal in any state and
+    changes none, and it always fits between the ops that must precede it and those
+    that must follow it (every one of the former returned before any of the latter
+    was called), so it cannot make a history illegal.
     """
     entries: list[tuple[int, int, int]] = []
     for pos, op in enumerate(operations):
+        if read_only is not None and op.output is UNKNOWN and read_only(op.input):
+            continue
         entries.append((op.call, 0, pos))
         if op.return_time is not None:
             if op.return_time < op.call:
@@ -109,8 +117,11 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     n_ops = len(operations)
     if n_ops == 0:
         return SearchOutcome(CheckResult.OK)
-    entries = _sorted_entries(operations)
+    is_read_only = model.read_only
+    entries = _sorted_entries(operations, is_read_only)
     n = len(entries)
+    if n == 0:
+        return SearchOutcome(CheckResult.OK)
     head, tail = n, n + 1
     nxt = list(range(1, n + 1)) + [0, tail]  # head -> 0 ... n-1 -> tail
     nxt[n - 1] = tail
@@ -126,6 +137,9 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     inputs: list[Any] = [None] * n
     outputs: list[Any] = [None] * n
     cid = [0] * n           # completed id, or -1 for a pending op
+    read_only = [False] * n  # call entry of an op that never changes the state
+    waits_for = [0] * n      # pending op: bit of the same-group pending op that must go first
+    last_in_group: dict[Any, int] = {}
     pbit = [0] * n          # pending op's bit
     call_entry_of = [0] * n_ops
     next_cid = 0
@@ -138,10 +152,21 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             inputs[e] = op.input
             outputs[e] = op.output
             call_entry_of[pos] = e
+            read_only[e] = is_read_only is not None and bool(is_read_only(op.input))
             if op.return_time is None:
                 cid[e] = -1
                 pbit[e] = 1 << next_pid
                 next_pid += 1
+                # Pending ops with the same input and output are interchangeable once
+                # invoked (none has a return to respect), so only orders that take
+                # them earliest-call first need trying: an op of such a group may go
+                # only after the one called before it.
+                try:
+                    group = (op.input, op.output)
+                    waits_for[e] = last_in_group.get(group, 0)
+                    last_in_group[group] = pbit[e]
+                except TypeError:  # unhashable input: no grouping, just more search
+                    pass
             else:
                 cid[e] = next_cid
                 next_cid += 1
@@ -179,6 +204,9 @@ def searcher(model: Model, operations: Sequence[Operation], *,
         if entry == tail:
             return SearchOutcome(CheckResult.OK, steps=steps, cache_size=len(cache) + len(cache_eq))
         if is_call[entry]:
+            if waits_for[entry] and not pending & waits_for[entry]:
+                entry = nxt[entry]
+                continue
             legal, new_state = step(state, inputs[entry], outputs[entry])
             if legal:
                 i = cid[entry]
@@ -223,15 +251,25 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             if stack is None:
                 return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, op_pos, steps,
                                 len(cache) + len(cache_eq))
-            entry, state, k, window, pending, stack = stack
-            depth -= 1
-            # unlift in reverse order: the return, then the call
-            r = match[entry]
-            if r >= 0:
-                nxt[prv[r]] = r
-                prv[nxt[r]] = r
-            nxt[prv[entry]] = entry
-            prv[nxt[entry]] = entry
+            while True:
+                entry, state, k, window, pending, stack = stack
+                depth -= 1
+                # unlift in reverse order: the return, then the call
+                r = match[entry]
+                if r >= 0:
+                    nxt[prv[r]] = r
+                    prv[nxt[r]] = r
+                nxt[prv[entry]] = entry
+                prv[nxt[entry]] = entry
+                # A read-only op that was legal where it was placed need not be tried
+                # anywhere later: an order that places it later can place it there
+                # instead (it changes no state, and everything that had to precede it
+                # already did).  So if that branch failed, this configuration failed too.
+                if not read_only[entry]:
+                    break
+                if stack is None:
+                    return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, op_pos, steps,
+                                    len(cache) + len(cache_eq))
             entry = nxt[entry]
 
 

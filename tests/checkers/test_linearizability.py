@@ -183,3 +183,17 @@ def test_cas_history_with_failed_compare():
     assert check_operations(R, ops) is CheckResult.OK
     ops[1] = op(1, (CAS, None, 1, 2), 20, False, 30)
     assert check_operations(R, ops) is CheckResult.ILLEGAL
+
+
+def test_many_identical_pending_writes_are_tried_once_each_not_in_every_order():
+    # 30 timed-out "write 1"s and "write 2"s then reads alternating 1, 2, 1, 2...:
+    # linearizable (each read is explained by one more pending write), and the
+    # search must not try the 2^60 subsets of interchangeable pending writes.
+    ops = [op(i, w(1 + i % 2), i, UNKNOWN, None) for i in range(60)]
+    ops += [op(100 + j, r(), 100 + 10 * j, 1 + j % 2, 105 + 10 * j) for j in range(30)]
+    started = time.monotonic()
+    assert check_operations(R, ops, timeout=20) is CheckResult.OK
+    # one read more than there are pending writes of its value cannot be explained
+    ops += [op(200 + j, r(), 500 + 10 * j, 1 + j % 2, 505 + 10 * j) for j in range(32)]
+    assert check_operations(R, ops, timeout=20) is CheckResult.ILLEGAL
+    assert time.monotonic() - started < 10
