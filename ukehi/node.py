@@ -94,6 +94,11 @@ def _err(code: wire.ErrorCode, message: str, **hint: Any) -> tuple[wire.MsgType,
     return wire.MsgType.ERROR, wire.error_body(code, message, **hint)
 
 
+def _partial(message: str) -> tuple[wire.MsgType, dict[str, Any]]:
+    """An admin change that is half done: the outcome as a whole is unknown, not failed."""
+    return _err(wire.ErrorCode.TIMEOUT, f"partially done, outcome unknown: {message}")
+
+
 def _membership_to_config(m: Membership) -> dict[str, Any]:
     return {"voters": sorted(m.voters), "outgoing": sorted(m.outgoing), "learners": sorted(m.learners)}
 
@@ -784,21 +789,21 @@ class UkehiNode:
                 if bad is not None:
                     return bad
                 self.log.info("learner-added", peer=node, address=address)
-            # 3. Wait until it has caught up, then promote it through joint consensus.
+            # 3. Wait until it has caught up, then promote it through joint consensus. From
+            # here on the cluster has changed (a learner), so no failure is "definite".
             while True:
                 st = core.status()
                 pr = st.progress.get(node)
                 if st.role is not Role.LEADER:
-                    return self._not_leader("add_node (leadership lost while the learner caught up)")
+                    return _partial(f"{node} is a learner; leadership was lost before promoting it")
                 if pr is not None and pr.match >= st.commit - 1 and pr.match > 0:
                     break
                 if time.monotonic() > deadline:
-                    return _err(wire.ErrorCode.UNAVAILABLE,
-                                f"{node} was added as a learner but did not catch up in time; is it running at {address}?")
+                    return _partial(f"{node} is a learner but did not catch up in time; is it running at {address}?")
                 await asyncio.sleep(0.05)
             bad = await self._conf_change([ConfChange(ConfChangeType.ADD_VOTER, node)], deadline)
             if bad is not None:
-                return bad
+                return _partial(f"{node} is a learner; promoting it to voter failed: {bad[1].get('message', '')}")
             members = sorted(core.membership.voters)
             self.log.info("node-added", peer=node, address=address, members=",".join(members))
             return wire.MsgType.OK, wire.ok_body({"members": members})
@@ -846,7 +851,8 @@ class UkehiNode:
             if lead == target:
                 return wire.MsgType.OK, wire.ok_body({"leader": target})
             await asyncio.sleep(0.02)
-        return _err(wire.ErrorCode.UNAVAILABLE, f"leadership did not move to {target} in time; leader is {core.lead}")
+        # The target may still win a late election: unknown, not failed.
+        return _err(wire.ErrorCode.TIMEOUT, f"leadership did not move to {target} in time; leader is {core.lead}")
 
     async def _manual_snapshot(self) -> tuple[wire.MsgType, dict[str, Any]]:
         core = self.core
