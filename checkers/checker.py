@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import inspect
 import multiprocessing
 import os
 import pickle
@@ -134,7 +135,7 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
     # Whatever is left was started or not: an abandoned search still reports its
     # longest prefix; one never started is left out (the caller marks it unchecked).
     for index, gen, slice_ in queue:
-        if gen.gi_frame is not None and gen.gi_frame.f_lasti >= 0:
+        if inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:
             done.append((index, abandon(gen)))
         else:
             gen.close()

@@ -197,3 +197,16 @@ def test_many_identical_pending_writes_are_tried_once_each_not_in_every_order():
     ops += [op(200 + j, r(), 500 + 10 * j, 1 + j % 2, 505 + 10 * j) for j in range(32)]
     assert check_operations(R, ops, timeout=20) is CheckResult.ILLEGAL
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_budget_running_out_with_partitions_never_started_is_unknown(workers):
+    ops = []
+    for k in range(30):
+        ops += [Operation(o.client_id, (o.input[0], k, o.input[2], o.input[3]), o.call, o.output,
+                          o.return_time) for o in adversarial()]
+    started = time.monotonic()
+    result, info = check_operations_verbose(R, ops, timeout=0.5, workers=workers)
+    assert result is CheckResult.UNKNOWN
+    assert time.monotonic() - started < 10
+    assert any(not p.checked for p in info.partitions)  # some never got a turn
