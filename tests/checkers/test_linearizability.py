@@ -212,3 +212,12 @@ def test_budget_running_out_with_partitions_never_started_is_unknown(workers):
     assert result is CheckResult.UNKNOWN
     assert time.monotonic() - started < 10
     assert any(not p.checked for p in info.partitions)  # some never got a turn
+
+
+def test_the_package_exports_the_porcupine_shaped_api():
+    import checkers
+    for name in checkers.__all__:
+        assert getattr(checkers, name) is not None
+    assert checkers.check_operations is check_operations
+    with pytest.raises(AttributeError):
+        checkers.no_such_thing  # noqa: B018
