@@ -313,6 +313,7 @@ class UkehiNode:
         )
         self._last_saved_hs = (term, vote, commit)
         self._refresh_addresses()
+        self._sync_links(self.core.membership)
         self.log.info(
             "replay-done", entries=len(entries), snapshot_index=snapshot.meta.index if snapshot else 0,
             term=term, vote=vote, commit=commit, last_index=last_index,
@@ -627,6 +628,11 @@ class UkehiNode:
 
     def _sync_links(self, membership: Membership) -> None:
         members = membership.all_nodes()
+        # Keep a warm connection to every member, so a new candidate's vote requests (or a
+        # new leader's first appends) do not wait for a connect.
+        for peer in members:
+            if peer != self.config.node_id and peer in self._addresses:
+                self.transport.ensure(peer, self._addresses[peer])
         for peer in list(self.transport._links):
             if peer not in members and peer in self._addresses and peer not in self.config.peers:
                 asyncio.get_running_loop().create_task(self.transport.drop(peer))

@@ -40,12 +40,15 @@ class PeerLink:
         self._buf_bytes = 0
         self._wake = asyncio.Event()
         self.connected = False
+        self.backing_off = False
         self.dropped = 0
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def enqueue(self, frames: list[bytes]) -> None:
-        if not self.connected:
-            # Nobody to send to: drop now (Raft retries), don't hoard stale messages.
+        if self.backing_off:
+            # The peer is known to be unreachable: drop now (Raft retries) rather than
+            # hoard stale messages. While a connect is in progress, messages wait in the
+            # (bounded) buffer: a candidate's first vote requests must not be lost.
             self.dropped += len(frames)
             return
         for f in frames:
@@ -101,6 +104,7 @@ class PeerLink:
             finally:
                 if self.connected:
                     self.connected = False
+                self.dropped += len(self._buf)
                 self._buf.clear()
                 self._buf_bytes = 0
                 if writer is not None:
@@ -111,7 +115,11 @@ class PeerLink:
             self.owner.on_unreachable(self.peer)
             # Exponential back-off with jitter, capped: a dead peer costs one connect attempt
             # per `max_backoff`, and a restarted one is found again quickly.
-            await asyncio.sleep(backoff * (0.5 + rng.random()))
+            self.backing_off = True
+            try:
+                await asyncio.sleep(backoff * (0.5 + rng.random()))
+            finally:
+                self.backing_off = False
             backoff = min(self.owner.max_backoff, backoff * 2)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
