@@ -198,7 +198,7 @@ def bench_ukehi(levels: list[int], duration: float, max_ops: int, value_size: in
 
 # ====================================================================== PySyncObj
 def pysyncobj_node(index: int, ports: list[int], journal_dir: str, levels: list[int], duration: float,
-                   max_ops: int, value_size: int) -> None:
+                   max_ops: int, value_size: int, tick_ms: float) -> None:
     """One PySyncObj process; process 0 also runs the load and prints the results."""
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
@@ -212,7 +212,8 @@ def pysyncobj_node(index: int, ports: list[int], journal_dir: str, levels: list[
             self._data[key] = value
 
     addrs = [f"127.0.0.1:{p}" for p in ports]
-    conf = SyncObjConf(journalFile=os.path.join(journal_dir, f"journal{index}"), dynamicMembershipChange=False)
+    conf = SyncObjConf(journalFile=os.path.join(journal_dir, f"journal{index}"), dynamicMembershipChange=False,
+                       autoTickPeriod=tick_ms / 1000.0)
     kv = KV(addrs[index], [a for i, a in enumerate(addrs) if i != index], conf)
     if index != 0:
         while True:
@@ -262,7 +263,8 @@ def pysyncobj_node(index: int, ports: list[int], journal_dir: str, levels: list[
     kv.destroy()
 
 
-def bench_pysyncobj(levels: list[int], duration: float, max_ops: int, value_size: int) -> dict[str, Any]:
+def bench_pysyncobj(levels: list[int], duration: float, max_ops: int, value_size: int,
+                    tick_ms: float) -> dict[str, Any]:
     try:
         import pysyncobj  # noqa: F401
     except ImportError:
@@ -276,7 +278,8 @@ def bench_pysyncobj(levels: list[int], duration: float, max_ops: int, value_size
                 [sys.executable, os.path.abspath(__file__), "--pysyncobj-node", str(i),
                  "--pysyncobj-ports", ",".join(map(str, ports)), "--pysyncobj-dir", base,
                  "--levels", ",".join(map(str, levels)), "--duration", str(duration),
-                 "--max-ops", str(max_ops), "--value-size", str(value_size)],
+                 "--max-ops", str(max_ops), "--value-size", str(value_size),
+                 "--pysyncobj-tick-ms", str(tick_ms)],
                 os.path.join(base, f"node{i}.log"),
             )
         deadline = time.monotonic() + 60 + len(levels) * (duration + 15)
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--client-procs", type=int, default=2, help="Ukehi client processes (default 2)")
     p.add_argument("--skip-pysyncobj", action="store_true")
+    p.add_argument("--pysyncobj-tick-ms", type=float, default=50.0,
+                   help="PySyncObj autoTickPeriod in ms (default 50, its own default)")
     p.add_argument("--pysyncobj-node", type=int, help=argparse.SUPPRESS)
     p.add_argument("--pysyncobj-ports", help=argparse.SUPPRESS)
     p.add_argument("--pysyncobj-dir", help=argparse.SUPPRESS)
@@ -316,13 +321,19 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--levels must be a comma list of integers, e.g. 1,16,256")
     if not levels or min(levels) < 1 or a.duration <= 0 or a.max_ops < 1 or a.value_size < 1:
         p.error("--levels, --duration, --max-ops and --value-size must be positive")
+    if a.pysyncobj_tick_ms <= 0:
+        p.error("--pysyncobj-tick-ms must be positive")
     if a.pysyncobj_node is not None:
         ports = [int(x) for x in a.pysyncobj_ports.split(",")]
-        pysyncobj_node(a.pysyncobj_node, ports, a.pysyncobj_dir, levels, a.duration, a.max_ops, a.value_size)
+        pysyncobj_node(a.pysyncobj_node, ports, a.pysyncobj_dir, levels, a.duration, a.max_ops, a.value_size,
+                       a.pysyncobj_tick_ms)
         return 0
 
     uk = bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs)
-    pso = {"skipped": True} if a.skip_pysyncobj else bench_pysyncobj(levels, a.duration, a.max_ops, a.value_size)
+    pso = ({"skipped": True} if a.skip_pysyncobj
+           else bench_pysyncobj(levels, a.duration, a.max_ops, a.value_size, a.pysyncobj_tick_ms))
+    if "writes" in pso:
+        pso["tick_ms"] = a.pysyncobj_tick_ms
 
     print(f"3 nodes on loopback, {a.value_size}-byte values, {a.duration:g} s per level, cores={os.cpu_count()}")
     print(f"{'system':<10} {'in flight':>9} {'writes/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
