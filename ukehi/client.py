@@ -40,7 +40,7 @@ import asyncio
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from ukehi import wire
 

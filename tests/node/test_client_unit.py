@@ -7,7 +7,7 @@ import asyncio
 from typing import Awaitable, Callable
 
 from ukehi import wire
-from ukehi.client import FAIL, OK, UNKNOWN, UkehiClient
+from ukehi.client import FAIL, UNKNOWN, UkehiClient
 
 Behaviour = Callable[[wire.Frame, asyncio.StreamWriter], Awaitable[bool]]
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from cluster import REPO
 from ukehi.nodelog import parse_line
