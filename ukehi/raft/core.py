@@ -96,7 +96,9 @@ class RaftCore:
         - Fresh node that will be added to a running cluster: pass nothing; it learns the
           configuration from the leader's log or snapshot and never campaigns before.
         - Restart: pass the persisted `hard_state`, the `snapshot` (meta + bytes, or None if
-          none was taken) and the log `entries` after it.
+          none was taken) and the log `entries` after it. A founding member that has no
+          snapshot yet passes `initial_membership` again (config entries in `entries` override
+          it; with a snapshot it is ignored, the snapshot carries the configuration).
         - `refuse_votes_until=N`: after a WAL cut (TruncateToLastGood) this node grants no
           votes and does not campaign until its commit index, learned from a leader, is >= N.
         """
@@ -119,10 +121,12 @@ class RaftCore:
         if snapshot is not None:
             if not isinstance(snapshot, Snapshot):
                 raise TypeError(f"snapshot must be a Snapshot, got {type(snapshot).__name__}")
-            if initial_membership is not None:
-                raise ValueError("pass either a snapshot or initial_membership, not both")
             meta = snapshot.meta
             self._snapshot_data: bytes = bytes(snapshot.data)
+            if not isinstance(meta, SnapshotMeta) or not isinstance(meta.membership, Membership):
+                raise TypeError("snapshot.meta must be a SnapshotMeta with a Membership")
+            check_u64("snapshot index", meta.index)
+            check_u64("snapshot term", meta.term)
         else:
             if initial_membership is None:
                 membership = Membership()
@@ -195,7 +199,16 @@ class RaftCore:
         self._msgs.append(msg)
 
     def _promotable(self) -> bool:
-        return self.membership.is_voter(self.id)
+        """May this node campaign? Yes if it votes in its latest configuration, or in the
+        committed one while a change removing it is still uncommitted: a leader that removed
+        itself and then lost its quorum may hold the only up-to-date log, and the thesis lets
+        a non-member lead until C_new commits (it counts votes by C_new, so it is safe)."""
+        if self.membership.is_voter(self.id):
+            return True
+        log = self.log
+        return log.last_config_index() > log.committed and log.membership_at(
+            log.committed
+        ).is_voter(self.id)
 
     @property
     def recovering(self) -> bool:
@@ -361,7 +374,9 @@ class RaftCore:
             self._tick_leader()
         else:
             self.election_elapsed += 1
-            if self.election_elapsed >= self.randomized_timeout:
+            # Only a node that may campaign restarts its timer: a learner or removed node
+            # must let election_elapsed grow, or it would honour a dead leader's lease forever.
+            if self.election_elapsed >= self.randomized_timeout and self._promotable():
                 self.election_elapsed = 0
                 self._campaign(pre_vote=self.cfg.pre_vote)
 
@@ -612,8 +627,13 @@ class RaftCore:
                 if not pr.snapshot_progressed:
                     self._send_snapshot_chunk(m.src, pr)  # no ack since last time: resend
                 pr.snapshot_progressed = False
-            elif pr.match < self.log.last_index():
-                self._must_send.add(m.src)
+            else:
+                if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+                    # The follower is alive but the window is stuck (acks lost?): let one
+                    # append through; a rejection drops us back to probing.
+                    pr.inflights.free_first_one()
+                if pr.match < self.log.last_index():
+                    self._must_send.add(m.src)
             if m.ctx:
                 self._read_ack(m.ctx, m.src)
         elif isinstance(m, SnapshotResponse):

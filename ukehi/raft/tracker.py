@@ -42,6 +42,11 @@ class Inflights:
         while q and q[0] <= index:
             q.popleft()
 
+    def free_first_one(self) -> None:
+        """Let one more message through a full window (its acks may have been lost)."""
+        if self._q:
+            self._q.popleft()
+
     def full(self) -> bool:
         return len(self._q) >= self.capacity
 
@@ -76,6 +81,7 @@ class Progress:
         # In SNAPSHOT: the snapshot index being sent, and the next byte offset to send.
         self.pending_snapshot = 0
         self.snapshot_offset = 0
+        self.snapshot_progressed = False  # a chunk was acked since the last heartbeat answer
         # Heard from since the last check-quorum round.
         self.recent_active = False
         # Leader tick at which the newest heartbeat this follower answered was *sent*
@@ -133,6 +139,10 @@ class Progress:
         # PROBE (or SNAPSHOT): only the rejection of the last probe (next - 1) counts.
         if self.next - 1 != rejected:
             return False
+        if rejected <= self.match:
+            # The follower no longer has entries it acknowledged: its WAL was cut
+            # (TruncateToLastGood). Believe it; a lower match only delays commits.
+            self.match = max(0, min(match_hint, rejected - 1))
         self.next = max(min(rejected, match_hint + 1), self.match + 1, 1)
         self.probe_sent = False
         return True
