@@ -8,7 +8,8 @@ import asyncio
 from ukehi.client import UkehiClient
 
 
-async def _writer(cluster, acked: dict[str, str], unknown: set[str], stop: asyncio.Event, tag: str) -> None:
+async def _writer(cluster, acked: dict[str, str], unknown: set[str], failed: set[str], stop: asyncio.Event,
+                  tag: str) -> None:
     i = 0
     async with UkehiClient(cluster.addresses, timeout=2.0, connect_timeout=0.3) as c:
         while not stop.is_set() and i < 5000:
@@ -18,6 +19,8 @@ async def _writer(cluster, acked: dict[str, str], unknown: set[str], stop: async
                 acked[key] = value
             elif r.unknown:
                 unknown.add(key)
+            else:
+                failed.add(key)
             i += 1
 
 
@@ -29,8 +32,9 @@ def test_kill9_leader_new_leader_restart_catches_up_no_acked_write_lost(make_clu
         old_leader = await cluster.wait_for_leader()
         acked: dict[str, str] = {}
         unknown: set[str] = set()
+        failed: set[str] = set()
         stop = asyncio.Event()
-        writer = asyncio.create_task(_writer(cluster, acked, unknown, stop, "w"))
+        writer = asyncio.create_task(_writer(cluster, acked, unknown, failed, stop, "w"))
         await asyncio.sleep(1.0)
         before_kill = len(acked)
         assert before_kill > 0, "the writer made no progress before the kill"
@@ -53,6 +57,11 @@ def test_kill9_leader_new_leader_restart_catches_up_no_acked_write_lost(make_clu
             for key, value in acked.items():
                 r = await c.get(key)
                 assert r.ok and r.value == value, (key, r)
+            # Honesty of the client's verdicts: a write reported as a definite failure must
+            # never have happened (each key is written once, so it must be absent).
+            for key in failed:
+                r = await c.get(key)
+                assert r.ok and r.value is None, (key, r)
         # ... and the restarted node alone serves them once it leads.
         async with cluster.client(timeout=5.0) as c:
             r = await c.transfer_leader(old_leader)
