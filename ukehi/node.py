@@ -389,7 +389,14 @@ class UkehiNode:
             kind = item[0]
             try:
                 if kind == "step":
-                    core.step(item[1])
+                    try:
+                        core.step(item[1])
+                    except (ValueError, TypeError):
+                        raise
+                    except Exception as e:
+                        # Peer input must never take the node down; a core bug shows in the log.
+                        m = item[1]
+                        self.log.error("step-failed", type=m.type, src=m.src, term=m.term, error=repr(e))
                 elif kind == "propose":
                     self._do_propose(item[1], item[2], item[3])
                 elif kind == "conf":

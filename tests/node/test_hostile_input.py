@@ -152,3 +152,66 @@ def test_unbounded_pipelining_client_is_back_pressured(make_cluster):
         assert rss_after - rss_before < 150 * 1024, (rss_before, rss_after, sent)
 
     asyncio.run(scenario())
+
+
+def _forged_raft_messages(rng: random.Random, dst: str, term: int) -> list[dict]:
+    """Well-formed Raft messages a confused or malicious peer could send."""
+    from ukehi.raft import messages as M
+    from ukehi.raft.types import Entry, EntryKind, Membership
+
+    out = []
+    for src in ("stranger", "n1", "n2", "n3"):
+        for t in (max(1, term - 1), term, term + 3):
+            out += [
+                M.VoteRequest(0, t, src, dst, rng.random() < 0.5, rng.randint(0, 50), rng.randint(0, t)),
+                M.VoteResponse(0, t, src, dst, rng.random() < 0.5, True),
+                M.AppendResponse(0, t, src, dst, rng.random() < 0.5, rng.randint(0, 100),
+                                 rng.randint(0, 50), rng.randint(0, t)),
+                M.HeartbeatResponse(0, t, src, dst, b"\x00\x00\x00\x00\x00\x00\x00\x01", rng.randint(0, 100)),
+                M.SnapshotResponse(0, t, src, dst, rng.randint(0, 100), rng.randint(0, 100)),
+                M.TimeoutNow(0, t, src, dst),
+                M.Heartbeat(0, t, src, dst, rng.randint(0, 100)),
+                M.AppendEntries(0, t, src, dst, 500, t, (Entry(t, 501, EntryKind.NORMAL, b"junk", 1),), 400),
+                M.InstallSnapshot(0, t, src, dst, 900, t, Membership(voters=frozenset({src})), 0, 20, b"x" * 10),
+            ]
+    return [M.message_to_dict(m) for m in out]
+
+
+def test_forged_raft_messages_do_not_crash_members(make_cluster):
+    cluster = make_cluster(3)
+    cluster.start()
+    rng = random.Random(7)
+
+    async def scenario() -> None:
+        leader = await cluster.wait_for_leader()
+        async with cluster.client(timeout=5.0) as good:
+            assert (await good.put("before", 1)).ok
+            pids = {n: (await good.status(cluster.nodes[n].address)).value["pid"] for n in cluster.nodes}
+        follower = next(n for n in cluster.nodes if n != leader)
+        for target in (leader, follower):
+            node = cluster.nodes[target]
+            term = (await cluster.statuses([target]))[target]["term"]
+            for body in _forged_raft_messages(rng, target, term):
+                reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+                writer.write(wire.encode_frame("hello", 0, {"role": "peer", "version": 1, "node": "stranger"}))
+                writer.write(wire.encode_frame("raft", 0, body))
+                await writer.drain()
+                writer.close()
+        # Forged messages may cost an election (a higher term is legal Raft input), never a node.
+        await cluster.wait_for_leader(timeout=20)
+        async with cluster.client(timeout=10.0) as good:
+            r = None
+            for _ in range(50):
+                r = await good.put("after", 2)
+                if r.ok:
+                    break
+                await asyncio.sleep(0.2)
+            assert r is not None and r.ok, r
+            assert (await good.get("before")).value == 1
+            for n, node in cluster.nodes.items():
+                st = await good.status(node.address)
+                assert st.ok and st.value["pid"] == pids[n] and node.alive, (n, st)
+        for node in cluster.nodes.values():
+            assert "event=fatal" not in node.log_text()
+
+    asyncio.run(scenario())
