@@ -38,33 +38,37 @@ def _put_token(op: Op) -> int:
     return int(value[1])
 
 
-def _check_tokens(history: Sequence[Op]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Duplicate tokens, and tokens out of real-time order, among ok acquires."""
+def _check_tokens(history: Sequence[Op],
+                  per_key: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Duplicate tokens, and tokens out of real-time order, among ok acquires
+    (across all locks, or per lock key with ``per_key``)."""
     duplicates: list[dict[str, Any]] = []
     out_of_order: list[dict[str, Any]] = []
-    holder: dict[int, Op] = {}
-    best: tuple[int, Op] | None = None      # highest token of acquires completed so far
-    bound: dict[Any, tuple[int, Op] | None] = {}  # process -> best when its acquire began
+    holder: dict[tuple[Any, int], Op] = {}
+    best: dict[Any, tuple[int, Op]] = {}          # scope -> highest token of acquires completed so far
+    bound: dict[Any, tuple[int, Op] | None] = {}  # process -> best in its scope when its acquire began
     for op in history:
         if not op.is_client or op.f != "acquire":
             continue
+        scope = op.key if per_key else None
         if op.type == "invoke":
-            bound[op.process] = best
+            bound[op.process] = best.get(scope)
             continue
         began = bound.pop(op.process, None)
         if op.type != "ok":
             continue
         token = _token(op)
-        if token in holder:
-            duplicates.append({"token": token, "first_index": holder[token].index, "second_index": op.index,
-                               "processes": [holder[token].process, op.process]})
+        first = holder.get((scope, token))
+        if first is not None:
+            duplicates.append({"token": token, "first_index": first.index, "second_index": op.index,
+                               "processes": [first.process, op.process]})
         else:
-            holder[token] = op
+            holder[(scope, token)] = op
         if began is not None and token <= began[0]:
             out_of_order.append({"token": token, "index": op.index, "process": op.process,
                                  "earlier_token": began[0], "earlier_index": began[1].index})
-        if best is None or token > best[0]:
-            best = (token, op)
+        if scope not in best or token > best[scope][0]:
+            best[scope] = (token, op)
     return duplicates, out_of_order
 
 
@@ -93,11 +97,17 @@ def _check_stale_writes(history: Sequence[Op]) -> list[dict[str, Any]]:
 
 def check_fencing(history: Sequence[Op], *, initial: Any = None,
                   time_limit: float | None = DEFAULT_TIME_LIMIT, workers: int | None = None,
-                  linearizability: dict[str, Any] | None = None) -> dict[str, Any]:
+                  linearizability: dict[str, Any] | None = None,
+                  per_key_tokens: bool = False) -> dict[str, Any]:
     """``{"valid", "checker": "fencing", "duplicate_tokens", "token_order", "stale_writes",
-    "linearizability", "explanation"}``.  Pass ``linearizability`` (a result of
-    ``check_linearizability(history, "fenced-register")``) if it is already computed."""
-    duplicates, out_of_order = _check_tokens(history)
+    "linearizability", "explanation"}``.
+
+    Ukehi's tokens come from one sequence (term and log position), so by default
+    uniqueness and order are checked across all locks; ``per_key_tokens`` checks them
+    per lock (the acquire's ``key``) for a system whose locks count separately.  Pass
+    ``linearizability`` (a result of ``check_linearizability(history,
+    "fenced-register")``) if it is already computed."""
+    duplicates, out_of_order = _check_tokens(history, per_key_tokens)
     stale = _check_stale_writes(history)
     linear = linearizability if linearizability is not None else check_linearizability(
         history, "fenced-register", initial=initial, time_limit=time_limit, workers=workers)

@@ -99,3 +99,13 @@ def test_merge_results_keeps_each_checker():
 
 def test_exit_codes():
     assert [exit_code(True), exit_code(False), exit_code("unknown")] == [0, 1, 2]
+
+
+def test_tokens_can_be_checked_per_lock():
+    # two locks each starting at token 1: fine per lock, a duplicate across locks
+    h = ops((0, "invoke", "acquire", "a", None), (0, "ok", "acquire", "a", 1),
+            (1, "invoke", "acquire", "b", None), (1, "ok", "acquire", "b", 1))
+    assert check_fencing(h, per_key_tokens=True)["valid"] is True
+    result = check_fencing(h)
+    assert result["valid"] is False and result["duplicate_token_count"] == 1
+    assert result["token_order_count"] == 1  # b's acquire began after a's completed
