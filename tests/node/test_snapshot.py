@@ -30,6 +30,9 @@ def test_node_added_after_compaction_receives_a_snapshot(make_cluster):
             assert "event=snapshot-created" in cluster.nodes[nid].log_text()
             snaps = os.listdir(os.path.join(cluster.nodes[nid].data_dir, "group-0", "snap"))
             assert any(name.endswith(".snap") for name in snaps), snaps
+        async with cluster.client(timeout=5.0) as c:
+            taken = await c.snapshot()  # admin: snapshot the leader now, below the threshold
+            assert taken.ok and taken.value >= 180, taken
         n4.start()
         async with UkehiClient(cluster.addresses[:3], timeout=30.0) as admin:
             r = await admin.add_node("n4", n4.address)
