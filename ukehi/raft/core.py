@@ -477,7 +477,17 @@ class RaftCore:
         elif isinstance(m, Heartbeat):
             self.election_elapsed = 0
             self.lead = m.src
-            self.log.committed = max(self.log.committed, min(m.commit, self.log.last_index()))
+            log = self.log
+            if m.commit > log.last_index():
+                # The leader believes we hold entries we no longer have (our WAL was cut):
+                # tell it where our log really ends so it probes us from there.
+                self._send(
+                    AppendResponse(
+                        self.cfg.group_id, self.term, self.id, m.src, False, m.commit,
+                        log.last_index(), log.last_term(),
+                    )
+                )
+            log.committed = max(log.committed, min(m.commit, log.last_index()))
             self._send(
                 HeartbeatResponse(self.cfg.group_id, self.term, self.id, m.src, m.ctx, m.lease_tick)
             )

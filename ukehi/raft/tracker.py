@@ -130,19 +130,22 @@ class Progress:
         `match_hint` is the leader's best guess (from the follower's conflict hints) of the
         last index where the logs may agree. Returns False for a stale rejection.
         """
+        if rejected <= self.match:
+            if match_hint >= self.match:
+                return False  # stale: those entries did match
+            # The follower no longer has entries it acknowledged: its WAL was cut
+            # (TruncateToLastGood). Believe it: a lower match only delays commits, and a
+            # stale rejection that lands here costs one extra probe.
+            self.match = max(0, match_hint)
+            self.next = self.match + 1
+            self.probe_sent = False
+            return True
         if self.state is ProgressState.REPLICATE:
-            # A rejection of something at or below match is stale: those entries matched.
-            if rejected <= self.match:
-                return False
             self.next = self.match + 1
             return True
         # PROBE (or SNAPSHOT): only the rejection of the last probe (next - 1) counts.
         if self.next - 1 != rejected:
             return False
-        if rejected <= self.match:
-            # The follower no longer has entries it acknowledged: its WAL was cut
-            # (TruncateToLastGood). Believe it; a lower match only delays commits.
-            self.match = max(0, min(match_hint, rejected - 1))
         self.next = max(min(rejected, match_hint + 1), self.match + 1, 1)
         self.probe_sent = False
         return True
