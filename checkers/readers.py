@@ -168,6 +168,27 @@ def _looks_like_porcupine_kv(first_line: str) -> bool:
             and str(form.get(edn.Keyword("f"), "")) in _PORCUPINE_KV_FS)
 
 
+def unpack_independent(ops: list[Op]) -> list[Op]:
+    """Jepsen's ``jepsen.independent`` histories carry ``[key value]`` tuples as values;
+    move the key into ``key`` so the history splits per key like ours.
+
+    Every client op must carry such a pair (a read's invocation too: ``[k nil]``);
+    anything else is an error naming the op, since guessing would mislabel a cas.
+    """
+    out: list[Op] = []
+    for op in ops:
+        if not op.is_client:
+            out.append(op)
+            continue
+        if not (isinstance(op.value, tuple) and len(op.value) == 2):
+            raise HistoryError(op.index + 1, f"op index {op.index}: an independent history's values are "
+                                             f"[key value] pairs, got {op.value!r}; drop --independent?")
+        key, value = op.value
+        out.append(Op(index=op.index, time=op.time, process=op.process, type=op.type, f=op.f,
+                      key=key, value=value, error=op.error, extra=op.extra))
+    return out
+
+
 def read_history_text(text: str, fmt: str = "auto", filename: str = "") -> LoadedHistory:
     """Read ``text`` in format ``fmt`` (or detect it); raises :class:`HistoryError`."""
     if fmt == "auto":

@@ -19,7 +19,7 @@ from checkers.history import HistoryError
 from checkers.linearizability import DEFAULT_TIME_LIMIT, analyze
 from checkers.mapping import infer_model
 from checkers.models import MODEL_FACTORIES
-from checkers.readers import FORMATS, read_history_text
+from checkers.readers import FORMATS, LoadedHistory, read_history_text, unpack_independent
 from checkers.results import exit_code
 from checkers.stats import check_stats
 from checkers.visualize import visualize
@@ -42,7 +42,7 @@ def parse_initial(text: Optional[str]) -> Any:
 
 def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initial: Optional[str] = None,
               time_limit: float = DEFAULT_TIME_LIMIT, html_out: Optional[Path] = None,
-              workers: Optional[int] = None) -> tuple[dict[str, Any], str]:
+              workers: Optional[int] = None, independent: bool = False) -> tuple[dict[str, Any], str]:
     """Check ``file``; returns (result dict, human summary).  Raises :class:`BadArgument`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise BadArgument(f"unknown --format {fmt!r}; choose auto, {', '.join(FORMATS)}")
@@ -58,6 +58,8 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
         raise BadArgument(f"{file} is not UTF-8 text (byte {err.start}); is it a history file?") from None
     try:
         loaded = read_history_text(text, fmt, str(file))
+        if independent:
+            loaded = LoadedHistory(unpack_independent(loaded.ops), loaded.format, loaded.conventions)
     except HistoryError as err:
         raise BadArgument(f"{file}: {err}") from None
     model_name = model or _FORMAT_DEFAULT_MODEL.get(loaded.format) or infer_model(loaded.ops)
@@ -105,9 +107,12 @@ def register(app: typer.Typer) -> None:
                                          help="Seconds before the answer is 'unknown' (0: no limit)."),
         html_out: Optional[Path] = typer.Option(None, "--html", help="Write the counterexample page here."),
         as_json: bool = typer.Option(False, "--json", help="Print the verdict as one JSON object."),
+        independent: bool = typer.Option(False, "--independent", help="Values are Jepsen independent "
+                                         "[key value] pairs: check per key."),
     ) -> None:
         """Check a history for linearizability; exit 0 valid, 1 invalid, 2 unknown, 254 bad input."""
-        result, summary = run_check(file, fmt, model, initial, time_limit, html_out)
+        result, summary = run_check(file, fmt, model, initial, time_limit, html_out,
+                                    independent=independent)
         if as_json:
             typer.echo(json.dumps(result, default=repr))
         else:

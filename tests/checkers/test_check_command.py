@@ -130,3 +130,12 @@ def test_parse_initial():
     assert check.parse_initial(None) is None and check.parse_initial("nil") is None
     assert check.parse_initial("0") == 0 and check.parse_initial('"a"') == "a"
     assert check.parse_initial("[1,2]") == (1, 2) and check.parse_initial("abc") == "abc"
+
+
+def test_independent_histories_are_checked_per_key(cli):
+    code, out, _ = cli(str(DATA / "independent.edn"), "--independent", "--json")
+    assert code == 1
+    result = json.loads(out)
+    assert result["partitions"] == 2 and [f["key"] for f in result["failures"]] == [1]
+    code, _, err = cli(str(DATA / "history-ok.edn"), "--independent")
+    assert code == 254 and "[key value] pairs" in err
