@@ -1,0 +1,26 @@
+"""bench/throughput.py runs end to end and ends with one JSON object (figures not judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from cluster import REPO
+
+
+def test_throughput_bench_smoke():
+    out = subprocess.run(
+        [sys.executable, "bench/throughput.py", "--duration", "0.5", "--levels", "1,4",
+         "--client-procs", "1", "--skip-pysyncobj"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert "writes/s" in out.stdout
+    figures = json.loads(lines[-1])
+    for level in ("1", "4"):
+        w = figures["ukehi"]["writes"][level]
+        assert w["ok"] > 0 and w["failed"] == 0 and w["p50_ms"] <= w["p99_ms"]
+    assert figures["ukehi"]["reads"]["ok"] > 0 and figures["ukehi"]["fsync"] is True
+    assert figures["pysyncobj"] == {"skipped": True}
