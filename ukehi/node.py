@@ -176,7 +176,13 @@ class UkehiNode:
         self.log.info("listening", address=format_address(self.bound_address))
         self.phase = "replaying"
         try:
-            code = await self._recover()
+            try:
+                code = await self._recover()
+            except (ValueError, TypeError) as e:
+                # The data dir replayed but does not form a log the core accepts.
+                self.log.error("start-failed", error=str(e))
+                print(f"ukehi node: cannot start from {cfg.data_dir}: {e}", file=sys.stderr)
+                return EXIT_START_FAILED
             if code is not None:
                 return code
             self.phase = "running"
@@ -294,6 +300,8 @@ class UkehiNode:
         last_term = entries[-1].term if entries else (snapshot.meta.term if snapshot else 0)
         term = max(hs.term, last_term)
         vote = hs.vote if isinstance(hs.vote, str) else None
+        if term != hs.term:
+            vote = None  # a vote belongs to the saved term, not to a later one
         initial = None
         if snapshot is None and not cfg.join:
             initial = Membership(voters=frozenset(cfg.peers))
@@ -306,6 +314,10 @@ class UkehiNode:
             lease_read=cfg.read_mode == "lease",
             compaction_threshold=cfg.snapshot_threshold,
         )
+        if cfg.election_timeout_ms[1] != 2 * cfg.election_timeout_ms[0]:
+            self.log.info("election-timeout-range", requested=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
+                          used=f"{et_ticks * cfg.tick_ms}:{2 * et_ticks * cfg.tick_ms}",
+                          detail="the Raft core draws timeouts from [MIN, 2*MIN)")
         self.core = RaftCore(
             cfg.node_id, raft_cfg, rng=random.Random(), hard_state=HardState(term, vote, commit),
             entries=entries, snapshot=snapshot, initial_membership=initial,
