@@ -511,6 +511,70 @@ class Cluster:
         for _ in range(self.opts.steps):
             self.step()
 
+    # -- scripted scenarios: lossy network, proposals flowing, no crashes ------------------
+
+    def busy_step(self) -> None:
+        """Deliver (with the schedule's loss/dup/reorder), tick, or propose."""
+        self.steps += 1
+        x = self.rng.random()
+        if x < 0.6:
+            # Deliver in proportion to the backlog so delays stay bounded (a network that
+            # carries less than the load would starve elections, which proves nothing).
+            for _ in range(self.rng.randrange(1, 8) + len(self.net) // 3):
+                self.deliver_one()
+        elif x < 0.85:
+            self.tick_all()
+        else:
+            self.propose()
+
+    def run_until(self, cond, max_steps: int, what: str) -> None:
+        for _ in range(max_steps):
+            if cond():
+                return
+            self.busy_step()
+        self.fail(f"{what} did not happen within {max_steps} steps")
+
+    def leader(self) -> SimNode | None:
+        leaders = self.leaders()
+        return max(leaders, key=lambda n: n.core.term) if leaders else None
+
+    def change_membership(self, change: ConfChange, max_steps: int = 3000) -> None:
+        """Get `change` accepted by whoever leads, then wait until C_new is in force."""
+        if change.op is not ConfChangeType.REMOVE and change.node not in self.nodes:
+            self.nodes[change.node] = SimNode(
+                change.node, RaftCore(change.node, self.cfg, rng=self._node_rng(change.node)),
+                Durable(),
+            )
+            self.nodes_ever.add(change.node)
+
+        def accepted() -> bool:
+            leader = self.leader()
+            if leader is None:
+                return False
+            try:
+                leader.core.propose_conf_change([change])
+            except RaftError:
+                return False
+            self.log.append(f"{leader.id} proposes {change.op.value} {change.node}")
+            self.process(leader)
+            return True
+
+        self.run_until(accepted, max_steps, f"acceptance of {change}")
+
+        def in_force() -> bool:
+            leader = self.leader()
+            if leader is None:
+                return False
+            mem = leader.core.membership
+            done = (change.node in mem.voters) == (change.op is ConfChangeType.ADD_VOTER)
+            return (
+                done
+                and not mem.joint
+                and leader.core.log.committed >= leader.core.log.last_config_index()
+            )
+
+        self.run_until(in_force, max_steps, f"{change} taking effect")
+
     # -- the end: heal everything, demand progress, compare state ------------------------
 
     def settle(self, max_ticks: int = 400) -> SimNode:

@@ -19,7 +19,8 @@ from collections import Counter
 
 import pytest
 
-from raftsim import SafetyViolation, run_seed
+from raftsim import Cluster, SafetyViolation, SimOptions, run_seed
+from ukehi.raft import ConfChange, ConfChangeType, RaftConfig, Role
 
 BATCH = 100
 
@@ -77,3 +78,67 @@ def test_a_failing_seed_names_its_rerun_command(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(globals(), "run_seed", broken)
     with pytest.raises(AssertionError, match="UKEHI_SIM_SEED=7 .*test_raft_sim.py"):
         _run(7)
+
+
+def _lossy(voters: int, spare: int = 0, **raft) -> SimOptions:
+    return SimOptions(
+        voters=voters, spare=spare, loss=0.05, dup=0.05, reorder=0.3,
+        raft=RaftConfig(election_tick=10, compaction_threshold=30, snapshot_chunk_size=16, **raft),
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_membership_3_to_5_to_3_replacing_the_leader_while_proposals_continue(seed):
+    c = Cluster(seed, _lossy(3, spare=2))
+    c.run_until(lambda: c.leader() is not None, 2000, "first election")
+    first_leader = c.leader().id
+    c.change_membership(ConfChange(ConfChangeType.ADD_VOTER, "n4"))
+    c.change_membership(ConfChange(ConfChangeType.ADD_VOTER, "n5"))
+    assert len(c.leader().core.membership.voters) == 5
+    acked_at_five = c.stats["acked"]
+    # Remove the current leader itself, then one more of the founders: back to three.
+    removed_leader = c.leader().id
+    c.change_membership(ConfChange(ConfChangeType.REMOVE, removed_leader))
+    assert c.leader().id != removed_leader
+    assert c.nodes[removed_leader].core.role is not Role.LEADER
+    founders = sorted({"n1", "n2", "n3"} & c.leader().core.membership.voters)
+    c.change_membership(ConfChange(ConfChangeType.REMOVE, founders[0]))
+    voters = c.leader().core.membership.voters
+    assert len(voters) == 3 and {"n4", "n5"} <= voters
+    assert removed_leader not in voters and first_leader in c.nodes_ever
+    assert c.stats["acked"] > acked_at_five, "proposals stopped during the changes"
+    leader = c.settle()
+    c.check_final(leader)
+    assert leader.id in voters
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_connected_majority_elects_a_leader_and_commits_within_bounded_ticks(seed):
+    """Liveness: 5 voters, a random minority crashed or cut off, every message delivered."""
+    c = Cluster(seed, SimOptions(voters=5, loss=0.0, dup=0.0, reorder=0.0))
+    rng = c.rng
+    gone = rng.sample(sorted(c.nodes), rng.choice([0, 1, 2]))
+    for nid in gone:
+        if rng.random() < 0.5:
+            c.crash(c.nodes[nid])
+        else:
+            c.group[nid] = 1
+    majority = [n for n in c.nodes.values() if n.id not in gone]
+    bound = 10 * c.cfg.election_tick
+    ticks = 0
+    while ticks < bound:
+        c._drain()
+        if any(n.core.role is Role.LEADER for n in majority):
+            break
+        c.tick_all()
+        ticks += 1
+    leader = next((n for n in majority if n.core.role is Role.LEADER), None)
+    assert leader is not None, f"seed {seed}: no leader within {bound} ticks"
+    index, term = leader.core.propose(b"live")
+    c.process(leader)
+    for _ in range(5):
+        c._drain()
+        c.tick_all()
+    c._drain()
+    assert all(n.sm_index >= index for n in majority), f"seed {seed}: proposal not applied"
+    assert c.applied_entry[index] == (term, b"live")
