@@ -71,3 +71,29 @@ def test_kill9_leader_new_leader_restart_catches_up_no_acked_write_lost(make_clu
             assert not missing, f"{len(missing)} acknowledged keys missing on the restarted node"
 
     asyncio.run(scenario())
+
+
+def test_sigterm_of_a_busy_leader_shuts_down_cleanly(make_cluster):
+    cluster = make_cluster(3)
+    cluster.start()
+
+    async def scenario() -> None:
+        leader = await cluster.wait_for_leader()
+        acked: dict[str, str] = {}
+        stop = asyncio.Event()
+        writer = asyncio.create_task(_writer(cluster, acked, set(), set(), stop, "t"))
+        await asyncio.sleep(0.7)
+        code = await asyncio.to_thread(cluster.nodes[leader].terminate, 10.0)
+        assert code == 0, cluster.nodes[leader].log_text()[-2000:]
+        assert "event=shutdown" in cluster.nodes[leader].log_text()
+        await cluster.wait_for_leader(exclude=[leader])
+        await asyncio.sleep(0.5)
+        stop.set()
+        await writer
+        cluster.nodes[leader].start()  # restarts from what it persisted, including its vote
+        await cluster.wait_converged(list(cluster.nodes))
+        async with cluster.client(timeout=5.0) as c:
+            for key, value in acked.items():
+                assert (await c.get(key)).value == value, key
+
+    asyncio.run(scenario())
