@@ -23,6 +23,7 @@ EXIT_CRASHED = 255
 
 # Modules that add commands to the app, in help order.
 _COMMAND_MODULES: list[str] = [
+    "harness.commands.run",
     "harness.commands.check",
 ]
 

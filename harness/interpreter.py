@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from checkers.history import NEMESIS, HistoryWriter
 
-from .generator import Generator, OpDict
+from workloads.generator import Generator, OpDict
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class Completion:
 
 
 class Client(Protocol):
+    """A workload's client. It may also define ``prepare(op) -> op``, called before the
+    invocation is recorded, to fill in state it holds (e.g. the fencing token it owns)."""
+
     async def invoke(self, op: OpDict) -> Completion: ...
 
     async def close(self) -> None: ...
@@ -147,6 +150,9 @@ class Interpreter:
 
     async def _invoke(self, worker: int, client: Client, op: OpDict, op_timeout: float) -> None:
         process = self._process[worker]
+        prepare = getattr(client, "prepare", None)
+        if prepare is not None:
+            op = prepare(op)
         f, key, value = op["f"], op.get("key"), op.get("value")
         self.history.append(self.clock.now(), process, "invoke", f, key=key, value=value)
         self.counters.invoked += 1

@@ -20,6 +20,8 @@ from .targets import resolve
 BUMPS_S = (0.005, 0.05, 0.25, 1.0, 5.0, 30.0, 120.0)
 RATES = (0.5, 0.75, 1.5, 2.0)
 FS = ("bump-clock", "skew-clock-rate", "strobe-clock", "reset-clock")
+SHADING = Shading("clock", start=("bump-clock", "skew-clock-rate"), stop=("reset-clock",),
+                  instant=("strobe-clock",))
 
 
 def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe"),
@@ -28,6 +30,9 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
     if unknown:
         raise ValueError(f"unknown clock fault {', '.join(unknown)}; choose bump, rate or strobe")
     state = {"skewed": False}
+    # The rate each node's clock runs at: set_clock() takes offset and rate together, so a bump
+    # must repeat the current rate or it would silently undo an earlier rate skew.
+    rates: dict[str, float] = {}
 
     def generator(rng: random.Random) -> OpDict:
         if state["skewed"] and rng.random() < 0.5:
@@ -57,17 +62,20 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
         if f == "reset-clock":
             names = sorted(ctx.nodes)
             await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].reset_clock) for n in names))
+            rates.clear()
             return {"offsets": {n: 0.0 for n in names}, "measured": await readings(names)}
         value = op["value"]
         names = await resolve(ctx, value["target"], random.Random(value["seed"]))
         if f == "bump-clock":
             for n in names:
                 node = ctx.nodes[n]
-                await asyncio.to_thread(node.set_clock, node.clock_offset() + value["offset_s"])
+                await asyncio.to_thread(node.set_clock, node.clock_offset() + value["offset_s"],
+                                        rates.get(n, 1.0))
         elif f == "skew-clock-rate":
             for n in names:
                 node = ctx.nodes[n]
                 await asyncio.to_thread(node.set_clock, node.clock_offset(), value["rate"])
+                rates[n] = value["rate"]
         elif f == "strobe-clock":
             # Flip between the current offset and offset + delta every period (Jepsen's strobe).
             deadline = time.monotonic() + value["duration_s"]
@@ -77,10 +85,11 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
                 flip = not flip
                 for n in names:
                     await asyncio.to_thread(ctx.nodes[n].set_clock,
-                                            base[n] + (value["offset_s"] if flip else 0.0))
+                                            base[n] + (value["offset_s"] if flip else 0.0),
+                                            rates.get(n, 1.0))
                 await asyncio.sleep(value["period_s"])
             for n in names:
-                await asyncio.to_thread(ctx.nodes[n].set_clock, base[n])
+                await asyncio.to_thread(ctx.nodes[n].set_clock, base[n], rates.get(n, 1.0))
         else:
             raise ValueError(f"clock nemesis cannot perform {f!r}")
         offsets = {n: ctx.nodes[n].clock_offset() for n in sorted(ctx.nodes)}
@@ -91,7 +100,6 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
         generator=generator,
         final=lambda: [{"f": "reset-clock"}],
         invoke=invoke,
-        shading=Shading("clock", start=("bump-clock", "skew-clock-rate"), stop=("reset-clock",),
-                        instant=("strobe-clock",)),
+        shading=SHADING,
         fs=frozenset(FS),
     )

@@ -11,6 +11,7 @@ from .package import NemesisPackage, OpDict, Shading, alternate
 from .targets import resolve
 
 NETEM_SETTINGS = ("delay_ms", "jitter_ms", "loss_pct", "duplicate_pct", "reorder_pct")
+SHADING = Shading("packet", start=("start-packet",), stop=("stop-packet",))
 PROFILES: dict[str, dict[str, float]] = {
     "delay": {"delay_ms": 50.0, "jitter_ms": 10.0},
     "slow": {"delay_ms": 200.0, "jitter_ms": 50.0},
@@ -51,6 +52,6 @@ def package(ctx: FaultContext, profiles: Sequence[str] = tuple(PROFILES),
         generator=alternate(start, {"f": "stop-packet"}),
         final=lambda: [{"f": "stop-packet"}],
         invoke=invoke,
-        shading=Shading("packet", start=("start-packet",), stop=("stop-packet",)),
+        shading=SHADING,
         fs=frozenset({"start-packet", "stop-packet"}),
     )

@@ -11,6 +11,7 @@ from .package import NemesisPackage, OpDict, Shading, alternate
 from .topology import TOPOLOGIES, components, grudge
 
 START, STOP = "start-partition", "stop-partition"
+SHADING = Shading("partition", start=(START,), stop=(STOP,))
 
 
 def package(ctx: FaultContext, topologies: Sequence[str] = tuple(TOPOLOGIES),
@@ -44,6 +45,6 @@ def package(ctx: FaultContext, topologies: Sequence[str] = tuple(TOPOLOGIES),
         generator=alternate(start, {"f": STOP}),
         final=lambda: [{"f": STOP}],
         invoke=invoke,
-        shading=Shading("partition", start=(START,), stop=(STOP,)),
+        shading=SHADING,
         fs=frozenset({START, STOP}),
     )

@@ -10,6 +10,9 @@ from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading, alternate
 from .targets import resolve
 
+KILL_SHADING = Shading("kill", start=("kill",), stop=("start",))
+PAUSE_SHADING = Shading("pause", start=("pause",), stop=("resume",))
+
 
 def kill_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority", "leader")) -> NemesisPackage:
     """SIGKILL some nodes; the matching ``start`` op restarts every dead node from its data dir."""
@@ -37,7 +40,7 @@ def kill_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority",
         generator=alternate(start, {"f": "start"}),
         final=lambda: [{"f": "start"}],
         invoke=invoke,
-        shading=Shading("kill", start=("kill",), stop=("start",)),
+        shading=KILL_SHADING,
         fs=frozenset({"kill", "start"}),
     )
 
@@ -66,6 +69,6 @@ def pause_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority"
         generator=alternate(start, {"f": "resume"}),
         final=lambda: [{"f": "resume"}],
         invoke=invoke,
-        shading=Shading("pause", start=("pause",), stop=("resume",)),
+        shading=PAUSE_SHADING,
         fs=frozenset({"pause", "resume"}),
     )

@@ -157,6 +157,10 @@ class Cluster(ABC):
     def network_faults_supported(self) -> bool:
         """Whether drop_from / set_netem work here (e.g. False on loopback without root)."""
 
+    def leave_running(self) -> None:
+        """Keep the nodes up after close() (``--leave-running``), for backends that can."""
+        raise BackendError(f"{type(self).__name__} cannot leave nodes running; drop --leave-running")
+
     def close(self) -> None:
         """Tear everything down, shielded from a second Ctrl-C while it runs."""
         if threading.current_thread() is not threading.main_thread():

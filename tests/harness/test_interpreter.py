@@ -7,7 +7,7 @@ import time
 import pytest
 
 from checkers.history import load_jsonl
-from harness.generator import EachKeyOnce, Independent, Limit, mix
+from workloads.generator import EachKeyOnce, Independent, Limit, mix
 from harness.interpreter import Clock, Completion, Counters, Interpreter
 from checkers.history import HistoryWriter
 

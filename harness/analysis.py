@@ -1,0 +1,40 @@
+"""Judge a stored run: run every checker of its workload over its history, then render.
+
+Used at the end of ``run`` and by ``analyze``, so a stored run is always
+re-checkable from ``test.json`` and ``history.jsonl`` alone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from checkers.history import load_jsonl
+from checkers.results import merge_valid
+
+from .registry import SHADING, WORKLOADS
+from .report import render_all
+from .spec import TestSpec
+from .store import RunDir
+
+def check_run(run: RunDir, *, time_limit: float | None = None) -> dict[str, Any]:
+    spec = TestSpec.from_dict(run.read_json("test.json"))
+    history = load_jsonl(str(run.history))
+    # Only the checker list is needed here, not live clients.
+    workload = WORKLOADS[spec.workload]([], spec.concurrency, spec.workload_options)
+    options = {"time_limit": time_limit if time_limit is not None else 120.0,
+               "run_dir": str(run.path)}
+    results: dict[str, Any] = {}
+    for name, check in workload.checkers.items():
+        started = time.monotonic()
+        try:
+            result = check(history, options)
+        except Exception as err:  # noqa: BLE001 - a checker crash is an unknown verdict, not a pass
+            result = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
+        result["seconds"] = round(time.monotonic() - started, 3)
+        results[name] = result
+    verdict = {"valid": merge_valid(r.get("valid", "unknown") for r in results.values()),
+               "checkers": results, "ops": sum(1 for op in history if op.type == "invoke" and op.is_client)}
+    run.write_json("results.json", verdict)
+    render_all(history, run.path, [SHADING[n] for n in spec.nemeses if n in SHADING])
+    return verdict

@@ -1,0 +1,159 @@
+"""`ukehi-jepsen run`, `analyze` and `cleanup`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import typer
+
+from ..cli import EXIT_BAD_ARGUMENT, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, BadArgument
+from ..registry import WORKLOADS, parse_nemeses
+from ..spec import SpecError, TestSpec, default_node_names, parse_concurrency
+from ..store import StoreError, check_writable, resolve_run
+
+
+def exit_code(valid: Any) -> int:
+    if valid is True:
+        return EXIT_VALID
+    if valid is False:
+        return EXIT_INVALID
+    return EXIT_UNKNOWN
+
+
+def _verdict_word(valid: Any) -> str:
+    return {True: "VALID", False: "INVALID"}.get(valid, "UNKNOWN")
+
+
+def print_summary(verdict: dict[str, Any], run_path: str) -> None:
+    print(f"{_verdict_word(verdict['valid'])}: {verdict.get('ops', 0)} client ops; results in {run_path}")
+    for name, result in verdict.get("checkers", {}).items():
+        line = f"  {name:<14} {_verdict_word(result.get('valid'))}"
+        explanation = result.get("explanation") or result.get("error")
+        if explanation and result.get("valid") is not True:
+            line += f": {explanation}"
+        print(line)
+
+
+def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: Optional[str],
+               node_count: Optional[int], concurrency: str, rate: float, time_limit: float,
+               seed: int, backend: str, read_mode: str, corruption_policy: str, results_dir: str,
+               leave_running: bool, name: Optional[str], node_option: list[str]) -> TestSpec:
+    if workload not in WORKLOADS:
+        raise SpecError(f"--workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
+    if nodes and node_count is not None:
+        raise SpecError("give either --nodes or --node-count, not both")
+    if nodes:
+        names = [n.strip() for n in nodes.split(",") if n.strip()]
+    else:
+        count = 3 if node_count is None else node_count
+        if count < 1:
+            raise SpecError(f"--node-count {count}: a cluster needs at least 1 node (3 or 5 is usual)")
+        names = default_node_names(count)
+    try:
+        nemeses = parse_nemeses(nemesis)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    options: dict[str, Any] = {}
+    for item in node_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError(f"--node-option {item!r}: write KEY=VALUE, e.g. heartbeat=50")
+        options[key.strip().replace("-", "_")] = value.strip()
+    check_writable(results_dir)
+    return TestSpec(
+        name=name or f"{workload}-{'+'.join(nemeses) or 'none'}",
+        workload=workload, nodes=tuple(names), backend=backend, nemeses=nemeses,
+        nemesis_interval=nemesis_interval, concurrency=parse_concurrency(concurrency, len(names)),
+        rate=rate, time_limit=time_limit, seed=seed, read_mode=read_mode,
+        corruption_policy=corruption_policy, results_dir=results_dir, leave_running=leave_running,
+        node_options=options)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        workload: str = typer.Option("register", help="register, kv or fencing"),
+        nemesis: str = typer.Option("none", help="comma list of faults (partition,kill,pause,clock,packet) or none"),
+        nemesis_interval: float = typer.Option(5.0, help="mean seconds between fault ops"),
+        nodes: Optional[str] = typer.Option(None, help="node names, e.g. n1,n2,n3"),
+        node_count: Optional[int] = typer.Option(None, help="number of nodes (default 3)"),
+        concurrency: str = typer.Option("2n", help="clients: a number, or Nn for N per node"),
+        rate: float = typer.Option(50.0, help="target ops/s over all clients"),
+        time_limit: float = typer.Option(20.0, help="seconds of the main phase"),
+        seed: int = typer.Option(0, help="seed for ops and faults (timing is the system's)"),
+        test_count: int = typer.Option(1, help="run the test this many times (seeds seed, seed+1, ...)"),
+        backend: str = typer.Option("local", help="local (docker and ssh come later)"),
+        read_mode: str = typer.Option("readindex", help="readindex (linearizable) or lease"),
+        corruption_policy: str = typer.Option("truncate-to-last-good",
+                                              help="truncate-to-last-good, refuse-start or alert-and-continue"),
+        results_dir: str = typer.Option("results", help="where runs are stored"),
+        leave_running: bool = typer.Option(False, help="leave the nodes up after the test"),
+        name: Optional[str] = typer.Option(None, help="test name (default: workload-nemeses)"),
+        node_option: list[str] = typer.Option([], help="KEY=VALUE passed to every node, e.g. heartbeat=50"),
+    ) -> None:
+        """Start a cluster, run a workload under faults, check the history, write plots."""
+        from ..run import run_test
+
+        if test_count < 1:
+            raise BadArgument(f"--test-count {test_count}: give 1 or more")
+        try:
+            specs = [build_spec(workload=workload, nemesis=nemesis, nemesis_interval=nemesis_interval,
+                                nodes=nodes, node_count=node_count, concurrency=concurrency, rate=rate,
+                                time_limit=time_limit, seed=seed + i, backend=backend,
+                                read_mode=read_mode, corruption_policy=corruption_policy,
+                                results_dir=results_dir, leave_running=leave_running, name=name,
+                                node_option=node_option)
+                     for i in range(test_count)]
+        except (SpecError, StoreError) as err:
+            raise BadArgument(str(err)) from None
+        rows = []
+        worst = EXIT_VALID
+        for spec in specs:
+            try:
+                outcome = run_test(spec)
+            except (SpecError, StoreError) as err:
+                raise BadArgument(str(err)) from None
+            print_summary(outcome.verdict, str(outcome.run.path))
+            if outcome.interrupted:
+                print("interrupted: partial history kept; check it again with `ukehi-jepsen analyze`",
+                      file=sys.stderr)
+                raise typer.Exit(130)
+            code = exit_code(outcome.verdict["valid"])
+            worst = max(worst, code, key=lambda c: {EXIT_VALID: 0, EXIT_UNKNOWN: 1, EXIT_INVALID: 2}[c])
+            rows.append((spec.seed, _verdict_word(outcome.verdict["valid"]), outcome.verdict.get("ops", 0),
+                         str(outcome.run.path)))
+        if test_count > 1:
+            print(f"\n{'seed':>6}  {'verdict':<8} {'ops':>7}  run")
+            for seed_, word, ops, path in rows:
+                print(f"{seed_:>6}  {word:<8} {ops:>7}  {path}")
+        raise typer.Exit(worst)
+
+    @app.command()
+    def analyze(
+        run_dir: Optional[str] = typer.Argument(None, help="a run directory (default: the latest run)"),
+        results_dir: str = typer.Option("results", help="the store to find the latest run in"),
+        time_limit: float = typer.Option(120.0, help="checker time budget in seconds"),
+    ) -> None:
+        """Re-check and re-render a stored run."""
+        from ..analysis import check_run
+
+        try:
+            run = resolve_run(run_dir, results_dir)
+        except StoreError as err:
+            raise BadArgument(str(err)) from None
+        verdict = check_run(run, time_limit=time_limit)
+        print_summary(verdict, str(run.path))
+        raise typer.Exit(exit_code(verdict["valid"]))
+
+    @app.command()
+    def cleanup(
+        orphans: bool = typer.Option(False, help="also remove ukj-named kernel objects with no run record"),
+    ) -> None:
+        """Remove processes, namespaces, links and rules left by earlier runs."""
+        from ..backends.runstate import cleanup_leftovers
+
+        removed = cleanup_leftovers(orphans=orphans)
+        for line in removed:
+            print(line)
+        print(f"cleanup: removed {len(removed)} leftover(s)")

@@ -1,0 +1,135 @@
+"""Ukehi on a backend's node handles: the command line, start, readiness, status.
+
+This is the only place that knows how to run a Ukehi node; backends know
+how to run *a* process on a node, nemeses only ask to (re)start a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ukehi.client import UkehiClient
+
+from .backends.base import Cluster, NodeHandle
+
+# Flags a test may pass to every node through TestSpec.node_options, by key.
+NODE_OPTION_FLAGS = {
+    "election_timeout": "--election-timeout",
+    "heartbeat": "--heartbeat",
+    "snapshot_threshold": "--snapshot-threshold",
+    "log_level": "--log-level",
+    "unsafe_bug": "--unsafe-bug",
+}
+# Fast timers for tests on one machine: elections in well under a second.
+DEFAULT_NODE_OPTIONS = {"election_timeout": "300:600", "heartbeat": 50}
+
+
+class DBError(RuntimeError):
+    """The cluster did not come up; the message names the node and its log."""
+
+
+def endpoint(handle: NodeHandle) -> str:
+    return f"{handle.address}:{handle.ports[0]}"
+
+
+@dataclass
+class UkehiDB:
+    cluster: Cluster
+    read_mode: str = "readindex"
+    corruption_policy: str = "truncate-to-last-good"
+    node_options: Mapping[str, Any] = field(default_factory=dict)
+    use_fake_clock: bool = False
+    python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.node_options) - set(NODE_OPTION_FLAGS))
+        if unknown:
+            raise ValueError(f"unknown node option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(NODE_OPTION_FLAGS)}")
+
+    @property
+    def nodes(self) -> dict[str, NodeHandle]:
+        return self.cluster.nodes
+
+    def addresses(self) -> list[str]:
+        return [endpoint(h) for h in self.nodes.values()]
+
+    def argv(self, name: str) -> list[str]:
+        handle = self.nodes[name]
+        peers = ",".join(f"{n}={endpoint(h)}" for n, h in self.nodes.items())
+        argv = [self.python, "-m", "ukehi.cli", "node", "--id", name,
+                "--listen", endpoint(handle), "--peers", peers,
+                "--data-dir", str(Path(handle.workdir) / "data"),
+                "--read-mode", self.read_mode, "--corruption-policy", self.corruption_policy]
+        for key, value in {**DEFAULT_NODE_OPTIONS, **self.node_options}.items():
+            if value is not None:
+                argv += [NODE_OPTION_FLAGS[key], str(value)]
+        return argv
+
+    def log_path(self, name: str) -> Path:
+        return Path(self.nodes[name].workdir) / "node.log"
+
+    def start(self, name: str) -> int:
+        handle = self.nodes[name]
+        env = dict(handle.clock_env()) if self.use_fake_clock else {}
+        if self.node_options.get("unsafe_bug"):
+            env["UKEHI_I_KNOW_THIS_IS_UNSAFE"] = "1"
+        return handle.start(self.argv(name), env=env, log_path=self.log_path(name))
+
+    async def start_node(self, name: str) -> int:
+        return await asyncio.to_thread(self.start, name)
+
+    def start_all(self) -> None:
+        for name in self.nodes:
+            self.start(name)
+
+    def stop_all(self) -> None:
+        for handle in self.nodes.values():
+            if handle.process_state() == "T":
+                handle.resume()  # a stopped process cannot act on SIGTERM
+            handle.stop()
+
+    def last_log_lines(self, name: str, count: int = 15) -> str:
+        try:
+            lines = self.log_path(name).read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-count:])
+
+    async def statuses(self, timeout: float = 1.0) -> dict[str, dict[str, Any] | None]:
+        """Each node's status, by node name; None for a node that does not answer."""
+        async with UkehiClient(self.addresses(), timeout=timeout) as client:
+            results = await asyncio.gather(*(client.status(endpoint(h), timeout=timeout)
+                                             for h in self.nodes.values()))
+        return {n: (r.value if r.ok else None) for n, r in zip(self.nodes, results)}
+
+    async def leader(self) -> str | None:
+        statuses = await self.statuses()
+        for name, status in statuses.items():
+            if status and status.get("role") == "leader":
+                return name
+        return None
+
+    async def node_clock(self, name: str) -> float | None:
+        status = (await self.statuses()).get(name)
+        return float(status["clock"]) if status and "clock" in status else None
+
+    async def wait_for_leader(self, timeout: float = 30.0) -> str:
+        """Until one node is leader and every running node answers; DBError with log tails if not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, handle in self.nodes.items():
+                if not handle.is_running():
+                    raise DBError(f"node {name} exited at start; last lines of its log "
+                                  f"({self.log_path(name)}):\n{self.last_log_lines(name)}")
+            leader = await self.leader()
+            if leader is not None:
+                return leader
+            await asyncio.sleep(0.2)
+        tails = "\n".join(f"--- {n} ---\n{self.last_log_lines(n, 5)}" for n in self.nodes)
+        raise DBError(f"no leader after {timeout:.0f} s; node log tails:\n{tails}")

@@ -1,0 +1,53 @@
+"""Names a user can give on the command line, mapped to what builds them."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from nemeses import clock, packet, partition, process
+from nemeses.context import FaultContext
+from nemeses.package import NemesisPackage, Shading
+from workloads import fencing, kv, register
+from workloads.base import Workload
+
+WORKLOADS: dict[str, Callable[[Sequence[str], int, Mapping[str, Any]], Workload]] = {
+    "register": register.make,
+    "kv": kv.make,
+    "fencing": fencing.make,
+}
+
+NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
+    "partition": partition.package,
+    "kill": process.kill_package,
+    "pause": process.pause_package,
+    "clock": clock.package,
+    "packet": packet.package,
+}
+
+# How each family shows on plots; known without a live run, so `analyze` can re-render.
+SHADING: dict[str, Shading] = {
+    "partition": partition.SHADING,
+    "kill": process.KILL_SHADING,
+    "pause": process.PAUSE_SHADING,
+    "clock": clock.SHADING,
+    "packet": packet.SHADING,
+}
+
+# Faults that act in the kernel's network stack: they need namespaces (root).
+NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet"})
+
+
+def parse_nemeses(text: str) -> tuple[str, ...]:
+    """``"partition,kill"`` -> ("partition", "kill"); ``"none"`` or "" -> ()."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if names in ((), ("none",)):
+        return ()
+    if "none" in names:
+        raise ValueError("--nemesis none cannot be combined with other faults")
+    unknown = [n for n in names if n not in NEMESES]
+    if unknown:
+        raise ValueError(f"unknown nemesis {', '.join(unknown)}; choose from "
+                         f"{', '.join(NEMESES)} (comma-separated) or none")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--nemesis {text!r} names a fault twice")
+    return names

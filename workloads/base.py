@@ -1,0 +1,53 @@
+"""What every workload provides to the run: generators, clients and checkers.
+
+A workload is plain data built from the test spec: the main-phase generator,
+an optional final-phase generator (made after the main phase, so it can read
+every key that was used), a client factory, and the checkers that judge the
+history. Clients turn a ``ukehi.client.Result`` into a completion with the
+honest three-valued outcome (see :func:`completion`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+from checkers.history import Op
+from ukehi.client import Result
+
+Check = Callable[[Sequence[Op], Mapping[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A client's answer, shaped like harness.interpreter.Completion (workloads do not import the harness)."""
+
+    type: str
+    value: Any = None
+    error: Any = None
+
+
+@dataclass
+class Workload:
+    name: str
+    generator: Any  # harness.generator.Generator
+    open_client: Callable[[int], Awaitable[Any]]
+    checkers: Mapping[str, Check]
+    final_generator: Callable[[], Any] | None = None
+    #: checker options, e.g. {"time_limit": 60}
+    options: Mapping[str, Any] | None = None
+
+
+def completion(result: Result, *, read: bool = False, value: Any = None) -> Outcome:
+    """ok -> ok; definite failure -> fail; unknown -> info, except for reads.
+
+    A read has no effect on the state, so a read whose answer was lost is
+    recorded as ``fail`` (Knossos does the same); every other unknown is
+    ``info`` and the checker lets it take effect at any later time, or never.
+    """
+    if result.ok:
+        return Outcome("ok", value=result.value if value is None else value)
+    error = result.error or "error"
+    if result.failed or read:
+        return Outcome("fail", error=error)
+    return Outcome("info", error=error)

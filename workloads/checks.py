@@ -1,0 +1,55 @@
+"""The checkers a workload asks for, as ``check(history, options) -> result`` callables.
+
+Options the harness passes: ``time_limit`` (seconds for the linearizability
+search) and ``run_dir`` (where the counterexample page goes when invalid).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from checkers.fencing import check_fencing
+from checkers.history import Op
+from checkers.linearizability import analyze
+from checkers.stats import check_stats
+from checkers.visualize import visualize
+
+from .base import Check
+
+COUNTEREXAMPLE_PAGE = "linearizability.html"
+
+
+def _linearizability(history: Sequence[Op], model: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    analysis = analyze(history, model, time_limit=options.get("time_limit"))
+    result = dict(analysis.result)
+    run_dir = options.get("run_dir")
+    if result["valid"] is False and run_dir:
+        page = Path(run_dir) / COUNTEREXAMPLE_PAGE
+        visualize(analysis.model, analysis.info, str(page), analysis.counterexamples)
+        result["page"] = page.name
+    return result
+
+
+def linearizable(model: str) -> Check:
+    def check(history: Sequence[Op], options: Mapping[str, Any]) -> dict[str, Any]:
+        return _linearizability(history, model, options)
+
+    return check
+
+
+def stats() -> Check:
+    def check(history: Sequence[Op], options: Mapping[str, Any]) -> dict[str, Any]:
+        return check_stats(history)
+
+    return check
+
+
+def fencing() -> Check:
+    """Token uniqueness and order, stale writes, and fenced-register linearizability."""
+
+    def check(history: Sequence[Op], options: Mapping[str, Any]) -> dict[str, Any]:
+        linear = _linearizability(history, "fenced-register", options)
+        return check_fencing(history, time_limit=options.get("time_limit"), linearizability=linear)
+
+    return check
