@@ -163,6 +163,9 @@ def _print_human(cmd: str, result: Result, extra: Any) -> None:
                     print(f"{k}: {value[k]}")
     elif cmd in ("acquire", "snapshot"):
         print(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            print(f"{k}: {','.join(map(str, v)) if isinstance(v, list) else v}")
     elif value is not None and cmd not in ("put", "delete", "cas", "fenced-put"):
         print(value)
 

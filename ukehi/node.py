@@ -79,7 +79,7 @@ _ADDRESS_KEY_BYTES = ADDRESS_KEY_PREFIX.encode()
 
 PROPOSAL_TIMEOUT = 30.0  # a waiting client gets "timeout" (unknown) after this
 READ_TIMEOUT = 10.0
-MAX_INPUTS = 200_000  # peer messages beyond this are dropped (Raft retransmits)
+MAX_INPUTS = 50_000  # peer messages beyond this are dropped (Raft retransmits)
 
 _ROLE_NAMES = {
     Role.LEADER: "leader",
