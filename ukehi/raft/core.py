@@ -758,11 +758,11 @@ class RaftCore:
 
     def _flush(self) -> None:
         """Turn pending replication work into AppendEntries (batched per follower)."""
-        if self.role is not Role.LEADER:
-            self._clear_replication_work()
-            return
         bcast = self._bcast_entries or self._bcast_commit
         if not bcast and not self._send_more and not self._must_send:
+            return
+        if self.role is not Role.LEADER:
+            self._clear_replication_work()
             return
         for node, pr in self.prs.items():
             must = self._bcast_commit or node in self._must_send
@@ -974,17 +974,22 @@ class RaftCore:
     def has_ready(self) -> bool:
         self._flush()
         log = self.log
-        return bool(
+        if (
             self._msgs
             or log.stable < log.last_index()
+            or log.committed > log.applied
             or self._pending_snapshot is not None
             or self._read_states
             or self._dropped_reads
-            or log.committed > log.applied
-            or self._hard_state() != self._prev_hs
-            or self._soft_state() != self._prev_ss
-            or self._snapshot_request(log.applied) is not None
-        )
+        ):
+            return True
+        # Compare field by field: this runs after every input, building objects is costly.
+        hs, ss = self._prev_hs, self._prev_ss
+        if self.term != hs.term or self.vote != hs.vote or log.committed != hs.commit:
+            return True
+        if self.lead != ss.leader or self.term != ss.term or self._reported_role() is not ss.role:
+            return True
+        return self._snapshot_request(log.applied) is not None
 
     def ready(self) -> Ready:
         """Collect pending work; call advance(ready) once the driver has handled it."""
