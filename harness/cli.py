@@ -69,4 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module so BadArgument & co. are the same classes the
+    # command modules raise (``python -m harness.cli`` would otherwise load this file twice).
+    from harness.cli import main as _main
+
+    sys.exit(_main())

@@ -294,8 +294,13 @@ class UkehiClient:
         connect_timeout: float = 1.0,
         max_frame: int = wire.DEFAULT_MAX_FRAME_SIZE,
         retry_backoff: float = 0.05,
+        pinned: bool = False,
     ) -> None:
         self.addresses = parse_cluster(cluster)
+        # Pinned: every request starts at the first address (redirects still followed per
+        # request), like a Jepsen client bound to one node. The harness pins its workers so
+        # followers' code paths (redirects, reads) are exercised, not only the leader's.
+        self.pinned = pinned
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.timeout = float(timeout)
@@ -441,7 +446,7 @@ class UkehiClient:
         tried_without_hint = 0
         redirects = 0
         attempt = 0
-        next_addr = fixed or self._leader or self.addresses[0]
+        next_addr = fixed or (None if self.pinned else self._leader) or self.addresses[0]
         while True:
             attempt += 1
             remaining = deadline - loop.time()

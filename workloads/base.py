@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from checkers.history import Op
-from ukehi.client import Result
+from ukehi.client import Result, UkehiClient
 
 Check = Callable[[Sequence[Op], Mapping[str, Any]], dict[str, Any]]
 
@@ -51,3 +51,12 @@ def completion(result: Result, *, read: bool = False, value: Any = None) -> Outc
     if result.failed or read:
         return Outcome("fail", error=error)
     return Outcome("info", error=error)
+
+
+def pinned_client(addresses: Sequence[str], worker: int, timeout: float) -> UkehiClient:
+    """A client bound to node ``worker mod n`` (Jepsen style); it follows redirects per request."""
+    if not addresses:
+        raise ValueError("a workload client needs at least one node address")
+    first = worker % len(addresses)
+    ordered = list(addresses[first:]) + list(addresses[:first])
+    return UkehiClient(ordered, timeout=timeout, pinned=True)

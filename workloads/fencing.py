@@ -15,9 +15,7 @@ import itertools
 import random
 from typing import Any, Mapping, Sequence
 
-from ukehi.client import UkehiClient
-
-from .base import Outcome, Workload, completion
+from .base import Outcome, Workload, completion, pinned_client
 from .checks import fencing, linearizable, stats
 from .generator import EachKeyOnce, mix
 
@@ -33,7 +31,7 @@ def lock_name(key: Any) -> str:
 class FencingClient:
     def __init__(self, worker: int, addresses: Sequence[str], timeout: float, ttl_ms: int) -> None:
         self.worker = worker
-        self.client = UkehiClient(list(addresses), timeout=timeout)
+        self.client = pinned_client(addresses, worker, timeout)
         self.ttl_ms = ttl_ms
         self.tokens: dict[Any, int] = {}  # key -> the token this worker last acquired
 

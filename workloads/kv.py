@@ -10,9 +10,7 @@ import itertools
 import random
 from typing import Any, Mapping, Sequence
 
-from ukehi.client import UkehiClient
-
-from .base import Outcome, Workload, completion
+from .base import Outcome, Workload, completion, pinned_client
 from .checks import linearizable, stats
 from .generator import EachKeyOnce, mix
 
@@ -22,8 +20,8 @@ def key_name(key: Any) -> str:
 
 
 class KvClient:
-    def __init__(self, addresses: Sequence[str], timeout: float) -> None:
-        self.client = UkehiClient(list(addresses), timeout=timeout)
+    def __init__(self, addresses: Sequence[str], worker: int, timeout: float) -> None:
+        self.client = pinned_client(addresses, worker, timeout)
 
     async def invoke(self, op: Mapping[str, Any]) -> Outcome:
         key, f = key_name(op["key"]), op["f"]
@@ -54,7 +52,7 @@ def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any])
         return {"f": "delete", "key": rng.randrange(keys)}
 
     async def open_client(worker: int) -> KvClient:
-        return KvClient(addresses, timeout)
+        return KvClient(addresses, worker, timeout)
 
     return Workload(
         name="kv",

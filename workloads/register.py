@@ -10,9 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any, Mapping, Sequence
 
-from ukehi.client import UkehiClient
-
-from .base import Outcome, Workload, completion
+from .base import Outcome, Workload, completion, pinned_client
 from .checks import linearizable, stats
 from .generator import EachKeyOnce, Independent, mix
 
@@ -24,8 +22,8 @@ def key_name(key: Any) -> str:
 
 
 class RegisterClient:
-    def __init__(self, addresses: Sequence[str], timeout: float) -> None:
-        self.client = UkehiClient(list(addresses), timeout=timeout)
+    def __init__(self, addresses: Sequence[str], worker: int, timeout: float) -> None:
+        self.client = pinned_client(addresses, worker, timeout)
 
     async def invoke(self, op: Mapping[str, Any]) -> Outcome:
         key = key_name(op["key"])
@@ -62,7 +60,7 @@ def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any])
     independent = Independent(mix(_read, _write, _cas), group_size=group, ops_per_key=per_key)
 
     async def open_client(worker: int) -> RegisterClient:
-        return RegisterClient(addresses, timeout)
+        return RegisterClient(addresses, worker, timeout)
 
     return Workload(
         name="register",
