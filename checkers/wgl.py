@@ -33,6 +33,8 @@ CHECK_EVERY = 1024
 # Memo entries kept per partition before the memo is dropped and rebuilt; the memo
 # only prunes, so dropping it costs time, never correctness.
 DEFAULT_MAX_CACHE = 1_000_000
+# How far back among identical ops to look for one that must be linearized first.
+_LOOK_BACK = 32
 
 
 class StopFlag(Protocol):
@@ -139,6 +141,7 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     cid = [0] * n           # completed id, or -1 for a pending op
     read_only = [False] * n  # call entry of an op that never changes the state
     waits_for = [0] * n      # pending op: bit of the same-group pending op that must go first
+    waits_for_done = [-1] * n  # completed op: id of the same-group op that must go first
     last_in_group: dict[Any, int] = {}
     pbit = [0] * n          # pending op's bit
     call_entry_of = [0] * n_ops
@@ -172,6 +175,24 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                 next_cid += 1
         else:
             match[call_entry_of[pos]] = e
+    # Completed ops with the same input and output: if a was called before b and
+    # returned before b, some linearization (if any exists) puts a first (swap them
+    # in any that does not: a in b's earlier place meets fewer real-time constraints,
+    # b in a's later place no more than a did).  So b waits for the latest-called op
+    # of its group that also returned before it (looking back a bounded way).
+    members: dict[Any, list[int]] = {}
+    for e in range(n):
+        if not is_call[e] or match[e] < 0:
+            continue
+        try:
+            group_members = members.setdefault((inputs[e], outputs[e]), [])
+        except TypeError:
+            continue
+        for before in reversed(group_members[-_LOOK_BACK:]):
+            if match[before] < match[e]:
+                waits_for_done[e] = cid[before]
+                break
+        group_members.append(e)
 
     step = model.step
     hashable = model.equal is None
@@ -205,6 +226,10 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             return SearchOutcome(CheckResult.OK, steps=steps, cache_size=len(cache) + len(cache_eq))
         if is_call[entry]:
             if waits_for[entry] and not pending & waits_for[entry]:
+                entry = nxt[entry]
+                continue
+            w = waits_for_done[entry]
+            if w >= k and not (window >> (w - k)) & 1:
                 entry = nxt[entry]
                 continue
             legal, new_state = step(state, inputs[entry], outputs[entry])

@@ -221,3 +221,14 @@ def test_the_package_exports_the_porcupine_shaped_api():
     assert checkers.check_operations is check_operations
     with pytest.raises(AttributeError):
         checkers.no_such_thing  # noqa: B018
+
+
+def test_identical_ops_keep_their_freedom_when_one_interval_nests_in_the_other():
+    # a = write 1 over [0, 100] contains b = write 1 over [10, 20]; then write 2, then read 1:
+    # only a late a explains the read, so a must not be forced before b.
+    ops = [op(0, w(1), 0, None, 100), op(1, w(1), 10, None, 20), op(2, w(2), 30, None, 40),
+           op(3, r(), 50, 1, 60)]
+    assert check_operations(R, ops) is CheckResult.OK
+    # if a returned before b did, a may be taken first, and the read of 1 is then stale
+    ops[0] = op(0, w(1), 0, None, 15)
+    assert check_operations(R, ops) is CheckResult.ILLEGAL
