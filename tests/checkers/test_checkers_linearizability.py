@@ -229,6 +229,6 @@ def test_identical_ops_keep_their_freedom_when_one_interval_nests_in_the_other()
     ops = [op(0, w(1), 0, None, 100), op(1, w(1), 10, None, 20), op(2, w(2), 30, None, 40),
            op(3, r(), 50, 1, 60)]
     assert check_operations(R, ops) is CheckResult.OK
-    # if a returned before b did, a may be taken first, and the read of 1 is then stale
+    # once both writes of 1 end before write 2 begins, the read of 1 is stale
     ops[0] = op(0, w(1), 0, None, 15)
     assert check_operations(R, ops) is CheckResult.ILLEGAL
