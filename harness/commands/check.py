@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         html_out: Optional[Path] = typer.Option(None, "--html", help="Write the counterexample page here."),
         as_json: bool = typer.Option(False, "--json", help="Print the verdict as one JSON object."),
         independent: bool = typer.Option(False, "--independent", help="Values are Jepsen independent "
-                                         "[key value] pairs: check per key."),
+                                         "(key, value) pairs: check per key."),
     ) -> None:
         """Check a history for linearizability; exit 0 valid, 1 invalid, 2 unknown, 254 bad input."""
         result, summary = run_check(file, fmt, model, initial, time_limit, html_out,
