@@ -96,22 +96,30 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
-        file: Path = typer.Argument(..., help="History file: JSONL, Jepsen history.edn, Jepsen log, "
-                                              "Porcupine kv."),
+        # FILE and --time-limit are parsed here rather than by typer, so that bad values
+        # exit 254 with a message like every other bad input.
+        file: Optional[str] = typer.Argument(None, help="History file: JSONL, Jepsen history.edn, "
+                                                        "Jepsen log, Porcupine kv."),
         fmt: str = typer.Option("auto", "--format", help="auto|jsonl|edn|jepsen-log|porcupine-kv"),
         model: Optional[str] = typer.Option(None, "--model", help="register|cas-register|kv|porcupine-kv|"
                                             "fenced-register (default: from the format and ops)"),
         initial: Optional[str] = typer.Option(None, "--initial", help="Register's initial value "
                                               "(JSON, or nil; default nil)."),
-        time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit",
-                                         help="Seconds before the answer is 'unknown' (0: no limit)."),
+        time_limit: str = typer.Option(f"{DEFAULT_TIME_LIMIT:g}", "--time-limit",
+                                       help="Seconds before the answer is 'unknown' (0: no limit)."),
         html_out: Optional[Path] = typer.Option(None, "--html", help="Write the counterexample page here."),
         as_json: bool = typer.Option(False, "--json", help="Print the verdict as one JSON object."),
         independent: bool = typer.Option(False, "--independent", help="Values are Jepsen independent "
                                          "(key, value) pairs: check per key."),
     ) -> None:
         """Check a history for linearizability; exit 0 valid, 1 invalid, 2 unknown, 254 bad input."""
-        result, summary = run_check(file, fmt, model, initial, time_limit, html_out,
+        if file is None:
+            raise BadArgument("give the history file to check: ukehi-jepsen check FILE")
+        try:
+            seconds = float(time_limit)
+        except ValueError:
+            raise BadArgument(f"--time-limit must be a number of seconds, got {time_limit!r}") from None
+        result, summary = run_check(Path(file), fmt, model, initial, seconds, html_out,
                                     independent=independent)
         if as_json:
             typer.echo(json.dumps(result, default=repr))

@@ -108,6 +108,8 @@ def test_format_and_model_can_be_forced(cli):
     ([str(DATA / "register-ok.jsonl"), "--model", "set"], "unknown --model 'set'"),
     ([str(DATA / "register-ok.jsonl"), "--model", "register"], "has no operation 'cas'"),
     ([str(DATA / "register-ok.jsonl"), "--time-limit", "-1"], "--time-limit"),
+    ([str(DATA / "register-ok.jsonl"), "--time-limit", "soon"], "--time-limit must be a number"),
+    ([], "give the history file"),
 ])
 def test_bad_input_exits_254_with_a_reason(cli, args, message):
     code, _, err = cli(*args)
