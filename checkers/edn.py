@@ -44,6 +44,7 @@ class Symbol(str):
 _WS = re.compile(r"(?:[\s,]+|;[^\n]*)*")
 _NUMBER = re.compile(r"[+-]?\d+(?:(\.\d*)?([eE][+-]?\d+)?M|(\.\d*)([eE][+-]?\d+)?|([eE][+-]?\d+)|N)?")
 _TOKEN = re.compile(r"[^\s,;()\[\]{}\"]+")
+_CHAR = re.compile(r"\\(u[0-9a-fA-F]{4}|[a-z]+|.)", re.S)
 _STRING_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
 _NAMED_CHARS = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r", "backspace": "\b",
                 "formfeed": "\f"}
@@ -187,7 +188,7 @@ class _Reader:
                 raise self.fail(f"unknown escape \\{esc} in a string", j)
 
     def _read_char(self) -> str:
-        m = re.compile(r"\\(u[0-9a-fA-F]{4}|[a-z]+|.)", re.S).match(self.text, self.pos)
+        m = _CHAR.match(self.text, self.pos)
         if not m:
             raise self.fail("a character literal needs a character after '\\'")
         name = m.group(1)
