@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ukehi.client import UkehiClient
 
@@ -45,12 +45,25 @@ class UkehiDB:
     node_options: Mapping[str, Any] = field(default_factory=dict)
     use_fake_clock: bool = False
     python: str = sys.executable
+    #: the founding voters (default: every handle); the other handles start with --join
+    #: as spare nodes that a membership change may add later
+    founders: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.node_options) - set(NODE_OPTION_FLAGS))
         if unknown:
             raise ValueError(f"unknown node option(s) {', '.join(unknown)}; "
                              f"known: {', '.join(NODE_OPTION_FLAGS)}")
+        founders = list(self.nodes) if self.founders is None else list(self.founders)
+        strangers = sorted(set(founders) - set(self.nodes))
+        if not founders or strangers:
+            raise ValueError(f"founding voters {founders} must be a non-empty subset of the "
+                             f"cluster's nodes {list(self.nodes)}")
+        self.founders = founders
+        # Nodes that start as new, not-yet-added members: the spares, and any node whose
+        # data dir was wiped (a removed node coming back fresh). Never a founder again:
+        # a wiped founder would bootstrap a second, empty configuration.
+        self.joiners: set[str] = set(self.nodes) - set(founders)
 
     @property
     def nodes(self) -> dict[str, NodeHandle]:
@@ -61,15 +74,38 @@ class UkehiDB:
 
     def argv(self, name: str) -> list[str]:
         handle = self.nodes[name]
-        peers = ",".join(f"{n}={endpoint(h)}" for n, h in self.nodes.items())
+        assert self.founders is not None
+        # A founder's --peers is the initial configuration, the same on every founder. A
+        # joiner's --peers only gives addresses: it gets every node's, because it learns
+        # later members' addresses only by applying the log, and it must answer a leader
+        # that was not a founder before it can apply anything.
+        listed = self.nodes if name in self.joiners else self.founders
+        peers = ",".join(f"{n}={endpoint(self.nodes[n])}" for n in listed)
         argv = [self.python, "-m", "ukehi.cli", "node", "--id", name,
                 "--listen", endpoint(handle), "--peers", peers,
-                "--data-dir", str(Path(handle.workdir) / "data"),
+                "--data-dir", str(self.data_dir(name)),
                 "--read-mode", self.read_mode, "--corruption-policy", self.corruption_policy]
+        if name in self.joiners:
+            argv.append("--join")
         for key, value in {**DEFAULT_NODE_OPTIONS, **self.node_options}.items():
             if value is not None:
                 argv += [NODE_OPTION_FLAGS[key], str(value)]
         return argv
+
+    def data_dir(self, name: str) -> Path:
+        return Path(self.nodes[name].workdir) / "data"
+
+    def start_fresh(self, name: str) -> int:
+        """Stop the node, wipe its data dir and start it as a new node waiting to be added."""
+        handle = self.nodes[name]
+        if handle.process_state() == "T":
+            handle.resume()  # a stopped process cannot act on SIGTERM
+        handle.stop()
+        rc, _, err = handle.exec(["rm", "-rf", str(self.data_dir(name))])
+        if rc != 0:
+            raise DBError(f"could not wipe the data dir of {name} ({self.data_dir(name)}): {err.strip()}")
+        self.joiners.add(name)
+        return self.start(name)
 
     def log_path(self, name: str) -> Path:
         return Path(self.nodes[name].workdir) / "node.log"

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from checkers.history import HistoryWriter
+from nemeses import membership
 from nemeses.package import compose
 
 from .analysis import check_run
 from .backends.base import Cluster
-from .db import UkehiDB
+from .db import UkehiDB, endpoint
 from .interpreter import Clock, Counters, Interpreter
 from .progress import Progress
 from .registry import NEEDS_NETWORK_FAULTS, NEMESES, WORKLOADS
@@ -57,6 +58,15 @@ class RunContext:
 
     async def node_clock(self, name: str) -> float | None:
         return await self.db.node_clock(name)
+
+    def endpoint(self, name: str) -> str:
+        return endpoint(self.cluster.nodes[name])
+
+    async def statuses(self) -> dict[str, dict[str, Any] | None]:
+        return await self.db.statuses()
+
+    async def start_fresh(self, name: str) -> int:
+        return await asyncio.to_thread(self.db.start_fresh, name)
 
 
 def open_backend(spec: TestSpec, run: RunDir) -> Cluster:
@@ -151,8 +161,10 @@ def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
                 raise SpecError(f"--nemesis {','.join(needs_net)} needs network namespaces "
                                 f"(run as root with iproute2 and iptables); this run uses loopback: "
                                 f"{getattr(cluster, 'loopback_reason', '')}")
+            # With membership changes the last nodes are spares (started with --join).
+            founders = membership.founding_voters(spec.nodes) if "membership" in spec.nemeses else None
             db = UkehiDB(cluster, spec.read_mode, spec.corruption_policy, spec.node_options,
-                         use_fake_clock="clock" in spec.nemeses)
+                         use_fake_clock="clock" in spec.nemeses, founders=founders)
             try:
                 asyncio.run(_with_progress(_drive(spec, run, cluster, db, progress, counters), progress))
             except KeyboardInterrupt:

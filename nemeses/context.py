@@ -33,6 +33,10 @@ class NodeVerbs(Protocol):
     def clock_offset(self) -> float: ...
     def read_file(self, path: Any) -> bytes: ...
     def write_file(self, path: Any, data: bytes) -> None: ...
+    # The disk nemesis stops a node cleanly, lists its WAL and finds it under workdir.
+    workdir: Any
+    def stop(self, timeout: float = 5.0) -> int | None: ...
+    def exec(self, argv: Sequence[str], timeout: float = 10.0) -> tuple[int, str, str]: ...
 
 
 class FaultContext(Protocol):
@@ -49,3 +53,12 @@ class FaultContext(Protocol):
 
     async def node_clock(self, name: str) -> float | None:
         """The node's own clock reading (Unix seconds) from its status, or None if it does not answer."""
+
+    def endpoint(self, name: str) -> str:
+        """HOST:PORT where the node serves clients (and admin calls)."""
+
+    async def statuses(self) -> Mapping[str, Mapping[str, Any] | None]:
+        """Every node's status (ukehi.client ``status``), by node name; None if it does not answer."""
+
+    async def start_fresh(self, name: str) -> int:
+        """Stop the node, wipe its data dir and start it as a new node waiting to be added; the new pid."""

@@ -1,0 +1,178 @@
+"""Membership changes: add a node, remove a node (the leader too), transfer leadership.
+
+A run with this family has spare nodes: the founding voters are the first
+:func:`founding_voters` of the test's nodes, the others start with
+``ukehi node --join`` and wait to be added. Every op keeps a valid cluster
+shape: it never leaves fewer than :data:`MIN_VOTERS` voters, and a removed
+node comes back at once as a fresh spare (stopped, data dir wiped, started
+with ``--join``), so it can be added again later as a new node.
+
+Each op asks the cluster for its configuration before and after (``status``
+of the leader) and records both, with the admin call's honest outcome
+(ok / fail / unknown), so the history alone says how membership moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any, Mapping, Sequence
+
+from ukehi.client import UkehiClient
+
+from .context import FaultContext
+from .package import NemesisPackage, OpDict, Shading
+
+MIN_VOTERS = 3
+ADD, REMOVE, TRANSFER, SETTLE = "add-node", "remove-node", "transfer-leader", "settle-membership"
+FS = (ADD, REMOVE, TRANSFER, SETTLE)
+SHADING = Shading("membership", instant=(ADD, REMOVE, TRANSFER))
+#: seconds an admin call may take; adding waits for the new node to catch up
+ADMIN_TIMEOUT_S = 15.0
+#: seconds to wait for a leader and a configuration out of joint consensus
+SETTLE_TIMEOUT_S = 10.0
+
+
+def founding_voters(names: Sequence[str]) -> list[str]:
+    """The founders of a membership run: all of up to 3 nodes, else all but 2 (at least 3).
+
+    Five nodes give 3 voters and 2 spares; three nodes leave no spare, so only
+    leadership transfers are possible (removing one would leave 2 voters).
+    """
+    names = list(names)
+    if len(names) <= MIN_VOTERS:
+        return names
+    return names[:max(MIN_VOTERS, len(names) - 2)]
+
+
+def _config(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {"voters": sorted(status.get("voters") or status.get("members") or []),
+            "outgoing": sorted(status.get("outgoing") or []),
+            "learners": sorted(status.get("learners") or []),
+            "joint": bool(status.get("joint"))}
+
+
+async def cluster_view(ctx: FaultContext) -> dict[str, Any]:
+    """The leader's name, term and configuration as the leader reports them (leader None if none)."""
+    statuses = await ctx.statuses()
+    leaders = [(s.get("term", 0), n) for n, s in statuses.items() if s and s.get("role") == "leader"]
+    if not leaders:
+        return {"leader": None}
+    term, leader = max(leaders)  # after a partition two may claim it; the newest term is the real one
+    status = statuses[leader]
+    assert status is not None
+    return {"leader": leader, "term": term, **_config(status)}
+
+
+async def settled_view(ctx: FaultContext, timeout: float = SETTLE_TIMEOUT_S) -> dict[str, Any]:
+    """The cluster view once a voter leads outside joint consensus, or the last one seen.
+
+    A leader that has just removed itself still says "leader" until it steps down; its
+    view is not the settled one.
+    """
+    deadline = time.monotonic() + timeout
+    view: dict[str, Any] = {"leader": None}
+    while time.monotonic() < deadline:
+        view = await cluster_view(ctx)
+        if view["leader"] is not None and not view["joint"] and view["leader"] in view["voters"]:
+            return view
+        await asyncio.sleep(0.1)
+    return view
+
+
+def _outcome(result: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"outcome": result.outcome}
+    if result.error is not None:
+        out["error"] = result.error
+    if result.message:
+        out["message"] = result.message
+    return out
+
+
+def package(ctx: FaultContext, kinds: Sequence[str] = (ADD, REMOVE, TRANSFER),
+            min_voters: int = MIN_VOTERS) -> NemesisPackage:
+    """Membership ops, chosen at random from KINDS; infeasible ones are recorded as skipped."""
+    unknown = [k for k in kinds if k not in (ADD, REMOVE, TRANSFER)]
+    if unknown:
+        raise ValueError(f"unknown membership op {', '.join(unknown)}; choose {ADD}, {REMOVE} or {TRANSFER}")
+    if min_voters < 1:
+        raise ValueError(f"min_voters must be at least 1, got {min_voters}")
+
+    def generator(rng: random.Random) -> OpDict:
+        kind = rng.choice(list(kinds))
+        value: dict[str, Any] = {"seed": rng.getrandbits(32)}
+        if kind == REMOVE:
+            # The leader often enough that removing it is exercised, not just followers.
+            value["target"] = rng.choice(("leader", "follower"))
+        return {"f": kind, "value": value}
+
+    async def admin(call: str, *args: Any) -> Any:
+        addresses = [ctx.endpoint(n) for n in sorted(ctx.nodes)]
+        async with UkehiClient(addresses, timeout=ADMIN_TIMEOUT_S) as client:
+            return await getattr(client, call)(*args)
+
+    async def add(before: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        members = set(before["voters"]) | set(before["outgoing"])
+        # A learner left over from an add that could not promote is a candidate too:
+        # add_node finishes its promotion.
+        spares = sorted(n for n in ctx.nodes if n not in members and ctx.nodes[n].is_running())
+        if not spares:
+            return {"skipped": "no spare node is running; give the test more nodes than voters"}
+        node = rng.choice(spares)
+        result = await admin("add_node", node, ctx.endpoint(node))
+        return {"node": node, **_outcome(result)}
+
+    async def remove(before: dict[str, Any], rng: random.Random, target: str) -> dict[str, Any]:
+        voters = before["voters"]
+        if len(voters) <= min_voters:
+            return {"skipped": f"{len(voters)} voters; removing one would leave fewer than {min_voters}"}
+        followers = [v for v in voters if v != before["leader"]]
+        node = before["leader"] if target == "leader" or not followers else rng.choice(followers)
+        result = await admin("remove_node", node)
+        return {"node": node, **_outcome(result)}
+
+    async def transfer(before: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        followers = [v for v in before["voters"] if v != before["leader"]]
+        if not followers:
+            return {"skipped": "no other voter to hand leadership to"}
+        node = rng.choice(followers)
+        result = await admin("transfer_leader", node)
+        return {"node": node, **_outcome(result)}
+
+    async def invoke(op: OpDict) -> Any:
+        f = op["f"]
+        if f not in FS:
+            raise ValueError(f"membership nemesis cannot perform {f!r}")
+        before = await settled_view(ctx)
+        if f == SETTLE:
+            return {"members": before}
+        if before["leader"] is None:
+            return {"skipped": "no leader to ask", "before": before}
+        rng = random.Random(op["value"]["seed"])
+        if f == ADD:
+            done = await add(before, rng)
+        elif f == REMOVE:
+            done = await remove(before, rng, op["value"].get("target", "follower"))
+        else:
+            done = await transfer(before, rng)
+        if "skipped" in done:
+            return {**done, "before": before}
+        after = await settled_view(ctx)
+        if f == REMOVE and after["leader"] is not None and done["node"] not in after["voters"] \
+                and done["node"] not in after["outgoing"] and done["node"] not in after["learners"]:
+            # Out of the configuration for good: it comes back as a fresh spare (a removed
+            # node must never rejoin with its old log and old idea of the members).
+            done["restarted_fresh_pid"] = await ctx.start_fresh(done["node"])
+        return {**done, "before": before, "after": after}
+
+    return NemesisPackage(
+        name="membership",
+        generator=generator,
+        # Membership changes are not undone; the final op waits until the configuration
+        # has settled (a leader, no joint consensus) and records it.
+        final=lambda: [{"f": SETTLE}],
+        invoke=invoke,
+        shading=SHADING,
+        fs=frozenset(FS),
+    )
