@@ -244,6 +244,15 @@ def read_one(text: str) -> Any:
     return forms[0]
 
 
+def read_prefix(text: str) -> tuple[Any, str]:
+    """The first form of ``text`` and the text after it (e.g. a log line's trailing error)."""
+    reader = _Reader(text)
+    if reader.at_end():
+        raise EdnError(1, "expected an EDN form, found none")
+    value = reader._read_discarding()
+    return value, text[reader.pos:]
+
+
 def iter_forms(text: str, *, unwrap_vector: bool = False) -> Iterator[tuple[Any, int]]:
     """Yield ``(form, line)`` for each top-level form.
 

@@ -99,20 +99,35 @@ def read_porcupine_kv(text: str) -> list[Op]:
 
 _LOG_LINE = re.compile(r"^\s*INFO\s+jepsen\.util\s+-\s+(\S+)\s+:(\S+)\s+:(\S+)(?:\s+(.*?))?\s*$")
 _LOG_HINT = re.compile(r"jepsen\.util\s+-\s+\d")
+_BARE_LINE = re.compile(r"^\s*(\d+|:nemesis)\t+:(\S+)\t+:(\S+)(?:\t+(.*?))?\s*$")
 _LOG_PREFIX = re.compile(r"^(?:\S+\s+\S+\s+)?(?:\{\S*\}\s+)?(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+jepsen\.")
 
 
-def read_jepsen_log(text: str) -> list[Op]:
-    """Jepsen log lines (Porcupine's etcd data); lines not from ``jepsen.util`` are skipped."""
+def parse_jepsen_log(text: str) -> tuple[list[Op], bool]:
+    """Ops of a Jepsen log, and whether its lines carry the ``INFO jepsen.util -`` prefix.
+
+    Two line shapes: the log's own ``INFO  jepsen.util - <process> :<type> :<f> <value>``
+    (Porcupine's etcd data; other log lines are skipped), and the bare tab-separated
+    ``<process>\t:<type>\t:<f>\t<value>[\t<error>]`` of Knossos' test data.
+    """
     ops: list[Op] = []
+    prefixed = bare = False
     for number, line in enumerate(text.splitlines(), start=1):
         m = _LOG_LINE.match(line)
-        if not m:
-            if _LOG_HINT.search(line):
+        if m:
+            prefixed = True
+        else:
+            m = _BARE_LINE.match(line)
+            if m:
+                bare = True
+            elif _LOG_HINT.search(line):
                 raise HistoryError(number, "a jepsen.util op line must read "
                                            "'INFO jepsen.util - <process> :<type> :<f> <value>'")
-            continue
-        process_text, type_, f, value_text = m.groups()
+            elif line.strip() and bare and not prefixed:
+                raise HistoryError(number, "expected '<process> :<type> :<f> <value>' separated by tabs")
+            else:
+                continue
+        process_text, type_, f, rest = m.groups()
         if type_ not in OP_TYPES:
             raise HistoryError(number, f"type must be :invoke, :ok, :fail or :info, got :{type_}")
         if process_text == ":nemesis":
@@ -123,17 +138,27 @@ def read_jepsen_log(text: str) -> list[Op]:
             except ValueError:
                 raise HistoryError(number, f"process must be an integer or :nemesis, "
                                            f"got {process_text!r}") from None
-        try:
-            value = _value(edn.read_one(value_text)) if value_text else None
-        except edn.EdnError as err:
-            raise HistoryError(number, f"cannot read the value {value_text!r}: {err}") from None
+        value: Any = None
+        error: Any = None
+        if rest and rest.strip():
+            try:
+                first, after = edn.read_prefix(rest)
+            except edn.EdnError as err:
+                raise HistoryError(number, f"cannot read the value {rest!r}: {err}") from None
+            value = _value(first)
+            error = after.strip() or None
         # index = line - 1, so "op index N" in a report is line N + 1 of the log
         ops.append(Op(index=number - 1, time=len(ops), process=process, type=type_,  # type: ignore[arg-type]
-                      f=f, value=value))
+                      f=f, value=value, error=error))
     if not ops:
         raise HistoryError(1, "no 'INFO jepsen.util - <process> :<type> :<f> <value>' lines found; "
                               "is this a Jepsen log? pass --format to choose another format")
-    return ops
+    return ops, prefixed
+
+
+def read_jepsen_log(text: str) -> list[Op]:
+    """Jepsen log lines (see :func:`parse_jepsen_log`)."""
+    return parse_jepsen_log(text)[0]
 
 
 def detect_format(text: str, filename: str = "") -> str:
@@ -142,7 +167,7 @@ def detect_format(text: str, filename: str = "") -> str:
         s = line.strip()
         if not s or s.startswith(";"):
             continue
-        if "jepsen.util" in s or _LOG_PREFIX.match(s):
+        if "jepsen.util" in s or _LOG_PREFIX.match(s) or _BARE_LINE.match(line):
             return "jepsen-log"
         if s.startswith('{"'):
             return "jsonl"
@@ -198,7 +223,10 @@ def read_history_text(text: str, fmt: str = "auto", filename: str = "") -> Loade
     if fmt == "edn":
         return LoadedHistory(read_edn(text), fmt, KNOSSOS)
     if fmt == "jepsen-log":
-        return LoadedHistory(read_jepsen_log(text), fmt, PORCUPINE_ETCD)
+        # Porcupine's logs (with the INFO prefix) mean ":fail :cas" = returned false;
+        # Knossos' bare tab-separated files are read as Knossos reads them.
+        ops, prefixed = parse_jepsen_log(text)
+        return LoadedHistory(ops, fmt, PORCUPINE_ETCD if prefixed else KNOSSOS)
     if fmt == "porcupine-kv":
         return LoadedHistory(read_porcupine_kv(text), fmt, PROJECT)
     raise ValueError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")

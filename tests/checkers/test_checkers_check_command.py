@@ -40,7 +40,7 @@ def cli(monkeypatch, capsys):
     ("register-ok.jsonl", 0), ("register-stale-read.jsonl", 1),
     ("history-ok.edn", 0), ("history-bad.edn", 1), ("read-initial-zero.edn", 1),
     ("etcd-ok.log", 0), ("etcd-bad-cas.log", 1), ("etcd-bad-nil.log", 1),
-    ("kv-ok.txt", 0), ("kv-bad.txt", 1),
+    ("kv-ok.txt", 0), ("kv-bad.txt", 1), ("knossos-bare.log", 1),
     ("fencing-ok.jsonl", 0), ("fencing-stale.jsonl", 1),
 ])
 def test_verdicts_and_exit_codes(cli, name, code):
@@ -57,6 +57,7 @@ def test_invalid_explains_key_op_and_state(cli):
 
 
 def test_initial_value(cli):
+    assert cli(str(DATA / "knossos-bare.log"), "--initial", "0")[0] == 0
     assert cli(str(DATA / "read-initial-zero.edn"), "--initial", "0")[0] == 0
     assert cli(str(DATA / "read-initial-zero.edn"), "--initial", "nil")[0] == 1
 

@@ -97,3 +97,20 @@ def test_a_log_without_op_lines_is_an_error():
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown format"):
         read_history_text("", "yaml")
+
+
+def test_knossos_bare_tab_separated_lines():
+    loaded = read_history(str(DATA / "knossos-bare.log"))
+    assert loaded.format == "jepsen-log" and loaded.conventions == KNOSSOS
+    nemesis = [op for op in loaded.ops if not op.is_client]
+    assert nemesis[0].value == "Cut off {:n4 #{:n3}}"
+    info = [op for op in loaded.ops if op.type == "info" and op.is_client]
+    assert info[0].value == (0, 3) and info[0].error == "indeterminate:"
+    assert [op.error for op in loaded.ops if op.type == "fail"] == ["timeout"]
+    ops = to_operations(loaded.ops, "cas-register", loaded.conventions)
+    assert ops[-1].output is UNKNOWN  # a nil read is a read of unknown value here
+
+
+def test_a_bad_bare_line_is_named():
+    with pytest.raises(HistoryError, match="line 2: expected '<process> :<type> :<f> <value>'"):
+        read_history_text("0\t:invoke\t:read\tnil\n0 ok read 1\n", "jepsen-log")
