@@ -103,6 +103,22 @@ _BARE_LINE = re.compile(r"^\s*(\d+|:nemesis)\t+:(\S+)\t+:(\S+)(?:\t+(.*?))?\s*$"
 _LOG_PREFIX = re.compile(r"^(?:\S+\s+\S+\s+)?(?:\{\S*\}\s+)?(?:TRACE|DEBUG|INFO|WARN|ERROR)\s+jepsen\.")
 
 
+def _error_text(text: str) -> Any:
+    """A log line's trailing error: one EDN form as a plain value (``:timeout`` ->
+    ``"timeout"``), anything else as the stripped text."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        forms = edn.read_all(text)
+    except edn.EdnError:
+        return text
+    if len(forms) != 1:
+        return text
+    form = _value(forms[0])
+    return str.__str__(form) if isinstance(form, edn.Symbol) else form
+
+
 def parse_jepsen_log(text: str) -> tuple[list[Op], bool]:
     """Ops of a Jepsen log, and whether its lines carry the ``INFO jepsen.util -`` prefix.
 
@@ -146,7 +162,7 @@ def parse_jepsen_log(text: str) -> tuple[list[Op], bool]:
             except edn.EdnError as err:
                 raise HistoryError(number, f"cannot read the value {rest!r}: {err}") from None
             value = _value(first)
-            error = after.strip() or None
+            error = _error_text(after)
         # index = line - 1, so "op index N" in a report is line N + 1 of the log
         ops.append(Op(index=number - 1, time=len(ops), process=process, type=type_,  # type: ignore[arg-type]
                       f=f, value=value, error=error))
