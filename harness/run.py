@@ -74,6 +74,18 @@ def open_backend(spec: TestSpec, run: RunDir) -> Cluster:
         from .backends.local import LocalCluster
 
         return LocalCluster(list(spec.nodes), results_dir=run.path, faketime="clock" in spec.nemeses)
+    if spec.backend == "ssh":
+        from .backends.base import BackendError
+        from .backends.ssh import SSHCluster
+        from .backends.ssh_connection import SSHOptions
+
+        try:
+            options = SSHOptions(user=spec.ssh_user, key=spec.ssh_key, port=spec.ssh_port,
+                                 host_key_policy=spec.ssh_host_key_policy, known_hosts=spec.ssh_known_hosts)
+            return SSHCluster(list(spec.nodes), options, results_dir=run.path,
+                              faketime="clock" in spec.nemeses, node_port=spec.ssh_node_port)
+        except BackendError as err:
+            raise SpecError(str(err)) from None
     raise SpecError(f"--backend {spec.backend}: not available yet in this version; use --backend local")
 
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 BACKENDS = ("local", "docker", "ssh")
 READ_MODES = ("readindex", "lease")
 CORRUPTION_POLICIES = ("truncate-to-last-good", "refuse-start", "alert-and-continue")
+SSH_HOST_KEY_POLICIES = ("strict", "accept-new", "ignore")
 
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CONCURRENCY = re.compile(r"^(\d+)(n?)$")
@@ -65,6 +66,13 @@ class TestSpec:
     final_time_limit: float = 15.0
     node_options: Mapping[str, Any] = field(default_factory=dict)
     workload_options: Mapping[str, Any] = field(default_factory=dict)
+    # --backend ssh: how to reach the hosts (the node names are the hosts' names or addresses)
+    ssh_user: str | None = None  # None: the local user name, as ssh does
+    ssh_key: str | None = None  # None: ssh-agent and ~/.ssh/id_*
+    ssh_port: int = 22
+    ssh_host_key_policy: str = "strict"
+    ssh_known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    ssh_node_port: int = 7000  # the port every node listens on, on its host
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -93,6 +101,12 @@ class TestSpec:
                             f"{', '.join(CORRUPTION_POLICIES)}")
         if self.seed < 0:
             raise SpecError(f"--seed {self.seed}: give a non-negative integer")
+        if self.ssh_host_key_policy not in SSH_HOST_KEY_POLICIES:
+            raise SpecError(f"--ssh-host-key-policy {self.ssh_host_key_policy!r}: choose one of "
+                            f"{', '.join(SSH_HOST_KEY_POLICIES)} (strict is the safe default)")
+        for flag, port in (("--ssh-port", self.ssh_port), ("--ssh-node-port", self.ssh_node_port)):
+            if not 1 <= port <= 65535:
+                raise SpecError(f"{flag} {port}: give a TCP port between 1 and 65535")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

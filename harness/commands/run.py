@@ -38,7 +38,8 @@ def print_summary(verdict: dict[str, Any], run_path: str) -> None:
 def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: Optional[str],
                node_count: Optional[int], concurrency: str, rate: float, time_limit: float,
                seed: int, backend: str, read_mode: str, corruption_policy: str, results_dir: str,
-               leave_running: bool, name: Optional[str], node_option: list[str]) -> TestSpec:
+               leave_running: bool, name: Optional[str], node_option: list[str],
+               ssh: Optional[dict[str, Any]] = None) -> TestSpec:
     if workload not in WORKLOADS:
         raise SpecError(f"--workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
     if nodes and node_count is not None:
@@ -67,7 +68,7 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
         nemesis_interval=nemesis_interval, concurrency=parse_concurrency(concurrency, len(names)),
         rate=rate, time_limit=time_limit, seed=seed, read_mode=read_mode,
         corruption_policy=corruption_policy, results_dir=results_dir, leave_running=leave_running,
-        node_options=options)
+        node_options=options, **(ssh or {}))
 
 
 def register(app: typer.Typer) -> None:
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
         time_limit: float = typer.Option(20.0, help="seconds of the main phase"),
         seed: int = typer.Option(0, help="seed for ops and faults (timing is the system's)"),
         test_count: int = typer.Option(1, help="run the test this many times (seeds seed, seed+1, ...)"),
-        backend: str = typer.Option("local", help="local (docker and ssh come later)"),
+        backend: str = typer.Option("local", help="local, docker or ssh (with ssh, --nodes are the hosts)"),
         read_mode: str = typer.Option("readindex", help="readindex (linearizable) or lease"),
         corruption_policy: str = typer.Option("truncate-to-last-good",
                                               help="truncate-to-last-good, refuse-start or alert-and-continue"),
@@ -91,19 +92,29 @@ def register(app: typer.Typer) -> None:
         leave_running: bool = typer.Option(False, help="leave the nodes up after the test"),
         name: Optional[str] = typer.Option(None, help="test name (default: workload-nemeses)"),
         node_option: list[str] = typer.Option([], help="KEY=VALUE passed to every node, e.g. heartbeat=50"),
+        ssh_user: Optional[str] = typer.Option(None, help="--backend ssh: user on the hosts (default: yours)"),
+        ssh_key: Optional[str] = typer.Option(None, help="--backend ssh: private key file (default: agent, ~/.ssh/id_*)"),
+        ssh_port: int = typer.Option(22, help="--backend ssh: sshd port of the hosts"),
+        ssh_host_key_policy: str = typer.Option(
+            "strict", help="--backend ssh: strict (known hosts only), accept-new (trust on first use) or ignore"),
+        ssh_known_hosts: Optional[str] = typer.Option(None, help="--backend ssh: known_hosts file "
+                                                      "(default ~/.ssh/known_hosts)"),
+        ssh_node_port: int = typer.Option(7000, help="--backend ssh: port the node listens on, on each host"),
     ) -> None:
         """Start a cluster, run a workload under faults, check the history, write plots."""
         from ..run import run_test
 
         if test_count < 1:
             raise BadArgument(f"--test-count {test_count}: give 1 or more")
+        ssh = dict(ssh_user=ssh_user, ssh_key=ssh_key, ssh_port=ssh_port, ssh_host_key_policy=ssh_host_key_policy,
+                   ssh_known_hosts=ssh_known_hosts, ssh_node_port=ssh_node_port)
         try:
             specs = [build_spec(workload=workload, nemesis=nemesis, nemesis_interval=nemesis_interval,
                                 nodes=nodes, node_count=node_count, concurrency=concurrency, rate=rate,
                                 time_limit=time_limit, seed=seed + i, backend=backend,
                                 read_mode=read_mode, corruption_policy=corruption_policy,
                                 results_dir=results_dir, leave_running=leave_running, name=name,
-                                node_option=node_option)
+                                node_option=node_option, ssh=ssh)
                      for i in range(test_count)]
         except (SpecError, StoreError) as err:
             raise BadArgument(str(err)) from None
@@ -114,6 +125,12 @@ def register(app: typer.Typer) -> None:
                 outcome = run_test(spec)
             except (SpecError, StoreError) as err:
                 raise BadArgument(str(err)) from None
+            except Exception as err:
+                from ..backends.ssh_connection import SSHError
+
+                if isinstance(err, SSHError):  # a host we cannot reach or trust: say why, no traceback
+                    raise BadArgument(str(err)) from None
+                raise
             print_summary(outcome.verdict, str(outcome.run.path))
             if outcome.interrupted:
                 print("interrupted: partial history kept; check it again with `ukehi-jepsen analyze`",
