@@ -81,7 +81,10 @@ class UkehiDB:
         # that was not a founder before it can apply anything.
         listed = self.nodes if name in self.joiners else self.founders
         peers = ",".join(f"{n}={endpoint(self.nodes[n])}" for n in listed)
-        argv = [self.python, "-m", "ukehi.cli", "node", "--id", name,
+        # A backend whose nodes run elsewhere (a container, a remote host) names the
+        # interpreter there as its handle's ``python``; otherwise it is this one.
+        python = getattr(handle, "python", None) or self.python
+        argv = [python, "-m", "ukehi.cli", "node", "--id", name,
                 "--listen", endpoint(handle), "--peers", peers,
                 "--data-dir", str(self.data_dir(name)),
                 "--read-mode", self.read_mode, "--corruption-policy", self.corruption_policy]

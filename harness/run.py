@@ -86,6 +86,17 @@ def open_backend(spec: TestSpec, run: RunDir) -> Cluster:
                               faketime="clock" in spec.nemeses, node_port=spec.ssh_node_port)
         except BackendError as err:
             raise SpecError(str(err)) from None
+    if spec.backend == "docker":
+        from .backends.base import BackendError
+        from .backends.docker import DockerCluster
+
+        try:
+            # Engine and image are checked here, so a missing one is a clear usage error (254)
+            # that says how to fix it, not a crash in the middle of opening the cluster.
+            return DockerCluster(list(spec.nodes), results_dir=run.path,
+                                 faketime="clock" in spec.nemeses).preflight()
+        except BackendError as err:
+            raise SpecError(str(err)) from None
     raise SpecError(f"--backend {spec.backend}: not available yet in this version; use --backend local")
 
 
