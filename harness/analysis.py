@@ -10,12 +10,23 @@ import time
 from typing import Any
 
 from checkers.history import load_jsonl
+from checkers.policy import policy_checker
 from checkers.results import merge_valid
 
 from .registry import SHADING, WORKLOADS
 from .report import render_all
 from .spec import TestSpec
 from .store import RunDir
+
+
+def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
+    """Checkers a run needs because of its faults, not its workload: after WAL damage, whether
+    each damaged node kept its CorruptionPolicy's promise (read from the node logs)."""
+    if not any(n == "disk" or n.startswith("disk-") for n in spec.nemeses):
+        return {}
+    logs = {n: run.path / "nodes" / n / "node.log" for n in spec.nodes}
+    return {"corruption-policy": policy_checker(logs, spec.corruption_policy)}
+
 
 def check_run(run: RunDir, *, time_limit: float | None = None) -> dict[str, Any]:
     spec = TestSpec.from_dict(run.read_json("test.json"))
@@ -25,7 +36,7 @@ def check_run(run: RunDir, *, time_limit: float | None = None) -> dict[str, Any]
     options = {"time_limit": time_limit if time_limit is not None else 120.0,
                "run_dir": str(run.path)}
     results: dict[str, Any] = {}
-    for name, check in workload.checkers.items():
+    for name, check in {**workload.checkers, **_fault_checkers(spec, run)}.items():
         started = time.monotonic()
         try:
             result = check(history, options)

@@ -25,6 +25,7 @@ EXIT_CRASHED = 255
 _COMMAND_MODULES: list[str] = [
     "harness.commands.run",
     "harness.commands.check",
+    "harness.commands.matrix",
 ]
 
 
