@@ -25,6 +25,8 @@ EXIT_CRASHED = 255
 _COMMAND_MODULES: list[str] = [
     "harness.commands.run",
     "harness.commands.check",
+    "harness.commands.image",
+    "harness.commands.cluster",
     "harness.commands.matrix",
 ]
 
