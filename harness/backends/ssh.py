@@ -271,12 +271,17 @@ class SSHNode(NodeHandle):
         wd = shlex.quote(str(self.workdir))
         kill = f"{self.sudo if privileged else ''}kill"
         steps = int(wait_s * 10)
+        # SIGKILL goes to the process group the supervisor made; SIGTERM only to the process
+        # itself, so that it shuts down in its own way.
+        target = "-s KILL -- -$pid" if sig == "KILL" else f"-{sig} $pid"
         script = (
             f"cd {wd} || exit 0; [ -e {name}.pid ] || {{ echo none; exit 0; }}; pid=$(cat {name}.pid); "
             f"waitexit() {{ i=0; while [ ! -e {name}.exit ] && [ $i -lt $1 ]; do sleep 0.1; i=$((i+1)); done; }}; "
-            f"[ -e {name}.exit ] || {kill} -{sig} $pid 2>/dev/null; waitexit {steps}; "
-            + (f"[ -e {name}.exit ] || {{ {kill} -CONT $pid 2>/dev/null; {kill} -KILL $pid 2>/dev/null; "
+            f"[ -e {name}.exit ] || {kill} {target} 2>/dev/null; waitexit {steps}; "
+            + (f"[ -e {name}.exit ] || {{ {kill} -CONT $pid 2>/dev/null; {kill} -s KILL -- -$pid 2>/dev/null; "
                f"waitexit 100; }}; " if escalate else "")
+            # whatever the process left behind in its group (its children) goes with it
+            + f"[ -e {name}.exit ] && {kill} -s KILL -- -$pid 2>/dev/null; "
             + f"if [ -e {name}.exit ]; then cat {name}.exit; else echo running; fi")
         out = self._c().check(script, timeout=wait_s + 20, what=f"stopping {name}").strip()
         if out == "none":
@@ -575,16 +580,17 @@ class SSHCluster(Cluster):
             raise BackendError("this cluster was closed; create a new SSHCluster for a new run")
         for host in self.hosts:
             self.nodes[host] = SSHNode(self, host, resolve_ipv4(host), self._node_workdir(host))
+        if self.wheel is not None and not self.wheel.is_file():
+            raise BackendError(f"wheel {self.wheel} does not exist; build one with `python3 -m pip wheel "
+                               "--no-deps -w dist .` or leave it out to have it built")
+        # Connect first: an unknown host key or a refused login is reported before the wheel build.
+        self._for_each(SSHNode.connect)
         wheel = self.wheel
         if wheel is None:
             self._wheel_dir = tempfile.TemporaryDirectory(prefix="ukj-wheel-")
             wheel = build_wheel(Path(self._wheel_dir.name))
-        elif not wheel.is_file():
-            raise BackendError(f"wheel {wheel} does not exist; build one with `python3 -m pip wheel --no-deps "
-                               "-w dist .` or leave it out to have it built")
 
         def prepare(node: SSHNode) -> None:
-            node.connect()
             node.probe()
             node.install(wheel)
             node.install_chains()

@@ -209,7 +209,12 @@ class SSHConnection:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            return self._collect(chan, timeout + _LOCAL_GRACE_S, command)
+            started = time.monotonic()
+            rc, out, err = self._collect(chan, timeout + _LOCAL_GRACE_S, command)
+            if rc in (-1, 128 + 9) and time.monotonic() - started >= timeout:
+                # The remote `timeout` had to SIGKILL it (sshd then reports a signal, not 124).
+                rc, err = TIMEOUT_EXIT, err + f"\ntimed out after {timeout:g} s on {self.host}: {command}\n".encode()
+            return rc, out, err
         except (paramiko.SSHException, OSError) as err:
             raise SSHError(f"command on {self.where} failed to run: {command}: {err}") from None
         finally:

@@ -49,6 +49,8 @@ def supervise(spec: dict) -> int:
     pid = os.fork()
     if pid == 0:  # the supervised process
         try:
+            # Its own process group (pgid = its pid): a kill of the group also ends anything it spawned.
+            os.setpgid(0, 0)
             os.chdir(cwd)
             os.dup2(null_fd, 0)
             os.dup2(log_fd, 1)
