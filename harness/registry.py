@@ -23,6 +23,8 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     "clock": clock.package,
     "packet": packet.package,
     "membership": membership.package,
+    # the lease-read hazard: the leader's clock runs slow while it is cut off from its peers
+    "slow-leader": clock.slow_leader_package,
 }
 
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
@@ -33,10 +35,18 @@ SHADING: dict[str, Shading] = {
     "clock": clock.SHADING,
     "packet": packet.SHADING,
     "membership": membership.SHADING,
+    "slow-leader": clock.SLOW_LEADER_SHADING,
 }
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
-NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet"})
+NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader"})
+# Faults that move a node's clock: its processes must run under libfaketime.
+NEEDS_FAKE_CLOCK = frozenset({"clock", "slow-leader"})
+
+
+def needs_fake_clock(nemeses: Sequence[str]) -> bool:
+    """Whether a run with these nemeses must start its nodes under libfaketime."""
+    return any(name in NEEDS_FAKE_CLOCK for name in nemeses)
 
 
 def parse_nemeses(text: str) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from .backends.base import Cluster
 from .db import UkehiDB, endpoint
 from .interpreter import Clock, Counters, Interpreter
 from .progress import Progress
-from .registry import NEEDS_NETWORK_FAULTS, NEMESES, WORKLOADS
+from .registry import NEEDS_NETWORK_FAULTS, NEMESES, WORKLOADS, needs_fake_clock
 from .spec import SpecError, TestSpec
 from .store import RunDir, new_run
 
@@ -73,7 +73,8 @@ def open_backend(spec: TestSpec, run: RunDir) -> Cluster:
     if spec.backend == "local":
         from .backends.local import LocalCluster
 
-        return LocalCluster(list(spec.nodes), results_dir=run.path, faketime="clock" in spec.nemeses)
+        return LocalCluster(list(spec.nodes), results_dir=run.path,
+                            faketime=needs_fake_clock(spec.nemeses))
     if spec.backend == "ssh":
         from .backends.base import BackendError
         from .backends.ssh import SSHCluster
@@ -83,7 +84,7 @@ def open_backend(spec: TestSpec, run: RunDir) -> Cluster:
             options = SSHOptions(user=spec.ssh_user, key=spec.ssh_key, port=spec.ssh_port,
                                  host_key_policy=spec.ssh_host_key_policy, known_hosts=spec.ssh_known_hosts)
             return SSHCluster(list(spec.nodes), options, results_dir=run.path,
-                              faketime="clock" in spec.nemeses, node_port=spec.ssh_node_port)
+                              faketime=needs_fake_clock(spec.nemeses), node_port=spec.ssh_node_port)
         except BackendError as err:
             raise SpecError(str(err)) from None
     if spec.backend == "docker":
@@ -94,7 +95,7 @@ def open_backend(spec: TestSpec, run: RunDir) -> Cluster:
             # Engine and image are checked here, so a missing one is a clear usage error (254)
             # that says how to fix it, not a crash in the middle of opening the cluster.
             return DockerCluster(list(spec.nodes), results_dir=run.path,
-                                 faketime="clock" in spec.nemeses).preflight()
+                                 faketime=needs_fake_clock(spec.nemeses)).preflight()
         except BackendError as err:
             raise SpecError(str(err)) from None
     raise SpecError(f"--backend {spec.backend}: not available yet in this version; use --backend local")
@@ -187,7 +188,7 @@ def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
             # With membership changes the last nodes are spares (started with --join).
             founders = membership.founding_voters(spec.nodes) if "membership" in spec.nemeses else None
             db = UkehiDB(cluster, spec.read_mode, spec.corruption_policy, spec.node_options,
-                         use_fake_clock="clock" in spec.nemeses, founders=founders)
+                         use_fake_clock=needs_fake_clock(spec.nemeses), founders=founders)
             try:
                 asyncio.run(_with_progress(_drive(spec, run, cluster, db, progress, counters), progress))
             except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import time
 from typing import Any, Sequence
 
 from .context import FaultContext
-from .package import NemesisPackage, OpDict, Shading
+from .package import NemesisPackage, OpDict, Shading, alternate
 from .targets import resolve
 
 BUMPS_S = (0.005, 0.05, 0.25, 1.0, 5.0, 30.0, 120.0)
@@ -102,4 +102,63 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
         invoke=invoke,
         shading=SHADING,
         fs=frozenset(FS),
+    )
+
+
+ISOLATE_SLOW_LEADER, HEAL_SLOW_LEADER = "isolate-slow-leader", "heal-slow-leader"
+SLOW_LEADER_SHADING = Shading("slow-leader", start=(ISOLATE_SLOW_LEADER,), stop=(HEAL_SLOW_LEADER,))
+#: how much slower than real time the isolated leader's clock runs
+SLOW_LEADER_RATE = 0.05
+
+
+def slow_leader_package(ctx: FaultContext, rate: float = SLOW_LEADER_RATE) -> NemesisPackage:
+    """The lease-read hazard: the leader's clock runs slow while it is cut off from its peers.
+
+    A lease is counted in ticks of the leader's own clock (libfaketime slows its monotonic
+    clock too). Slowed by RATE, the leader believes its lease for 1/RATE times as long in
+    real time, while the others, on true clocks, time out, elect a new leader and commit
+    writes: in lease read mode the old leader keeps answering reads from its stale state.
+    In ReadIndex mode the same fault only makes its reads wait (no quorum to confirm them).
+    The isolation is symmetric, with drops in the kernel as in the partition family.
+    """
+    if not 0 < rate:
+        raise ValueError(f"slow-leader clock rate must be positive, got {rate}")
+    skewed: set[str] = set()
+
+    def start(rng: random.Random) -> OpDict:
+        return {"f": ISOLATE_SLOW_LEADER, "value": {"rate": rate}}
+
+    async def invoke(op: OpDict) -> Any:
+        names = sorted(ctx.nodes)
+        if op["f"] == HEAL_SLOW_LEADER:
+            await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].heal_network) for n in names))
+            reset = sorted(skewed)
+            await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].reset_clock) for n in reset))
+            skewed.clear()
+            return {"healed": names, "clocks_reset": reset}
+        if op["f"] != ISOLATE_SLOW_LEADER:
+            raise ValueError(f"slow-leader nemesis cannot perform {op['f']!r}")
+        leader = await ctx.leader()
+        if leader not in ctx.nodes:
+            return {"skipped": "no leader to isolate"}
+        node = ctx.nodes[leader]
+        # Clock first: the lease is then already stretched when the last heartbeat is acked.
+        await asyncio.to_thread(node.set_clock, node.clock_offset(), op["value"]["rate"])
+        skewed.add(leader)
+        others = [n for n in names if n != leader]
+        grudge = {leader: others, **{n: [leader] for n in others}}
+        await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].drop_from,
+                                                 [ctx.nodes[p].address for p in peers], "in")
+                               for n, peers in grudge.items()))
+        reading = await ctx.node_clock(leader)
+        return {"leader": leader, "rate": op["value"]["rate"], "grudge": grudge,
+                "measured": {leader: reading - time.time()} if reading is not None else {}}
+
+    return NemesisPackage(
+        name="slow-leader",
+        generator=alternate(start, {"f": HEAL_SLOW_LEADER}),
+        final=lambda: [{"f": HEAL_SLOW_LEADER}],
+        invoke=invoke,
+        shading=SLOW_LEADER_SHADING,
+        fs=frozenset({ISOLATE_SLOW_LEADER, HEAL_SLOW_LEADER}),
     )

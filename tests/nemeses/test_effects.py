@@ -264,3 +264,26 @@ def test_packet_delay_raises_round_trip_time(h: Harness) -> None:
     assert base < 60.0, f"unshaped RTT is already {base:.1f} ms"
     assert delay * 0.6 <= delayed - base <= delay * 3, (delay, delayed, base, h.cluster.shaper)
     h.settled_leader()
+
+
+def test_slow_leader_isolates_the_leader_and_slows_its_clock(h: Harness) -> None:
+    leader = h.settled_leader()
+    pkg = clock.slow_leader_package(h.ctx, rate=0.1)
+    try:
+        value = h.invoke(pkg, pkg.generator(random.Random(0)))
+        assert value["leader"] == leader
+        first, t1 = run(h.db.node_clock(leader)), time.time()
+        others = sorted(set(h.cluster.nodes) - {leader})
+        assert not can_connect(h.node(leader), h.node(others[0]))
+        assert not can_connect(h.node(others[1]), h.node(leader))
+        assert can_connect(h.node(others[0]), h.node(others[1]))
+        second, t2 = run(h.db.node_clock(leader)), time.time()
+        assert first is not None and second is not None
+        assert (second - first) / (t2 - t1) == pytest.approx(0.1, abs=0.08)
+        wait_until("a new leader among the others", lambda: leader_among(h.db, set(others)))
+        healed = h.invoke(pkg, pkg.generator(random.Random(0)))
+        assert healed["clocks_reset"] == [leader]
+    finally:
+        h.heal(pkg)
+    assert abs(clock_error(h, leader)) < 0.5 and can_connect(h.node(leader), h.node(others[0]))
+    h.settled_leader()
