@@ -120,8 +120,14 @@ def package(ctx: FaultContext, kinds: Sequence[str] = (ADD, REMOVE, TRANSFER),
         if not spares:
             return {"skipped": "no spare node is running; give the test more nodes than voters"}
         node = rng.choice(spares)
+        done: dict[str, Any] = {"node": node}
+        status = (await ctx.statuses()).get(node) or {}
+        if node not in before["learners"] and (status.get("voters") or status.get("last_index")):
+            # It still holds the log of an earlier membership (its removal did not settle in
+            # time to restart it fresh): a node is only ever added back as a new one.
+            done["restarted_fresh_pid"] = await ctx.start_fresh(node)
         result = await admin("add_node", node, ctx.endpoint(node))
-        return {"node": node, **_outcome(result)}
+        return {**done, **_outcome(result)}
 
     async def remove(before: dict[str, Any], rng: random.Random, target: str) -> dict[str, Any]:
         voters = before["voters"]

@@ -16,6 +16,7 @@ import pytest
 
 from nemeses import membership
 from nemeses.membership import ADD, REMOVE, TRANSFER
+from ukehi.client import UkehiClient
 
 from test_effects import Harness, needs_netns, open_harness, run, wait_until
 
@@ -118,3 +119,25 @@ class TestMembershipChanges:
         assert_everyone_reports(mh, ["n1", "n2", "n3", "n4"])
         settled = mh.invoke(pkg, {"f": membership.SETTLE})
         assert settled["members"]["voters"] == ["n1", "n2", "n3", "n4"]
+
+    def test_a_removed_node_still_holding_its_log_is_wiped_before_it_is_added(self, mh: Harness) -> None:
+        leader = mh.settled_leader()
+        voters = ["n1", "n2", "n3", "n4"]
+        node = next(v for v in voters if v != leader)
+        # Removed behind the nemesis's back: the process keeps running with its old log.
+        removed = run(admin(mh, "remove_node", node))
+        assert removed.ok, removed
+        rest = [v for v in voters if v != node]
+        assert_everyone_reports(mh, rest)
+        stale = run(mh.db.statuses())[node]
+        assert stale["last_index"] > 0
+        old_pid = mh.node(node).pid
+        value = mh.invoke(membership.package(mh.ctx), {"f": ADD, "value": {"seed": 6}})
+        assert value["node"] == node and value["outcome"] == "ok", value
+        assert value["restarted_fresh_pid"] != old_pid and mh.node(node).pid == value["restarted_fresh_pid"]
+        assert_everyone_reports(mh, voters)
+
+
+async def admin(h: Harness, call: str, *args: Any) -> Any:
+    async with UkehiClient(h.db.addresses(), timeout=15.0) as client:
+        return await getattr(client, call)(*args)
