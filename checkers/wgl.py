@@ -18,6 +18,10 @@ concurrency) and ``pending`` (a bitset over the pending ops).  The memo is a set
 
 Pending operations (``return_time is None``) have no return entry: they may be
 linearized at any point after their call, or never, which is what an ``info`` op means.
+
+Beyond Porcupine: reads (``Model.read_only``) that fit are taken before any other op
+is tried and never re-tried later, reads of unknown value are dropped, and identical
+ops are taken in a fixed order where a swap argument shows that loses nothing.
 """
 
 from __future__ import annotations
@@ -210,6 +214,14 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     best_stack: tuple | None = None
     best_blocked = -1
     steps = 0
+    # Every configuration is scanned first for reads only: a legal read is always a
+    # right move (see the backtracking below), so taking the reads that fit before
+    # choosing among the other ops avoids dead ends in which an update went in first
+    # and made them illegal.  Then the other ops, starting from the first one that
+    # first scan passed; this configuration's reads were just tried, so they are skipped.
+    has_reads = any(read_only)
+    phase = 0 if has_reads else 1  # 0: reads only, 1: the other ops
+    first_update = -1
     entry = nxt[head]
     while True:
         steps += 1
@@ -225,6 +237,11 @@ def searcher(model: Model, operations: Sequence[Operation], *,
         if entry == tail:
             return SearchOutcome(CheckResult.OK, steps=steps, cache_size=len(cache) + len(cache_eq))
         if is_call[entry]:
+            if read_only[entry] is not (phase == 0):
+                if first_update < 0:
+                    first_update = entry
+                entry = nxt[entry]
+                continue
             if waits_for[entry] and not pending & waits_for[entry]:
                 entry = nxt[entry]
                 continue
@@ -267,8 +284,15 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                         nxt[p] = q
                         prv[q] = p
                     entry = nxt[head]
+                    phase = 0 if has_reads else 1
+                    first_update = -1
                     continue
             entry = nxt[entry]
+        elif phase == 0:
+            # no read fits: on to the other ops (none passed: this return means backtracking)
+            if first_update >= 0:
+                entry = first_update
+            phase = 1
         else:
             # A return whose operation is not linearized yet: this prefix is a dead end.
             if depth > best_depth:
@@ -296,6 +320,7 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                     return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, op_pos, steps,
                                     len(cache) + len(cache_eq))
             entry = nxt[entry]
+            phase = 1  # a resumed configuration has had its reads (read frames are popped above)
 
 
 def _outcome(result: CheckResult, best_stack: tuple | None, blocked_entry: int, op_pos: list[int],
