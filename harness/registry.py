@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from nemeses import clock, membership, packet, partition, process
+from nemeses import clock, disk, membership, packet, partition, process
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
 from workloads import fencing, kv, register
@@ -25,6 +26,13 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     "membership": membership.package,
     # the lease-read hazard: the leader's clock runs slow while it is cut off from its peers
     "slow-leader": clock.slow_leader_package,
+    # disk: random mid-log or crash-like WAL damage of one node or a minority; the
+    # disk-<target> variants are the CorruptionPolicy matrix's fault: mid-log damage
+    # (bit flips, zeroed or copied chunks) of the same fixed victims all run long.
+    "disk": disk.package,
+    "disk-one": partial(disk.package, targets=("one",), kinds=disk.MID_LOG_KINDS),
+    "disk-minority": partial(disk.package, targets=("minority",), kinds=disk.MID_LOG_KINDS),
+    "disk-majority": partial(disk.package, targets=("majority",), kinds=disk.MID_LOG_KINDS),
 }
 
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
@@ -36,7 +44,14 @@ SHADING: dict[str, Shading] = {
     "packet": packet.SHADING,
     "membership": membership.SHADING,
     "slow-leader": clock.SLOW_LEADER_SHADING,
+    "disk": disk.SHADING,
+    "disk-one": disk.SHADING,
+    "disk-minority": disk.SHADING,
+    "disk-majority": disk.SHADING,
 }
+
+# Nemeses that perform the same ops: at most one of each group per run.
+EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-majority"}),)
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
 NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader"})
@@ -62,4 +77,9 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
                          f"{', '.join(NEMESES)} (comma-separated) or none")
     if len(set(names)) != len(names):
         raise ValueError(f"--nemesis {text!r} names a fault twice")
+    for group in EXCLUSIVE_NEMESES:
+        clash = [n for n in names if n in group]
+        if len(clash) > 1:
+            raise ValueError(f"--nemesis {text!r}: {' and '.join(clash)} are variants of one fault; "
+                             f"give only one of them")
     return names
