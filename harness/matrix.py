@@ -28,7 +28,6 @@ from typing import Any, Callable, Sequence
 
 from checkers.history import Op, load_jsonl
 
-from .spec import CORRUPTION_POLICIES
 from .store import check_writable, timestamp
 
 TARGETS = ("one", "minority", "majority")
@@ -200,6 +199,3 @@ def write_matrix(results_dir: str, cells: Sequence[Cell], command: str, nodes: i
     os.replace(tmp, link)
     return path
 
-
-__all__ = ["CORRUPTION_POLICIES", "TARGETS", "Cell", "availability", "classify", "cell_from_run",
-           "run_matrix", "parse_choices", "markdown", "plain_table", "write_matrix"]

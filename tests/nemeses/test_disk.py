@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,45 @@ def test_refused_restart_leaves_the_damage_exactly_as_recorded(tmp_path: Path) -
                 node.write_file(disk.wal_path(node, record["segment"]), before)
         finally:
             db.stop_all()
+
+
+class FileNode:
+    """A stopped node's files in a temp dir, behind the verbs the package uses."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.name, self.workdir = "n1", workdir
+
+    def exec(self, argv: list[str], timeout: float = 10.0) -> tuple[int, str, str]:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.workdir)
+        return done.returncode, done.stdout, done.stderr
+
+    def read_file(self, path: str) -> bytes:
+        return (self.workdir / path).read_bytes()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        (self.workdir / path).write_bytes(data)
+
+
+def test_segment_choice_across_several_segments_and_the_record_digests(tmp_path: Path) -> None:
+    node = FileNode(tmp_path)
+    wal = tmp_path / disk.WAL_DIR
+    wal.mkdir(parents=True)
+    for seg_id in (3, 4, 5):
+        (wal / f"wal-{seg_id:08}.seg").write_bytes(segment(20, seg_id))
+    (wal / "notes.txt").write_text("not a segment")
+    assert disk.list_segments(node) == ["wal-00000003.seg", "wal-00000004.seg", "wal-00000005.seg"]
+    assert disk.corrupt_node(node, "bitflip", "first", random.Random(1))["segment"] == "wal-00000003.seg"
+    # A torn tail can only be the newest segment's, whatever was asked.
+    torn = disk.corrupt_node(node, "torn-tail", "first", random.Random(2))
+    assert torn["segment"] == "wal-00000005.seg" and torn["size_after"] < torn["size_before"]
+    picked = {disk.corrupt_node(node, "zero-chunk", "random", random.Random(s))["segment"] for s in range(12)}
+    assert len(picked) >= 2
+    named = disk.corrupt_node(node, "copy-chunk", "wal-00000004.seg", random.Random(3))
+    assert named["segment"] == "wal-00000004.seg"
+    assert named["wal_after"] == disk.wal_digest(node) and len(named["wal_after"]) == 3
+    with pytest.raises(disk.DiskFaultError, match="is not on the node"):
+        disk.corrupt_node(node, "bitflip", "wal-00000009.seg", random.Random(0))
+    empty = FileNode(tmp_path / "fresh")
+    (tmp_path / "fresh").mkdir()
+    with pytest.raises(disk.DiskFaultError, match="cannot list the WAL"):
+        disk.corrupt_node(empty, "bitflip", "random", random.Random(0))
