@@ -142,6 +142,11 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
                 # cluster unable to elect: the final reads still run, and their failures are the
                 # honest record of an unavailable cluster.
                 log.warning("final phase on a cluster that is not ready: %s", err)
+                # wait_for_leader gives up at once when a node is down; the live ones may
+                # still be electing, so give them the same time to find a leader.
+                settle = time.monotonic() + spec.final_time_limit
+                while time.monotonic() < settle and await db.leader() is None:
+                    await asyncio.sleep(0.2)
             await interp.run_clients(workload.final_generator(), workload.open_client,
                                      deadline=time.monotonic() + spec.final_time_limit)
 
