@@ -580,10 +580,21 @@ class DockerCluster(Cluster):
             cid = self._create_container(name, address, workdir, ports)
             self.nodes[name] = DockerNode(self, name, address, ports, workdir, cid)
         for name, node in self.nodes.items():
-            self._await_running(name, node)  # type: ignore[arg-type]
-            self._install_chains(node)  # type: ignore[arg-type]
+            assert isinstance(node, DockerNode)
+            self._await_running(name, node)
+            try:
+                self._install_chains(node)
+            except BackendError:
+                if not self._container_running(node):
+                    raise self._exited_error(name, node) from None
+                raise
         first = next(iter(self.nodes.values()))
         self.shaper = "netem" if self._kernel_has_netem(first) else "nfqueue"  # type: ignore[arg-type]
+        for name, node in self.nodes.items():
+            # A container that exits right after starting may have passed the checks above.
+            assert isinstance(node, DockerNode)
+            if not self._container_running(node):
+                raise self._exited_error(name, node)
         self._opened = True
         return self
 
@@ -680,16 +691,24 @@ class DockerCluster(Cluster):
     def _await_running(self, name: str, node: DockerNode) -> None:
         deadline = time.monotonic() + 20.0
         while True:
-            info = self.client.api.inspect_container(node.container_id)
-            state = info.get("State", {})
+            state = self.client.api.inspect_container(node.container_id).get("State", {})
             if state.get("Running"):
                 return
             if state.get("Status") in ("exited", "dead") or time.monotonic() > deadline:
-                tail = self.client.api.logs(node.container_id, tail=20).decode(errors="replace").strip()
-                raise BackendError(f"container {node.container_name} (node {name}) exited at start with status "
-                                   f"{state.get('ExitCode')}; last log lines:\n{tail or '(no output)'}\n"
-                                   f"Is {self.image} a ukehi-node image? (`ukehi-jepsen image build --offline`)")
+                raise self._exited_error(name, node, state)
             time.sleep(0.1)
+
+    def _exited_error(self, name: str, node: DockerNode, state: dict[str, Any] | None = None) -> BackendError:
+        if state is None:
+            state = self.client.api.inspect_container(node.container_id).get("State", {})
+        tail = self.client.api.logs(node.container_id, tail=20).decode(errors="replace").strip()
+        return BackendError(f"container {node.container_name} (node {name}) exited at start with status "
+                            f"{state.get('ExitCode')}; last log lines:\n{tail or '(no output)'}\n"
+                            f"Is {self.image} a ukehi-node image that idles? "
+                            "(`ukehi-jepsen image build --offline`)")
+
+    def _container_running(self, node: DockerNode) -> bool:
+        return bool(self.client.api.inspect_container(node.container_id).get("State", {}).get("Running"))
 
     def _install_chains(self, node: DockerNode) -> None:
         rules = node.workdir / ".ukj-chains.rules"

@@ -1,0 +1,83 @@
+"""Fixtures for the Docker tests: an engine (or a skip that says why), the node image
+built offline once per session, and a check that a test left no container, network
+or volume of its own behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+LABEL_RUN = "ukehi-jepsen.run"
+
+
+def _engine() -> tuple[Any, str]:
+    try:
+        from harness.backends.docker import DockerUnavailable, connect
+    except ImportError as err:
+        return None, f"the docker SDK is not importable ({err})"
+    try:
+        return connect(timeout=60), ""
+    except DockerUnavailable as err:
+        return None, str(err)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    client, why = _engine()
+    if client is None:
+        pytest.skip(f"no Docker engine: the docker tests are skipped ({why})")
+    return client
+
+
+@pytest.fixture(scope="session")
+def node_image(docker_client: Any) -> Any:
+    """The node image, built offline from this tree's wheel (reused when nothing changed).
+
+    Yields the BuildResult and the wheel it was built from (for the cache test).
+    """
+    from harness.image import build_node_image, build_wheel
+
+    tmp = Path(tempfile.mkdtemp(prefix="ukj-test-wheel-"))
+    try:
+        wheel = build_wheel(tmp / "dist", say=lambda _: None)
+        result = build_node_image(offline=True, wheel=wheel, client=docker_client, say=print)
+        yield result, wheel
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def labelled(client: Any) -> dict[str, set[str]]:
+    """Ids of every container, network and volume that carries the harness's run label."""
+    flt = {"label": LABEL_RUN}
+    return {"containers": {c.id for c in client.containers.list(all=True, filters=flt)},
+            "networks": {n.id for n in client.networks.list(filters=flt)},
+            "volumes": {v.id for v in client.volumes.list(filters=flt)}}
+
+
+@pytest.fixture
+def no_leftovers(docker_client: Any) -> Iterator[None]:
+    """Fails the test if it leaves a labelled container, network or volume that was not there before."""
+    before = labelled(docker_client)
+    yield
+    after = labelled(docker_client)
+    new = {kind: after[kind] - before[kind] for kind in after}
+    # Remove them whatever the verdict, so one failing test does not leak into the next.
+    for cid in new["containers"]:
+        _quietly(lambda: docker_client.containers.get(cid).remove(force=True, v=True))
+    for nid in new["networks"]:
+        _quietly(lambda: docker_client.networks.get(nid).remove())
+    for vid in new["volumes"]:
+        _quietly(lambda: docker_client.volumes.get(vid).remove(force=True))
+    assert not any(new.values()), f"left behind: {new}"
+
+
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - already gone
+        pass
