@@ -27,7 +27,8 @@ from typing import Any, Generator, Sequence
 from checkers.model import CheckResult, Event, Model, Operation, events_to_operations
 from checkers.wgl import DEFAULT_MAX_CACHE, SearchOutcome, StopFlag, abandon, searcher
 
-# Partitions still being searched after this long in-process move to worker processes.
+# Partitions still being searched after this much CPU time in-process move to worker
+# processes.
 HANDOFF_SECONDS = 0.5
 # Longest slice (in yields of the searcher, each CHECK_EVERY steps) a partition gets
 # before the others have their turn.
@@ -89,7 +90,7 @@ def _check_chunk(model: Model, chunk: list[tuple[int, list[Operation]]], deadlin
 
 def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
                         stop: StopFlag | None, stop_on_violation: bool, max_cache: int,
-                        handoff_at: float | None = None) -> tuple[list[tuple[int, SearchOutcome]], list[int]]:
+                        handoff_after: float | None = None) -> tuple[list[tuple[int, SearchOutcome]], list[int]]:
     """Check partitions in one process, interleaved round-robin.
 
     One hard partition must not hide an easy violation in another (Porcupine runs
@@ -97,14 +98,19 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
     slice of steps in turn; a partition that needs more gets twice the slice next
     round, which costs at most twice the work of running it alone.
 
-    Past ``handoff_at`` (a monotonic instant), if two or more partitions are still
-    running, they are given up and their indices returned as the second value, to
-    be checked in worker processes: only hard partitions are worth a process.
+    Once this process has spent ``handoff_after`` seconds of CPU here, and every
+    partition has had its first turn (0 means at once), if two or more are still
+    running they are given
+    up and their indices returned as the second value, to be checked in worker
+    processes: only hard partitions are worth a process.  CPU time, not wall time,
+    so that a busy machine does not make easy partitions look hard.
     """
     done: list[tuple[int, SearchOutcome]] = []
     queue: collections.deque[tuple[int, Generator[None, None, SearchOutcome], int]] = collections.deque(
         (index, searcher(model, operations, max_cache=max_cache), 1) for index, operations in chunk)
     last_round: int | None = None  # after a violation: how many partitions get one last short slice
+    turns = 0
+    cpu_start = time.process_time()
     while queue:
         if last_round is not None:
             if last_round == 0:
@@ -126,7 +132,10 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
         now = time.monotonic()
         if (deadline is not None and now > deadline) or (stop is not None and stop.is_set()):
             break
-        if handoff_at is not None and now > handoff_at and len(queue) >= 2 and last_round is None:
+        turns += 1
+        if (handoff_after is not None and len(queue) >= 2 and last_round is None
+                and (turns >= len(chunk) or handoff_after == 0)
+                and time.process_time() - cpu_start >= handoff_after):
             for _, gen, _ in queue:
                 gen.close()
             return done, [index for index, _, _ in queue]
@@ -206,9 +215,9 @@ def _run(model: Model, operations: Sequence[Operation], timeout: float | None, *
     # Everything starts in-process; partitions still running after a moment are the
     # hard ones, and only those go to worker processes (asking for workers
     # explicitly hands over at once).
-    handoff_at = None if not can_fork else started + (0.0 if workers is not None else HANDOFF_SECONDS)
+    handoff_after = None if not can_fork else (0.0 if workers is not None else HANDOFF_SECONDS)
     done, unfinished = _check_sequentially(model, indexed, deadline, _LocalFlag(), stop_on_violation,
-                                           max_cache, handoff_at)
+                                           max_cache, handoff_after)
     outcomes: dict[int, SearchOutcome] = dict(done)
     if unfinished:
         outcomes.update(_check_in_workers(model, [(i, partitions[i]) for i in unfinished], deadline,
