@@ -170,7 +170,8 @@ def markdown(cells: Sequence[Cell], command: str, nodes: int) -> str:
     lines += ["", "| policy | target | victims | outcome | decided by | what happened |",
               "|---|---|---|---|---|---|"]
     for c in cells:
-        summary = c.summary.replace("|", "\\|")
+        summary = " ".join(c.summary.split())  # one table row, even for a multi-line error
+        summary = (summary if len(summary) <= 400 else summary[:397] + "...").replace("|", "\\|")
         lines.append(f"| {c.policy} | {c.target} | {','.join(c.victims) or '-'} | {c.outcome} | "
                      f"{', '.join(c.decided_by)} | {summary} |")
     return "\n".join(lines) + "\n"

@@ -92,6 +92,9 @@ def test_tables_and_store(tmp_path: Path) -> None:
     assert "| refuse-start | valid | unavailable |" in md
     assert "| refuse-start | majority | n1,n2 | unavailable | availability | final reads 0/8 ok \\| x |" in md
     assert "`ukehi-jepsen matrix --policies refuse-start`" in md
+    crashed = Cell("alert-and-continue", "one", "error", ["harness"], "DBError: n1 exited\n  Traceback\n" + "x" * 900)
+    rows = [r for r in markdown([crashed], "cmd", 3).splitlines() if r.startswith("| alert-and-continue | one")]
+    assert len(rows) == 1 and "DBError: n1 exited Traceback" in rows[0] and len(rows[0]) < 600
     assert plain_table(cells).splitlines()[2].split()[:3] == ["refuse-start", "majority", "unavailable"]
     where = write_matrix(str(tmp_path), cells, "cmd", 3)
     data = json.loads((where / "matrix.json").read_text())
