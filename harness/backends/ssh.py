@@ -189,7 +189,13 @@ class SSHNode(NodeHandle):
     def install(self, wheel: Path) -> None:
         conn = self._c()
         wd = str(self.workdir)
-        conn.check(["mkdir", "-p", wd], what="creating the node's directory")
+        root = shlex.quote(self.cluster.remote_dir)
+        said = conn.check(f"[ -d {root} ] && echo existed; mkdir -p {shlex.quote(wd)}",
+                          what="creating the node's directory")
+        if "existed" not in said:
+            # Then teardown removes it too, once empty. Kept per cluster, not per node: hosts that
+            # share a file system (e.g. containers with one mount) see each other's mkdir.
+            self.cluster.made_remote_root = True
         self._installed = True  # from here on, teardown removes the directory
         conn.put(wheel, f"{wd}/ukehi.whl")
         conn.write_file(f"{wd}/ssh_supervisor.py", _SUPERVISOR.read_bytes(), mode=0o644)
@@ -349,7 +355,8 @@ class SSHNode(NodeHandle):
 
     @property
     def pid(self) -> int | None:
-        return self._pid
+        # Asks the host: a node may have exited on its own (e.g. refusing to start).
+        return self._pid if self._pid is not None and self.is_running() else None
 
     def is_running(self) -> bool:
         return self.process_state() not in (None, "Z")
@@ -519,14 +526,31 @@ class SSHNode(NodeHandle):
             for name in ("node.log", "node.supervisor.log", "delayer.log", "delayer.supervisor.log"):
                 attempt(f"collecting {name}",
                         lambda n=name: self._c().get(f"{self.workdir}/{n}", local_dir / n))
-            run_dir = str(PurePosixPath(str(self.workdir)).parent)
             attempt("removing the remote directory", lambda: self._c().check(
-                f"{self.sudo if self.privileged else ''}rm -rf {shlex.quote(str(self.workdir))}; "
-                f"rmdir {shlex.quote(run_dir)} {shlex.quote(self.cluster.remote_dir)} 2>/dev/null; true",
-                timeout=60))
-        self.conn.close()
-        self.conn = None
+                f"{self.sudo if self.privileged else ''}rm -rf {shlex.quote(str(self.workdir))}", timeout=60))
         return problems
+
+    def remove_empty_dirs_and_close(self) -> None:
+        """Remove the run's directory (and the root, if this run made it) once empty; disconnect.
+
+        Called for one node after another once every node is down: hosts may share a file
+        system, and then only the last one finds the directories empty.
+        """
+        if self.conn is None:
+            return
+        if self._installed:
+            run_dir = shlex.quote(str(PurePosixPath(str(self.workdir)).parent))
+            root = shlex.quote(self.cluster.remote_dir) if self.cluster.made_remote_root else ""
+            try:
+                self.conn.run(f"rmdir {run_dir} {root} 2>/dev/null; true", timeout=30)
+            except SSHError:
+                pass  # a leftover empty directory is not worth failing the teardown for
+            finally:
+                self.conn.close()
+                self.conn = None
+        else:
+            self.conn.close()
+            self.conn = None
 
 
 class SSHCluster(Cluster):
@@ -555,6 +579,7 @@ class SSHCluster(Cluster):
         self.loopback_reason = ""  # why network faults are unavailable (read by harness/run.py)
         self._opened = False
         self._closed = False
+        self.made_remote_root = False  # whether this run created remote_dir (on some host)
         self._wheel_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -628,6 +653,8 @@ class SSHCluster(Cluster):
         try:
             self._for_each(down)
         finally:
+            for node in self._ssh_nodes():
+                node.remove_empty_dirs_and_close()
             self._opened = False
             if self._wheel_dir is not None:
                 self._wheel_dir.cleanup()

@@ -136,6 +136,9 @@ def sshd_hosts(count: int, workdir: Path) -> Iterator[SshdHosts]:
             made_privsep = True
         client_pub = _keygen(hosts.client_key)
         (hosts.dir / "authorized_keys").write_text(client_pub + "\n")
+        # sshd reads authorized_keys as the user logging in, who may not be root
+        hosts.dir.chmod(0o755)
+        (hosts.dir / "authorized_keys").chmod(0o644)
         with nsnet.subnet_lock(nsnet.LOCK_DIR):
             subnet = nsnet.choose_subnet(hosts.run_id)
             nsnet.create_bridge(bridge, subnet)

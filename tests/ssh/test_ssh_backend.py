@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from harness.backends.base import BackendError
+from harness.backends.base import BackendError, NeedsRootError
 from harness.backends.ssh import SSHCluster, build_wheel
 from harness.backends.ssh_connection import SSHConnection, SSHError, SSHOptions, UnknownHostKeyError
 from harness.net import run
@@ -291,3 +291,52 @@ def test_a_host_that_cannot_be_reached_fails_open_with_the_reason(hosts: SshdHos
         with SSHCluster([hosts.addresses[0]], bad, results_dir=tmp_path, remote_dir=str(tmp_path / "r")):
             pass
     assert not (tmp_path / "r").exists()
+
+
+# -- a user who is neither root nor a passwordless sudoer ------------------------------------
+@pytest.fixture
+def plain_user() -> Iterator[str]:
+    """A throwaway account (no sudo) that the test hosts' authorized_keys admit, removed afterwards."""
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is missing (passwd package)")
+    if shutil.which("sudo") is not None and subprocess.run(["sudo", "-l", "-U", "nobody"], capture_output=True,
+                                                           timeout=30).returncode == 0:
+        pytest.skip("sudo here may grant rights to new users; the no-sudo case needs a host without that")
+    name = f"ukjssh{os.getpid() % 100000}"
+    # password field "*": no password login, but not a locked account (sshd refuses locked ones)
+    subprocess.run(["useradd", "-M", "-d", "/tmp", "-s", "/bin/sh", "-p", "*", name], check=True,
+                   capture_output=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, timeout=30)
+        subprocess.run(["userdel", name], capture_output=True, timeout=30)
+
+
+def test_a_user_without_root_or_sudo_gets_process_verbs_and_a_clear_no_for_network_faults(
+        hosts: SshdHosts, wheel: Path, plain_user: str, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    # The plain user creates its run directory in here (pytest's tmp_path is root's alone).
+    remote_root = Path(tempfile.mkdtemp(prefix="ukj-ssh-plain-"))
+    remote_root.chmod(0o777)
+    request.addfinalizer(lambda: shutil.rmtree(remote_root, ignore_errors=True))
+    opts = SSHOptions(user=plain_user, key=str(hosts.client_key), known_hosts=str(hosts.known_hosts()),
+                      connect_timeout=10)
+    with SSHCluster([hosts.addresses[0]], opts, results_dir=tmp_path / "results",
+                    remote_dir=str(remote_root), wheel=wheel) as cluster:
+        node = cluster[hosts.addresses[0]]
+        assert not cluster.network_faults_supported
+        assert f"user {plain_user} on {hosts.addresses[0]} is not root and has no passwordless sudo" \
+            in cluster.loopback_reason
+        with pytest.raises(NeedsRootError, match="--ssh-user root"):
+            node.drop_from([hosts.addresses[1]], "both")
+        with pytest.raises(NeedsRootError):
+            node.set_netem(delay_ms=10)
+        pid = node.start(["sleep", "60"])
+        assert os.stat(f"/proc/{pid}").st_uid != 0  # the node runs as that user
+        node.pause()
+        assert node.process_state() == "T"
+        assert node.kill() == -9
+    assert not (remote_root / cluster.run_id).exists()
+    assert remote_root.is_dir(), "a remote directory that existed before the run must stay"
+    assert (tmp_path / "results" / "nodes" / hosts.addresses[0] / "node.supervisor.log").exists()
