@@ -166,3 +166,17 @@ def test_compose_file_runs_a_cluster_for_kv(docker_client: Any, node_image: Any)
         leftovers = (docker_client.containers.list(all=True, filters=flt) + docker_client.networks.list(filters=flt)
                      + docker_client.volumes.list(filters=flt))
         assert leftovers == [], leftovers
+
+
+def test_a_missing_base_without_a_registry_falls_back_to_the_offline_base(docker_client: Any) -> None:
+    from harness.image import OFFLINE_BASE, REGISTRY_BASE, ImageError, choose_base, image_id, registry_reachable
+
+    if image_id(docker_client, REGISTRY_BASE) is not None or registry_reachable(docker_client, REGISTRY_BASE)[0]:
+        pytest.skip(f"{REGISTRY_BASE} is here or a registry answers: there is nothing to fall back from")
+    lines: list[str] = []
+    assert choose_base(docker_client, None, offline=False, say=lines.append) == OFFLINE_BASE
+    assert any("no registry answers" in line and OFFLINE_BASE in line for line in lines), lines
+    with pytest.raises(ImageError, match="docker load|--offline"):
+        choose_base(docker_client, "ukj-no-such-base:1", offline=False, say=lines.append)
+    with pytest.raises(ImageError, match="drop --base"):
+        choose_base(docker_client, "ukj-no-such-base:1", offline=True, say=lines.append)

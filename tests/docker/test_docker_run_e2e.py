@@ -62,3 +62,69 @@ def test_missing_image_is_a_usage_error_that_says_how_to_build_it(docker_client:
                    cwd=tmp_path, timeout=120)
     assert proc.returncode == 254, proc.stdout + proc.stderr
     assert "ukehi-jepsen image build --offline" in proc.stderr
+
+
+@pytest.mark.slow
+def test_pause_clock_and_packet_faults_act_inside_the_containers(docker_client: Any, node_image: Any,
+                                                                 tmp_path: Path, no_leftovers: None) -> None:
+    proc = run_cli(["run", "--backend", "docker", "--workload", "kv", "--nemesis", "pause,clock,packet",
+                    "--nemesis-interval", "1.5", "--time-limit", "12", "--results-dir", str(tmp_path / "results")],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = only_run(tmp_path / "results")
+    ops = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+    done = [op for op in ops if op["process"] == "nemesis" and op["type"] == "info"]
+    fs = {op["f"] for op in done}
+    assert {"pause", "start-packet"} <= fs, fs
+    assert any(op["value"].get("paused") for op in done if op["f"] == "pause"), done
+    # the heal at the end reset every clock (libfaketime files on the bind mounts) and cleared shaping
+    assert {"reset-clock", "stop-packet"} <= fs, fs
+
+
+def _labelled_containers(client: Any) -> set[str]:
+    return {c.id for c in client.containers.list(all=True, filters={"label": "ukehi-jepsen.run"})}
+
+
+def test_ctrl_c_during_a_run_removes_the_containers(docker_client: Any, node_image: Any, tmp_path: Path,
+                                                    no_leftovers: None) -> None:
+    import signal
+    import time
+
+    before = _labelled_containers(docker_client)
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", "docker", "--time-limit", "120",
+                             "--results-dir", str(tmp_path / "results")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        history = None
+        while time.monotonic() < deadline:
+            found = list((tmp_path / "results").glob("*/*/history.jsonl"))
+            if found and found[0].stat().st_size > 0:
+                history = found[0]
+                break
+            time.sleep(0.5)
+        assert history is not None, "the run never started writing its history"
+        assert len(_labelled_containers(docker_client) - before) == 3
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, out[-2000:]
+    assert "interrupted" in out
+    assert _labelled_containers(docker_client) - before == set()
+
+
+def test_leave_running_keeps_the_containers_until_cleanup(docker_client: Any, node_image: Any, tmp_path: Path,
+                                                          no_leftovers: None) -> None:
+    before = _labelled_containers(docker_client)
+    proc = run_cli(["run", "--backend", "docker", "--time-limit", "2", "--leave-running",
+                    "--results-dir", str(tmp_path / "results")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    left = _labelled_containers(docker_client) - before
+    assert len(left) == 3
+    cleanup = run_cli(["cleanup"], cwd=tmp_path)
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert "docker: removed" in cleanup.stdout
+    assert _labelled_containers(docker_client) & left == set()
