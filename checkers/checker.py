@@ -30,8 +30,10 @@ from checkers.wgl import DEFAULT_MAX_CACHE, SearchOutcome, StopFlag, abandon, se
 # Partitions still being searched after this much CPU time in-process move to worker
 # processes.
 HANDOFF_SECONDS = 0.5
-# Longest slice (in yields of the searcher, each CHECK_EVERY steps) a partition gets
-# before the others have their turn.
+# Slices of the round-robin, in yields of the searcher (each CHECK_EVERY steps): the
+# first is long enough for a typical partition to finish in one go (a suspended search
+# keeps its memo), and a partition that needs more gets up to the longest.
+_FIRST_SLICE = 8
 _MAX_SLICE = 64
 
 
@@ -107,7 +109,7 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
     """
     done: list[tuple[int, SearchOutcome]] = []
     queue: collections.deque[tuple[int, Generator[None, None, SearchOutcome], int]] = collections.deque(
-        (index, searcher(model, operations, max_cache=max_cache), 1) for index, operations in chunk)
+        (index, searcher(model, operations, max_cache=max_cache), _FIRST_SLICE) for index, operations in chunk)
     last_round: int | None = None  # after a violation: how many partitions get one last short slice
     turns = 0
     cpu_start = time.process_time()
