@@ -36,6 +36,7 @@ TIMEOUT_EXIT = 124  # what coreutils' timeout returns; exec() returns it on a lo
 # Grace after the remote `timeout` should have fired before the local side gives up.
 _LOCAL_GRACE_S = 5.0
 _READ_CHUNK = 1 << 16
+_SFTP_TIMEOUT_S = 60.0
 # One writer at a time for every known-hosts file this process appends to.
 _KNOWN_HOSTS_LOCK = threading.Lock()
 
@@ -255,6 +256,9 @@ class SSHConnection:
         if self._sftp is None:
             try:
                 self._sftp = self.client.open_sftp()
+                # A host that stops answering fails a file transfer after this long instead of
+                # hanging it (and with it the teardown) forever.
+                self._sftp.get_channel().settimeout(_SFTP_TIMEOUT_S)
             except (paramiko.SSHException, OSError) as err:
                 raise SSHError(f"cannot open SFTP to {self.where} ({err}): the host's sshd needs the "
                                "sftp subsystem (Subsystem sftp ... in sshd_config)") from None
@@ -309,6 +313,6 @@ def resolve_ipv4(host: str) -> str:
     try:
         return socket.gethostbyname(host)
     except OSError as err:
-        raise SSHError(f"cannot resolve host {host!r} ({err}): give a host name this machine "
-                       "resolves, or its IPv4 address") from None
+        raise SSHError(f"cannot resolve host {host!r} ({err}): with --backend ssh, --nodes lists the hosts; "
+                       "give host names this machine resolves, or IPv4 addresses") from None
 
