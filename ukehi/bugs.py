@@ -2,16 +2,27 @@
 
 The harness must prove it catches a broken system, so a node can be started with
 `--unsafe-bug NAME`. That is refused unless the environment variable
-`UKEHI_I_KNOW_THIS_IS_UNSAFE=1` is set, so nobody turns one on by accident in production.
-Each bug is a name the driver checks at one precise place; nothing else changes.
+`UKEHI_I_KNOW_THIS_IS_UNSAFE=1` is set, so nobody turns one on by accident in production,
+and the node logs a WARNING line naming the bug when it starts.
+
+Each bug is a name the node, the Raft core or the storage checks at one precise place;
+nothing else changes. Where the code path lives:
+
+- node (ukehi/node.py): stale-read, ack-before-commit, forget-vote, truncate-then-vote,
+  lost-unfsynced (with the WAL's write-behind mode);
+- Raft core flags (ukehi/raft/config.py), set through :func:`raft_overrides`:
+  commit-old-term, accept-stale-term, lease-no-drift-bound;
+- storage (ukehi/storage/scan.py): no-crc-check;
+- state machine (ukehi/kv.py): no-fencing-check.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
-__all__ = ["KNOWN_BUGS", "ENV_VAR", "UnsafeBugRefused", "check_unsafe_bug"]
+__all__ = ["KNOWN_BUGS", "ALIASES", "ENV_VAR", "UnsafeBugRefused", "canonical_bug", "check_unsafe_bug",
+           "raft_overrides", "WRITE_BEHIND_FLUSH_S"]
 
 ENV_VAR = "UKEHI_I_KNOW_THIS_IS_UNSAFE"
 
@@ -19,22 +30,57 @@ KNOWN_BUGS: dict[str, str] = {
     # Serve get from this node's state machine at once, on any node and without ReadIndex:
     # a partitioned old leader or a lagging follower returns stale values.
     "stale-read": "answer reads from local state on any node, without ReadIndex",
+    # Lease reads as an always-on optimisation that trusts every clock to run at the same
+    # rate: the lease lasts the full election timeout of the leader's own clock, with no
+    # drift margin, even when --read-mode readindex was asked for.
+    "lease-no-drift-bound": "serve reads under a leader lease with no clock-drift margin (whatever --read-mode says)",
     # Acknowledge a write as soon as it is proposed, before it commits: a write lost in a
     # leader change was still reported ok.
-    "early-ack": "acknowledge writes when proposed instead of when applied",
+    "ack-before-commit": "acknowledge writes once appended locally, before a quorum has them",
+    # Raft paper figure 8: count replicas of an older term's entry to commit it.
+    "commit-old-term": "commit entries of earlier terms by counting replicas (Raft figure 8)",
+    # Term is saved, the vote is not: a node restarted in the same term may vote again.
+    "forget-vote": "do not persist the vote, so a restarted node can vote twice in one term",
+    # A follower takes AppendEntries from a deposed leader of a lower term.
+    "accept-stale-term": "accept AppendEntries from a lower term (and let them overwrite entries)",
+    # Replay trusts every frame whose lengths look right: damaged bytes become log entries.
+    "no-crc-check": "skip the CRC check when replaying the WAL",
+    # After TruncateToLastGood cut the WAL, vote and campaign at once instead of waiting
+    # until a leader brought the node past the cut.
+    "truncate-then-vote": "after a truncate-to-last-good cut, vote at once instead of catching up first",
+    # fenced_put ignores the key's fence: a deposed lock holder overwrites newer data.
+    "no-fencing-check": "accept fenced writes whose token is lower than the key's fence",
+    # The WAL says "appended" while the bytes sit in a write-behind buffer that a
+    # background flusher writes and fsyncs later: a crash loses acknowledged writes.
+    "lost-unfsynced": "acknowledge WAL appends before they are written and fsynced (write-behind buffer)",
 }
+
+# Older names that still work, so existing scripts and tests keep running.
+ALIASES: dict[str, str] = {"early-ack": "ack-before-commit"}
+
+# lost-unfsynced: how often the background flusher writes and fsyncs the write-behind buffer.
+# Long enough that a crash regularly loses acknowledged writes, like a "sync every N ms" mode.
+WRITE_BEHIND_FLUSH_S = 0.5
 
 
 class UnsafeBugRefused(ValueError):
     """The bug name is unknown or the safety switch is not set."""
 
 
+def canonical_bug(name: str | None) -> str | None:
+    """The bug's name as KNOWN_BUGS spells it (aliases resolved); None stays None."""
+    if name is None:
+        return None
+    return ALIASES.get(name, name)
+
+
 def check_unsafe_bug(name: str | None, environ: Mapping[str, str] | None = None) -> str | None:
-    """Validate `--unsafe-bug`: returns the name (or None) or raises UnsafeBugRefused."""
+    """Validate `--unsafe-bug`: returns the canonical name (or None) or raises UnsafeBugRefused."""
     if name is None:
         return None
     env = os.environ if environ is None else environ
-    if name not in KNOWN_BUGS:
+    canonical = canonical_bug(name)
+    if canonical not in KNOWN_BUGS:
         known = ", ".join(f"{k} ({v})" for k, v in KNOWN_BUGS.items())
         raise UnsafeBugRefused(f"unknown --unsafe-bug {name!r}; known bugs: {known}")
     if env.get(ENV_VAR) != "1":
@@ -42,4 +88,17 @@ def check_unsafe_bug(name: str | None, environ: Mapping[str, str] | None = None)
             f"--unsafe-bug {name} makes this node incorrect on purpose; set {ENV_VAR}=1 "
             "in the environment if you really want that (test harness only)"
         )
-    return name
+    return canonical
+
+
+def raft_overrides(name: str | None) -> dict[str, Any]:
+    """RaftConfig fields a bug changes (empty for bugs that live outside the Raft core)."""
+    bug = canonical_bug(name)
+    if bug == "commit-old-term":
+        return {"unsafe_commit_old_terms_by_counting": True}
+    if bug == "accept-stale-term":
+        return {"unsafe_accept_lower_term_append": True}
+    if bug == "lease-no-drift-bound":
+        # The lease is trusted for the whole election timeout, as if clocks could not drift.
+        return {"lease_read": True, "lease_drift_margin": 0}
+    return {}

@@ -204,7 +204,9 @@ class LockInfo(tuple):
 class KVStateMachine:
     """The replicated KV map with per-key fencing marks and leased locks."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, unsafe_ignore_fences: bool = False) -> None:
+        # The no-fencing-check planted bug (ukehi/bugs.py): fenced_put skips the key's fence.
+        self.unsafe_ignore_fences = unsafe_ignore_fences
         self._data: dict[str, Any] = {}
         self._fences: dict[str, int] = {}
         self._locks: dict[str, LockInfo] = {}
@@ -317,14 +319,14 @@ class KVStateMachine:
         if op == "fenced_put":
             key, offered = cmd["key"], cmd["token"]
             highest = self._fences.get(key, 0)
-            if offered < highest:
+            if offered < highest and not self.unsafe_ignore_fences:
                 return err(
                     ErrorCode.REFUSED,
                     f"fenced put on {key!r} with token {FencingToken(offered)!r} refused: "
                     f"token {FencingToken(highest)!r} was already accepted for this key; "
                     "re-acquire the lock for a fresh token",
                 )
-            self._fences[key] = offered
+            self._fences[key] = max(offered, highest)
             self._data[key] = cmd["value"]
             return ok()
         if op == "acquire":

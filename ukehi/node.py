@@ -39,6 +39,7 @@ from collections import deque
 from typing import Any
 
 from ukehi import wire
+from ukehi.bugs import KNOWN_BUGS, WRITE_BEHIND_FLUSH_S, canonical_bug, raft_overrides
 from ukehi.config import NodeConfig, format_address, parse_address
 from ukehi.kv import CommandError, KVStateMachine, encode_command, to_response
 from ukehi.nodelog import NodeLogger
@@ -120,9 +121,11 @@ class UkehiNode:
 
     def __init__(self, config: NodeConfig, log: NodeLogger | None = None) -> None:
         self.config = config
+        # Aliases (early-ack) resolve to the canonical name every check below uses.
+        self.bug = canonical_bug(config.unsafe_bug)
         self.log = log or NodeLogger(config.node_id, config.log_level)
         self.phase = "starting"  # starting -> replaying -> running -> stopping
-        self.kv = KVStateMachine()
+        self.kv = self._new_state_machine()
         self.core: RaftCore | None = None
         self.storage: GroupStorage | None = None
         self.applied = 0
@@ -147,7 +150,6 @@ class UkehiNode:
         self.server = NodeServer(self, self.log)
         self.transport = PeerTransport(config.node_id, self.log, self._on_unreachable)
         self.bound_address: tuple[str, int] | None = None
-        self.bug = config.unsafe_bug
 
     # ================================================================== lifecycle
     async def run(self) -> int:
@@ -165,6 +167,10 @@ class UkehiNode:
             election_ms=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
             heartbeat_ms=cfg.heartbeat_ms, tick_ms=cfg.tick_ms, unsafe_bug=self.bug,
         )
+        if self.bug is not None:
+            # Loud on purpose: a node with a planted bug must never pass for a correct one.
+            self.log.warning("unsafe-bug", bug=self.bug, detail=f"THIS NODE IS INCORRECT ON PURPOSE: "
+                             f"{KNOWN_BUGS.get(self.bug, '?')}; for harness self-tests only")
         # Listen first: during replay every request gets a clear "recovering" answer.
         try:
             self.bound_address = await self.server.start(*cfg.listen)
@@ -191,6 +197,8 @@ class UkehiNode:
                 loop.create_task(self._ready_loop(), name="ready"),
                 loop.create_task(self._housekeeping(), name="housekeeping"),
             ]
+            if self.bug == "lost-unfsynced":
+                tasks.append(loop.create_task(self._write_behind_flusher(), name="write-behind"))
             stop_wait = loop.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
             failed = [t for t in done if t is not stop_wait and t.exception() is not None]
@@ -224,7 +232,8 @@ class UkehiNode:
                 if self.core is not None:
                     # Save the latest commit index (it is saved lazily while running).
                     st = self.core.status()
-                    self.storage.hard_state.save(StoredHardState(st.term, st.vote, st.commit))
+                    vote = None if self.bug == "forget-vote" else st.vote
+                    self.storage.hard_state.save(StoredHardState(st.term, vote, st.commit))
             except (StorageError, OSError, ValueError) as e:
                 self.log.warning("shutdown-save-failed", error=str(e))
             self.storage.close()
@@ -236,7 +245,8 @@ class UkehiNode:
         cfg = self.config
         try:
             storage = await asyncio.to_thread(
-                lambda: DataDir(cfg.data_dir).open_group(GROUP_ID, cfg.corruption_policy)
+                lambda: DataDir(cfg.data_dir).open_group(GROUP_ID, cfg.corruption_policy,
+                                                         unsafe_skip_crc=self.bug == "no-crc-check")
             )
         except CorruptionRefusedError as e:
             report = getattr(e, "report", None)
@@ -251,6 +261,9 @@ class UkehiNode:
             print(f"ukehi node: cannot open the data directory {cfg.data_dir}: {e}", file=sys.stderr)
             return EXIT_START_FAILED
         self.storage = storage
+        # lost-unfsynced (planted bug): appends wait in a buffer that _write_behind_flusher
+        # writes and fsyncs every WRITE_BEHIND_FLUSH_S, after the append was acknowledged.
+        storage.wal.unsafe_write_behind = self.bug == "lost-unfsynced"
         rec = storage.recovered
         report = rec.report
         self.corruption = report.to_dict()
@@ -292,6 +305,11 @@ class UkehiNode:
             self._was_recovering = True
             self.log.warning("recovering", refuse_votes_until=refuse_until, last_good_index=rec.last_good_index,
                              detail="WAL cut by truncate-to-last-good: no votes until caught up from a leader")
+        if refuse_until and self.bug == "truncate-then-vote":
+            # Planted bug: forget the cut at once, so this node votes (and may lead) with a
+            # log that lost entries a quorum may need it to remember.
+            self.log.warning("unsafe-bug-effect", bug=self.bug, ignored_refuse_votes_until=refuse_until)
+            refuse_until = 0
         if commit > last_index and refuse_until == 0:
             # Committed entries are missing (a hole or a lost tail without a cut report):
             # the leader will resend them; we cannot claim them as committed locally.
@@ -307,13 +325,15 @@ class UkehiNode:
             initial = Membership(voters=frozenset(cfg.peers))
         et_ticks = max(2, round(cfg.election_timeout_ms[0] / cfg.tick_ms))
         hb_ticks = max(1, min(et_ticks - 1, round(cfg.heartbeat_ms / cfg.tick_ms)))
-        raft_cfg = RaftConfig(
-            group_id=GROUP_ID,
-            election_tick=et_ticks,
-            heartbeat_tick=hb_ticks,
-            lease_read=cfg.read_mode == "lease",
-            compaction_threshold=cfg.snapshot_threshold,
-        )
+        raft_cfg = RaftConfig(**{
+            "group_id": GROUP_ID,
+            "election_tick": et_ticks,
+            "heartbeat_tick": hb_ticks,
+            "lease_read": cfg.read_mode == "lease",
+            "compaction_threshold": cfg.snapshot_threshold,
+            # a planted bug's core flags (ukehi/bugs.py) win over the settings above
+            **raft_overrides(self.bug),
+        })
         if cfg.election_timeout_ms[1] != 2 * cfg.election_timeout_ms[0]:
             self.log.info("election-timeout-range", requested=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
                           used=f"{et_ticks * cfg.tick_ms}:{2 * et_ticks * cfg.tick_ms}",
@@ -346,6 +366,17 @@ class UkehiNode:
             if self._pending_ticks < 3:
                 self._pending_ticks += 1
             self._wake.set()
+
+    def _new_state_machine(self) -> KVStateMachine:
+        return KVStateMachine(unsafe_ignore_fences=self.bug == "no-fencing-check")
+
+    async def _write_behind_flusher(self) -> None:
+        """lost-unfsynced only: make the write-behind buffer durable, long after the acks."""
+        assert self.storage is not None
+        wal = self.storage.wal
+        while True:
+            await asyncio.sleep(WRITE_BEHIND_FLUSH_S)
+            await asyncio.to_thread(wal.sync)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -484,7 +515,9 @@ class UkehiNode:
                 # the commit index need not be (it is re-learned from the leader), so it is
                 # saved along with term/vote changes and at shutdown only.
                 if prev is None or (h.term, h.vote) != prev[:2]:
-                    hs_to_save = StoredHardState(h.term, h.vote, h.commit)
+                    # forget-vote (planted bug): the term is saved, the vote stays in memory only.
+                    vote = None if self.bug == "forget-vote" else h.vote
+                    hs_to_save = StoredHardState(h.term, vote, h.commit)
                     self._last_saved_hs = key
             await asyncio.to_thread(self._persist, rd, hs_to_save)
         if rd.snapshot is not None:
@@ -526,7 +559,9 @@ class UkehiNode:
                 wal.truncate_from(start)
             wal.append(
                 [WalEntry(e.term, e.index, entry_to_wal_command(e), e.fencing_token) for e in rd.entries],
-                sync=self.config.fsync,
+                # lost-unfsynced (planted bug): the WAL is in write-behind mode and this
+                # returns before the bytes are written, let alone fsynced.
+                sync=self.config.fsync and self.bug != "lost-unfsynced",
             )
         if hs is not None:
             storage.hard_state.save(hs)
@@ -535,7 +570,7 @@ class UkehiNode:
         if snap.data:
             self.kv.restore(bytes(snap.data))
         else:
-            self.kv = KVStateMachine()
+            self.kv = self._new_state_machine()
         self.applied = snap.meta.index
         self._proposals.snapshot_installed(snap.meta.index)
         self._refresh_addresses()
@@ -740,7 +775,7 @@ class UkehiNode:
             return self._not_leader(what)
         except ProposalDropped as e:
             return _err(wire.ErrorCode.UNAVAILABLE, f"{what} not accepted now: {e}")
-        if self.bug == "early-ack":
+        if self.bug == "ack-before-commit":
             return wire.MsgType.OK, wire.ok_body(None)
         return await waiter
 

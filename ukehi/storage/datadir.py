@@ -120,7 +120,8 @@ class DataDir:
     def open_group(self, group_id: int = 0,
                    policy: CorruptionPolicy | str = CorruptionPolicy.TruncateToLastGood, *,
                    segment_size: int = DEFAULT_SEGMENT_SIZE,
-                   keep_snapshots: int = DEFAULT_KEEP) -> GroupStorage:
+                   keep_snapshots: int = DEFAULT_KEEP,
+                   unsafe_skip_crc: bool = False) -> GroupStorage:
         """Open (creating if allowed) group ``group_id`` and replay it under ``policy``.
 
         Raises CorruptionRefusedError (RefuseStart found corruption; nothing changed),
@@ -135,7 +136,8 @@ class DataDir:
         snapshot = snapshots.load_latest()
         wal_dir = os.path.join(path, "wal")
         ensure_dir(wal_dir, f"group {group_id} WAL directory", self.create)
-        scan = scan_wal(wal_dir, policy)  # reads only; RefuseStart raises here
+        # unsafe_skip_crc: the no-crc-check planted bug (ukehi/bugs.py); never set otherwise.
+        scan = scan_wal(wal_dir, policy, unsafe_skip_crc=unsafe_skip_crc)  # reads only; RefuseStart raises here
         gap = _gap_after_snapshot(scan.entries, snapshot)
         if gap is not None and policy is CorruptionPolicy.RefuseStart:
             _refuse_gap(wal_dir, scan.report, gap)  # before anything on disk changes

@@ -192,6 +192,9 @@ class _Scanner:
         self.hole = False  # bad bytes were skipped since `prev`, so a jump in index is explained
         self.cut = False  # TruncateToLastGood has cut; everything later is dropped
         self.alert = policy is CorruptionPolicy.AlertAndContinue
+        # The no-crc-check planted bug (ukehi/bugs.py): frames whose lengths look right are
+        # taken as they are, so damaged bytes replay as entries. Never set otherwise.
+        self.skip_crc = False
         self.highest: int | None = None
         self.files: list[tuple[int, str]] = []
 
@@ -330,6 +333,7 @@ class _Scanner:
         end = len(buf)
         mv = memoryview(buf)
         crc32 = zlib.crc32
+        skip_crc = self.skip_crc
         unpack_len = LEN.unpack_from
         unpack_head = ENTRY_HEAD.unpack_from
         unpack_token = TOKEN.unpack_from
@@ -349,7 +353,7 @@ class _Scanner:
                 elen, term, index, cmd_len = unpack_frame(buf, pos)
                 nxt = pos + 4 + elen
                 if (index == expect and cmd_len == elen - fixed and nxt <= end
-                        and crc32(mv[pos + 4 : pos + elen]) == unpack_len(buf, pos + elen)[0]):
+                        and (skip_crc or crc32(mv[pos + 4 : pos + elen]) == unpack_len(buf, pos + elen)[0])):
                     cstart = pos + 24
                     cend = cstart + cmd_len
                     append(WalEntry(term, index, buf[cstart:cend], unpack_token(buf, cend)[0] if v2 else 0))
@@ -367,7 +371,7 @@ class _Scanner:
             if remaining >= 4:
                 (elen,) = unpack_len(buf, pos)
                 if fixed <= elen <= MAX_ENTRY_LEN and elen <= remaining - 4:
-                    if crc32(mv[pos + 4 : pos + elen]) == unpack_len(buf, pos + elen)[0]:
+                    if skip_crc or crc32(mv[pos + 4 : pos + elen]) == unpack_len(buf, pos + elen)[0]:
                         term, index, cmd_len = unpack_head(buf, pos + 4)
                         if cmd_len == elen - fixed:
                             prev = self.prev
@@ -507,8 +511,11 @@ class _Scanner:
 
 
 def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.TruncateToLastGood, *,
-             with_locations: bool = False, resync_window: int = RESYNC_WINDOW) -> WalScan:
+             with_locations: bool = False, resync_window: int = RESYNC_WINDOW,
+             unsafe_skip_crc: bool = False) -> WalScan:
     """Read every segment in ``directory`` and apply ``policy`` in memory. Never writes.
+
+    ``unsafe_skip_crc`` is the no-crc-check planted bug (ukehi/bugs.py), for harness tests only.
 
     Raises :class:`CorruptionRefusedError` under RefuseStart when corruption is found
     (its ``report`` attribute holds the report), :class:`StorageError` when the directory
@@ -516,6 +523,7 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
     """
     policy = CorruptionPolicy.parse(policy)
     scanner = _Scanner(directory, policy, with_locations, resync_window)
+    scanner.skip_crc = unsafe_skip_crc
     # Replay creates millions of small, acyclic objects; the cyclic GC would otherwise
     # rescan them over and over (a ~40% slowdown measured by bench/wal.py).
     gc_was_enabled = gc.isenabled()
