@@ -28,6 +28,7 @@ _COMMAND_MODULES: list[str] = [
     "harness.commands.image",
     "harness.commands.cluster",
     "harness.commands.matrix",
+    "harness.commands.regress",
 ]
 
 

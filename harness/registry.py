@@ -20,6 +20,8 @@ WORKLOADS: dict[str, Callable[[Sequence[str], int, Mapping[str, Any]], Workload]
 NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     "partition": partition.package,
     "kill": process.kill_package,
+    # every node at once (a whole-cluster crash): what loses writes no node made durable
+    "kill-all": partial(process.kill_package, targets=("all",)),
     "pause": process.pause_package,
     "clock": clock.package,
     "packet": packet.package,
@@ -39,6 +41,7 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
 SHADING: dict[str, Shading] = {
     "partition": partition.SHADING,
     "kill": process.KILL_SHADING,
+    "kill-all": process.KILL_SHADING,
     "pause": process.PAUSE_SHADING,
     "clock": clock.SHADING,
     "packet": packet.SHADING,
@@ -51,7 +54,8 @@ SHADING: dict[str, Shading] = {
 }
 
 # Nemeses that perform the same ops: at most one of each group per run.
-EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-majority"}),)
+EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-majority"}),
+                     frozenset({"kill", "kill-all"}))
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
 NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader"})

@@ -1,0 +1,278 @@
+"""The regression suite: proof of detection power (issue 8).
+
+Two kinds of cases, each a fixed, recorded test (seed, workload, faults, timing):
+
+- the correct build under a mixed fault schedule, several seeds: every run must be
+  valid (a false alarm fails the suite);
+- each planted bug (ukehi/bugs.py) with the workload and faults that expose it: every
+  run must be invalid, and caught by the checker one would expect (a bug that slips
+  through, or is caught only by an unrelated checker, is "escaped").
+
+For every case the table gives the verdict, the checker(s) that judged the run invalid,
+and the test seconds until the first violating operation: the history time of the op the
+failing checker points at (the linearizability counterexample's blocked op, the fencing
+checker's stale write, the corruption-policy checker's damaged restart). The table goes
+to stdout and into the results store (``<results>/regress/<timestamp>/regress.json`` and
+``regress.md``, plus every run of the suite under ``<results>/regress-*/``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from checkers.history import load_jsonl
+
+from .spec import TestSpec, default_node_names
+from .store import new_run
+
+CORRECT = "(correct build)"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One recorded test of the suite."""
+
+    bug: str | None  # None: the correct build
+    workload: str
+    nemeses: tuple[str, ...]
+    seed: int
+    time_limit: float  # full suite
+    quick_time_limit: float  # --quick
+    nemesis_interval: float = 2.0
+    expected_checkers: tuple[str, ...] = ("linearizable",)
+    read_mode: str = "readindex"
+    corruption_policy: str = "truncate-to-last-good"
+    node_count: int = 3
+    concurrency: int = 6
+    rate: float = 50.0
+    workload_options: Mapping[str, Any] = field(default_factory=dict)
+    #: why this schedule exposes the bug (the table's footnote and the README's)
+    why: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.bug or CORRECT
+
+    def spec(self, results_dir: str, quick: bool) -> TestSpec:
+        options: dict[str, Any] = {"unsafe_bug": self.bug} if self.bug else {}
+        return TestSpec(
+            name=f"regress-{self.bug or 'correct'}",
+            workload=self.workload,
+            nodes=tuple(default_node_names(self.node_count)),
+            nemeses=self.nemeses,
+            nemesis_interval=self.nemesis_interval,
+            concurrency=self.concurrency,
+            rate=self.rate,
+            time_limit=self.quick_time_limit if quick else self.time_limit,
+            seed=self.seed,
+            read_mode=self.read_mode,
+            corruption_policy=self.corruption_policy,
+            results_dir=results_dir,
+            node_options=options,
+            workload_options=dict(self.workload_options),
+        )
+
+
+# The correct build: partitions, kills and pauses together (the faults every planted bug
+# below is exposed by, but the storage ones), several seeds; each run must be valid.
+_MIXED = ("partition", "kill", "pause")
+CORRECT_CASES: tuple[Case, ...] = tuple(
+    Case(None, "register", _MIXED, seed=seed, time_limit=40, quick_time_limit=15, nemesis_interval=2.0,
+         why="mixed faults on the correct build: any invalid verdict is a false alarm")
+    for seed in (1, 2, 3)
+)
+
+BUG_CASES: tuple[Case, ...] = (
+    Case("stale-read", "register", ("partition",), seed=11, time_limit=30, quick_time_limit=12,
+         why="a partitioned old leader and lagging followers answer reads from local state"),
+    Case("lease-no-drift-bound", "register", ("slow-leader",), seed=0, time_limit=30, quick_time_limit=12,
+         nemesis_interval=4.0,
+         why="the leader's clock runs x0.05 while it is cut off: its driftless lease outlives the "
+             "new leader's first writes (the correct build, ReadIndex, stays valid under this schedule)"),
+    Case("ack-before-commit", "register", ("partition",), seed=12, time_limit=30, quick_time_limit=12,
+         why="writes acknowledged by an isolated leader never commit; cas is acked before it is "
+             "applied, so a failed cas reads as ok"),
+    Case("commit-old-term", "register", ("partition", "kill"), seed=13, time_limit=60, quick_time_limit=20,
+         nemesis_interval=1.0,
+         why="figure 8 needs an old-term entry counted onto a majority by a new leader whose own "
+             "no-op has not reached that majority, then a leader change that overwrites it"),
+    Case("forget-vote", "register", ("kill", "partition"), seed=14, time_limit=60, quick_time_limit=20,
+         nemesis_interval=1.0,
+         why="a voter must be killed right after voting and asked again in the same term by a "
+             "second candidate"),
+    Case("accept-stale-term", "register", ("pause",), seed=15, time_limit=30, quick_time_limit=15,
+         nemesis_interval=1.5,
+         why="a paused leader wakes up deposed and its AppendEntries of the old term overwrite "
+             "the new leader's committed entries on followers"),
+    Case("no-crc-check", "register", ("disk-one",), seed=16, time_limit=30, quick_time_limit=15,
+         nemesis_interval=3.0, expected_checkers=("corruption-policy", "linearizable"),
+         why="bit flips in the middle of the WAL replay as entries, unreported"),
+    Case("truncate-then-vote", "register", ("disk-majority",), seed=17, time_limit=30, quick_time_limit=15,
+         nemesis_interval=3.0, expected_checkers=("corruption-policy", "linearizable"),
+         why="a damaged majority cuts its WALs and elects a leader without the lost entries"),
+    Case("no-fencing-check", "fencing", ("pause",), seed=18, time_limit=30, quick_time_limit=15,
+         nemesis_interval=2.0, expected_checkers=("fencing",),
+         workload_options={"stall_probability": 0.3},
+         why="stalling lock holders write with tokens lower than the key's fence"),
+    Case("lost-unfsynced", "register", ("kill-all",), seed=19, time_limit=30, quick_time_limit=12,
+         nemesis_interval=2.0,
+         why="every node is killed at once: writes acknowledged from the write-behind buffer "
+             "were never written, let alone fsynced"),
+)
+
+SUITE: tuple[Case, ...] = CORRECT_CASES + BUG_CASES
+
+
+@dataclass
+class Row:
+    bug: str
+    workload: str
+    nemeses: str
+    seed: int
+    time_limit: float
+    outcome: str  # "detected" | "escaped" | "valid" | "FALSE ALARM" | "unknown" | "error"
+    ok: bool  # what the suite wanted
+    caught_by: list[str]
+    first_violation_s: float | None
+    run_dir: str
+    wall_s: float
+    detail: str = ""
+
+
+def _completion_time(history: Sequence[Any], index: int) -> int | None:
+    """Time (ns) at which the op invoked at history ``index`` completed (or of that event)."""
+    by_index = {op.index: pos for pos, op in enumerate(history)}
+    pos = by_index.get(index)
+    if pos is None:
+        return None
+    op = history[pos]
+    if op.type != "invoke":
+        return op.time
+    for later in history[pos + 1:]:
+        if later.process == op.process and later.type != "invoke":
+            return later.time
+    return op.time  # never completed: the violation is at its invocation at the latest
+
+
+def violation_indexes(name: str, result: Mapping[str, Any]) -> list[int]:
+    """History indexes a failing checker result points at (first violating ops)."""
+    out: list[int] = []
+    for failure in result.get("failures") or ():
+        if isinstance(failure, Mapping) and isinstance(failure.get("blocked_index"), int):
+            out.append(failure["blocked_index"])
+    for key in ("token_order", "stale_writes"):
+        out += [o["index"] for o in result.get(key) or () if isinstance(o.get("index"), int)]
+    out += [d["second_index"] for d in result.get("duplicate_tokens") or () if isinstance(d.get("second_index"), int)]
+    linear = result.get("linearizability")
+    if isinstance(linear, Mapping):
+        out += violation_indexes(name, linear)
+    for node in (result.get("nodes") or {}).values():
+        out += [f["op"] for f in node.get("faults", ()) if f.get("valid") is False and isinstance(f.get("op"), int)]
+    return out
+
+
+def first_violation_seconds(run_dir: Path, verdict: Mapping[str, Any]) -> tuple[float | None, list[str]]:
+    """(test seconds until the first violating op, names of the checkers that failed)."""
+    failed = [n for n, r in verdict.get("checkers", {}).items() if r.get("valid") is False]
+    if not failed:
+        return None, failed
+    history = load_jsonl(str(run_dir / "history.jsonl"))
+    times = []
+    for name in failed:
+        for index in violation_indexes(name, verdict["checkers"][name]):
+            t = _completion_time(history, index)
+            if t is not None:
+                times.append(t)
+    return (round(min(times) / 1e9, 1) if times else None), failed
+
+
+def judge(case: Case, verdict: Mapping[str, Any], run_dir: Path) -> tuple[str, bool, list[str], float | None, str]:
+    valid = verdict.get("valid")
+    seconds, failed = first_violation_seconds(run_dir, verdict)
+    if case.bug is None:
+        if valid is True:
+            return "valid", True, [], None, ""
+        if valid is False:
+            return "FALSE ALARM", False, failed, seconds, "the correct build was judged invalid"
+        return "unknown", False, [], None, "the checker could not decide (unknown) on the correct build"
+    if valid is not False:
+        return "escaped", False, [], None, f"verdict {valid!r}"
+    expected = [n for n in failed if n in case.expected_checkers]
+    if not expected:
+        return "escaped", False, failed, seconds, (f"invalid, but only by {', '.join(failed)}; expected "
+                                                   f"{' or '.join(case.expected_checkers)}")
+    return "detected", True, failed, seconds, ""
+
+
+def run_case(case: Case, results_dir: str, quick: bool,
+             runner: Callable[[TestSpec], Any] | None = None) -> Row:
+    """Run one case through the normal run path (harness.run.run_test) and judge it."""
+    if runner is None:
+        from .run import run_test as runner
+    spec = case.spec(results_dir, quick)
+    started = time.monotonic()
+    try:
+        outcome = runner(spec)
+    except Exception as err:  # noqa: BLE001 - a crashed case is a failed case, the suite goes on
+        return Row(case.label, case.workload, ",".join(case.nemeses), case.seed, spec.time_limit, "error", False,
+                   [], None, "", round(time.monotonic() - started, 1), f"{type(err).__name__}: {err}")
+    word, ok, caught, seconds, detail = judge(case, outcome.verdict, outcome.run.path)
+    return Row(case.label, case.workload, ",".join(case.nemeses), case.seed, spec.time_limit, word, ok,
+               caught, seconds, str(outcome.run.path), round(time.monotonic() - started, 1), detail)
+
+
+def format_table(rows: Iterable[Row]) -> str:
+    """A Markdown table (reads fine in a terminal too)."""
+    lines = ["| bug | workload | nemeses | seed | test s | result | first violation (test s) | caught by |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        first = "-" if r.first_violation_s is None else f"{r.first_violation_s:.1f}"
+        lines.append(f"| {r.bug} | {r.workload} | {r.nemeses} | {r.seed} | {r.time_limit:g} | {r.outcome} | "
+                     f"{first} | {', '.join(r.caught_by) or '-'} |")
+    return "\n".join(lines)
+
+
+def summarize(rows: Sequence[Row]) -> dict[str, Any]:
+    bug_rows = [r for r in rows if r.bug != CORRECT]
+    detected = [r for r in bug_rows if r.outcome == "detected"]
+    times = [r.first_violation_s for r in detected if r.first_violation_s is not None]
+    return {
+        "ok": all(r.ok for r in rows),
+        "bugs": len(bug_rows),
+        "detected": len(detected),
+        "escaped": sorted(r.bug for r in bug_rows if not r.ok),
+        "correct_runs": sum(1 for r in rows if r.bug == CORRECT),
+        "false_alarms": sum(1 for r in rows if r.bug == CORRECT and not r.ok),
+        "median_first_violation_s": round(statistics.median(times), 1) if times else None,
+    }
+
+
+def run_suite(results_dir: str, *, quick: bool, cases: Sequence[Case] = SUITE,
+              only: Sequence[str] = (), progress: Callable[[str], None] = print,
+              runner: Callable[[TestSpec], Any] | None = None) -> tuple[list[Row], dict[str, Any], Path]:
+    """Run the cases (``only``: bug names, or "correct"), store and return the table."""
+    chosen = [c for c in cases if not only or (c.bug or "correct") in only]
+    rows: list[Row] = []
+    for n, case in enumerate(chosen, 1):
+        progress(f"[{n}/{len(chosen)}] {case.label}: {case.workload} under {','.join(case.nemeses)}, seed "
+                 f"{case.seed}, {case.quick_time_limit if quick else case.time_limit:g} s ...")
+        row = run_case(case, results_dir, quick, runner)
+        progress(f"    {row.outcome}" + (f" by {', '.join(row.caught_by)}" if row.caught_by else "")
+                 + (f" at {row.first_violation_s} s" if row.first_violation_s is not None else "")
+                 + (f" ({row.detail})" if row.detail else "") + f"  [{row.wall_s:.0f} s wall] {row.run_dir}")
+        rows.append(row)
+    summary = summarize(rows)
+    store = new_run(results_dir, "regress")
+    settings = [asdict(c) | {"workload_options": dict(c.workload_options)} for c in chosen]
+    store.write_json("regress.json", {"quick": quick, "summary": summary, "rows": [asdict(r) for r in rows],
+                                      "cases": settings})
+    command = "ukehi-jepsen regress" + (" --quick" if quick else "")
+    (store.path / "regress.md").write_text(
+        f"`{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n{format_table(rows)}\n\n"
+        f"{json.dumps(summary)}\n", encoding="utf-8")
+    return rows, summary, store.path
