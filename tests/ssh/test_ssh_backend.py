@@ -7,6 +7,7 @@ verb on a host, and a teardown that leaves nothing behind.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
@@ -298,15 +299,12 @@ def test_a_host_that_cannot_be_reached_fails_open_with_the_reason(hosts: SshdHos
 
 
 # -- a user who is neither root nor a passwordless sudoer ------------------------------------
-@pytest.fixture
-def plain_user() -> Iterator[str]:
-    """A throwaway account (no sudo) that the test hosts' authorized_keys admit, removed afterwards."""
+@contextlib.contextmanager
+def throwaway_user(suffix: str) -> Iterator[str]:
+    """An account that the test hosts' authorized_keys admit; it and its processes are removed afterwards."""
     if shutil.which("useradd") is None:
         pytest.skip("useradd is missing (passwd package)")
-    if shutil.which("sudo") is not None and subprocess.run(["sudo", "-l", "-U", "nobody"], capture_output=True,
-                                                           timeout=30).returncode == 0:
-        pytest.skip("sudo here may grant rights to new users; the no-sudo case needs a host without that")
-    name = f"ukjssh{os.getpid() % 100000}"
+    name = f"ukjssh{suffix}{os.getpid() % 100000}"
     # password field "*": no password login, but not a locked account (sshd refuses locked ones)
     subprocess.run(["useradd", "-M", "-d", "/tmp", "-s", "/bin/sh", "-p", "*", name], check=True,
                    capture_output=True, timeout=30)
@@ -315,6 +313,37 @@ def plain_user() -> Iterator[str]:
     finally:
         subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, timeout=30)
         subprocess.run(["userdel", name], capture_output=True, timeout=30)
+
+
+def may_sudo(user: str) -> bool:
+    if shutil.which("sudo") is None:
+        return False
+    out = subprocess.run(["sudo", "-l", "-U", user], capture_output=True, text=True, timeout=30).stdout
+    return "not allowed" not in out
+
+
+@pytest.fixture
+def plain_user() -> Iterator[str]:
+    """A throwaway account without sudo."""
+    with throwaway_user("p") as name:
+        if may_sudo(name):
+            pytest.skip("sudo here grants rights to new users; the no-sudo case needs a host without that")
+        yield name
+
+
+@pytest.fixture
+def sudo_user() -> Iterator[str]:
+    """A throwaway account with passwordless sudo (a drop-in under /etc/sudoers.d, removed afterwards)."""
+    if shutil.which("sudo") is None or not Path("/etc/sudoers.d").is_dir():
+        pytest.skip("sudo is not installed (scripts/setup installs it)")
+    with throwaway_user("s") as name:
+        dropin = Path("/etc/sudoers.d") / f"ukj-{name}"
+        dropin.write_text(f"{name} ALL=(root) NOPASSWD: ALL\n")
+        dropin.chmod(0o440)
+        try:
+            yield name
+        finally:
+            dropin.unlink()
 
 
 def test_a_user_without_root_or_sudo_gets_process_verbs_and_a_clear_no_for_network_faults(
@@ -344,3 +373,30 @@ def test_a_user_without_root_or_sudo_gets_process_verbs_and_a_clear_no_for_netwo
     assert not (remote_root / cluster.run_id).exists()
     assert remote_root.is_dir(), "a remote directory that existed before the run must stay"
     assert (tmp_path / "results" / "nodes" / hosts.addresses[0] / "node.supervisor.log").exists()
+
+
+def test_a_user_with_passwordless_sudo_gets_network_faults_through_sudo(
+        hosts: SshdHosts, wheel: Path, sudo_user: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    remote_root = Path(tempfile.mkdtemp(prefix="ukj-ssh-sudo-"))
+    remote_root.chmod(0o777)
+    request.addfinalizer(lambda: shutil.rmtree(remote_root, ignore_errors=True))
+    opts = SSHOptions(user=sudo_user, key=str(hosts.client_key), known_hosts=str(hosts.known_hosts()),
+                      connect_timeout=10)
+    a_host, b_host = hosts.addresses
+    with SSHCluster([a_host], opts, results_dir=tmp_path / "results", remote_dir=str(remote_root),
+                    wheel=wheel) as cluster:
+        node = cluster[a_host]
+        assert cluster.network_faults_supported and cluster.loopback_reason == ""
+        node.drop_from([b_host], "out")
+        rules = run(["ip", "netns", "exec", hosts.netns[0], "iptables", "-w", "-S", "UKJ-OUT"]).stdout
+        assert f"-d {b_host}/32 -j DROP" in rules
+        node.heal_network()
+        node.set_netem(delay_ms=20.0)  # on this kernel without sch_netem: the delayer, started as root
+        pid = node.start(["sleep", "60"])
+        assert os.stat(f"/proc/{pid}").st_uid != 0  # the node itself runs as the user, not root
+    for ns in hosts.netns:
+        assert "UKJ" not in run(["ip", "netns", "exec", ns, "iptables", "-w", "-S"]).stdout
+    others = [p for p in hosts.processes_in_namespaces()
+              if Path(f"/proc/{p}/cmdline").exists() and b"sshd" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert others == [], "the node or the delayer was left running"
+    assert not (remote_root / cluster.run_id).exists()
