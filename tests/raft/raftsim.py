@@ -650,6 +650,8 @@ def run_seed(seed: int, opts: SimOptions | None = None) -> Cluster:
 def options_for_seed(seed: int) -> SimOptions:
     """Vary cluster size, fault rates and Raft tunables per seed (deterministically)."""
     r = random.Random(seed * 7919 + 17)
+    if r.random() < 0.25:
+        return _election_storm(r)
     voters = r.choice([3, 3, 4, 5, 5, 7])
     spare = 0 if voters == 7 else r.choice([0, 1, 2, 7 - voters])
     lease = r.random() < 0.15
@@ -684,4 +686,32 @@ def options_for_seed(seed: int) -> SimOptions:
         corrupt_wal=r.choice([0.0, 0.0, 0.3]),
         wire_codec=r.random() < 0.1,
         raft=raft,
+    )
+
+
+def _election_storm(r: random.Random) -> SimOptions:
+    """Short timeouts, no pre-vote, single-entry messages, many crashes (some right after a
+    Ready was persisted): the schedules where double votes and Figure-8 commits would show."""
+    return SimOptions(
+        voters=r.choice([3, 3, 5]),
+        steps=r.choice([800, 1200]),
+        loss=r.choice([0.05, 0.1]),
+        dup=0.03,
+        reorder=0.5,
+        crash=r.choice([1.5, 3.0]),
+        partition=r.choice([0.5, 1.0]),
+        propose=10.0,
+        transfer=0.3,
+        read=1.5,
+        drift=True,
+        crash_in_ready=r.choice([0.02, 0.05]),
+        raft=RaftConfig(
+            election_tick=r.choice([3, 5]),
+            pre_vote=False,
+            check_quorum=r.random() < 0.5,
+            max_inflight=r.choice([2, 4]),
+            max_entries_per_message=1,
+            compaction_threshold=r.choice([8, 10_000]),
+            snapshot_chunk_size=16,
+        ),
     )
