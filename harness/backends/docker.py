@@ -47,7 +47,7 @@ from harness.backends.process import proc_stat
 
 DEFAULT_IMAGE = "ukehi-node:latest"
 IMAGE_ENV = "UKEHI_JEPSEN_IMAGE"  # overrides the image a run uses
-SUPERNET = ipaddress.ip_network("10.214.0.0/16")
+SUPERNET = ipaddress.IPv4Network("10.214.0.0/16")
 NODE_HOST_OFFSET = 10
 MAX_NODES = 200
 DEFAULT_BASE_PORT = 7000
