@@ -676,3 +676,48 @@ def test_bad_construction_arguments_are_named():
         RaftCore("n1", rng=random.Random(), entries=[E(1, 4)], hard_state=HardState(2, None, 0))
     with pytest.raises(ValueError, match="heartbeat_tick"):
         RaftConfig(election_tick=3, heartbeat_tick=3)
+
+
+def test_report_unreachable_stops_pipelining_to_that_peer():
+    net = Net(N3)
+    net.elect("n1")
+    assert net["n1"].status().progress["n2"].state == "replicate"
+    net["n1"].report_unreachable("n2")
+    assert net["n1"].status().progress["n2"].state == "probe"
+    net["n1"].propose(b"a")
+    net["n1"].propose(b"b")
+    net.flush("n1")
+    net["n1"].propose(b"c")
+    net.flush("n1")
+    # In probe only one append is outstanding to n2; n3 gets both batches.
+    assert len([m for m in net.queue if isinstance(m, AppendEntries) and m.dst == "n2"]) == 1
+    assert len([m for m in net.queue if isinstance(m, AppendEntries) and m.dst == "n3"]) == 2
+
+
+def test_snapshot_meta_for_names_the_term_and_configuration_of_an_applied_index():
+    net = Net(N3)
+    net.elect("n1")
+    net["n1"].propose(b"a")
+    net.flush("n1")
+    net.deliver()
+    meta = net["n1"].snapshot_meta_for(2)
+    assert (meta.index, meta.term, meta.membership.voters) == (2, 1, frozenset(N3))
+    with pytest.raises(ValueError, match="applied index"):
+        net["n1"].snapshot_meta_for(99)
+
+
+def test_the_unsafe_lower_term_flag_lets_a_deposed_leader_overwrite_a_follower():
+    cfg = RaftConfig(election_tick=10, unsafe_accept_lower_term_append=True)
+    net = Net(N3, cfg)
+    net.elect("n1")
+    net["n2"].step(AppendEntries(0, 9, "n3", "n2", 1, 1, (E(2, 9, b"new"),), 0))
+    net.flush("n2")
+    net.queue.clear()
+    # Term 9 leader n3 wrote entry 2; a stale term-1 append now overwrites it.
+    net["n2"].step(AppendEntries(0, 1, "n1", "n2", 1, 1, (Entry(1, 2, EntryKind.NORMAL, b"old", 0),), 0))
+    assert net["n2"].log.entry(2).data == b"old"
+    safe = Net(N3)
+    safe.elect("n1")
+    safe["n2"].step(AppendEntries(0, 9, "n3", "n2", 1, 1, (E(2, 9, b"new"),), 0))
+    safe["n2"].step(AppendEntries(0, 1, "n1", "n2", 1, 1, (Entry(1, 2, EntryKind.NORMAL, b"old", 0),), 0))
+    assert safe["n2"].log.entry(2).data == b"new"

@@ -518,7 +518,10 @@ class RaftCore:
                         f"entry {conflict} conflicts with the committed log (commit "
                         f"{log.committed}); this is a safety violation"
                     )
-                log.append(m.entries[conflict - m.prev_index - 1 :])
+                log.append(
+                    m.entries[conflict - m.prev_index - 1 :],
+                    unsafe_overwrite_committed=self.cfg.unsafe_accept_lower_term_append,
+                )
                 self._on_log_config_change()
             new_commit = min(m.commit, last_new)
             if new_commit > log.committed:

@@ -110,12 +110,16 @@ class RaftLog:
 
     # -- mutation ----------------------------------------------------------------------
 
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Append `entries`, first dropping any of our entries at or after entries[0].index."""
+    def append(self, entries: Sequence[Entry], unsafe_overwrite_committed: bool = False) -> None:
+        """Append `entries`, first dropping any of our entries at or after entries[0].index.
+
+        `unsafe_overwrite_committed` exists only for the planted bug
+        `unsafe_accept_lower_term_append`, which must be able to break safety visibly.
+        """
         if not entries:
             return
         after = entries[0].index
-        if after <= self.committed:
+        if after <= self.committed and not unsafe_overwrite_committed:
             raise AssertionError(
                 f"refusing to overwrite committed entry {after} (committed {self.committed})"
             )
