@@ -1,0 +1,111 @@
+"""`ukehi-jepsen regress`: the judging logic on crafted verdicts, and the quick suite for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.net import netns_support
+from harness.regress import BUG_CASES, CORRECT, SUITE, Case, Row, format_table, judge, summarize, violation_indexes
+from ukehi.bugs import KNOWN_BUGS
+
+CLI = [sys.executable, "-m", "harness.cli"]
+
+
+def _history(path: Path, events: list[dict]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+EVENTS = [
+    {"index": 0, "time": 1_000_000_000, "process": 0, "type": "invoke", "f": "write", "key": 0, "value": 1},
+    {"index": 1, "time": 1_500_000_000, "process": 0, "type": "ok", "f": "write", "key": 0, "value": 1},
+    {"index": 2, "time": 4_000_000_000, "process": 1, "type": "invoke", "f": "read", "key": 0},
+    {"index": 3, "time": 4_200_000_000, "process": 1, "type": "ok", "f": "read", "key": 0, "value": 7},
+]
+LINEAR_FAIL = {"valid": False, "failures": [{"blocked_index": 2, "candidates": [{"index": 2}]}]}
+CASE = Case("stale-read", "register", ("partition",), seed=1, time_limit=10, quick_time_limit=5)
+
+
+def test_every_planted_bug_has_a_case_and_the_suite_has_correct_runs() -> None:
+    assert sorted(c.bug for c in BUG_CASES) == sorted(KNOWN_BUGS)
+    assert sum(1 for c in SUITE if c.bug is None) >= 3
+    assert len({(c.bug, c.seed) for c in SUITE}) == len(SUITE)  # fixed, distinct settings
+
+
+def test_a_bug_caught_by_the_expected_checker_is_detected_at_the_blocked_ops_completion(tmp_path: Path) -> None:
+    run = _history(tmp_path, EVENTS)
+    verdict = {"valid": False, "checkers": {"linearizable": LINEAR_FAIL, "stats": {"valid": True}}}
+    outcome, ok, caught, seconds, _ = judge(CASE, verdict, run)
+    assert (outcome, ok, caught, seconds) == ("detected", True, ["linearizable"], 4.2)
+
+
+def test_a_bug_caught_only_by_an_unrelated_checker_or_not_at_all_escaped(tmp_path: Path) -> None:
+    run = _history(tmp_path, EVENTS)
+    other = {"valid": False, "checkers": {"stats": {"valid": False}, "linearizable": {"valid": True}}}
+    assert judge(CASE, other, run)[:2] == ("escaped", False)
+    assert judge(CASE, {"valid": True, "checkers": {}}, run)[:2] == ("escaped", False)
+    assert judge(CASE, {"valid": "unknown", "checkers": {}}, run)[:2] == ("escaped", False)
+
+
+def test_the_correct_build_must_be_valid(tmp_path: Path) -> None:
+    run = _history(tmp_path, EVENTS)
+    correct = Case(None, "register", ("kill",), seed=1, time_limit=10, quick_time_limit=5)
+    assert judge(correct, {"valid": True, "checkers": {}}, run)[:2] == ("valid", True)
+    alarm = judge(correct, {"valid": False, "checkers": {"linearizable": LINEAR_FAIL}}, run)
+    assert alarm[:2] == ("FALSE ALARM", False) and alarm[3] == 4.2
+    assert judge(correct, {"valid": "unknown", "checkers": {}}, run)[:2] == ("unknown", False)
+
+
+def test_violation_indexes_of_fencing_and_policy_results() -> None:
+    fencing = {"valid": False, "stale_writes": [{"index": 9}], "token_order": [], "duplicate_tokens": [],
+               "linearizability": {"valid": False, "failures": [{"blocked_index": 12}]}}
+    assert sorted(violation_indexes("fencing", fencing)) == [9, 12]
+    policy = {"valid": False, "nodes": {"n1": {"faults": [{"op": 5, "valid": True}, {"op": 8, "valid": False}]}}}
+    assert violation_indexes("corruption-policy", policy) == [8]
+
+
+def test_summary_and_table() -> None:
+    rows = [Row(CORRECT, "register", "kill", 1, 10, "valid", True, [], None, "r0", 1.0),
+            Row("stale-read", "register", "partition", 2, 10, "detected", True, ["linearizable"], 3.0, "r1", 1.0),
+            Row("forget-vote", "register", "kill", 3, 10, "escaped", False, [], None, "r2", 1.0)]
+    summary = summarize(rows)
+    assert summary["ok"] is False and summary["escaped"] == ["forget-vote"] and summary["detected"] == 1
+    assert summary["median_first_violation_s"] == 3.0 and summary["false_alarms"] == 0
+    table = format_table(rows).splitlines()
+    assert table[0].startswith("| bug | workload | nemeses |") and len(table) == 2 + len(rows)
+    assert "| stale-read | register | partition | 2 | 10 | detected | 3.0 | linearizable |" in table
+
+
+def test_unknown_bug_name_is_a_bad_argument(tmp_path: Path) -> None:
+    done = subprocess.run(CLI + ["regress", "--only", "no-such-bug", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 254 and "choose from correct" in done.stderr
+
+
+_ok, _why = netns_support()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(not (os.geteuid() == 0 and _ok), reason=f"needs root and `ip netns`: {_why}")
+def test_the_quick_suite_detects_every_planted_bug_without_false_alarms(tmp_path: Path) -> None:
+    done = subprocess.run(CLI + ["regress", "--quick", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1500)
+    stored = sorted(tmp_path.glob("regress/*/regress.json"))
+    assert stored, f"no table stored: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    table = json.loads(stored[-1].read_text())
+    outcomes = {}
+    for row in table["rows"]:
+        outcomes.setdefault(row["bug"], []).append(row["outcome"])
+    correct = outcomes.pop(CORRECT, [])
+    assert len(correct) >= 3 and all(o == "valid" for o in correct), correct
+    assert {b: o for b, o in outcomes.items() if o != ["detected"]} == {}, done.stdout[-4000:]
+    assert set(outcomes) == set(KNOWN_BUGS)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
