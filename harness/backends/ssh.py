@@ -28,6 +28,7 @@ remote directory.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import shlex
 import subprocess
@@ -169,10 +170,11 @@ class SSHNode(NodeHandle):
         out = conn.check('id -u; echo "$SSH_CONNECTION"; PATH="$PATH:/usr/sbin:/sbin"; '
                          'for t in timeout setsid nohup iptables tc ip; do command -v $t; done; true',
                          what="probing the host").splitlines()
-        uid, ssh_conn, tools = out[0].strip(), (out[1].split() if len(out) > 1 else []), " ".join(out[2:])
+        uid, ssh_conn = out[0].strip(), (out[1].split() if len(out) > 1 else [])
+        tools = {PurePosixPath(line.strip()).name for line in out[2:]}
         self.harness_address = ssh_conn[0] if ssh_conn else None
         for tool in ("timeout", "setsid", "nohup"):
-            if f"/{tool}" not in tools:
+            if tool not in tools:
                 raise SSHError(f"host {self.host} has no `{tool}`: install coreutils and util-linux there")
         if uid == "0":
             self.sudo, self.privileged = "", True
@@ -182,7 +184,7 @@ class SSHNode(NodeHandle):
             self.no_faults_reason = (f"user {conn.options.user_name} on {self.host} is not root and has no "
                                      "passwordless sudo; connect as root (--ssh-user root) or allow "
                                      "`sudo -n` for iptables and tc there")
-        if self.privileged and ("/iptables" not in tools or "/tc" not in tools or "/ip" not in tools):
+        if self.privileged and not {"iptables", "tc", "ip"} <= tools:
             self.privileged = False
             self.no_faults_reason = f"host {self.host} lacks iptables, tc or ip: apt-get install iptables iproute2"
 
@@ -223,6 +225,8 @@ class SSHNode(NodeHandle):
             self._c().write_file(f"{dest}/{name}", (src / name).read_bytes(), mode=0o644)
 
     def install_chains(self) -> None:
+        # The chains are the host's, not the run's: one run at a time per host (as the node
+        # port is), and a crashed earlier run's chains are replaced here.
         if not self.privileged:
             return
         self._remove_chains()  # a crashed earlier run may have left them
@@ -257,8 +261,6 @@ class SSHNode(NodeHandle):
     # -- supervised processes -------------------------------------------------------
     def _launch(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: str,
                 privileged: bool = False) -> int:
-        import json
-
         wd = str(self.workdir)
         spec = {"argv": list(argv), "env": dict(env), "cwd": wd, "log": log,
                 "pid_file": f"{wd}/{name}.pid", "exit_file": f"{wd}/{name}.exit"}
