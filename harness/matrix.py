@@ -46,6 +46,39 @@ class Cell:
     victims: list[str] = field(default_factory=list)
     checkers: dict[str, Any] = field(default_factory=dict)
     availability: dict[str, int] = field(default_factory=dict)
+    #: outcomes over the repeated runs of this cell (one run: {outcome: 1})
+    counts: dict[str, int] = field(default_factory=dict)
+    #: each repeated run: outcome, decided_by, summary, run_dir
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The outcome, with how often it happened when the cell ran more than once."""
+        total = sum(self.counts.values())
+        return self.outcome if total <= 1 else f"{self.outcome} ({self.counts.get(self.outcome, 0)} of {total})"
+
+
+# Which outcome a repeated cell shows: the worst one seen (a harness error first, since the
+# cell then was not fully measured; lost data before unavailability before doubt).
+_SEVERITY = {"error": 4, "invalid": 3, "unavailable": 2, "unknown": 1, "valid": 0}
+
+
+def merge_repeats(cells: Sequence[Cell]) -> Cell:
+    """One cell from several runs of it: the worst run's details, the counts of every outcome."""
+    if not cells:
+        raise ValueError("a matrix cell needs at least one run")
+    worst = max(cells, key=lambda c: _SEVERITY.get(c.outcome, 0))
+    counts: dict[str, int] = {}
+    for cell in cells:
+        counts[cell.outcome] = counts.get(cell.outcome, 0) + 1
+    runs = [{"outcome": c.outcome, "decided_by": c.decided_by, "summary": c.summary, "run_dir": c.run_dir}
+            for c in cells]
+    summary = worst.summary
+    if len(cells) > 1:
+        spread = ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda i: -_SEVERITY.get(i[0], 0)))
+        summary = f"{len(cells)} runs: {spread}; worst: {worst.summary}"
+    return Cell(worst.policy, worst.target, worst.outcome, worst.decided_by, summary, worst.run_dir,
+                worst.victims, worst.checkers, worst.availability, counts, runs)
 
 
 def availability(history: Sequence[Op]) -> dict[str, int]:
@@ -127,19 +160,27 @@ def cell_from_run(policy: str, target: str, run_dir: Path, verdict: dict[str, An
                 victims, {n: r.get("valid") for n, r in verdict.get("checkers", {}).items()}, avail)
 
 
-RunCell = Callable[[str, str], Cell]
+RunCell = Callable[[str, str, int], Cell]
 
 
 def run_matrix(policies: Sequence[str], targets: Sequence[str], run_cell: RunCell,
-               on_cell: Callable[[Cell], None] | None = None) -> list[Cell]:
-    """Every policy x target cell; a cell whose run crashed becomes outcome ``error``, the rest go on."""
+               on_cell: Callable[[Cell], None] | None = None, repeats: int = 1) -> list[Cell]:
+    """Every policy x target cell, each run ``repeats`` times (``run_cell(policy, target, i)``).
+
+    A run that crashes becomes outcome ``error`` and the rest go on.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats {repeats}: run each cell at least once")
     cells = []
     for policy in policies:
         for target in targets:
-            try:
-                cell = run_cell(policy, target)
-            except Exception as err:  # noqa: BLE001 - one broken cell must not lose the others
-                cell = Cell(policy, target, "error", ["harness"], f"{type(err).__name__}: {err}")
+            runs = []
+            for i in range(repeats):
+                try:
+                    runs.append(run_cell(policy, target, i))
+                except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
+                    runs.append(Cell(policy, target, "error", ["harness"], f"{type(err).__name__}: {err}"))
+            cell = merge_repeats(runs)
             cells.append(cell)
             if on_cell is not None:
                 on_cell(cell)
@@ -165,21 +206,21 @@ def markdown(cells: Sequence[Cell], command: str, nodes: int) -> str:
              f"| policy \\ damaged WAL on ({nodes} nodes) | " + " | ".join(targets) + " |",
              "|---|" + "---|" * len(targets)]
     for policy in policies:
-        row = [by[(policy, t)].outcome if (policy, t) in by else "" for t in targets]
+        row = [by[(policy, t)].label if (policy, t) in by else "" for t in targets]
         lines.append(f"| {policy} | " + " | ".join(row) + " |")
     lines += ["", "| policy | target | victims | outcome | decided by | what happened |",
               "|---|---|---|---|---|---|"]
     for c in cells:
         summary = " ".join(c.summary.split())  # one table row, even for a multi-line error
         summary = (summary if len(summary) <= 400 else summary[:397] + "...").replace("|", "\\|")
-        lines.append(f"| {c.policy} | {c.target} | {','.join(c.victims) or '-'} | {c.outcome} | "
+        lines.append(f"| {c.policy} | {c.target} | {','.join(c.victims) or '-'} | {c.label} | "
                      f"{', '.join(c.decided_by)} | {summary} |")
     return "\n".join(lines) + "\n"
 
 
 def plain_table(cells: Sequence[Cell]) -> str:
     rows = [("policy", "target", "outcome", "decided by", "run")]
-    rows += [(c.policy, c.target, c.outcome, ",".join(c.decided_by), c.run_dir or "-") for c in cells]
+    rows += [(c.policy, c.target, c.label, ",".join(c.decided_by), c.run_dir or "-") for c in cells]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
 
@@ -191,7 +232,7 @@ def write_matrix(results_dir: str, cells: Sequence[Cell], command: str, nodes: i
     path = base / timestamp()
     path.mkdir()
     (path / "matrix.md").write_text(markdown(cells, command, nodes), encoding="utf-8")
-    data = {"command": command, "nodes": nodes, "cells": [asdict(c) for c in cells]}
+    data = {"command": command, "nodes": nodes, "cells": [{**asdict(c), "label": c.label} for c in cells]}
     (path / "matrix.json").write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     link, tmp = base / "latest", base / f".latest.tmp{os.getpid()}"
     if tmp.is_symlink():

@@ -71,7 +71,7 @@ def test_without_final_reads_the_results_after_the_damage_decide_availability() 
 def test_a_crashing_cell_is_an_error_and_the_others_still_run() -> None:
     seen: list[str] = []
 
-    def run_cell(policy: str, target: str) -> Cell:
+    def run_cell(policy: str, target: str, repeat: int) -> Cell:
         if (policy, target) == ("refuse-start", "one"):
             raise RuntimeError("backend exploded")
         return Cell(policy, target, "valid", ["linearizable"], "fine")
@@ -82,6 +82,26 @@ def test_a_crashing_cell_is_an_error_and_the_others_still_run() -> None:
         ("refuse-start", "one", "error"), ("refuse-start", "majority", "valid"),
         ("alert-and-continue", "one", "valid"), ("alert-and-continue", "majority", "valid")]
     assert "backend exploded" in cells[0].summary and seen == ["error", "valid", "valid", "valid"]
+
+
+def test_repeated_cells_show_the_worst_outcome_and_how_often_it_happened() -> None:
+    outcomes = {0: "valid", 1: "invalid", 2: "valid"}
+
+    def run_cell(policy: str, target: str, repeat: int) -> Cell:
+        if target == "one" and repeat == 2:
+            raise RuntimeError("backend exploded")
+        return Cell(policy, target, outcomes[repeat], ["linearizable"], f"run {repeat}", f"/r/{repeat}")
+
+    one, majority = run_matrix(["alert-and-continue"], ["one", "majority"], run_cell, repeats=3)
+    assert majority.outcome == "invalid" and majority.label == "invalid (1 of 3)"
+    assert majority.counts == {"valid": 2, "invalid": 1} and majority.run_dir == "/r/1"
+    assert majority.summary.startswith("3 runs: 1 invalid, 2 valid; worst: run 1")
+    assert [r["run_dir"] for r in majority.runs] == ["/r/0", "/r/1", "/r/2"]
+    # A run the harness could not finish outranks any finding: that cell was not fully measured.
+    assert one.label == "error (1 of 3)" and "backend exploded" in one.summary
+    assert "| alert-and-continue | error (1 of 3) | invalid (1 of 3) |" in markdown([one, majority], "c", 5)
+    with pytest.raises(ValueError, match="at least once"):
+        run_matrix(["refuse-start"], ["one"], run_cell, repeats=0)
 
 
 def test_tables_and_store(tmp_path: Path) -> None:
