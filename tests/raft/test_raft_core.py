@@ -721,3 +721,49 @@ def test_the_unsafe_lower_term_flag_lets_a_deposed_leader_overwrite_a_follower()
     safe["n2"].step(AppendEntries(0, 9, "n3", "n2", 1, 1, (E(2, 9, b"new"),), 0))
     safe["n2"].step(AppendEntries(0, 1, "n1", "n2", 1, 1, (Entry(1, 2, EntryKind.NORMAL, b"old", 0),), 0))
     assert safe["n2"].log.entry(2).data == b"new"
+
+
+def _lease_scenario(leader_ticks_per_follower_tick: float) -> tuple[list, int]:
+    """n1 leads with lease reads; it is cut off; n2 and n3 elect n2 and commit a write.
+    Returns n1's answers to a read issued afterwards, and the index of that write."""
+    cfg = RaftConfig(election_tick=10, lease_read=True, lease_drift_margin=2)
+    net = Net(N3, cfg)
+    net.tick_all(cfg.election_tick)
+    net.elect("n1")
+    net.tick("n1")
+    net.deliver()  # lease confirmed by a heartbeat round
+    net.isolate("n1")
+    owed = 0.0
+    for _ in range(40):  # followers' clocks
+        owed += leader_ticks_per_follower_tick
+        while owed >= 1:
+            net.tick("n1")
+            owed -= 1
+        net.tick("n2")
+        net.tick("n3")
+        net.deliver()
+        if net["n2"].role is Role.LEADER or net["n3"].role is Role.LEADER:
+            break
+    new = "n2" if net["n2"].role is Role.LEADER else "n3"
+    assert net[new].role is Role.LEADER
+    index, _ = net[new].propose(b"w")
+    net.flush(new)
+    net.deliver()
+    assert net[new].log.committed >= index
+    net.reads["n1"].clear()
+    if net["n1"].role is Role.LEADER:
+        net["n1"].read_index(b"after-write")
+        net.flush("n1")
+    return net.reads["n1"], index
+
+
+def test_lease_reads_go_stale_when_the_leaders_clock_runs_slow():
+    # Documents the dependency: a leader whose clock runs at a third of the followers'
+    # still trusts its lease after they elected someone else and committed a write.
+    reads, index = _lease_scenario(1 / 3)
+    assert len(reads) == 1 and reads[0].index < index
+
+
+def test_with_matching_clocks_the_lease_has_lapsed_before_anyone_else_can_win():
+    reads, _ = _lease_scenario(1.0)
+    assert reads == []
