@@ -108,7 +108,7 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
 ISOLATE_SLOW_LEADER, HEAL_SLOW_LEADER = "isolate-slow-leader", "heal-slow-leader"
 SLOW_LEADER_SHADING = Shading("slow-leader", start=(ISOLATE_SLOW_LEADER,), stop=(HEAL_SLOW_LEADER,))
 #: how much slower than real time the isolated leader's clock runs
-SLOW_LEADER_RATE = 0.05
+SLOW_LEADER_RATE = 0.02
 
 
 def slow_leader_package(ctx: FaultContext, rate: float = SLOW_LEADER_RATE) -> NemesisPackage:
