@@ -15,6 +15,15 @@ from typing import Sequence
 import click
 import typer
 
+try:  # typer >= 0.24 ships its own copy of click and raises that copy's exceptions
+    from typer._click import exceptions as _typer_click_errors
+
+    _USAGE_ERRORS: tuple[type[BaseException], ...] = (_typer_click_errors.UsageError, click.UsageError)
+    _NO_ARGS_HELP: tuple[type[BaseException], ...] = (_typer_click_errors.NoArgsIsHelpError,)
+except ImportError:  # older typer: plain click
+    _USAGE_ERRORS = (click.UsageError,)
+    _NO_ARGS_HELP = ()
+
 EXIT_VALID = 0
 EXIT_INVALID = 1
 EXIT_UNKNOWN = 2
@@ -55,12 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = command.main(args=list(argv) if argv is not None else None,
                               prog_name="ukehi-jepsen", standalone_mode=False)
-    except click.exceptions.Exit as exit_:
-        return int(exit_.exit_code)
-    except click.UsageError as err:
-        err.show()
+    except (click.exceptions.Exit, typer.Exit) as exit_:
+        return int(getattr(exit_, "exit_code", 0) or 0)
+    except _NO_ARGS_HELP as help_:
+        help_.show()  # type: ignore[attr-defined]
+        return EXIT_VALID
+    except _USAGE_ERRORS as err:
+        err.show()  # type: ignore[attr-defined]
         return EXIT_BAD_ARGUMENT
-    except click.Abort:
+    except (click.Abort, typer.Abort):
         print("aborted", file=sys.stderr)
         return EXIT_CRASHED
     except BadArgument as err:

@@ -143,6 +143,8 @@ def test_sigint_leaves_nothing_behind_and_a_readable_history(tmp_path):
     (["--node-count", "0"], "--node-count"),
     (["--nemesis", "meteor"], "unknown nemesis"),
     (["--concurrency", "x"], "--concurrency"),
+    (["--bogus"], "No such option"),
+    (["--time-limit", "soon"], "--time-limit"),
 ])
 def test_bad_arguments_exit_254_and_name_the_fix(tmp_path, args, fix):
     done = run_cli("run", "--results-dir", str(tmp_path / "r"), *args, timeout=60)
