@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         """Planted bugs must be caught, the correct build must pass; exit 0 if so, else 1."""
         from ukehi.bugs import KNOWN_BUGS
 
-        from ..regress import format_table, run_suite
+        from ..regress import escape_notes, format_table, run_suite
         from ..store import StoreError, check_writable
 
         names = tuple(n.strip() for n in (only or "").split(",") if n.strip())
@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
         print()
         print(format_table(rows))
         print()
+        for note in escape_notes(rows):
+            print(f"- {note}")
         median = summary["median_first_violation_s"]
         print(f"planted bugs detected: {summary['detected']}/{summary['bugs']}"
               + (f" (escaped: {', '.join(summary['escaped'])})" if summary["escaped"] else "")
