@@ -155,8 +155,13 @@ class UkehiDB:
                 return name
         return None
 
-    async def node_clock(self, name: str) -> float | None:
-        status = (await self.statuses()).get(name)
+    async def node_clock(self, name: str, timeout: float = 1.0) -> float | None:
+        # Only this node: asking all of them would wait out any paused node's timeout, and
+        # the reading would then look that much behind when compared with our clock.
+        address = endpoint(self.nodes[name])
+        async with UkehiClient([address], timeout=timeout) as client:
+            result = await client.status(address, timeout=timeout)
+        status = result.value if result.ok else None
         return float(status["clock"]) if status and "clock" in status else None
 
     async def wait_for_leader(self, timeout: float = 30.0) -> str:

@@ -24,6 +24,18 @@ SHADING = Shading("clock", start=("bump-clock", "skew-clock-rate"), stop=("reset
                   instant=("strobe-clock",))
 
 
+async def readings(ctx: FaultContext, names: Sequence[str]) -> dict[str, float]:
+    """Each answering node's clock minus ours (seconds), as the node itself reports it."""
+    out: dict[str, float] = {}
+    for name in names:
+        sent = time.time()
+        reading = await ctx.node_clock(name)
+        if reading is not None:
+            # Against the middle of the round trip: the node read its clock in between.
+            out[name] = reading - (sent + time.time()) / 2
+    return out
+
+
 def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe"),
             targets: Sequence[str] = ("one", "minority"), strobe_seconds: float = 2.0) -> NemesisPackage:
     unknown = [m for m in modes if m not in ("bump", "rate", "strobe")]
@@ -49,21 +61,13 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
         return {"f": "strobe-clock", "value": {**target, "offset_s": rng.choice(BUMPS_S[2:]),
                                                 "period_s": 0.05, "duration_s": strobe_seconds}}
 
-    async def readings(names: Sequence[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in names:
-            reading = await ctx.node_clock(name)
-            if reading is not None:
-                out[name] = reading - time.time()
-        return out
-
     async def invoke(op: OpDict) -> Any:
         f = op["f"]
         if f == "reset-clock":
             names = sorted(ctx.nodes)
             await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].reset_clock) for n in names))
             rates.clear()
-            return {"offsets": {n: 0.0 for n in names}, "measured": await readings(names)}
+            return {"offsets": {n: 0.0 for n in names}, "measured": await readings(ctx, names)}
         value = op["value"]
         names = await resolve(ctx, value["target"], random.Random(value["seed"]))
         if f == "bump-clock":
@@ -93,7 +97,7 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
         else:
             raise ValueError(f"clock nemesis cannot perform {f!r}")
         offsets = {n: ctx.nodes[n].clock_offset() for n in sorted(ctx.nodes)}
-        return {"nodes": names, "offsets": offsets, "measured": await readings(names)}
+        return {"nodes": names, "offsets": offsets, "measured": await readings(ctx, names)}
 
     return NemesisPackage(
         name="clock",
@@ -150,9 +154,8 @@ def slow_leader_package(ctx: FaultContext, rate: float = SLOW_LEADER_RATE) -> Ne
         await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].drop_from,
                                                  [ctx.nodes[p].address for p in peers], "in")
                                for n, peers in grudge.items()))
-        reading = await ctx.node_clock(leader)
         return {"leader": leader, "rate": op["value"]["rate"], "grudge": grudge,
-                "measured": {leader: reading - time.time()} if reading is not None else {}}
+                "measured": await readings(ctx, [leader])}
 
     return NemesisPackage(
         name="slow-leader",
