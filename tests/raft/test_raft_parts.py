@@ -163,3 +163,22 @@ def test_snapshot_state_pauses_appends_until_the_follower_has_it():
     pr.maybe_update(50)
     pr.become_probe()
     assert pr.next == 51 and not pr.is_paused()
+
+
+def test_find_conflict_by_term_matches_a_linear_scan_on_many_logs():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(300):
+        base = rng.randrange(0, 5)
+        term = rng.randrange(0, 3)
+        entries = []
+        for i in range(base + 1, base + 1 + rng.randrange(0, 30)):
+            term += rng.random() < 0.3
+            entries.append(E(i, max(term, 1)))
+        log = RaftLog(SnapshotMeta(base, min(1, term), m("a")), entries)
+        idx, t = rng.randrange(0, base + 40), rng.randrange(0, term + 2)
+        expect = min(idx, log.last_index())
+        while expect > base and log.term(expect) > t:
+            expect -= 1
+        assert log.find_conflict_by_term(idx, t) == expect

@@ -148,11 +148,13 @@ class RaftLog:
     def find_conflict_by_term(self, index: int, term: int) -> int:
         """The largest index <= `index` whose term is <= `term` (fast back-off, §5.3)."""
         index = min(index, self.last_index())
-        while index > self.snapshot.index:
-            if self.entries[index - self.snapshot.index - 1].term <= term:
-                return index
-            index -= 1
-        return index
+        if index <= self.snapshot.index:
+            return index
+        # Terms never decrease along a log, so a binary search finds it in O(log n).
+        k = bisect.bisect_right(
+            self.entries, term, 0, index - self.snapshot.index, key=lambda e: e.term
+        )
+        return self.snapshot.index + k
 
     def slice(self, lo: int, hi: int, max_count: int, max_bytes: int) -> list[Entry]:
         """Entries lo..hi (inclusive), at most max_count and (beyond the first) max_bytes."""
