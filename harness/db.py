@@ -149,11 +149,11 @@ class UkehiDB:
         return {n: (r.value if r.ok else None) for n, r in zip(self.nodes, results)}
 
     async def leader(self) -> str | None:
+        """The leader of the newest term: a cut-off old leader may still claim an older one."""
         statuses = await self.statuses()
-        for name, status in statuses.items():
-            if status and status.get("role") == "leader":
-                return name
-        return None
+        leaders = [(status.get("term", 0), name) for name, status in statuses.items()
+                   if status and status.get("role") == "leader"]
+        return max(leaders)[1] if leaders else None
 
     async def node_clock(self, name: str, timeout: float = 1.0) -> float | None:
         # Only this node: asking all of them would wait out any paused node's timeout, and

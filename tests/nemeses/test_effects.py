@@ -295,3 +295,19 @@ def test_slow_leader_isolates_the_leader_and_slows_its_clock(h: Harness) -> None
         h.heal(pkg)
     assert abs(clock_error(h, leader)) < 0.5 and can_connect(h.node(leader), h.node(others[0]))
     h.settled_leader()
+
+
+def test_the_leader_reported_to_nemeses_is_the_newest_one(h: Harness) -> None:
+    # Cut the leader off with a slow clock: it keeps calling itself leader (its lease and
+    # check-quorum run in its own slowed ticks) while the others elect a newer one.
+    old = h.settled_leader()
+    pkg = clock.slow_leader_package(h.ctx, rate=0.05)
+    try:
+        h.invoke(pkg, pkg.generator(random.Random(0)))
+        others = set(h.cluster.nodes) - {old}
+        new = wait_until("a new leader among the others", lambda: leader_among(h.db, others))
+        assert run(h.db.statuses())[old]["role"] == "leader"  # two claim it...
+        assert run(h.ctx.leader()) == new  # ...and the nemeses are told the newer one
+    finally:
+        h.heal(pkg)
+    h.settled_leader()
