@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-LABEL_RUN = "ukehi-jepsen.run"
+from docker_leftovers import labelled
 
 
 def _engine() -> tuple[Any, str]:
@@ -49,14 +49,6 @@ def node_image(docker_client: Any) -> Any:
         yield result, wheel
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def labelled(client: Any) -> dict[str, set[str]]:
-    """Ids of every container, network and volume that carries the harness's run label."""
-    flt = {"label": LABEL_RUN}
-    return {"containers": {c.id for c in client.containers.list(all=True, filters=flt)},
-            "networks": {n.id for n in client.networks.list(filters=flt)},
-            "volumes": {v.id for v in client.volumes.list(filters=flt)}}
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from harness.backends.docker import (LABEL_KIND, LABEL_OWNER, LABEL_RUN, DockerC
                                      DockerUnavailable, cleanup_docker_leftovers, connect, owner_label)
 from harness.db import UkehiDB
 
-from conftest import labelled
+from docker_leftovers import labelled
 
 # A TCP connect from inside a node, timed: prints the seconds, exit 1 if it fails.
 PROBE = ("import socket,sys,time\n"

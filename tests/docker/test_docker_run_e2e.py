@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import labelled
+from docker_leftovers import labelled
 
 pytestmark = pytest.mark.docker
 
