@@ -180,3 +180,18 @@ def test_a_missing_base_without_a_registry_falls_back_to_the_offline_base(docker
         choose_base(docker_client, "ukj-no-such-base:1", offline=False, say=lines.append)
     with pytest.raises(ImageError, match="drop --base"):
         choose_base(docker_client, "ukj-no-such-base:1", offline=True, say=lines.append)
+
+
+def test_cluster_up_with_a_missing_image_says_how_to_build_it_and_leaves_nothing(
+        docker_client: Any, tmp_path: Path, no_leftovers: None) -> None:
+    name = f"ukjt{secrets.token_hex(3)}"
+    proc = jepsen(["cluster", "up", "--nodes", "1", "--name", name, "--image", "ukehi-node:no-such-tag-ukj",
+                   "--results-dir", str(tmp_path)], tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ukehi-jepsen image build --offline" in proc.stderr
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={name}"}) == []
+
+
+def test_cluster_up_refuses_another_backend(tmp_path: Path) -> None:
+    proc = jepsen(["cluster", "up", "--backend", "local"], tmp_path, timeout=60)
+    assert proc.returncode == 254 and "--backend docker" in proc.stderr
