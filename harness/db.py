@@ -54,16 +54,20 @@ class UkehiDB:
         if unknown:
             raise ValueError(f"unknown node option(s) {', '.join(unknown)}; "
                              f"known: {', '.join(NODE_OPTION_FLAGS)}")
-        founders = list(self.nodes) if self.founders is None else list(self.founders)
-        strangers = sorted(set(founders) - set(self.nodes))
-        if not founders or strangers:
-            raise ValueError(f"founding voters {founders} must be a non-empty subset of the "
-                             f"cluster's nodes {list(self.nodes)}")
-        self.founders = founders
+        if self.founders is not None:
+            self.founders = list(self.founders)
+            strangers = sorted(set(self.founders) - set(self.nodes))
+            if not self.founders or strangers:
+                raise ValueError(f"founding voters {self.founders} must be a non-empty subset of the "
+                                 f"cluster's nodes {list(self.nodes)} (open the cluster first)")
         # Nodes that start as new, not-yet-added members: the spares, and any node whose
         # data dir was wiped (a removed node coming back fresh). Never a founder again:
         # a wiped founder would bootstrap a second, empty configuration.
-        self.joiners: set[str] = set(self.nodes) - set(founders)
+        self.joiners: set[str] = set(self.nodes) - set(self.founding_voters())
+
+    def founding_voters(self) -> list[str]:
+        """The initial configuration: the founders given, else every node of the cluster."""
+        return list(self.nodes) if self.founders is None else list(self.founders)
 
     @property
     def nodes(self) -> dict[str, NodeHandle]:
@@ -74,12 +78,11 @@ class UkehiDB:
 
     def argv(self, name: str) -> list[str]:
         handle = self.nodes[name]
-        assert self.founders is not None
         # A founder's --peers is the initial configuration, the same on every founder. A
         # joiner's --peers only gives addresses: it gets every node's, because it learns
         # later members' addresses only by applying the log, and it must answer a leader
         # that was not a founder before it can apply anything.
-        listed = self.nodes if name in self.joiners else self.founders
+        listed = list(self.nodes) if name in self.joiners else self.founding_voters()
         peers = ",".join(f"{n}={endpoint(self.nodes[n])}" for n in listed)
         # A backend whose nodes run elsewhere (a container, a remote host) names the
         # interpreter there as its handle's ``python``; otherwise it is this one.

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from harness.backends.local import LocalCluster
+from harness.db import UkehiDB
 from nemeses import membership
 from nemeses.membership import ADD, REMOVE, TRANSFER
 from ukehi.client import UkehiClient
@@ -39,6 +41,20 @@ def test_generator_draws_every_kind_and_rejects_unknown_ones() -> None:
     assert pkg.final() == [{"f": membership.SETTLE}]
     with pytest.raises(ValueError, match="unknown membership op"):
         membership.package(ctx=None, kinds=["explode"])  # type: ignore[arg-type]
+
+
+def test_db_starts_founders_with_the_founding_config_and_spares_with_join(tmp_path: Path) -> None:
+    with LocalCluster(FOUNDERS + ["n4"], results_dir=tmp_path, isolation="loopback") as cluster:
+        db = UkehiDB(cluster, founders=FOUNDERS)
+        founder, spare = db.argv("n1"), db.argv("n4")
+        peers = lambda argv: argv[argv.index("--peers") + 1].split(",")  # noqa: E731
+        assert [p.split("=")[0] for p in peers(founder)] == FOUNDERS and "--join" not in founder
+        # A spare knows every address (its leader may be a later member) and waits to be added.
+        assert [p.split("=")[0] for p in peers(spare)] == FOUNDERS + ["n4"] and "--join" in spare
+        assert db.joiners == {"n4"}
+        assert "--join" not in UkehiDB(cluster).argv("n4")  # without founders, all found it
+        with pytest.raises(ValueError, match="subset"):
+            UkehiDB(cluster, founders=["n1", "n9"])
 
 
 @pytest.fixture(scope="module")
