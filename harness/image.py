@@ -37,6 +37,8 @@ REGISTRY_BASE = "python:3.11-slim-bookworm"
 OFFLINE_BASE = "ukehi-base:bookworm"
 KEY_LABEL = "ukehi.image.key"
 VERSION_LABEL = "ukehi.version"
+SOURCE_LABEL = "ukehi.source"  # hash of the Python sources the image's wheel was built from
+_PACKAGES = ("ukehi", "harness", "nemeses", "workloads", "checkers")
 # What the wheel is built from: the packages the pyproject's find includes, and its metadata files.
 _SOURCE_ITEMS = ("pyproject.toml", "README.md", "ukehi", "harness", "nemeses", "workloads", "checkers")
 _BASE_SCRIPT_TIMEOUT = 900.0  # mmdebstrap downloads and unpacks ~100 packages
@@ -73,6 +75,27 @@ def docker_client(timeout: int = 120) -> Any:
                          "`dockerd &`), check DOCKER_HOST and your permission on /var/run/docker.sock, "
                          "or use --backend local") from None
     return client
+
+
+def source_hash(root: Path = REPO_ROOT) -> str:
+    """Hash of every ``.py`` file of the packages under ROOT: cheap (no wheel build), and the
+    same for a source tree and an installed copy, so a run can tell a stale image."""
+    h = hashlib.sha256()
+    for package in _PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            h.update(str(path.relative_to(root)).encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:24]
+
+
+def source_hash_of_wheel(wheel: Path) -> str:
+    """:func:`source_hash` of the sources inside WHEEL (what the image really carries)."""
+    with tempfile.TemporaryDirectory(prefix="ukj-wheel-x-") as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(tmp)
+        return source_hash(Path(tmp))
 
 
 # -- the wheel ---------------------------------------------------------------------
@@ -248,7 +271,8 @@ def build_node_image(*, offline: bool = False, base: str | None = None, tag: str
             image, logs = client.images.build(
                 path=str(ctx), dockerfile="docker/Dockerfile", tag=tag, rm=True, forcerm=True,
                 buildargs={"BASE_IMAGE": base_image},
-                labels={KEY_LABEL: key, VERSION_LABEL: project_version()})
+                labels={KEY_LABEL: key, VERSION_LABEL: project_version(),
+                        SOURCE_LABEL: source_hash_of_wheel(wheel)})
         except docker.errors.BuildError as err:
             tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in err.build_log)[-2000:]
             raise ImageError(f"docker build of {tag} failed: {err.msg}\n{tail}\n"

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import logging
 import os
 import random
 import re
 import secrets
 import socket
+import sys
 import tarfile
 import tempfile
 import threading
@@ -63,6 +65,7 @@ LABEL_WORKDIR = "ukehi-jepsen.workdir"
 LABEL_PORTS = "ukehi-jepsen.ports"
 
 _RUN_ID_RE = re.compile(r"^[0-9a-z]{4,12}$")
+log = logging.getLogger("ukehi_jepsen.docker")
 
 
 class DockerUnavailable(BackendError):
@@ -143,6 +146,23 @@ def free_subnets(client: Any, seed: str) -> list[ipaddress.IPv4Network]:
     candidates = [s for s in SUPERNET.subnets(new_prefix=24) if not any(s.overlaps(t) for t in taken)]
     random.Random(seed).shuffle(candidates)
     return candidates
+
+
+def stale_image_warning(image: str, labels: Mapping[str, str]) -> str | None:
+    """Why IMAGE does not carry this tree's node code, or None when it does (or cannot be told)."""
+    from harness.image import SOURCE_LABEL, source_hash
+
+    built_from = labels.get(SOURCE_LABEL)
+    if not built_from:
+        return None  # not built by `ukehi-jepsen image build`: nothing to compare
+    try:
+        here = source_hash()
+    except OSError:
+        return None
+    if built_from == here:
+        return None
+    return (f"image {image} was built from other sources than this harness's (source hash {built_from}, "
+            f"here {here}): the nodes run that older code; rebuild with `ukehi-jepsen image build --offline`")
 
 
 class DockerNode(NodeHandle):
@@ -602,11 +622,16 @@ class DockerCluster(Cluster):
         import docker.errors
 
         try:
-            self.client.images.get(self.image)
+            image = self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
             raise BackendError(f"image {self.image} not found: build it with `ukehi-jepsen image build --offline` "
                                "(no registry needed) or `ukehi-jepsen image build` (with a registry); "
                                f"or name another image in {IMAGE_ENV}") from None
+        stale = stale_image_warning(self.image, image.labels or {})
+        if stale:
+            # A warning, not an error: testing an older build on purpose is legitimate.
+            log.warning("%s", stale)
+            print(f"warning: {stale}", file=sys.stderr)
 
     def _create_network(self) -> None:
         import docker.errors

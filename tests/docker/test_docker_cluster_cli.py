@@ -83,11 +83,13 @@ def test_image_build_rejects_a_tag_without_a_version(tmp_path: Path) -> None:
 
 
 def test_rebuilding_with_the_same_wheel_reuses_the_image(docker_client: Any, node_image: Any) -> None:
-    from harness.image import KEY_LABEL, VERSION_LABEL, build_node_image, project_version
+    from harness.image import (KEY_LABEL, SOURCE_LABEL, VERSION_LABEL, build_node_image, project_version,
+                               source_hash_of_wheel)
 
     first, wheel = node_image
     image = docker_client.images.get(first.tag)
     assert image.labels[KEY_LABEL] == first.key
+    assert image.labels[SOURCE_LABEL] == source_hash_of_wheel(wheel)
     assert image.labels[VERSION_LABEL] == project_version()
     assert docker_client.images.get("ukehi-node:latest").id == image.id
     lines: list[str] = []

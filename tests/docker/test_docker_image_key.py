@@ -43,3 +43,28 @@ def test_the_image_key_follows_the_dockerfile_the_start_script_and_the_base(tmp_
     dockerfile.write_text("FROM base\n")
     script.write_text("#!/bin/sh\nexit 0\n")
     assert image_key(wheel, dockerfile, script, "sha256:base1") != key
+
+
+def test_a_run_warns_when_the_image_carries_other_sources() -> None:
+    from harness.backends.docker import stale_image_warning
+    from harness.image import SOURCE_LABEL, source_hash
+
+    assert stale_image_warning("img:1", {}) is None  # not built by `image build`: nothing to compare
+    assert stale_image_warning("img:1", {SOURCE_LABEL: source_hash()}) is None
+    warning = stale_image_warning("img:1", {SOURCE_LABEL: "0" * 24})
+    assert warning is not None and "img:1" in warning and "ukehi-jepsen image build --offline" in warning
+
+
+def test_the_source_hash_of_a_wheel_equals_that_of_its_tree(tmp_path: Path) -> None:
+    from harness.image import source_hash, source_hash_of_wheel
+
+    tree = tmp_path / "tree"
+    (tree / "ukehi").mkdir(parents=True)
+    (tree / "ukehi" / "__init__.py").write_text("x = 1\n")
+    (tree / "harness" / "__pycache__").mkdir(parents=True)
+    (tree / "harness" / "__pycache__" / "junk.py").write_text("ignored\n")
+    wheel = make_wheel(tmp_path / "w.whl", {"ukehi/__init__.py": b"x = 1\n",
+                                             "ukehi_jepsen-0.1.0.dist-info/RECORD": b""}, (2020, 1, 1, 0, 0, 0))
+    assert source_hash_of_wheel(wheel) == source_hash(tree)
+    (tree / "ukehi" / "__init__.py").write_text("x = 2\n")
+    assert source_hash_of_wheel(wheel) != source_hash(tree)
