@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from nemeses import clock, disk, membership, packet, partition, process
+from nemeses import clock, disk, lazyfs, membership, packet, partition, process
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
 from workloads import fencing, kv, register
@@ -22,6 +22,10 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     "kill": process.kill_package,
     # every node at once (a whole-cluster crash): what loses writes no node made durable
     "kill-all": partial(process.kill_package, targets=("all",)),
+    # a power cut: kill nodes and drop the writes they never fsynced (LazyFS data dirs)
+    "lazyfs": lazyfs.package,
+    # the whole cluster loses power at once: a write every replica acknowledged unsynced is gone
+    "lazyfs-all": partial(lazyfs.package, targets=("all",)),
     "pause": process.pause_package,
     "clock": clock.package,
     "packet": packet.package,
@@ -42,6 +46,8 @@ SHADING: dict[str, Shading] = {
     "partition": partition.SHADING,
     "kill": process.KILL_SHADING,
     "kill-all": process.KILL_SHADING,
+    "lazyfs": lazyfs.SHADING,
+    "lazyfs-all": lazyfs.SHADING,
     "pause": process.PAUSE_SHADING,
     "clock": clock.SHADING,
     "packet": packet.SHADING,
@@ -55,7 +61,7 @@ SHADING: dict[str, Shading] = {
 
 # Nemeses that perform the same ops: at most one of each group per run.
 EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-majority"}),
-                     frozenset({"kill", "kill-all"}))
+                     frozenset({"kill", "kill-all"}), frozenset({"lazyfs", "lazyfs-all"}))
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
 NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader"})

@@ -68,6 +68,10 @@ class RunContext:
     async def start_fresh(self, name: str) -> int:
         return await asyncio.to_thread(self.db.start_fresh, name)
 
+    async def drop_unfsynced(self, name: str) -> dict[str, Any]:
+        """--nemesis lazyfs: lose the node's un-fsynced writes (harness/lazyfs/db.py)."""
+        return await asyncio.to_thread(self.db.drop_unfsynced, name)  # type: ignore[attr-defined]
+
 
 def open_backend(spec: TestSpec, run: RunDir) -> Cluster:
     if spec.backend == "local":
@@ -200,8 +204,16 @@ def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
                                 f"{getattr(cluster, 'loopback_reason', '')}")
             # With membership changes the last nodes are spares (started with --join).
             founders = membership.founding_voters(spec.nodes) if "membership" in spec.nemeses else None
-            db = UkehiDB(cluster, spec.read_mode, spec.corruption_policy, spec.node_options,
-                         use_fake_clock=needs_fake_clock(spec.nemeses), founders=founders)
+            db_class = UkehiDB
+            if any(n.startswith("lazyfs") for n in spec.nemeses):
+                if spec.backend != "local":
+                    raise SpecError("--nemesis lazyfs mounts a FUSE file system under each node's data "
+                                    "directory on this host: use --backend local")
+                from .lazyfs.db import LazyUkehiDB
+
+                db_class = LazyUkehiDB  # data dirs on LazyFS, so un-fsynced writes can be lost
+            db = db_class(cluster, spec.read_mode, spec.corruption_policy, spec.node_options,
+                          use_fake_clock=needs_fake_clock(spec.nemeses), founders=founders)
             try:
                 asyncio.run(_with_progress(_drive(spec, run, cluster, db, progress, counters), progress))
             except KeyboardInterrupt:

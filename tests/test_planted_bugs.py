@@ -77,31 +77,6 @@ def test_no_crc_check_replays_damaged_bytes_unreported(tmp_path: Path) -> None:
     assert buggy.entries[1].command != original  # the flipped bit is now log content
 
 
-def test_lost_unfsynced_write_behind_keeps_appends_out_of_the_file_until_sync(tmp_path: Path) -> None:
-    wal, _ = WAL.open(str(tmp_path))
-    wal.unsafe_write_behind = True
-    seg = next(tmp_path.glob("wal-*.seg"))
-    wal.append([WalEntry(1, 1, b"x" * 10, 0)])  # what the node does under the bug: no sync
-    assert seg.stat().st_size == HEADER_SIZE, "write-behind must not reach the file before sync"
-    # A crash here (the process dies, the buffer with it) leaves an empty log:
-    assert scan_wal(str(tmp_path)).entries == []
-    wal.sync()
-    assert [e.index for e in scan_wal(str(tmp_path)).entries] == [1]
-    # A truncation first writes the buffer out, so the cut works on the whole log.
-    wal.append([WalEntry(1, 2, b"y", 0), WalEntry(1, 3, b"z", 0)])
-    wal.truncate_from(3)
-    assert [e.index for e in scan_wal(str(tmp_path)).entries] == [1, 2]
-    wal.close()
-
-
-def test_the_correct_wal_writes_at_append(tmp_path: Path) -> None:
-    wal, _ = WAL.open(str(tmp_path))
-    seg = next(tmp_path.glob("wal-*.seg"))
-    wal.append([WalEntry(1, 1, b"x" * 10, 0)])
-    assert seg.stat().st_size > HEADER_SIZE
-    wal.close()
-
-
 def _fenced(sm: KVStateMachine, index: int, token: int, value: int) -> bool:
     command = encode_command({"op": "fenced_put", "key": "k", "value": value, "token": token})
     return sm.apply(index, index, command)["ok"]  # entry token = index: always increasing

@@ -9,7 +9,7 @@ Each bug is a name the node, the Raft core or the storage checks at one precise 
 nothing else changes. Where the code path lives:
 
 - node (ukehi/node.py): stale-read, ack-before-commit, forget-vote, truncate-then-vote,
-  lost-unfsynced (with the WAL's write-behind mode);
+  lost-unfsynced;
 - Raft core flags (ukehi/raft/config.py), set through :func:`raft_overrides`:
   commit-old-term, accept-stale-term, lease-no-drift-bound;
 - storage (ukehi/storage/scan.py): no-crc-check;
@@ -22,7 +22,7 @@ import os
 from typing import Any, Mapping
 
 __all__ = ["KNOWN_BUGS", "ALIASES", "ENV_VAR", "UnsafeBugRefused", "canonical_bug", "check_unsafe_bug",
-           "raft_overrides", "WRITE_BEHIND_FLUSH_S"]
+           "raft_overrides", "BACKGROUND_FSYNC_S"]
 
 ENV_VAR = "UKEHI_I_KNOW_THIS_IS_UNSAFE"
 
@@ -50,17 +50,18 @@ KNOWN_BUGS: dict[str, str] = {
     "truncate-then-vote": "after a truncate-to-last-good cut, vote at once instead of catching up first",
     # fenced_put ignores the key's fence: a deposed lock holder overwrites newer data.
     "no-fencing-check": "accept fenced writes whose token is lower than the key's fence",
-    # The WAL says "appended" while the bytes sit in a write-behind buffer that a
-    # background flusher writes and fsyncs later: a crash loses acknowledged writes.
-    "lost-unfsynced": "acknowledge WAL appends before they are written and fsynced (write-behind buffer)",
+    # WAL appends are written to the kernel and acknowledged at once; a background task
+    # fsyncs every BACKGROUND_FSYNC_S ("fsync every N ms" mode). A process crash loses
+    # nothing (the page cache survives it); a power cut loses acknowledged writes.
+    "lost-unfsynced": "acknowledge WAL appends before they are fsynced (fsync in the background)",
 }
 
 # Older names that still work, so existing scripts and tests keep running.
 ALIASES: dict[str, str] = {"early-ack": "ack-before-commit"}
 
-# lost-unfsynced: how often the background flusher writes and fsyncs the write-behind buffer.
-# Long enough that a crash regularly loses acknowledged writes, like a "sync every N ms" mode.
-WRITE_BEHIND_FLUSH_S = 0.5
+# lost-unfsynced: how often the background task fsyncs the WAL. Long enough that a power cut
+# regularly loses acknowledged writes, like a database's "fsync every N ms" mode.
+BACKGROUND_FSYNC_S = 0.5
 
 
 class UnsafeBugRefused(ValueError):

@@ -39,7 +39,7 @@ from collections import deque
 from typing import Any
 
 from ukehi import wire
-from ukehi.bugs import KNOWN_BUGS, WRITE_BEHIND_FLUSH_S, canonical_bug, raft_overrides
+from ukehi.bugs import BACKGROUND_FSYNC_S, KNOWN_BUGS, canonical_bug, raft_overrides
 from ukehi.config import NodeConfig, format_address, parse_address
 from ukehi.kv import CommandError, KVStateMachine, encode_command, to_response
 from ukehi.nodelog import NodeLogger
@@ -198,7 +198,7 @@ class UkehiNode:
                 loop.create_task(self._housekeeping(), name="housekeeping"),
             ]
             if self.bug == "lost-unfsynced":
-                tasks.append(loop.create_task(self._write_behind_flusher(), name="write-behind"))
+                tasks.append(loop.create_task(self._background_fsync(), name="background-fsync"))
             stop_wait = loop.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
             failed = [t for t in done if t is not stop_wait and t.exception() is not None]
@@ -261,9 +261,6 @@ class UkehiNode:
             print(f"ukehi node: cannot open the data directory {cfg.data_dir}: {e}", file=sys.stderr)
             return EXIT_START_FAILED
         self.storage = storage
-        # lost-unfsynced (planted bug): appends wait in a buffer that _write_behind_flusher
-        # writes and fsyncs every WRITE_BEHIND_FLUSH_S, after the append was acknowledged.
-        storage.wal.unsafe_write_behind = self.bug == "lost-unfsynced"
         rec = storage.recovered
         report = rec.report
         self.corruption = report.to_dict()
@@ -370,12 +367,12 @@ class UkehiNode:
     def _new_state_machine(self) -> KVStateMachine:
         return KVStateMachine(unsafe_ignore_fences=self.bug == "no-fencing-check")
 
-    async def _write_behind_flusher(self) -> None:
-        """lost-unfsynced only: make the write-behind buffer durable, long after the acks."""
+    async def _background_fsync(self) -> None:
+        """lost-unfsynced only: fsync the WAL every BACKGROUND_FSYNC_S, long after the acks."""
         assert self.storage is not None
         wal = self.storage.wal
         while True:
-            await asyncio.sleep(WRITE_BEHIND_FLUSH_S)
+            await asyncio.sleep(BACKGROUND_FSYNC_S)
             await asyncio.to_thread(wal.sync)
 
     async def _housekeeping(self) -> None:
@@ -559,8 +556,8 @@ class UkehiNode:
                 wal.truncate_from(start)
             wal.append(
                 [WalEntry(e.term, e.index, entry_to_wal_command(e), e.fencing_token) for e in rd.entries],
-                # lost-unfsynced (planted bug): the WAL is in write-behind mode and this
-                # returns before the bytes are written, let alone fsynced.
+                # lost-unfsynced (planted bug): the bytes go to the kernel, the fsync is left
+                # to _background_fsync, and the entries are acknowledged before it runs.
                 sync=self.config.fsync and self.bug != "lost-unfsynced",
             )
         if hs is not None:

@@ -96,11 +96,6 @@ class WAL:
         self._broken: str | None = None
         self._last_index: int | None = None
         self._lock = threading.RLock()
-        # Write-behind mode is the lost-unfsynced planted bug (ukehi/bugs.py) and nothing
-        # else: appended frames wait in this buffer until the next sync(), so append()
-        # returns before the bytes reach the kernel and a crash loses them.
-        self.unsafe_write_behind = False
-        self._behind = bytearray()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -245,24 +240,13 @@ class WAL:
     def _write(self, data: bytearray) -> None:
         if data:
             assert self._fd is not None
-            if self.unsafe_write_behind:
-                self._behind += data
-            else:
-                write_all(self._fd, data)
+            write_all(self._fd, data)
             self._segments[-1].size += len(data)
             self._unsynced = True
-
-    def _flush_behind(self) -> None:
-        """Write out the write-behind buffer (only ever filled in unsafe_write_behind mode)."""
-        if self._behind:
-            assert self._fd is not None
-            data, self._behind = self._behind, bytearray()
-            write_all(self._fd, data)
 
     def _rotate(self) -> None:
         """Seal the full segment (fsync, close) and start the next one."""
         assert self._fd is not None
-        self._flush_behind()
         if self._unsynced:
             fsync_fd(self._fd)
             self._unsynced = False
@@ -277,7 +261,6 @@ class WAL:
         if not self._unsynced:
             return
         try:
-            self._flush_behind()
             fsync_fd(self._fd)  # type: ignore[arg-type]
         except OSError as exc:
             self._fail("fsync", exc)
@@ -298,10 +281,6 @@ class WAL:
             raise ValueError(f"truncate_from needs an index >= 0, got {index!r}")
         if self._last_index is None or index > self._last_index:
             return
-        try:
-            self._flush_behind()  # the cut below works on the file, so it must hold everything
-        except OSError as exc:
-            self._fail("writing the write-behind buffer", exc)
         os.close(self._fd)  # type: ignore[arg-type]
         self._fd = None
         self._unsynced = False
