@@ -123,9 +123,10 @@ class TestMembershipChanges:
         target = value["node"]
         assert target != before and target in voters
         assert value["after"]["leader"] == target
-        statuses = run(mh.db.statuses())
-        assert statuses[target]["role"] == "leader"
-        assert all(statuses[v]["leader"] == target for v in voters)
+        assert run(mh.db.statuses())[target]["role"] == "leader"
+        wait_until(f"every voter following {target}",  # followers hear of it with the next append
+                   lambda: all((s or {}).get("leader") == target
+                               for n, s in run(mh.db.statuses()).items() if n in voters))
 
     def test_removed_node_can_be_added_back(self, mh: Harness) -> None:
         removed = self.state["removed"]
