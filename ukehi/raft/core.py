@@ -8,7 +8,6 @@ their own modules.
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Iterable, Sequence
 
 from ..fencing import FencingTokenState
@@ -29,6 +28,7 @@ from .messages import (
     VoteResponse,
 )
 from .quorum import VoteResult, committed_index, has_quorum, vote_result
+from .readonly import ReadOnly
 from .ready import PeerStatus, Ready, Status
 from .tracker import Progress, ProgressState
 from .types import (
@@ -50,15 +50,6 @@ from .types import (
 )
 
 __all__ = ["RaftCore"]
-
-
-class _ReadRequest:
-    __slots__ = ("ctx", "index", "acks")
-
-    def __init__(self, ctx: bytes, index: int, leader: str) -> None:
-        self.ctx = ctx
-        self.index = index
-        self.acks = {leader}
 
 
 class _SnapshotReceiver:
@@ -176,9 +167,7 @@ class RaftCore:
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
         self._dropped_reads: list[bytes] = []
-        self._reads: deque[_ReadRequest] = deque()
-        self._reads_by_ctx: dict[bytes, _ReadRequest] = {}
-        self._reads_waiting_commit: list[bytes] = []
+        self._reads = ReadOnly()
         # Replication work, turned into AppendEntries at ready() so proposals batch up.
         self._bcast_entries = False  # new entries for every follower
         self._bcast_commit = False  # a new commit index for every follower
@@ -264,12 +253,7 @@ class RaftCore:
         self._must_send.clear()
 
     def _drop_reads(self) -> None:
-        for req in self._reads:
-            self._dropped_reads.append(req.ctx)
-        self._dropped_reads.extend(self._reads_waiting_commit)
-        self._reads.clear()
-        self._reads_by_ctx.clear()
-        self._reads_waiting_commit.clear()
+        self._dropped_reads.extend(self._reads.drop_all())
 
     def _become_follower(self, term: int, lead: str | None) -> None:
         self._reset(term)
@@ -684,8 +668,8 @@ class RaftCore:
         return True
 
     def _on_commit_advanced(self) -> None:
-        if self._reads_waiting_commit and self.log.term(self.log.committed) == self.term:
-            waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
+        if self._reads.waiting_commit and self.log.term(self.log.committed) == self.term:
+            waiting, self._reads.waiting_commit = self._reads.waiting_commit, []
             for ctx in waiting:
                 self._start_read(ctx)
         if self.log.last_config_index() <= self.log.committed:
@@ -781,8 +765,7 @@ class RaftCore:
         self._clear_replication_work()
 
     def _bcast_heartbeat(self) -> None:
-        ctx = self._reads[-1].ctx if self._reads else b""
-        self._send_heartbeats(ctx)
+        self._send_heartbeats(self._reads.last_ctx())
 
     def _send_heartbeats(self, ctx: bytes) -> None:
         for node, pr in self.prs.items():
@@ -808,25 +791,14 @@ class RaftCore:
         if self._lease_valid():
             self._read_states.append(ReadState(ctx, self.log.committed))
             return
-        req = _ReadRequest(ctx, self.log.committed, self.id)
-        self._reads.append(req)
-        self._reads_by_ctx[ctx] = req
+        self._reads.add(ctx, self.log.committed, self.id)
         self._send_heartbeats(ctx)
 
     def _read_ack(self, ctx: bytes, src: str) -> None:
-        req = self._reads_by_ctx.get(ctx)
-        if req is None:
-            return
-        req.acks.add(src)
-        if not has_quorum(self.membership, req.acks):
-            return
-        # A quorum confirmed our leadership after this request (and all earlier ones) began.
-        while self._reads:
-            r = self._reads.popleft()
-            del self._reads_by_ctx[r.ctx]
-            self._read_states.append(ReadState(r.ctx, r.index))
-            if r is req:
-                break
+        membership = self.membership
+        self._read_states.extend(
+            self._reads.ack(ctx, src, lambda acks: has_quorum(membership, acks))
+        )
 
     def _lease_valid(self) -> bool:
         if not self.cfg.lease_read or self.role is not Role.LEADER or self._lease_disabled:
@@ -898,11 +870,11 @@ class RaftCore:
             raise ValueError(f"read ctx must be 1..{MAX_CTX_BYTES} bytes, unique per request")
         if self.role is not Role.LEADER:
             raise NotLeader(self.lead, "reads")
-        if ctx in self._reads_by_ctx or ctx in self._reads_waiting_commit:
+        if self._reads.pending(ctx):
             raise ValueError(f"read ctx {ctx!r} is already pending; use a unique ctx per read")
         if self.log.term(self.log.committed) != self.term:
             # Until our no-op commits we do not know the true commit index (§6.4).
-            self._reads_waiting_commit.append(ctx)
+            self._reads.waiting_commit.append(ctx)
             return
         self._start_read(ctx)
 
