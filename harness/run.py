@@ -193,6 +193,10 @@ def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
     progress = Progress(counters, spec.time_limit, stream=progress_stream)
     interrupted = False
     cluster = open_backend(spec, run)
+    # The backend's run id names everything it creates (namespaces, containers, rules):
+    # recorded so a person or `cleanup` can tell this run's leftovers from another's.
+    run.test.write_text(spec.to_json(run_id=cluster.run_id, backend_class=type(cluster).__name__),
+                        encoding="utf-8")
     if spec.leave_running:
         cluster.leave_running()
     try:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from ..cli import EXIT_BAD_ARGUMENT, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, BadArgument
-from ..registry import WORKLOADS, parse_nemeses
+from ..registry import NEMESES, WORKLOADS, parse_nemeses
 from ..spec import SpecError, TestSpec, default_node_names, parse_concurrency
 from ..store import StoreError, check_writable, resolve_run
 
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         workload: str = typer.Option("register", help="register, kv or fencing"),
-        nemesis: str = typer.Option("none", help="comma list of faults (partition,kill,pause,clock,packet) or none"),
+        nemesis: str = typer.Option("none", help=f"comma list of faults ({','.join(NEMESES)}) or none"),
         nemesis_interval: float = typer.Option(5.0, help="mean seconds between fault ops"),
         nodes: Optional[str] = typer.Option(None, help="node names, e.g. n1,n2,n3"),
         node_count: Optional[int] = typer.Option(None, help="number of nodes (default 3)"),

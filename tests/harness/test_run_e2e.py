@@ -53,9 +53,11 @@ def assert_complete_run(run: Path, checkers: set[str]) -> dict:
     return results
 
 
-def leftovers(run_id_hint: str = "ukj") -> list[str]:
+def leftovers(run: Path) -> list[str]:
+    """Namespaces of this run still present (other runs on the machine are not ours to judge)."""
+    run_id = json.loads((run / "test.json").read_text())["run_id"]
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.startswith(run_id_hint)]
+    return [line for line in out.splitlines() if line.startswith(f"ukj-{run_id}-")]
 
 
 def node_processes(results: Path) -> list[str]:
@@ -87,7 +89,7 @@ def test_register_with_partitions_and_kills_is_valid(tmp_path):
     assert_complete_run(run, {"linearizable", "stats"})
     faults = {op.f for op in load_jsonl(str(run / "history.jsonl")) if not op.is_client}
     assert {"start-partition", "kill"} & faults, f"no fault was injected: {faults}"
-    assert not leftovers() and not node_processes(results)
+    assert not leftovers(run) and not node_processes(results)
 
 
 @pytest.mark.slow
@@ -129,7 +131,7 @@ def test_sigint_leaves_nothing_behind_and_a_readable_history(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert not leftovers() and not node_processes(results), out
+    assert not leftovers(history.parent) and not node_processes(results), out
     ops = load_jsonl(str(history))
     assert ops and all(op.type in ("invoke", "ok", "fail", "info") for op in ops)
     analyzed = run_cli("analyze", str(history.parent))
