@@ -148,7 +148,8 @@ class UkehiNode:
         self._leader_changed = asyncio.Event()
         self._applied_event = asyncio.Event()
         self.server = NodeServer(self, self.log)
-        self.transport = PeerTransport(config.node_id, self.log, self._on_unreachable)
+        self.transport = PeerTransport(config.node_id, self.log, self._on_unreachable,
+                                       advertise=format_address(config.advertise_address))
         self.bound_address: tuple[str, int] | None = None
 
     # ================================================================== lifecycle
@@ -693,6 +694,20 @@ class UkehiNode:
             self._push(("unreachable", peer))
 
     # ================================================================== server callbacks
+    def peer_hello(self, peer: str, address: str) -> None:
+        """A peer said where it listens. Used only for peers this node has no address for
+        (a joining node learns later members' addresses from the log, which it cannot
+        receive before it can answer the leader); replicated addresses always win."""
+        if peer == self.config.node_id or peer in self._addresses:
+            return
+        try:
+            self._addresses[peer] = parse_address(address)
+        except ValueError:
+            return
+        self.log.info("peer-address", peer=peer, address=address, source="hello")
+        if self.phase == "running":
+            self.transport.ensure(peer, self._addresses[peer])
+
     def handle_peer_frame(self, frame: wire.Frame, peer: str | None) -> None:
         if self.phase != "running":
             return  # not ready for Raft traffic yet; the sender retries

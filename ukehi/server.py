@@ -43,6 +43,10 @@ class FrameHandler(Protocol):
         """Take one `raft` frame from a peer (no answer). May raise ValueError if bad."""
         ...
 
+    def peer_hello(self, peer: str, address: str) -> None:
+        """A peer's hello named the address it listens on."""
+        ...
+
 
 class _Conn:
     __slots__ = ("writer", "peer_name", "role", "remote", "in_flight", "tasks", "out", "flush_scheduled")
@@ -227,6 +231,8 @@ class NodeServer:
             if t is wire.MsgType.HELLO:
                 conn.role = frame.body["role"]
                 conn.peer_name = frame.body.get("node")
+                if conn.role == "peer" and conn.peer_name and frame.body.get("address"):
+                    self.handler.peer_hello(conn.peer_name, frame.body["address"])
                 continue
             if t in wire.CLIENT_REQUESTS:
                 conn.role = "client" if conn.role == "unknown" else conn.role

@@ -83,7 +83,8 @@ class PeerLink:
                 writer.write(
                     wire.encode_frame(
                         wire.MsgType.HELLO, 0,
-                        {"role": "peer", "version": wire.PROTOCOL_VERSION, "node": self.owner.node_id},
+                        {"role": "peer", "version": wire.PROTOCOL_VERSION, "node": self.owner.node_id,
+                         **({"address": self.owner.advertise} if self.owner.advertise else {})},
                     )
                 )
                 await writer.drain()
@@ -157,12 +158,14 @@ class PeerTransport:
         log: NodeLogger,
         on_unreachable: Callable[[str], None],
         *,
+        advertise: str | None = None,
         min_backoff: float = 0.02,
         max_backoff: float = 1.0,
         connect_timeout: float = 1.0,
         max_buffer_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.node_id = node_id
+        self.advertise = advertise
         self.log = log
         self.on_unreachable = on_unreachable
         self.min_backoff = min_backoff

@@ -179,7 +179,9 @@ class Schema:
 SCHEMAS: dict[MsgType, Schema] = {
     MsgType.HELLO: Schema(
         required={"role": ROLE, "version": U64},
-        optional={"node": STR},
+        # "address": where the sending peer listens, so a node that joined with only the
+        # founders' addresses can still answer a leader it was never told about.
+        optional={"node": STR, "address": STR},
     ),
     # Raft message dicts are validated by ukehi.raft's message_from_dict; here only "a map".
     MsgType.RAFT: Schema(open_body=True),

@@ -75,3 +75,33 @@ def test_grow_to_five_and_shrink_to_three_removing_the_leader(make_cluster):
         assert "event=membership-changed" in logs and "joint=true" in logs
 
     asyncio.run(scenario())
+
+
+def test_a_joining_node_answers_a_leader_it_was_never_told_about(make_cluster):
+    """n5 joins knowing only the founders; the leader is n4, added later. The hello
+    handshake carries n4's address, so n5 can answer it and catch up."""
+    cluster = make_cluster(3)
+    cluster.start()
+    n4 = cluster.add_spare("n4")
+    n5 = cluster.add_spare("n5")  # its --peers lists n1..n3 and itself, never n4
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader(among=["n1", "n2", "n3"])
+        n4.start()
+        async with UkehiClient(cluster.addresses, timeout=30.0) as admin:
+            r = await admin.add_node("n4", n4.address)
+            assert r.ok, r
+            r = await admin.transfer_leader("n4")
+            assert r.ok, r
+            await cluster.wait_until(lambda st: st.get("n4", {}).get("role") == "leader", 20,
+                                     "n4 to lead", ["n1", "n2", "n3", "n4"])
+            r = await admin.put("before-n5", 1)
+            assert r.ok, r
+            n5.start()
+            r = await admin.add_node("n5", n5.address)
+            assert r.ok, (r, cluster.tails())
+        st = await cluster.wait_converged(["n1", "n2", "n3", "n4", "n5"])
+        assert sorted(st["n5"]["members"]) == ["n1", "n2", "n3", "n4", "n5"]
+        assert "source=hello" in n5.log_text()
+
+    asyncio.run(scenario())
