@@ -160,8 +160,18 @@ def test_compose_file_runs_a_cluster_for_kv(docker_client: Any, node_image: Any)
         published = ",".join(f"127.0.0.1:{env['UKEHI_PORT_BASE']}{k}" for k in (1, 2, 3))
         got = kv(["get", "--cluster", published, "k"])
         assert got.returncode == 0 and got.stdout.strip() == "v1", got.stdout + got.stderr
-        user = docker_client.containers.list(filters={"label": f"com.docker.compose.project={project}"})[0]
-        assert user.attrs["Config"]["User"] == "ukehi"
+        containers = docker_client.containers.list(filters={"label": f"com.docker.compose.project={project}"})
+        assert len(containers) == 3 and all(c.attrs["Config"]["User"] == "ukehi" for c in containers)
+        # the image's health check asks each node for its status
+        deadline = time.monotonic() + 90
+        health: list[str] = []
+        while time.monotonic() < deadline:
+            health = [docker_client.api.inspect_container(c.id)["State"].get("Health", {}).get("Status", "")
+                      for c in containers]
+            if all(h == "healthy" for h in health):
+                break
+            time.sleep(2)
+        assert health == ["healthy"] * 3, health
     finally:
         subprocess.run([*base, "down", "-v", "--remove-orphans"], env=env, capture_output=True, timeout=180)
         flt = {"label": f"com.docker.compose.project={project}"}

@@ -104,7 +104,9 @@ def test_ctrl_c_during_a_run_removes_the_containers(docker_client: Any, node_ima
                 break
             time.sleep(0.5)
         assert history is not None, "the run never started writing its history"
-        assert len(_labelled_containers(docker_client) - before) == 3
+        ours = [c for c in docker_client.containers.list(filters={"label": "ukehi-jepsen.run"})
+                if c.labels.get("ukehi-jepsen.owner", "").split(":")[1:2] == [str(proc.pid)]]
+        assert len(ours) == 3, [c.name for c in ours]
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
