@@ -167,12 +167,17 @@ class UkehiDB:
         status = result.value if result.ok else None
         return float(status["clock"]) if status and "clock" in status else None
 
-    async def wait_for_leader(self, timeout: float = 30.0) -> str:
-        """Until one node is leader and every running node answers; DBError with log tails if not."""
+    async def wait_for_leader(self, timeout: float = 30.0, *, nodes_may_be_down: bool = False) -> str:
+        """Until one node is leader; DBError with log tails if not.
+
+        At start-up a node that exited is an error at once (its log says why). After
+        faults, ``nodes_may_be_down`` lets the live nodes elect while some stay down on
+        purpose (e.g. a node whose corruption policy refused to start).
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, handle in self.nodes.items():
-                if not handle.is_running():
+                if not nodes_may_be_down and not handle.is_running():
                     raise DBError(f"node {name} exited at start; last lines of its log "
                                   f"({self.log_path(name)}):\n{self.last_log_lines(name)}")
             leader = await self.leader()

@@ -22,7 +22,7 @@ from nemeses.package import compose
 
 from .analysis import check_run
 from .backends.base import Cluster
-from .db import UkehiDB, endpoint
+from .db import DBError, UkehiDB, endpoint
 from .interpreter import Clock, Counters, Interpreter
 from .progress import Progress
 from .registry import NEEDS_NETWORK_FAULTS, NEMESES, WORKLOADS, needs_fake_clock
@@ -137,20 +137,12 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
         counters.active_faults.clear()
         if workload.final_generator is not None:
             progress.set_phase("final")
-            from .db import DBError
-
             try:
-                await db.wait_for_leader(timeout=spec.final_time_limit)
+                await db.wait_for_leader(timeout=spec.final_time_limit, nodes_may_be_down=True)
             except DBError as err:
-                # A fault may leave nodes down on purpose (a RefuseStart node stays down) or the
-                # cluster unable to elect: the final reads still run, and their failures are the
-                # honest record of an unavailable cluster.
+                # The cluster could not elect (e.g. a majority refused to start): the final
+                # reads still run, and their failures are the honest record of unavailability.
                 log.warning("final phase on a cluster that is not ready: %s", err)
-                # wait_for_leader gives up at once when a node is down; the live ones may
-                # still be electing, so give them the same time to find a leader.
-                settle = time.monotonic() + spec.final_time_limit
-                while time.monotonic() < settle and await db.leader() is None:
-                    await asyncio.sleep(0.2)
             await interp.run_clients(workload.final_generator(), workload.open_client,
                                      deadline=time.monotonic() + spec.final_time_limit)
 
