@@ -63,6 +63,10 @@ LABEL_NODE = "ukehi-jepsen.node"
 LABEL_CLUSTER = "ukehi-jepsen.cluster"  # name of a `cluster up` cluster
 LABEL_WORKDIR = "ukehi-jepsen.workdir"
 LABEL_PORTS = "ukehi-jepsen.ports"
+# A CI job or a test session sets this to tell its objects apart from everyone else's on a
+# shared engine: they all get the label, and `cleanup` then touches only objects that have it.
+SESSION_ENV = "UKEHI_JEPSEN_SESSION"
+LABEL_SESSION = "ukehi-jepsen.session"
 
 _RUN_ID_RE = re.compile(r"^[0-9a-z]{4,12}$")
 log = logging.getLogger("ukehi_jepsen.docker")
@@ -218,8 +222,9 @@ class DockerNode(NodeHandle):
                                f"(exit {rc}): {err.strip() or out.strip() or 'no output'}")
         return out
 
-    def _spawn(self, argv: Sequence[str], env: Mapping[str, str], pidfile: Path, log: Path) -> tuple[str, int]:
-        """Start ARGV detached through ukehi-start; return (exec id, pid in the container)."""
+    def _spawn(self, argv: Sequence[str], env: Mapping[str, str], pidfile: Path, log: Path,
+               user: str = "") -> tuple[str, int]:
+        """Start ARGV detached through ukehi-start (as USER, default root); return (exec id, pid in the container)."""
         try:
             pidfile.unlink()
         except FileNotFoundError:
@@ -227,7 +232,7 @@ class DockerNode(NodeHandle):
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
             ex = self.api.exec_create(self.container_id, [START_SCRIPT, str(pidfile), str(log), *argv],
-                                      environment=dict(env), workdir=str(self.workdir))
+                                      environment=dict(env), workdir=str(self.workdir), user=user)
             self.api.exec_start(ex["Id"], detach=True)
         except Exception as exc:  # noqa: BLE001
             raise BackendError(f"node {self.name}: cannot start a process in {self.container_name}: {exc}") from None
@@ -286,7 +291,8 @@ class DockerNode(NodeHandle):
         log = Path(log_path) if log_path is not None else self.workdir / "node.log"
         if not log.is_absolute():
             log = self.workdir / log
-        self._exec_id, self._pid = self._spawn(argv, full_env, self.workdir / "node.pid", log)
+        self._exec_id, self._pid = self._spawn(argv, full_env, self.workdir / "node.pid", log,
+                                               user=self.cluster.node_user)
         self._faked = self.cluster.faketime
         if self._faked:
             self.clock.process_started(time.time())
@@ -517,7 +523,8 @@ class DockerCluster(Cluster):
     def __init__(self, node_names: Sequence[str], *, results_dir: str | Path | None = None,
                  run_id: str | None = None, image: str | None = None, faketime: bool = False,
                  subnet: str | None = None, base_port: int = DEFAULT_BASE_PORT, ports_per_node: int = 2,
-                 kind: str = "run", cluster_name: str | None = None, client: Any = None) -> None:
+                 kind: str = "run", cluster_name: str | None = None, node_user: str | None = None,
+                 client: Any = None) -> None:
         if not node_names:
             raise BackendError("a cluster needs at least one node name")
         if len(set(node_names)) != len(node_names):
@@ -537,6 +544,10 @@ class DockerCluster(Cluster):
         self.ports_per_node = ports_per_node
         self.kind = kind
         self.cluster_name = cluster_name
+        # The node runs as the harness's own uid:gid, so the files it writes on the bind mount
+        # (data, log) belong to the person running the harness, who may then corrupt, copy or
+        # delete them without root. Fault commands (iptables, tc, kill, the delayer) stay root.
+        self.node_user = node_user if node_user is not None else f"{os.getuid()}:{os.getgid()}"
         self.client = client
         self.shaper = "nfqueue"
         self.subnet: ipaddress.IPv4Network | None = None
@@ -564,6 +575,8 @@ class DockerCluster(Cluster):
 
     def labels(self, **extra: str) -> dict[str, str]:
         labels = {LABEL_RUN: self.run_id, LABEL_KIND: self.kind, LABEL_OWNER: owner_label()}
+        if os.environ.get(SESSION_ENV):
+            labels[LABEL_SESSION] = os.environ[SESSION_ENV]
         if self.cluster_name:
             labels[LABEL_CLUSTER] = self.cluster_name
         labels.update(extra)
@@ -854,15 +867,17 @@ def cleanup_docker_leftovers(include_clusters: bool = False) -> list[str]:
     """Remove the containers and networks of Docker runs whose harness process is gone.
 
     `cluster up` clusters are kept (their harness exits on purpose) unless INCLUDE_CLUSTERS.
+    With UKEHI_JEPSEN_SESSION set, only that session's objects are considered.
     Returns one line per removed run; [] when no Docker engine answers.
     """
     try:
         client = connect(timeout=30)
     except DockerUnavailable:
         return []
+    session = os.environ.get(SESSION_ENV)
+    flt = {"label": [LABEL_RUN, f"{LABEL_SESSION}={session}"] if session else [LABEL_RUN]}
     runs: dict[str, tuple[str, str]] = {}
-    for obj in client.containers.list(all=True, filters={"label": LABEL_RUN}) + \
-            client.networks.list(filters={"label": LABEL_RUN}):
+    for obj in client.containers.list(all=True, filters=flt) + client.networks.list(filters=flt):
         labels = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
         run_id = labels.get(LABEL_RUN)
         if run_id:

@@ -5,6 +5,8 @@ or volume of its own behind.
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +26,24 @@ def _engine() -> tuple[Any, str]:
         return connect(timeout=60), ""
     except DockerUnavailable as err:
         return None, str(err)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def docker_session_label() -> Iterator[str]:
+    """Label every Docker object of this session (subprocesses inherit it), so the tests check and
+    clean only their own objects on an engine other sessions may be using at the same time."""
+    from harness.backends.docker import SESSION_ENV
+
+    previous = os.environ.get(SESSION_ENV)
+    session = f"pytest-{secrets.token_hex(4)}"
+    os.environ[SESSION_ENV] = session
+    try:
+        yield session
+    finally:
+        if previous is None:
+            os.environ.pop(SESSION_ENV, None)
+        else:
+            os.environ[SESSION_ENV] = previous
 
 
 @pytest.fixture(scope="session")

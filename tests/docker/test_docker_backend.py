@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any, Iterator
 import pytest
 
 from harness.backends.base import BackendError
-from harness.backends.docker import (LABEL_KIND, LABEL_OWNER, LABEL_RUN, DockerCluster, DockerNode,
-                                     DockerUnavailable, cleanup_docker_leftovers, connect, owner_label)
+from harness.backends.docker import (LABEL_KIND, LABEL_OWNER, LABEL_RUN, LABEL_SESSION, SESSION_ENV, DockerCluster,
+                                     DockerNode, DockerUnavailable, cleanup_docker_leftovers, connect, owner_label)
 from harness.db import UkehiDB
 
 from docker_leftovers import labelled
@@ -237,20 +238,25 @@ def test_a_container_that_exits_at_start_shows_its_last_log_lines(docker_client:
 
 def test_cleanup_removes_dead_runs_and_keeps_live_ones(docker_client: Any, no_leftovers: None) -> None:
     dead_owner = f"{socket.gethostname()}:{2 ** 22 + 12345}:1"  # above pid_max's default: never alive
-    dead = docker_client.networks.create("ukj-dead01", driver="bridge", labels={
-        LABEL_RUN: "dead01", LABEL_KIND: "run", LABEL_OWNER: dead_owner})
-    live = docker_client.networks.create("ukj-live01", driver="bridge", labels={
-        LABEL_RUN: "live01", LABEL_KIND: "run", LABEL_OWNER: owner_label()})
-    kept_cluster = docker_client.networks.create("ukj-clus01", driver="bridge", labels={
-        LABEL_RUN: "clus01", LABEL_KIND: "cluster", LABEL_OWNER: dead_owner})
+    session = {LABEL_SESSION: os.environ[SESSION_ENV]}
+    suffix = secrets.token_hex(2)
+    dead = docker_client.networks.create(f"ukj-dead{suffix}", driver="bridge", labels={
+        LABEL_RUN: f"dead{suffix}", LABEL_KIND: "run", LABEL_OWNER: dead_owner, **session})
+    live = docker_client.networks.create(f"ukj-live{suffix}", driver="bridge", labels={
+        LABEL_RUN: f"live{suffix}", LABEL_KIND: "run", LABEL_OWNER: owner_label(), **session})
+    kept_cluster = docker_client.networks.create(f"ukj-clus{suffix}", driver="bridge", labels={
+        LABEL_RUN: f"clus{suffix}", LABEL_KIND: "cluster", LABEL_OWNER: dead_owner, **session})
+    other_session = docker_client.networks.create(f"ukj-othr{suffix}", driver="bridge", labels={
+        LABEL_RUN: f"othr{suffix}", LABEL_KIND: "run", LABEL_OWNER: dead_owner, LABEL_SESSION: "someone-else"})
     try:
         removed = cleanup_docker_leftovers()
         names = {n.name for n in docker_client.networks.list(filters={"label": LABEL_RUN})}
-        assert "ukj-dead01" not in names
-        assert {"ukj-live01", "ukj-clus01"} <= names
-        assert any("dead01" in line for line in removed)
+        assert f"ukj-dead{suffix}" not in names
+        # a live harness's run, a `cluster up` cluster and another session's objects stay
+        assert {f"ukj-live{suffix}", f"ukj-clus{suffix}", f"ukj-othr{suffix}"} <= names
+        assert any(f"dead{suffix}" in line for line in removed)
     finally:
-        for net in (dead, live, kept_cluster):
+        for net in (dead, live, kept_cluster, other_session):
             try:
                 net.remove()
             except Exception:  # noqa: BLE001 - already removed by the cleanup under test
@@ -261,3 +267,22 @@ def test_no_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     with pytest.raises(DockerUnavailable, match=r"no Docker engine answers.*(start it|DOCKER_HOST)"):
         connect(timeout=5)
+
+
+def test_the_node_runs_as_the_given_user_and_its_files_are_that_users(docker_client: Any, node_image: Any,
+                                                                      tmp_path: Path, no_leftovers: None) -> None:
+    # By default node_user is the harness's uid:gid (root here); a non-root one shows the mechanism.
+    assert DockerCluster(["a"], results_dir=tmp_path / "x").node_user == f"{os.getuid()}:{os.getgid()}"
+    with DockerCluster(["a"], results_dir=tmp_path, node_user="1234:1234", client=docker_client) as c:
+        node = c["a"]
+        os.chown(node.workdir, 1234, 1234)  # as a harness run by uid 1234 would have made it
+        db = UkehiDB(c)
+        db.start("a")
+        asyncio.run(db.wait_for_leader(timeout=60))
+        status = node.exec(["cat", f"/proc/{node.pid}/status"])[1]
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:3] == ["1234", "1234"]
+        assert (node.workdir / "node.log").stat().st_uid == 1234
+        assert all(p.stat().st_uid == 1234 for p in (node.workdir / "data").rglob("*"))
+        # root in the container still signals it
+        assert node.kill() == -9

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from docker_leftovers import labelled
+from docker_leftovers import labelled, session_filter
 
 pytestmark = pytest.mark.docker
 
@@ -82,7 +82,7 @@ def test_pause_clock_and_packet_faults_act_inside_the_containers(docker_client: 
 
 
 def _labelled_containers(client: Any) -> set[str]:
-    return {c.id for c in client.containers.list(all=True, filters={"label": "ukehi-jepsen.run"})}
+    return {c.id for c in client.containers.list(all=True, filters=session_filter())}
 
 
 def test_ctrl_c_during_a_run_removes_the_containers(docker_client: Any, node_image: Any, tmp_path: Path,
@@ -104,7 +104,7 @@ def test_ctrl_c_during_a_run_removes_the_containers(docker_client: Any, node_ima
                 break
             time.sleep(0.5)
         assert history is not None, "the run never started writing its history"
-        ours = [c for c in docker_client.containers.list(filters={"label": "ukehi-jepsen.run"})
+        ours = [c for c in docker_client.containers.list(filters=session_filter())
                 if c.labels.get("ukehi-jepsen.owner", "").split(":")[1:2] == [str(proc.pid)]]
         assert len(ours) == 3, [c.name for c in ours]
         proc.send_signal(signal.SIGINT)
