@@ -240,10 +240,13 @@ def _stage_context(ctx: Path, wheel: Path) -> None:
 
 
 def build_node_image(*, offline: bool = False, base: str | None = None, tag: str | None = None,
-                     wheel: Path | None = None, say: Say = print, client: Any = None) -> BuildResult:
+                     wheel: Path | None = None, tag_latest: bool = True, say: Say = print,
+                     client: Any = None) -> BuildResult:
     """Build (or reuse) the node image; see the module doc.
 
     WHEEL: a wheel built earlier (e.g. by :func:`build_wheel`) instead of a fresh one.
+    TAG_LATEST: also point ``<repo>:latest`` at the result (what runs use by default).
+    An image with the same key under any tag is reused: it only gets TAG.
     """
     import docker.errors
 
@@ -261,10 +264,15 @@ def build_node_image(*, offline: bool = False, base: str | None = None, tag: str
             existing = client.images.get(tag)
         except docker.errors.ImageNotFound:
             existing = None
-        if existing is not None and existing.labels.get(KEY_LABEL) == key:
-            existing.tag(repo, "latest")
+        same = existing if existing is not None and existing.labels.get(KEY_LABEL) == key else None
+        if same is None:
+            same = next(iter(client.images.list(filters={"label": f"{KEY_LABEL}={key}"})), None)
+        if same is not None:
+            same.tag(repo, tag.rsplit(":", 1)[1])
+            if tag_latest:
+                same.tag(repo, "latest")
             say(f"image: {tag} is up to date (key {key}); nothing to build")
-            return BuildResult(tag, str(existing.id), key, base_image, cached=True)
+            return BuildResult(tag, str(same.id), key, base_image, cached=True)
         _stage_context(ctx, wheel)
         say(f"image: building {tag} on {base_image}")
         try:
@@ -281,12 +289,13 @@ def build_node_image(*, offline: bool = False, base: str | None = None, tag: str
         except docker.errors.APIError as err:
             raise ImageError(f"docker build of {tag} failed: {err.explanation or err}; without a registry, "
                              "use `ukehi-jepsen image build --offline`") from None
-    image.tag(repo, "latest")
-    if existing is not None and existing.id != image.id and KEY_LABEL in existing.labels:
-        # The image this build replaced is now untagged: drop it rather than pile up <none> images.
-        try:
-            client.images.remove(existing.id, noprune=False)
-        except docker.errors.APIError:
-            pass  # still tagged elsewhere or used by a container: leave it
-    say(f"image: built {tag} (also {repo}:latest), key {key}")
+    if tag_latest:
+        image.tag(repo, "latest")
+    # Node images this build (or an earlier one) left untagged: drop them rather than pile up
+    # <none> images. Prune spares any image a container still uses, and only ours carry the label.
+    try:
+        client.images.prune(filters={"dangling": True, "label": KEY_LABEL})
+    except docker.errors.APIError:
+        pass  # another prune is running: the next build tidies up
+    say(f"image: built {tag}{f' (also {repo}:latest)' if tag_latest else ''}, key {key}")
     return BuildResult(tag, str(image.id), key, base_image, cached=False)

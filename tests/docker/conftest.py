@@ -55,20 +55,37 @@ def docker_client() -> Any:
 
 
 @pytest.fixture(scope="session")
-def node_image(docker_client: Any) -> Any:
+def node_image(docker_client: Any, docker_session_label: str) -> Any:
     """The node image, built offline from this tree's wheel (reused when nothing changed).
 
+    Tagged for this session only (``ukehi-node:<session>``, not ``:latest``), and made the
+    default image of every run of the session (UKEHI_JEPSEN_IMAGE), so a concurrent session
+    that builds other sources can neither move it nor be moved by it. The tag goes at the end
+    (the image itself stays when other tags, e.g. CI's ``ukehi-node:<version>``, hold it).
     Yields the BuildResult and the wheel it was built from (for the cache test).
     """
+    from harness.backends.docker import IMAGE_ENV
     from harness.image import build_node_image, build_wheel
 
     tmp = Path(tempfile.mkdtemp(prefix="ukj-test-wheel-"))
+    tag = f"ukehi-node:{docker_session_label}"
+    previous = os.environ.get(IMAGE_ENV)
     try:
         wheel = build_wheel(tmp / "dist", say=lambda _: None)
-        result = build_node_image(offline=True, wheel=wheel, client=docker_client, say=print)
+        result = build_node_image(offline=True, wheel=wheel, tag=tag, tag_latest=False, client=docker_client,
+                                  say=print)
+        os.environ[IMAGE_ENV] = tag
         yield result, wheel
     finally:
+        if previous is None:
+            os.environ.pop(IMAGE_ENV, None)
+        else:
+            os.environ[IMAGE_ENV] = previous
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            docker_client.images.remove(tag)
+        except Exception:  # noqa: BLE001 - never built, or in use by a container someone still runs
+            pass
 
 
 @pytest.fixture

@@ -91,11 +91,20 @@ def test_rebuilding_with_the_same_wheel_reuses_the_image(docker_client: Any, nod
     assert image.labels[KEY_LABEL] == first.key
     assert image.labels[SOURCE_LABEL] == source_hash_of_wheel(wheel)
     assert image.labels[VERSION_LABEL] == project_version()
-    assert docker_client.images.get("ukehi-node:latest").id == image.id
     lines: list[str] = []
-    again = build_node_image(offline=True, wheel=wheel, client=docker_client, say=lines.append)
+    again = build_node_image(offline=True, wheel=wheel, tag=first.tag, tag_latest=False, client=docker_client,
+                             say=lines.append)
     assert again.cached and again.image_id == first.image_id and again.key == first.key
     assert any("up to date" in line for line in lines)
+    # the same content under another tag is found by its key label, not rebuilt
+    other = f"ukehi-node:reuse-{secrets.token_hex(3)}"
+    try:
+        third = build_node_image(offline=True, wheel=wheel, tag=other, tag_latest=False, client=docker_client,
+                                 say=lines.append)
+        assert third.cached and third.image_id == first.image_id
+        assert docker_client.images.get(other).id == image.id
+    finally:
+        docker_client.images.remove(other)
 
 
 def test_the_image_has_the_tools_the_nemeses_use(docker_client: Any, node_image: Any) -> None:
