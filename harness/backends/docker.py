@@ -10,11 +10,13 @@ Layout for run id ``3fa9c1`` with nodes n1..n3:
   node's directory ``<results>/nodes/n1`` bind-mounted at the *same* path inside, so
   data dir, ``node.log``, pid file and the libfaketime file have one path for the
   harness and for the container;
-- the node is started with ``docker exec`` through ``ukehi-start`` (docker/), which
-  records its pid and execs the node: SIGKILL/SIGSTOP hit that pid only, and the
-  container, its address and its iptables rules survive a ``kill -9``;
-- every object carries the labels ``ukehi-jepsen.run`` (and ``.kind``, ``.owner``), so
-  teardown and ``ukehi-jepsen cleanup`` find exactly what a run made.
+- the node is started with ``docker exec`` (as the harness's own uid:gid, so its files
+  on the bind mount are the user's) through ``ukehi-start`` (docker/), which records
+  its pid and execs the node: SIGKILL/SIGSTOP hit that pid only, and the container,
+  its address and its iptables rules survive a ``kill -9``; fault commands run as root;
+- every object carries the labels ``ukehi-jepsen.run`` (and ``.kind``, ``.owner``, and
+  ``.session`` when UKEHI_JEPSEN_SESSION is set), so teardown and ``ukehi-jepsen cleanup``
+  find exactly what a run made.
 
 Faults act inside the containers with the same command lines as the local backend
 (:mod:`harness.backends.faults`): iptables chains for partitions; tc netem where the
