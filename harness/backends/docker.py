@@ -559,6 +559,7 @@ class DockerCluster(Cluster):
         self._container_ids: list[str] = []
         self._libfaketime: str | None = None
         self._opened = False
+        self._preflighted = False
         self._closed = False
         self._leave_running = False
         self._lock = threading.Lock()
@@ -593,10 +594,13 @@ class DockerCluster(Cluster):
 
     # -- open ------------------------------------------------------------------------
     def preflight(self) -> "DockerCluster":
-        """Check, before anything is created, that an engine answers and the image exists."""
+        """Check, before anything is created, that an engine answers and the image exists (once)."""
+        if self._preflighted:
+            return self
         if self.client is None:
             self.client = connect()
         self._check_image()
+        self._preflighted = True
         return self
 
     def open(self) -> "DockerCluster":
