@@ -1,4 +1,9 @@
-"""Packet faults with tc netem: delay with jitter, loss, duplication, reordering."""
+"""Packet faults with tc netem: delay with jitter, loss, duplication, reordering.
+
+Targets are whole nodes (one, a minority, all: every packet they send is shaped)
+or a single link (``link``: one node's packets to one peer only), so a test can
+make one replication path slow or lossy while the rest of the cluster is fine.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ PROFILES: dict[str, dict[str, float]] = {
 
 
 def package(ctx: FaultContext, profiles: Sequence[str] = tuple(PROFILES),
-            targets: Sequence[str] = ("one", "minority", "all")) -> NemesisPackage:
+            targets: Sequence[str] = ("one", "minority", "all", "link")) -> NemesisPackage:
     unknown = [p for p in profiles if p not in PROFILES]
     if unknown:
         raise ValueError(f"unknown packet fault {', '.join(unknown)}; choose from {', '.join(PROFILES)}")
@@ -41,8 +46,15 @@ def package(ctx: FaultContext, profiles: Sequence[str] = tuple(PROFILES),
             shaped.clear()
             return {"cleared": names}
         value = op["value"]
-        names = await resolve(ctx, value["target"], random.Random(value["seed"]))
         settings = {k: v for k, v in value.items() if k in NETEM_SETTINGS}
+        rng = random.Random(value["seed"])
+        if value["target"] == "link":
+            source, dest = rng.sample(sorted(ctx.nodes), 2)
+            await asyncio.to_thread(ctx.nodes[source].set_netem, **settings,
+                                    to=[ctx.nodes[dest].address])
+            shaped.add(source)
+            return {"profile": value["profile"], "nodes": [source], "link": [source, dest], **settings}
+        names = await resolve(ctx, value["target"], rng)
         await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].set_netem, **settings) for n in names))
         shaped.update(names)
         return {"profile": value["profile"], "nodes": names, **settings}

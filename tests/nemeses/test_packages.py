@@ -89,3 +89,27 @@ def test_compose_routes_ops_and_collects_finals():
     with pytest.raises(ValueError, match="claimed by both"):
         compose([process.kill_package(ctx), process.kill_package(ctx)])
     assert [s.name for s in nem.shading] == ["partition", "kill", "pause"]
+
+
+def test_packet_link_target_shapes_one_node_towards_one_peer_only():
+    from nemeses import packet
+
+    class ShapingNode(RecordingNode):
+        def set_netem(self, **settings):
+            self.calls.append(("netem", settings))
+
+        def clear_netem(self):
+            self.calls.append(("clear",))
+
+    ctx = Ctx()
+    ctx.nodes = {n: ShapingNode(n, node.address) for n, node in ctx.nodes.items()}
+    pkg = packet.package(ctx, profiles=["slow"], targets=["link"])
+    value = asyncio.run(pkg.invoke(pkg.generator(random.Random(4))))
+    source, dest = value["link"]
+    assert source != dest
+    shaped = [n for n, node in ctx.nodes.items() if node.calls]
+    assert shaped == [source]
+    (kind, settings), = ctx.nodes[source].calls
+    assert settings["to"] == [ctx.nodes[dest].address] and settings["delay_ms"] == 200.0
+    asyncio.run(pkg.invoke({"f": "stop-packet"}))
+    assert all(node.calls[-1] == ("clear",) for node in ctx.nodes.values())
