@@ -98,3 +98,29 @@ class FakeClock:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(faketime_spec(self.file_offset(), self.rate))
         os.replace(tmp, self.path)
+
+
+class FakeClockVerbs:
+    """The NodeHandle clock verbs, shared by every backend whose node runs under libfaketime.
+
+    A handle using this keeps ``self.clock`` (a :class:`FakeClock` whose file the node's
+    libfaketime reads), ``self._faked`` (whether the running process was started under it)
+    and ``self.name``.
+    """
+
+    name: str
+    clock: FakeClock
+    _faked: bool
+
+    def set_clock(self, offset_s: float, rate: float = 1.0) -> None:
+        if not self._faked:
+            raise BackendError(
+                f"node {self.name} was not started under libfaketime, so its clock cannot be moved: "
+                "open the cluster with faketime=True (the clock nemesis needs it) and start the node again")
+        self.clock.set(offset_s, rate)
+
+    def reset_clock(self) -> None:
+        self.clock.set(0.0, 1.0)
+
+    def clock_offset(self) -> float:
+        return self.clock.offset_at(time.time()) if self._faked else 0.0

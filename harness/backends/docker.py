@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from harness.backends.base import BackendError, Cluster, Direction, NodeHandle
-from harness.backends.clock import FakeClock, faketime_env
+from harness.backends.clock import FakeClock, FakeClockVerbs, faketime_env
 from harness.backends.faults import (CHAINS_RESTORE, NODE_DEV, Netem, clear_netem_command, clear_shaping_commands,
                                      delayer_args, drop_commands, duplicate_commands, heal_commands,
                                      needs_delayer, netem_commands, queue_commands)
@@ -171,7 +171,7 @@ def stale_image_warning(image: str, labels: Mapping[str, str]) -> str | None:
             f"here {here}): the nodes run that older code; rebuild with `ukehi-jepsen image build --offline`")
 
 
-class DockerNode(NodeHandle):
+class DockerNode(FakeClockVerbs, NodeHandle):
     """One node: a container, and the node process started in it with ``docker exec``."""
 
     #: the interpreter inside the image (harness/db.py asks the handle for it)
@@ -488,18 +488,6 @@ class DockerNode(NodeHandle):
         lib = self.cluster.libfaketime_path()
         return faketime_env(self.clock.path, Path(lib))
 
-    def set_clock(self, offset_s: float, rate: float = 1.0) -> None:
-        if not self._faked:
-            raise BackendError(
-                f"node {self.name} was not started under libfaketime, so its clock cannot be moved: "
-                "open the cluster with faketime=True (the clock nemesis does) and start the node again")
-        self.clock.set(offset_s, rate)
-
-    def reset_clock(self) -> None:
-        self.clock.set(0.0, 1.0)
-
-    def clock_offset(self) -> float:
-        return self.clock.offset_at(time.time()) if self._faked else 0.0
 
 
 def _host_proc_state(host_pid: int, container_pid: int | None) -> str | None:

@@ -30,7 +30,7 @@ from typing import Literal, Mapping, Sequence
 
 from harness.backends import netns as nsnet
 from harness.backends.base import BackendError, Cluster, Direction, NeedsRootError, NodeHandle
-from harness.backends.clock import FakeClock, faketime_env, find_libfaketime
+from harness.backends.clock import FakeClock, FakeClockVerbs, faketime_env, find_libfaketime
 from harness.backends.faults import (CHAINS_RESTORE, NODE_DEV, Netem, clear_netem_command, clear_shaping_commands,
                                      delayer_args, drop_commands, duplicate_commands, heal_commands,
                                      needs_delayer, netem_commands, queue_commands)
@@ -48,7 +48,7 @@ def new_run_id() -> str:
     return secrets.token_hex(3)
 
 
-class LocalNode(NodeHandle):
+class LocalNode(FakeClockVerbs, NodeHandle):
     """A node process on this machine, in its own namespace (netns set) or on loopback."""
 
     def __init__(self, cluster: "LocalCluster", name: str, address: str, ports: tuple[int, ...],
@@ -249,18 +249,6 @@ class LocalNode(NodeHandle):
     def clock_env(self) -> dict[str, str]:
         return faketime_env(self.clock.path, self.cluster.libfaketime)
 
-    def set_clock(self, offset_s: float, rate: float = 1.0) -> None:
-        if not self._faked:
-            raise BackendError(
-                f"node {self.name} was not started under libfaketime, so its clock cannot be moved: "
-                "open the cluster with faketime=True (the clock nemesis needs it) and start the node again")
-        self.clock.set(offset_s, rate)
-
-    def reset_clock(self) -> None:
-        self.clock.set(0.0, 1.0)
-
-    def clock_offset(self) -> float:
-        return self.clock.offset_at(time.time()) if self._faked else 0.0
 
 
 class LocalCluster(Cluster):

@@ -41,7 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Sequence
 
 from harness.backends.base import BackendError, Cluster, Direction, NeedsRootError, NodeHandle
-from harness.backends.clock import FakeClock, faketime_env, faketime_spec
+from harness.backends.clock import FakeClock, FakeClockVerbs, faketime_env, faketime_spec
 from harness.backends.faults import (CHAINS_RESTORE, DROP_IN, DROP_OUT, DUP, SHAPE, Netem, clear_shaping_commands,
                                      delayer_args, drop_commands, duplicate_commands, heal_commands,
                                      needs_delayer, netem_commands, queue_commands)
@@ -126,7 +126,7 @@ class RemoteFakeClock(FakeClock):
         self.writer(str(self.path), faketime_spec(self.file_offset(), self.rate).encode())
 
 
-class SSHNode(NodeHandle):
+class SSHNode(FakeClockVerbs, NodeHandle):
     """A node process on a remote host; see the module doc."""
 
     def __init__(self, cluster: "SSHCluster", host: str, address: str, workdir: PurePosixPath) -> None:
@@ -492,18 +492,6 @@ class SSHNode(NodeHandle):
                                "libfaketime was not looked for on the host; open it with faketime=True")
         return faketime_env(self.clock.path, Path(self.libfaketime))
 
-    def set_clock(self, offset_s: float, rate: float = 1.0) -> None:
-        if not self._faked:
-            raise BackendError(
-                f"node {self.name} was not started under libfaketime, so its clock cannot be moved: "
-                "open the cluster with faketime=True (the clock nemesis needs it) and start the node again")
-        self.clock.set(offset_s, rate)
-
-    def reset_clock(self) -> None:
-        self.clock.set(0.0, 1.0)
-
-    def clock_offset(self) -> float:
-        return self.clock.offset_at(time.time()) if self._faked else 0.0
 
     # -- teardown -------------------------------------------------------------------
     def teardown(self, local_dir: Path) -> list[str]:
