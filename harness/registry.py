@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from nemeses import clock, disk, lazyfs, membership, packet, partition, process
+from nemeses import clock, disk, lazyfs, membership, packet, partition, process, targeted
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
 from workloads import fencing, kv, register
@@ -39,6 +39,9 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     "disk-one": partial(disk.package, targets=("one",), kinds=disk.MID_LOG_KINDS),
     "disk-minority": partial(disk.package, targets=("minority",), kinds=disk.MID_LOG_KINDS),
     "disk-majority": partial(disk.package, targets=("majority",), kinds=disk.MID_LOG_KINDS),
+    # targeted (nemeses/targeted.py): a voter crashes right after granting a vote while a
+    # second candidate of the same term is still campaigning (3 nodes)
+    "double-vote": targeted.double_vote_package,
 }
 
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
@@ -57,6 +60,7 @@ SHADING: dict[str, Shading] = {
     "disk-one": disk.SHADING,
     "disk-minority": disk.SHADING,
     "disk-majority": disk.SHADING,
+    "double-vote": targeted.SHADING,
 }
 
 # Nemeses that perform the same ops: at most one of each group per run.
@@ -64,7 +68,7 @@ EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-major
                      frozenset({"kill", "kill-all"}), frozenset({"lazyfs", "lazyfs-all"}))
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
-NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader"})
+NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader", "double-vote"})
 # Faults that move a node's clock: its processes must run under libfaketime.
 NEEDS_FAKE_CLOCK = frozenset({"clock", "slow-leader"})
 

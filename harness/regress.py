@@ -116,14 +116,12 @@ BUG_CASES: tuple[Case, ...] = (
                  "append in between, then the leader's death before the no-op replicates. Shown "
                  "deterministically by tests/raft/test_raft_core.py::test_the_unsafe_flag_commits_old_terms_"
                  "by_counting (one entry per message, a dropped append)"),
-    Case("forget-vote", "register", ("kill", "partition"), seed=14, time_limit=60, quick_time_limit=20,
-         nemesis_interval=1.0, node_count=5, concurrency=10,
-         why="kills of voters during leader churn, with partitions that split the candidates",
-         finding="a second candidate of the same term must reach the restarted voter after its restart "
-                 "with a log at least as up to date; candidates never resend vote requests, the transport "
-                 "drops what it could not send while the voter was down, pre-vote and the up-to-date check "
-                 "refuse the usual late candidate (it missed the first leader's no-op): random kills "
-                 "almost never line this up; it needs a targeted vote-then-crash fault"),
+    Case("forget-vote", "register", ("double-vote",), seed=14, time_limit=40, quick_time_limit=20,
+         nemesis_interval=1.0, node_count=3, concurrency=6,
+         why="targeted: the leader is cut off, a voter is killed and restarted right after granting "
+             "its vote for the next term (the link that carries its grant and the new leader's first "
+             "append is delayed), then the cut-off node asks it for the same term: a voter that forgot "
+             "its vote elects a second leader of that term"),
     Case("accept-stale-term", "register", ("partition", "kill"), seed=15, time_limit=60, quick_time_limit=20,
          nemesis_interval=1.0, node_count=5, concurrency=10,
          why="deposed leaders whose old-term AppendEntries still reach followers after a new election",
