@@ -165,3 +165,19 @@ def test_unusable_results_dir_exits_254(tmp_path):
 def test_analyze_without_runs_exits_254(tmp_path):
     done = run_cli("analyze", "--results-dir", str(tmp_path), timeout=60)
     assert done.returncode == 254 and "no run has been stored" in done.stderr
+
+
+@pytest.mark.slow
+def test_test_count_runs_each_seed_and_prints_a_summary(tmp_path):
+    results = tmp_path / "results"
+    done = run_cli("run", "--test-count", "2", "--seed", "5", "--time-limit", "3",
+                   "--results-dir", str(results))
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = sorted(p for p in (results / "register-none").iterdir() if p.name != "latest")
+    assert len(runs) == 2
+    seeds = sorted(json.loads((run / "test.json").read_text())["seed"] for run in runs)
+    assert seeds == [5, 6]
+    summary = done.stdout.split("verdict", 1)[1]  # the table after the per-run summaries
+    for run in runs:
+        assert str(run) in summary
+    assert summary.count("VALID") == 2
