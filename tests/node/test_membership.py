@@ -57,7 +57,11 @@ def test_grow_to_five_and_shrink_to_three_removing_the_leader(make_cluster):
                 and set(final) <= set(st),
                 20, f"the final configuration {final}", final,
             )
-        await asyncio.sleep(0.5)
+        # A write in flight when the leader was removed may wait out its whole timeout, so
+        # give the writer a bounded while to get one through under the final configuration.
+        deadline = asyncio.get_running_loop().time() + 15
+        while len(acked) <= progress_before and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
         stop.set()
         await writer
         assert len(acked) > progress_before, "no write succeeded after the membership changes began"
