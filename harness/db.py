@@ -22,6 +22,8 @@ NODE_OPTION_FLAGS = {
     "election_timeout": "--election-timeout",
     "heartbeat": "--heartbeat",
     "snapshot_threshold": "--snapshot-threshold",
+    "max_inflight": "--max-inflight",
+    "max_entries_per_message": "--max-entries-per-message",
     "log_level": "--log-level",
     "unsafe_bug": "--unsafe-bug",
 }

@@ -35,6 +35,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_ELECTION_TIMEOUT_MS = (1000, 2000)
 DEFAULT_HEARTBEAT_MS = 100
 DEFAULT_SNAPSHOT_THRESHOLD = 10_000
+# The Raft core's own defaults (ukehi/raft/config.py), repeated so the CLI can name them.
+DEFAULT_MAX_INFLIGHT = 256
+DEFAULT_MAX_ENTRIES_PER_MESSAGE = 256
 
 
 class ConfigError(ValueError):
@@ -58,6 +61,11 @@ class NodeConfig:
     corruption_policy: str = "truncate-to-last-good"
     read_mode: str = "readindex"
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD
+    # Replication flow control (etcd's MaxInflightMsgs and its per-message size limit):
+    # AppendEntries a leader keeps unacknowledged per follower, and entries in one of them.
+    # 1 and 1 give stop-and-wait replication, one entry per round trip.
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    max_entries_per_message: int = DEFAULT_MAX_ENTRIES_PER_MESSAGE
     election_timeout_ms: tuple[int, int] = DEFAULT_ELECTION_TIMEOUT_MS
     heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
     log_level: str = "info"
@@ -204,6 +212,8 @@ _KNOWN_KEYS = {
     "corruption_policy",
     "read_mode",
     "snapshot_threshold",
+    "max_inflight",
+    "max_entries_per_message",
     "election_timeout",
     "heartbeat",
     "log_level",
@@ -295,6 +305,11 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
             "--snapshot-threshold",
             settings.get("snapshot_threshold", DEFAULT_SNAPSHOT_THRESHOLD),
         ),
+        max_inflight=_positive_int(
+            "--max-inflight", settings.get("max_inflight", DEFAULT_MAX_INFLIGHT)),
+        max_entries_per_message=_positive_int(
+            "--max-entries-per-message",
+            settings.get("max_entries_per_message", DEFAULT_MAX_ENTRIES_PER_MESSAGE)),
         election_timeout_ms=election,
         heartbeat_ms=heartbeat,
         log_level=_choice("--log-level", settings.get("log_level", "info"), LOG_LEVELS),

@@ -329,6 +329,8 @@ class UkehiNode:
             "heartbeat_tick": hb_ticks,
             "lease_read": cfg.read_mode == "lease",
             "compaction_threshold": cfg.snapshot_threshold,
+            "max_inflight": cfg.max_inflight,
+            "max_entries_per_message": cfg.max_entries_per_message,
             # a planted bug's core flags (ukehi/bugs.py) win over the settings above
             **raft_overrides(self.bug),
         })

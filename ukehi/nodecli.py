@@ -42,6 +42,8 @@ _FLAG_KEYS = {
     "corruption_policy": "corruption_policy",
     "read_mode": "read_mode",
     "snapshot_threshold": "snapshot_threshold",
+    "max_inflight": "max_inflight",
+    "max_entries_per_message": "max_entries_per_message",
     "election_timeout": "election_timeout",
     "heartbeat": "heartbeat",
     "log_level": "log_level",
@@ -71,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--snapshot-threshold", type=int, metavar="N",
                         help="compact the log once N applied entries sit in it (default 10000)")
+    parser.add_argument("--max-inflight", type=int, metavar="N",
+                        help="AppendEntries a leader keeps unacknowledged per follower (default 256; "
+                             "1 = stop-and-wait)")
+    parser.add_argument("--max-entries-per-message", type=int, metavar="N",
+                        help="log entries in one AppendEntries (default 256)")
     parser.add_argument("--election-timeout", metavar="MIN:MAX",
                         help="election timeout range in ms (default 1000:2000)")
     parser.add_argument("--heartbeat", type=int, metavar="MS", help="heartbeat interval in ms (default 100)")

@@ -69,6 +69,8 @@ def test_bad_flags_exit_254_with_a_message(tmp_path):
         (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1"], "--data-dir"),
         (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path),
           "--unsafe-bug", "stale-read"], "UKEHI_I_KNOW_THIS_IS_UNSAFE"),
+        (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path),
+          "--max-inflight", "0"], "--max-inflight must be a whole number >= 1"),
     ]
     for args, needle in cases:
         r = ukehi(*args, env={"UKEHI_I_KNOW_THIS_IS_UNSAFE": ""})

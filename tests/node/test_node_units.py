@@ -86,6 +86,18 @@ def test_config_parsing_and_errors(tmp_path):
         load_config_file(str(bad))
 
 
+def test_replication_flow_control_settings():
+    base = {"node_id": "n1", "peers": "n1=127.0.0.1:7001", "data_dir": "d"}
+    default = build_config(base)
+    assert (default.max_inflight, default.max_entries_per_message) == (256, 256)
+    stop_and_wait = build_config({**base, "max_inflight": "1", "max_entries_per_message": 1})
+    assert (stop_and_wait.max_inflight, stop_and_wait.max_entries_per_message) == (1, 1)
+    with pytest.raises(ConfigError, match="--max-inflight must be a whole number >= 1"):
+        build_config({**base, "max_inflight": 0})
+    with pytest.raises(ConfigError, match="--max-entries-per-message must be a whole number"):
+        build_config({**base, "max_entries_per_message": "many"})
+
+
 def test_log_lines_round_trip():
     line = format_line("info", "n1", "became-leader", {"term": 3, "detail": 'a "quoted" = thing', "none": None}, 0.0)
     assert line.startswith("ts=1970-01-01T00:00:00.000Z level=info node=n1 event=became-leader term=3 ")
