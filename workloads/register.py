@@ -14,6 +14,9 @@ from .base import Outcome, Workload, completion, pinned_client
 from .checks import linearizable, stats
 from .generator import EachKeyOnce, Independent, mix
 
+# Jepsen's register draws values from a handful, so reads often match a write; a schedule
+# that loses one acknowledged write among many unacknowledged ones (figure-8) needs more,
+# or an unacknowledged write of the same value explains the read (option "values").
 VALUES = 5
 
 
@@ -45,19 +48,32 @@ def _read(rng: random.Random) -> dict[str, Any]:
     return {"f": "read"}
 
 
-def _write(rng: random.Random) -> dict[str, Any]:
-    return {"f": "write", "value": rng.randrange(VALUES)}
+def _writes(values: int) -> Any:
+    def write(rng: random.Random) -> dict[str, Any]:
+        return {"f": "write", "value": rng.randrange(values)}
+    return write
 
 
-def _cas(rng: random.Random) -> dict[str, Any]:
-    return {"f": "cas", "value": [rng.randrange(VALUES), rng.randrange(VALUES)]}
+def _cases(values: int) -> Any:
+    def cas(rng: random.Random) -> dict[str, Any]:
+        return {"f": "cas", "value": [rng.randrange(values), rng.randrange(values)]}
+    return cas
 
 
 def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any]) -> Workload:
     group = int(options.get("threads_per_key", min(concurrency, 5)))
     per_key = int(options.get("ops_per_key", 150))
     timeout = float(options.get("op_timeout", 2.0))
-    independent = Independent(mix(_read, _write, _cas), group_size=group, ops_per_key=per_key)
+    values = options.get("values", VALUES)
+    if type(values) is not int or values < 2:
+        raise ValueError(f"register workload option values must be a whole number >= 2, got {values!r}")
+    makers = {"read": _read, "write": _writes(values), "cas": _cases(values)}
+    fs = options.get("ops", ("read", "write", "cas"))
+    fs = fs.split(",") if isinstance(fs, str) else list(fs)
+    unknown = [f for f in fs if f not in makers]
+    if unknown or not fs:
+        raise ValueError(f"register workload option ops must name some of read, write, cas; got {fs!r}")
+    independent = Independent(mix(*(makers[f] for f in fs)), group_size=group, ops_per_key=per_key)
 
     async def open_client(worker: int) -> RegisterClient:
         return RegisterClient(addresses, worker, timeout)

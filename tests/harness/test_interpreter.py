@@ -147,3 +147,23 @@ def test_nemesis_ops_are_logged_as_invoke_and_info(tmp_path):
 def test_bad_completion_type_rejected():
     with pytest.raises(ValueError, match="ok, fail or info"):
         Completion("maybe")
+
+
+def test_register_options_choose_the_value_range_and_the_ops():
+    import random
+
+    from workloads import register
+
+    wide = register.make([], 5, {"values": 1000, "ops": "read,write"})
+    rng = random.Random(7)
+    ops = [wide.generator.next(w % 5, rng) for w in range(400)]
+    assert {op["f"] for op in ops} == {"read", "write"}
+    assert max(op["value"] for op in ops if op["f"] == "write") >= 5  # beyond the default 0..4
+    default = register.make([], 5, {})
+    ops = [default.generator.next(w % 5, rng) for w in range(400)]
+    assert {op["f"] for op in ops} == {"read", "write", "cas"}
+    assert {op["value"] for op in ops if op["f"] == "write"} <= set(range(register.VALUES))
+    with pytest.raises(ValueError, match="values must be a whole number >= 2"):
+        register.make([], 5, {"values": 1})
+    with pytest.raises(ValueError, match="ops must name some of read, write, cas"):
+        register.make([], 5, {"ops": "read,append"})
