@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from nemeses import clock, disk, lazyfs, membership, packet, partition, process, targeted
+from nemeses import clock, disk, figure_eight, lazyfs, membership, packet, partition, process, targeted
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
 from workloads import fencing, kv, register
@@ -42,6 +42,9 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     # targeted (nemeses/targeted.py): a voter crashes right after granting a vote while a
     # second candidate of the same term is still campaigning (3 nodes)
     "double-vote": targeted.double_vote_package,
+    # targeted (nemeses/figure_eight.py): the Raft paper's figure 8 on 3 nodes; an old-term
+    # entry is committed by counting replicas only under stop-and-wait replication
+    "figure-8": figure_eight.figure_eight_package,
 }
 
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
@@ -61,6 +64,7 @@ SHADING: dict[str, Shading] = {
     "disk-minority": disk.SHADING,
     "disk-majority": disk.SHADING,
     "double-vote": targeted.SHADING,
+    "figure-8": figure_eight.SHADING,
 }
 
 # Nemeses that perform the same ops: at most one of each group per run.
@@ -68,7 +72,8 @@ EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-major
                      frozenset({"kill", "kill-all"}), frozenset({"lazyfs", "lazyfs-all"}))
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
-NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader", "double-vote"})
+NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader", "double-vote",
+                                  "figure-8"})
 # Faults that move a node's clock: its processes must run under libfaketime.
 NEEDS_FAKE_CLOCK = frozenset({"clock", "slow-leader"})
 

@@ -1,4 +1,4 @@
-"""The targeted double-vote schedule: wired into the registry and the regression suite."""
+"""The targeted schedules (double-vote, figure-8): wired into the registry and the regression suite."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 from harness.registry import NEEDS_NETWORK_FAULTS, NEMESES, parse_nemeses
 from harness.regress import BUG_CASES, CORRECT_CASES
+from nemeses.figure_eight import FIGURE_8, figure_eight_package
+from nemeses.figure_eight import HEAL as FIGURE_8_HEAL
 from nemeses.targeted import DOUBLE_VOTE, HEAL, double_vote_package
 
 
@@ -43,3 +45,28 @@ def test_forget_vote_runs_under_double_vote_and_the_correct_build_has_the_same_c
     assert not case.finding  # expected to be detected, not a documented escape
     controls = [c for c in CORRECT_CASES if c.nemeses == ("double-vote",)]
     assert controls and all(c.node_count == 3 for c in controls)
+
+
+def test_figure_8_is_a_three_node_network_nemesis() -> None:
+    assert parse_nemeses("figure-8") == ("figure-8",)
+    assert "figure-8" in NEEDS_NETWORK_FAULTS
+    for n in (1, 5):
+        with pytest.raises(ValueError, match="exactly 3 nodes"):
+            NEMESES["figure-8"](_ctx(n))
+    package = figure_eight_package(_ctx(3))
+    assert package.fs == {FIGURE_8, FIGURE_8_HEAL}
+    assert package.final() == [{"f": FIGURE_8_HEAL}]
+
+
+def test_commit_old_term_and_its_control_share_the_figure_8_settings(tmp_path) -> None:
+    case = next(c for c in BUG_CASES if c.bug == "commit-old-term")
+    assert case.nemeses == ("figure-8",) and case.node_count == 3 and not case.finding
+    controls = [c for c in CORRECT_CASES if c.nemeses == ("figure-8",)]
+    assert len(controls) == 1
+    control = controls[0]
+    assert (control.node_options, control.workload_options) == (case.node_options, case.workload_options)
+    spec = case.spec(str(tmp_path), quick=True)
+    # stop-and-wait replication reaches the nodes, and the planted bug rides along
+    assert spec.node_options == {"max_inflight": 1, "max_entries_per_message": 1, "unsafe_bug": "commit-old-term"}
+    assert control.spec(str(tmp_path), quick=True).node_options == {"max_inflight": 1, "max_entries_per_message": 1}
+    assert spec.workload_options["ops"] == ("read", "write")
