@@ -146,12 +146,15 @@ class UkehiDB:
             return "(no log)"
         return "\n".join(data.decode("utf-8", "replace").splitlines()[-count:])
 
-    async def statuses(self, timeout: float = 1.0) -> dict[str, dict[str, Any] | None]:
-        """Each node's status, by node name; None for a node that does not answer."""
+    async def statuses(self, timeout: float = 1.0,
+                       names: Sequence[str] | None = None) -> dict[str, dict[str, Any] | None]:
+        """Each node's status (or only those of ``names``), by node name; None for a node that
+        does not answer. A paused node costs a whole ``timeout``: leave it out to poll fast."""
+        chosen = list(self.nodes) if names is None else [n for n in self.nodes if n in names]
         async with UkehiClient(self.addresses(), timeout=timeout) as client:
-            results = await asyncio.gather(*(client.status(endpoint(h), timeout=timeout)
-                                             for h in self.nodes.values()))
-        return {n: (r.value if r.ok else None) for n, r in zip(self.nodes, results)}
+            results = await asyncio.gather(*(client.status(endpoint(self.nodes[n]), timeout=timeout)
+                                             for n in chosen))
+        return {n: (r.value if r.ok else None) for n, r in zip(chosen, results)}
 
     async def leader(self) -> str | None:
         """The leader of the newest term: a cut-off old leader may still claim an older one."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from nemeses import clock, disk, figure_eight, lazyfs, membership, packet, partition, process, targeted
+from nemeses import (clock, disk, figure_eight, lazyfs, membership, packet, partition, process, stale_append,
+                     targeted)
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
 from workloads import fencing, kv, register
@@ -45,6 +46,9 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     # targeted (nemeses/figure_eight.py): the Raft paper's figure 8 on 3 nodes; an old-term
     # entry is committed by counting replicas only under stop-and-wait replication
     "figure-8": figure_eight.figure_eight_package,
+    # targeted (nemeses/stale_append.py): a paused old leader's append reaches a follower that
+    # restarted holding a newer leader's acknowledged entries above its saved commit index
+    "stale-append": stale_append.stale_append_package,
 }
 
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
@@ -65,6 +69,7 @@ SHADING: dict[str, Shading] = {
     "disk-majority": disk.SHADING,
     "double-vote": targeted.SHADING,
     "figure-8": figure_eight.SHADING,
+    "stale-append": stale_append.SHADING,
 }
 
 # Nemeses that perform the same ops: at most one of each group per run.
@@ -73,7 +78,7 @@ EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-major
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
 NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader", "double-vote",
-                                  "figure-8"})
+                                  "figure-8", "stale-append"})
 # Faults that move a node's clock: its processes must run under libfaketime.
 NEEDS_FAKE_CLOCK = frozenset({"clock", "slow-leader"})
 

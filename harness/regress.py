@@ -85,14 +85,22 @@ class Case:
         )
 
 
-# figure-8's settings, for the bug and its control alike: stop-and-wait replication (a leader
-# sends one entry per round trip, so an old-term entry can be acknowledged without the new
-# term's no-op), clients that wait long enough for the old leader to come back and answer, and
-# register values from 1000 so the lost write is not explained by an unacknowledged write of
-# the same value (with 5 values, three runs of the schedule lost a write and stayed valid);
-# reads and writes only, since a cas guessing one value in 1000 would never succeed.
+# The targeted schedules' workload (figure-8, stale-append): one worker per key, reading and
+# writing values from 1000, so a lost acknowledged write shows as its own worker reading an
+# older value, and no unacknowledged write of another worker (or of the same value, as with
+# 5 values: three figure-8 runs lost a write and stayed valid) can explain the read; cas is
+# left out, since guessing one value in 1000 would never succeed.
+WIDE_REGISTER_OPTIONS = {"values": 1000, "ops": ("read", "write"), "threads_per_key": 1}
+# figure-8's clients wait 10 s: the old leader's clients are still waiting when it comes
+# back and answers them.
+FIGURE_8_WORKLOAD_OPTIONS = {**WIDE_REGISTER_OPTIONS, "op_timeout": 10.0}
+# stale-append's clients give up after 0.5 s: the new leader's writes must arrive within
+# its first round trip to the lagging follower, and most clients were waiting on the old
+# leader (cut off, then paused) until then.
+STALE_APPEND_WORKLOAD_OPTIONS = {**WIDE_REGISTER_OPTIONS, "op_timeout": 0.5}
+# figure-8's nodes: stop-and-wait replication, one entry per round trip, so an old-term entry
+# can be acknowledged without the new term's no-op.
 FIGURE_8_NODE_OPTIONS = {"max_inflight": 1, "max_entries_per_message": 1}
-FIGURE_8_WORKLOAD_OPTIONS = {"op_timeout": 10.0, "values": 1000, "ops": ("read", "write")}
 
 # The correct build: partitions, kills (or power cuts on LazyFS: the fault that exposes
 # lost-unfsynced) and pauses together, several seeds; each run must be valid.
@@ -115,6 +123,11 @@ CORRECT_CASES: tuple[Case, ...] = tuple(
     Case(None, "register", ("figure-8",), seed=13, time_limit=60, quick_time_limit=20, nemesis_interval=1.0,
          node_count=3, node_options=FIGURE_8_NODE_OPTIONS, workload_options=FIGURE_8_WORKLOAD_OPTIONS,
          why="the commit-old-term schedule on the correct build: no entry of an earlier term is committed alone"),
+    # The control for accept-stale-term: the restarted follower refuses the stale append.
+    Case(None, "register", ("stale-append",), seed=15, time_limit=60, quick_time_limit=20, nemesis_interval=1.0,
+         node_count=3, concurrency=9, rate=100.0,
+         workload_options=STALE_APPEND_WORKLOAD_OPTIONS,
+         why="the accept-stale-term schedule on the correct build: a lower-term append changes nothing"),
 )
 
 BUG_CASES: tuple[Case, ...] = (
@@ -147,19 +160,13 @@ BUG_CASES: tuple[Case, ...] = (
              "its vote for the next term (the link that carries its grant and the new leader's first "
              "append is delayed), then the cut-off node asks it for the same term: a voter that forgot "
              "its vote elects a second leader of that term"),
-    Case("accept-stale-term", "register", ("partition", "kill"), seed=15, time_limit=60, quick_time_limit=20,
-         nemesis_interval=1.0, node_count=5, concurrency=10,
-         why="deposed leaders whose old-term AppendEntries still reach followers after a new election",
-         finding="a deposed leader's append is ignored when it starts below the follower's commit index. "
-                 "To overwrite a new leader's acknowledged writes it must start at or below the old "
-                 "leader's last index while the follower still has the old commit index, and the new "
-                 "leader's client writes only reach a follower in an append that already carries its "
-                 "no-op's commit (the first append is a probe holding the no-op alone; the rest wait for "
-                 "its ack) unless a write arrives during a failed probe's round trip. A targeted schedule "
-                 "(old leader paused, lagging follower, delayed links, follower cut off mid-window) made "
-                 "the follower take the stale append, but over 10 quick runs (about 25 attempts) it never "
-                 "overwrote an acknowledged write, only the no-op or writes not yet acknowledged: during "
-                 "the probe's round trip the clients were all waiting on the paused old leader"),
+    Case("accept-stale-term", "register", ("stale-append",), seed=15, time_limit=60, quick_time_limit=20,
+         nemesis_interval=1.0, node_count=3, concurrency=9, rate=100.0,
+         workload_options=STALE_APPEND_WORKLOAD_OPTIONS,
+         why="targeted (nemeses/stale_append.py): the leader is cut off and paused with an unreplicated "
+             "tail; the next leader acknowledges writes and dies; the follower holding them restarts with "
+             "the commit index it saved when it voted (below them); the old leader resumes and probes it "
+             "with its tail. A follower that accepts the lower-term append cuts the acknowledged writes"),
     Case("no-crc-check", "register", ("disk-one",), seed=16, time_limit=30, quick_time_limit=15,
          nemesis_interval=3.0, expected_checkers=("corruption-policy", "linearizable"),
          why="bit flips in the middle of the WAL replay as entries, unreported"),

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from checkers.history import HistoryWriter
 from nemeses import membership
@@ -62,8 +62,8 @@ class RunContext:
     def endpoint(self, name: str) -> str:
         return endpoint(self.cluster.nodes[name])
 
-    async def statuses(self) -> dict[str, dict[str, Any] | None]:
-        return await self.db.statuses()
+    async def statuses(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any] | None]:
+        return await self.db.statuses(names=names)
 
     async def start_fresh(self, name: str) -> int:
         return await asyncio.to_thread(self.db.start_fresh, name)

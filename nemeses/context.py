@@ -57,8 +57,10 @@ class FaultContext(Protocol):
     def endpoint(self, name: str) -> str:
         """HOST:PORT where the node serves clients (and admin calls)."""
 
-    async def statuses(self) -> Mapping[str, Mapping[str, Any] | None]:
-        """Every node's status (ukehi.client ``status``), by node name; None if it does not answer."""
+    async def statuses(self, names: Sequence[str] | None = None) -> Mapping[str, Mapping[str, Any] | None]:
+        """Every node's status (ukehi.client ``status``), by node name; None if it does not answer.
+
+        ``names``: ask only these nodes (a paused one would cost the whole time-out)."""
 
     async def start_fresh(self, name: str) -> int:
         """Stop the node, wipe its data dir and start it as a new node waiting to be added; the new pid."""

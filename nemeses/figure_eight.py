@@ -33,34 +33,14 @@ Every step and the indexes it saw are recorded in the op's value.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable
 
 from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading, alternate
+from .watch import Statuses, heal_all, leaders, status_field, wait_for
 
 FIGURE_8, HEAL = "figure-8", "stop-figure-8"
 SHADING = Shading("figure-8", start=(FIGURE_8,), stop=(HEAL,))
-
-Statuses = Mapping[str, Mapping[str, Any] | None]
-
-
-async def _wait_for(ctx: FaultContext, seconds: float, poll_s: float,
-                    done: Callable[[Statuses], Any]) -> tuple[Any, Statuses]:
-    """Poll every node's status until ``done`` returns something truthy (or time runs out)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        statuses = await ctx.statuses()
-        found = done(statuses)
-        if found or time.monotonic() >= deadline:
-            return found, statuses
-        await asyncio.sleep(poll_s)
-
-
-def _field(statuses: Statuses, name: str, key: str, default: int = 0) -> int:
-    s = statuses.get(name)
-    return int(s.get(key, default)) if s else default
-
 
 def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: float = 3.0,
                          watch_s: float = 8.0, poll_s: float = 0.02) -> NemesisPackage:
@@ -72,12 +52,10 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         return await asyncio.to_thread(fn, *args)
 
     async def figure_eight(op: OpDict) -> dict[str, Any]:
-        statuses = await ctx.statuses()
-        leaders = sorted((s.get("term", 0), n) for n, s in statuses.items()
-                         if s and s.get("role") == "leader")
-        if not leaders:
+        current = leaders(await ctx.statuses())
+        if not current:
             return {"skipped": "no leader to cut off"}
-        t0, a = leaders[-1]
+        t0, a = current[-1]
         x, y = sorted(n for n in nodes if n != a)
         steps: dict[str, Any] = {"old_leader": a, "term": t0}
 
@@ -86,9 +64,9 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await run(nodes[y].drop_from, [nodes[a].address], "in")
 
         def lagging(s: Statuses) -> Any:
-            return _field(s, x, "last_index") > _field(s, y, "last_index")
+            return status_field(s, x, "last_index") > status_field(s, y, "last_index")
 
-        await _wait_for(ctx, 1.0, 0.05, lagging)
+        await wait_for(ctx, 1.0, 0.05, lagging)
 
         # 1. A writes alone; X -> Y is slow.
         for direction in ("in", "out"):
@@ -97,11 +75,11 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await run(nodes[x].set_netem, delay_ms, 0.0, 0.0, 0.0, 0.0, [nodes[y].address])
 
         def tail(s: Statuses) -> Any:
-            a_last = _field(s, a, "last_index")
-            others = max(_field(s, x, "last_index"), _field(s, y, "last_index"))
+            a_last = status_field(s, a, "last_index")
+            others = max(status_field(s, x, "last_index"), status_field(s, y, "last_index"))
             return {"a": a_last, "others": others} if s.get(a) and a_last > others else None
 
-        seen, _ = await _wait_for(ctx, 1.5, 0.05, tail)
+        seen, _ = await wait_for(ctx, 1.5, 0.05, tail)
         if not seen:
             steps["missed"] = "the old leader appended nothing after the cut (no client wrote to it)"
             return steps
@@ -110,11 +88,10 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
 
         # 2. X wins T1; its first entries must not reach Y.
         def new_leader(s: Statuses) -> Any:
-            won = [(st["term"], n) for n, st in s.items()
-                   if n != a and st and st.get("role") == "leader" and st.get("term", 0) > t0]
-            return max(won) if won else None
+            won = leaders(s, above_term=t0, among=(x, y))
+            return won[-1] if won else None
 
-        won, _ = await _wait_for(ctx, watch_s, poll_s, new_leader)
+        won, _ = await wait_for(ctx, watch_s, poll_s, new_leader)
         if not won:
             steps["missed"] = "no new leader among the other two"
             return steps
@@ -124,9 +101,9 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         for direction in ("in", "out"):
             await run(nodes[x].drop_from, [nodes[a].address, nodes[y].address], direction)
         statuses = await ctx.statuses()
-        y_last = _field(statuses, y, "last_index")
+        y_last = status_field(statuses, y, "last_index")
         steps.update(new_leader=x, new_term=t1, voter=y, voter_last=y_last,
-                     new_leader_last=_field(statuses, x, "last_index"))
+                     new_leader_last=status_field(statuses, x, "last_index"))
         if y_last > boundary:
             steps["missed"] = "the new leader's entries reached the voter before it was cut off"
             return steps
@@ -139,11 +116,11 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
             st = s.get(a)
             return st["term"] if st and st.get("role") == "leader" and st.get("term", 0) > t1 else None
 
-        t2, statuses = await _wait_for(ctx, watch_s, poll_s, old_leader_back)
+        t2, statuses = await wait_for(ctx, watch_s, poll_s, old_leader_back)
         if not t2:
             steps["missed"] = "the old leader did not win a newer term"
             return steps
-        own_first = _field(statuses, a, "last_index")  # its no-op, the first entry of T2
+        own_first = status_field(statuses, a, "last_index")  # its no-op, the first entry of T2
         steps.update(old_leader_term=t2, old_leader_noop=own_first)
 
         # 4. A replicates the tail to Y one entry per round trip; stop A once it applied an
@@ -154,7 +131,7 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
                 return "lost"
             return st if int(st.get("applied_index", 0)) > boundary else None
 
-        st, _ = await _wait_for(ctx, watch_s, poll_s, applied_past_voter)
+        st, _ = await wait_for(ctx, watch_s, poll_s, applied_past_voter)
         if st == "lost" or not st:
             steps["missed"] = "the old leader lost its term or applied nothing new"
             return steps
@@ -176,11 +153,10 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await run(nodes[y].heal_network)
 
         def after(s: Statuses) -> Any:
-            won = [(st["term"], n) for n, st in s.items()
-                   if st and st.get("role") == "leader" and st.get("term", 0) > t2]
-            return max(won) if won else None
+            won = leaders(s, above_term=t2)
+            return won[-1] if won else None
 
-        later, _ = await _wait_for(ctx, watch_s, poll_s, after)
+        later, _ = await wait_for(ctx, watch_s, poll_s, after)
         steps["leader_after"] = list(later) if later else None
         await run(nodes[a].heal_network)
         steps["restarted_pid"] = await ctx.start_node(a)
@@ -188,14 +164,7 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         return steps
 
     async def heal(op: OpDict) -> dict[str, Any]:
-        names = sorted(nodes)
-        await asyncio.gather(*(run(nodes[n].heal_network) for n in names))
-        await asyncio.gather(*(run(nodes[n].clear_netem) for n in names))
-        started = {}
-        for name in names:
-            if not nodes[name].is_running():
-                started[name] = await ctx.start_node(name)
-        return {"healed": names, "started": started}
+        return await heal_all(ctx, set())
 
     handlers: dict[str, Callable[[OpDict], Awaitable[dict[str, Any]]]] = {
         FIGURE_8: figure_eight, HEAL: heal}

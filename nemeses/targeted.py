@@ -35,24 +35,10 @@ from typing import Any
 
 from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading, alternate
+from .watch import heal_all
 
 DOUBLE_VOTE, HEAL = "double-vote", "stop-targeted"
 SHADING = Shading("targeted", start=(DOUBLE_VOTE,), stop=(HEAL,))
-
-
-async def _heal(ctx: FaultContext, paused: set[str]) -> dict[str, Any]:
-    names = sorted(ctx.nodes)
-    resumed = sorted(paused)
-    await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].resume) for n in resumed
-                           if ctx.nodes[n].is_running()))
-    paused.clear()
-    await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].heal_network) for n in names))
-    await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].clear_netem) for n in names))
-    started = {}
-    for name in names:
-        if not ctx.nodes[name].is_running():
-            started[name] = await ctx.start_node(name)
-    return {"healed": names, "resumed": resumed, "started": started}
 
 
 async def _isolate(ctx: FaultContext, name: str, from_: list[str]) -> None:
@@ -143,7 +129,7 @@ def double_vote_package(ctx: FaultContext, delay_ms: float = 200.0, hold_s: floa
 
     async def invoke(op: OpDict) -> Any:
         if op["f"] == HEAL:
-            return await _heal(ctx, paused)
+            return await heal_all(ctx, paused)
         return await double_vote(op)
 
     return NemesisPackage(

@@ -29,6 +29,8 @@ async def _write_through_each_node_and_read_back(cluster) -> None:
         assert st["leader"] == leader
         assert sorted(st["members"]) == sorted(ids)
         assert st["recovering"] is False
+        # every entry written since the election is the leader's: the log ends in its term
+        assert st["last_term"] == st["term"] and st["last_index"] >= len(written)
     # Every node applied the same index; reads through any entry point return every write.
     async with cluster.client() as c:
         for key, value in written.items():

@@ -1,4 +1,5 @@
-"""The targeted schedules (double-vote, figure-8): wired into the registry and the regression suite."""
+"""The targeted schedules (double-vote, figure-8, stale-append): wired into the registry and the
+regression suite."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from harness.registry import NEEDS_NETWORK_FAULTS, NEMESES, parse_nemeses
 from harness.regress import BUG_CASES, CORRECT_CASES
 from nemeses.figure_eight import FIGURE_8, figure_eight_package
 from nemeses.figure_eight import HEAL as FIGURE_8_HEAL
+from nemeses.stale_append import HEAL as STALE_APPEND_HEAL
+from nemeses.stale_append import STALE_APPEND, stale_append_package
 from nemeses.targeted import DOUBLE_VOTE, HEAL, double_vote_package
 
 
@@ -69,4 +72,27 @@ def test_commit_old_term_and_its_control_share_the_figure_8_settings(tmp_path) -
     # stop-and-wait replication reaches the nodes, and the planted bug rides along
     assert spec.node_options == {"max_inflight": 1, "max_entries_per_message": 1, "unsafe_bug": "commit-old-term"}
     assert control.spec(str(tmp_path), quick=True).node_options == {"max_inflight": 1, "max_entries_per_message": 1}
-    assert spec.workload_options["ops"] == ("read", "write")
+    assert spec.workload_options["ops"] == ("read", "write") and spec.workload_options["threads_per_key"] == 1
+
+
+def test_stale_append_is_a_three_node_network_nemesis() -> None:
+    assert parse_nemeses("stale-append") == ("stale-append",)
+    assert "stale-append" in NEEDS_NETWORK_FAULTS
+    for n in (1, 5):
+        with pytest.raises(ValueError, match="exactly 3 nodes"):
+            NEMESES["stale-append"](_ctx(n))
+    package = stale_append_package(_ctx(3))
+    assert package.fs == {STALE_APPEND, STALE_APPEND_HEAL}
+    assert package.final() == [{"f": STALE_APPEND_HEAL}]
+
+
+def test_accept_stale_term_and_its_control_share_the_stale_append_settings(tmp_path) -> None:
+    case = next(c for c in BUG_CASES if c.bug == "accept-stale-term")
+    assert case.nemeses == ("stale-append",) and case.node_count == 3 and not case.finding
+    controls = [c for c in CORRECT_CASES if c.nemeses == ("stale-append",)]
+    assert len(controls) == 1
+    control = controls[0]
+    assert (control.workload_options, control.concurrency, control.rate) == (
+        case.workload_options, case.concurrency, case.rate)
+    assert case.spec(str(tmp_path), quick=True).node_options == {"unsafe_bug": "accept-stale-term"}
+    assert control.spec(str(tmp_path), quick=True).node_options == {}

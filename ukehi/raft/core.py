@@ -1037,4 +1037,5 @@ class RaftCore:
             lead_transferee=self.lead_transferee,
             recovering=self.recovering,
             progress=progress,
+            last_term=self.log.last_term(),
         )

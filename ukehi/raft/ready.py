@@ -63,3 +63,5 @@ class Status:
     lead_transferee: str | None
     recovering: bool
     progress: dict[str, PeerStatus] = field(default_factory=dict)
+    # The term of the last entry (which log is more up to date, as a vote sees it).
+    last_term: int = 0
