@@ -38,6 +38,40 @@ class Workload:
     options: Mapping[str, Any] | None = None
 
 
+def read_options(workload: str, options: Mapping[str, Any],
+                 known: Mapping[str, tuple[Callable[[Any], Any], Any]]) -> dict[str, Any]:
+    """The workload's options, each converted by its parser (strings from the command line
+    included), defaults filled in. Unknown names and unparsable values raise ValueError
+    naming the option and what it takes."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"the {workload} workload has no option {', '.join(unknown)}; "
+                         f"its options: {', '.join(sorted(known))}")
+    parsed: dict[str, Any] = {}
+    for key, (parse, default) in known.items():
+        raw = options.get(key, default)
+        try:
+            parsed[key] = parse(raw)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{workload} workload option {key}={raw!r}: {err}") from None
+    return parsed
+
+
+def number(kind: Callable[[Any], Any], minimum: float) -> Callable[[Any], Any]:
+    """A parser for read_options: ``kind(raw)`` (int or float) at least ``minimum``."""
+    def parse(raw: Any) -> Any:
+        if isinstance(raw, bool):
+            raise ValueError("expected a number")
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {'a whole number' if kind is int else 'a number'}") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+    return parse
+
+
 def completion(result: Result, *, read: bool = False, value: Any = None) -> Outcome:
     """ok -> ok; definite failure -> fail; unknown -> info, except for reads.
 

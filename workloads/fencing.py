@@ -15,7 +15,7 @@ import itertools
 import random
 from typing import Any, Mapping, Sequence
 
-from .base import Outcome, Workload, completion, pinned_client
+from .base import Outcome, Workload, completion, number, pinned_client, read_options
 from .checks import fencing, linearizable, stats
 from .generator import EachKeyOnce, mix
 
@@ -68,10 +68,14 @@ class FencingClient:
 
 
 def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any]) -> Workload:
-    keys = int(options.get("keys", 3))
-    ttl_ms = int(options.get("ttl_ms", 500))
-    stall_probability = float(options.get("stall_probability", 0.1))
-    timeout = float(options.get("op_timeout", 2.0))
+    opts = read_options("fencing", options, {
+        "keys": (number(int, 1), 3),
+        "ttl_ms": (number(int, 1), 500),
+        "stall_probability": (number(float, 0.0), 0.1),
+        "op_timeout": (number(float, 0.001), 2.0),
+    })
+    keys, ttl_ms, stall_probability, timeout = (
+        opts["keys"], opts["ttl_ms"], opts["stall_probability"], opts["op_timeout"])
     counter = itertools.count(1)
 
     def acquire(rng: random.Random) -> dict[str, Any]:

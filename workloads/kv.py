@@ -10,7 +10,7 @@ import itertools
 import random
 from typing import Any, Mapping, Sequence
 
-from .base import Outcome, Workload, completion, pinned_client
+from .base import Outcome, Workload, completion, number, pinned_client, read_options
 from .checks import linearizable, stats
 from .generator import EachKeyOnce, mix
 
@@ -38,8 +38,8 @@ class KvClient:
 
 
 def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any]) -> Workload:
-    keys = int(options.get("keys", 100))
-    timeout = float(options.get("op_timeout", 2.0))
+    opts = read_options("kv", options, {"keys": (number(int, 1), 100), "op_timeout": (number(float, 0.001), 2.0)})
+    keys, timeout = opts["keys"], opts["op_timeout"]
     counter = itertools.count(1)
 
     def get(rng: random.Random) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any, Mapping, Sequence
 
-from .base import Outcome, Workload, completion, pinned_client
+from .base import Outcome, Workload, completion, number, pinned_client, read_options
 from .checks import linearizable, stats
 from .generator import EachKeyOnce, Independent, mix
 
@@ -60,20 +60,43 @@ def _cases(values: int) -> Any:
     return cas
 
 
+def _ops(raw: Any) -> tuple[tuple[str, float], ...]:
+    """``read,write`` or ``read:3,write:1``: which ops, and how likely each is (default 1)."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    parsed = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        name, _, weight = item.partition(":")
+        if name not in ("read", "write", "cas"):
+            raise ValueError("name some of read, write, cas (comma list; NAME:WEIGHT to weigh them)")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"weight {weight!r} of {name} is not a number") from None
+        if not w > 0:
+            raise ValueError(f"weight of {name} must be above 0")
+        parsed.append((name, w))
+    if not parsed:
+        raise ValueError("name some of read, write, cas (comma list; NAME:WEIGHT to weigh them)")
+    return tuple(parsed)
+
+
 def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any]) -> Workload:
-    group = int(options.get("threads_per_key", min(concurrency, 5)))
-    per_key = int(options.get("ops_per_key", 150))
-    timeout = float(options.get("op_timeout", 2.0))
-    values = options.get("values", VALUES)
-    if type(values) is not int or values < 2:
-        raise ValueError(f"register workload option values must be a whole number >= 2, got {values!r}")
-    makers = {"read": _read, "write": _writes(values), "cas": _cases(values)}
-    fs = options.get("ops", ("read", "write", "cas"))
-    fs = fs.split(",") if isinstance(fs, str) else list(fs)
-    unknown = [f for f in fs if f not in makers]
-    if unknown or not fs:
-        raise ValueError(f"register workload option ops must name some of read, write, cas; got {fs!r}")
-    independent = Independent(mix(*(makers[f] for f in fs)), group_size=group, ops_per_key=per_key)
+    opts = read_options("register", options, {
+        "threads_per_key": (number(int, 1), min(concurrency, 5)),
+        "ops_per_key": (number(int, 1), 150),
+        "op_timeout": (number(float, 0.001), 2.0),
+        "values": (number(int, 2), VALUES),
+        "ops": (_ops, ("read", "write", "cas")),
+    })
+    timeout = opts["op_timeout"]
+    makers = {"read": _read, "write": _writes(opts["values"]), "cas": _cases(opts["values"])}
+    chosen = opts["ops"]
+    weights = [w for _, w in chosen]
+    # equal weights: plain choice, so seeded op streams stay as they were before weights existed
+    independent = Independent(mix(*(makers[f] for f, _ in chosen), weights=None if len(set(weights)) == 1 else weights),
+                              group_size=opts["threads_per_key"], ops_per_key=opts["ops_per_key"])
 
     async def open_client(worker: int) -> RegisterClient:
         return RegisterClient(addresses, worker, timeout)

@@ -39,6 +39,7 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
                node_count: Optional[int], concurrency: str, rate: float, time_limit: float,
                seed: int, backend: str, read_mode: str, corruption_policy: str, results_dir: str,
                leave_running: bool, name: Optional[str], node_option: list[str],
+               workload_option: Optional[list[str]] = None,
                ssh: Optional[dict[str, Any]] = None) -> TestSpec:
     if workload not in WORKLOADS:
         raise SpecError(f"--workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
@@ -55,20 +56,31 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
         nemeses = parse_nemeses(nemesis)
     except ValueError as err:
         raise SpecError(str(err)) from None
-    options: dict[str, Any] = {}
-    for item in node_option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SpecError(f"--node-option {item!r}: write KEY=VALUE, e.g. heartbeat=50")
-        options[key.strip().replace("-", "_")] = value.strip()
+    options = _key_values("--node-option", node_option, "heartbeat=50")
+    workload_options = _key_values("--workload-option", workload_option or [], "values=1000")
+    clients = parse_concurrency(concurrency, len(names))
+    try:  # the workload checks its options now, not after the cluster is up
+        WORKLOADS[workload]([], clients, workload_options)
+    except ValueError as err:
+        raise SpecError(f"--workload-option: {err}") from None
     check_writable(results_dir)
     return TestSpec(
         name=name or f"{workload}-{'+'.join(nemeses) or 'none'}",
         workload=workload, nodes=tuple(names), backend=backend, nemeses=nemeses,
-        nemesis_interval=nemesis_interval, concurrency=parse_concurrency(concurrency, len(names)),
+        nemesis_interval=nemesis_interval, concurrency=clients,
         rate=rate, time_limit=time_limit, seed=seed, read_mode=read_mode,
         corruption_policy=corruption_policy, results_dir=results_dir, leave_running=leave_running,
-        node_options=options, **(ssh or {}))
+        node_options=options, workload_options=workload_options, **(ssh or {}))
+
+
+def _key_values(flag: str, items: list[str], example: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"{flag} {item!r}: write KEY=VALUE, e.g. {example}")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
 
 
 def register(app: typer.Typer) -> None:
@@ -92,6 +104,8 @@ def register(app: typer.Typer) -> None:
         leave_running: bool = typer.Option(False, help="leave the nodes up after the test"),
         name: Optional[str] = typer.Option(None, help="test name (default: workload-nemeses)"),
         node_option: list[str] = typer.Option([], help="KEY=VALUE passed to every node, e.g. heartbeat=50"),
+        workload_option: list[str] = typer.Option(
+            [], help="KEY=VALUE for the workload, e.g. values=1000 or ops=read,write (register)"),
         ssh_user: Optional[str] = typer.Option(None, help="--backend ssh: user on the hosts (default: yours)"),
         ssh_key: Optional[str] = typer.Option(None, help="--backend ssh: private key file (default: agent, ~/.ssh/id_*)"),
         ssh_port: int = typer.Option(22, help="--backend ssh: sshd port of the hosts"),
@@ -114,7 +128,7 @@ def register(app: typer.Typer) -> None:
                                 time_limit=time_limit, seed=seed + i, backend=backend,
                                 read_mode=read_mode, corruption_policy=corruption_policy,
                                 results_dir=results_dir, leave_running=leave_running, name=name,
-                                node_option=node_option, ssh=ssh)
+                                node_option=node_option, workload_option=workload_option, ssh=ssh)
                      for i in range(test_count)]
         except (SpecError, StoreError) as err:
             raise BadArgument(str(err)) from None

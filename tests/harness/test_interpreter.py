@@ -163,7 +163,17 @@ def test_register_options_choose_the_value_range_and_the_ops():
     ops = [default.generator.next(w % 5, rng) for w in range(400)]
     assert {op["f"] for op in ops} == {"read", "write", "cas"}
     assert {op["value"] for op in ops if op["f"] == "write"} <= set(range(register.VALUES))
-    with pytest.raises(ValueError, match="values must be a whole number >= 2"):
+    with pytest.raises(ValueError, match="option values=1: must be at least 2"):
         register.make([], 5, {"values": 1})
-    with pytest.raises(ValueError, match="ops must name some of read, write, cas"):
+    with pytest.raises(ValueError, match="option ops='read,append': name some of read, write, cas"):
         register.make([], 5, {"ops": "read,append"})
+    with pytest.raises(ValueError, match="has no option value; its options: op_timeout, ops, ops_per_key"):
+        register.make([], 5, {"value": 3})
+    weighted = register.make([], 5, {"ops": "read:3,write"})
+    fs = [weighted.generator.next(w % 5, rng)["f"] for w in range(2000)]
+    assert 0.68 < fs.count("read") / len(fs) < 0.82  # 3 reads to 1 write
+    with pytest.raises(ValueError, match="weight 'x' of read is not a number"):
+        register.make([], 5, {"ops": "read:x"})
+    # the command line gives strings: they parse like the numbers a regress case gives
+    from_cli = register.make([], 5, {"values": "1000", "threads_per_key": "1", "op_timeout": "0.5"})
+    assert from_cli.generator.group_size == 1

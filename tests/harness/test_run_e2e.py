@@ -147,6 +147,9 @@ def test_sigint_leaves_nothing_behind_and_a_readable_history(tmp_path):
     (["--concurrency", "x"], "--concurrency"),
     (["--bogus"], "No such option"),
     (["--time-limit", "soon"], "--time-limit"),
+    (["--workload-option", "values"], "write KEY=VALUE"),
+    (["--workload-option", "values=1"], "values='1': must be at least 2"),
+    (["--workload-option", "colour=red"], "has no option colour"),
 ])
 def test_bad_arguments_exit_254_and_name_the_fix(tmp_path, args, fix):
     done = run_cli("run", "--results-dir", str(tmp_path / "r"), *args, timeout=60)
