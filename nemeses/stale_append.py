@@ -22,9 +22,9 @@ the one opening, reading each node's ``status`` to decide every step (3 nodes):
 3. A's packets to F flow again: at its next retransmission F receives A's old appends,
    among them the tail, starting at an index F holds with the same term and at or above
    F's commit index.
-4. A follower that accepts the stale append replaces N's entries with A's tail. A resumes;
-   A and F elect a leader of T2 without N, which then restarts: N's acknowledged writes are
-   gone, and the workload's reads show it.
+4. A follower that accepts the stale append replaces N's entries with A's tail. A is
+   restarted; A and F elect a leader of T2 without N, which then restarts: N's acknowledged
+   writes are gone, and the workload's reads show it.
 
 The correct build survives the same schedule: F refuses the stale appends, keeps N's
 entries, and wins T2 with them (its last term, T1, is newer than A's).
@@ -50,7 +50,7 @@ TAIL_KEY = "nemesis/stale-append"
 
 def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: float = 3.0,
                          watch_s: float = 8.0, poll_s: float = 0.02,
-                         retransmit_s: float = 8.0) -> NemesisPackage:
+                         retransmit_s: float = 12.0) -> NemesisPackage:
     if len(ctx.nodes) != 3:
         raise ValueError("--nemesis stale-append needs exactly 3 nodes (--nodes 3)")
     nodes = ctx.nodes
@@ -139,11 +139,18 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         steps["follower_took_stale_tail"] = bool(took)
         steps["follower_after"] = {k: status_field(statuses, f, k) for k in ("commit_index", "last_index", "last_term")}
 
-        # 4. A and F elect a leader of T2; N comes back after.
-        await run(nodes[a].resume)
+        # 4. A and F elect a leader of T2; N comes back after. A is killed and restarted rather
+        # than resumed: resumed, it would first serve the client requests that queued up
+        # while it was paused, as the leader of T0, and a write among them taking effect
+        # later would hide the lost one from the checker.
+        steps["killed_old_leader"] = nodes[a].pid
+        await run(nodes[a].kill)
         paused.discard(a)
         await run(nodes[n].clear_netem)
         await run(nodes[f].heal_network)
+        await run(nodes[a].heal_network)
+        await run(nodes[a].drop_from, [nodes[n].address], "both")
+        steps["restarted_old_leader"] = await ctx.start_node(a)
         won, _ = await wait_for(ctx, watch_s, poll_s, lambda s: leaders(s, above_term=t1))
         steps["leader_after"] = list(won[-1]) if won else None
         await run(nodes[a].heal_network)

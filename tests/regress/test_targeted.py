@@ -72,7 +72,7 @@ def test_commit_old_term_and_its_control_share_the_figure_8_settings(tmp_path) -
     # stop-and-wait replication reaches the nodes, and the planted bug rides along
     assert spec.node_options == {"max_inflight": 1, "max_entries_per_message": 1, "unsafe_bug": "commit-old-term"}
     assert control.spec(str(tmp_path), quick=True).node_options == {"max_inflight": 1, "max_entries_per_message": 1}
-    assert spec.workload_options["ops"] == ("read", "write") and spec.workload_options["threads_per_key"] == 1
+    assert spec.workload_options["ops"] == ("read:3", "write") and spec.workload_options["threads_per_key"] == 1
 
 
 def test_stale_append_is_a_three_node_network_nemesis() -> None:
