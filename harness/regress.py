@@ -123,7 +123,7 @@ CORRECT_CASES: tuple[Case, ...] = tuple(
          node_count=3, why="the forget-vote schedule on the correct build: a persisted vote is never granted twice"),
     # The control for commit-old-term: the figure-8 schedule with the same settings; a correct
     # leader commits its old-term tail only with its own no-op, so nothing acknowledged is lost.
-    Case(None, "register", ("figure-8",), seed=13, time_limit=60, quick_time_limit=20, nemesis_interval=1.0,
+    Case(None, "register", ("figure-8",), seed=13, time_limit=60, quick_time_limit=30, nemesis_interval=1.0,
          node_count=3, node_options=FIGURE_8_NODE_OPTIONS, workload_options=FIGURE_8_WORKLOAD_OPTIONS,
          why="the commit-old-term schedule on the correct build: no entry of an earlier term is committed alone"),
     # The control for accept-stale-term: the restarted follower refuses the stale append.
@@ -148,7 +148,7 @@ BUG_CASES: tuple[Case, ...] = (
     Case("ack-before-commit", "register", ("partition",), seed=12, time_limit=30, quick_time_limit=12,
          why="writes acknowledged by an isolated leader never commit; cas is acked before it is "
              "applied, so a failed cas reads as ok"),
-    Case("commit-old-term", "register", ("figure-8",), seed=13, time_limit=60, quick_time_limit=20,
+    Case("commit-old-term", "register", ("figure-8",), seed=13, time_limit=60, quick_time_limit=30,
          nemesis_interval=1.0, node_count=3, node_options=FIGURE_8_NODE_OPTIONS,
          workload_options=FIGURE_8_WORKLOAD_OPTIONS,
          why="targeted: the Raft paper's figure 8 (nemeses/figure_eight.py). The cut-off leader's "
@@ -166,10 +166,11 @@ BUG_CASES: tuple[Case, ...] = (
     Case("accept-stale-term", "register", ("stale-append",), seed=15, time_limit=60, quick_time_limit=30,
          nemesis_interval=1.0, node_count=3, concurrency=9, rate=100.0,
          workload_options=STALE_APPEND_WORKLOAD_OPTIONS,
-         why="targeted (nemeses/stale_append.py): the leader is cut off and paused with an unreplicated "
-             "tail; the next leader acknowledges writes and dies; the follower holding them restarts with "
-             "the commit index it saved when it voted (below them); the old leader resumes and probes it "
-             "with its tail. A follower that accepts the lower-term append cuts the acknowledged writes"),
+         why="targeted (nemeses/stale_append.py): the leader's packets are dropped and it is paused with "
+             "an unreplicated tail; the next leader's first writes reach a lagging follower in one message "
+             "with the old commit index, are acknowledged, and the next leader dies before telling it more; "
+             "the old leader's appends then arrive by TCP retransmission. A follower that accepts the "
+             "lower-term append cuts the acknowledged writes"),
     Case("no-crc-check", "register", ("disk-one",), seed=16, time_limit=30, quick_time_limit=15,
          nemesis_interval=3.0, expected_checkers=("corruption-policy", "linearizable"),
          why="bit flips in the middle of the WAL replay as entries, unreported"),
