@@ -26,8 +26,9 @@ the one opening, reading each node's ``status`` to decide every step (3 nodes):
    restarted; A and F elect a leader of T2 without N, which then restarts: N's acknowledged
    writes are gone, and the workload's reads show it.
 
-The correct build survives the same schedule: F refuses the stale appends, keeps N's
-entries, and wins T2 with them (its last term, T1, is newer than A's).
+The correct build survives the same schedule: F refuses the stale appends (its status
+counts them, and the op records it), keeps N's entries, and wins T2 with them (its last
+term, T1, is newer than A's).
 """
 
 from __future__ import annotations
@@ -131,13 +132,24 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
             steps["missed"] = "the follower learned the new commit index (the writes came after the no-op)"
             return steps
 
-        # 3. A's retransmissions reach F.
+        # 3. A's retransmissions reach F: it takes the tail (its log ends in T0 again) or
+        # refuses the appends (its count of refused lower-term appends grows).
+        refused_before = status_field(statuses, f, "stale_appends_refused")
         await run(nodes[a].heal_network)
         await run(nodes[a].drop_from, [nodes[n].address], "both")
-        took, statuses = await wait_for(ctx, retransmit_s, poll_s,
-                                        lambda s: status_field(s, f, "last_term") == t0, names=(f,))
-        steps["follower_took_stale_tail"] = bool(took)
-        steps["follower_after"] = {k: status_field(statuses, f, k) for k in ("commit_index", "last_index", "last_term")}
+
+        def arrived(s: Statuses) -> Any:
+            if status_field(s, f, "last_term") == t0:
+                return "took the stale tail"
+            if status_field(s, f, "stale_appends_refused") > refused_before:
+                return "refused the stale appends"
+            return None
+
+        outcome, statuses = await wait_for(ctx, retransmit_s, poll_s, arrived, names=(f,))
+        steps["follower_took_stale_tail"] = outcome == "took the stale tail"
+        steps["stale_appends"] = outcome or "never arrived"
+        steps["follower_after"] = {k: status_field(statuses, f, k)
+                                   for k in ("commit_index", "last_index", "last_term", "stale_appends_refused")}
 
         # 4. A and F elect a leader of T2; N comes back after. A is killed and restarted rather
         # than resumed: resumed, it would first serve the client requests that queued up

@@ -960,7 +960,8 @@ class UkehiNode:
         if core is None:
             base.update(role="follower", term=0, leader=None, leader_address=None, commit_index=0,
                         applied_index=self.applied, members=[], outgoing=[], learners=[], joint=False,
-                        recovering=True, last_index=0, last_term=0, snapshot_index=0)
+                        recovering=True, last_index=0, last_term=0, snapshot_index=0,
+                        stale_appends_refused=0)
             return base
         st = core.status()
         hint = self._leader_hint()
@@ -975,6 +976,7 @@ class UkehiNode:
             applied_index=self.applied,
             last_index=st.last_index,
             last_term=st.last_term,
+            stale_appends_refused=st.stale_appends_refused,
             snapshot_index=st.snapshot_index,
             members=sorted(st.membership.voters | st.membership.outgoing),
             voters=sorted(st.membership.voters),

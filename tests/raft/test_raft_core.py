@@ -716,11 +716,14 @@ def test_the_unsafe_lower_term_flag_lets_a_deposed_leader_overwrite_a_follower()
     # Term 9 leader n3 wrote entry 2; a stale term-1 append now overwrites it.
     net["n2"].step(AppendEntries(0, 1, "n1", "n2", 1, 1, (Entry(1, 2, EntryKind.NORMAL, b"old", 0),), 0))
     assert net["n2"].log.entry(2).data == b"old"
+    assert net["n2"].status().stale_appends_refused == 0  # taken, not refused
     safe = Net(N3)
     safe.elect("n1")
     safe["n2"].step(AppendEntries(0, 9, "n3", "n2", 1, 1, (E(2, 9, b"new"),), 0))
     safe["n2"].step(AppendEntries(0, 1, "n1", "n2", 1, 1, (Entry(1, 2, EntryKind.NORMAL, b"old", 0),), 0))
     assert safe["n2"].log.entry(2).data == b"new"
+    assert safe["n2"].status().stale_appends_refused == 1
+    assert safe["n2"].status().last_term == 9
 
 
 def _lease_scenario(leader_ticks_per_follower_tick: float) -> tuple[list, int]:

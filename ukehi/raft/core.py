@@ -157,6 +157,9 @@ class RaftCore:
         self.heartbeat_elapsed = 0
         self.randomized_timeout = self.cfg.election_tick
         self.lead_transferee: str | None = None
+        # AppendEntries of a lower term this node refused (status: a test can see a deposed
+        # leader's late appends arrive and be turned away).
+        self.stale_appends_refused = 0
         self.ticks = 0  # local clock, for the leader's lease
         # With lease reads a restarted node cannot remember whom it promised not to
         # vote against, so it votes for nobody during its first election timeout.
@@ -417,6 +420,8 @@ class RaftCore:
             if isinstance(m, AppendEntries) and self.cfg.unsafe_accept_lower_term_append:
                 self._handle_append(m)
                 return
+            if isinstance(m, AppendEntries):
+                self.stale_appends_refused += 1
             if isinstance(m, (AppendEntries, Heartbeat)) and (
                 self.cfg.check_quorum or self.cfg.pre_vote
             ):
@@ -1038,4 +1043,5 @@ class RaftCore:
             recovering=self.recovering,
             progress=progress,
             last_term=self.log.last_term(),
+            stale_appends_refused=self.stale_appends_refused,
         )

@@ -65,3 +65,5 @@ class Status:
     progress: dict[str, PeerStatus] = field(default_factory=dict)
     # The term of the last entry (which log is more up to date, as a vote sees it).
     last_term: int = 0
+    # AppendEntries of a lower term refused since start (a deposed leader's late appends).
+    stale_appends_refused: int = 0
