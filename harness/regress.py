@@ -99,7 +99,7 @@ WIDE_REGISTER_OPTIONS = {"values": 1000, "threads_per_key": 1}
 FIGURE_8_WORKLOAD_OPTIONS = {**WIDE_REGISTER_OPTIONS, "ops": ("read:3", "write"), "op_timeout": 10.0}
 # stale-append: nine reads to one write. Besides a later write of the lost write's worker,
 # its write still waiting in the old leader's tail (unacknowledged, so it may take effect
-# after) hides the loss, and with three reads to one write one CI run in three escaped that
+# after) hides the loss, and with three reads to one write a CI run escaped that
 # way. Clients give up after 1 s: the new leader's writes must arrive within its first round
 # trip to the lagging follower, and most clients were waiting on the old leader (cut off,
 # then paused) until then; with 2 s none came back in time, with 0.5 s the writes in that
