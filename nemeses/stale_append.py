@@ -77,7 +77,9 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         n, f = sorted(x for x in nodes if x != a)
         steps: dict[str, Any] = {"old_leader": a, "term": t0, "new_leader": n, "follower": f}
 
-        # 0. F lags N.
+        # 0. F lags N. (N -> F is delayed already: N sends F nothing while A leads, and the
+        # shaper's set-up is slow, so it must not stand between the cut and the pause.)
+        await run(nodes[n].set_netem, delay_ms, 0.0, 0.0, 0.0, 0.0, [nodes[f].address])
         await run(nodes[f].drop_from, [nodes[a].address], "in")
         await wait_for(ctx, 1.0, 0.05,
                        lambda s: status_field(s, n, "last_index") > status_field(s, f, "last_index"))
@@ -86,7 +88,6 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await run(nodes[a].drop_from, [nodes[n].address, nodes[f].address], "out")
         await run(nodes[a].drop_from, [nodes[n].address], "in")
         await run(nodes[f].heal_network)
-        await run(nodes[n].set_netem, delay_ms, 0.0, 0.0, 0.0, 0.0, [nodes[f].address])
         writes.append(asyncio.ensure_future(client.put(TAIL_KEY, "tail")))
 
         def tail(s: Statuses) -> Any:
