@@ -177,7 +177,13 @@ BUG_CASES: tuple[Case, ...] = (
              "an unreplicated tail; the next leader's first writes reach a lagging follower in one message "
              "with the old commit index, are acknowledged, and the next leader dies before telling it more; "
              "the old leader's appends then arrive by TCP retransmission. A follower that accepts the "
-             "lower-term append cuts the acknowledged writes"),
+             "lower-term append cuts the acknowledged writes",
+         finding="intermittent: about one attempt in four lines the schedule up (most misses: no client "
+                 "write reaches the new leader within its failed probe's round trip; some: the old "
+                 "leader's retransmission comes after the 12 s wait), and a lost write shows only if its "
+                 "worker reads before another of its writes takes effect. Caught in 4 of the 8 whole quick "
+                 "suites run while tuning it (1 of 2 at the final settings: in the other, no attempt of the "
+                 "90 s run lined up)"),
     Case("no-crc-check", "register", ("disk-one",), seed=16, time_limit=30, quick_time_limit=15,
          nemesis_interval=3.0, expected_checkers=("corruption-policy", "linearizable"),
          why="bit flips in the middle of the WAL replay as entries, unreported"),

@@ -88,7 +88,8 @@ def test_stale_append_is_a_three_node_network_nemesis() -> None:
 
 def test_accept_stale_term_and_its_control_share_the_stale_append_settings(tmp_path) -> None:
     case = next(c for c in BUG_CASES if c.bug == "accept-stale-term")
-    assert case.nemeses == ("stale-append",) and case.node_count == 3 and not case.finding
+    assert case.nemeses == ("stale-append",) and case.node_count == 3
+    assert "intermittent" in case.finding  # caught in most quick runs, not all: documented
     controls = [c for c in CORRECT_CASES if c.nemeses == ("stale-append",)]
     assert len(controls) == 1
     control = controls[0]
