@@ -33,11 +33,11 @@ Every step and the indexes it saw are recorded in the op's value.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from .context import FaultContext
-from .package import NemesisPackage, OpDict, Shading, alternate
-from .watch import Statuses, heal_all, leaders, status_field, wait_for
+from .package import NemesisPackage, OpDict, Shading
+from .watch import Statuses, leaders, schedule_package, status_field, wait_for
 
 FIGURE_8, HEAL = "figure-8", "stop-figure-8"
 SHADING = Shading("figure-8", start=(FIGURE_8,), stop=(HEAL,))
@@ -163,20 +163,4 @@ def figure_eight_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await asyncio.sleep(hold_s)
         return steps
 
-    async def heal(op: OpDict) -> dict[str, Any]:
-        return await heal_all(ctx, set())
-
-    handlers: dict[str, Callable[[OpDict], Awaitable[dict[str, Any]]]] = {
-        FIGURE_8: figure_eight, HEAL: heal}
-
-    async def invoke(op: OpDict) -> Any:
-        return await handlers[op["f"]](op)
-
-    return NemesisPackage(
-        name="figure-8",
-        generator=alternate(lambda rng: {"f": FIGURE_8, "value": {}}, {"f": HEAL}),
-        final=lambda: [{"f": HEAL}],
-        invoke=invoke,
-        shading=SHADING,
-        fs=frozenset({FIGURE_8, HEAL}),
-    )
+    return schedule_package(ctx, "figure-8", FIGURE_8, HEAL, SHADING, figure_eight, set())

@@ -34,13 +34,13 @@ term, T1, is newer than A's).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from ukehi.client import UkehiClient
 
 from .context import FaultContext
-from .package import NemesisPackage, OpDict, Shading, alternate
-from .watch import Statuses, heal_all, leaders, status_field, wait_for
+from .package import NemesisPackage, OpDict, Shading
+from .watch import Statuses, leaders, schedule_package, status_field, wait_for
 
 STALE_APPEND, HEAL = "stale-append", "stop-stale-append"
 SHADING = Shading("stale-append", start=(STALE_APPEND,), stop=(HEAL,))
@@ -171,20 +171,4 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await asyncio.sleep(hold_s)
         return steps
 
-    async def heal(op: OpDict) -> dict[str, Any]:
-        return await heal_all(ctx, paused)
-
-    handlers: dict[str, Callable[[OpDict], Awaitable[dict[str, Any]]]] = {
-        STALE_APPEND: stale_append, HEAL: heal}
-
-    async def invoke(op: OpDict) -> Any:
-        return await handlers[op["f"]](op)
-
-    return NemesisPackage(
-        name="stale-append",
-        generator=alternate(lambda rng: {"f": STALE_APPEND, "value": {}}, {"f": HEAL}),
-        final=lambda: [{"f": HEAL}],
-        invoke=invoke,
-        shading=SHADING,
-        fs=frozenset({STALE_APPEND, HEAL}),
-    )
+    return schedule_package(ctx, "stale-append", STALE_APPEND, HEAL, SHADING, stale_append, paused)

@@ -34,8 +34,8 @@ import time
 from typing import Any
 
 from .context import FaultContext
-from .package import NemesisPackage, OpDict, Shading, alternate
-from .watch import heal_all
+from .package import NemesisPackage, OpDict, Shading
+from .watch import schedule_package
 
 DOUBLE_VOTE, HEAL = "double-vote", "stop-targeted"
 SHADING = Shading("targeted", start=(DOUBLE_VOTE,), stop=(HEAL,))
@@ -127,16 +127,4 @@ def double_vote_package(ctx: FaultContext, delay_ms: float = 200.0, hold_s: floa
         await asyncio.sleep(hold_s)
         return steps
 
-    async def invoke(op: OpDict) -> Any:
-        if op["f"] == HEAL:
-            return await heal_all(ctx, paused)
-        return await double_vote(op)
-
-    return NemesisPackage(
-        name="double-vote",
-        generator=alternate(lambda rng: {"f": DOUBLE_VOTE, "value": {}}, {"f": HEAL}),
-        final=lambda: [{"f": HEAL}],
-        invoke=invoke,
-        shading=SHADING,
-        fs=frozenset({DOUBLE_VOTE, HEAL}),
-    )
+    return schedule_package(ctx, "double-vote", DOUBLE_VOTE, HEAL, SHADING, double_vote, paused)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from .context import FaultContext
+from .package import NemesisPackage, OpDict, Shading, alternate
 
-__all__ = ["Statuses", "wait_for", "status_field", "leaders", "heal_all"]
+__all__ = ["Statuses", "wait_for", "status_field", "leaders", "heal_all", "schedule_package"]
 
 Statuses = Mapping[str, Mapping[str, Any] | None]
 
@@ -57,3 +58,24 @@ async def heal_all(ctx: FaultContext, paused: set[str]) -> dict[str, Any]:
         if not ctx.nodes[name].is_running():
             started[name] = await ctx.start_node(name)
     return {"healed": names, "resumed": resumed, "started": started}
+
+
+def schedule_package(ctx: FaultContext, name: str, start: str, stop: str, shading: Shading,
+                     schedule: Callable[[OpDict], Awaitable[dict[str, Any]]],
+                     paused: set[str]) -> NemesisPackage:
+    """A targeted nemesis: ``start`` ops run ``schedule``, alternating with ``stop`` ops that
+    undo it (:func:`heal_all`, resuming the nodes in ``paused``); the final phase heals."""
+
+    async def invoke(op: OpDict) -> Any:
+        if op["f"] == stop:
+            return await heal_all(ctx, paused)
+        return await schedule(op)
+
+    return NemesisPackage(
+        name=name,
+        generator=alternate(lambda rng: {"f": start, "value": {}}, {"f": stop}),
+        final=lambda: [{"f": stop}],
+        invoke=invoke,
+        shading=shading,
+        fs=frozenset({start, stop}),
+    )
