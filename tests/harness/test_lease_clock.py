@@ -60,8 +60,12 @@ def test_lease_reads_under_a_slow_isolated_leader_are_stale(tmp_path: Path) -> N
     assert verdict["valid"] is False
     linearizable = verdict["checkers"]["linearizable"]
     assert linearizable["valid"] is False
-    # What cannot be linearized is a read: the old leader answered with a value already overwritten.
-    assert "read" in done.stdout.split("could not linearize:", 1)[1].splitlines()[0], done.stdout
+    # Some key cannot be linearized at a read: the old leader answered with a value already
+    # overwritten. Which op a failing key stops at depends on the search (a stale read can make
+    # a later, correct cas the first op that cannot follow), so one key with a read is enough.
+    culprits = [part.splitlines()[0] for part in done.stdout.split("could not linearize:")[1:]]
+    assert culprits, done.stdout
+    assert any("read" in culprit for culprit in culprits), done.stdout
 
 
 def test_readindex_reads_under_the_same_schedule_stay_linearizable(tmp_path: Path) -> None:
