@@ -956,6 +956,10 @@ class UkehiNode:
             "bad_frames": self.server.bad_frames,
             "pending_proposals": len(self._proposals),
             "unsafe_bug": self.bug,
+            # The timers a fault schedule must stay inside (e.g. a link delay the new
+            # leader's check-quorum tolerates).
+            "election_timeout_ms": list(self.config.election_timeout_ms),
+            "heartbeat_ms": self.config.heartbeat_ms,
         }
         if core is None:
             base.update(role="follower", term=0, leader=None, leader_address=None, commit_index=0,

@@ -29,6 +29,9 @@ async def _write_through_each_node_and_read_back(cluster) -> None:
         assert st["leader"] == leader
         assert sorted(st["members"]) == sorted(ids)
         assert st["recovering"] is False
+        # the timers it runs with, as configured (fault schedules size their delays by them)
+        assert st["election_timeout_ms"] == [int(v) for v in cluster.election.split(":")]
+        assert st["heartbeat_ms"] == int(cluster.heartbeat)
         # every entry written since the election is the leader's: the log ends in its term
         assert st["last_term"] == st["term"] and st["last_index"] >= len(written)
     # Every node applied the same index; reads through any entry point return every write.
