@@ -127,7 +127,7 @@ def _power_cut_after_writes(lazy: LazyMount, bug: str | None) -> tuple[int, obje
     try:
         procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
         acked = asyncio.run(_put_until_acked(f"127.0.0.1:{port}", range(1, 21), time.monotonic() + 60))
-        procs[0].kill()  # within a millisecond of the last ack, long before a 0.5 s background fsync
+        procs[0].kill()  # within a millisecond of the last ack, long before the 1 s background fsync
         procs[0].wait(10)
         record = lazy.drop()
         procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
