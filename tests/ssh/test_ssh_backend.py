@@ -284,9 +284,26 @@ def test_node_verbs_on_real_hosts_and_a_teardown_that_leaves_nothing(hosts: Sshd
         rules = run(["ip", "netns", "exec", ns, "iptables", "-w", "-S"]).stdout
         assert "UKJ" not in rules, rules
         assert " 1: root" not in run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", "eth0"]).stdout
-    sshd = [p for p in hosts.processes_in_namespaces()
-            if Path(f"/proc/{p}/cmdline").exists() and b"sshd" not in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert sshd == [], "processes other than sshd were left on the hosts"
+
+    def others() -> list[str]:
+        """Processes on the hosts besides sshd, as "pid state cmdline"."""
+        found = []
+        for pid in hosts.processes_in_namespaces():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue  # gone meanwhile
+            if b"sshd" not in cmdline:
+                found.append(f"{pid} {state} {cmdline.replace(bytes(1), b' ').decode(errors='replace')}")
+        return found
+
+    # An exiting process shows for a moment (a zombie has an empty cmdline until its parent
+    # reaps it): what counts is one still there after a few seconds.
+    settle = time.monotonic() + 5.0
+    while others() and time.monotonic() < settle:
+        time.sleep(0.2)
+    assert others() == [], "processes other than sshd were left on the hosts"
 
 
 def test_a_host_that_cannot_be_reached_fails_open_with_the_reason(hosts: SshdHosts, tmp_path: Path) -> None:
