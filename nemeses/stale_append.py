@@ -8,17 +8,18 @@ start below its commit index, and a new leader's client writes normally reach a 
 only in a message that also tells it the new term's no-op committed. The schedule lines up
 the one opening, reading each node's ``status`` to decide every step (3 nodes):
 
-0. F stops hearing the leader A of term T0 until it lags N (N then refuses F's pre-votes,
-   so only N can win the next term).
+0. F stops hearing the leader A of term T0 and the nemesis writes through A: F lags N (N
+   then refuses F's pre-votes, so only N can win the next term).
 1. A is cut off by dropping everything it sends (and what N sends it) while its clients
    write: A appends a tail of entries nobody else has, and its kernel keeps retransmitting
    the appends to F on the same TCP connection. A is paused, so it sends nothing newer.
-   N -> F is delayed by ``delay_ms``.
-2. N wins T1 with F's vote. N's first append (its no-op) finds F lagging; while F's
-   refusal comes back, clients write to N; N then sends F the missing entries, its no-op and
-   those writes in one message that still carries the old commit index. F acknowledges, N
-   commits and acknowledges the writes, and the nemesis drops N's next message (the one
-   with the new commit index, still in the delayed link) and kills N.
+   Both directions between N and F are delayed (``delay_share`` of the election timeout
+   each, read from the nodes' status: N must still hear F within its check-quorum time).
+2. N wins T1 with F's vote. N's first append (its no-op) finds F lagging; until F's
+   acknowledgement of the no-op comes back (two delayed round trips), every client write
+   N appends reaches F in a message that still carries the old commit index. F
+   acknowledges, N commits and acknowledges the writes, and the nemesis drops N's next
+   message (the one with the new commit index, still in the delayed link) and kills N.
 3. A's packets to F flow again: at its next retransmission F receives A's old appends,
    among them the tail, starting at an index F holds with the same term and at or above
    F's commit index.
@@ -47,9 +48,10 @@ SHADING = Shading("stale-append", start=(STALE_APPEND,), stop=(HEAL,))
 # The tail is a write of a key of the nemesis's own (no workload reads it), so A can be
 # paused at once, before its clients add writes of theirs.
 TAIL_KEY = "nemesis/stale-append"
+LAG_KEY = "nemesis/stale-append-lag"
 
 
-def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: float = 3.0,
+def stale_append_package(ctx: FaultContext, delay_share: float = 0.4, hold_s: float = 3.0,
                          watch_s: float = 8.0, poll_s: float = 0.02,
                          retransmit_s: float = 12.0) -> NemesisPackage:
     if len(ctx.nodes) != 3:
@@ -65,28 +67,51 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         if not current:
             return {"skipped": "no leader to cut off"}
         t0, a = current[-1]
+        # Each direction between N and F is delayed by this share of the election timeout:
+        # the longer the round trips, the more client writes reach N before F's first
+        # acknowledgement, but N and F must still hear each other within an election
+        # timeout, or N's check-quorum deposes it.
+        timers = (await ctx.statuses((a,))).get(a) or {}
+        delay_ms = delay_share * (timers.get("election_timeout_ms") or [600])[0]
         async with UkehiClient([ctx.endpoint(a)], timeout=2.0, pinned=True) as client:
             writes: list[asyncio.Future[Any]] = []
             try:
-                return await schedule(t0, a, client, writes)
+                return await schedule(t0, a, delay_ms, client, writes)
             finally:
                 await asyncio.gather(*writes, return_exceptions=True)
 
-    async def schedule(t0: int, a: str, client: UkehiClient,
+    async def schedule(t0: int, a: str, delay_ms: float, client: UkehiClient,
                        writes: list[asyncio.Future[Any]]) -> dict[str, Any]:
         n, f = sorted(x for x in nodes if x != a)
-        steps: dict[str, Any] = {"old_leader": a, "term": t0, "new_leader": n, "follower": f}
+        steps: dict[str, Any] = {"old_leader": a, "term": t0, "new_leader": n, "follower": f,
+                                 "delay_ms": delay_ms}
+        # seconds since the op began at which each step was reached (to tell, in a history,
+        # which client ops fell into which step)
+        began = asyncio.get_running_loop().time()
+        timeline: dict[str, float] = steps.setdefault("timeline", {})
 
-        # 0. F lags N. (N -> F is delayed already: N sends F nothing while A leads, and the
-        # shaper's set-up is slow, so it must not stand between the cut and the pause.)
+        def reached(step: str) -> None:
+            timeline[step] = round(asyncio.get_running_loop().time() - began, 3)
+
+        # 0. F lags N. (N <-> F is delayed already: they send each other nothing while A
+        # leads, and the shaper's set-up is slow, so it must not stand between the cut and
+        # the pause.)
         await run(nodes[n].set_netem, delay_ms, 0.0, 0.0, 0.0, 0.0, [nodes[f].address])
+        await run(nodes[f].set_netem, delay_ms, 0.0, 0.0, 0.0, 0.0, [nodes[n].address])
         await run(nodes[f].drop_from, [nodes[a].address], "in")
-        await wait_for(ctx, 1.0, 0.05,
-                       lambda s: status_field(s, n, "last_index") > status_field(s, f, "last_index"))
+        # A write of the nemesis's own that A and N commit without F: the lag does not wait
+        # on the workload's writes.
+        lag = await client.put(LAG_KEY, "lag")
+        lagging, _ = await wait_for(ctx, 1.0, 0.05,
+                                    lambda s: status_field(s, n, "last_index") > status_field(s, f, "last_index"))
+        if not lagging:
+            steps["missed"] = f"the follower did not fall behind ({lag.outcome} {lag.error or ''})".strip()
+            return steps
 
         # 1. A's packets go nowhere (they wait in its kernel), N's heartbeats do not depose it.
         await run(nodes[a].drop_from, [nodes[n].address, nodes[f].address], "out")
         await run(nodes[a].drop_from, [nodes[n].address], "in")
+        reached("cut")
         await run(nodes[f].heal_network)
         writes.append(asyncio.ensure_future(client.put(TAIL_KEY, "tail")))
 
@@ -102,6 +127,7 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
             steps["missed"] = "the old leader appended nothing after the cut"
             return steps
         steps["tail"] = seen
+        reached("paused")
         boundary = seen["others"]  # the last index N, F and A all hold
 
         # 2. N wins T1; its first writes reach F with the old commit index.
@@ -112,6 +138,7 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
             return steps
         t1 = won[-1][0]
         steps["new_term"] = t1
+        reached("won")
 
         def acknowledged(s: Statuses) -> Any:
             # N's no-op and at least one client write applied on N, and held by F
@@ -122,6 +149,7 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await run(nodes[f].drop_from, [nodes[n].address], "in")
         await asyncio.sleep(0.03)  # let the acknowledgements leave
         steps["killed_new_leader"] = nodes[n].pid
+        reached("killed")
         await run(nodes[n].kill)
         statuses = await ctx.statuses((f,))
         steps["new_leader_applied"] = applied
@@ -149,6 +177,7 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         outcome, statuses = await wait_for(ctx, retransmit_s, poll_s, arrived, names=(f,))
         steps["follower_took_stale_tail"] = outcome == "took the stale tail"
         steps["stale_appends"] = outcome or "never arrived"
+        reached("stale")
         steps["follower_after"] = {k: status_field(statuses, f, k)
                                    for k in ("commit_index", "last_index", "last_term", "stale_appends_refused")}
 
@@ -160,6 +189,7 @@ def stale_append_package(ctx: FaultContext, delay_ms: float = 250.0, hold_s: flo
         await run(nodes[a].kill)
         paused.discard(a)
         await run(nodes[n].clear_netem)
+        await run(nodes[f].clear_netem)
         await run(nodes[f].heal_network)
         await run(nodes[a].heal_network)
         await run(nodes[a].drop_from, [nodes[n].address], "both")

@@ -89,11 +89,14 @@ def test_stale_append_is_a_three_node_network_nemesis() -> None:
 def test_accept_stale_term_and_its_control_share_the_stale_append_settings(tmp_path) -> None:
     case = next(c for c in BUG_CASES if c.bug == "accept-stale-term")
     assert case.nemeses == ("stale-append",) and case.node_count == 3
-    assert "intermittent" in case.finding  # caught in most quick runs, not all: documented
+    assert case.finding == ""  # caught in every quick run: an escape fails CI
     controls = [c for c in CORRECT_CASES if c.nemeses == ("stale-append",)]
     assert len(controls) == 1
     control = controls[0]
     assert (control.workload_options, control.concurrency, control.rate) == (
         case.workload_options, case.concurrency, case.rate)
-    assert case.spec(str(tmp_path), quick=True).node_options == {"unsafe_bug": "accept-stale-term"}
-    assert control.spec(str(tmp_path), quick=True).node_options == {}
+    # slower timers, so the nemesis can delay the links between the next leader and the
+    # follower (0.4 of the election timeout each way) without check-quorum deposing it
+    timers = {"election_timeout": "1000:2000", "heartbeat": 100, "max_entries_per_message": 1}
+    assert case.spec(str(tmp_path), quick=True).node_options == {**timers, "unsafe_bug": "accept-stale-term"}
+    assert control.spec(str(tmp_path), quick=True).node_options == timers
