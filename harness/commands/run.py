@@ -181,11 +181,14 @@ def register(app: typer.Typer) -> None:
     def cleanup(
         orphans: bool = typer.Option(False, help="also remove ukj-named kernel objects with no run record"),
     ) -> None:
-        """Remove processes, namespaces, links and rules left by earlier runs (and their Docker containers)."""
+        """Remove processes, namespaces, links, rules and LazyFS mounts left by earlier runs (and their Docker containers)."""
         from ..backends.docker import cleanup_docker_leftovers
         from ..backends.runstate import cleanup_leftovers
+        from ..lazyfs.mount import cleanup_lazyfs_leftovers
 
         removed = cleanup_leftovers(orphans=orphans)
+        # LazyFS mounts (--nemesis lazyfs) of harnesses that are gone: unmounted, daemons stopped.
+        removed += cleanup_lazyfs_leftovers()
         # Containers and networks of --backend docker runs whose harness is gone (by label);
         # `cluster up` clusters stay until `cluster down`. Nothing happens without an engine.
         removed += cleanup_docker_leftovers()

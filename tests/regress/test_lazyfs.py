@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+from harness.backends.process import proc_stat
 from harness.lazyfs.mount import LazyMount, fuse_support
 from ukehi.bugs import ENV_VAR
 from ukehi.client import UkehiClient
@@ -151,3 +152,39 @@ def test_a_power_cut_loses_acknowledged_writes_only_with_lost_unfsynced(lazy: La
 def test_the_correct_node_keeps_every_acknowledged_write_through_a_power_cut(lazy: LazyMount) -> None:
     acked, value, record = _power_cut_after_writes(lazy, None)
     assert acked == 20 and value == 20, record
+
+
+def test_cleanup_unmounts_what_a_killed_harness_left_mounted(tmp_path: Path) -> None:
+    """A harness SIGKILLed mid-run leaves its LazyFS mounted and its daemon running;
+    `ukehi-jepsen cleanup` unmounts it and stops the daemon, and leaves live harnesses' alone."""
+    mnt = tmp_path / "mnt"
+    harness = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from pathlib import Path\n"
+         "from harness.lazyfs.mount import LazyMount\n"
+         "m = LazyMount(Path(sys.argv[1]) / 'backing', Path(sys.argv[1]) / 'mnt', Path(sys.argv[1]) / 'log')\n"
+         "m.mount()\n"
+         "print(m.proc.pid, flush=True)\n"
+         "time.sleep(120)\n", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        daemon = int(harness.stdout.readline())
+        assert os.path.ismount(mnt)
+        cleanup = [sys.executable, "-m", "harness.cli", "cleanup"]
+        done = subprocess.run(cleanup, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and str(mnt) not in done.stdout, done.stdout + done.stderr
+        assert os.path.ismount(mnt)  # its harness is alive: untouched
+    finally:
+        harness.kill()
+        harness.wait()
+    assert os.path.ismount(mnt)  # a SIGKILLed harness unmounts nothing
+    done = subprocess.run(cleanup, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"lazyfs mount {mnt} (daemon {daemon};" in done.stdout, done.stdout
+    assert not os.path.ismount(mnt)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (stat := proc_stat(daemon)) is not None and stat[0] != "Z":
+        time.sleep(0.1)
+    stat = proc_stat(daemon)
+    assert stat is None or stat[0] == "Z", "the daemon still runs"
