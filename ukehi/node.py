@@ -321,23 +321,7 @@ class UkehiNode:
         initial = None
         if snapshot is None and not cfg.join:
             initial = Membership(voters=frozenset(cfg.peers))
-        et_ticks = max(2, round(cfg.election_timeout_ms[0] / cfg.tick_ms))
-        hb_ticks = max(1, min(et_ticks - 1, round(cfg.heartbeat_ms / cfg.tick_ms)))
-        raft_cfg = RaftConfig(**{
-            "group_id": GROUP_ID,
-            "election_tick": et_ticks,
-            "heartbeat_tick": hb_ticks,
-            "lease_read": cfg.read_mode == "lease",
-            "compaction_threshold": cfg.snapshot_threshold,
-            "max_inflight": cfg.max_inflight,
-            "max_entries_per_message": cfg.max_entries_per_message,
-            # a planted bug's core flags (ukehi/bugs.py) win over the settings above
-            **raft_overrides(self.bug),
-        })
-        if cfg.election_timeout_ms[1] != 2 * cfg.election_timeout_ms[0]:
-            self.log.info("election-timeout-range", requested=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
-                          used=f"{et_ticks * cfg.tick_ms}:{2 * et_ticks * cfg.tick_ms}",
-                          detail="the Raft core draws timeouts from [MIN, 2*MIN)")
+        raft_cfg = raft_config(cfg, self.bug)
         self.core = RaftCore(
             cfg.node_id, raft_cfg, rng=random.Random(), hard_state=HardState(term, vote, commit),
             entries=entries, snapshot=snapshot, initial_membership=initial,
@@ -993,6 +977,25 @@ class UkehiNode:
             progress={n: {"match": p.match, "next": p.next, "state": p.state} for n, p in st.progress.items()},
         )
         return base
+
+
+def raft_config(cfg: NodeConfig, bug: str | None = None) -> RaftConfig:
+    """The Raft core's settings for a node: its timers in ticks of ``cfg.tick_ms``, and the
+    core flags of a planted bug (ukehi/bugs.py), which win over the rest."""
+    et_ticks = max(2, round(cfg.election_timeout_ms[0] / cfg.tick_ms))
+    et_max_ticks = max(et_ticks, round(cfg.election_timeout_ms[1] / cfg.tick_ms))
+    hb_ticks = max(1, min(et_ticks - 1, round(cfg.heartbeat_ms / cfg.tick_ms)))
+    return RaftConfig(**{
+        "group_id": GROUP_ID,
+        "election_tick": et_ticks,
+        "election_tick_max": et_max_ticks,
+        "heartbeat_tick": hb_ticks,
+        "lease_read": cfg.read_mode == "lease",
+        "compaction_threshold": cfg.snapshot_threshold,
+        "max_inflight": cfg.max_inflight,
+        "max_entries_per_message": cfg.max_entries_per_message,
+        **raft_overrides(bug),
+    })
 
 
 def run_node(config: NodeConfig) -> int:

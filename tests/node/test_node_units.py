@@ -115,3 +115,21 @@ def test_unsafe_bug_needs_the_switch():
     with pytest.raises(UnsafeBugRefused, match="unknown"):
         check_unsafe_bug("nope", {"UKEHI_I_KNOW_THIS_IS_UNSAFE": "1"})
     assert check_unsafe_bug("stale-read", {"UKEHI_I_KNOW_THIS_IS_UNSAFE": "1"}) == "stale-read"
+
+
+def test_the_core_gets_the_node_timers_in_ticks(tmp_path):
+    from ukehi.node import raft_config
+
+    def core_cfg(timeout: str, heartbeat: int, bug: str | None = None):
+        return raft_config(build_config({"node_id": "n1", "peers": "n1=127.0.0.1:7001", "data_dir": str(tmp_path),
+                                         "election_timeout": timeout, "heartbeat": heartbeat}), bug)
+
+    # 1000:2000 at 100 ms ticks: [10, 20) ticks
+    rc = core_cfg("1000:2000", 100)
+    assert (rc.election_tick, rc.election_tick_max, rc.heartbeat_tick) == (10, 20, 1)
+    # a range narrower than [MIN, 2*MIN) is kept as given, not widened
+    rc = core_cfg("1000:1300", 100)
+    assert (rc.election_tick, rc.election_tick_max) == (10, 13)
+    # a planted bug's core flag wins
+    assert core_cfg("1000:2000", 100, "commit-old-term").unsafe_commit_old_terms_by_counting is True
+    assert rc.unsafe_commit_old_terms_by_counting is False

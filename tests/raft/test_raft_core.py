@@ -770,3 +770,22 @@ def test_lease_reads_go_stale_when_the_leaders_clock_runs_slow():
 def test_with_matching_clocks_the_lease_has_lapsed_before_anyone_else_can_win():
     reads, _ = _lease_scenario(1.0)
     assert reads == []
+
+
+def test_the_election_timeout_is_drawn_from_the_configured_range():
+    def timeouts(cfg: RaftConfig) -> set[int]:
+        seen = set()
+        for seed in range(200):
+            core = RaftCore("n1", cfg, rng=random.Random(seed),
+                            initial_membership=Membership(voters=frozenset({"n1", "n2", "n3"})))
+            seen.add(core.randomized_timeout)
+        return seen
+
+    # default: [election_tick, 2 * election_tick), as etcd/raft
+    assert timeouts(RaftConfig(election_tick=10)) == set(range(10, 20))
+    # a narrower range is honoured (the node's --election-timeout 1000:1300 at 100 ms ticks)
+    assert timeouts(RaftConfig(election_tick=10, election_tick_max=13)) == {10, 11, 12}
+    assert timeouts(RaftConfig(election_tick=10, election_tick_max=10)) == {10}
+    assert timeouts(RaftConfig(election_tick=10, election_tick_max=40)) == set(range(10, 40))
+    with pytest.raises(ValueError, match="election_tick_max"):
+        RaftConfig(election_tick=10, election_tick_max=9)

@@ -10,8 +10,10 @@ __all__ = ["RaftConfig"]
 @dataclass(frozen=True)
 class RaftConfig:
     group_id: int = 0
-    # A follower campaigns after a random timeout in [election_tick, 2 * election_tick).
+    # A follower campaigns after a random timeout in [election_tick, election_tick_max)
+    # (election_tick_max None: 2 * election_tick, as etcd/raft does).
     election_tick: int = 10
+    election_tick_max: int | None = None
     heartbeat_tick: int = 1
     pre_vote: bool = True
     # Leader steps down if a quorum was not heard from within election_tick; followers that
@@ -55,6 +57,13 @@ class RaftConfig:
             "max_snapshot_size",
         ):
             positive(name)
+        if self.election_tick_max is not None and (
+            type(self.election_tick_max) is not int or self.election_tick_max < self.election_tick
+        ):
+            raise ValueError(
+                f"RaftConfig.election_tick_max must be an int >= election_tick ({self.election_tick}), "
+                f"got {self.election_tick_max!r}"
+            )
         if type(self.group_id) is not int or self.group_id < 0:
             raise ValueError(f"RaftConfig.group_id must be an int >= 0, got {self.group_id!r}")
         if self.heartbeat_tick >= self.election_tick:

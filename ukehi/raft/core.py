@@ -209,7 +209,10 @@ class RaftCore:
 
     def _reset_randomized_timeout(self) -> None:
         e = self.cfg.election_tick
-        self.randomized_timeout = e + self.rng.randrange(e)
+        top = self.cfg.election_tick_max or 2 * e
+        # [e, top); with top == e always e (the draw is still taken, so a seeded run's later
+        # draws do not shift)
+        self.randomized_timeout = e + self.rng.randrange(max(1, top - e))
 
     def _soft_state(self) -> SoftState:
         return SoftState(self._reported_role(), self.lead, self.term)
