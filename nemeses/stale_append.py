@@ -63,7 +63,8 @@ def stale_append_package(ctx: FaultContext, delay_share: float = 0.4, hold_s: fl
         return await asyncio.to_thread(fn, *args)
 
     async def stale_append(op: OpDict) -> dict[str, Any]:
-        current = leaders(await ctx.statuses())
+        statuses = await ctx.statuses()
+        current = leaders(statuses)
         if not current:
             return {"skipped": "no leader to cut off"}
         t0, a = current[-1]
@@ -71,7 +72,7 @@ def stale_append_package(ctx: FaultContext, delay_share: float = 0.4, hold_s: fl
         # the longer the round trips, the more client writes reach N before F's first
         # acknowledgement, but N and F must still hear each other within an election
         # timeout, or N's check-quorum deposes it.
-        timers = (await ctx.statuses((a,))).get(a) or {}
+        timers = statuses.get(a) or {}
         delay_ms = delay_share * (timers.get("election_timeout_ms") or [600])[0]
         async with UkehiClient([ctx.endpoint(a)], timeout=2.0, pinned=True) as client:
             writes: list[asyncio.Future[Any]] = []

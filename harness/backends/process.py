@@ -30,6 +30,24 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
     return rest[0], int(rest[19])
 
 
+def same_process(pid: int, start_ticks: int) -> bool:
+    """Whether PID is still the process that started at START_TICKS, and not a zombie (a
+    later process reusing the pid has another start time)."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and stat[1] == start_ticks
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait (bounded) until PIDS are gone or zombies; return those still alive."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if (s := proc_stat(p)) is not None and s[0] != "Z"]
+        if alive:
+            time.sleep(0.02)
+    return alive
+
+
 class NodeProcess:
     """The current incarnation of a node's process (at most one at a time)."""
 

@@ -13,13 +13,12 @@ import json
 import os
 import signal
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Collection
 
 from harness.backends import netns as nsnet
-from harness.backends.process import proc_stat
+from harness.backends.process import proc_stat, same_process, wait_gone
 from harness.net import is_root, link_names, netns_names, netns_pids
 
 
@@ -80,8 +79,7 @@ class RunState:
 
 
 def _kill_recorded(rec: ProcessRecord) -> bool:
-    stat = proc_stat(rec.pid)
-    if stat is None or stat[1] != rec.start_ticks or stat[0] == "Z":
+    if not same_process(rec.pid, rec.start_ticks):
         return False
     for kill in (lambda: os.killpg(rec.pid, signal.SIGKILL), lambda: os.kill(rec.pid, signal.SIGKILL)):
         try:
@@ -89,17 +87,6 @@ def _kill_recorded(rec: ProcessRecord) -> bool:
         except (ProcessLookupError, PermissionError):
             continue
     return True
-
-
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait (bounded) until PIDS are gone or zombies; return those still alive."""
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if (s := proc_stat(p)) is not None and s[0] != "Z"]
-        if alive:
-            time.sleep(0.02)
-    return alive
 
 
 def teardown(state: RunState, state_dir: Path | None) -> list[str]:
@@ -120,7 +107,7 @@ def teardown(state: RunState, state_dir: Path | None) -> list[str]:
                 removed.append(f"process {pid} in {ns}")
             except ProcessLookupError:
                 pass
-    still = _wait_gone(killed, 10.0)
+    still = wait_gone(killed, 10.0)
     if still:
         problems.append(f"processes {still} survived SIGKILL")
     if state.mode == "netns":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.backends.process import proc_stat
+from harness.backends.process import proc_stat, same_process, wait_gone
 
 from .fs import CONTROL
 
@@ -131,8 +131,7 @@ def _daemons() -> Iterator[tuple[int, Path, str | None]]:
 def _owner_alive(owner: str) -> bool:
     pid, _, ticks = owner.partition(":")
     try:
-        stat = proc_stat(int(pid))
-        return stat is not None and stat[0] != "Z" and stat[1] == int(ticks)
+        return same_process(int(pid), int(ticks))
     except ValueError:
         return True  # not a token we wrote: leave that daemon alone
 
@@ -152,16 +151,11 @@ def _lazyfs_mountpoints() -> list[Path]:
 
 
 def _stop_daemon(pid: int) -> None:
-    deadline = time.monotonic() + 5.0
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    while time.monotonic() < deadline:
-        stat = proc_stat(pid)
-        if stat is None or stat[0] == "Z":
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    if wait_gone([pid], 5.0):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def cleanup_lazyfs_leftovers() -> list[str]:
