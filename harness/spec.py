@@ -9,6 +9,7 @@ messages that say what to change.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import sys
@@ -37,6 +38,13 @@ def parse_concurrency(text: str | int, node_count: int) -> int:
     if count < 1:
         raise SpecError(f"--concurrency {text!r} gives {count} clients; use at least 1")
     return count
+
+
+def absolute_path(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute against the current directory (symlinks kept, '..' folded)."""
+    if not str(path):
+        raise SpecError("an empty path was given; name a directory (e.g. --results-dir results)")
+    return os.path.abspath(os.fspath(path))
 
 
 def default_node_names(count: int) -> list[str]:
@@ -75,6 +83,15 @@ class TestSpec:
     ssh_node_port: int = 7000  # the port every node listens on, on its host
 
     def __post_init__(self) -> None:
+        # Every path is resolved once, here, against the directory the user ran from: nodes,
+        # backends, LazyFS and checkers run elsewhere (a node's cwd is its own directory), and
+        # a relative path handed on would land somewhere else (issue 12: node data under
+        # nodes/n1/results/..., invisible to the disk and LazyFS faults and the checkers).
+        object.__setattr__(self, "results_dir", absolute_path(self.results_dir))
+        for name in ("ssh_key", "ssh_known_hosts"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, absolute_path(os.path.expanduser(value)))
         if not self.name or "/" in self.name:
             raise SpecError(f"test name {self.name!r} must be non-empty and contain no '/'")
         if not self.nodes:

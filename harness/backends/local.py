@@ -53,6 +53,9 @@ class LocalNode(FakeClockVerbs, NodeHandle):
 
     def __init__(self, cluster: "LocalCluster", name: str, address: str, ports: tuple[int, ...],
                  workdir: Path, netns: str | None) -> None:
+        if not workdir.is_absolute():
+            raise BackendError(f"node {name}: its directory {str(workdir)!r} must be an absolute path "
+                               "(the node runs with it as cwd, so relative paths would resolve twice)")
         self.cluster = cluster
         self.name = name
         self.address = address
@@ -268,7 +271,10 @@ class LocalCluster(Cluster):
             raise BackendError(f"run id must be 6 lowercase hex digits (e.g. {new_run_id()}), got {run_id!r}; "
                                "or leave it out to get a fresh one")
         self.run_id = run_id or new_run_id()
-        self.results_dir = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix=f"ukj-{self.run_id}-"))
+        # Absolute: every node runs with its own directory as cwd, so a relative path handed
+        # to it (--data-dir, the log) would land under that directory instead.
+        self.results_dir = Path(os.path.abspath(results_dir) if results_dir
+                                else tempfile.mkdtemp(prefix=f"ukj-{self.run_id}-"))
         self.isolation = isolation
         self.faketime = faketime
         self.libfaketime = find_libfaketime() if faketime else None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -560,7 +561,8 @@ class SSHCluster(Cluster):
         self.hosts = list(hosts)
         self.options = options
         self.run_id = run_id or new_run_id()
-        self.results_dir = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix=f"ukj-{self.run_id}-"))
+        self.results_dir = Path(os.path.abspath(results_dir) if results_dir
+                                else tempfile.mkdtemp(prefix=f"ukj-{self.run_id}-"))
         self.faketime = faketime
         self.node_port = node_port
         self.remote_dir = remote_dir

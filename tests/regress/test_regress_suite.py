@@ -97,9 +97,15 @@ _ok, _why = netns_support()
 @pytest.mark.root
 @pytest.mark.skipif(not (os.geteuid() == 0 and _ok), reason=f"needs root and `ip netns`: {_why}")
 def test_the_quick_suite_detects_the_planted_bugs_without_false_alarms(tmp_path: Path) -> None:
-    done = subprocess.run(CLI + ["regress", "--quick", "--results-dir", str(tmp_path)],
+    # As a user runs it: from some directory (with a space in its name), with the default
+    # relative `--results-dir results`. Absolute temporary paths once hid that node data
+    # landed outside the run, so the disk and LazyFS bugs escaped (issue 12).
+    cwd = tmp_path / "a dir with spaces"
+    cwd.mkdir()
+    done = subprocess.run(CLI + ["regress", "--quick"], cwd=cwd,
                           capture_output=True, text=True, timeout=1500)
-    stored = sorted(tmp_path.glob("regress/*/regress.json"))
+    store = cwd / "results"
+    stored = sorted(store.glob("regress/*/regress.json"))
     assert stored, f"no table stored: {done.stdout[-3000:]}{done.stderr[-3000:]}"
     table = json.loads(stored[-1].read_text())
     outcomes = {}
@@ -117,5 +123,16 @@ def test_the_quick_suite_detects_the_planted_bugs_without_false_alarms(tmp_path:
     assert table["summary"]["escaped"] == escaped
     for bug in escaped:
         assert f"{bug} escaped: known finding:" in done.stdout
+    # Each node's log and WAL sit in its run's directory, where the faults and checkers look.
+    for row in table["rows"]:
+        run = Path(row["run_dir"]) if Path(row["run_dir"]).is_absolute() else cwd / row["run_dir"]
+        assert run.is_relative_to(store), row
+        spec = json.loads((run / "test.json").read_text())
+        for node in spec["nodes"]:
+            home = run / "nodes" / node
+            assert (home / "node.log").stat().st_size > 0, home
+            data = home / ("data.lazyfs-backing" if any(n.startswith("lazyfs") for n in spec["nemeses"]) else "data")
+            assert list(data.glob("group-*/wal/wal-*.seg")), f"no WAL under {data}"
+            assert not list(home.glob("**/results")), f"node data nested under {home}"
     # The exit code is strict: any escape (known or not) fails the suite.
     assert done.returncode == (1 if escaped else 0), done.stdout[-4000:] + done.stderr[-2000:]
