@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import typer
 
@@ -56,7 +56,7 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
         nemeses = parse_nemeses(nemesis)
     except ValueError as err:
         raise SpecError(str(err)) from None
-    options = _key_values("--node-option", node_option, "heartbeat=50")
+    options = check_node_options(_key_values("--node-option", node_option, "heartbeat=50"))
     workload_options = _key_values("--workload-option", workload_option or [], "values=1000")
     clients = parse_concurrency(concurrency, len(names))
     try:  # the workload checks its options now, not after the cluster is up
@@ -71,6 +71,76 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
         rate=rate, time_limit=time_limit, seed=seed, read_mode=read_mode,
         corruption_policy=corruption_policy, results_dir=results_dir, leave_running=leave_running,
         node_options=options, workload_options=workload_options, **(ssh or {}))
+
+
+def _whole_number(minimum: int, unit: str) -> tuple[str, Any]:
+    what = f"a whole number{unit} >= {minimum}"
+
+    def parse(text: str) -> int:
+        value = int(text)  # ValueError on anything else
+        if value < minimum:
+            raise ValueError(text)
+        return value
+    return what, parse
+
+
+def _one_of(choices: Sequence[str]) -> tuple[str, Any]:
+    def parse(text: str) -> str:
+        if text.strip().lower() not in choices:
+            raise ValueError(text)
+        return text
+    return f"one of {', '.join(choices)}", parse
+
+
+def _node_option_kinds() -> dict[str, tuple[str, Any]]:
+    """What each ``--node-option`` accepts, as (words for the user, parser raising ValueError)."""
+    from ukehi.bugs import ALIASES, KNOWN_BUGS
+    from ukehi.config import LOG_LEVELS, ConfigError, parse_timeout_range
+
+    def timeout_range(text: str) -> tuple[int, int]:
+        try:
+            return parse_timeout_range(text)
+        except ConfigError:
+            raise ValueError(text) from None
+    return {
+        "election_timeout": ("MIN:MAX in milliseconds with 10 <= MIN <= MAX, e.g. 300:600", timeout_range),
+        "heartbeat": _whole_number(1, " of milliseconds"),
+        "snapshot_threshold": _whole_number(1, " of log entries"),
+        "max_inflight": _whole_number(1, " of messages"),
+        "max_entries_per_message": _whole_number(1, " of entries"),
+        "log_level": _one_of(LOG_LEVELS),
+        "unsafe_bug": _one_of([*KNOWN_BUGS, *ALIASES]),
+    }
+
+
+def check_node_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a ``--node-option`` the node would refuse, before any node starts: an unknown
+    key names the accepted keys, a bad value names what the key takes."""
+    from ukehi.config import ConfigError, build_config
+
+    from ..db import DEFAULT_NODE_OPTIONS, NODE_OPTION_FLAGS
+
+    kinds = _node_option_kinds()
+    for key, value in options.items():
+        if key not in NODE_OPTION_FLAGS:
+            raise SpecError(f"--node-option {key}={value}: unknown node option {key!r}; accepted: "
+                            f"{', '.join(NODE_OPTION_FLAGS)}")
+        if key in kinds and value is not None:
+            what, parse = kinds[key]
+            try:
+                parse(str(value))
+            except ValueError:
+                raise SpecError(f"--node-option {key}={value}: {key} takes {what}") from None
+    # Settings that are fine alone but not together (e.g. heartbeat vs election timeout),
+    # judged by the node's own configuration check.
+    merged = {k: v for k, v in {**DEFAULT_NODE_OPTIONS, **options}.items() if v is not None and k in kinds}
+    merged.pop("unsafe_bug", None)  # the node checks its safety switch itself
+    try:
+        build_config({"node_id": "n1", "peers": "n1=127.0.0.1:1", "data_dir": ".", **merged})
+    except ConfigError as err:
+        given = " ".join(f"{k}={v}" for k, v in options.items())
+        raise SpecError(f"--node-option {given}: {err}") from None
+    return options
 
 
 def _key_values(flag: str, items: list[str], example: str) -> dict[str, Any]:
