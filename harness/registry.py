@@ -9,6 +9,7 @@ from nemeses import (clock, disk, figure_eight, lazyfs, membership, packet, part
                      targeted)
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
+from nemeses.targets import TARGETS
 from workloads import fencing, kv, register
 from workloads.base import Workload
 
@@ -51,6 +52,32 @@ NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {
     "stale-append": stale_append.stale_append_package,
 }
 
+# Targets as in Jepsen's combined nemesis (nemeses/targets.py), one name per family and
+# target: `kill-primaries` kills the current leader(s), `pause-minority-third` pauses fewer
+# than a third of the nodes, `partition-primaries` cuts the leader(s) off from the rest. The
+# plain family names (`kill`, `pause`, `partition`, `clock`) draw from a leader-heavy mix.
+TARGETED_VARIANTS: dict[str, tuple[str, ...]] = {
+    "kill": ("one", "minority", "majority", "minority-third", "primaries"),  # kill-all is above
+    "pause": TARGETS,
+    "clock": TARGETS,
+    "disk": ("minority-third", "primaries", "all"),  # disk-one/minority/majority are above
+}
+# A partition "target" is the side that is cut off; a majority cut off from a minority is
+# the halves topology.
+PARTITION_VARIANTS = {"one": ("one",), "minority": ("minority",), "majority": ("halves",),
+                      "minority-third": ("minority-third",), "primaries": (partition.PRIMARIES,)}
+for _target in TARGETED_VARIANTS["kill"]:
+    NEMESES[f"kill-{_target}"] = partial(process.kill_package, targets=(_target,))
+for _target in TARGETED_VARIANTS["pause"]:
+    NEMESES[f"pause-{_target}"] = partial(process.pause_package, targets=(_target,))
+for _target in TARGETED_VARIANTS["clock"]:
+    NEMESES[f"clock-{_target}"] = partial(clock.package, targets=(_target,))
+for _target in TARGETED_VARIANTS["disk"]:
+    NEMESES[f"disk-{_target}"] = partial(disk.package, targets=(_target,), kinds=disk.MID_LOG_KINDS)
+for _target, _topologies in PARTITION_VARIANTS.items():
+    NEMESES[f"partition-{_target}"] = partial(partition.package, topologies=_topologies)
+NEMESES["lazyfs-primaries"] = partial(lazyfs.package, targets=("primaries",))
+
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
 SHADING: dict[str, Shading] = {
     "partition": partition.SHADING,
@@ -71,16 +98,26 @@ SHADING: dict[str, Shading] = {
     "figure-8": figure_eight.SHADING,
     "stale-append": stale_append.SHADING,
 }
+_FAMILY_SHADING = {"kill": process.KILL_SHADING, "pause": process.PAUSE_SHADING, "clock": clock.SHADING,
+                   "disk": disk.SHADING, "partition": partition.SHADING, "lazyfs": lazyfs.SHADING}
+for _name in NEMESES:
+    _family = _name.split("-", 1)[0]
+    if _name not in SHADING and _family in _FAMILY_SHADING:
+        SHADING[_name] = _FAMILY_SHADING[_family]
+
+
+def _variants(family: str) -> frozenset[str]:
+    return frozenset(n for n in NEMESES if n == family or n.startswith(family + "-"))
+
 
 # Nemeses that perform the same ops: at most one of each group per run.
-EXCLUSIVE_NEMESES = (frozenset({"disk", "disk-one", "disk-minority", "disk-majority"}),
-                     frozenset({"kill", "kill-all"}), frozenset({"lazyfs", "lazyfs-all"}))
+EXCLUSIVE_NEMESES = tuple(_variants(f) for f in ("disk", "kill", "lazyfs", "pause", "clock", "partition"))
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
-NEEDS_NETWORK_FAULTS = frozenset({"partition", "packet", "slow-leader", "double-vote",
-                                  "figure-8", "stale-append"})
+NEEDS_NETWORK_FAULTS = frozenset({"packet", "slow-leader", "double-vote", "figure-8", "stale-append"}
+                                 | _variants("partition"))
 # Faults that move a node's clock: its processes must run under libfaketime.
-NEEDS_FAKE_CLOCK = frozenset({"clock", "slow-leader"})
+NEEDS_FAKE_CLOCK = frozenset({"slow-leader"} | _variants("clock"))
 
 
 def needs_fake_clock(nemeses: Sequence[str]) -> bool:

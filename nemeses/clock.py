@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading, alternate
-from .targets import resolve
+from .targets import LEADER_HEAVY, check_targets, resolve_detail
 
 BUMPS_S = (0.005, 0.05, 0.25, 1.0, 5.0, 30.0, 120.0)
 RATES = (0.5, 0.75, 1.5, 2.0)
@@ -37,7 +37,10 @@ async def readings(ctx: FaultContext, names: Sequence[str]) -> dict[str, float]:
 
 
 def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe"),
-            targets: Sequence[str] = ("one", "minority"), strobe_seconds: float = 2.0) -> NemesisPackage:
+            targets: Sequence[str] = LEADER_HEAVY, strobe_seconds: float = 2.0) -> NemesisPackage:
+    """Clock bumps, rate skews and strobes of some nodes (targets: nemeses/targets.py; by
+    default mostly the leader(s), whose clock stamps lock leases and times lease reads)."""
+    targets = check_targets(targets, "clock")
     unknown = [m for m in modes if m not in ("bump", "rate", "strobe")]
     if unknown:
         raise ValueError(f"unknown clock fault {', '.join(unknown)}; choose bump, rate or strobe")
@@ -69,7 +72,7 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
             rates.clear()
             return {"offsets": {n: 0.0 for n in names}, "measured": await readings(ctx, names)}
         value = op["value"]
-        names = await resolve(ctx, value["target"], random.Random(value["seed"]))
+        names, how = await resolve_detail(ctx, value["target"], random.Random(value["seed"]))
         if f == "bump-clock":
             for n in names:
                 node = ctx.nodes[n]
@@ -97,7 +100,7 @@ def package(ctx: FaultContext, modes: Sequence[str] = ("bump", "rate", "strobe")
         else:
             raise ValueError(f"clock nemesis cannot perform {f!r}")
         offsets = {n: ctx.nodes[n].clock_offset() for n in sorted(ctx.nodes)}
-        return {"nodes": names, "offsets": offsets, "measured": await readings(ctx, names)}
+        return {"nodes": names, "offsets": offsets, "measured": await readings(ctx, names), **how}
 
     return NemesisPackage(
         name="clock",

@@ -17,7 +17,10 @@ Victims: on the first op the package draws an order of the nodes; a target
 ``one`` is the first node of that order, ``minority`` the first (n-1)//2,
 ``majority`` the first n//2+1. So every op of a run hits the same nodes and a
 run never damages more nodes than its largest target names: "corruption aimed
-at one node" stays one node for the whole run.
+at one node" stays one node for the whole run. ``minority-third`` is the first (n-1)//3
+(at least one). ``primaries`` is the exception: the node(s) that claim leadership at the
+moment of the op (node status), so damage lands where the log is being written; those
+victims change as leadership moves.
 
 Each op's completion records, per node: the file, every changed range with the
 bytes before and after (hex), the sizes, the digest of every WAL segment after
@@ -44,6 +47,7 @@ from ukehi.storage.format import HEADER_SIZE, parse_segment_name
 
 from .context import FaultContext, NodeVerbs
 from .package import NemesisPackage, OpDict, Shading
+from .targets import primaries
 
 # Where a node keeps its WAL, relative to its workdir: harness/db.py gives every node
 # ``--data-dir <workdir>/data`` and ukehi/storage/datadir.py puts group 0's WAL here.
@@ -55,7 +59,7 @@ SHADING = Shading("disk", instant=(CORRUPT,))
 MID_LOG_KINDS = ("bitflip", "zero-chunk", "copy-chunk")
 CRASH_KINDS = ("truncate", "torn-tail")
 KINDS = MID_LOG_KINDS + CRASH_KINDS
-TARGETS = ("one", "minority", "majority", "all")
+TARGETS = ("one", "minority", "majority", "minority-third", "primaries", "all")
 SEGMENT_CHOICES = ("random", "first", "last")
 
 # The exit code of a node whose CorruptionPolicy is RefuseStart (ukehi/node.py).
@@ -89,6 +93,8 @@ def victim_count(target: str, node_count: int) -> int:
         return max(1, (node_count - 1) // 2)
     if target == "majority":
         return node_count // 2 + 1
+    if target == "minority-third":
+        return max(1, (node_count - 1) // 3)
     if target == "all":
         return node_count
     raise ValueError(f"unknown disk fault target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -297,8 +303,15 @@ def package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority"),
         if not order:
             order.extend(sorted(ctx.nodes))
             rng.shuffle(order)
-        victims = order[:victim_count(value["target"], len(order))]
-        record: dict[str, Any] = {**value, "victims": victims, "nodes": {}}
+        record: dict[str, Any] = {**value, "nodes": {}}
+        if value["target"] == "primaries":
+            # The leader(s) of the moment, not a prefix of the order: damage where the log grows.
+            found = await primaries(ctx)
+            record["primaries"] = found
+            victims = sorted(found) or order[:1]
+        else:
+            victims = order[:victim_count(value["target"], len(order))]
+        record["victims"] = victims
         down = [v for v in victims if v in refused]
         for name in down:
             record["nodes"][name] = {"skipped": "down since it refused to start; left as it is"}

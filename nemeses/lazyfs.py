@@ -15,13 +15,14 @@ from typing import Any, Sequence
 
 from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading, alternate
-from .targets import resolve
+from .targets import check_targets, resolve_detail
 
 SHADING = Shading("lazyfs", start=("lose-unfsynced",), stop=("power-on",))
 
 
 def package(ctx: FaultContext, targets: Sequence[str] = ("all", "majority", "leader")) -> NemesisPackage:
     """Power cuts of some nodes; ``all`` and ``majority`` can lose a write every replica held."""
+    targets = check_targets(targets, "lazyfs")
     down: set[str] = set()
 
     def cut(rng: random.Random) -> OpDict:
@@ -29,13 +30,13 @@ def package(ctx: FaultContext, targets: Sequence[str] = ("all", "majority", "lea
 
     async def invoke(op: OpDict) -> Any:
         if op["f"] == "lose-unfsynced":
-            names = await resolve(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
+            names, how = await resolve_detail(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
             # Kill first, all at once, so no node fsyncs anything after the cut.
             await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].kill) for n in names))
             down.update(names)
             drop = getattr(ctx, "drop_unfsynced")
             lost = {n: await drop(n) for n in names}
-            return {"target": op["value"]["target"], "lost": {n: {"bytes": r.get("lost_bytes", 0),
+            return {"target": op["value"]["target"], **how, "lost": {n: {"bytes": r.get("lost_bytes", 0),
                                                                    "files": sorted(r.get("lost", {}))}
                                                                for n, r in lost.items()}}
         dead = sorted(n for n, node in ctx.nodes.items() if n in down or not node.is_running())

@@ -8,14 +8,18 @@ from typing import Any, Sequence
 
 from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading, alternate
-from .targets import resolve
+from .targets import LEADER_HEAVY, check_targets, resolve_detail
 
 KILL_SHADING = Shading("kill", start=("kill",), stop=("start",))
 PAUSE_SHADING = Shading("pause", start=("pause",), stop=("resume",))
 
 
-def kill_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority", "leader")) -> NemesisPackage:
-    """SIGKILL some nodes; the matching ``start`` op restarts every dead node from its data dir."""
+def kill_package(ctx: FaultContext, targets: Sequence[str] = LEADER_HEAVY) -> NemesisPackage:
+    """SIGKILL some nodes; the matching ``start`` op restarts every dead node from its data dir.
+
+    ``targets`` (nemeses/targets.py) are drawn from at random, repeats weighing a target more;
+    the default hits the current leader(s) half the time."""
+    targets = check_targets(targets, "kill")
     killed: set[str] = set()
 
     def start(rng: random.Random) -> OpDict:
@@ -23,11 +27,11 @@ def kill_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority",
 
     async def invoke(op: OpDict) -> Any:
         if op["f"] == "kill":
-            names = await resolve(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
+            names, how = await resolve_detail(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
             pids = {n: ctx.nodes[n].pid for n in names}
             await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].kill) for n in names))
             killed.update(names)
-            return {"target": op["value"]["target"], "killed": pids}
+            return {"target": op["value"]["target"], "killed": pids, **how}
         dead = sorted(n for n, node in ctx.nodes.items() if n in killed or not node.is_running())
         pids = {}
         for name in dead:
@@ -45,7 +49,9 @@ def kill_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority",
     )
 
 
-def pause_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority", "leader")) -> NemesisPackage:
+def pause_package(ctx: FaultContext, targets: Sequence[str] = LEADER_HEAVY) -> NemesisPackage:
+    """SIGSTOP some nodes (targets as for kill); the matching ``resume`` op continues them."""
+    targets = check_targets(targets, "pause")
     paused: set[str] = set()
 
     def start(rng: random.Random) -> OpDict:
@@ -53,11 +59,11 @@ def pause_package(ctx: FaultContext, targets: Sequence[str] = ("one", "minority"
 
     async def invoke(op: OpDict) -> Any:
         if op["f"] == "pause":
-            names = await resolve(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
+            names, how = await resolve_detail(ctx, op["value"]["target"], random.Random(op["value"]["seed"]))
             names = [n for n in names if ctx.nodes[n].is_running()]
             await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].pause) for n in names))
             paused.update(names)
-            return {"target": op["value"]["target"], "paused": names}
+            return {"target": op["value"]["target"], "paused": names, **how}
         names = sorted(paused)
         await asyncio.gather(*(asyncio.to_thread(ctx.nodes[n].resume) for n in names
                                if ctx.nodes[n].is_running()))

@@ -49,6 +49,18 @@ def random_minority(nodes: Sequence[str], rng: random.Random) -> nx.DiGraph:
     return _cut(nodes, [minority, [n for n in nodes if n not in minority]])
 
 
+def minority_third(nodes: Sequence[str], rng: random.Random) -> nx.DiGraph:
+    """Fewer than a third of the nodes ((n-1)//3, at least one) cut off from the rest."""
+    size = max(1, (len(nodes) - 1) // 3)
+    cut = rng.sample(list(nodes), size)
+    return _cut(nodes, [cut, [n for n in nodes if n not in cut]])
+
+
+def isolate(nodes: Sequence[str], group: Sequence[str]) -> nx.DiGraph:
+    """``group`` on one side, every other node on the other (e.g. the current leaders)."""
+    return _cut(nodes, [list(group), [n for n in nodes if n not in group]])
+
+
 def majorities_ring(nodes: Sequence[str], rng: random.Random) -> nx.DiGraph:
     """Every node hears a majority (itself included), and no two nodes hear the same majority.
 
@@ -89,6 +101,7 @@ TOPOLOGIES: dict[str, Callable[[Sequence[str], random.Random], nx.DiGraph]] = {
     "majorities-ring": majorities_ring,
     "bridge": bridge,
     "minority": random_minority,
+    "minority-third": minority_third,
 }
 
 
