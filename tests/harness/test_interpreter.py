@@ -154,15 +154,27 @@ def test_register_options_choose_the_value_range_and_the_ops():
 
     from workloads import register
 
+    def stream(workload, rng, n):
+        """n ops, each read completing ok with nil (as a worker's next op waits for it)."""
+        out = []
+        for w in range(n):
+            op = workload.generator.next(w % 5, rng)
+            if op["f"] == "read":
+                workload.generator.memory.read_ok(w % 5, op["key"], None)
+            out.append(op)
+        return out
+
     wide = register.make([], 5, {"values": 1000, "ops": "read,write"})
     rng = random.Random(7)
-    ops = [wide.generator.next(w % 5, rng) for w in range(400)]
+    ops = stream(wide, rng, 400)
     assert {op["f"] for op in ops} == {"read", "write"}
-    assert max(op["value"] for op in ops if op["f"] == "write") >= 5  # beyond the default 0..4
+    assert max(op["value"] for op in ops if op["f"] == "write") >= 5  # beyond 0..4
+    assert {op["value"] for op in ops if op["f"] == "write"} <= set(range(1000))
     default = register.make([], 5, {})
-    ops = [default.generator.next(w % 5, rng) for w in range(400)]
-    assert {op["f"] for op in ops} == {"read", "write", "cas"}
-    assert {op["value"] for op in ops if op["f"] == "write"} <= set(range(register.VALUES))
+    ops = stream(default, rng, 400)
+    assert {op["f"] for op in ops} == {"read", "write", "cas", "delete"}
+    written = [op["value"] for op in ops if op["f"] == "write"] + [op["value"][1] for op in ops if op["f"] == "cas"]
+    assert len(written) == len(set(written))  # unique values by default
     with pytest.raises(ValueError, match="option values=1: must be at least 2"):
         register.make([], 5, {"values": 1})
     with pytest.raises(ValueError, match="option ops='read,append': name some of read, write, cas"):
@@ -170,10 +182,10 @@ def test_register_options_choose_the_value_range_and_the_ops():
     with pytest.raises(ValueError, match="has no option value; its options: op_timeout, ops, ops_per_key"):
         register.make([], 5, {"value": 3})
     weighted = register.make([], 5, {"ops": "read:3,write"})
-    fs = [weighted.generator.next(w % 5, rng)["f"] for w in range(2000)]
+    fs = [op["f"] for op in stream(weighted, rng, 2000)]
     assert 0.68 < fs.count("read") / len(fs) < 0.82  # 3 reads to 1 write
     with pytest.raises(ValueError, match="weight 'x' of read is not a number"):
         register.make([], 5, {"ops": "read:x"})
     # the command line gives strings: they parse like the numbers a regress case gives
     from_cli = register.make([], 5, {"values": "1000", "threads_per_key": "1", "op_timeout": "0.5"})
-    assert from_cli.generator.group_size == 1
+    assert from_cli.generator.keyed.group_size == 1
