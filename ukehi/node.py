@@ -35,6 +35,7 @@ import signal
 import sys
 import time
 import traceback
+import zlib
 from collections import deque
 from typing import Any
 
@@ -581,6 +582,7 @@ class UkehiNode:
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         kv = self.kv
         addresses_changed = False
+        first_applied = self.applied
         for e in entries:
             if e.index <= self.applied:
                 continue  # covered by a snapshot already installed
@@ -602,6 +604,13 @@ class UkehiNode:
             self._proposals.applied(e.index, e.term, to_response(result))
         if addresses_changed:
             self._refresh_addresses()
+        # White-box checkers (checkers/whitebox) compare what every node applied at each
+        # index: term and CRC-32 of the entry's WAL command bytes, 200 entries a line.
+        done = [e for e in entries if e.index > first_applied]
+        for at in range(0, len(done), 200):
+            part = done[at:at + 200]
+            self.log.info("applied", first=part[0].index, last=part[-1].index,
+                          entries=",".join(f"{e.term}.{zlib.crc32(entry_to_wal_command(e)):08x}" for e in part))
         self._reads.applied(self.applied)
         self._applied_event.set()
 

@@ -28,6 +28,7 @@ EVENTS = (
     "listening",            # serving RPCs on an address
     "became-leader", "became-follower", "became-candidate", "became-learner",
     "term-changed", "leader-changed",
+    "applied",              # entries applied: first, last, entries=TERM.CRC32,... (checkers/whitebox)
     "snapshot-created", "snapshot-sent", "snapshot-installed",
     "membership-changed",
     "peer-connected", "peer-disconnected",
