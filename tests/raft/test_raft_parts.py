@@ -7,6 +7,7 @@ import pytest
 
 from ukehi.raft import ConfChange, ConfChangeType, Entry, EntryKind, Membership, SnapshotMeta
 from ukehi.raft.confchange import encode_membership, enter_config, leave_joint
+from ukehi.raft.errors import InvariantViolation
 from ukehi.raft.log import RaftLog
 from ukehi.raft.quorum import VoteResult, committed_index, has_quorum, vote_result
 from ukehi.raft.tracker import Inflights, Progress, ProgressState
@@ -115,8 +116,9 @@ def test_compaction_keeps_the_configuration_of_the_snapshot_index():
 def test_the_log_refuses_to_overwrite_committed_entries():
     log = RaftLog(SnapshotMeta(0, 0, m("a")), [E(1, 1), E(2, 1)])
     log.committed = 2
-    with pytest.raises(AssertionError, match="committed"):
+    with pytest.raises(InvariantViolation, match="committed") as info:
         log.append([E(2, 2)])
+    assert info.value.invariant == "committed-entry-overwritten" and info.value.index == 2
 
 
 def test_batches_are_bounded_by_count_and_bytes_but_never_empty():

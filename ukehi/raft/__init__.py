@@ -79,6 +79,12 @@ Design choices
   campaigns until its commit index, learned from a leader, reaches N.
 - ``group_id`` is in every message (sharding); ``step`` refuses a message for another group.
 
+Errors while running (``errors.py``): ``BadPeerMessage`` (a ValueError) means a peer's
+message was malformed or impossible and was not acted on: drop it, count it, keep going.
+``InvariantViolation`` means this node's own state broke a safety invariant (e.g. a committed
+entry conflicts with what a leader sends, the commit index would go backwards): the driver
+must stop the node at once and persist nothing more (fail-stop). Neither is an ``assert``.
+
 Planted bugs for harness self-tests live in ``RaftConfig`` as ``unsafe_*`` flags (all off).
 """
 
@@ -90,6 +96,7 @@ from .confchange import (
 )
 from .config import RaftConfig
 from .core import RaftCore
+from .errors import BadPeerMessage, InvariantViolation
 from .messages import (
     AppendEntries,
     AppendResponse,
@@ -127,6 +134,7 @@ from .walcodec import entry_from_wal, entry_to_wal_command
 __all__ = [
     "AppendEntries",
     "AppendResponse",
+    "BadPeerMessage",
     "ConfChange",
     "ConfChangeInProgress",
     "ConfChangeType",
@@ -136,6 +144,7 @@ __all__ = [
     "Heartbeat",
     "HeartbeatResponse",
     "InstallSnapshot",
+    "InvariantViolation",
     "LeadershipTransferInProgress",
     "Membership",
     "Message",

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 from ..fencing import FencingTokenState
 from .confchange import ConfChange, encode_membership, enter_config, leave_joint
 from .config import RaftConfig
+from .errors import BadPeerMessage, InvariantViolation
 from .log import RaftLog
 from .messages import (
     MAX_CTX_BYTES,
@@ -395,12 +396,12 @@ class RaftCore:
         """Feed one message received from a peer."""
         self._check_idle("step()")
         if m.group_id != self.cfg.group_id:
-            raise ValueError(
+            raise BadPeerMessage(
                 f"message for Raft group {m.group_id} given to group {self.cfg.group_id}; "
                 "route it by group_id"
             )
         if m.dst != self.id:
-            raise ValueError(f"message for {m.dst!r} given to node {self.id!r}")
+            raise BadPeerMessage(f"message for {m.dst!r} given to node {self.id!r}")
         if m.term > self.term:
             if isinstance(m, VoteRequest):
                 in_lease = (
@@ -479,7 +480,9 @@ class RaftCore:
                         log.last_index(), log.last_term(),
                     )
                 )
-            log.committed = max(log.committed, min(m.commit, log.last_index()))
+            commit = min(m.commit, log.last_index())
+            if commit > log.committed:
+                log.commit_to(commit)
             self._send(
                 HeartbeatResponse(self.cfg.group_id, self.term, self.id, m.src, m.ctx, m.lease_tick)
             )
@@ -497,27 +500,39 @@ class RaftCore:
     def _handle_append(self, m: AppendEntries) -> None:
         log = self.log
         if m.prev_index < log.committed:
+            # Everything up to our commit index is settled: say so, the leader skips ahead.
             self._send(
                 AppendResponse(self.cfg.group_id, self.term, self.id, m.src, True, log.committed)
             )
             return
+        self._append_from_leader(m)
+
+    def _append_from_leader(self, m: AppendEntries) -> None:
+        """An append at or after our commit index: match, cut a conflicting tail, append."""
+        log = self.log
         if log.match_term(m.prev_index, m.prev_term):
             last_new = m.prev_index + len(m.entries)
             conflict = log.find_conflict(m.entries)
             if conflict:
                 if conflict <= log.committed and not self.cfg.unsafe_accept_lower_term_append:
-                    raise AssertionError(
-                        f"entry {conflict} conflicts with the committed log (commit "
-                        f"{log.committed}); this is a safety violation"
+                    ours = log.term(conflict)
+                    theirs = m.entries[conflict - m.entries[0].index].term
+                    raise InvariantViolation(
+                        "committed-entry-conflict",
+                        f"{m.src}'s append of term {m.term} holds entry {conflict} of term "
+                        f"{theirs}, but our entry {conflict} (term {ours}) is committed (commit "
+                        f"index {log.committed}): two different entries committed at one index",
+                        index=conflict,
+                        term=self.term,
                     )
                 log.append(
-                    m.entries[conflict - m.prev_index - 1 :],
+                    m.entries[conflict - m.entries[0].index :],
                     unsafe_overwrite_committed=self.cfg.unsafe_accept_lower_term_append,
                 )
                 self._on_log_config_change()
             new_commit = min(m.commit, last_new)
             if new_commit > log.committed:
-                log.committed = new_commit
+                log.commit_to(new_commit)
             self._send(AppendResponse(self.cfg.group_id, self.term, self.id, m.src, True, last_new))
         else:
             hint = log.find_conflict_by_term(min(m.prev_index, log.last_index()), m.prev_term)
@@ -541,7 +556,7 @@ class RaftCore:
         rx = self._receiving
         if m.offset == 0:
             if m.total_size > self.cfg.max_snapshot_size:
-                raise ValueError(
+                raise BadPeerMessage(
                     f"snapshot of {m.total_size} bytes exceeds max_snapshot_size "
                     f"{self.cfg.max_snapshot_size}; raise the limit if this is genuine"
                 )
@@ -562,7 +577,7 @@ class RaftCore:
             )
             return
         if len(rx.buf) + len(m.data) > rx.total:
-            raise ValueError("snapshot chunk runs past the announced total size")
+            raise BadPeerMessage("snapshot chunk runs past the announced total size")
         rx.buf += m.data
         if len(rx.buf) < rx.total:
             self._send(
@@ -574,14 +589,18 @@ class RaftCore:
         self._receiving = None
         meta = SnapshotMeta(rx.index, rx.term, rx.membership)
         if log.match_term(meta.index, meta.term):
-            # Our log already holds the snapshot's last entry: just commit up to it.
-            log.committed = max(log.committed, meta.index)
-        else:
-            log.restore(meta)
-            self._snapshot_data = bytes(rx.buf)
-            self._pending_snapshot = Snapshot(meta, self._snapshot_data)
-            self._snap_requested_at = meta.index
-            self._on_log_config_change()
+            # Our log already holds the snapshot's last entry: just commit up to it. What we
+            # hold after it may be an old leader's tail, so we vouch only for meta.index.
+            log.commit_to(meta.index)
+            self._send(
+                AppendResponse(self.cfg.group_id, self.term, self.id, m.src, True, meta.index)
+            )
+            return
+        log.restore(meta)
+        self._snapshot_data = bytes(rx.buf)
+        self._pending_snapshot = Snapshot(meta, self._snapshot_data)
+        self._snap_requested_at = meta.index
+        self._on_log_config_change()
         self._send(
             AppendResponse(self.cfg.group_id, self.term, self.id, m.src, True, log.last_index())
         )
@@ -593,6 +612,14 @@ class RaftCore:
         pr = self.prs.get(m.src)
         if pr is None:
             return
+        if isinstance(m, AppendResponse) and m.success and m.index > self.log.last_index():
+            # A follower can only hold what this leader sent it in this term (or entries
+            # committed before it, which this leader holds too). Counting such an ack could
+            # commit entries on the word of a node that does not have them.
+            raise BadPeerMessage(
+                f"{m.src} acknowledges entries up to {m.index}, past this leader's last index "
+                f"{self.log.last_index()}"
+            )
         if isinstance(m, AppendResponse):
             pr.recent_active = True
             if not m.success:
@@ -670,7 +697,7 @@ class RaftCore:
             return False
         if log.term(idx) != self.term and not self.cfg.unsafe_commit_old_terms_by_counting:
             return False  # §5.4.2: never commit an older term's entry by counting replicas
-        log.committed = idx
+        log.commit_to(idx)
         self._bcast_commit = True
         self._on_commit_advanced()
         return True
@@ -921,7 +948,14 @@ class RaftCore:
                 f"{self.log.applied}], not {index}"
             )
         term = self.log.term(index)
-        assert term is not None
+        if term is None:
+            raise InvariantViolation(
+                "applied-entry-missing",
+                f"applied index {index} lies in [{self.log.snapshot.index}, {self.log.applied}] "
+                "but the log has no term for it",
+                index=index,
+                term=self.term,
+            )
         return SnapshotMeta(index, term, self.log.membership_at(index))
 
     def report_snapshot_taken(self, index: int, data: bytes) -> SnapshotMeta | None:
@@ -1021,6 +1055,14 @@ class RaftCore:
         if rd.snapshot is not None:
             self._pending_snapshot = None
         if rd.committed_entries:
+            first = rd.committed_entries[0].index
+            if first != log.applied + 1:
+                raise InvariantViolation(
+                    "apply-out-of-order",
+                    f"the Ready applied entries from {first}, but the last applied was {log.applied}",
+                    index=first,
+                    term=self.term,
+                )
             log.applied = rd.committed_entries[-1].index
 
     # ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import bisect
 from typing import Sequence
 
 from .confchange import decode_membership
+from .errors import InvariantViolation
 from .types import Entry, EntryKind, Membership, SnapshotMeta
 
 __all__ = ["RaftLog"]
@@ -120,11 +121,18 @@ class RaftLog:
             return
         after = entries[0].index
         if after <= self.committed and not unsafe_overwrite_committed:
-            raise AssertionError(
-                f"refusing to overwrite committed entry {after} (committed {self.committed})"
+            raise InvariantViolation(
+                "committed-entry-overwritten",
+                f"refusing to overwrite committed entry {after} (term {self.term(after)}) with "
+                f"one of term {entries[0].term}; commit index {self.committed}",
+                index=after,
             )
         if after > self.last_index() + 1:
-            raise AssertionError(f"append at {after} leaves a gap after {self.last_index()}")
+            raise InvariantViolation(
+                "log-gap",
+                f"append at index {after} would leave a gap after the last index {self.last_index()}",
+                index=after,
+            )
         if after <= self.last_index():
             del self.entries[after - self.snapshot.index - 1 :]
             k = bisect.bisect_left(self._conf_indexes, after)
@@ -137,6 +145,22 @@ class RaftLog:
         for e in entries:
             if e.kind is EntryKind.CONFIG:
                 self._note_config(e)
+
+    def commit_to(self, index: int) -> None:
+        """Raise the commit index to `index`: never backwards, never past the last entry."""
+        if index < self.committed:
+            raise InvariantViolation(
+                "commit-index-regressed",
+                f"commit index would go back from {self.committed} to {index}",
+                index=index,
+            )
+        if index > self.last_index():
+            raise InvariantViolation(
+                "commit-beyond-log",
+                f"commit index {index} would pass the last log index {self.last_index()}",
+                index=index,
+            )
+        self.committed = index
 
     def find_conflict(self, entries: Sequence[Entry]) -> int:
         """Index of the first entry that is new or conflicts with ours; 0 if all match."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
 from .confchange import decode_membership, membership_from_lists
+from .errors import BadPeerMessage
 from .types import (
     Entry,
     EntryKind,
@@ -46,8 +47,10 @@ MAX_ENTRIES_PER_MESSAGE = 65_536
 MAX_CTX_BYTES = 4096
 
 
-class MessageError(ValueError):
-    """A message (usually from the wire) is malformed; the text names the field."""
+class MessageError(BadPeerMessage):
+    """A message (usually from the wire) is malformed; the text names the field.
+
+    A BadPeerMessage (and so still a ValueError): the driver drops it and keeps serving."""
 
 
 @dataclass(frozen=True, slots=True)
