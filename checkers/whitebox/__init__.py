@@ -1,0 +1,86 @@
+"""White-box checkers: judge what the nodes persisted and logged, not only what clients saw.
+
+Read a run's ``nodes/<node>/`` directories (:func:`read_cluster`), then run each
+property over the parsed data; every function is pure over :class:`NodeData`.
+
+=====================  ==============================================================
+checker                property
+=====================  ==============================================================
+election-safety        at most one leader per term
+log-matching           same index and term -> same entry and prefix; committed entries agree
+state-machine-safety   no index applied two ways; WAL's committed entries = what was
+                       applied; no node forgets what it applied (or its commit) across
+                       a restart
+durability             acknowledged writes are committed on a majority at the end
+log-order              terms never go backwards, fencing tokens strictly increase
+node-health            no unexpected error- or fatal-level node log events
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .applied import check_state_machine_safety
+from .durability import check_durability
+from .election import check_election_safety
+from .health import EXPECTED, check_node_health
+from .logs import check_log_matching, check_log_order
+from .nodedata import NodeData, read_cluster, read_node
+
+__all__ = ["EXPECTED", "NodeData", "check_durability", "check_election_safety", "check_log_matching",
+           "check_log_order", "check_node_health", "check_state_machine_safety", "check_whitebox",
+           "read_cluster", "read_node", "whitebox_checkers"]
+
+
+def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str) -> dict[str, dict[str, Any]]:
+    """Every white-box checker over one cluster's node data: {checker name: result}."""
+    history = list(history)
+    checks = {
+        "election-safety": lambda: check_election_safety(cluster),
+        "log-matching": lambda: check_log_matching(cluster),
+        "state-machine-safety": lambda: check_state_machine_safety(cluster),
+        "durability": lambda: check_durability(cluster, history, workload),
+        "log-order": lambda: check_log_order(cluster),
+        "node-health": lambda: check_node_health(cluster),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, check in checks.items():
+        try:
+            out[name] = check()
+        except Exception as err:  # noqa: BLE001 - a checker crash is an unknown verdict, not a pass
+            out[name] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
+    return out
+
+
+def check_run_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iterable[Any],
+                    workload: str) -> dict[str, dict[str, Any]]:
+    """Read ``<run_dir>/nodes/`` (the NODES named, plus any other node directory there) and check."""
+    base = Path(run_dir) / "nodes"
+    names = list(dict.fromkeys([*nodes, *(sorted(p.name for p in base.iterdir() if p.is_dir())
+                                          if base.is_dir() else [])]))
+    return check_whitebox(read_cluster(base, names), history, workload)
+
+
+NAMES = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order", "node-health")
+
+
+def whitebox_checkers(run_dir: str | Path, nodes: Iterable[str], workload: str) -> dict[str, Any]:
+    """The white-box checkers in the harness's shape, ``{name: check(history, options)}``.
+
+    The node files are read once, on the first call, and every checker judges that one
+    reading. A run without any ``nodes/`` directory (a history checked on its own) gets none.
+    """
+    if not (Path(run_dir) / "nodes").is_dir():
+        return {}
+    cache: dict[str, dict[str, Any]] = {}
+
+    def make(name: str) -> Any:
+        def check(history: Iterable[Any], options: Any = None) -> dict[str, Any]:
+            if not cache:
+                cache.update(check_run_nodes(run_dir, nodes, history, workload))
+            return dict(cache[name])
+        return check
+
+    return {name: make(name) for name in NAMES}

@@ -1,0 +1,161 @@
+"""Durability: every write acknowledged to a client is in the committed log of a majority.
+
+Ukehi's KV commands carry no request id (``ukehi/kv.py``: ``{"op", "key", "value", ...}``;
+adding one would change the wire schema, the node and every client), so an acknowledged
+op is matched to log entries by what it wrote:
+
+- ``write``/``put`` -> ``put`` of the key and value; ``cas`` -> ``cas`` with expected and
+  new; ``delete`` -> ``delete`` of the key; ``fenced-put [value token]`` -> ``fenced_put``
+  of the key, value and token; ``acquire`` -> the ``acquire`` entry whose fencing token is
+  the token the client got back (tokens are unique, so this one is exact).
+- The history's key ``k`` is the node key ``<workload>/<k>`` (``register/``, ``kv/``,
+  ``fenced/``), as the shipped workloads name them.
+
+Values repeat (the register workload draws from a handful), so the check counts: for
+every signature, the acknowledged ops with it must not outnumber the distinct indexes
+that hold a matching entry on a majority. Each acknowledgement comes from applying its
+own entry, so this is necessary; it can miss a lost write that a duplicate (an
+unacknowledged write of the same value) covers.
+
+"On a majority" counts, for each index, the final voters whose log holds that very entry
+at or below their commit index, or whose snapshot covers the index. A voter whose current
+incarnation reported a CorruptionPolicy cut or skip (the disk nemesis destroyed its copy
+on purpose) is excused, as long as one voter still holds the entry. Ops whose entry may
+have been compacted into snapshots on every node holding it cannot be matched by content
+and are reported as ``unverifiable``, never as lost.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping
+
+from .common import nothing_to_judge, result
+from .nodedata import LogEntry, NodeData, voters_at_end
+
+KEY_PREFIX = {"register": "register/", "kv": "kv/", "fencing": "fenced/"}
+Signature = tuple[Any, ...]
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def op_signature(op: Any, prefix: str) -> Signature | None:
+    """The signature of the log entry an acknowledged client op must have made; None for reads."""
+    key = f"{prefix}{op.key}"
+    f, value = op.f, op.value
+    if f in ("write", "put"):
+        return ("put", key, _canon(value))
+    if f == "cas" and isinstance(value, (list, tuple)) and len(value) == 2:
+        return ("cas", key, _canon(value[0]), _canon(value[1]))
+    if f == "delete":
+        return ("delete", key)
+    if f == "fenced-put" and isinstance(value, (list, tuple)) and len(value) == 2:
+        return ("fenced_put", key, _canon(value[0]), int(value[1]))
+    if f == "acquire" and isinstance(value, int):
+        return ("acquire", value)
+    return None
+
+
+def entry_signature(entry: LogEntry) -> Signature | None:
+    if entry.command[:1] != b"\x00" or len(entry.command) < 2:
+        return None
+    from ukehi.kv import CommandError, decode_command
+
+    try:
+        cmd = decode_command(entry.command[1:])
+    except CommandError:
+        return None
+    op = cmd.get("op")
+    if op == "put":
+        return ("put", cmd["key"], _canon(cmd["value"]))
+    if op == "cas":
+        return ("cas", cmd["key"], _canon(cmd["expected"]), _canon(cmd["new"]))
+    if op == "delete":
+        return ("delete", cmd["key"])
+    if op == "fenced_put":
+        return ("fenced_put", cmd["key"], _canon(cmd["value"]), int(cmd["token"]))
+    if op == "acquire":
+        return ("acquire", entry.token)
+    return None
+
+
+def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str) -> dict[str, Any]:
+    prefix = KEY_PREFIX.get(workload)
+    if prefix is None:
+        return nothing_to_judge(f"workload {workload!r}: no mapping from its ops to log entries")
+    nodes = {name: n for name, n in cluster.items() if n.has_data}
+    if not nodes:
+        return nothing_to_judge("no node data directory to read")
+    voters, outgoing, source = voters_at_end(cluster)
+    acked: dict[Signature, list[Any]] = {}
+    for op in history:
+        if op.type == "ok" and op.is_client:
+            sig = op_signature(op, prefix)
+            if sig is not None:
+                acked.setdefault(sig, []).append(op)
+    # index -> the entries nodes hold there (committed on that node)
+    holders: dict[int, dict[LogEntry, set[str]]] = {}
+    for node in nodes.values():
+        end = node.commit_end
+        for index, entry in node.entries.items():
+            if index <= end:
+                holders.setdefault(index, {}).setdefault(entry, set()).add(node.name)
+    excused = {n.name for n in nodes.values() if n.corruption_reported()}
+
+    def on_majority(index: int, entry: LogEntry) -> bool:
+        have = {n for n in holders[index][entry]} | {n.name for n in nodes.values() if n.covered_by_snapshot(index)}
+        for group in (voters, outgoing):
+            if not group:
+                continue
+            present = len(have & group)
+            if present == 0 and group is voters:
+                return False
+            if present + len((excused - have) & group) < len(group) // 2 + 1:
+                return False
+        return True
+
+    durable: dict[Signature, set[int]] = {}
+    anywhere: dict[Signature, set[int]] = {}
+    for index, entries in holders.items():
+        for entry in entries:
+            sig = entry_signature(entry)
+            if sig is None:
+                continue
+            anywhere.setdefault(sig, set()).add(index)
+            if on_majority(index, entry):
+                durable.setdefault(sig, set()).add(index)
+    compacted = max((n.snapshot_index for n in nodes.values()), default=0)
+    hidden = sum(1 for i in range(1, compacted + 1) if i not in holders)  # content only in snapshots
+    violations, unverifiable = [], 0
+    for sig, ops in acked.items():
+        have = len(durable.get(sig, ()))
+        if have >= len(ops):
+            continue
+        missing = len(ops) - have
+        if missing <= hidden:
+            # the missing entries may sit in snapshots, where no command can be matched
+            unverifiable += missing
+            continue
+        where = sorted(anywhere.get(sig, ()))
+        first = ops[0]
+        violations.append({
+            "signature": list(sig), "acknowledged": len(ops), "on_majority": have,
+            "op_indexes": [o.index for o in ops][:20],
+            "what": f"{missing} of {len(ops)} acknowledged {first.f} op(s) {_show(sig)} (e.g. history index "
+                    f"{first.index}, process {first.process}) are not in the committed log of a majority of "
+                    f"{','.join(sorted(voters))} at the end"
+                    + (f"; committed on fewer nodes at index(es) {where[:10]}" if where else
+                       "; no node holds such an entry committed")})
+    total = sum(len(v) for v in acked.values())
+    return result(violations, f"all {total - unverifiable} checkable acknowledged writes are committed on a "
+                              f"majority of {','.join(sorted(voters))} ({source})",
+                  acknowledged=total, unverifiable=unverifiable, voters=sorted(voters),
+                  excused=sorted(excused))
+
+
+def _show(sig: Signature) -> str:
+    if sig[0] == "acquire":
+        return f"acquire with token {sig[1]:#x}"
+    return f"{sig[0]} {sig[1]} " + " ".join(str(s) for s in sig[2:])
