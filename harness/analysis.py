@@ -12,6 +12,7 @@ from typing import Any
 from checkers.history import load_jsonl
 from checkers.policy import policy_checker
 from checkers.results import merge_valid
+from checkers.whitebox import whitebox_checkers
 
 from .registry import SHADING, WORKLOADS
 from .report import render_all
@@ -36,7 +37,8 @@ def check_run(run: RunDir, *, time_limit: float | None = None) -> dict[str, Any]
     options = {"time_limit": time_limit if time_limit is not None else 120.0,
                "run_dir": str(run.path)}
     results: dict[str, Any] = {}
-    for name, check in {**workload.checkers, **_fault_checkers(spec, run)}.items():
+    whitebox = whitebox_checkers(run.path, spec.nodes, spec.workload)  # what the nodes persisted and logged
+    for name, check in {**workload.checkers, **_fault_checkers(spec, run), **whitebox}.items():
         started = time.monotonic()
         try:
             result = check(history, options)

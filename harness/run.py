@@ -24,6 +24,7 @@ from .analysis import check_run
 from .backends.base import Cluster
 from .db import DBError, UkehiDB, endpoint
 from .interpreter import Clock, Counters, Interpreter
+from .nodefiles import collect_node_files
 from .progress import Progress
 from .registry import NEEDS_NETWORK_FAULTS, NEMESES, WORKLOADS, needs_fake_clock
 from .spec import SpecError, TestSpec
@@ -218,6 +219,7 @@ def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
             finally:
                 if not spec.leave_running:
                     db.stop_all()
+                    collect_node_files(cluster.nodes.values(), run.path)  # before the backend removes them
                 else:
                     log.info("--leave-running: nodes left up at %s; remove them with "
                              "`ukehi-jepsen cleanup`", ",".join(db.addresses()))
