@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from checkers.fencing import check_fencing
 from checkers.history import Op
 from checkers.linearizability import analyze
+from checkers.locks import DEFAULT_SLACK_MS, check_lock_exclusion
 from checkers.stats import check_stats
 from checkers.visualize import visualize
 
@@ -51,5 +52,17 @@ def fencing() -> Check:
     def check(history: Sequence[Op], options: Mapping[str, Any]) -> dict[str, Any]:
         linear = _linearizability(history, "fenced-register", options)
         return check_fencing(history, time_limit=options.get("time_limit"), linearizability=linear)
+
+    return check
+
+
+def lock_exclusion(ttl_ms: float) -> Check:
+    """No two owners' leases of one lock overlap; a free lock is not refused (checkers/locks.py).
+
+    Option ``clock_slack_ms``: how far the nodes' clocks may disagree (lease TTLs are stamped
+    with the leader's clock, so a clock fault can shorten a lease, and the checker reports that)."""
+
+    def check(history: Sequence[Op], options: Mapping[str, Any]) -> dict[str, Any]:
+        return check_lock_exclusion(history, ttl_ms=ttl_ms, clock_slack_ms=options.get("clock_slack_ms", DEFAULT_SLACK_MS))
 
     return check

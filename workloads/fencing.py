@@ -5,7 +5,10 @@ with ``fenced-put [value token]``. At random a worker stalls between its
 invocation and the send, longer than the lock's TTL, and then writes with its
 old token: another worker may have taken the lock meanwhile, and the node must
 refuse the stale write. The fencing checker judges tokens and write order;
-the fenced-register model judges linearizability.
+the fenced-register model judges linearizability; the lock-exclusion checker
+(checkers/locks.py) judges the locks themselves: no two owners' leases overlap, and an
+acquire is refused only while another owner may hold the lock. An acquire records its
+owner and lease in its invocation (``{"owner": "w3", "ttl_ms": 500}``) for that checker.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import random
 from typing import Any, Mapping, Sequence
 
 from .base import Outcome, Workload, completion, number, pinned_client, read_options
-from .checks import fencing, linearizable, stats
+from .checks import fencing, linearizable, lock_exclusion, stats
 from .generator import EachKeyOnce, mix
 
 
@@ -40,14 +43,23 @@ class FencingClient:
         if op["f"] == "fenced-put":
             token = self.tokens.get(op["key"])
             if token is None:
-                return {"f": "acquire", "key": op["key"]}
+                return self.acquire_op(op["key"])
             return {**op, "value": [op["value"], token]}
+        if op["f"] == "acquire":
+            return self.acquire_op(op["key"])
         return op
+
+    def acquire_op(self, key: Any) -> dict[str, Any]:
+        return {"f": "acquire", "key": key, "value": {"owner": self.owner, "ttl_ms": self.ttl_ms}}
+
+    @property
+    def owner(self) -> str:
+        return f"w{self.worker}"
 
     async def invoke(self, op: Mapping[str, Any]) -> Outcome:
         key, f = op["key"], op["f"]
         if f == "acquire":
-            result = await self.client.acquire(lock_name(key), f"w{self.worker}", self.ttl_ms)
+            result = await self.client.acquire(lock_name(key), self.owner, self.ttl_ms)
             outcome = completion(result)
             if outcome.type == "ok":
                 self.tokens[key] = int(result.value)
@@ -99,5 +111,5 @@ def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any])
         open_client=open_client,
         final_generator=lambda: EachKeyOnce(range(keys), lambda k: {"f": "read"}),
         checkers={"fencing": fencing(), "linearizable": linearizable("fenced-register"),
-                  "stats": stats()},
+                  "lock-exclusion": lock_exclusion(ttl_ms), "stats": stats()},
     )
