@@ -256,25 +256,33 @@ def read_prefix(text: str) -> tuple[Any, str]:
 def iter_forms(text: str, *, unwrap_vector: bool = False) -> Iterator[tuple[Any, int]]:
     """Yield ``(form, line)`` for each top-level form.
 
-    With ``unwrap_vector``, a text whose only form is a vector yields that vector's
-    elements instead, each with its own line: a Jepsen ``history.edn`` is either one
-    vector of op maps or one op map per line, and both should read the same.
+    With ``unwrap_vector``, a text whose only form is a vector or a list yields that
+    form's elements instead, each with its own line: a Jepsen ``history.edn`` is one
+    vector of op maps or one op map per line, and Knossos' data files are one list
+    ``({:type :invoke ...} ...)``, with comments anywhere; all should read the same.
     """
     reader = _Reader(text)
-    if unwrap_vector and not reader.at_end() and text[reader.pos] == "[":
+    if unwrap_vector and not reader.at_end() and text[reader.pos] in "[(":
         start = reader.pos
+        closer = _CLOSERS[text[start]]
+        kind = "vector" if closer == "]" else "list"
         reader.pos += 1
         while True:
             reader.skip_ws()
             if reader.pos >= len(text):
-                raise reader.fail("missing ']' for the vector opened here", start)
-            if text[reader.pos] == "]":
+                raise reader.fail(f"missing {closer!r} for the {kind} opened here", start)
+            if text[reader.pos] == closer:
                 reader.pos += 1
                 break
+            if text.startswith("#_", reader.pos):  # a discarded op: skip it, keep going
+                reader.pos += 2
+                reader.skip_ws()
+                reader.read()
+                continue
             line = reader.line_at(reader.pos)
-            yield reader._read_discarding(), line
+            yield reader.read(), line
         if not reader.at_end():
-            raise reader.fail("unexpected text after the history vector")
+            raise reader.fail(f"unexpected text after the history {kind}")
         return
     while not reader.at_end():
         line = reader.line_at(reader.pos)

@@ -107,12 +107,22 @@ def dumps_op(op: Op) -> str:
     return json.dumps(d, separators=(",", ":"), sort_keys=False)
 
 
-def read_jsonl(stream: IO[str] | Iterable[str]) -> list[Op]:
+class TornTailError(HistoryError):
+    """The last line is cut off: no newline at the end and not valid JSON, as a writer
+    killed mid-line leaves it. Ignoring it needs a reason (``torn_tail="ignore"``)."""
+
+
+def read_jsonl(stream: IO[str] | Iterable[str], *, torn_tail: str = "ignore") -> list[Op]:
     """Read a history in the project's JSONL format.
 
-    A truncated last line (a harness killed mid-write) is ignored; a bad line
-    anywhere else raises :class:`HistoryError` naming the line.
+    A bad line anywhere raises :class:`HistoryError` naming the line. A cut-off last line
+    (no newline, not valid JSON: a writer killed mid-line) is dropped with
+    ``torn_tail="ignore"`` (the default, for the harness reading the history it just wrote)
+    and raises :class:`TornTailError` with ``torn_tail="error"``, which is what a user-facing
+    reader wants: dropping an op silently could turn an invalid history into a valid one.
     """
+    if torn_tail not in ("ignore", "error"):
+        raise ValueError(f"torn_tail must be 'ignore' or 'error', got {torn_tail!r}")
     ops: list[Op] = []
     lines = list(stream)
     for number, line in enumerate(lines, start=1):
@@ -123,15 +133,19 @@ def read_jsonl(stream: IO[str] | Iterable[str]) -> list[Op]:
             d = json.loads(text)
         except json.JSONDecodeError as err:
             if number == len(lines) and not line.endswith("\n"):
-                break  # torn final write of a crashed run
+                if torn_tail == "ignore":
+                    break  # torn final write of a crashed run
+                raise TornTailError(number, f"the last line is cut off (no newline at the end, not valid "
+                                            f"JSON), as a writer killed mid-line leaves it; pass "
+                                            f"--ignore-torn-tail to check the lines before it") from None
             raise HistoryError(number, f"not valid JSON ({err.msg})") from None
         ops.append(Op.from_dict(d, number))
     return ops
 
 
-def load_jsonl(path: str) -> list[Op]:
+def load_jsonl(path: str, *, torn_tail: str = "ignore") -> list[Op]:
     with open(path, encoding="utf-8") as f:
-        return read_jsonl(f)
+        return read_jsonl(f, torn_tail=torn_tail)
 
 
 class HistoryWriter:

@@ -3,7 +3,8 @@
 Formats:
 
 - ``jsonl``: the project's own history (``checkers.history.read_jsonl``).
-- ``edn``: a Jepsen ``history.edn``: one vector of op maps, or one map per line,
+- ``edn``: a Jepsen ``history.edn``: one vector or list of op maps (Knossos' data files,
+  comments allowed), or one map per line,
   with ``:process :type :f :value`` (and ``:index :time :key``), read with Knossos'
   conventions (see ``checkers.mapping.KNOSSOS``).
 - ``jepsen-log``: the Jepsen log lines of Porcupine's etcd test data,
@@ -75,7 +76,7 @@ def _op_from_map(d: Any, line: int, position: int) -> Op:
 
 
 def read_edn(text: str) -> list[Op]:
-    """A Jepsen ``history.edn`` (a vector of op maps, or op maps one after another)."""
+    """A Jepsen ``history.edn`` (a vector or list of op maps, or op maps one after another)."""
     return [_op_from_map(form, line, position)
             for position, (form, line) in enumerate(edn.iter_forms(text, unwrap_vector=True))]
 
@@ -187,7 +188,7 @@ def detect_format(text: str, filename: str = "") -> str:
             return "jepsen-log"
         if s.startswith('{"'):
             return "jsonl"
-        if s.startswith("[") or s.startswith("{:") or s.startswith("#"):
+        if s.startswith(("[", "(", "{:", "#")):
             if filename.endswith(".jsonl"):
                 return "jsonl"
             return "porcupine-kv" if _looks_like_porcupine_kv(s) else "edn"
@@ -230,12 +231,35 @@ def unpack_independent(ops: list[Op]) -> list[Op]:
     return out
 
 
-def read_history_text(text: str, fmt: str = "auto", filename: str = "") -> LoadedHistory:
-    """Read ``text`` in format ``fmt`` (or detect it); raises :class:`HistoryError`."""
+def read_history_text(text: str, fmt: str = "auto", filename: str = "", *,
+                      torn_tail: str = "error") -> LoadedHistory:
+    """Read ``text`` in format ``fmt`` (or detect it); raises :class:`HistoryError`.
+
+    ``torn_tail`` is for JSONL: ``"error"`` (default) refuses a cut-off last line with
+    :class:`checkers.history.TornTailError`, ``"ignore"`` drops it. A format forced with
+    ``fmt`` that fails on a file that looks like another format says so.
+    """
     if fmt == "auto":
-        fmt = detect_format(text, filename)
+        return _read_as(text, detect_format(text, filename), torn_tail)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+    try:
+        return _read_as(text, fmt, torn_tail)
+    except HistoryError as err:
+        try:
+            looks_like = detect_format(text, filename)
+        except HistoryError:
+            raise err from None
+        if looks_like == fmt:
+            raise
+        raise HistoryError(err.line_number, f"this does not look like {fmt}, it looks like {looks_like}: "
+                                            f"pass --format {looks_like} or leave --format out (read as "
+                                            f"{fmt}: {str(err).partition(': ')[2]})") from None
+
+
+def _read_as(text: str, fmt: str, torn_tail: str) -> LoadedHistory:
     if fmt == "jsonl":
-        return LoadedHistory(read_jsonl(io.StringIO(text)), fmt, PROJECT)
+        return LoadedHistory(read_jsonl(io.StringIO(text), torn_tail=torn_tail), fmt, PROJECT)
     if fmt == "edn":
         return LoadedHistory(read_edn(text), fmt, KNOSSOS)
     if fmt == "jepsen-log":
@@ -248,8 +272,8 @@ def read_history_text(text: str, fmt: str = "auto", filename: str = "") -> Loade
     raise ValueError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
 
 
-def read_history(path: str, fmt: str = "auto") -> LoadedHistory:
+def read_history(path: str, fmt: str = "auto", *, torn_tail: str = "error") -> LoadedHistory:
     """Read the history file at ``path``; ``OSError`` if it cannot be opened."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    return read_history_text(text, fmt, path)
+    return read_history_text(text, fmt, path, torn_tail=torn_tail)

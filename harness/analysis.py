@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from checkers.history import load_jsonl
 from checkers.policy import policy_checker
 from checkers.results import merge_valid
 from checkers.whitebox import whitebox_checkers
@@ -17,7 +16,7 @@ from checkers.whitebox import whitebox_checkers
 from .registry import SHADING, WORKLOADS
 from .report import render_all
 from .spec import TestSpec
-from .store import RunDir
+from .store import RunDir, load_history, load_spec
 
 
 def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
@@ -29,9 +28,10 @@ def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     return {"corruption-policy": policy_checker(logs, spec.corruption_policy)}
 
 
-def check_run(run: RunDir, *, time_limit: float | None = None) -> dict[str, Any]:
-    spec = TestSpec.from_dict(run.read_json("test.json"))
-    history = load_jsonl(str(run.history))
+def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail: bool = False) -> dict[str, Any]:
+    """Raises StoreError (one line) when test.json or the history cannot be read."""
+    spec = load_spec(run)
+    history, history_note = load_history(run, ignore_torn_tail=ignore_torn_tail)
     # Only the checker list is needed here, not live clients.
     workload = WORKLOADS[spec.workload]([], spec.concurrency, spec.workload_options)
     options = {"time_limit": time_limit if time_limit is not None else 120.0,
@@ -48,6 +48,8 @@ def check_run(run: RunDir, *, time_limit: float | None = None) -> dict[str, Any]
         results[name] = result
     verdict = {"valid": merge_valid(r.get("valid", "unknown") for r in results.values()),
                "checkers": results, "ops": sum(1 for op in history if op.type == "invoke" and op.is_client)}
+    if history_note:
+        verdict["history_note"] = history_note
     run.write_json("results.json", verdict)
     render_all(history, run.path, [SHADING[n] for n in spec.nemeses if n in SHADING])
     return verdict

@@ -4,7 +4,9 @@ spec -> store -> backend cluster -> Ukehi nodes -> workload + nemeses ->
 interpreter (history streamed to disk) -> heal -> final phase -> stop ->
 check -> report. Teardown runs on every path: normal end, exception,
 Ctrl-C (SIGINT) and SIGTERM; an interrupted run keeps a readable partial
-history that ``analyze`` can check.
+history that ``analyze`` can check, a results.json marked ``incomplete`` and a
+run.log line naming the signal. A run that fails before its history starts
+leaves ``results/latest`` alone and says why in its run.log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -28,7 +31,7 @@ from .nodefiles import collect_node_files
 from .progress import Progress
 from .registry import NEEDS_NETWORK_FAULTS, NEMESES, WORKLOADS, needs_fake_clock
 from .spec import SpecError, TestSpec
-from .store import RunDir, new_run
+from .store import RunDir, new_run, point_latest
 
 log = logging.getLogger("ukehi_jepsen.run")
 
@@ -37,7 +40,7 @@ log = logging.getLogger("ukehi_jepsen.run")
 class RunOutcome:
     run: RunDir
     verdict: dict[str, Any]
-    interrupted: bool = False
+    interrupted: str | None = None  # the signal that cut the run short: "SIGINT" or "SIGTERM"
 
 
 class RunContext:
@@ -124,6 +127,8 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
     workload = WORKLOADS[spec.workload](db.addresses(), spec.concurrency, spec.workload_options)
     nemesis = compose([NEMESES[name](RunContext(cluster, db)) for name in spec.nemeses])
     with HistoryWriter(str(run.history)) as history:
+        point_latest(run)  # only now: a run that never got this far is not the latest run
+        log.info("history started: %s", run.history)
         interp = Interpreter(history, Clock(), rng, spec.concurrency, counters)
         progress.set_phase("main")
         deadline = time.monotonic() + spec.time_limit
@@ -168,7 +173,9 @@ async def _nemesis_loop(interp: Interpreter, nemesis: Any, spec: TestSpec, deadl
             counters.active_faults.discard(closes[op["f"]])
 
 
-async def _with_progress(coro: Any, progress: Progress) -> None:
+async def _with_progress(coro: Any, progress: Progress, signals: "StopSignals | None" = None) -> None:
+    if signals is not None:
+        signals.drive_started(asyncio.current_task(), asyncio.get_running_loop())
     ticker = asyncio.create_task(progress.run())
     try:
         await coro
@@ -177,14 +184,112 @@ async def _with_progress(coro: Any, progress: Progress) -> None:
         await asyncio.gather(ticker, return_exceptions=True)
 
 
+class RunTerminated(BaseException):
+    """SIGTERM outside the main phase; like KeyboardInterrupt, no ``except Exception`` eats it."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class StopSignals:
+    """SIGTERM handling for one run, so a run ended by SIGTERM keeps what it has, as after
+    Ctrl-C: during the main phase the driving task is cancelled (clients stop, the history is
+    closed whole, nodes are stopped, the partial history is checked); while nodes are being
+    stopped it is only noted, so teardown finishes; before or after, it raises RunTerminated."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.tearing_down = False
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            self._previous: Any = signal.signal(signal.SIGTERM, self._on_signal)
+        except ValueError:  # not the main thread: leave signals to whoever owns them
+            self._previous = None
+
+    def drive_started(self, task: asyncio.Task[Any] | None, loop: asyncio.AbstractEventLoop) -> None:
+        self._task, self._loop = task, loop
+
+    def drive_ended(self) -> None:
+        self._task = self._loop = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None or self.tearing_down:
+            self.received = self.received or name
+            log.warning("%s while stopping: the run is already being torn down", name)
+            return
+        self.received = name
+        log.warning("terminated (%s): tearing down; the history so far is kept", name)
+        if self._task is not None and self._loop is not None and not self._task.done():
+            self._task.cancel()
+            self._loop.call_soon_threadsafe(lambda: None)  # wake the loop to act on it
+            return
+        raise RunTerminated(name)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (SIGINT)"
+    if isinstance(err, RunTerminated):
+        return f"terminated ({err.signal_name})"
+    return f"{type(err).__name__}: {err}"
+
+
 def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
-    """Run one test and judge it; SpecError when the settings cannot work on this machine."""
-    run = new_run(spec.results_dir, spec.name)
+    """Run one test and judge it; SpecError when the settings cannot work on this machine.
+
+    ``results/latest`` is repointed only once the history has started, so a run that fails
+    while setting up leaves it on the last real run; its own ``run.log`` says why it stopped.
+    """
+    run = new_run(spec.results_dir, spec.name, latest=False)
     run.test.write_text(spec.to_json(), encoding="utf-8")
     handler = _attach_run_log(run)
+    signals = StopSignals()
     counters = Counters()
     progress = Progress(counters, spec.time_limit, stream=progress_stream)
-    interrupted = False
+    interrupted: str | None = None
+    try:
+        try:
+            interrupted = _run_cluster(spec, run, progress, counters, signals)
+        except (KeyboardInterrupt, RunTerminated) as err:
+            interrupted = "SIGINT" if isinstance(err, KeyboardInterrupt) else err.signal_name
+            if not run.history.exists():
+                log.warning("stopped before the history started (%s); results/latest not repointed", _why(err))
+        if not run.history.exists():
+            run.history.write_text("", encoding="utf-8")
+        try:
+            verdict = check_run(run)
+        except RunTerminated as err:
+            interrupted = interrupted or err.signal_name
+            verdict = {"valid": "unknown", "checkers": {}, "ops": 0,
+                       "error": f"checking was stopped by {err.signal_name}; re-check with `ukehi-jepsen analyze`"}
+        if interrupted:
+            # What there is, marked as such: a partial history's verdict is not the run's.
+            verdict.update(incomplete=True, interrupted_by=interrupted)
+            run.write_json("results.json", verdict)
+        log.info("verdict: %s%s", verdict["valid"], f" (incomplete: {interrupted})" if interrupted else "")
+        return RunOutcome(run, verdict, interrupted)
+    except BaseException as err:
+        stage = "before its history started" if not run.history.exists() else "after its history started"
+        log.error("run stopped %s: %s", stage, _why(err))
+        raise
+    finally:
+        signals.restore()
+        logging.getLogger("ukehi_jepsen").removeHandler(handler)
+        handler.close()
+
+
+def _run_cluster(spec: TestSpec, run: RunDir, progress: Progress, counters: Counters,
+                 signals: StopSignals) -> str | None:
+    """Open the backend, drive the test, tear down; returns the signal that cut the main
+    phase short ("SIGINT", "SIGTERM") or None."""
+    interrupted: str | None = None
     cluster = open_backend(spec, run)
     # The backend's run id names everything it creates (namespaces, containers, rules):
     # recorded so a person or `cleanup` can tell this run's leftovers from another's.
@@ -192,42 +297,45 @@ def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
                         encoding="utf-8")
     if spec.leave_running:
         cluster.leave_running()
-    try:
-        with cluster:
-            needs_net = [n for n in spec.nemeses if n in NEEDS_NETWORK_FAULTS]
-            if needs_net and not cluster.network_faults_supported:
-                raise SpecError(f"--nemesis {','.join(needs_net)} needs network namespaces "
-                                f"(run as root with iproute2 and iptables); this run uses loopback: "
-                                f"{getattr(cluster, 'loopback_reason', '')}")
-            # With membership changes the last nodes are spares (started with --join).
-            founders = membership.founding_voters(spec.nodes) if "membership" in spec.nemeses else None
-            db_class = UkehiDB
-            if any(n.startswith("lazyfs") for n in spec.nemeses):
-                if spec.backend != "local":
-                    raise SpecError("--nemesis lazyfs mounts a FUSE file system under each node's data "
-                                    "directory on this host: use --backend local")
-                from .lazyfs.db import LazyUkehiDB
+    with cluster:
+        needs_net = [n for n in spec.nemeses if n in NEEDS_NETWORK_FAULTS]
+        if needs_net and not cluster.network_faults_supported:
+            raise SpecError(f"--nemesis {','.join(needs_net)} needs network namespaces "
+                            f"(run as root with iproute2 and iptables); this run uses loopback: "
+                            f"{getattr(cluster, 'loopback_reason', '')}")
+        # With membership changes the last nodes are spares (started with --join).
+        founders = membership.founding_voters(spec.nodes) if "membership" in spec.nemeses else None
+        db_class = UkehiDB
+        if any(n.startswith("lazyfs") for n in spec.nemeses):
+            if spec.backend != "local":
+                raise SpecError("--nemesis lazyfs mounts a FUSE file system under each node's data "
+                                "directory on this host: use --backend local")
+            from .lazyfs.db import LazyUkehiDB
 
-                db_class = LazyUkehiDB  # data dirs on LazyFS, so un-fsynced writes can be lost
-            db = db_class(cluster, spec.read_mode, spec.corruption_policy, spec.node_options,
-                          use_fake_clock=needs_fake_clock(spec.nemeses), founders=founders)
-            try:
-                asyncio.run(_with_progress(_drive(spec, run, cluster, db, progress, counters), progress))
-            except KeyboardInterrupt:
-                interrupted = True
-                log.warning("interrupted (SIGINT): tearing down; the history so far is kept")
-            finally:
-                if not spec.leave_running:
-                    db.stop_all()
-                    collect_node_files(cluster.nodes.values(), run.path)  # before the backend removes them
-                else:
-                    log.info("--leave-running: nodes left up at %s; remove them with "
-                             "`ukehi-jepsen cleanup`", ",".join(db.addresses()))
-        if not run.history.exists():
-            run.history.write_text("", encoding="utf-8")
-        verdict = check_run(run)
-        log.info("verdict: %s", verdict["valid"])
-        return RunOutcome(run, verdict, interrupted)
-    finally:
-        logging.getLogger("ukehi_jepsen").removeHandler(handler)
-        handler.close()
+            db_class = LazyUkehiDB  # data dirs on LazyFS, so un-fsynced writes can be lost
+        db = db_class(cluster, spec.read_mode, spec.corruption_policy, spec.node_options,
+                      use_fake_clock=needs_fake_clock(spec.nemeses), founders=founders)
+        try:
+            asyncio.run(_with_progress(_drive(spec, run, cluster, db, progress, counters), progress, signals))
+        except KeyboardInterrupt:
+            interrupted = "SIGINT"
+            log.warning("interrupted (SIGINT): tearing down; the history so far is kept")
+        except asyncio.CancelledError:
+            if signals.received is None:
+                raise
+            interrupted = signals.received  # the handler logged it
+        else:
+            interrupted = signals.received  # a signal the drive absorbed still cut it short
+        finally:
+            signals.drive_ended()
+            signals.tearing_down = True
+            if run.history.exists():
+                run.mark_history_closed()  # the writer is closed: every line in it is whole
+            if not spec.leave_running:
+                db.stop_all()
+                collect_node_files(cluster.nodes.values(), run.path)  # before the backend removes them
+            else:
+                log.info("--leave-running: nodes left up at %s; remove them with "
+                         "`ukehi-jepsen cleanup`", ",".join(db.addresses()))
+        signals.tearing_down = False
+    return interrupted

@@ -3,7 +3,9 @@
 Prints the verdict and a short explanation (for an invalid history: the key, the op
 that could not be linearized and the state it met), optionally the counterexample
 page (--html) or one JSON object (--json), and exits 0 valid, 1 invalid, 2 unknown,
-254 bad input (unreadable file, unknown format, bad line: named with its number).
+254 bad input (unreadable file, unknown format, bad line: named with its number; a
+JSONL history whose last line is cut off, unless --ignore-torn-tail is given or the file
+is the history of a run that the harness never closed, i.e. it was killed mid-write).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Optional
 import typer
 
 from checkers.fencing import check_fencing
-from checkers.history import HistoryError
+from checkers.history import HistoryError, TornTailError
 from checkers.linearizability import DEFAULT_TIME_LIMIT, analyze
 from checkers.mapping import infer_model
 from checkers.models import MODEL_FACTORIES
@@ -24,25 +26,42 @@ from checkers.results import exit_code
 from checkers.stats import check_stats
 from checkers.visualize import visualize
 from harness.cli import BadArgument
+from harness.store import HISTORY, TEST, RunDir
 
 _FORMAT_DEFAULT_MODEL = {"jepsen-log": "cas-register", "porcupine-kv": "porcupine-kv"}
 
 
 def parse_initial(text: Optional[str]) -> Any:
     """``--initial``: ``nil``/``null`` is no value, JSON is read as JSON (``0``, ``"a"``,
-    ``[1,2]``), anything else is taken as a string."""
+    ``[1,2]``), a bare word is taken as a string (``abc``); text that starts like JSON but is
+    not (``{bad``, ``[1,``, ``"a``, ``1.2.3``) is a :class:`BadArgument`, never a string."""
     if text is None or text in ("nil", "null"):
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as err:
+        stripped = text.strip()
+        if not stripped or stripped[0] in '{["-+.0123456789' or stripped in ("true", "false"):
+            raise BadArgument(f"--initial {text!r} is not valid JSON ({err.msg} at column {err.colno}); "
+                              "give JSON such as 0, \"a\" or [1,2], or nil") from None
         return text
     return tuple(value) if isinstance(value, list) else value
 
 
+def _torn_tail_policy(file: Path, ignore_torn_tail: bool) -> tuple[str, str | None]:
+    """Whether a cut-off last line may be dropped, and why: asked for, or the file is a run's
+    history that the harness never closed (it was killed while writing)."""
+    if ignore_torn_tail:
+        return "ignore", "as asked (--ignore-torn-tail)"
+    if file.name == HISTORY and (file.parent / TEST).is_file() and not RunDir(file.parent).history_closed:
+        return "ignore", "the harness stopped while writing it (no history.closed in the run)"
+    return "error", None
+
+
 def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initial: Optional[str] = None,
               time_limit: float = DEFAULT_TIME_LIMIT, html_out: Optional[Path] = None,
-              workers: Optional[int] = None, independent: bool = False) -> tuple[dict[str, Any], str]:
+              workers: Optional[int] = None, independent: bool = False,
+              ignore_torn_tail: bool = False) -> tuple[dict[str, Any], str]:
     """Check ``file``; returns (result dict, human summary).  Raises :class:`BadArgument`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise BadArgument(f"unknown --format {fmt!r}; choose auto, {', '.join(FORMATS)}")
@@ -56,15 +75,26 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
         raise BadArgument(f"cannot read {file}: {err.strerror or err}; check the path") from None
     except UnicodeDecodeError as err:
         raise BadArgument(f"{file} is not UTF-8 text (byte {err.start}); is it a history file?") from None
+    initial_value = parse_initial(initial)
+    torn_tail, torn_why = _torn_tail_policy(file, ignore_torn_tail)
+    note = None
     try:
-        loaded = read_history_text(text, fmt, str(file))
+        loaded = read_history_text(text, fmt, str(file), torn_tail="error")
+    except TornTailError as err:
+        if torn_why is None:
+            raise BadArgument(f"{file}: {err}") from None
+        loaded = read_history_text(text, fmt, str(file), torn_tail=torn_tail)
+        note = f"ignored the cut-off last line {err.line_number}: {torn_why}"
+    except HistoryError as err:
+        raise BadArgument(f"{file}: {err}") from None
+    try:
         if independent:
             loaded = LoadedHistory(unpack_independent(loaded.ops), loaded.format, loaded.conventions)
     except HistoryError as err:
         raise BadArgument(f"{file}: {err}") from None
     model_name = model or _FORMAT_DEFAULT_MODEL.get(loaded.format) or infer_model(loaded.ops)
     try:
-        analysis = analyze(loaded.ops, model_name, initial=parse_initial(initial),
+        analysis = analyze(loaded.ops, model_name, initial=initial_value,
                            time_limit=time_limit or None, conventions=loaded.conventions, workers=workers)
     except HistoryError as err:
         raise BadArgument(f"{file}: {err}") from None
@@ -90,6 +120,9 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
                f"{analysis.result['operations']} operations)\n{explanation}")
     if html_out is not None:
         summary += f"\ncounterexample page: {html_out}"
+    if note is not None:
+        result["history_note"] = note
+        summary += f"\nnote: {note}"
     return result, summary
 
 
@@ -111,6 +144,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the verdict as one JSON object."),
         independent: bool = typer.Option(False, "--independent", help="Values are Jepsen independent "
                                          "(key, value) pairs: check per key."),
+        ignore_torn_tail: bool = typer.Option(False, "--ignore-torn-tail", help="JSONL whose last line is "
+                                              "cut off: check the lines before it (exit 254 otherwise)."),
     ) -> None:
         """Check a history for linearizability; exit 0 valid, 1 invalid, 2 unknown, 254 bad input."""
         if file is None:
@@ -120,7 +155,7 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise BadArgument(f"--time-limit must be a number of seconds, got {time_limit!r}") from None
         result, summary = run_check(Path(file), fmt, model, initial, seconds, html_out,
-                                    independent=independent)
+                                    independent=independent, ignore_torn_tail=ignore_torn_tail)
         if as_json:
             typer.echo(json.dumps(result, default=repr))
         else:
