@@ -97,7 +97,7 @@ def start_ukehi(procs: Processes, base: str) -> list[str]:
         procs.start(
             [sys.executable, "-m", "ukehi.cli", "node", "--id", nid, "--listen", f"127.0.0.1:{port}",
              "--peers", peers, "--data-dir", os.path.join(base, nid), "--election-timeout", "300:600",
-             "--heartbeat", "100", "--log-level", "warning"],
+             "--heartbeat", "100", "--log-level", "warning", "--insecure"],
             os.path.join(base, f"{nid}.log"),
         )
     return [f"127.0.0.1:{p}" for p in ports]

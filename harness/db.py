@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ukehi.client import UkehiClient
+from ukehi.tls import ClientTLS, register_cluster_tls
 
 from .backends.base import Cluster, NodeHandle
 
@@ -50,8 +52,20 @@ class UkehiDB:
     #: the founding voters (default: every handle); the other handles start with --join
     #: as spare nodes that a membership change may add later
     founders: Sequence[str] | None = None
+    #: plain TCP (``ukehi-jepsen run --insecure``); by default every node talks mutual TLS
+    #: with certificates of a CA made for this run (see :meth:`_make_certs`)
+    insecure: bool = False
+    #: where the run's CA and certificates go (default ``<run dir>/certs``)
+    certs_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        self.client_tls: ClientTLS | None = None
+        self._shipped: set[str] = set()
+        if not self.insecure:
+            self._make_certs()
+        # Every UkehiClient this process makes (workloads, nemeses, status polls) reaches
+        # these addresses with the run's client/admin certificates, or plain TCP if insecure.
+        register_cluster_tls(self.addresses(), self.client_tls)
         unknown = sorted(set(self.node_options) - set(NODE_OPTION_FLAGS))
         if unknown:
             raise ValueError(f"unknown node option(s) {', '.join(unknown)}; "
@@ -66,6 +80,56 @@ class UkehiDB:
         # data dir was wiped (a removed node coming back fresh). Never a founder again:
         # a wiped founder would bootstrap a second, empty configuration.
         self.joiners: set[str] = set(self.nodes) - set(self.founding_voters())
+
+    def _make_certs(self) -> None:
+        """A CA for this run only, and the harness's client and admin certificates.
+
+        ``<run>/certs/ca.pem`` + ``ca.key`` (the key never leaves this machine),
+        ``client.pem`` (the workloads' KV operations), ``admin.pem`` (membership, transfer,
+        snapshot: the nemeses), and per node ``<name>/node.pem`` shipped at its first start.
+        """
+        from ukehi import certs  # `cryptography`: the harness's dependency, never the node's
+
+        if self.certs_dir is None:
+            run_dir = getattr(self.cluster, "results_dir", None)
+            self.certs_dir = Path(run_dir) / "certs" if run_dir else Path(tempfile.mkdtemp(prefix="ukj-certs-"))
+        self.certs_dir = Path(self.certs_dir)
+        if not (self.certs_dir / "ca.pem").exists():
+            certs.init_ca(str(self.certs_dir), name=f"ukehi-jepsen run {getattr(self.cluster, 'run_id', '')}".strip())
+        for role in ("client", "admin"):
+            if not (self.certs_dir / f"{role}.pem").exists():
+                certs.issue(str(self.certs_dir), f"harness-{role}", role, file_stem=role)
+        self.client_tls = ClientTLS.from_dir(str(self.certs_dir))
+
+    def tls_dir(self, name: str) -> Path:
+        """The node's --tls-dir on the node (its workdir, as the backend sees it)."""
+        return Path(self.nodes[name].workdir) / "tls"
+
+    def _ship_certs(self, name: str) -> None:
+        """Issue the node's certificate (CN = its name) and put it, its key and the CA
+        certificate in its --tls-dir through the backend's file verbs (local disk, the
+        container's bind mount, SFTP), the directory 0700 and the key 0600."""
+        if self.insecure or name in self._shipped:
+            return
+        from ukehi import certs
+
+        assert self.certs_dir is not None
+        local = self.certs_dir / name
+        if not (local / "node.pem").exists():
+            certs.issue(str(self.certs_dir), name, "node", out_dir=str(local), file_stem="node", with_ca=True,
+                        sans=[self.nodes[name].address])
+        handle, target = self.nodes[name], self.tls_dir(name)
+        handle.write_file(target / "ca.pem", (local / "ca.pem").read_bytes())
+        for argv in (["chmod", "700", str(target)],):
+            rc, _, err = handle.exec(argv)
+            if rc != 0:
+                raise DBError(f"could not protect {target} on node {name}: {err.strip()}")
+        handle.write_file(target / "node.pem", (local / "node.pem").read_bytes())
+        handle.write_file(target / "node.key", (local / "node.key").read_bytes())
+        rc, _, err = handle.exec(["chmod", "600", str(target / "node.key")])
+        if rc != 0:
+            raise DBError(f"could not protect {target / 'node.key'} on node {name}: {err.strip()}")
+        self._shipped.add(name)
 
     def founding_voters(self) -> list[str]:
         """The initial configuration: the founders given, else every node of the cluster."""
@@ -95,6 +159,7 @@ class UkehiDB:
                 "--read-mode", self.read_mode, "--corruption-policy", self.corruption_policy]
         if name in self.joiners:
             argv.append("--join")
+        argv += ["--insecure"] if self.insecure else ["--tls-dir", str(self.tls_dir(name))]
         for key, value in {**DEFAULT_NODE_OPTIONS, **self.node_options}.items():
             if value is not None:
                 argv += [NODE_OPTION_FLAGS[key], str(value)]
@@ -123,6 +188,7 @@ class UkehiDB:
         env = dict(handle.clock_env()) if self.use_fake_clock else {}
         if self.node_options.get("unsafe_bug"):
             env["UKEHI_I_KNOW_THIS_IS_UNSAFE"] = "1"
+        self._ship_certs(name)
         return handle.start(self.argv(name), env=env, log_path=self.log_path(name))
 
     async def start_node(self, name: str) -> int:

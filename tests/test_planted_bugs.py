@@ -105,7 +105,7 @@ def _run_single_node(tmp_path: Path, bug: str, until: str, timeout: float = 20.0
     log_path = tmp_path / "node.log"
     argv = [sys.executable, "-m", "ukehi.cli", "node", "--id", "n1", "--listen", f"127.0.0.1:{port}",
             "--peers", f"n1=127.0.0.1:{port}", "--data-dir", str(tmp_path / "data"),
-            "--election-timeout", "150:300", "--heartbeat", "50", "--unsafe-bug", bug]
+            "--election-timeout", "150:300", "--heartbeat", "50", "--unsafe-bug", bug, "--insecure"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, ENV_VAR: "1"}, start_new_session=True)
@@ -136,7 +136,8 @@ def test_a_node_with_a_planted_bug_says_so_loudly_and_still_runs(tmp_path: Path,
 def test_the_node_refuses_a_bug_without_the_switch(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
     done = subprocess.run([sys.executable, "-m", "ukehi.cli", "node", "--id", "n1", "--listen", "127.0.0.1:1",
-                           "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path), "--unsafe-bug", "forget-vote"],
+                           "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path), "--unsafe-bug", "forget-vote",
+                           "--insecure"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode != 0 and ENV_VAR in done.stderr
 

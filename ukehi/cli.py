@@ -17,6 +17,7 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("wal", "dump"), "ukehi.storage.dump", "print every WAL entry and the corruption report"),
     (("node",), "ukehi.nodecli", "run one Ukehi node in the foreground"),
     (("kv",), "ukehi.kvcli", "get/put/cas/delete/status... against a running cluster"),
+    (("certs",), "ukehi.certs", "make a cluster CA and node/client/admin certificates (mutual TLS)"),
 ]
 
 EXIT_BAD_ARGUMENT = 254

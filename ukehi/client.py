@@ -32,6 +32,13 @@ Every operation returns a `Result` and never raises for a cluster-side failure. 
 
 One connection per node carries many requests in flight (request ids), so the client can be
 shared by many asyncio tasks.
+
+TLS (ukehi/tls.py): `tls=` a `ukehi.tls.ClientTLS` (client and/or admin certificate), or
+None for plain TCP. By default each address gets what this process registered for it
+(`ukehi.tls.register_cluster_tls`, which the harness does per run), else the directory in
+`$UKEHI_TLS_DIR`, else plain TCP. Admin verbs go over the admin certificate, everything
+else over the client one (two connections to a node when both are used). A node that
+refuses the handshake is a definite `connect_failed`: it served nothing.
 """
 
 from __future__ import annotations
@@ -39,10 +46,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import ssl
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ukehi import wire
+from ukehi.tls import ROLE_NODE, ClientTLS, client_tls_for, identity_of
 
 __all__ = [
     "Result",
@@ -161,6 +170,14 @@ class _ConnectionLost(Exception):
     pass
 
 
+class _HandshakeRefused(_ConnectionLost):
+    """The node rejected our certificate (TLS 1.3 reports it only after the client's side of
+    the handshake finished): it accepted no request on this connection."""
+
+
+_AUTO: Any = object()
+
+
 class _Connection:
     """One TCP connection to one node, many requests in flight, matched by request id."""
 
@@ -181,15 +198,24 @@ class _Connection:
         self.close_reason = ""
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self.refused = False  # the node refused our certificate: nothing was served
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
     async def open(
-        cls, address: tuple[str, int], timeout: float, max_frame: int
+        cls, address: tuple[str, int], timeout: float, max_frame: int,
+        tls: ssl.SSLContext | None = None,
     ) -> "_Connection":
+        extra: dict[str, Any] = {"ssl": tls, "ssl_handshake_timeout": timeout} if tls is not None else {}
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address[0], address[1], limit=max_frame + 1024), timeout
+            asyncio.open_connection(address[0], address[1], limit=max_frame + 1024, **extra), timeout
         )
+        if tls is not None:
+            ident = identity_of(writer.get_extra_info("peercert"))
+            if ident is None or ident.role != ROLE_NODE:
+                writer.close()
+                raise ConnectionRefusedError(
+                    f"{_fmt(address)} presented {ident or 'no Ukehi certificate'}, not a node certificate")
         sock = writer.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -213,6 +239,11 @@ class _Connection:
                 # A response for an id we no longer wait for (timed out) is dropped.
         except wire.ProtocolError as e:
             reason = f"protocol error from the node: {e}"
+        except ssl.SSLError as e:
+            reason = f"TLS error: {e.reason or e}"
+            # An alert before any answer: the node refused the certificate during its half
+            # of the handshake, so it served nothing on this connection.
+            self.refused = "ALERT" in str(e.reason or e).upper()
         except (OSError, asyncio.IncompleteReadError) as e:
             reason = f"connection error: {e}"
         except asyncio.CancelledError:
@@ -226,7 +257,7 @@ class _Connection:
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(_ConnectionLost(reason))
+                fut.set_exception((_HandshakeRefused if self.refused else _ConnectionLost)(reason))
         try:
             self._writer.close()
         except Exception:
@@ -295,8 +326,10 @@ class UkehiClient:
         max_frame: int = wire.DEFAULT_MAX_FRAME_SIZE,
         retry_backoff: float = 0.05,
         pinned: bool = False,
+        tls: ClientTLS | None = _AUTO,
     ) -> None:
         self.addresses = parse_cluster(cluster)
+        self.tls = tls  # _AUTO: per address, see the module doc
         # Pinned: every request starts at the first address (redirects still followed per
         # request), like a Jepsen client bound to one node. The harness pins its workers so
         # followers' code paths (redirects, reads) are exercised, not only the leader's.
@@ -307,8 +340,9 @@ class UkehiClient:
         self.connect_timeout = float(connect_timeout)
         self.max_frame = max_frame
         self.retry_backoff = retry_backoff
-        self._conns: dict[tuple[str, int], _Connection] = {}
-        self._connecting: dict[tuple[str, int], asyncio.Future[_Connection]] = {}
+        # Keyed by (address, admin): admin verbs may travel over another certificate.
+        self._conns: dict[tuple[tuple[str, int], bool], _Connection] = {}
+        self._connecting: dict[tuple[tuple[str, int], bool], asyncio.Future[_Connection]] = {}
         self._leader: tuple[str, int] | None = None
         self._rng = random.Random()
 
@@ -496,38 +530,45 @@ class UkehiClient:
             )
         return Result(FAIL, error=TIMEOUT, message="deadline passed before anything was sent")
 
-    async def _connection(self, addr: tuple[str, int], timeout: float) -> _Connection:
-        conn = self._conns.get(addr)
+    def _tls_context(self, addr: tuple[str, int], admin: bool) -> ssl.SSLContext | None:
+        tls = client_tls_for(addr) if self.tls is _AUTO else self.tls
+        return None if tls is None else tls.context(admin)
+
+    async def _connection(self, addr: tuple[str, int], timeout: float, admin: bool = False) -> _Connection:
+        key = (addr, admin)
+        conn = self._conns.get(key)
         if conn is not None and not conn.closed:
             return conn
-        pending = self._connecting.get(addr)
+        pending = self._connecting.get(key)
         if pending is None:
             pending = asyncio.ensure_future(
-                _Connection.open(addr, min(timeout, self.connect_timeout), self.max_frame)
+                _Connection.open(addr, min(timeout, self.connect_timeout), self.max_frame,
+                                 self._tls_context(addr, admin))
             )
-            self._connecting[addr] = pending
+            self._connecting[key] = pending
             try:
                 conn = await asyncio.shield(pending)
             finally:
-                self._connecting.pop(addr, None)
+                self._connecting.pop(key, None)
         else:
             conn = await asyncio.shield(pending)
-        self._conns[addr] = conn
+        self._conns[key] = conn
         return conn
 
     async def _attempt(
         self, addr: tuple[str, int], mt: wire.MsgType, body: Mapping[str, Any], timeout: float
     ) -> Result:
         node = _fmt(addr)
+        key = (addr, mt in wire.ADMIN_REQUESTS)
         try:
-            conn = await self._connection(addr, timeout)
+            conn = await self._connection(addr, timeout, key[1])
         except (OSError, asyncio.TimeoutError) as e:
             return Result(FAIL, error=CONNECT_FAILED, message=f"cannot connect to {node}: {e}", node=node)
         try:
             fut = conn.send(mt, body)
         except _ConnectionLost as e:
             # Nothing was written on this closed connection.
-            self._conns.pop(addr, None)
+            self._conns.pop(key, None)
             return Result(FAIL, error=CONNECT_FAILED, message=f"connection to {node} closed: {e}", node=node)
         except wire.ProtocolError as e:
             return Result(FAIL, error=INVALID_ARGUMENT, message=str(e), node=node)
@@ -540,8 +581,13 @@ class UkehiClient:
             return Result(
                 UNKNOWN, error=TIMEOUT, message=f"no answer from {node} within {timeout:.3f}s", node=node
             )
+        except _HandshakeRefused as e:
+            self._conns.pop(key, None)
+            return Result(FAIL, error=CONNECT_FAILED,
+                          message=f"{node} refused this client's TLS certificate ({e}); nothing was served",
+                          node=node)
         except _ConnectionLost as e:
-            self._conns.pop(addr, None)
+            self._conns.pop(key, None)
             return Result(UNKNOWN, error=CONNECTION_LOST, message=f"{node}: {e}", node=node)
         return self._interpret(frame, node)
 

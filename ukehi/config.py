@@ -75,6 +75,16 @@ class NodeConfig:
     # The address other nodes and clients should use to reach this node; defaults to
     # `listen` (differs when listening on 0.0.0.0 in a container).
     advertise: Address | None = None
+    # Mutual TLS (ukehi/tls.py): the CA, this node's certificate and key. Required unless
+    # `insecure` (plain TCP, no authentication; the node logs a warning at start).
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure: bool = False
+    # Connection limits (ukehi/server.py): seconds a connection may stay without a complete
+    # frame, and the client connections served at once (peers have a reserve beyond it).
+    idle_timeout_s: float = 120.0
+    max_connections: int = 512
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -221,6 +231,13 @@ _KNOWN_KEYS = {
     "fsync",
     "unsafe_bug",
     "advertise",
+    "tls_dir",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "insecure",
+    "idle_timeout",
+    "max_connections",
 }
 
 
@@ -290,7 +307,16 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
     unsafe_bug = settings.get("unsafe_bug")
     if unsafe_bug is not None and not isinstance(unsafe_bug, str):
         raise ConfigError(f"--unsafe-bug must be a name, got {unsafe_bug!r}")
-    return NodeConfig(
+    idle = settings.get("idle_timeout", 120.0)
+    try:
+        idle = float(idle)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--idle-timeout must be a number of seconds, got {idle!r}") from None
+    if not 0.1 <= idle <= 86400:
+        raise ConfigError(f"--idle-timeout {idle:g} s must be between 0.1 and 86400")
+    config = NodeConfig(
+        idle_timeout_s=idle,
+        max_connections=_positive_int("--max-connections", settings.get("max_connections", 512)),
         node_id=node_id,
         listen=listen,
         peers=peers,
@@ -318,6 +344,52 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
         unsafe_bug=unsafe_bug,
         advertise=advertise,
     )
+    # Last, so that any other bad setting is named first.
+    return replace(config, **_tls_settings(settings, node_id))
+
+
+def _tls_settings(settings: Mapping[str, Any], node_id: str) -> dict[str, Any]:
+    """--insecure, or the CA/cert/key files (from --tls-dir and/or --tls-ca/--tls-cert/--tls-key)."""
+    insecure = bool(settings.get("insecure", False))
+    given = {k: settings.get(k) for k in ("tls_dir", "tls_ca", "tls_cert", "tls_key") if settings.get(k)}
+    if insecure:
+        if given:
+            raise ConfigError(f"--insecure and {', '.join('--' + k.replace('_', '-') for k in given)} "
+                              "contradict each other: drop one")
+        return {"insecure": True}
+    files: dict[str, str | None] = {"tls_ca": None, "tls_cert": None, "tls_key": None}
+    directory = given.get("tls_dir")
+    if directory:
+        directory = os.path.abspath(str(directory))
+        files["tls_ca"] = os.path.join(directory, "ca.pem")
+        for stem in ("node", node_id):
+            if os.path.isfile(os.path.join(directory, f"{stem}.pem")):
+                files["tls_cert"] = os.path.join(directory, f"{stem}.pem")
+                files["tls_key"] = os.path.join(directory, f"{stem}.key")
+                break
+        else:
+            files["tls_cert"] = os.path.join(directory, "node.pem")
+            files["tls_key"] = os.path.join(directory, "node.key")
+    for k in ("tls_ca", "tls_cert", "tls_key"):
+        if given.get(k):
+            files[k] = os.path.abspath(str(given[k]))
+    missing = [k for k, v in files.items() if not v]
+    if missing:
+        raise ConfigError(
+            "a node talks mutual TLS unless told otherwise: give --tls-dir DIR (ca.pem, node.pem, node.key; "
+            "make them with `ukehi certs init DIR` and `ukehi certs issue DIR --node ID --out DIR2 --as node`) "
+            "or --tls-ca/--tls-cert/--tls-key, or --insecure for plain TCP without authentication"
+            + (f" (missing: {', '.join('--' + m.replace('_', '-') for m in missing)})" if given else ""))
+    for k, v in files.items():
+        if not os.path.isfile(str(v)):
+            raise ConfigError(f"--{k.replace('_', '-')}: {v} does not exist")
+    from ukehi.tls import NodeTLS, TLSError  # stdlib ssl only
+
+    try:  # loadable, and the certificate is this node's (CN = id, OU = node)
+        NodeTLS.load(node_id, str(files["tls_ca"]), str(files["tls_cert"]), str(files["tls_key"]))
+    except TLSError as e:
+        raise ConfigError(str(e)) from None
+    return files
 
 
 def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:

@@ -67,6 +67,7 @@ from ukehi.storage.errors import CorruptionRefusedError, StorageError
 from ukehi.storage.format import WalEntry
 from ukehi.storage.hardstate import HardState as StoredHardState
 from ukehi.storage.snapshot import Snapshot as StoredSnapshot
+from ukehi.tls import NodeTLS
 from ukehi.transport import PeerTransport
 from ukehi.waiters import ProposalWaiters, ReadWaiters
 
@@ -148,9 +149,15 @@ class UkehiNode:
         self._admin_lock = asyncio.Lock()
         self._leader_changed = asyncio.Event()
         self._applied_event = asyncio.Event()
-        self.server = NodeServer(self, self.log)
+        # Mutual TLS unless --insecure (ukehi/tls.py); files were checked by the config, and
+        # a certificate that is not this node's is refused here (TLSError, exit 254).
+        self.tls = None if config.insecure else NodeTLS.load(
+            config.node_id, str(config.tls_ca), str(config.tls_cert), str(config.tls_key))
+        self.server = NodeServer(self, self.log, tls=self.tls.server if self.tls else None,
+                                 max_connections=config.max_connections, idle_timeout=config.idle_timeout_s)
         self.transport = PeerTransport(config.node_id, self.log, self._on_unreachable,
-                                       advertise=format_address(config.advertise_address))
+                                       advertise=format_address(config.advertise_address),
+                                       tls=self.tls.client if self.tls else None)
         self.bound_address: tuple[str, int] | None = None
 
     # ================================================================== lifecycle
@@ -168,7 +175,12 @@ class UkehiNode:
             policy=cfg.corruption_policy, read_mode=cfg.read_mode, join=cfg.join,
             election_ms=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
             heartbeat_ms=cfg.heartbeat_ms, tick_ms=cfg.tick_ms, unsafe_bug=self.bug,
+            tls="off" if self.tls is None else f"mutual ({self.tls.identity})",
         )
+        if self.tls is None:
+            self.log.warning("insecure", detail="--insecure: plain TCP, no authentication; anyone who can reach "
+                             f"{format_address(cfg.listen)} can change membership, move leadership and forge "
+                             "Raft messages")
         if self.bug is not None:
             # Loud on purpose: a node with a planted bug must never pass for a correct one.
             self.log.warning("unsafe-bug", bug=self.bug, detail=f"THIS NODE IS INCORRECT ON PURPOSE: "
@@ -947,6 +959,7 @@ class UkehiNode:
             "corruption": self.corruption,
             "connections": self.server.connection_count,
             "bad_frames": self.server.bad_frames,
+            **self.server.counters(),  # TLS, connection pools, forged/forbidden/refused counts
             "pending_proposals": len(self._proposals),
             "unsafe_bug": self.bug,
             # The timers a fault schedule must stay inside (e.g. a link delay the new

@@ -50,6 +50,13 @@ _FLAG_KEYS = {
     "join": "join",
     "advertise": "advertise",
     "unsafe_bug": "unsafe_bug",
+    "tls_dir": "tls_dir",
+    "tls_ca": "tls_ca",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+    "insecure": "insecure",
+    "idle_timeout": "idle_timeout",
+    "max_connections": "max_connections",
 }
 
 
@@ -89,6 +96,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--advertise", metavar="HOST:PORT",
                         help="address others use to reach this node (default: its --peers entry)")
+    tls = parser.add_argument_group("mutual TLS (default; see `ukehi certs`)")
+    tls.add_argument("--tls-dir", metavar="DIR",
+                     help="ca.pem and this node's node.pem/node.key (or ID.pem/ID.key)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="the cluster CA certificate (overrides --tls-dir)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="this node's certificate (CN = node id, OU = node)")
+    tls.add_argument("--tls-key", metavar="FILE", help="this node's private key")
+    tls.add_argument("--insecure", action="store_true", default=None,
+                     help="plain TCP: no encryption, anyone who reaches the port is trusted (logged as a warning)")
+    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                        help="close a connection that sent no complete frame for this long (default 120)")
+    parser.add_argument("--max-connections", type=int, metavar="N",
+                        help="client connections served at once (default 512; peers have a reserve beyond it)")
     parser.add_argument(
         "--unsafe-bug", metavar="NAME",
         help="TEST ONLY: plant a bug ("

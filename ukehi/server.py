@@ -8,24 +8,45 @@ Hostile input is the normal case here, not an exception:
 
 * every frame is checked by `wire.read_frame` (size limit before the body is read, schema);
   a bad frame closes *that* connection with one logged `bad-frame` line, nothing else;
-* a connection that stalls in the middle of a frame for `frame_timeout` seconds is closed
-  (half-open or slow-loris connections cannot pin a buffer forever);
-* at most `max_connections` connections are served at once; more are closed at accept;
+* once the first byte of a frame arrived, the whole frame (length prefix included) must
+  follow within `frame_timeout` seconds, and a connection that sends no complete frame for
+  `idle_timeout` seconds is closed (half-open, idle or slow-loris connections cannot pin a
+  slot or a buffer forever);
+* connections are *pending* until they proved who they are (the TLS handshake, or, with
+  --insecure, their first complete frame), which must happen within `handshake_timeout`.
+  At most `max_pending` are pending at once; a new connection beyond that evicts the oldest
+  pending one, so a flood of idle sockets cannot lock out a real client or peer;
+* proven connections go to one of two pools: clients (at most `max_connections`) and
+  peers (`peer_reserve` more, usable only by authenticated nodes: a `node` certificate, or
+  with --insecure a `hello` as peer); a connection beyond its pool is closed with a log line;
 * frames over 64 KiB being received at the same time share a node-wide budget
   (`max_buffered_bytes`); a frame that would exceed it closes its connection;
 * each connection has at most `max_in_flight` requests being processed; beyond that the
   reader stops reading (TCP back-pressure), so a client that never reads its answers cannot
   grow the node's memory without bound.
+
+With mutual TLS (`tls` given, see ukehi/tls.py) the handshake runs here, on the accepted
+socket, so a refused handshake (no certificate, a foreign CA, an expired certificate, plain
+TCP) is one `tls-refused` log line naming the reason. Each connection then carries the
+identity of its certificate, and every frame is checked against it: Raft traffic only from
+`node` certificates and only with `src` equal to the certificate's node id (anything else
+is dropped and counted as `forged_peer_messages`), admin verbs (`wire.ADMIN_REQUESTS`) only
+from `admin` certificates, KV operations from `client` and `admin` ones; a refused request
+gets a definite `forbidden` error. Log lines about refused connections are rate-limited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import time
+from collections import OrderedDict
 from typing import Any, Protocol
 
 from ukehi import wire
 from ukehi.nodelog import NodeLogger
+from ukehi.tls import ROLE_ADMIN, ROLE_CLIENT, ROLE_NODE, Identity, identity_of
 
 __all__ = ["FrameHandler", "NodeServer"]
 
@@ -49,13 +70,18 @@ class FrameHandler(Protocol):
 
 
 class _Conn:
-    __slots__ = ("writer", "peer_name", "role", "remote", "in_flight", "tasks", "out", "flush_scheduled")
+    __slots__ = ("writer", "peer_name", "role", "remote", "in_flight", "tasks", "out", "flush_scheduled",
+                 "identity", "pool", "task", "evicted")
 
     def __init__(self, writer: asyncio.StreamWriter, remote: str, max_in_flight: int) -> None:
         self.writer = writer
         self.remote = remote
         self.peer_name: str | None = None
         self.role = "unknown"
+        self.identity: Identity | None = None  # from the TLS certificate
+        self.pool = "pending"  # pending -> client | peer
+        self.task: asyncio.Task[Any] | None = None
+        self.evicted = False
         self.in_flight = asyncio.Semaphore(max_in_flight)
         self.tasks: set[asyncio.Task[None]] = set()
         # Answers ready in one event-loop pass go out in one write (one send syscall):
@@ -84,26 +110,73 @@ class NodeServer:
         *,
         max_frame: int = wire.DEFAULT_MAX_FRAME_SIZE,
         max_connections: int = 512,
+        peer_reserve: int = 64,
+        max_pending: int = 128,
         max_in_flight: int = 4096,
         frame_timeout: float = 30.0,
+        idle_timeout: float = 120.0,
+        handshake_timeout: float = 5.0,
         max_buffered_bytes: int = 256 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.handler = handler
         self.log = log
         self.max_frame = max_frame
         self.max_connections = max_connections
+        self.peer_reserve = peer_reserve
+        self.max_pending = max_pending
         self.max_in_flight = max_in_flight
         self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self.max_buffered_bytes = max_buffered_bytes
+        self.tls = tls
         self._in_progress_bytes = 0
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Conn] = set()
+        self._pending: OrderedDict[_Conn, None] = OrderedDict()  # oldest first
+        self._pools: dict[str, int] = {"client": 0, "peer": 0}
+        self._last_log: dict[str, tuple[float, int]] = {}
         self.bad_frames = 0  # counters, reported in status
         self.refused_connections = 0
+        self.evicted_connections = 0
+        self.idle_closed = 0
+        self.tls_refused = 0
+        self.forged_peer_messages = 0
+        self.forbidden_requests = 0
 
     @property
     def connection_count(self) -> int:
         return len(self._conns)
+
+    def counters(self) -> dict[str, Any]:
+        """Connection and security counters, for the node's status."""
+        return {
+            "tls": self.tls is not None,
+            "connections": len(self._conns),
+            "pending_connections": len(self._pending),
+            "client_connections": self._pools["client"],
+            "peer_connections": self._pools["peer"],
+            "refused_connections": self.refused_connections,
+            "evicted_connections": self.evicted_connections,
+            "idle_closed": self.idle_closed,
+            "tls_refused": self.tls_refused,
+            "forged_peer_messages": self.forged_peer_messages,
+            "forbidden_requests": self.forbidden_requests,
+        }
+
+    def _limited(self, level: str, event: str, **fields: Any) -> None:
+        """Log, but at most one line per event per second (a flood must not flood the log);
+        the next line says how many were left out."""
+        now = time.monotonic()
+        last, suppressed = self._last_log.get(event, (0.0, 0))
+        if now - last < 1.0:
+            self._last_log[event] = (last, suppressed + 1)
+            return
+        self._last_log[event] = (now, 0)
+        if suppressed:
+            fields["suppressed"] = suppressed
+        self.log.log(level, event, **fields)
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on host:port; returns the bound address (port 0 picks a free one)."""
@@ -134,14 +207,6 @@ class NodeServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         remote = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
-        if len(self._conns) >= self.max_connections:
-            self.refused_connections += 1
-            self.log.warning(
-                "connection-refused", remote=remote,
-                reason=f"too many connections (limit {self.max_connections})",
-            )
-            writer.close()
-            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             try:
@@ -149,16 +214,33 @@ class NodeServer:
             except OSError:
                 pass
         conn = _Conn(writer, remote, self.max_in_flight)
+        conn.task = asyncio.current_task()
+        # A full pending pool makes room by closing its oldest member: a flood of sockets that
+        # never prove themselves keeps cycling through the pool, and a real client or peer,
+        # which proves itself in milliseconds, gets its turn.
+        while len(self._pending) >= self.max_pending:
+            oldest, _ = self._pending.popitem(last=False)
+            oldest.evicted = True
+            self.evicted_connections += 1
+            if oldest.task is not None:
+                oldest.task.cancel()
+            self._limited("warning", "connection-evicted", remote=oldest.remote,
+                          reason=f"{self.max_pending} connections pending (no TLS handshake or first frame yet); "
+                                 "closed the oldest to admit a new one")
+        self._pending[conn] = None
         self._conns.add(conn)
         reason = "closed by remote"
         try:
-            reason = await self._read_loop(conn, reader)
+            reason = await self._run(conn, reader)
         except asyncio.CancelledError:
-            reason = "node shutting down"
+            reason = "evicted while pending" if conn.evicted else "node shutting down"
         except (ConnectionError, OSError) as e:
             reason = f"connection error: {e}"
         finally:
             self._conns.discard(conn)
+            self._pending.pop(conn, None)
+            if conn.pool in self._pools:
+                self._pools[conn.pool] -= 1
             for t in list(conn.tasks):
                 t.cancel()
             try:
@@ -167,16 +249,81 @@ class NodeServer:
                 pass
             self.log.debug("connection-closed", remote=remote, role=conn.role, reason=reason)
 
-    async def _read_frame(self, reader: asyncio.StreamReader) -> wire.Frame | None:
-        # The 4-byte prefix may wait forever (an idle client is fine); the body must follow
-        # within frame_timeout, or the connection is half-open / hostile.
+    async def _run(self, conn: _Conn, reader: asyncio.StreamReader) -> str:
+        if self.tls is not None:
+            refused = await self._handshake(conn)
+            if refused is not None:
+                return refused
+            assert conn.identity is not None
+            refused = self._admit(conn, "peer" if conn.identity.role == ROLE_NODE else "client")
+            if refused is not None:
+                return refused
+        return await self._read_loop(conn, reader)
+
+    async def _handshake(self, conn: _Conn) -> str | None:
+        """TLS on the accepted socket; the reason when refused (logged), else None."""
+        assert self.tls is not None
         try:
-            head = await reader.readexactly(4)
-        except asyncio.IncompleteReadError as e:
-            if not e.partial:
+            async with asyncio.timeout(self.handshake_timeout):
+                await conn.writer.start_tls(self.tls)
+        except TimeoutError:
+            reason = f"no TLS handshake within {self.handshake_timeout:g}s"
+        except ssl.SSLError as e:
+            reason = e.reason or str(e)
+            if "WRONG_VERSION_NUMBER" in reason.upper() or "HTTP_REQUEST" in reason.upper():
+                reason = f"not TLS (plain TCP?): {reason}"
+        except (ConnectionError, OSError) as e:
+            reason = f"connection lost during the TLS handshake: {e}"
+        else:
+            ident = identity_of(conn.writer.get_extra_info("peercert"))
+            if ident is not None:
+                conn.identity = ident
+                conn.role = ident.role
                 return None
+            reason = "the certificate names no Ukehi principal (CN and an OU of node, client or admin)"
+        self.tls_refused += 1
+        self._limited("warning", "tls-refused", remote=conn.remote, reason=reason[:200])
+        return f"TLS refused: {reason}"
+
+    def _admit(self, conn: _Conn, pool: str) -> str | None:
+        """Move a proven connection from pending into its pool; the reason when it is full."""
+        self._pending.pop(conn, None)
+        limit = self.peer_reserve if pool == "peer" else self.max_connections
+        if self._pools[pool] >= limit:
+            self.refused_connections += 1
+            reason = (f"too many {pool} connections (limit {limit}"
+                      + (f"; {self.peer_reserve} more are reserved for peers)" if pool == "client" else ")"))
+            self._limited("warning", "connection-refused", remote=conn.remote, role=conn.role,
+                          who=str(conn.identity) if conn.identity else None, reason=reason)
+            conn.pool = "refused"
+            return reason
+        conn.pool = pool
+        self._pools[pool] += 1
+        return None
+
+    async def _read_frame(self, conn: _Conn, reader: asyncio.StreamReader) -> wire.Frame | None:
+        # Between frames a connection may be quiet for idle_timeout (handshake_timeout while it
+        # is still pending); once a frame's first byte arrived, the rest of it, length prefix
+        # included, must follow within frame_timeout.
+        wait = self.handshake_timeout if conn.pool == "pending" else self.idle_timeout
+        try:
+            async with asyncio.timeout(wait):
+                first = await reader.readexactly(1)
+        except asyncio.IncompleteReadError:
+            return None
+        except TimeoutError:
+            self.idle_closed += 1
+            raise _Idle(f"no complete frame for {wait:g}s (idle timeout)") from None
+        try:
+            async with asyncio.timeout(self.frame_timeout):
+                head = first + await reader.readexactly(3)
+        except TimeoutError:
             raise wire.ProtocolError(
-                f"connection closed inside a length prefix ({len(e.partial)} of 4 bytes)"
+                f"length prefix not complete {self.frame_timeout:g}s after its first byte (stalled connection)"
+            ) from None
+        except asyncio.IncompleteReadError as e:
+            raise wire.ProtocolError(
+                f"connection closed inside a length prefix ({1 + len(e.partial)} of 4 bytes)"
             ) from None
         length = int.from_bytes(head, "big")
         if length == 0:
@@ -199,7 +346,7 @@ class NodeServer:
                 payload = await reader.readexactly(length)
         except TimeoutError:
             raise wire.ProtocolError(
-                f"frame of {length} bytes not complete after {self.frame_timeout:.0f}s "
+                f"frame of {length} bytes not complete {self.frame_timeout:g}s after its first byte "
                 "(half-open or stalled connection)"
             ) from None
         except asyncio.IncompleteReadError as e:
@@ -213,29 +360,71 @@ class NodeServer:
     async def _read_loop(self, conn: _Conn, reader: asyncio.StreamReader) -> str:
         while True:
             try:
-                frame = await self._read_frame(reader)
+                frame = await self._read_frame(conn, reader)
+            except _Idle as e:
+                self._limited("info", "connection-idle", remote=conn.remote, role=conn.role, reason=str(e))
+                return str(e)
             except wire.ProtocolError as e:
                 self._bad_frame(conn, str(e))
                 return f"bad frame: {e}"
             if frame is None:
                 return "closed by remote"
             t = frame.type
+            if conn.pool == "pending":
+                # --insecure: the first complete frame is all the proof there is.
+                is_peer = t is wire.MsgType.RAFT or (t is wire.MsgType.HELLO and frame.body.get("role") == "peer")
+                refused = self._admit(conn, "peer" if is_peer else "client")
+                if refused is not None:
+                    return refused
+            ident = conn.identity
             if t is wire.MsgType.RAFT:
+                if ident is not None and ident.role != ROLE_NODE:
+                    self.forged_peer_messages += 1
+                    self._limited("warning", "forged-peer-message", remote=conn.remote, who=str(ident),
+                                  src=_field(frame.body, "src"), term=_field(frame.body, "term"),
+                                  reason="Raft traffic from a certificate that is not a node's; connection closed")
+                    return f"Raft traffic from {ident}"
+                # The sender is the certificate's node id (or, with --insecure, the id its hello
+                # announced): a message claiming another sender is dropped.
+                claimed = ident.name if ident is not None else conn.peer_name
+                if claimed is not None and frame.body.get("src") != claimed:
+                    self.forged_peer_messages += 1
+                    self._limited("warning", "forged-peer-message", remote=conn.remote,
+                                  who=str(ident) if ident else f"hello {claimed!r}",
+                                  src=_field(frame.body, "src"), term=_field(frame.body, "term"),
+                                  reason="sender is not the connection's authenticated peer; dropped")
+                    continue
                 try:
-                    self.handler.handle_peer_frame(frame, conn.peer_name)
+                    self.handler.handle_peer_frame(frame, claimed)
                 except (ValueError, TypeError, KeyError) as e:
                     self._bad_frame(conn, f"bad raft message: {e}")
                     return f"bad raft message: {e}"
-                conn.role = "peer"
+                conn.role = "peer" if ident is None else conn.role
                 continue
             if t is wire.MsgType.HELLO:
-                conn.role = frame.body["role"]
-                conn.peer_name = frame.body.get("node")
-                if conn.role == "peer" and conn.peer_name and frame.body.get("address"):
+                role, node = frame.body["role"], frame.body.get("node")
+                if ident is not None and role == "peer" and (ident.role != ROLE_NODE or node != ident.name):
+                    self.forged_peer_messages += 1
+                    self._limited("warning", "forged-peer-message", remote=conn.remote, who=str(ident),
+                                  src=_field(frame.body, "node"),
+                                  reason="hello as a peer that is not the certificate's node; connection closed")
+                    return f"hello as peer {node!r} from {ident}"
+                if ident is None:
+                    conn.role = role
+                conn.peer_name = node if ident is None else ident.name
+                if role == "peer" and conn.peer_name and frame.body.get("address"):
                     self.handler.peer_hello(conn.peer_name, frame.body["address"])
                 continue
             if t in wire.CLIENT_REQUESTS:
                 conn.role = "client" if conn.role == "unknown" else conn.role
+                refusal = self._forbidden(conn, t)
+                if refusal is not None:
+                    self.forbidden_requests += 1
+                    self._limited("warning", "forbidden", remote=conn.remote, who=str(ident),
+                                  request=t.value, reason=refusal)
+                    conn.queue(wire.encode_frame(wire.MsgType.ERROR, frame.id,
+                                                 wire.error_body(wire.ErrorCode.FORBIDDEN, refusal)))
+                    continue
                 # Back-pressure: stop reading while too many requests are being processed.
                 await conn.in_flight.acquire()
                 task = asyncio.get_running_loop().create_task(self._answer(conn, frame))
@@ -274,8 +463,34 @@ class NodeServer:
         finally:
             conn.in_flight.release()
 
+    def _forbidden(self, conn: _Conn, t: wire.MsgType) -> str | None:
+        """Why this connection's certificate may not make request T (None: it may)."""
+        ident = conn.identity
+        if ident is None or t is wire.MsgType.STATUS:
+            return None  # --insecure trusts everyone; everyone may ask for status
+        if t in wire.ADMIN_REQUESTS:
+            if ident.role == ROLE_ADMIN:
+                return None
+            return (f"{t.value} needs an admin certificate; this connection presented {ident}: "
+                    "issue one with `ukehi certs issue DIR --admin NAME`; nothing was done")
+        if ident.role in (ROLE_CLIENT, ROLE_ADMIN):
+            return None
+        return f"{t.value} needs a client or admin certificate, not {ident}; nothing was done"
+
     def _bad_frame(self, conn: _Conn, reason: str) -> None:
         self.bad_frames += 1
         # Only the first 200 characters: a hostile frame must not flood the log either.
         self.log.warning("bad-frame", remote=conn.remote, role=conn.role, reason=reason[:200])
 
+
+
+class _Idle(Exception):
+    """A connection sent no complete frame for its idle (or pending) timeout."""
+
+
+def _field(body: Any, key: str) -> Any:
+    """A field of an untrusted body, for a log line: short scalars only."""
+    value = body.get(key) if isinstance(body, dict) else None
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return value if not isinstance(value, str) else value[:64]
+    return None

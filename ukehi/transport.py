@@ -1,5 +1,8 @@
 """Outbound peer links: one TCP connection per peer, reconnect with exponential back-off.
 
+With mutual TLS each link presents this node's certificate and accepts only the peer's own
+node certificate (CN = the peer's id, OU = node; see ukehi/tls.py).
+
 The node hands each Ready's messages to `PeerTransport.send_batch`; every message for one
 peer is appended to that peer's buffer and the link's writer task writes everything buffered
 in one `write` + `drain` (batching per Ready, and across Readies while a drain is slow).
@@ -14,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 from typing import Callable
 
 from ukehi import wire
 from ukehi.nodelog import NodeLogger
+from ukehi.tls import ROLE_NODE, identity_of
 
 __all__ = ["PeerTransport", "PeerLink"]
 
@@ -42,6 +47,7 @@ class PeerLink:
         self.connected = False
         self.backing_off = False
         self.dropped = 0
+        self.tls_failed = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def enqueue(self, frames: list[bytes]) -> None:
@@ -74,9 +80,20 @@ class PeerLink:
         while True:
             writer: asyncio.StreamWriter | None = None
             try:
+                tls = self.owner.tls
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(*self.address), self.owner.connect_timeout
+                    asyncio.open_connection(*self.address, **({"ssl": tls} if tls is not None else {})),
+                    self.owner.connect_timeout,
                 )
+                if tls is not None:
+                    # The certificate must be this peer's node certificate, whatever the
+                    # address: a node reached at a stale or spoofed address gets nothing.
+                    ident = identity_of(writer.get_extra_info("peercert"))
+                    if ident is None or ident.role != ROLE_NODE or ident.name != self.peer:
+                        log.warning("peer-identity-mismatch", peer=self.peer,
+                                    address=f"{self.address[0]}:{self.address[1]}", presented=str(ident),
+                                    detail="the node at this address is not the peer it was meant to be")
+                        raise ConnectionError(f"{self.peer}'s address answered as {ident}")
                 sock = writer.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -89,6 +106,7 @@ class PeerLink:
                 )
                 await writer.drain()
                 self.connected = True
+                self.tls_failed = False
                 was_connected_once = True
                 backoff = self.owner.min_backoff
                 log.info("peer-connected", peer=self.peer, address=f"{self.address[0]}:{self.address[1]}")
@@ -97,6 +115,12 @@ class PeerLink:
                 if writer is not None:
                     writer.close()
                 raise
+            except ssl.SSLError as e:
+                # A refused handshake (foreign CA, expired certificate) is worth a warning,
+                # once per outage rather than once per retry.
+                if not self.tls_failed:
+                    log.warning("peer-tls-failed", peer=self.peer, reason=e.reason or str(e))
+                self.tls_failed = True
             except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                 if self.connected:
                     log.info("peer-disconnected", peer=self.peer, reason=str(e) or type(e).__name__)
@@ -163,8 +187,10 @@ class PeerTransport:
         max_backoff: float = 1.0,
         connect_timeout: float = 1.0,
         max_buffer_bytes: int = 64 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.node_id = node_id
+        self.tls = tls  # this node's client context (its node certificate); None: plain TCP
         self.advertise = advertise
         self.log = log
         self.on_unreachable = on_unreachable

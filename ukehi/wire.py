@@ -44,6 +44,7 @@ __all__ = [
     "ErrorCode",
     "DEFINITE_ERRORS",
     "CLIENT_REQUESTS",
+    "ADMIN_REQUESTS",
     "Frame",
     "SCHEMAS",
     "encode_frame",
@@ -108,6 +109,13 @@ CLIENT_REQUESTS: frozenset[MsgType] = frozenset(
 )
 
 
+# Requests that change the cluster itself rather than data: with mutual TLS only an admin
+# certificate may send them (ukehi/tls.py). An unsafe knob added to the protocol goes here.
+ADMIN_REQUESTS: frozenset[MsgType] = frozenset(
+    {MsgType.ADD_NODE, MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT}
+)
+
+
 class ErrorCode(str, enum.Enum):
     """Error codes in an ``error`` response body (``code``)."""
 
@@ -122,6 +130,7 @@ class ErrorCode(str, enum.Enum):
     NOT_LOCK_HOLDER = "not_lock_holder"  # lock release by someone who does not hold it
     STALE_ENTRY = "stale_entry"  # state machine refused an entry whose token is not above the last
     INTERNAL = "internal"  # a bug on the node; outcome unknown
+    FORBIDDEN = "forbidden"  # this connection's certificate may not make this request; never done
 
 
 # Errors that mean "certainly did not take effect". TIMEOUT and INTERNAL are not here: the
@@ -131,7 +140,7 @@ DEFINITE_ERRORS: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.NOT_LEADER, ErrorCode.RECOVERING, ErrorCode.BAD_REQUEST, ErrorCode.REFUSED,
         ErrorCode.UNAVAILABLE, ErrorCode.CAS_FAILED, ErrorCode.LOCK_HELD,
-        ErrorCode.NOT_LOCK_HOLDER, ErrorCode.STALE_ENTRY,
+        ErrorCode.NOT_LOCK_HOLDER, ErrorCode.STALE_ENTRY, ErrorCode.FORBIDDEN,
     }
 )
 

@@ -4,6 +4,11 @@ Every process started here is registered with its `LocalCluster`, and the pytest
 kills all of them at the end of the test, also when it fails. Ports are picked by binding
 port 0 (then released just before the node binds it; on loopback the window is tiny).
 Node logs go to files under the test's tmp dir, and a failing test prints their tails.
+
+Every cluster talks mutual TLS, as a node does by default: a CA per cluster under
+`<base>/certs/` (client.pem and admin.pem for the tests' clients, registered for the
+cluster's addresses so a plain `UkehiClient(addresses)` uses them; each node's own
+`<base>/certs/<id>/` is its --tls-dir). `tls=False` starts the nodes with --insecure.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ukehi import certs
 from ukehi.client import UkehiClient
+from ukehi.tls import ClientTLS, register_cluster_tls
 
 FAST_ELECTION = "150:300"
 FAST_HEARTBEAT = "50"
@@ -123,8 +131,17 @@ class LocalCluster:
         heartbeat: str = FAST_HEARTBEAT,
         extra_args: Iterable[str] = (),
         env: dict[str, str] | None = None,
+        tls: bool = True,
     ) -> None:
         self.base_dir = base_dir
+        self.tls = tls
+        self.certs_dir = os.path.join(base_dir, "certs")
+        self.client_tls: ClientTLS | None = None
+        if tls:
+            certs.init_ca(self.certs_dir)
+            certs.issue(self.certs_dir, "client", "client")
+            certs.issue(self.certs_dir, "admin", "admin")
+            self.client_tls = ClientTLS.from_dir(self.certs_dir)
         self.election = election
         self.heartbeat = heartbeat
         self.extra_args = list(extra_args)
@@ -136,9 +153,18 @@ class LocalCluster:
         for nid in founders:
             self.nodes[nid] = self._make(nid, ports[nid], self.peers_arg, join=False)
 
+    def node_tls_dir(self, nid: str) -> str:
+        return os.path.join(self.certs_dir, nid)
+
     def _make(self, nid: str, port: int, peers: str, join: bool, extra: Iterable[str] = ()) -> NodeProc:
         data_dir = os.path.join(self.base_dir, nid, "data")
         os.makedirs(data_dir, exist_ok=True)
+        if self.tls:
+            certs.issue(self.certs_dir, nid, "node", out_dir=self.node_tls_dir(nid), file_stem="node", with_ca=True)
+            security = ["--tls-dir", self.node_tls_dir(nid)]
+        else:
+            security = ["--insecure"]
+        register_cluster_tls([f"127.0.0.1:{port}"], self.client_tls)
         args = [
             "--id", nid,
             "--listen", f"127.0.0.1:{port}",
@@ -146,6 +172,7 @@ class LocalCluster:
             "--data-dir", data_dir,
             "--election-timeout", self.election,
             "--heartbeat", self.heartbeat,
+            *security,
             *self.extra_args,
             *extra,
         ]
@@ -178,6 +205,21 @@ class LocalCluster:
                 node.kill9()
             except Exception:
                 pass
+
+    def ssl_context(self, admin: bool = False) -> ssl.SSLContext | None:
+        """What this cluster's test clients present (None with tls=False)."""
+        return self.client_tls.context(admin) if self.client_tls is not None else None
+
+    async def open_connection(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A raw stream to a node, over TLS with the client certificate when the cluster uses TLS."""
+        ctx = self.ssl_context()
+        return await asyncio.open_connection("127.0.0.1", port, **({"ssl": ctx} if ctx else {}))
+
+    def connect(self, port: int) -> socket.socket:
+        """A blocking raw socket to a node (TLS with the client certificate when the cluster uses TLS)."""
+        s = socket.create_connection(("127.0.0.1", port))
+        ctx = self.ssl_context()
+        return ctx.wrap_socket(s) if ctx is not None else s
 
     def client(self, addresses: Iterable[str] | None = None, timeout: float = 3.0) -> UkehiClient:
         return UkehiClient(list(addresses or self.addresses), timeout=timeout, connect_timeout=0.5)

@@ -18,8 +18,9 @@ def ukehi(*args: str, timeout: float = 30.0, env: dict[str, str] | None = None) 
     )
 
 
-def test_kv_commands_against_a_cluster(make_cluster):
+def test_kv_commands_against_a_cluster(make_cluster, monkeypatch):
     cluster = make_cluster(3)
+    monkeypatch.setenv("UKEHI_TLS_DIR", cluster.certs_dir)  # client.pem and admin.pem of the cluster's CA
     cluster.start()
     asyncio.run(cluster.wait_for_leader())
     addrs = ",".join(cluster.addresses)
@@ -68,7 +69,11 @@ def test_bad_flags_exit_254_with_a_message(tmp_path):
           "--read-mode", "sloppy"], "read-mode"),
         (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1"], "--data-dir"),
         (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path),
-          "--unsafe-bug", "stale-read"], "UKEHI_I_KNOW_THIS_IS_UNSAFE"),
+          "--unsafe-bug", "stale-read", "--insecure"], "UKEHI_I_KNOW_THIS_IS_UNSAFE"),
+        (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path)],
+         "--tls-dir DIR"),  # mutual TLS unless --insecure
+        (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path),
+          "--insecure", "--tls-dir", str(tmp_path)], "contradict"),
         (["node", "--id", "n1", "--peers", "n1=127.0.0.1:1", "--data-dir", str(tmp_path),
           "--max-inflight", "0"], "--max-inflight must be a whole number >= 1"),
     ]
@@ -86,7 +91,7 @@ def test_node_config_file_and_flag_override(tmp_path):
         'election-timeout = "150:300"\nheartbeat = 50\nread-mode = "lease"\n'
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ukehi.cli", "node", "--config", str(cfg), "--read-mode", "readindex"],
+        [sys.executable, "-m", "ukehi.cli", "node", "--config", str(cfg), "--read-mode", "readindex", "--insecure"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -118,7 +118,7 @@ def _power_cut_after_writes(lazy: LazyMount, bug: str | None) -> tuple[int, obje
     port = _free_port()
     argv = [sys.executable, "-m", "ukehi.cli", "node", "--id", "n1", "--listen", f"127.0.0.1:{port}",
             "--peers", f"n1=127.0.0.1:{port}", "--data-dir", str(lazy.mountpoint / "data"),
-            "--election-timeout", "150:300", "--heartbeat", "50"]
+            "--election-timeout", "150:300", "--heartbeat", "50", "--insecure"]  # plain TCP: WAL under test
     env = dict(os.environ)
     if bug:
         argv += ["--unsafe-bug", bug]
