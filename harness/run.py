@@ -314,7 +314,8 @@ def _run_cluster(spec: TestSpec, run: RunDir, progress: Progress, counters: Coun
 
             db_class = LazyUkehiDB  # data dirs on LazyFS, so un-fsynced writes can be lost
         db = db_class(cluster, spec.read_mode, spec.corruption_policy, spec.node_options,
-                      use_fake_clock=needs_fake_clock(spec.nemeses), founders=founders)
+                      use_fake_clock=needs_fake_clock(spec.nemeses), founders=founders,
+                          insecure=spec.insecure)
         try:
             asyncio.run(_with_progress(_drive(spec, run, cluster, db, progress, counters), progress, signals))
         except KeyboardInterrupt:

@@ -71,6 +71,8 @@ class TestSpec:
     corruption_policy: str = "truncate-to-last-good"
     results_dir: str = "results"
     leave_running: bool = False
+    # plain TCP between harness and nodes, no certificates (`run --insecure`); default mutual TLS
+    insecure: bool = False
     final_time_limit: float = 15.0
     node_options: Mapping[str, Any] = field(default_factory=dict)
     workload_options: Mapping[str, Any] = field(default_factory=dict)

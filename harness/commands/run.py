@@ -42,7 +42,7 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
                seed: int, backend: str, read_mode: str, corruption_policy: str, results_dir: str,
                leave_running: bool, name: Optional[str], node_option: list[str],
                workload_option: Optional[list[str]] = None,
-               ssh: Optional[dict[str, Any]] = None) -> TestSpec:
+               ssh: Optional[dict[str, Any]] = None, insecure: bool = False) -> TestSpec:
     if workload not in WORKLOADS:
         raise SpecError(f"--workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
     if nodes and node_count is not None:
@@ -72,7 +72,7 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
         nemesis_interval=nemesis_interval, concurrency=clients,
         rate=rate, time_limit=time_limit, seed=seed, read_mode=read_mode,
         corruption_policy=corruption_policy, results_dir=results_dir, leave_running=leave_running,
-        node_options=options, workload_options=workload_options, **(ssh or {}))
+        node_options=options, workload_options=workload_options, insecure=insecure, **(ssh or {}))
 
 
 def _whole_number(minimum: int, unit: str) -> tuple[str, Any]:
@@ -173,6 +173,8 @@ def register(app: typer.Typer) -> None:
                                               help="truncate-to-last-good, refuse-start or alert-and-continue"),
         results_dir: str = typer.Option("results", help="where runs are stored"),
         leave_running: bool = typer.Option(False, help="leave the nodes up after the test"),
+        insecure: bool = typer.Option(False, help="plain TCP to and between the nodes (default: mutual TLS "
+                                      "with a CA made for the run, under <run>/certs)"),
         name: Optional[str] = typer.Option(None, help="test name (default: workload-nemeses)"),
         node_option: list[str] = typer.Option([], help="KEY=VALUE passed to every node, e.g. heartbeat=50"),
         workload_option: list[str] = typer.Option(
@@ -199,7 +201,8 @@ def register(app: typer.Typer) -> None:
                                 time_limit=time_limit, seed=seed + i, backend=backend,
                                 read_mode=read_mode, corruption_policy=corruption_policy,
                                 results_dir=results_dir, leave_running=leave_running, name=name,
-                                node_option=node_option, workload_option=workload_option, ssh=ssh)
+                                node_option=node_option, workload_option=workload_option, ssh=ssh,
+                                insecure=insecure)
                      for i in range(test_count)]
         except (SpecError, StoreError) as err:
             raise BadArgument(str(err)) from None
