@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from nemeses import (clock, disk, figure_eight, lazyfs, membership, packet, partition, process, stale_append,
-                     targeted)
+from nemeses import (clock, disk, figure_eight, lazyfs, membership, packet, partition, process, schedules,
+                     stale_append, targeted)
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
 from nemeses.targets import TARGETS
@@ -77,6 +77,13 @@ for _target in TARGETED_VARIANTS["disk"]:
 for _target, _topologies in PARTITION_VARIANTS.items():
     NEMESES[f"partition-{_target}"] = partial(partition.package, topologies=_topologies)
 NEMESES["lazyfs-primaries"] = partial(lazyfs.package, targets=("primaries",))
+# Fast schedules (nemeses/schedules.py): partition and heal every few hundred ms; depose the
+# leader once per election timeout (isolated with a minority, or killed); crash points right
+# after the leader acknowledges writes (SIGKILL, or a power cut of every node on LazyFS).
+NEMESES["flapping"] = schedules.flapping_package
+NEMESES["leader-churn"] = schedules.leader_churn_package
+NEMESES["crash-after-ack"] = schedules.crash_after_ack_package
+NEMESES["lazyfs-after-ack"] = schedules.power_cut_after_ack_package
 
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
 SHADING: dict[str, Shading] = {
@@ -97,6 +104,10 @@ SHADING: dict[str, Shading] = {
     "double-vote": targeted.SHADING,
     "figure-8": figure_eight.SHADING,
     "stale-append": stale_append.SHADING,
+    "flapping": schedules.FLAP_SHADING,
+    "leader-churn": schedules.CHURN_SHADING,
+    "crash-after-ack": schedules.CRASH_SHADING,
+    "lazyfs-after-ack": schedules.POWER_SHADING,
 }
 _FAMILY_SHADING = {"kill": process.KILL_SHADING, "pause": process.PAUSE_SHADING, "clock": clock.SHADING,
                    "disk": disk.SHADING, "partition": partition.SHADING, "lazyfs": lazyfs.SHADING}
@@ -114,7 +125,8 @@ def _variants(family: str) -> frozenset[str]:
 EXCLUSIVE_NEMESES = tuple(_variants(f) for f in ("disk", "kill", "lazyfs", "pause", "clock", "partition"))
 
 # Faults that act in the kernel's network stack: they need namespaces (root).
-NEEDS_NETWORK_FAULTS = frozenset({"packet", "slow-leader", "double-vote", "figure-8", "stale-append"}
+NEEDS_NETWORK_FAULTS = frozenset({"packet", "slow-leader", "double-vote", "figure-8", "stale-append",
+                                  "flapping", "leader-churn"}
                                  | _variants("partition"))
 # Faults that move a node's clock: its processes must run under libfaketime.
 NEEDS_FAKE_CLOCK = frozenset({"slow-leader"} | _variants("clock"))
@@ -143,4 +155,44 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
         if len(clash) > 1:
             raise ValueError(f"--nemesis {text!r}: {' and '.join(clash)} are variants of one fault; "
                              f"give only one of them")
+    return names
+
+
+#: What `run` does without --nemesis (README, "Default faults"): the mix that covers the
+#: fault classes the planted bugs need, as far as this machine allows. Leader-heavy
+#: partitions, kills and pauses (stale reads, early acknowledgements, lost leader tails),
+#: WAL damage of one node or a minority (replay without CRC checks), the slow-clock leader
+#: (lease reads without a drift bound) and, on LazyFS, power cuts that drop what was never
+#: fsynced (acknowledging before fsync). The fencing workload gets pauses (a stalled lock
+#: holder) with kills and partitions.
+DEFAULT_NEMESES_FULL = ("partition", "kill", "pause", "disk", "slow-leader", "lazyfs")
+DEFAULT_NEMESES_FENCING = ("partition", "kill", "pause")
+#: seconds between fault ops when the default mix is used: six families in a 20 s run
+DEFAULT_NEMESIS_INTERVAL = 1.0
+
+
+def default_nemeses(workload: str, backend: str, *, root: bool | None = None,
+                    fuse: bool | None = None) -> tuple[str, ...]:
+    """The default fault mix for a workload on a backend, dropping what this machine cannot do:
+    network faults need root (namespaces) or a container/host backend, LazyFS needs the local
+    backend, root and FUSE."""
+    import os
+
+    if root is None:
+        root = os.geteuid() == 0
+    if workload == "fencing":
+        names = DEFAULT_NEMESES_FENCING
+    else:
+        names = DEFAULT_NEMESES_FULL
+    if backend == "local" and not root:
+        names = tuple(n for n in names if n not in NEEDS_NETWORK_FAULTS)
+    if "lazyfs" in names:
+        if fuse is None:
+            from .lazyfs.mount import fuse_support
+
+            fuse = backend == "local" and fuse_support()[0]
+        if not (fuse and backend == "local"):
+            names = tuple(n for n in names if n != "lazyfs")
+    if backend == "ssh":  # hosts may lack libfaketime
+        names = tuple(n for n in names if n not in NEEDS_FAKE_CLOCK)
     return names
