@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 import typer
 
 from ..cli import EXIT_BAD_ARGUMENT, EXIT_CRASHED, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, BadArgument
-from ..registry import NEMESES, WORKLOADS, parse_nemeses
+from ..registry import DEFAULT_NEMESIS_INTERVAL, NEMESES, WORKLOADS, default_nemeses, parse_nemeses
 from ..spec import SpecError, TestSpec, default_node_names, parse_concurrency
 from ..store import StoreError, check_writable, resolve_run
 
@@ -37,7 +37,7 @@ def print_summary(verdict: dict[str, Any], run_path: str) -> None:
         print(line)
 
 
-def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: Optional[str],
+def build_spec(*, workload: str, nemesis: Optional[str], nemesis_interval: Optional[float], nodes: Optional[str],
                node_count: Optional[int], concurrency: str, rate: float, time_limit: float,
                seed: int, backend: str, read_mode: str, corruption_policy: str, results_dir: str,
                leave_running: bool, name: Optional[str], node_option: list[str],
@@ -45,6 +45,10 @@ def build_spec(*, workload: str, nemesis: str, nemesis_interval: float, nodes: O
                ssh: Optional[dict[str, Any]] = None, insecure: bool = False) -> TestSpec:
     if workload not in WORKLOADS:
         raise SpecError(f"--workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
+    if nemesis is None:  # no --nemesis: the default mix (harness/registry.py default_nemeses)
+        nemesis = ",".join(default_nemeses(workload, backend))
+        nemesis_interval = DEFAULT_NEMESIS_INTERVAL if nemesis_interval is None else nemesis_interval
+    nemesis_interval = 5.0 if nemesis_interval is None else nemesis_interval
     if nodes and node_count is not None:
         raise SpecError("give either --nodes or --node-count, not both")
     if nodes:
@@ -158,8 +162,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         workload: str = typer.Option("register", help="register, kv or fencing"),
-        nemesis: str = typer.Option("none", help=f"comma list of faults ({','.join(NEMESES)}) or none"),
-        nemesis_interval: float = typer.Option(5.0, help="mean seconds between fault ops"),
+        nemesis: Optional[str] = typer.Option(
+            None, help=f"comma list of faults ({','.join(NEMESES)}) or none; default: the mix that "
+                       "caught the planted bugs, as far as this machine allows (README, Default faults)"),
+        nemesis_interval: Optional[float] = typer.Option(
+            None, help="mean seconds between fault ops (default 5; 1 with the default mix)"),
         nodes: Optional[str] = typer.Option(None, help="node names, e.g. n1,n2,n3"),
         node_count: Optional[int] = typer.Option(None, help="number of nodes (default 3)"),
         concurrency: str = typer.Option("2n", help="clients: a number, or Nn for N per node"),
