@@ -113,7 +113,7 @@ def test_stale_reads_are_caught_with_a_counterexample(tmp_path):
 @pytest.mark.slow
 def test_sigint_leaves_nothing_behind_and_a_readable_history(tmp_path):
     results = tmp_path / "results"
-    proc = subprocess.Popen(CLI + ["run", "--time-limit", "60", "--results-dir", str(results)],
+    proc = subprocess.Popen(CLI + ["run", "--nemesis", "none", "--time-limit", "60", "--results-dir", str(results)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         history = None
@@ -173,7 +173,7 @@ def test_analyze_without_runs_exits_254(tmp_path):
 @pytest.mark.slow
 def test_test_count_runs_each_seed_and_prints_a_summary(tmp_path):
     results = tmp_path / "results"
-    done = run_cli("run", "--test-count", "2", "--seed", "5", "--time-limit", "3",
+    done = run_cli("run", "--nemesis", "none", "--test-count", "2", "--seed", "5", "--time-limit", "3",
                    "--results-dir", str(results))
     assert done.returncode == 0, done.stdout + done.stderr
     runs = sorted(p for p in (results / "register-none").iterdir() if p.name != "latest")
