@@ -27,7 +27,7 @@ from .durability import check_durability
 from .election import check_election_safety
 from .health import EXPECTED, check_node_health
 from .logs import check_log_matching, check_log_order
-from .nodedata import NodeData, read_cluster, read_node
+from .nodedata import NodeData, mark_damaged, read_cluster, read_node
 
 __all__ = ["EXPECTED", "NodeData", "check_durability", "check_election_safety", "check_log_matching",
            "check_log_order", "check_node_health", "check_state_machine_safety", "check_whitebox",
@@ -37,6 +37,7 @@ __all__ = ["EXPECTED", "NodeData", "check_durability", "check_election_safety", 
 def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str) -> dict[str, dict[str, Any]]:
     """Every white-box checker over one cluster's node data: {checker name: result}."""
     history = list(history)
+    mark_damaged(cluster, damaged_restarts(history))
     checks = {
         "election-safety": lambda: check_election_safety(cluster),
         "log-matching": lambda: check_log_matching(cluster),
@@ -51,6 +52,19 @@ def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], work
             out[name] = check()
         except Exception as err:  # noqa: BLE001 - a checker crash is an unknown verdict, not a pass
             out[name] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
+    return out
+
+
+def damaged_restarts(history: Iterable[Any]) -> list[tuple[str, int]]:
+    """(node, pid) of every restart the disk nemesis made after damaging that node's WAL."""
+    from checkers.policy import corruption_faults
+
+    out = []
+    for _index, node, record in corruption_faults(history):
+        try:
+            out.append((node, int(record["pid"])))
+        except (TypeError, ValueError):
+            continue
     return out
 
 

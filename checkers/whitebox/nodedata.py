@@ -106,6 +106,7 @@ class Process:
     pid: int | None
     events: list[dict[str, str]]
     incarnation: int  # 0, 1, ...: a new one starts when the node is wiped and rejoins
+    damaged: bool = False  # the disk nemesis damaged the WAL right before this start
 
     def first(self, event: str) -> dict[str, str] | None:
         return next((e for e in self.events if e.get("event") == event), None)
@@ -128,7 +129,7 @@ class Process:
 
     def lossy_replay(self) -> list[str]:
         """Why this process may hold less than the previous one applied (empty: no reason)."""
-        reasons = []
+        reasons = ["the disk nemesis damaged its WAL before this start"] if self.damaged else []
         for e in self.all("corruption-report"):
             if e.get("kind") not in INFORMATIONAL and e.get("action") in LOSSY_ACTIONS:
                 reasons.append(f"corruption-report {e.get('kind')} {e.get('action')} at {e.get('segment')}"
@@ -362,6 +363,20 @@ def read_cluster(nodes_dir: str | Path, names: Iterable[str] | None = None,
     if names is None:
         names = sorted(p.name for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []
     return {name: read_node(name, nodes_dir / name, policy) for name in names}
+
+
+def mark_damaged(cluster: Mapping[str, NodeData], damaged: Iterable[tuple[str, int]]) -> None:
+    """Mark the processes started right after the disk nemesis damaged their WAL: (node, pid).
+
+    That damage (a truncated file, zeroed or flipped bytes) destroys entries on purpose, and a
+    truncation looks like a crash's torn tail, which replay cuts silently: such a restart
+    may hold less than the node had applied, and that is the fault, not a bug.
+    """
+    for name, pid in damaged:
+        node = cluster.get(name)
+        for process in node.processes if node is not None else ():
+            if process.pid == pid:
+                process.damaged = True
 
 
 def voters_at_end(cluster: Mapping[str, NodeData]) -> tuple[frozenset[str], frozenset[str], str]:

@@ -1,0 +1,87 @@
+"""White-box durability: acknowledged writes are in the committed log of a majority at the end."""
+
+from __future__ import annotations
+
+from checkers.history import Op
+from checkers.whitebox import check_durability, read_cluster
+from whitebox_nodes import HISTORY, Node, acquire, healthy, ok_write, put, term_entries, write_all
+
+
+def check(tmp_path, history, workload="register"):
+    return check_durability(read_cluster(tmp_path / "nodes"), history, workload)
+
+
+def test_acknowledged_write_held_by_one_node_only_is_caught(tmp_path):
+    nodes = healthy(tmp_path)
+    # acknowledged before a quorum had it: only n1 committed index 7
+    nodes["n1"].wal(term_entries(1, 7, [put("register/7", 70)], seq=7)).hard_state(1, 7)
+    write_all(nodes)
+    result = check(tmp_path, HISTORY + ok_write(20, 7, 70))
+    assert result["valid"] is False
+    v = result["violations"][0]
+    assert v["acknowledged"] == 1 and v["on_majority"] == 0 and v["op_indexes"] == [21]
+    assert "put register/7 70" in result["explanation"] and "index(es) [7]" in result["explanation"]
+
+
+def test_acknowledged_write_on_a_majority_passes(tmp_path):
+    nodes = healthy(tmp_path)
+    for name in ("n1", "n2"):
+        nodes[name].wal(term_entries(1, 7, [put("register/7", 70)], seq=7)).hard_state(1, 7)
+    write_all(nodes)
+    result = check(tmp_path, HISTORY + ok_write(20, 7, 70))
+    assert result["valid"] is True, result
+    assert result["acknowledged"] == 6 and result["voters"] == ["n1", "n2", "n3"]
+
+
+def test_two_acknowledged_writes_of_one_value_need_two_entries(tmp_path):
+    write_all(healthy(tmp_path))
+    history = HISTORY + ok_write(20, 1, 10, process=9)  # register/1 = 10 acknowledged twice, logged once
+    result = check(tmp_path, history)
+    assert result["valid"] is False
+    assert "1 of 2 acknowledged write op(s) put register/1 10" in result["explanation"]
+
+
+def test_an_uncommitted_entry_does_not_count(tmp_path):
+    nodes = healthy(tmp_path)
+    for name in ("n1", "n2", "n3"):  # everyone holds index 7, nobody committed it
+        nodes[name].wal(term_entries(1, 7, [put("register/7", 70)], seq=7))
+    write_all(nodes)
+    assert check(tmp_path, HISTORY + ok_write(20, 7, 70))["valid"] is False
+
+
+def test_nodes_whose_wal_a_policy_cut_are_excused_but_one_copy_is_needed(tmp_path):
+    nodes = healthy(tmp_path)
+    nodes["n1"].wal(term_entries(1, 7, [put("register/7", 70)], seq=7)).hard_state(1, 7)
+    for name in ("n2", "n3"):  # the disk nemesis destroyed their copies; truncate-to-last-good cut them
+        nodes[name].start(entries=6, term=1, commit=6).log(
+            "corruption-report", level="warning", kind="crc-mismatch", action="cut", index=7)
+    write_all(nodes)
+    assert check(tmp_path, HISTORY + ok_write(20, 7, 70))["valid"] is True
+    assert check(tmp_path, HISTORY + ok_write(20, 8, 80))["valid"] is False  # nobody has this one
+
+
+def test_acquire_is_matched_by_its_fencing_token(tmp_path):
+    nodes = {}
+    for name in ("n1", "n2", "n3"):
+        node = Node(tmp_path, name).wal(term_entries(1, 1, [b"\x01", acquire("lock/0", "w1")])).hard_state(1, 2)
+        node.start()
+        nodes[name] = node
+    write_all(nodes)
+    granted = (1 << 32) | 2
+    ok = [Op(1, 1, 0, "invoke", "acquire", 0), Op(2, 2, 0, "ok", "acquire", 0, granted)]
+    assert check(tmp_path, ok, "fencing")["valid"] is True
+    wrong = [Op(1, 1, 0, "invoke", "acquire", 0), Op(2, 2, 0, "ok", "acquire", 0, granted + 1)]
+    result = check(tmp_path, wrong, "fencing")
+    assert result["valid"] is False and "acquire with token 0x100000003" in result["explanation"]
+
+
+def test_voters_come_from_the_last_committed_config(tmp_path):
+    nodes = healthy(tmp_path)
+    config = b'\x02{"learners":[],"outgoing":[],"voters":["n1","n2"]}'
+    for name in ("n1", "n2", "n3"):
+        nodes[name].wal(term_entries(1, 7, [config], seq=7)).hard_state(1, 7)
+    nodes["n1"].wal(term_entries(1, 8, [put("register/8", 80)], seq=8)).hard_state(1, 8)
+    write_all(nodes)
+    result = check(tmp_path, HISTORY + ok_write(20, 8, 80))
+    assert result["voters"] == ["n1", "n2"]
+    assert result["valid"] is False  # one of two voters is not a majority
