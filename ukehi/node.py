@@ -15,7 +15,17 @@ Per Ready, in the order the core requires (see `ukehi.raft.ready.Ready`):
 4. apply committed entries to the KV state machine and answer the clients waiting for
    them (matched by index AND term: an overwritten entry answers a definite failure);
 5. serve the reads whose read index has been applied;
-6. take a snapshot when the core asks (compaction), then `advance`.
+6. `advance`; then, if the Ready asked for one, take a snapshot (compaction): the core
+   refuses `report_snapshot_taken` between `ready()` and `advance()`, and the state machine
+   is still at the requested index because nothing is applied in between.
+
+Fail-stop: an `InvariantViolation` from the core (or from applying entries out of order)
+means this node's own state is broken. The Ready loop raises it before it persists, sends
+or applies anything more; `run` logs one `level=fatal event=invariant-violated` line naming
+the invariant, the term and the index, saves nothing at shutdown, and exits with
+`EXIT_INVARIANT_VIOLATED` (70). A `BadPeerMessage` (a peer's malformed or impossible
+message) is dropped, counted (`bad_peer_messages` in status) and logged at warning.
+Any other exception escaping a task is a bug: `level=fatal event=fatal`, exit 1.
 
 Start-up: the data dir is replayed under the CorruptionPolicy before the core exists; the
 listening socket is open during replay and answers every client with `recovering` (and
@@ -33,6 +43,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 import zlib
@@ -47,6 +58,7 @@ from ukehi.nodelog import NodeLogger
 from ukehi.raft.confchange import ConfChange, ConfChangeType, decode_membership
 from ukehi.raft.config import RaftConfig
 from ukehi.raft.core import RaftCore
+from ukehi.raft.errors import BadPeerMessage, InvariantViolation
 from ukehi.raft.messages import MessageError, message_from_dict, message_to_dict
 from ukehi.raft.ready import Ready
 from ukehi.raft.types import (
@@ -71,11 +83,15 @@ from ukehi.tls import NodeTLS
 from ukehi.transport import PeerTransport
 from ukehi.waiters import ProposalWaiters, ReadWaiters
 
-__all__ = ["UkehiNode", "run_node", "ADDRESS_KEY_PREFIX", "EXIT_REFUSE_START"]
+__all__ = ["UkehiNode", "run_node", "ADDRESS_KEY_PREFIX", "EXIT_REFUSE_START", "EXIT_INVARIANT_VIOLATED"]
 
 GROUP_ID = 0
 EXIT_REFUSE_START = 4
 EXIT_START_FAILED = 1
+# The node stopped itself because its own Raft state broke an invariant (sysexits'
+# EX_SOFTWARE): distinct from a start-up failure (1) and a refused start (4).
+EXIT_INVARIANT_VIOLATED = 70
+BAD_PEER_LOG_INTERVAL = 1.0  # at most one bad-peer-message warning a second (the rest counted)
 # Keys under this prefix hold member addresses; clients cannot write them.
 ADDRESS_KEY_PREFIX = "\x00ukehi/addr/"
 _ADDRESS_KEY_BYTES = ADDRESS_KEY_PREFIX.encode()
@@ -149,6 +165,15 @@ class UkehiNode:
         self._admin_lock = asyncio.Lock()
         self._leader_changed = asyncio.Event()
         self._applied_event = asyncio.Event()
+        # Peer messages the core refused as malformed or impossible (BadPeerMessage).
+        self.bad_peer_messages = 0
+        self._bad_peer_logged_at = -BAD_PEER_LOG_INTERVAL
+        self._bad_peer_unlogged = 0
+        # Every storage call made in a worker thread holds this lock, so shutdown can wait
+        # for an in-flight persist before it saves the hard state and closes the files.
+        self._storage_lock = threading.Lock()
+        self._storage_closed = False
+        self._fatal = False  # set on a fail-stop: shutdown then persists nothing
         # Mutual TLS unless --insecure (ukehi/tls.py); files were checked by the config, and
         # a certificate that is not this node's is refused here (TLSError, exit 254).
         self.tls = None if config.insecure else NodeTLS.load(
@@ -174,13 +199,16 @@ class UkehiNode:
             peers=",".join(f"{k}={format_address(v)}" for k, v in cfg.peers.items()),
             policy=cfg.corruption_policy, read_mode=cfg.read_mode, join=cfg.join,
             election_ms=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
-            heartbeat_ms=cfg.heartbeat_ms, tick_ms=cfg.tick_ms, unsafe_bug=self.bug,
+            heartbeat_ms=cfg.heartbeat_ms, tick_ms=cfg.tick_ms, unsafe_bug=self.bug, fsync=cfg.fsync,
             tls="off" if self.tls is None else f"mutual ({self.tls.identity})",
         )
         if self.tls is None:
             self.log.warning("insecure", detail="--insecure: plain TCP, no authentication; anyone who can reach "
                              f"{format_address(cfg.listen)} can change membership, move leadership and forge "
                              "Raft messages")
+        if not cfg.fsync:
+            self.log.warning("unsafe-fsync-off", detail="fsync = false: WAL appends are acknowledged before "
+                             "they reach stable storage; a power cut can lose acknowledged writes")
         if self.bug is not None:
             # Loud on purpose: a node with a planted bug must never pass for a correct one.
             self.log.warning("unsafe-bug", bug=self.bug, detail=f"THIS NODE IS INCORRECT ON PURPOSE: "
@@ -216,6 +244,8 @@ class UkehiNode:
             stop_wait = loop.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
             failed = [t for t in done if t is not stop_wait and t.exception() is not None]
+            # The fatal line first, before anything else can happen.
+            code = self._fail_stop(failed[0]) if failed else 0
             self.phase = "stopping"
             for t in tasks:
                 t.cancel()
@@ -225,15 +255,28 @@ class UkehiNode:
                 except (asyncio.CancelledError, Exception):
                     pass
             stop_wait.cancel()
-            if failed:
-                exc = failed[0].exception()
-                tb = "".join(traceback.format_exception(exc)).strip().replace("\n", " | ")
-                self.log.error("fatal", task=failed[0].get_name(), error=repr(exc), traceback=tb)
-                print(f"ukehi node: fatal error in {failed[0].get_name()}: {exc!r}", file=sys.stderr)
-                return EXIT_START_FAILED
-            return 0
+            return code
         finally:
             await self._shutdown()
+
+    def _fail_stop(self, task: asyncio.Task[Any]) -> int:
+        """A task died: log the fatal line at once and pick the exit code. Shutdown then
+        saves nothing, since the state it would save is the state that broke."""
+        exc = task.exception()
+        self._fatal = True
+        core = self.core
+        if isinstance(exc, InvariantViolation):
+            term = exc.term if exc.term is not None else (core.term if core is not None else None)
+            self.log.fatal("invariant-violated", invariant=exc.invariant, term=term, index=exc.index,
+                           commit=core.log.committed if core is not None else None, applied=self.applied,
+                           detail=exc.detail)
+            print(f"ukehi node: stopped: Raft invariant {exc.invariant} violated at term {term}, index "
+                  f"{exc.index}: {exc.detail}", file=sys.stderr)
+            return EXIT_INVARIANT_VIOLATED
+        tb = "".join(traceback.format_exception(exc)).strip().replace("\n", " | ")
+        self.log.fatal("fatal", task=task.get_name(), error=repr(exc), traceback=tb)
+        print(f"ukehi node: fatal error in {task.get_name()}: {exc!r}", file=sys.stderr)
+        return EXIT_START_FAILED
 
     async def _shutdown(self) -> None:
         self.phase = "stopping"
@@ -242,16 +285,35 @@ class UkehiNode:
         await self.server.stop()
         await self.transport.close()
         if self.storage is not None:
-            try:
-                if self.core is not None:
-                    # Save the latest commit index (it is saved lazily while running).
-                    st = self.core.status()
-                    vote = None if self.bug == "forget-vote" else st.vote
-                    self.storage.hard_state.save(StoredHardState(st.term, vote, st.commit))
-            except (StorageError, OSError, ValueError) as e:
-                self.log.warning("shutdown-save-failed", error=str(e))
-            self.storage.close()
-        self.log.info("shutdown", applied=self.applied)
+            final = None
+            if self.core is not None and not self._fatal:
+                # Save the latest commit index (it is saved lazily while running).
+                st = self.core.status()
+                vote = None if self.bug == "forget-vote" else st.vote
+                final = StoredHardState(st.term, vote, st.commit)
+            # In a thread: it waits for a persist still running in another one.
+            await asyncio.to_thread(self._close_storage, final)
+        self.log.info("shutdown", applied=self.applied, fatal=self._fatal)
+
+    def _close_storage(self, final: StoredHardState | None) -> None:
+        """Wait for the storage work in flight, save `final` (if any), close the files."""
+        storage = self.storage
+        assert storage is not None
+        with self._storage_lock:
+            self._storage_closed = True
+            if final is not None:
+                try:
+                    storage.hard_state.save(final)
+                except (StorageError, OSError, ValueError) as e:
+                    self.log.warning("shutdown-save-failed", error=str(e))
+            storage.close()
+
+    def _storage_call(self, fn: Any, *args: Any) -> Any:
+        """Run a storage call (in a worker thread) unless shutdown closed the storage."""
+        with self._storage_lock:
+            if self._storage_closed:
+                raise StorageError("the node is stopping: storage is closed")
+            return fn(*args)
 
     # ================================================================== recovery
     async def _recover(self) -> int | None:
@@ -373,7 +435,7 @@ class UkehiNode:
         wal = self.storage.wal
         while True:
             await asyncio.sleep(BACKGROUND_FSYNC_S)
-            await asyncio.to_thread(wal.sync)
+            await asyncio.to_thread(self._storage_call, wal.sync)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -427,17 +489,16 @@ class UkehiNode:
         while inputs:
             item = inputs.popleft()
             kind = item[0]
+            if kind == "step":
+                # A peer's bad message is dropped; an InvariantViolation (or any other error:
+                # the core's state may be half-changed) leaves the Ready loop and stops the node.
+                try:
+                    core.step(item[1])
+                except BadPeerMessage as e:
+                    self._drop_bad_peer_message(item[1], e)
+                continue
             try:
-                if kind == "step":
-                    try:
-                        core.step(item[1])
-                    except (ValueError, TypeError):
-                        raise
-                    except Exception as e:
-                        # Peer input must never take the node down; a core bug shows in the log.
-                        m = item[1]
-                        self.log.error("step-failed", type=m.type, src=m.src, term=m.term, error=repr(e))
-                elif kind == "propose":
+                if kind == "propose":
                     self._do_propose(item[1], item[2], item[3])
                 elif kind == "conf":
                     _, changes, placed = item
@@ -464,10 +525,21 @@ class UkehiNode:
                 elif kind == "snapshot":
                     self._snapshot_waiters.append(item[1])
             except (ValueError, TypeError) as e:
-                # A message that fits the wire schema but not the core (wrong group/dst).
                 self.log.debug("input-dropped", kind=kind, error=str(e))
         if self._read_batch:
             self._start_reads()
+
+    def _drop_bad_peer_message(self, m: Any, e: BadPeerMessage) -> None:
+        """Count a peer message the core refused; warn (at most once a second, with the count)."""
+        self.bad_peer_messages += 1
+        now = time.monotonic()
+        if now - self._bad_peer_logged_at < BAD_PEER_LOG_INTERVAL:
+            self._bad_peer_unlogged += 1
+            return
+        self.log.warning("bad-peer-message", type=m.type, src=m.src, term=m.term, reason=str(e)[:200],
+                         dropped_total=self.bad_peer_messages, not_logged_since_last=self._bad_peer_unlogged)
+        self._bad_peer_logged_at = now
+        self._bad_peer_unlogged = 0
 
     def _do_propose(self, data: bytes, placed: asyncio.Future[Any], deadline: float) -> None:
         if placed.done():  # the client gave up before we got to it: do not propose
@@ -516,7 +588,7 @@ class UkehiNode:
                     vote = None if self.bug == "forget-vote" else h.vote
                     hs_to_save = StoredHardState(h.term, vote, h.commit)
                     self._last_saved_hs = key
-            await asyncio.to_thread(self._persist, rd, hs_to_save)
+            await asyncio.to_thread(self._storage_call, self._persist, rd, hs_to_save)
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         # 3: send (only now).
@@ -598,6 +670,10 @@ class UkehiNode:
         for e in entries:
             if e.index <= self.applied:
                 continue  # covered by a snapshot already installed
+            if e.index != self.applied + 1:
+                raise InvariantViolation(
+                    "apply-out-of-order", f"entry {e.index} reached the state machine, which applied "
+                    f"up to {self.applied}", index=e.index, term=self.core.term if self.core else None)
             if e.kind is EntryKind.CONFIG:
                 membership = decode_membership(e.data)
                 self.log.info("membership-changed", index=e.index, term=e.term,
@@ -664,10 +740,10 @@ class UkehiNode:
         meta = core.snapshot_meta_for(index)
         data = self.kv.snapshot()
         snap = StoredSnapshot(meta.index, meta.term, data, _membership_to_config(meta.membership))
-        await asyncio.to_thread(storage.snapshots.save, snap)
+        await asyncio.to_thread(self._storage_call, storage.snapshots.save, snap)
         if core.report_snapshot_taken(index, data) is None:
             return None
-        await asyncio.to_thread(storage.wal.compact_to, index)
+        await asyncio.to_thread(self._storage_call, storage.wal.compact_to, index)
         self.log.info("snapshot-created", index=index, term=meta.term, bytes=len(data), reason=why)
         return index
 
@@ -962,6 +1038,10 @@ class UkehiNode:
             **self.server.counters(),  # TLS, connection pools, forged/forbidden/refused counts
             "pending_proposals": len(self._proposals),
             "unsafe_bug": self.bug,
+            # Durability: false only with fsync = false in a --config file (needs
+            # UKEHI_I_KNOW_THIS_IS_UNSAFE=1); a power cut can then lose acknowledged writes.
+            "fsync": self.config.fsync,
+            "bad_peer_messages": self.bad_peer_messages,
             # The timers a fault schedule must stay inside (e.g. a link delay the new
             # leader's check-quorum tolerates).
             "election_timeout_ms": list(self.config.election_timeout_ms),

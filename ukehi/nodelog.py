@@ -15,7 +15,9 @@ from typing import Any, TextIO
 
 __all__ = ["NodeLogger", "format_line", "parse_line", "LEVELS"]
 
-LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+# fatal: the node stops right after writing the line (it never logs anything at fatal and
+# keeps running). A run whose nodes logged error or fatal lines deserves a look.
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "fatal": 50}
 
 # The events the node writes (documentation for people grepping the logs).
 EVENTS = (
@@ -33,7 +35,17 @@ EVENTS = (
     "membership-changed",
     "peer-connected", "peer-disconnected",
     "bad-frame",            # a connection sent a bad frame and was closed
-    "shutdown",
+    "bad-peer-message",     # warning: a peer's Raft message the core refused (malformed or
+                            # impossible), dropped and counted in status `bad_peer_messages`;
+                            # rate-limited, fields type, src, term, reason, dropped_total
+    "unsafe-bug",           # warning: a planted bug is on (harness self-tests only)
+    "unsafe-fsync-off",     # warning: fsync = false, acknowledged writes can be lost
+    "invariant-violated",   # fatal: the node's own Raft state broke an invariant; fields
+                            # invariant, term, index, commit, applied, detail; the node exits
+                            # at once with code 70 and saves nothing more
+    "fatal",                # fatal: a task died of an unexpected error; fields task, error,
+                            # traceback; the node exits with code 1
+    "shutdown",             # fatal=true after a fail-stop
 )
 
 
@@ -121,6 +133,10 @@ class NodeLogger:
 
     def error(self, event: str, **fields: Any) -> None:
         self.log("error", event, **fields)
+
+    def fatal(self, event: str, **fields: Any) -> None:
+        """The last words of a node that stops now (see EVENTS: invariant-violated, fatal)."""
+        self.log("fatal", event, **fields)
 
     def enabled(self, level: str) -> bool:
         return LEVELS[level] >= self.threshold
