@@ -204,3 +204,21 @@ def test_a_follower_that_already_holds_the_snapshot_index_acks_only_that_index()
     assert [(a.success, a.index) for a in acks] == [(True, 3)]
     assert n2.log.committed == 3 and rd.snapshot is None
     n2.advance(rd)
+
+
+def test_a_requested_snapshot_is_reported_after_advance_as_the_ready_contract_says():
+    n1 = RaftCore("n1", RaftConfig(election_tick=10, compaction_threshold=3), rng=random.Random(1),
+                  initial_membership=["n1"])
+    while n1.log.applied < 1:
+        n1.tick()
+        while n1.has_ready():
+            n1.advance(n1.ready())
+    for k in range(3):
+        n1.propose(b"x%d" % k)
+    rd = n1.ready()
+    assert rd.snapshot_request == 4 and rd.committed_entries[-1].index == 4
+    with pytest.raises(RuntimeError, match="advance"):  # not before advance
+        n1.report_snapshot_taken(4, b"state at 4")
+    n1.advance(rd)
+    meta = n1.report_snapshot_taken(4, b"state at 4")
+    assert meta is not None and meta.index == 4 and n1.log.snapshot.index == 4

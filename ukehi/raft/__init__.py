@@ -30,7 +30,8 @@ Inputs (never between ``ready()`` and ``advance()``):
 
 Outputs: ``while core.has_ready(): rd = core.ready(); <handle rd>; core.advance(rd)``.
 ``Ready`` (ready.py) documents the order: persist snapshot/entries/hard state durably, then
-send messages, then apply committed entries, then serve reads and take a requested snapshot.
+send messages, then apply committed entries, then serve reads; after ``advance``, take a
+requested snapshot (``report_snapshot_taken`` is refused between ``ready`` and ``advance``).
 A vote, an append acknowledgement or a snapshot acknowledgement only ever leaves in the
 Ready whose durable state already carries it.
 

@@ -12,7 +12,8 @@ __all__ = ["Ready", "Status", "PeerStatus"]
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """One batch of work for the driver. Handle it in this order, then call advance(ready):
+    """One batch of work for the driver. Handle steps 1-5 in this order, call advance(ready),
+    then step 6:
 
     1. `snapshot`: if set, durably store it, replace the state machine by it, and drop every
        stored log entry (the log now starts after snapshot.meta.index).
@@ -23,9 +24,10 @@ class Ready:
     4. `committed_entries`: apply them to the state machine, in order.
     5. `read_states`: serve each read once the state machine has applied `index`.
        `dropped_reads`: contexts of reads this node can no longer serve (it lost leadership).
-    6. `snapshot_request`: if set, after step 4 the state machine is at exactly this index;
-       snapshot it and call report_snapshot_taken(index, data) (optional but keeps the log
-       bounded).
+    6. `snapshot_request`: if set, once step 4 is done the state machine is at exactly this
+       index; after advance(ready) (the core refuses report_snapshot_taken between ready()
+       and advance()) and before applying anything more, snapshot it and call
+       report_snapshot_taken(index, data). Optional, but it keeps the log bounded.
     """
 
     hard_state: HardState | None = None
