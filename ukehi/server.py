@@ -51,6 +51,7 @@ from ukehi.tls import ROLE_ADMIN, ROLE_CLIENT, ROLE_NODE, Identity, identity_of
 __all__ = ["FrameHandler", "NodeServer"]
 
 _SMALL_FRAME = 64 * 1024
+_BURST = 20  # log lines per event and second about refused or dropped connections
 
 
 class FrameHandler(Protocol):
@@ -136,7 +137,7 @@ class NodeServer:
         self._conns: set[_Conn] = set()
         self._pending: OrderedDict[_Conn, None] = OrderedDict()  # oldest first
         self._pools: dict[str, int] = {"client": 0, "peer": 0}
-        self._last_log: dict[str, tuple[float, int]] = {}
+        self._last_log: dict[str, tuple[float, int, int]] = {}
         self.bad_frames = 0  # counters, reported in status
         self.refused_connections = 0
         self.evicted_connections = 0
@@ -166,14 +167,16 @@ class NodeServer:
         }
 
     def _limited(self, level: str, event: str, **fields: Any) -> None:
-        """Log, but at most one line per event per second (a flood must not flood the log);
-        the next line says how many were left out."""
+        """Log, but at most `_BURST` lines per event per second (a flood must not flood the
+        log); the next line logged says how many were left out."""
         now = time.monotonic()
-        last, suppressed = self._last_log.get(event, (0.0, 0))
-        if now - last < 1.0:
-            self._last_log[event] = (last, suppressed + 1)
+        start, logged, suppressed = self._last_log.get(event, (0.0, 0, 0))
+        if now - start >= 1.0:
+            start, logged = now, 0
+        if logged >= _BURST:
+            self._last_log[event] = (start, logged, suppressed + 1)
             return
-        self._last_log[event] = (now, 0)
+        self._last_log[event] = (start, logged + 1, 0)
         if suppressed:
             fields["suppressed"] = suppressed
         self.log.log(level, event, **fields)
@@ -270,6 +273,9 @@ class NodeServer:
             reason = f"no TLS handshake within {self.handshake_timeout:g}s"
         except ssl.SSLError as e:
             reason = e.reason or str(e)
+            detail = getattr(e, "verify_message", None)  # e.g. "certificate has expired"
+            if detail:
+                reason = f"{reason}: {detail}"
             if "WRONG_VERSION_NUMBER" in reason.upper() or "HTTP_REQUEST" in reason.upper():
                 reason = f"not TLS (plain TCP?): {reason}"
         except (ConnectionError, OSError) as e:
