@@ -22,7 +22,7 @@ import os
 from typing import Any, Mapping
 
 __all__ = ["KNOWN_BUGS", "ALIASES", "ENV_VAR", "UnsafeBugRefused", "canonical_bug", "check_unsafe_bug",
-           "raft_overrides", "BACKGROUND_FSYNC_S"]
+           "check_unsafe_fsync", "raft_overrides", "BACKGROUND_FSYNC_S"]
 
 ENV_VAR = "UKEHI_I_KNOW_THIS_IS_UNSAFE"
 
@@ -66,7 +66,7 @@ BACKGROUND_FSYNC_S = 1.0
 
 
 class UnsafeBugRefused(ValueError):
-    """The bug name is unknown or the safety switch is not set."""
+    """The bug name is unknown, or an unsafe setting was asked for without the safety switch."""
 
 
 def canonical_bug(name: str | None) -> str | None:
@@ -91,6 +91,22 @@ def check_unsafe_bug(name: str | None, environ: Mapping[str, str] | None = None)
             "in the environment if you really want that (test harness only)"
         )
     return canonical
+
+
+def check_unsafe_fsync(fsync: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """Validate `fsync = false` (config file only): gated like `--unsafe-bug`, since a node
+    that does not fsync acknowledges writes a power cut then loses. Returns `fsync` or
+    raises UnsafeBugRefused."""
+    if fsync:
+        return fsync
+    env = os.environ if environ is None else environ
+    if env.get(ENV_VAR) != "1":
+        raise UnsafeBugRefused(
+            "fsync = false turns durability off: the node acknowledges writes before they reach "
+            f"stable storage, and a power cut loses them. Remove it from the config file, or set "
+            f"{ENV_VAR}=1 in the environment if you really want that (benchmarks and tests only)"
+        )
+    return fsync
 
 
 def raft_overrides(name: str | None) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from ukehi.bugs import UnsafeBugRefused, check_unsafe_fsync
+
 __all__ = [
     "ConfigError",
     "NodeConfig",
@@ -264,8 +266,18 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
-def build_config(settings: Mapping[str, Any]) -> NodeConfig:
-    """Validate a merged settings dict (file values overridden by flags) into a NodeConfig."""
+def _boolean(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def build_config(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Validate a merged settings dict (file values overridden by flags) into a NodeConfig.
+
+    `environ` (default os.environ) is where `fsync = false` looks for its safety switch."""
     unknown = set(settings) - _KNOWN_KEYS
     if unknown:
         raise ConfigError(
@@ -307,6 +319,12 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
     unsafe_bug = settings.get("unsafe_bug")
     if unsafe_bug is not None and not isinstance(unsafe_bug, str):
         raise ConfigError(f"--unsafe-bug must be a name, got {unsafe_bug!r}")
+    # Durability off is gated like --unsafe-bug (ukehi/bugs.py): never by accident.
+    fsync = _boolean("fsync", settings.get("fsync", True))
+    try:
+        check_unsafe_fsync(fsync, environ)
+    except UnsafeBugRefused as e:
+        raise ConfigError(str(e)) from None
     idle = settings.get("idle_timeout", 120.0)
     try:
         idle = float(idle)
@@ -340,7 +358,7 @@ def build_config(settings: Mapping[str, Any]) -> NodeConfig:
         heartbeat_ms=heartbeat,
         log_level=_choice("--log-level", settings.get("log_level", "info"), LOG_LEVELS),
         join=join,
-        fsync=bool(settings.get("fsync", True)),
+        fsync=fsync,
         unsafe_bug=unsafe_bug,
         advertise=advertise,
     )

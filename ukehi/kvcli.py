@@ -30,7 +30,7 @@ EXIT_BAD_ARGUMENT = 254
 
 STATUS_KEYS = (
     "id", "role", "term", "leader", "leader_address", "commit_index", "applied_index",
-    "members", "learners", "recovering", "clock", "pid",
+    "members", "learners", "recovering", "clock", "pid", "fsync", "bad_peer_messages",
 )
 
 
