@@ -6,9 +6,17 @@
 
 Exit codes: 0 the operation took effect (for `get` also when the key is absent: nothing is
 printed and stderr says so), 1 it certainly did not take effect (e.g. cas compare failed,
-refused by fencing, no leader), 2 the outcome is unknown (timeout or connection lost after
-sending; it may still take effect), 254 bad arguments. `--json` prints one JSON object with
-`outcome`, `value`, `error`, `message` (and for `status` the node's status keys).
+refused by fencing, no leader; a read (`get`, `status`) that got no answer: a read has no
+effect; no address of --cluster is a Ukehi node), 2 the outcome of a write is unknown
+(timeout or connection lost after sending; it may still take effect), 254 bad arguments.
+`--json` prints one JSON object with `outcome`, `value`, `error`, `message` (and for
+`status` the node's status keys).
+
+Before the operation every --cluster address is asked for its status, within the connect
+timeout (1 s, or --timeout if shorter): an address that answers with bytes that are not a
+Ukehi frame, or closes the connection without answering, is "not a Ukehi node at H:P" and is
+left out (a warning says so); when no address answers as a Ukehi node in that time the
+command stops there, with nothing sent.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import json
 import sys
 from typing import Any
 
-from ukehi.client import FAIL, OK, Result, UkehiClient, parse_cluster
+from ukehi.client import CONNECT_FAILED, CONNECTION_LOST, FAIL, OK, TIMEOUT, UNKNOWN, Result, UkehiClient, parse_cluster
 
 __all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_UNKNOWN", "EXIT_BAD_ARGUMENT"]
 
@@ -27,6 +35,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNKNOWN = 2
 EXIT_BAD_ARGUMENT = 254
+
+# Commands that only read: one that got no answer certainly changed nothing.
+READS = frozenset({"get", "status"})
+NOT_UKEHI = "not_ukehi"  # client-side error code: the address does not speak Ukehi's protocol
+CONNECT_TIMEOUT = 1.0  # UkehiClient's default connect timeout
 
 STATUS_KEYS = (
     "id", "role", "term", "leader", "leader_address", "commit_index", "applied_index",
@@ -103,9 +116,54 @@ def _exit_code(result: Result) -> int:
     return EXIT_UNKNOWN
 
 
+def _fmt(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _not_ukehi_reason(result: Result) -> str | None:
+    """Why a status probe's result shows the address is not a Ukehi node (None: it may be)."""
+    message = result.message or ""
+    if result.ok:
+        return None
+    if "protocol error" in message:
+        return "it answered with bytes that are not a Ukehi frame"
+    if result.error == CONNECTION_LOST or (result.error == CONNECT_FAILED and "closed" in message):
+        return "it closed the connection without answering"
+    if result.error == TIMEOUT and result.outcome == UNKNOWN:
+        return "no answer to a status request"
+    return None  # refused, unreachable, TLS refused...: the operation's own error says it better
+
+
+async def _probe(addresses: list[str], timeout: float) -> dict[str, str]:
+    """Ask every address for its status at once; address -> why it is not (or may not be) a
+    Ukehi node, for the addresses that did not answer like one."""
+    async def one(address: str) -> tuple[str, str | None]:
+        async with UkehiClient([address], timeout=timeout, connect_timeout=timeout) as probe:
+            return address, _not_ukehi_reason(await probe.status(address, timeout=timeout))
+    found = await asyncio.gather(*(one(a) for a in addresses))
+    return {address: why for address, why in found if why is not None}
+
+
 async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
     cmd = args.kv_command
-    async with UkehiClient(args.cluster, timeout=args.timeout) as c:
+    addresses = [_fmt(a) for a in parse_cluster(args.cluster)]
+    if cmd == "status" and args.all:
+        return await _status_all(args, addresses)
+    limit = min(CONNECT_TIMEOUT, args.timeout)
+    strangers = await _probe(addresses, limit)
+    if len(strangers) == len(addresses):
+        silent = all(why.startswith("no answer") for why in strangers.values())
+        text = "; ".join(f"not a Ukehi node at {a} ({why} within {limit:g} s)" if why.startswith("no answer")
+                         else f"not a Ukehi node at {a} ({why})" for a, why in strangers.items())
+        if silent:
+            text += "; a paused or overloaded node says nothing either"
+        return Result(FAIL, error=NOT_UKEHI, message=text + "; nothing was sent", node=addresses[0]), None
+    for address, why in strangers.items():
+        print(f"ukehi kv: warning: not a Ukehi node at {address} ({why}); using the other addresses",
+              file=sys.stderr)
+    cluster = [a for a in addresses if a not in strangers]
+    async with UkehiClient(cluster, timeout=args.timeout) as c:
         if cmd == "get":
             return await c.get(args.key), None
         if cmd == "put":
@@ -122,14 +180,7 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
         if cmd == "release":
             return await c.release(args.lock, args.owner, args.token), None
         if cmd == "status":
-            if args.all:
-                every = await c.cluster_status()
-                ok = all(r.ok for r in every.values())
-                merged = Result(OK if ok else FAIL, value={a: r.to_dict() for a, r in every.items()},
-                                error=None if ok else "some_nodes_unreachable")
-                return merged, every
-            first = ",".join(f"{h}:{p}" for h, p in c.addresses[:1])
-            return await c.status(first), None
+            return await c.status(_fmt(c.addresses[0])), None
         if cmd == "add-node":
             return await c.add_node(args.node, args.address), None
         if cmd == "remove-node":
@@ -141,7 +192,31 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
     raise AssertionError(f"unhandled kv command {cmd}")
 
 
+async def _status_all(args: argparse.Namespace, addresses: list[str]) -> tuple[Result, Any]:
+    """`status --all`: every address's status; the ones that did not answer are named."""
+    async with UkehiClient(addresses, timeout=args.timeout) as c:
+        every = await c.cluster_status()
+    down = {a: r for a, r in every.items() if not r.ok}
+    for address, r in down.items():
+        why = _not_ukehi_reason(r)
+        if why is not None and not why.startswith("no answer"):
+            every[address] = Result(FAIL, error=NOT_UKEHI, message=f"not a Ukehi node at {address} ({why})",
+                                    node=address)
+    value = {a: r.to_dict() for a, r in every.items()}
+    if not down:
+        return Result(OK, value=value), every
+    named = ", ".join(f"{a} ({every[a].error}: {every[a].message})" for a in down)
+    return Result(FAIL, value=value, error="some_nodes_unreachable",
+                  message=f"{len(down)} of {len(every)} unreachable: {named}"), every
+
+
 def _print_human(cmd: str, result: Result, extra: Any) -> None:
+    if cmd == "status" and extra is not None:  # --all: every node's line, reachable or not
+        for addr, r in extra.items():
+            print(f"{addr}: " + (_status_line(r.value) if r.ok else f"unreachable ({r.error}: {r.message})"))
+        if not result.ok:
+            print(f"ukehi kv status: {result.message}", file=sys.stderr)
+        return
     if not result.ok:
         where = f" ({result.node})" if result.node else ""
         what = "did not happen" if result.outcome == FAIL else "outcome UNKNOWN (it may still take effect)"
@@ -154,13 +229,9 @@ def _print_human(cmd: str, result: Result, extra: Any) -> None:
         else:
             print(value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value)
     elif cmd == "status":
-        if extra is not None:
-            for addr, r in extra.items():
-                print(f"{addr}: " + (_status_line(r.value) if r.ok else f"unreachable ({r.error})"))
-        else:
-            for k in STATUS_KEYS:
-                if isinstance(value, dict) and k in value:
-                    print(f"{k}: {value[k]}")
+        for k in STATUS_KEYS:
+            if isinstance(value, dict) and k in value:
+                print(f"{k}: {value[k]}")
     elif cmd in ("acquire", "snapshot"):
         print(value)
     elif isinstance(value, dict):
@@ -193,6 +264,10 @@ def run(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as e:
         print(f"ukehi kv: error: {e}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
+    if args.kv_command in READS and result.unknown:
+        # A read changes nothing: one that got no answer certainly did not happen.
+        result = Result(FAIL, error=result.error, node=result.node, leader_hint=result.leader_hint,
+                        message=f"{result.message} (a read has no effect: nothing happened)")
     if args.json:
         out = result.to_dict()
         if args.kv_command == "status" and result.ok and isinstance(result.value, dict) and extra is None:

@@ -13,6 +13,9 @@ file was changed), 254 for a bad flag or config value, 1 for any other start-up 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
+import socket
 import sys
 from typing import Any
 
@@ -24,6 +27,7 @@ from ukehi.config import (
     ConfigError,
     NodeConfig,
     build_config,
+    format_address,
     load_config_file,
 )
 
@@ -127,12 +131,58 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         value = getattr(args, dest, None)
         if value is not None:
             settings[key] = value
+    _check_address_syntax(settings)
     config = build_config(settings)
     try:
         check_unsafe_bug(config.unsafe_bug)
     except UnsafeBugRefused as e:
         raise ConfigError(str(e)) from None
+    _check_listen_resolves(config, settings)
     return config
+
+
+_BRACKETED = re.compile(r"^\[([^\[\]]+)\]:(\d+)$")
+
+
+def _check_address_syntax(settings: dict[str, Any]) -> None:
+    """HOST:PORT texts that cannot be an address (an unclosed bracket, a bracketed host that
+    is not IPv6) are refused here, naming the address, before anything tries to bind to them."""
+    texts: list[tuple[str, str]] = []
+    for key in ("listen", "advertise"):
+        if isinstance(settings.get(key), str):
+            texts.append((f"--{key}", settings[key]))
+    peers = settings.get("peers")
+    if isinstance(peers, str):
+        for part in peers.split(","):
+            node_id, sep, addr = part.strip().partition("=")
+            if sep:
+                texts.append((f"--peers entry {node_id.strip()}", addr.strip()))
+    elif isinstance(peers, dict):
+        texts += [(f"peers entry {k}", str(v)) for k, v in peers.items()]
+    for what, text in texts:
+        if "[" in text or "]" in text:
+            m = _BRACKETED.match(text)
+            host = m.group(1) if m else None
+            try:
+                ok = host is not None and ipaddress.ip_address(host).version == 6
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"{what} {text!r} is not an address: write an IPv6 address in brackets, "
+                                  "e.g. [::1]:7001, and other hosts without them, e.g. 127.0.0.1:7001")
+
+
+def _check_listen_resolves(config: NodeConfig, settings: dict[str, Any]) -> None:
+    """The address this node binds to must resolve now (peers' names may resolve later)."""
+    host, port = config.listen
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        what = "--listen" if settings.get("listen") is not None else \
+            f"--peers entry {config.node_id} (this node's listen address)"
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"{what} {format_address(config.listen)!r}: host {host!r} does not resolve "
+                          f"({reason}); give an IP address or a host name this machine resolves") from None
 
 
 def run(args: argparse.Namespace) -> int:

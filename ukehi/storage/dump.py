@@ -9,8 +9,9 @@ then one line ``{"corruption_report": {...}}`` with the report under that policy
 policy is simulated in memory: nothing on disk changes. Under refuse-start the entries
 printed are those readable before the first corruption.
 
-Exit codes: 0 clean (a crash tail alone is clean), 3 corruption found and the policy
-would start, 4 the policy refuses to start, 254 bad argument or missing directory.
+Exit codes: 0 clean (a crash tail alone is clean; an empty WAL directory too), 3 corruption
+found and the policy would start, 4 the policy refuses to start, 254 bad argument, missing
+directory, or a directory whose files are not WAL segments (not a WAL: a wrong path).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 from .errors import CorruptionRefusedError, StorageError
 from .format import parse_segment_name
 from .policy import CorruptionPolicy, CorruptionReport
-from .scan import scan_wal
+from .scan import list_segments, scan_wal
 
 EXIT_CLEAN = 0
 EXIT_CORRUPTION_STARTS = 3
@@ -76,6 +77,19 @@ def resolve_wal_dir(path: str, group: int = 0) -> str:
         f"no WAL under {path}: expected {path}/group-{group}/wal, {path}/wal, or wal-*.seg files in {path}")
 
 
+def not_wal_files(wal_dir: str) -> list[str]:
+    """The files of a WAL directory that has no segment but other files (sorted), else [].
+
+    Such a directory is not a WAL (a wrong path), and must not be reported as a clean, empty
+    one. An empty directory is a WAL nothing was written to yet."""
+    if list_segments(wal_dir):
+        return []
+    try:
+        return sorted(n for n in os.listdir(wal_dir) if not n.startswith("."))
+    except OSError:
+        return []
+
+
 def _exit_code(report: CorruptionReport) -> int:
     if report.refused:
         return EXIT_REFUSED
@@ -87,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
         wal_dir = resolve_wal_dir(args.data_dir, args.group)
     except StorageError as exc:
         print(f"ukehi wal dump: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    strangers = not_wal_files(wal_dir)
+    if strangers:
+        shown = ", ".join(strangers[:5]) + (f" and {len(strangers) - 5} more" if len(strangers) > 5 else "")
+        print(f"ukehi wal dump: error: {wal_dir} holds no WAL segment (wal-NNNNNNNN.seg), only {shown}: "
+              "pass a node data directory, a group directory or a WAL directory", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
     try:
         scan = scan_wal(wal_dir, args.policy, with_locations=True)
