@@ -7,6 +7,7 @@ how to run *a* process on a node, nemeses only ask to (re)start a node.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -31,6 +32,16 @@ NODE_OPTION_FLAGS = {
 }
 # Fast timers for tests on one machine: elections in well under a second.
 DEFAULT_NODE_OPTIONS = {"election_timeout": "300:600", "heartbeat": 50}
+
+
+# What a node's own exit status says (ukehi/nodecli.py, ukehi/node.py).
+NODE_EXIT_MEANINGS = {
+    1: "crashed or could not start (level=fatal event=fatal, or a start-up error, in its log)",
+    4: "refused to start (corruption policy refuse-start)",
+    70: "stopped itself: a Raft invariant broke (level=fatal event=invariant-violated in its log)",
+    254: "bad arguments",
+}
+log = logging.getLogger("ukehi_jepsen.db")
 
 
 class DBError(RuntimeError):
@@ -80,6 +91,8 @@ class UkehiDB:
         # data dir was wiped (a removed node coming back fresh). Never a founder again:
         # a wiped founder would bootstrap a second, empty configuration.
         self.joiners: set[str] = set(self.nodes) - set(self.founding_voters())
+        # Nodes stop_all found dead of their own accord, with their exit status.
+        self.exited: dict[str, int] = {}
 
     def _make_certs(self) -> None:
         """A CA for this run only, and the harness's client and admin certificates.
@@ -199,10 +212,17 @@ class UkehiDB:
             self.start(name)
 
     def stop_all(self) -> None:
-        for handle in self.nodes.values():
-            if handle.process_state() == "T":
+        """Stop every node; a node found already exited with a non-zero status of its own
+        (not a kill: those are negative) is a crash, recorded in ``exited`` and run.log."""
+        for name, handle in self.nodes.items():
+            running = handle.is_running()
+            if running and handle.process_state() == "T":
                 handle.resume()  # a stopped process cannot act on SIGTERM
-            handle.stop()
+            status = handle.stop()
+            if not running and status is not None and status > 0:
+                self.exited[name] = status
+                log.warning("node %s had exited on its own with status %d: %s", name, status,
+                            NODE_EXIT_MEANINGS.get(status, "crashed"))
 
     def last_log_lines(self, name: str, count: int = 15) -> str:
         # Through the handle: on ssh and docker the log lives on the node, not on this disk.

@@ -221,3 +221,46 @@ def test_after_a_fail_stop_shutdown_saves_nothing(tmp_path):
         assert reopened.recovered.hard_state.term != 99
     finally:
         reopened.close()
+
+
+# -- the harness notices --------------------------------------------------------------------------
+
+
+class _Handle:
+    """A node handle whose process is gone or running, as the backends report it."""
+
+    def __init__(self, port: int, status: int | None, running: bool) -> None:
+        self.address, self.ports = "127.0.0.1", [port]
+        self.status, self.running, self.stopped = status, running, False
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def process_state(self) -> str | None:
+        return "S" if self.running else None
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        self.stopped = True
+        if self.running:
+            self.running = False
+            return -15
+        return self.status
+
+
+def test_the_harness_records_a_node_that_exited_on_its_own(caplog):
+    from types import SimpleNamespace
+
+    from harness.db import UkehiDB
+
+    handles = {
+        "n1": _Handle(7001, EXIT_INVARIANT_VIOLATED, running=False),  # stopped itself
+        "n2": _Handle(7002, None, running=True),                      # stopped by us: -15
+        "n3": _Handle(7003, -9, running=False),                       # killed by the nemesis
+    }
+    db = UkehiDB(SimpleNamespace(nodes=handles), insecure=True)
+    with caplog.at_level("WARNING", logger="ukehi_jepsen"):
+        db.stop_all()
+    assert all(h.stopped for h in handles.values())
+    assert db.exited == {"n1": EXIT_INVARIANT_VIOLATED}
+    assert "node n1 had exited on its own with status 70" in caplog.text
+    assert "Raft invariant broke" in caplog.text
