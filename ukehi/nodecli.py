@@ -6,8 +6,10 @@
 Settings may also come from `--config FILE` (JSON or TOML, keys = long flag names); a flag
 on the command line overrides the file. Exit codes: 0 after a clean shutdown, 4 when the
 RefuseStart corruption policy refused to start (the message names segment and offset; no
-file was changed), 254 for a bad flag or config value, 1 for any other start-up failure
-(for example the port is in use).
+file was changed), 254 for a bad flag or config value (`fsync = false` without
+UKEHI_I_KNOW_THIS_IS_UNSAFE=1 included), 1 for any other start-up failure (for example the
+port is in use) or a crash, 70 when the node stopped itself because a Raft invariant broke
+(its log ends with a `level=fatal event=invariant-violated` line).
 """
 
 from __future__ import annotations
