@@ -25,7 +25,9 @@ from checkers.readers import FORMATS, LoadedHistory, read_history_text, unpack_i
 from checkers.results import exit_code
 from checkers.stats import check_stats
 from checkers.visualize import visualize
+from checkers.elle import ELLE_MODELS
 from harness.cli import BadArgument
+from harness.commands.check_txn import is_transactional, run_check_txn
 from harness.store import HISTORY, TEST, RunDir
 
 _FORMAT_DEFAULT_MODEL = {"jepsen-log": "cas-register", "porcupine-kv": "porcupine-kv"}
@@ -61,12 +63,13 @@ def _torn_tail_policy(file: Path, ignore_torn_tail: bool) -> tuple[str, str | No
 def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initial: Optional[str] = None,
               time_limit: float = DEFAULT_TIME_LIMIT, html_out: Optional[Path] = None,
               workers: Optional[int] = None, independent: bool = False,
-              ignore_torn_tail: bool = False) -> tuple[dict[str, Any], str]:
+              ignore_torn_tail: bool = False, consistency: Optional[str] = None) -> tuple[dict[str, Any], str]:
     """Check ``file``; returns (result dict, human summary).  Raises :class:`BadArgument`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise BadArgument(f"unknown --format {fmt!r}; choose auto, {', '.join(FORMATS)}")
-    if model is not None and model not in MODEL_FACTORIES:
-        raise BadArgument(f"unknown --model {model!r}; choose one of {', '.join(MODEL_FACTORIES)}")
+    if model is not None and model not in MODEL_FACTORIES and model not in ELLE_MODELS:
+        raise BadArgument(f"unknown --model {model!r}; choose one of "
+                          f"{', '.join([*MODEL_FACTORIES, *ELLE_MODELS])}")
     if time_limit < 0:
         raise BadArgument(f"--time-limit must be >= 0 seconds (0: no limit), got {time_limit}")
     try:
@@ -92,6 +95,8 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
             loaded = LoadedHistory(unpack_independent(loaded.ops), loaded.format, loaded.conventions)
     except HistoryError as err:
         raise BadArgument(f"{file}: {err}") from None
+    if model in ELLE_MODELS or (model is None and is_transactional(loaded.ops)):
+        return run_check_txn(loaded.ops, file, loaded.format, model, time_limit, html_out, consistency)
     model_name = model or _FORMAT_DEFAULT_MODEL.get(loaded.format) or infer_model(loaded.ops)
     try:
         analysis = analyze(loaded.ops, model_name, initial=initial_value,
@@ -135,7 +140,11 @@ def register(app: typer.Typer) -> None:
                                                         "Jepsen log, Porcupine kv."),
         fmt: str = typer.Option("auto", "--format", help="auto|jsonl|edn|jepsen-log|porcupine-kv"),
         model: Optional[str] = typer.Option(None, "--model", help="register|cas-register|kv|porcupine-kv|"
-                                            "fenced-register (default: from the format and ops)"),
+                                            "fenced-register|list-append|rw-register (default: from the "
+                                            "format and ops)"),
+        consistency: Optional[str] = typer.Option(None, "--consistency", help="list-append/rw-register: "
+                                                  "models to check, comma-separated (default "
+                                                  "strict-serializable)"),
         initial: Optional[str] = typer.Option(None, "--initial", help="Register's initial value "
                                               "(JSON, or nil; default nil)."),
         time_limit: str = typer.Option(f"{DEFAULT_TIME_LIMIT:g}", "--time-limit",
@@ -155,7 +164,8 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise BadArgument(f"--time-limit must be a number of seconds, got {time_limit!r}") from None
         result, summary = run_check(Path(file), fmt, model, initial, seconds, html_out,
-                                    independent=independent, ignore_torn_tail=ignore_torn_tail)
+                                    independent=independent, ignore_torn_tail=ignore_torn_tail,
+                                    consistency=consistency)
         if as_json:
             typer.echo(json.dumps(result, default=repr))
         else:
