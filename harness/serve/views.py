@@ -175,6 +175,8 @@ def marked_log(run: Run, node: str, history: Sequence[Any], windows: Sequence[An
                 rows.append({"marker": f"{what} at {at:.2f} s"})
         active = [w.name for w in windows if t is not None and w.start_s <= t <= w.end_s]
         rows.append({"line": line, "t": None if t is None else f"{t:.2f}", "faults": active})
+    if origin is not None and len(lines) <= LOG_LINES:
+        rows += [{"marker": f"{what} at {at:.2f} s (after the last line)"} for at, what in pending]
     return rows, len(lines), origin
 
 
