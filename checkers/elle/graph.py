@@ -190,39 +190,59 @@ def _step(state: int, t: int, rule: str, require: int) -> int:
     return last_rw | (rw << 1) | (adjacent << 3) | (special << 4)
 
 
+def sub_components(sub: dict[int, dict[int, int]], mask: int) -> dict[int, int]:
+    """Component ids of the nodes of ``sub`` that lie on a cycle of ``mask`` edges."""
+    nodes = list(sub)
+    ids = {v: i for i, v in enumerate(nodes)}
+    src: list[int] = []
+    dst: list[int] = []
+    for u, row in sub.items():
+        for v, bits in row.items():
+            if bits & mask:
+                src.append(ids[u])
+                dst.append(ids[v])
+    return {nodes[i]: c for c, comp in enumerate(strongly_connected(len(nodes), src, dst)) for i in comp}
+
+
 def find_cycle(sub: dict[int, dict[int, int]], anchor_type: int, path_mask: int, rule: str = ANY,
                require: int = 0, n: int | None = None, max_anchors: int = 64,
-               deadline: float | None = None) -> list[tuple[int, int, int]] | None:
+               deadline: float | None = None, same: dict[int, int] | None = None,
+               only_same: bool = False, max_visits: int = 1 << 62) -> list[tuple[int, int, int]] | None:
     """A short cycle ``[(a, b, type), ...]`` through an edge of ``anchor_type``, or None.
 
-    Anchors are tried in node order, at most ``max_anchors`` of them; the first cycle
-    found is returned (the shortest through its anchor). ``n``: nodes ``>= n`` are
-    real-time barriers (never anchors).
+    At most ``max_anchors`` anchors are tried, those whose ends share a component of
+    ``same`` first (a cycle through them surely exists when ``same`` is the components
+    of the path edges plus the anchor's type); ``only_same`` skips the others (when no
+    cycle can pass through them). The first cycle found is returned (the shortest
+    through its anchor). ``n``: nodes ``>= n`` are real-time barriers (never anchors).
+    ``max_visits`` bounds the states one breadth-first search may visit.
     """
-    tried = 0
-    for a in sorted(sub):
+    anchors = []
+    for a in sub:
         if n is not None and a >= n:
             continue
         for b, bits in sub[a].items():
             t = bits & anchor_type
-            if not t:
-                continue
-            if tried >= max_anchors or (deadline is not None and time.monotonic() > deadline):
-                return None
-            tried += 1
-            t &= -t  # one type for the anchor
-            anchor_rw = t == RW
-            # after the anchor: last edge rw or not, and the required type seen or not; the
-            # anchor's own rw is counted by _accept, not in the state's rw count
-            start = (1 if anchor_rw else 0) | ((1 if t & require else 0) << 4)
-            found = _bfs(sub, a, b, start, path_mask, rule, require, anchor_rw)
-            if found is not None:
-                return [(a, b, t)] + found
+            if t:
+                inside = same is not None and a in same and same.get(b) == same[a]
+                if inside or not only_same:
+                    anchors.append((0 if inside else 1, a, b, t & -t))
+    anchors.sort()
+    for tried, (_, a, b, t) in enumerate(anchors):
+        if tried >= max_anchors or (deadline is not None and time.monotonic() > deadline):
+            return None
+        anchor_rw = t == RW
+        # after the anchor: last edge rw or not, and the required type seen or not; the
+        # anchor's own rw is counted by _accept, not in the state's rw count
+        start = (1 if anchor_rw else 0) | ((1 if t & require else 0) << 4)
+        found = _bfs(sub, a, b, start, path_mask, rule, require, anchor_rw, max_visits)
+        if found is not None:
+            return [(a, b, t)] + found
     return None
 
 
 def _bfs(sub: dict[int, dict[int, int]], a: int, b: int, start: int, path_mask: int, rule: str,
-         require: int, anchor_rw: bool) -> list[tuple[int, int, int]] | None:
+         require: int, anchor_rw: bool, max_visits: int) -> list[tuple[int, int, int]] | None:
     if b == a:
         return None
     parent: dict[tuple[int, int], tuple[int, int, int] | None] = {(b, start): None}
@@ -252,6 +272,8 @@ def _bfs(sub: dict[int, dict[int, int]], a: int, b: int, start: int, path_mask: 
                 if key not in parent:
                     parent[key] = (u, s, t)
                     queue.append(key)
+        if len(parent) > max_visits:
+            return None
     return None
 
 
@@ -309,11 +331,23 @@ def cycles_in_component(sub: dict[int, dict[int, int]], n: int, max_anchors: int
     Cycles of dependency edges only (G0 ... G2-item) are searched first; only when a
     component has none are cycles that need process order searched, then real-time ones:
     a cycle of a weaker class already rules out every model the stronger ones would.
+    G0 and G1c anchors are taken only inside components of the ww (ww+wr) subgraph, where
+    such a cycle surely exists; other searches try anchors inside components of their
+    edge types first, and bound each search's visits so a huge component stays cheap.
     """
+    budget = max(20_000, 4 * len(sub))
     for extra, require in _LEVELS:
         found: dict[str, list[tuple[int, int, int]]] = {}
+        comps: dict[int, dict[int, int]] = {}
         for anchor, mask, rule in _BASE_SEARCHES:
-            cycle = find_cycle(sub, anchor, mask | extra, rule, require, n, max_anchors, deadline)
+            full = mask | extra
+            if full not in comps:
+                comps[full] = sub_components(sub, full | anchor)
+            exact = anchor in (WW, WR) and not extra
+            if exact and not comps[full]:
+                continue
+            cycle = find_cycle(sub, anchor, full, rule, require, n, max_anchors, deadline,
+                               same=comps[full], only_same=exact, max_visits=budget)
             if cycle is not None:
                 folded = fold_barriers(cycle, n)
                 found.setdefault(classify(folded), folded)
