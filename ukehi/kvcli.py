@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -58,9 +59,11 @@ def _value(text: str, as_int: bool) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
+    # UKEHI_CLUSTER is the default, as ETCDCTL_ENDPOINTS is etcdctl's: set it once per shell.
+    env_cluster = os.environ.get("UKEHI_CLUSTER", "").strip() or None
     common.add_argument(
-        "--cluster", required=True, metavar="HOST:PORT,...",
-        help="addresses of one or more nodes (the client finds the leader)",
+        "--cluster", required=env_cluster is None, default=env_cluster, metavar="HOST:PORT,...",
+        help="addresses of one or more nodes (the client finds the leader); default: $UKEHI_CLUSTER",
     )
     common.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                         help="give up after this long (default 5); the outcome is then unknown")

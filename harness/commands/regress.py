@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="shorter runs (CI): every bug, a few minutes in all"),
         results_dir: str = typer.Option("results", help="where runs and the table are stored"),
         only: Optional[str] = typer.Option(None, help="comma list of bug names (or 'correct') to run only those"),
+        junit: Optional[str] = typer.Option(None, help="write JUnit XML to this file: one test case per case (CI)"),
+        json_out: bool = typer.Option(False, "--json", help="print the table as JSON on stdout; the rest goes "
+                                      "to stderr (CI)"),
     ) -> None:
         """Planted bugs must be caught, the correct build must pass; exit 0 if so, else 1."""
         from ukehi.bugs import KNOWN_BUGS
@@ -36,6 +39,14 @@ def register(app: typer.Typer) -> None:
             check_writable(results_dir)
         except StoreError as err:
             raise BadArgument(str(err)) from None
+        from dataclasses import asdict
+
+        from ..ci import CIError, Report, regress_cases
+
+        try:  # --junit and --json (harness/ci.py), written once the suite has run
+            report = Report("ukehi-jepsen regress", junit, json_out)
+        except CIError as err:
+            raise BadArgument(str(err)) from None
         rows, summary, stored = run_suite(results_dir, quick=quick, only=names)
         print()
         print(format_table(rows))
@@ -48,4 +59,7 @@ def register(app: typer.Typer) -> None:
               + f"; correct-build runs: {summary['correct_runs']}, false alarms: {summary['false_alarms']}"
               + (f"; median first violation at {median} s of test time" if median is not None else ""))
         print(f"table stored in {stored}")
+        report.cases = regress_cases(rows)
+        report.finish({"ok": summary["ok"], "summary": summary, "rows": [asdict(r) for r in rows],
+                       "table_dir": str(stored), "quick": quick})
         raise typer.Exit(EXIT_VALID if summary["ok"] else EXIT_INVALID)

@@ -194,6 +194,11 @@ def register(app: typer.Typer) -> None:
         ssh_known_hosts: Optional[str] = typer.Option(None, help="--backend ssh: known_hosts file "
                                                       "(default ~/.ssh/known_hosts)"),
         ssh_node_port: int = typer.Option(7000, help="--backend ssh: port the node listens on, on each host"),
+        nodes_file: Optional[str] = typer.Option(
+            None, help="a file of node names or hosts, one a line (# comments), merged with --nodes"),
+        junit: Optional[str] = typer.Option(None, help="write JUnit XML to this file: one test case per run (CI)"),
+        json_out: bool = typer.Option(False, "--json", help="print the results as JSON on stdout; the summary "
+                                      "goes to stderr (CI)"),
     ) -> None:
         """Start a cluster, run a workload under faults, check the history, write plots."""
         from ..run import run_test
@@ -202,6 +207,12 @@ def register(app: typer.Typer) -> None:
             raise BadArgument(f"--test-count {test_count}: give 1 or more")
         ssh = dict(ssh_user=ssh_user, ssh_key=ssh_key, ssh_port=ssh_port, ssh_host_key_policy=ssh_host_key_policy,
                    ssh_known_hosts=ssh_known_hosts, ssh_node_port=ssh_node_port)
+        from ..ci import CIError, Report, merge_nodes
+
+        try:  # --nodes-file (harness/ci.py)
+            nodes = merge_nodes(nodes, nodes_file)
+        except CIError as err:
+            raise BadArgument(str(err)) from None
         try:
             specs = [build_spec(workload=workload, nemesis=nemesis, nemesis_interval=nemesis_interval,
                                 nodes=nodes, node_count=node_count, concurrency=concurrency, rate=rate,
@@ -212,6 +223,10 @@ def register(app: typer.Typer) -> None:
                                 insecure=insecure)
                      for i in range(test_count)]
         except (SpecError, StoreError) as err:
+            raise BadArgument(str(err)) from None
+        try:  # --junit and --json: collected per run, written at the end
+            report = Report("ukehi-jepsen run", junit, json_out)
+        except CIError as err:
             raise BadArgument(str(err)) from None
         rows = []
         worst = EXIT_VALID
@@ -234,8 +249,10 @@ def register(app: typer.Typer) -> None:
             if outcome.interrupted:
                 print(f"interrupted ({outcome.interrupted}): partial history kept; check it again with "
                       "`ukehi-jepsen analyze`", file=sys.stderr)
+                report.finish()  # the runs that finished, in the JUnit file and the JSON
                 # the shell's convention: 128 + the signal's number (130 Ctrl-C, 143 SIGTERM)
                 raise typer.Exit(128 + int(getattr(signal.Signals, outcome.interrupted, signal.SIGINT)))
+            report.add_run(spec, outcome.verdict, str(outcome.run.path))
             code = exit_code(outcome.verdict["valid"])
             worst = max(worst, code, key=lambda c: {EXIT_VALID: 0, EXIT_UNKNOWN: 1, EXIT_INVALID: 2}[c])
             rows.append((spec.seed, _verdict_word(outcome.verdict["valid"]), outcome.verdict.get("ops", 0),
@@ -244,6 +261,7 @@ def register(app: typer.Typer) -> None:
             print(f"\n{'seed':>6}  {'verdict':<8} {'ops':>7}  run")
             for seed_, word, ops, path in rows:
                 print(f"{seed_:>6}  {word:<8} {ops:>7}  {path}")
+        report.finish()
         raise typer.Exit(worst)
 
     @app.command()
