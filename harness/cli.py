@@ -46,6 +46,14 @@ class BadArgument(Exception):
     """Raised by a command for bad user input; the message must say how to fix it."""
 
 
+def _version(value: bool) -> None:
+    if value:
+        from ukehi import __version__
+
+        print(f"ukehi-jepsen {__version__} (Python {sys.version.split()[0]})")
+        raise typer.Exit(EXIT_VALID)
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="ukehi-jepsen",
@@ -53,31 +61,96 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        # click's plain help wraps at the terminal's width (readable at 80 columns); the rich
+        # tables squeezed help text into a narrow column and cut values with "…".
+        rich_markup_mode=None,
     )
+
+    @app.callback()
+    def root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                          help="print the version and exit")) -> None:
+        """Jepsen-style verification of Ukehi: run tests, inject faults, check histories.
+
+        Exit codes: 0 valid, 1 invalid, 2 unknown, 254 bad arguments, 255 crashed."""
+
     for module_path in _COMMAND_MODULES:
         importlib.import_module(module_path).register(app)
     return app
 
 
+def _command_path(command: click.Command, args: Sequence[str]) -> str:
+    """``ukehi-jepsen run``, ``ukehi-jepsen cluster up``...: the words naming the command."""
+    words = ["ukehi-jepsen"]
+    for arg in args:
+        commands = getattr(command, "commands", None)  # a group (typer may bring its own click)
+        if arg.startswith("-") or not isinstance(commands, dict):
+            break
+        sub = commands.get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return " ".join(words)
+
+
+_TYPE_NEEDS = {"float": "give a number", "integer": "give a whole number", "int": "give a whole number",
+               "boolean": "give true or false", "bool": "give true or false"}
+
+
+def _given(args: Sequence[str], opts: Sequence[str]) -> str | None:
+    """The value typed after one of ``opts`` (``--x V`` or ``--x=V``), the last one given."""
+    value = None
+    for i, arg in enumerate(args):
+        for opt in opts:
+            if arg == opt and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(opt + "="):
+                value = arg[len(opt) + 1:]
+    return value
+
+
+def _usage_error_text(err: BaseException, where: str, args: Sequence[str]) -> str:
+    """A click/typer usage error as one line in the CLI's own style (``--flag 'value': what to
+    give``, like the commands' own errors), with where to find help."""
+    format_message = getattr(err, "format_message", None)  # names the option: "Invalid value for ..."
+    message = " ".join(str(format_message() if callable(format_message) else err).split())
+    param = getattr(err, "param", None)
+    opts = list(getattr(param, "opts", None) or [])
+    if param is not None and opts and message.startswith("Invalid value"):
+        flag = max(opts, key=len)
+        value = _given(args, opts)
+        # typer >= 0.24 describes the annotation; click names its parameter types
+        annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        kind = getattr(annotation, "__name__", None) or getattr(getattr(param, "type", None), "name", "")
+        need = _TYPE_NEEDS.get(kind, message.partition(": ")[2])
+        message = f"{flag} {value!r}: {need}" if value is not None else f"{flag}: {need}"
+    ctx = getattr(err, "ctx", None)
+    path = getattr(ctx, "command_path", None) or where
+    return f"{path}: error: {message} (see {path} --help)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; every error is one line ``ukehi-jepsen CMD: error: what; what to do``,
+    as the ``ukehi`` CLI writes them."""
     app = build_app()
     command = typer.main.get_command(app)
+    args = list(argv) if argv is not None else sys.argv[1:]
+    where = _command_path(command, args)
     try:
-        result = command.main(args=list(argv) if argv is not None else None,
-                              prog_name="ukehi-jepsen", standalone_mode=False)
+        result = command.main(args=args, prog_name="ukehi-jepsen", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exit_:
         return int(getattr(exit_, "exit_code", 0) or 0)
     except _NO_ARGS_HELP as help_:
         help_.show()  # type: ignore[attr-defined]
         return EXIT_VALID
     except _USAGE_ERRORS as err:
-        err.show()  # type: ignore[attr-defined]
+        print(_usage_error_text(err, where, args), file=sys.stderr)
         return EXIT_BAD_ARGUMENT
     except (click.Abort, typer.Abort):
         print("aborted", file=sys.stderr)
         return EXIT_CRASHED
     except BadArgument as err:
-        print(f"ukehi-jepsen: error: {err}", file=sys.stderr)
+        print(f"{where}: error: {err}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
     except Exception:  # noqa: BLE001 - the last line of defence maps a crash to 255
         traceback.print_exc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def error_line(done: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("ukehi-jepsen: error: ")
+    assert re.match(r"^ukehi-jepsen (check|analyze): error: ", lines[0]), lines[0]
     return lines[0]
 
 

@@ -53,7 +53,7 @@ def test_unreachable_ssh_host_keeps_latest_and_logs_why(tmp_path):
     """From a temporary cwd with a relative --results-dir: sshd is not on port 1."""
     before = previous_run(tmp_path / "results")
     done = subprocess.run(CLI + ["run", "--backend", "ssh", "--nodes", "127.0.0.1", "--ssh-port", "1",
-                                 "--time-limit", "5", "--results-dir", "results"],
+                                 "--nemesis", "none", "--time-limit", "5", "--results-dir", "results"],
                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 254, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -66,7 +66,8 @@ def test_unreachable_ssh_host_keeps_latest_and_logs_why(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_keeps_history_partial_results_and_names_the_signal(tmp_path):
-    proc = subprocess.Popen(CLI + ["run", "--time-limit", "40", "--results-dir", "results"], cwd=tmp_path,
+    proc = subprocess.Popen(CLI + ["run", "--nemesis", "none", "--time-limit", "40", "--results-dir", "results"],
+                            cwd=tmp_path,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         history = None

@@ -24,15 +24,20 @@ EXIT_BAD_ARGUMENT = 254
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on bad arguments; the project's convention is 254."""
+    """argparse exits 2 on bad arguments; the project's convention is 254, and one line
+    ``ukehi CMD: error: what (see ukehi CMD --help)``, as ukehi-jepsen writes them."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_BAD_ARGUMENT, f"{self.prog}: error: {message}\n")
+        message = " ".join(message.split())
+        self.exit(EXIT_BAD_ARGUMENT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ukehi import __version__
+
     parser = _Parser(prog="ukehi", description="Ukehi: a Raft-replicated key-value node.")
+    parser.add_argument("--version", action="version",
+                        version=f"ukehi {__version__} (Python {sys.version.split()[0]})")
     groups: dict[str, argparse._SubParsersAction] = {}
     top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     top.required = True

@@ -82,7 +82,10 @@ def register(app: typer.Typer) -> None:
 
     @cluster_app.command("up")
     def up(
-        nodes: int = typer.Option(3, "--nodes", help="number of nodes (n1..nN)"),
+        nodes: Optional[str] = typer.Option(None, "--nodes", help="node names (n1,n2,n3) or how many "
+                                            "(3), as in `run` (default 3)"),
+        node_count: Optional[int] = typer.Option(None, "--node-count", help="number of nodes, the same "
+                                                 "as --nodes N"),
         backend: str = typer.Option("docker", help="docker (the only backend that keeps a cluster up)"),
         name: str = name_option,
         results_dir: str = typer.Option("results", help="the node data and logs go to "
@@ -95,14 +98,16 @@ def register(app: typer.Typer) -> None:
         from ..backends.base import BackendError
         from ..backends.docker import DockerCluster
         from ..db import DBError, UkehiDB
-        from ..spec import default_node_names
+        from ..spec import SpecError
         from ..store import check_writable, timestamp
 
         if backend != "docker":
             raise BadArgument(f"--backend {backend}: `cluster up` runs clusters in containers only "
                               "(--backend docker); for local processes use `ukehi-jepsen run --leave-running`")
-        if not 1 <= nodes <= 50:
-            raise BadArgument(f"--nodes {nodes}: give 1 to 50 (3 or 5 is usual)")
+        try:  # --nodes and --node-count mean what they mean for `run`
+            names = node_names(nodes, node_count, most=50)
+        except SpecError as err:
+            raise BadArgument(str(err)) from None
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise BadArgument(f"--name {name!r}: use letters, digits, '-' and '_'")
         client = _client()
@@ -112,8 +117,9 @@ def register(app: typer.Typer) -> None:
                               f"`ukehi-jepsen cluster down --name {name}` first, or choose another --name")
         root = check_writable(results_dir)
         where = (Path(root) / f"cluster-{name}" / timestamp()).resolve()
-        cluster = DockerCluster(default_node_names(nodes), results_dir=where, image=image, subnet=subnet,
+        cluster = DockerCluster(names, results_dir=where, image=image, subnet=subnet,
                                 kind="cluster", cluster_name=name, client=client)
+        from .run import node_names
         try:
             cluster.open()
             # Ukehi's own timers (None = the node's default), not the fast ones of a test run.
@@ -130,7 +136,7 @@ def register(app: typer.Typer) -> None:
         cluster.leave_running()
         cluster.close()
         endpoints = db.addresses()
-        print(f"cluster {name} is up: {nodes} node(s) on Docker network {cluster.network_name} "
+        print(f"cluster {name} is up: {len(names)} node(s) on Docker network {cluster.network_name} "
               f"({cluster.subnet}), leader {leader}")
         for node_name, handle in cluster.nodes.items():
             print(f"  {node_name:<4} {handle.address}:{handle.ports[0]:<6} container "

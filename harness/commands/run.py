@@ -49,15 +49,10 @@ def build_spec(*, workload: str, nemesis: Optional[str], nemesis_interval: Optio
         nemesis = ",".join(default_nemeses(workload, backend))
         nemesis_interval = DEFAULT_NEMESIS_INTERVAL if nemesis_interval is None else nemesis_interval
     nemesis_interval = 5.0 if nemesis_interval is None else nemesis_interval
-    if nodes and node_count is not None:
-        raise SpecError("give either --nodes or --node-count, not both")
-    if nodes:
-        names = [n.strip() for n in nodes.split(",") if n.strip()]
-    else:
-        count = 3 if node_count is None else node_count
-        if count < 1:
-            raise SpecError(f"--node-count {count}: a cluster needs at least 1 node (3 or 5 is usual)")
-        names = default_node_names(count)
+    if backend == "ssh" and nodes and nodes.strip().isdigit():
+        raise SpecError(f"--nodes {nodes.strip()}: with --backend ssh, --nodes are the hosts "
+                        "(names or addresses, e.g. 10.0.0.11,10.0.0.12,10.0.0.13), not a count")
+    names = node_names(nodes, node_count)
     try:
         nemeses = parse_nemeses(nemesis)
     except ValueError as err:
@@ -77,6 +72,30 @@ def build_spec(*, workload: str, nemesis: Optional[str], nemesis_interval: Optio
         rate=rate, time_limit=time_limit, seed=seed, read_mode=read_mode,
         corruption_policy=corruption_policy, results_dir=results_dir, leave_running=leave_running,
         node_options=options, workload_options=workload_options, insecure=insecure, **(ssh or {}))
+
+
+def node_names(nodes: Optional[str], node_count: Optional[int], *, default: int = 3,
+               most: Optional[int] = None) -> list[str]:
+    """``--nodes`` and ``--node-count``, read the same way by ``run`` and ``cluster up``:
+    ``--nodes`` takes node names (``n1,n2,n3``) or how many (``3``: n1..n3), ``--node-count N``
+    is ``--nodes N``; neither gives ``default`` nodes."""
+    if nodes is not None and node_count is not None:
+        raise SpecError("give either --nodes or --node-count, not both")
+    flag = "--node-count"
+    if nodes is not None and nodes.strip().isdigit():
+        flag, node_count, nodes = "--nodes", int(nodes), None
+    if nodes is not None:
+        names = [n.strip() for n in nodes.split(",") if n.strip()]
+        if not names:
+            raise SpecError(f"--nodes {nodes!r}: give node names (n1,n2,n3) or how many (3)")
+    else:
+        count = default if node_count is None else node_count
+        if count < 1:
+            raise SpecError(f"{flag} {count}: a cluster needs at least 1 node (3 or 5 is usual)")
+        names = default_node_names(count)
+    if most is not None and len(names) > most:
+        raise SpecError(f"{len(names)} nodes: give 1 to {most} (3 or 5 is usual)")
+    return names
 
 
 def _whole_number(minimum: int, unit: str) -> tuple[str, Any]:
@@ -163,12 +182,13 @@ def register(app: typer.Typer) -> None:
     def run(
         workload: str = typer.Option("register", help="register, kv or fencing"),
         nemesis: Optional[str] = typer.Option(
-            None, help=f"comma list of faults ({','.join(NEMESES)}) or none; default: the mix that "
+            None, help=f"comma list of faults ({', '.join(NEMESES)}) or none; default: the mix that "
                        "caught the planted bugs, as far as this machine allows (README, Default faults)"),
         nemesis_interval: Optional[float] = typer.Option(
             None, help="mean seconds between fault ops (default 5; 1 with the default mix)"),
-        nodes: Optional[str] = typer.Option(None, help="node names, e.g. n1,n2,n3"),
-        node_count: Optional[int] = typer.Option(None, help="number of nodes (default 3)"),
+        nodes: Optional[str] = typer.Option(None, help="node names (n1,n2,n3) or how many (3); "
+                                            "with --backend ssh, the hosts"),
+        node_count: Optional[int] = typer.Option(None, help="number of nodes, the same as --nodes N (default 3)"),
         concurrency: str = typer.Option("2n", help="clients: a number, or Nn for N per node"),
         rate: float = typer.Option(50.0, help="target ops/s over all clients"),
         time_limit: float = typer.Option(20.0, help="seconds of the main phase"),

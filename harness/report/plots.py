@@ -23,9 +23,16 @@ from harness.report.faults import fault_events
 from harness.report.pairs import OpPair, history_span_s, pair_ops
 
 OUTCOME_COLORS = {"ok": "#2a9d3f", "fail": "#d62728", "info": "#f0a202"}
+# Each operation its own color, as in Jepsen's plots: successes in distinct cool hues, failures
+# in shades of red, unknown outcomes in shades of orange; the marker still tells f apart too.
+OP_COLORS = {"ok": ("#1f77b4", "#2a9d3f", "#9467bd", "#17becf", "#8c564b", "#e377c2"),
+             "fail": ("#d62728", "#ff6f91", "#a50f15", "#f4a6a6"),
+             "info": ("#f0a202", "#ffbb78", "#c76b00", "#ffd92f")}
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
 FAULT_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22")
 QUANTILES = ((0.5, "p50", "-"), (0.95, "p95", "--"), (0.99, "p99", "-."), (1.0, "max", ":"))
+# latency-quantiles.png draws these two per operation (its colors): the typical and the tail
+PLOTTED_QUANTILES = ("p50", "p99")
 FIGSIZE = (11, 5.5)
 DPI = 100
 
@@ -55,6 +62,15 @@ def _markers(fs: Iterable[str]) -> dict[str, str]:
     return {f: MARKERS[i % len(MARKERS)] for i, f in enumerate(sorted(set(fs)))}
 
 
+def op_color(fs: Iterable[str], f: str, outcome: str) -> str:
+    """The color of ``f``'s ``outcome`` among the operations ``fs``: f's own hue in that
+    outcome's family (ok: cool hues, fail: reds, info: oranges)."""
+    palette = OP_COLORS.get(outcome)
+    if palette is None:
+        return "black"
+    return palette[sorted(set(fs)).index(f) % len(palette)]
+
+
 def _shade(ax: Axes, history: Sequence[Op], specs: Iterable[Any] | None) -> list[Line2D]:
     """Shade fault windows and draw fault instants; return legend handles for them."""
     windows, instants = fault_events(history, specs)
@@ -74,7 +90,8 @@ def _client_pairs(history: Sequence[Op]) -> list[OpPair]:
 
 
 def render_latency(history: Sequence[Op], path: str | Path, specs: Iterable[Any] | None = None) -> Path:
-    """Every client op as a point: invocation time vs latency (log), color = outcome, marker = f."""
+    """Every client op as a point: invocation time vs latency (log); color = f and outcome
+    (:func:`op_color`), marker = f."""
     fig, ax = _figure()
     pairs = _client_pairs(history)
     title = "Latency of every operation"
@@ -82,13 +99,14 @@ def render_latency(history: Sequence[Op], path: str | Path, specs: Iterable[Any]
         _empty(ax, title, "no client operations in this history")
         return _save(fig, path)
     marker = _markers(p.f for p in pairs)
+    fs = {p.f for p in pairs}
     groups: dict[tuple[str, str], list[OpPair]] = defaultdict(list)
     for p in pairs:
         groups[(p.f, p.type)].append(p)
     handles = _shade(ax, history, specs)
     for (f, outcome), ps in sorted(groups.items()):
         ax.scatter([p.start_s for p in ps], [max(p.latency_ms, 1e-3) for p in ps], s=10,
-                   marker=marker[f], color=OUTCOME_COLORS.get(outcome, "black"), alpha=0.7,
+                   marker=marker[f], color=op_color(fs, f, outcome), alpha=0.7,
                    label=f"{f} {outcome}", zorder=2, linewidths=0)
     ax.set_yscale("log")
     ax.set_xlabel("time since test start (s)")
@@ -105,14 +123,34 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def quantile_window(history: Sequence[Op], window_s: float | None = None) -> float:
+    """Width (s) of latency-quantiles' time windows: ``window_s``, or 1/40 of the history."""
+    t0, t1 = history_span_s(history)
+    return window_s or max((t1 - t0) / 40.0, 1e-3)
+
+
+def with_gaps(points: Sequence[tuple[float, float]], width: float) -> tuple[list[float], list[float]]:
+    """x and y lists for a line through window midpoints, broken (NaN) where windows with no
+    data lie between two points, so a line never bridges a stretch without operations."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for x, y in points:
+        if xs and x - xs[-1] > 1.5 * width:
+            xs.append((xs[-1] + x) / 2)
+            ys.append(math.nan)
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
 def latency_quantiles(history: Sequence[Op], window_s: float | None = None
                       ) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """f -> quantile name -> [(window midpoint s, latency ms)] over completed client ops."""
     pairs = _client_pairs(history)
     if not pairs:
         return {}
-    t0, t1 = history_span_s(history)
-    width = window_s or max((t1 - t0) / 40.0, 1e-3)
+    t0, _ = history_span_s(history)
+    width = quantile_window(history, window_s)
     buckets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in pairs:
         buckets[p.f][int((p.start_s - t0) // width)].append(p.latency_ms)
@@ -130,20 +168,24 @@ def latency_quantiles(history: Sequence[Op], window_s: float | None = None
 
 def render_latency_quantiles(history: Sequence[Op], path: str | Path, specs: Iterable[Any] | None = None,
                              window_s: float | None = None) -> Path:
-    """p50/p95/p99/max latency per time window, one color per f, one line style per quantile."""
+    """p50 (solid) and p99 (dashed) latency per time window, one color per f (its ok color in
+    the other plots); lines break over windows without operations."""
     fig, ax = _figure()
     title = "Latency quantiles over time"
     data = latency_quantiles(history, window_s)
     if not data:
         _empty(ax, title, "no client operations in this history")
         return _save(fig, path)
+    width = quantile_window(history, window_s)
     handles = _shade(ax, history, specs)
-    for i, f in enumerate(sorted(data)):
-        color = FAULT_COLORS[(i + 3) % len(FAULT_COLORS)] if len(data) > 1 else "#222222"
-        for _, name, style in QUANTILES:
-            pts = data[f][name]
-            ax.plot([x for x, _ in pts], [max(y, 1e-3) for _, y in pts], ls=style, color=color,
-                    marker=".", markersize=3, label=f"{f} {name}", zorder=2)
+    styles = {name: style for _, name, style in QUANTILES}
+    styles["p99"] = "--"
+    for f in sorted(data):
+        color = op_color(data, f, "ok")
+        for name in PLOTTED_QUANTILES:
+            xs, ys = with_gaps([(x, max(y, 1e-3)) for x, y in data[f][name]], width)
+            ax.plot(xs, ys, ls=styles[name], color=color, marker=".", markersize=3, label=f"{f} {name}",
+                    zorder=2)
     ax.set_yscale("log")
     ax.set_xlabel("time since test start (s)")
     ax.set_ylabel("latency (ms)")
@@ -168,7 +210,7 @@ def throughput(history: Sequence[Op], bin_s: float = 1.0) -> dict[tuple[str, str
 
 def render_rate(history: Sequence[Op], path: str | Path, specs: Iterable[Any] | None = None,
                 bin_s: float = 1.0) -> Path:
-    """Completed client ops per second, by f (marker) and outcome (color)."""
+    """Completed client ops per second; color = f and outcome (:func:`op_color`), marker = f."""
     fig, ax = _figure()
     title = "Throughput"
     data = throughput(history, bin_s)
@@ -176,11 +218,12 @@ def render_rate(history: Sequence[Op], path: str | Path, specs: Iterable[Any] | 
         _empty(ax, title, "no client operations in this history")
         return _save(fig, path)
     marker = _markers(f for f, _ in data)
+    fs = {f for f, _ in data}
     handles = _shade(ax, history, specs)
     for (f, outcome), pts in sorted(data.items()):
         # steps-post draws each bin from its start: repeat the last value at the last bin's end
         xs, ys = [x for x, _ in pts] + [pts[-1][0] + bin_s], [y for _, y in pts] + [pts[-1][1]]
-        ax.plot(xs, ys, color=OUTCOME_COLORS.get(outcome, "black"), markevery=list(range(len(pts))),
+        ax.plot(xs, ys, color=op_color(fs, f, outcome), markevery=list(range(len(pts))),
                 marker=marker[f], markersize=4, lw=1, drawstyle="steps-post", label=f"{f} {outcome}", zorder=2)
     ax.set_xlabel("time since test start (s)")
     ax.set_ylabel(f"operations per second ({bin_s:g} s bins)")

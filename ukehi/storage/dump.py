@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         wal_dir = resolve_wal_dir(args.data_dir, args.group)
     except StorageError as exc:
-        print(f"ukehi wal dump: {exc}", file=sys.stderr)
+        print(f"ukehi wal dump: error: {exc}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
     strangers = not_wal_files(wal_dir)
     if strangers:
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         entries, locations, report = exc.entries, exc.locations, exc.report  # type: ignore[assignment]
         print(f"ukehi wal dump: {exc}", file=sys.stderr)
     except StorageError as exc:
-        print(f"ukehi wal dump: {exc}", file=sys.stderr)
+        print(f"ukehi wal dump: error: {exc}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
     out = sys.stdout
     dumps = json.dumps
