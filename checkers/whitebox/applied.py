@@ -40,15 +40,27 @@ def check_state_machine_safety(cluster: Mapping[str, NodeData]) -> dict[str, Any
         for a in node.applied():
             by_index.setdefault(a.index, {}).setdefault((a.term, a.crc), []).append(a)
             count += 1
+    runs: list[tuple[list[int], Any]] = []  # consecutive indexes applied two ways by the same nodes
     for index in sorted(by_index):
         variants = by_index[index]
-        if len(variants) > 1:
-            parts = []
-            for (term, crc), apps in sorted(variants.items()):
-                who = sorted({f"{a.node} (pid {a.pid})" for a in apps})
-                parts.append(f"term {term} crc {crc:08x} by {', '.join(who)}")
-            violations.append({"index": index, "nodes": sorted({a.node for v in variants.values() for a in v}),
-                               "what": f"index {index} was applied differently: " + " vs ".join(parts)})
+        if len(variants) < 2:
+            continue
+        split = tuple(sorted(tuple(sorted({a.node for a in apps})) for apps in variants.values()))
+        if runs and runs[-1][1][0] == split and runs[-1][0][-1] == index - 1:
+            runs[-1][0].append(index)
+        else:
+            runs.append(([index], (split, variants)))
+    for indexes, (split, variants) in runs:
+        first, last = indexes[0], indexes[-1]
+        parts = []
+        for (term, crc), apps in sorted(variants.items()):
+            who = sorted({f"{a.node} (pid {a.pid})" for a in apps})
+            parts.append(f"term {term} crc {crc:08x} by {', '.join(who)}")
+        where = f"index {first} was" if first == last else f"indexes {first}..{last} were"
+        violations.append({"index": first, "last_index": last,
+                           "nodes": sorted({a.node for v in variants.values() for a in v}),
+                           "what": f"{where} applied differently" + (f" (at {first}: " if first != last else ": ")
+                                   + " vs ".join(parts) + (")" if first != last else "")})
     for node in cluster.values():
         end = node.commit_end
         for index, entry in node.entries.items():

@@ -57,13 +57,27 @@ def check_log_matching(cluster: Mapping[str, NodeData]) -> dict[str, Any]:
         for index, entry in node.entries.items():
             if index <= end:
                 committed.setdefault(index, []).append((node.name, entry))
+    runs: list[tuple[list[int], Any]] = []  # consecutive differing indexes split the nodes the same way
     for index in sorted(committed):
         holders = committed[index]
-        if len({e for _, e in holders}) > 1:
-            violations.append({"index": index, "nodes": [n for n, _ in holders],
-                               "what": f"committed index {index} differs: "
-                                       + "; ".join(f"{n} (commit >= {cluster[n].commit_end}) has {e.describe()}"
-                                                   for n, e in holders)})
+        if len({e for _, e in holders}) < 2:
+            continue
+        groups: dict[Any, list[str]] = {}
+        for name, entry in holders:
+            groups.setdefault(entry, []).append(name)
+        split = tuple(sorted(tuple(g) for g in groups.values()))
+        if runs and runs[-1][1][0] == split and runs[-1][0][-1] == index - 1:
+            runs[-1][0].append(index)
+        else:
+            runs.append(([index], (split, holders)))
+    for indexes, (split, holders) in runs:
+        first, last = indexes[0], indexes[-1]
+        where = f"committed index {first} differs" if first == last else f"committed indexes {first}..{last} differ"
+        violations.append({"index": first, "last_index": last, "nodes": sorted(n for n, _ in holders),
+                           "what": f"{where} between " + " and ".join("{" + ",".join(g) + "}" for g in split)
+                                   + f"; at {first}: "
+                                   + "; ".join(f"{n} (commit >= {cluster[n].commit_end}) has {e.describe()}"
+                                               for n, e in holders)})
     for node in nodes:
         s = node.snapshot_index
         if not s:

@@ -47,7 +47,8 @@ def test_a_committed_index_that_differs_between_nodes_is_caught(tmp_path):
     write_all(nodes)
     result = matching(tmp_path)
     assert result["valid"] is False
-    assert any(v["index"] == 7 and "committed index 7 differs" in v["what"] for v in result["violations"])
+    assert any(v["index"] == 7 and "committed index 7 differs between {n1,n2} and {n3}" in v["what"]
+               for v in result["violations"]), result
 
 
 def test_an_uncommitted_suffix_of_an_older_term_may_differ(tmp_path):
@@ -120,3 +121,14 @@ def test_restart_at_a_lower_term_is_caught_and_a_wiped_rejoin_is_not(tmp_path):
     assert result["valid"] is False
     assert len(result["violations"]) == 1
     assert "n2 restarted" in result["explanation"] and "at term 2, below term 4" in result["explanation"]
+
+
+def test_a_run_of_differing_committed_indexes_is_one_violation(tmp_path):
+    nodes = healthy(tmp_path)
+    for name in ("n1", "n2"):
+        nodes[name].wal(term_entries(2, 7, [put("register/7", v) for v in (70, 71, 72)])).hard_state(2, 9)
+    nodes["n3"].wal(term_entries(3, 7, [put("register/7", v) for v in (80, 81, 82)])).hard_state(3, 9)
+    write_all(nodes)
+    committed = [v for v in matching(tmp_path)["violations"] if "committed" in v["what"]]
+    assert len(committed) == 1
+    assert committed[0]["what"].startswith("committed indexes 7..9 differ between {n1,n2} and {n3}")

@@ -110,3 +110,15 @@ def test_a_restart_after_the_disk_nemesis_truncated_the_wal_is_excused(tmp_path)
     assert check(tmp_path)["valid"] is False  # without the history, the loss is unexplained
     results = check_whitebox(read_cluster(tmp_path / "nodes"), damage, "register")
     assert results["state-machine-safety"]["valid"] is True, results["state-machine-safety"]
+
+
+def test_a_run_of_indexes_applied_two_ways_is_one_violation(tmp_path):
+    nodes = healthy(tmp_path)
+    nodes["n1"].applied(term_entries(2, 7, [put("register/7", v) for v in (70, 71, 72)]))
+    nodes["n2"].applied(term_entries(3, 7, [put("register/7", v) for v in (80, 81, 82)]))
+    write_all(nodes)
+    result = check(tmp_path)
+    assert len(result["violations"]) == 1
+    v = result["violations"][0]
+    assert (v["index"], v["last_index"]) == (7, 9)
+    assert result["explanation"].startswith("indexes 7..9 were applied differently (at 7: term 2")
