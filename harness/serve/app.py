@@ -276,7 +276,9 @@ class App:
         qa, qb = views.quantiles(ha), views.quantiles(hb)
         checkers = list(dict.fromkeys([*a.checkers, *b.checkers]))
         return self.render("compare.html", title="Compare", a=a, b=b, spec=views.spec_diff(a.spec, b.spec),
-                           checkers=checkers, fs=list(dict.fromkeys([*qa, *qb])), qa=qa, qb=qb)
+                           checkers=checkers, fs=list(dict.fromkeys([*qa, *qb])), qa=qa, qb=qb,
+                           plots=[(p, (a.path / p).is_file(), (b.path / p).is_file()) for p in views.PLOTS[:3]
+                                  if (a.path / p).is_file() or (b.path / p).is_file()])
 
     # --- re-analysis -----------------------------------------------------------------------
     def post_reanalyze(self, environ: dict[str, Any], run_id: str) -> Response:

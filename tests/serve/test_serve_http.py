@@ -169,6 +169,9 @@ def test_compare(server, store):
     page = body.decode()
     assert status == 200
     assert '<tr class="diff"><td>nemeses</td>' in page and "<td>read</td>" in page
+    assert page.count(f'src="/run/{ids["valid"]}/file/') == 3  # latency, quantiles and rate side by side
+    _, body, _ = raw_get(server, f"/compare?run={ids['valid']}&run={ids['crashed']}")
+    assert "no latency.png" in body.decode()  # the crashed run was never rendered
     status, _, _ = raw_get(server, f"/compare?run={ids['valid']}")
     assert status == 400
 
