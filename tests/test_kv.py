@@ -381,7 +381,7 @@ def test_restore_rejects_bad_bytes_and_keeps_state() -> None:
         (msgpack.packb({**good, "last_applied": -1}), "'last_applied' must be a u64"),
         (msgpack.packb({**good, "data": [["k"]]}), "entries must be unique"),
         (msgpack.packb({**good, "data": [["k", 1], ["k", 2]]}), "entries must be unique"),
-        (msgpack.packb({**good, "data": [["k", [1]]]}), "bad value"),
+        (msgpack.packb({**good, "data": [["k", [[1]]]]}), "bad value"),  # appends make lists of scalars only
         (msgpack.packb({**good, "fences": [["k", -1]]}), "bad token"),
         (msgpack.packb({**good, "locks": [["L", "o", 1]]}), "locks"),
         (msgpack.packb({**good, "locks": {}}), "'locks' must be a list"),

@@ -45,6 +45,8 @@ EXAMPLES: dict[MsgType, dict[str, Any]] = {
     MsgType.REMOVE_NODE: {"node": "n4"},
     MsgType.TRANSFER_LEADER: {"node": "n2"},
     MsgType.SNAPSHOT: {},
+    MsgType.APPEND: {"key": "k", "value": 3},
+    MsgType.TXN: {"ops": [["r", "k", None], ["append", "k", 4], ["w", "j", "v"]]},
     MsgType.OK: {"value": {"role": "leader", "term": 4}},
     MsgType.ERROR: {"code": "not_leader", "message": "ask n2", "leader": "n2",
                     "leader_address": "127.0.0.1:7002"},

@@ -13,7 +13,8 @@ nothing else changes. Where the code path lives:
 - Raft core flags (ukehi/raft/config.py), set through :func:`raft_overrides`:
   commit-old-term, accept-stale-term, lease-no-drift-bound;
 - storage (ukehi/storage/scan.py): no-crc-check;
-- state machine (ukehi/kv.py): no-fencing-check.
+- state machine (ukehi/kv.py): no-fencing-check;
+- transactions (ukehi/txnserve.py): txn-not-atomic, read-uncommitted-txn.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ KNOWN_BUGS: dict[str, str] = {
     # fsyncs every BACKGROUND_FSYNC_S ("fsync every N ms" mode). A process crash loses
     # nothing (the page cache survives it); a power cut loses acknowledged writes.
     "lost-unfsynced": "acknowledge WAL appends before they are fsynced (fsync in the background)",
+    # A transaction's micro-ops go into the log as separate entries, awaited one by one:
+    # concurrent transactions (and a crash) see half of it.
+    "txn-not-atomic": "apply a transaction's micro-ops as separate log entries, not one",
+    # A leader answers read-only transactions from its log at once, uncommitted entries
+    # included and without ReadIndex: reads see writes that may never commit.
+    "read-uncommitted-txn": "answer read-only transactions from the leader's log before commit",
 }
 
 # Older names that still work, so existing scripts and tests keep running.

@@ -381,6 +381,18 @@ class UkehiClient:
             wire.MsgType.CAS, {"key": key, "expected": expected, "new": new}, timeout=timeout
         )
 
+    async def append(self, key: str, value: Any, *, timeout: float | None = None) -> Result:
+        """Append `value` to the list at `key` (absent: a new list); the result's value is
+        ``{"index": log index}``. A key holding a scalar refuses it (``bad_request``)."""
+        return await self.request(wire.MsgType.APPEND, {"key": key, "value": value}, timeout=timeout)
+
+    async def txn(self, ops: Iterable[Iterable[Any]], *, timeout: float | None = None) -> Result:
+        """Run micro-ops ``[f, key, value]`` (f: ``r``, ``w``, ``append``; a read's value
+        None) atomically. The result's value is ``{"ops": [...], "index": log index}``, the
+        reads filled in with what they saw; a read-only transaction has no index."""
+        body = {"ops": [[f, k, v] for f, k, v in ops]}
+        return await self.request(wire.MsgType.TXN, body, timeout=timeout)
+
     async def delete(self, key: str, *, timeout: float | None = None) -> Result:
         return await self.request(wire.MsgType.DELETE, {"key": key}, timeout=timeout)
 

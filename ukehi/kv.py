@@ -9,6 +9,15 @@ Commands are msgpack maps with an ``op`` and per-op fields (see `COMMAND_SCHEMAS
     fenced_put   key, value, token
     acquire      lock, owner, ttl_ms, now_ms       -> fencing token
     release      lock, owner, now_ms [, token]
+    append       key, value                        -> {"index": log index}
+    txn          ops: [[f, key, value], ...]       -> {"ops": [...], "index": log index}
+
+``append`` makes a key's value a list (absent: ``[value]``) and refuses a key holding a
+scalar. ``txn`` applies its micro-ops (``r``: read, ``w``: write a scalar, ``append``) in
+order, all of them or none (a refused append refuses the whole transaction), and answers
+each read with the value it saw at that point, so a transaction's reads see its own
+earlier writes. Replies carry the log index they were applied at: the version order of
+every key written, which the Elle checker (``checkers.elle``) uses as is.
 
 Keys and lock names are str; values are msgpack scalars (bytes, str, int, float, bool).
 
@@ -48,7 +57,8 @@ import msgpack
 
 from ukehi.fencing import FencingToken
 from ukehi.statemachine import EntryLike, Result, entry_fields
-from ukehi.wire import OPT_VALUE, STR, U64, VALUE, ErrorCode, MsgType, Schema, ok_body, error_body
+from ukehi.wire import (MAX_TXN_OPS, OPT_VALUE, STR, TXN_OPS, U64, VALUE, ErrorCode, MsgType, Schema,
+                        error_body, ok_body)
 
 __all__ = [
     "CommandError",
@@ -87,6 +97,8 @@ COMMAND_SCHEMAS: dict[str, Schema] = {
     "fenced_put": Schema(required={"key": STR, "value": VALUE, "token": U64}),
     "acquire": Schema(required={"lock": STR, "owner": STR, "ttl_ms": U64, "now_ms": U64}),
     "release": Schema(required={"lock": STR, "owner": STR, "now_ms": U64}, optional={"token": U64}),
+    "append": Schema(required={"key": STR, "value": VALUE}),
+    "txn": Schema(required={"ops": TXN_OPS}),
 }
 
 
@@ -143,10 +155,11 @@ def decode_command(data: bytes) -> dict[str, Any]:
     containers = [0]
 
     def count_container(value: Any) -> Any:
-        # A command is one flat map of scalars: refuse nesting as soon as it appears, so a
-        # command of a million empty maps cannot turn into a million dicts first.
+        # A command is one flat map of scalars (a txn: plus its list of micro-op triples):
+        # refuse more nesting as soon as it appears, so a command of a million empty maps
+        # cannot turn into a million dicts first.
         containers[0] += 1
-        if containers[0] > 1:
+        if containers[0] > 2 + MAX_TXN_OPS:
             raise CommandError("a command must be a flat map of scalar fields; found nesting")
         return value
 
@@ -160,6 +173,8 @@ def decode_command(data: bytes) -> dict[str, Any]:
         raise
     except Exception as exc:  # msgpack's ValueError family, UnicodeDecodeError, StackError
         raise CommandError(f"command is not valid msgpack: {str(exc) or type(exc).__name__}") from None
+    if containers[0] > 1 and not (isinstance(obj, dict) and obj.get("op") == "txn"):
+        raise CommandError("a command must be a flat map of scalar fields; found nesting")
     return _check_command(obj)
 
 
@@ -234,6 +249,12 @@ class KVStateMachine:
             raise TypeError(f"key must be a str, got {type(key).__name__}")
         return self._data.get(key)
 
+    def read_txn(self, ops: list[list[Any]], overlay: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        """A read-only transaction's micro-ops with their reads filled in, from the applied
+        state (seen through ``overlay``, key -> value, when given). Never mutates."""
+        data = self._data if overlay is None else {**self._data, **overlay}
+        return [[f, k, data.get(k)] for f, k, _ in ops]
+
     def fence_of(self, key: str) -> FencingToken:
         """Highest fencing token accepted by a fenced_put on `key` (0 when none)."""
         return FencingToken(self._fences.get(key, 0))
@@ -288,7 +309,53 @@ class KVStateMachine:
             cmd = decode_command(command)
         except CommandError as exc:
             return err(ErrorCode.BAD_REQUEST, f"entry {index}: {exc}")
+        if cmd["op"] in ("append", "txn"):
+            return self._execute_txn(cmd, index)
         return self._execute(cmd, token)
+
+    def _execute_txn(self, cmd: dict[str, Any], index: int) -> Result:
+        if cmd["op"] == "append":
+            refused = self._append_refused(cmd["key"])
+            if refused:
+                return refused
+            self._data[cmd["key"]] = [*self._data.get(cmd["key"], ()), cmd["value"]]
+            return ok({"index": index})
+        ops = cmd["ops"]
+        written: dict[str, Any] = {}  # the transaction's writes, applied only if all are legal
+        out = []
+        for f, k, v in ops:
+            cur = written[k] if k in written else self._data.get(k)
+            if f == "r":
+                out.append([f, k, cur])
+                continue
+            if f == "append":
+                if cur is not None and type(cur) is not list:
+                    return err(ErrorCode.BAD_REQUEST, f"txn refused, nothing applied: append to {k!r}, "
+                                                      f"which holds {type(cur).__name__} {cur!r}, not a list")
+                written[k] = [*(cur or ()), v]
+            else:
+                written[k] = v
+            out.append([f, k, v])
+        self._data.update(written)
+        return ok({"ops": out, "index": index})
+
+    def txn_overlay(self, ops: list[list[Any]], overlay: dict[str, Any]) -> None:
+        """Fold a transaction's writes into ``overlay`` (key -> value) as applying it would,
+        without touching the state (for the read-uncommitted-txn planted bug)."""
+        for f, k, v in ops:
+            cur = overlay[k] if k in overlay else self._data.get(k)
+            if f == "append":
+                if cur is None or type(cur) is list:
+                    overlay[k] = [*(cur or ()), v]
+            elif f == "w":
+                overlay[k] = v
+
+    def _append_refused(self, key: str) -> Result | None:
+        cur = self._data.get(key)
+        if cur is not None and type(cur) is not list:
+            return err(ErrorCode.BAD_REQUEST, f"append to {key!r}: it holds {type(cur).__name__} "
+                                              f"{cur!r}, not a list; append only to absent or list keys")
+        return None
 
     def apply_batch(self, entries: Iterable[EntryLike]) -> list[Result]:
         """Apply entries in order (tuples (index, token, command) or WalEntry-like objects)."""
@@ -399,7 +466,7 @@ class KVStateMachine:
         for f in ("last_applied", "last_token", "clock_ms"):
             if not _is_u64(s.get(f)):
                 raise SnapshotFormatError(f"snapshot field {f!r} must be a u64")
-        data_map = _pairs(s, "data", STR[1], VALUE[1], "value")
+        data_map = _pairs(s, "data", STR[1], _is_stored_value, "value")
         fences = _pairs(s, "fences", STR[1], _is_u64, "token")
         locks_raw = s.get("locks")
         if type(locks_raw) is not list:
@@ -428,6 +495,11 @@ _MISSING = object()
 
 def _is_u64(v: Any) -> bool:
     return type(v) is int and 0 <= v <= _U64_MAX
+
+
+def _is_stored_value(v: Any) -> bool:
+    """A scalar, or the list of scalars that appends build."""
+    return VALUE[1](v) or (type(v) is list and all(VALUE[1](x) for x in v))
 
 
 def _same_value(a: Any, b: Any) -> bool:

@@ -57,6 +57,24 @@ def _value(text: str, as_int: bool) -> Any:
         raise argparse.ArgumentTypeError(f"--int given but {text!r} is not an integer") from None
 
 
+def _micro_op(text: str) -> list[Any]:
+    """One ``ukehi kv txn`` micro-op: ``r:KEY``, ``w:KEY:VALUE`` or ``append:KEY:VALUE``
+    (VALUE an integer when it reads as one, else a string)."""
+    parts = text.split(":", 2)
+    f = parts[0]
+    if f not in ("r", "w", "append") or len(parts) != (2 if f == "r" else 3) or not parts[1]:
+        raise argparse.ArgumentTypeError(
+            f"micro-op {text!r}: write r:KEY, w:KEY:VALUE or append:KEY:VALUE")
+    if f == "r":
+        return ["r", parts[1], None]
+    value: Any = parts[2]
+    try:
+        value = int(value)
+    except ValueError:
+        pass
+    return [f, parts[1], value]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
     # UKEHI_CLUSTER is the default, as ETCDCTL_ENDPOINTS is etcdctl's: set it once per shell.
@@ -109,6 +127,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("transfer-leader", parents=[common], help="admin: make NODE the leader")
     p.add_argument("node", nargs="?")
     p = sub.add_parser("snapshot", parents=[common], help="admin: take a snapshot now")
+    p = sub.add_parser("append", parents=[common], help="append VALUE to the list at KEY; prints the log index")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.add_argument("--int", action="store_true", help="append VALUE as an integer")
+    p = sub.add_parser("txn", parents=[common],
+                       help="run micro-ops atomically: r:KEY w:KEY:VALUE append:KEY:VALUE ...; "
+                            "prints each with what the reads saw, and the log index")
+    p.add_argument("ops", nargs="+", type=_micro_op, metavar="MICRO-OP")
 
 
 def _exit_code(result: Result) -> int:
@@ -192,6 +218,10 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
             return await c.transfer_leader(args.node), None
         if cmd == "snapshot":
             return await c.snapshot(), None
+        if cmd == "append":
+            return await c.append(args.key, _value(args.value, args.int)), None
+        if cmd == "txn":
+            return await c.txn(args.ops), None
     raise AssertionError(f"unhandled kv command {cmd}")
 
 
@@ -237,6 +267,11 @@ def _print_human(cmd: str, result: Result, extra: Any) -> None:
                 print(f"{k}: {value[k]}")
     elif cmd in ("acquire", "snapshot"):
         print(value)
+    elif cmd == "txn" and isinstance(value, dict):
+        for f, k, v in value.get("ops", []):
+            print(f"{f} {k} {json.dumps(v, default=str)}")
+        if value.get("index") is not None:
+            print(f"index: {value['index']}")
     elif isinstance(value, dict):
         for k, v in value.items():
             print(f"{k}: {','.join(map(str, v)) if isinstance(v, list) else v}")

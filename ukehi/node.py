@@ -81,6 +81,7 @@ from ukehi.storage.hardstate import HardState as StoredHardState
 from ukehi.storage.snapshot import Snapshot as StoredSnapshot
 from ukehi.tls import NodeTLS
 from ukehi.transport import PeerTransport
+from ukehi.txnserve import serve_append, serve_txn
 from ukehi.waiters import ProposalWaiters, ReadWaiters
 
 __all__ = ["UkehiNode", "run_node", "ADDRESS_KEY_PREFIX", "EXIT_REFUSE_START", "EXIT_INVARIANT_VIOLATED"]
@@ -835,6 +836,10 @@ class UkehiNode:
         body = frame.body
         if t is wire.MsgType.GET:
             return await self._read(body["key"])
+        if t is wire.MsgType.APPEND:
+            return await serve_append(self, body["key"], body["value"], ADDRESS_KEY_PREFIX)
+        if t is wire.MsgType.TXN:
+            return await serve_txn(self, body["ops"], ADDRESS_KEY_PREFIX)
         if t in (wire.MsgType.PUT, wire.MsgType.CAS, wire.MsgType.DELETE, wire.MsgType.FENCED_PUT):
             if body["key"].startswith(ADDRESS_KEY_PREFIX):
                 return _err(wire.ErrorCode.BAD_REQUEST, "keys starting with \\x00ukehi/ are reserved for the node")

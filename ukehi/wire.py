@@ -95,6 +95,9 @@ class MsgType(str, enum.Enum):
     REMOVE_NODE = "remove_node"
     TRANSFER_LEADER = "transfer_leader"
     SNAPSHOT = "snapshot"
+    # transactions (issue 14): append to a list value; a list of micro-ops applied atomically
+    APPEND = "append"
+    TXN = "txn"
     # responses (carry the id of the request they answer)
     OK = "ok"
     ERROR = "error"
@@ -105,6 +108,7 @@ CLIENT_REQUESTS: frozenset[MsgType] = frozenset(
         MsgType.GET, MsgType.PUT, MsgType.CAS, MsgType.DELETE, MsgType.FENCED_PUT,
         MsgType.ACQUIRE, MsgType.RELEASE, MsgType.STATUS, MsgType.ADD_NODE,
         MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT,
+        MsgType.APPEND, MsgType.TXN,
     }
 )
 
@@ -175,6 +179,28 @@ ERROR_CODE: _Check = (
 )
 ROLE: _Check = ("'peer' or 'client'", lambda v: v in ("peer", "client"))
 
+# A transaction: up to MAX_TXN_OPS micro-ops [f, key, value], f one of TXN_MICRO_OPS; a
+# read's value is nil (the reply fills it in), a write's or append's a scalar value.
+MAX_TXN_OPS = 64
+TXN_MICRO_OPS = ("r", "w", "append")
+
+
+def _is_txn_ops(v: Any) -> bool:
+    if type(v) is not list or not 0 < len(v) <= MAX_TXN_OPS:
+        return False
+    for m in v:
+        if type(m) is not list or len(m) != 3 or m[0] not in TXN_MICRO_OPS or not isinstance(m[1], str):
+            return False
+        if m[0] == "r" and m[2] is not None:
+            return False
+        if m[0] != "r" and not _is_scalar_value(m[2]):
+            return False
+    return True
+
+
+TXN_OPS: _Check = (f"list of 1..{MAX_TXN_OPS} [r|w|append, key, value] micro-ops (a read's value nil)",
+                   _is_txn_ops)
+
 
 @dataclass(frozen=True)
 class Schema:
@@ -209,6 +235,8 @@ SCHEMAS: dict[MsgType, Schema] = {
     # Without `node` the leader picks the most up-to-date follower.
     MsgType.TRANSFER_LEADER: Schema(optional={"node": STR}),
     MsgType.SNAPSHOT: Schema(),
+    MsgType.APPEND: Schema(required={"key": STR, "value": VALUE}),
+    MsgType.TXN: Schema(required={"ops": TXN_OPS}),
     MsgType.OK: Schema(optional={"value": ANY}),
     MsgType.ERROR: Schema(
         required={"code": ERROR_CODE},
