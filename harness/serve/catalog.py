@@ -3,7 +3,8 @@
 A *run* is ``<root>/<test>/<timestamp>/`` with a ``test.json`` or a ``history.jsonl``
 (harness/store.py). Its state:
 
-- ``valid`` / ``invalid`` / ``unknown``: from ``results.json`` (the checkers ran);
+- ``valid`` / ``invalid`` / ``unknown``: from ``results.json`` (the checkers ran); a run
+  stopped by Ctrl-C or SIGTERM has a ``results.json`` marked ``incomplete``: *incomplete*;
 - ``running``: no ``results.json`` yet and one of its files was written in the last
   :data:`LIVE_SECONDS` (the harness is driving clients, healing or checking);
 - ``incomplete``: no ``results.json``, the history was closed (``history.closed``) but never
@@ -246,7 +247,8 @@ class Catalog:
         duration = self._cache.get(history, _last_time_s) if history.is_file() else None
         run = Run(f"{test}/{stamp}", test, stamp, path, spec, results, "unknown", problems, duration)
         if results is not None:
-            run.state = verdict_word(results.get("valid"))
+            # a run stopped by SIGINT/SIGTERM is judged on its partial history and marked so
+            run.state = "incomplete" if results.get("incomplete") is True else verdict_word(results.get("valid"))
             return run
         newest = max((_mtime(path / n) for n in ("history.jsonl", "run.log", "test.json", "history.closed")),
                      default=0.0)

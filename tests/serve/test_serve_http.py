@@ -62,6 +62,16 @@ def test_catalog_tells_every_state(store):
     assert not any("SECRET" in i or i.startswith("outside-test") or "2099" in i for i in states)
 
 
+def test_interrupted_run_is_incomplete(tmp_path):
+    from serve_fixtures import write_run
+
+    root = tmp_path / "results"
+    write_run(root, "register-stopped", "20260105T000000.000Z", check=False,
+              results={"valid": True, "ops": 7, "incomplete": True, "interrupted_by": "SIGTERM", "checkers": {}})
+    (run,) = Catalog(root.resolve(), LIVE).runs()
+    assert run.state == "incomplete"
+
+
 def test_home_lists_runs_newest_first_with_columns(server, store):
     _, ids = store
     status, body, headers = raw_get(server, "/")
