@@ -17,8 +17,9 @@ that hold a matching entry on a majority. Each acknowledgement comes from applyi
 own entry, so this is necessary; it can miss a lost write that a duplicate (an
 unacknowledged write of the same value) covers.
 
-"On a majority" counts, for each index, the final voters whose log holds that very entry
-at or below their commit index, or whose snapshot covers the index. A voter whose current
+"On a majority" counts, for each committed entry (one that a node holds at or below its
+commit index), the final voters whose log holds that very entry (a follower that has not
+yet heard the new commit index still holds it durably), or whose snapshot covers the index. A voter whose current
 incarnation reported a CorruptionPolicy cut or skip (the disk nemesis destroyed its copy
 on purpose) is excused, as long as one voter still holds the entry. Ops whose entry may
 have been compacted into snapshots on every node holding it cannot be matched by content
@@ -95,13 +96,18 @@ def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], wo
             sig = op_signature(op, prefix)
             if sig is not None:
                 acked.setdefault(sig, []).append(op)
-    # index -> the entries nodes hold there (committed on that node)
+    # index -> the committed entries there (held by a node whose commit index reaches it) ->
+    # every node that holds that very entry, whether or not it has learnt that it is committed
     holders: dict[int, dict[LogEntry, set[str]]] = {}
     for node in nodes.values():
         end = node.commit_end
         for index, entry in node.entries.items():
             if index <= end:
-                holders.setdefault(index, {}).setdefault(entry, set()).add(node.name)
+                holders.setdefault(index, {}).setdefault(entry, set())
+    for node in nodes.values():
+        for index, entry in node.entries.items():
+            if entry in holders.get(index, ()):
+                holders[index][entry].add(node.name)
     excused = {n.name for n in nodes.values() if n.corruption_reported()}
 
     def on_majority(index: int, entry: LogEntry) -> bool:

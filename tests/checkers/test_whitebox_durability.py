@@ -85,3 +85,11 @@ def test_voters_come_from_the_last_committed_config(tmp_path):
     result = check(tmp_path, HISTORY + ok_write(20, 8, 80))
     assert result["voters"] == ["n1", "n2"]
     assert result["valid"] is False  # one of two voters is not a majority
+
+
+def test_a_follower_holding_the_entry_counts_before_it_learns_the_commit(tmp_path):
+    nodes = healthy(tmp_path)
+    nodes["n1"].wal(term_entries(1, 7, [put("register/7", 70)], seq=7)).hard_state(1, 7)  # the leader committed 7
+    nodes["n2"].wal(term_entries(1, 7, [put("register/7", 70)], seq=7))  # n2 holds it, commit still 6
+    write_all(nodes)
+    assert check(tmp_path, HISTORY + ok_write(20, 7, 70))["valid"] is True
