@@ -38,6 +38,7 @@ _COMMAND_MODULES: list[str] = [
     "harness.commands.cluster",
     "harness.commands.matrix",
     "harness.commands.regress",
+    "harness.commands.mutate",
     "harness.commands.serve",
 ]
 

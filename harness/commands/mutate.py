@@ -1,0 +1,110 @@
+"""`ukehi-jepsen mutate`: the mutation score of the unit tests and of the harness (logic in harness/mutation/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..cli import EXIT_CRASHED, EXIT_VALID, BadArgument
+from ..mutation.runner import DEFAULT_UNIT_TESTS
+
+
+def _project_root() -> Path:
+    """The checkout this harness was imported from (the directory holding harness/ and ukehi/)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def mutate(
+        paths: str = typer.Option("ukehi/raft,ukehi/storage,ukehi/kv.py,ukehi/fencing.py,ukehi/node.py",
+                                  help="comma list of files or directories to mutate, relative to the project"),
+        operators: str = typer.Option("all", help="comma list of mutation operators, or all: cmp_flip, "
+                                      "int_plus1, int_minus1, floordiv_plus1, floordiv_minus1, drop_stmt, "
+                                      "swap_if, and_or, negate_return"),
+        seed: int = typer.Option(0, help="seed of the sample"),
+        sample: int = typer.Option(30, "--sample", "--max-mutants",
+                                   help="how many mutants to run, drawn with --seed (0 = every mutant)"),
+        mutant: Optional[List[str]] = typer.Option(None, help="run this mutant id (path:line:col:operator); repeatable"),
+        list_only: bool = typer.Option(False, "--list", help="print the mutants that would run, then exit"),
+        unit_only: bool = typer.Option(False, "--unit-only", help="run the unit tests only"),
+        harness_only: bool = typer.Option(False, "--harness-only", help="run the harness only"),
+        harness_for: str = typer.Option("all", help="all, or unit-killed: harness runs only for mutants the "
+                                        "unit tests killed (faster; no harness-only kills are found)"),
+        harness_run: Optional[List[str]] = typer.Option(
+            None, help="one harness run per mutant as WORKLOAD/NEMESIS/SECONDS/SEED; repeatable "
+            "(default: register/partition,kill/15/1, register/kill-all/15/2, register/partition,pause/15/3)"),
+        unit_tests: str = typer.Option(",".join(DEFAULT_UNIT_TESTS),
+                                       help="comma list of test files/directories for the unit step"),
+        unit_timeout: float = typer.Option(300.0, help="seconds before a mutant's unit run counts as killed (timeout)"),
+        jobs: int = typer.Option(1, help="mutants evaluated at once (each in its own copy)"),
+        time_budget: float = typer.Option(0.0, help="seconds; mutants not started by then are reported as not run "
+                                          "(0 = no limit)"),
+        rev: str = typer.Option("HEAD", help="git revision to measure (the project is copied from it, never "
+                                "changed in place); the working tree's uncommitted edits are not included"),
+        results_dir: str = typer.Option("results", help="the report goes to <results-dir>/mutation/<timestamp>/"),
+    ) -> None:
+        """Mutate Ukehi's code and count how many mutants the unit tests and the harness kill.
+
+        Every mutant runs in a private copy of the project (from --rev), never in this tree.
+        Prints a table (mutants, killed by unit tests, killed by the harness, survived) and the
+        harness mutation score (mutants the harness kills / mutants the unit tests kill); the
+        last line is a JSON object with the figures. Exit 0 when the run completed, 255 when
+        the unmutated code fails its own checks (baseline) or the copy cannot be made.
+        """
+        from ..mutation import (OPERATORS, BaselineFailed, Config, HarnessRun, WorkspaceError, DEFAULT_HARNESS_RUNS,
+                                list_mutants, run_mutation)
+
+        root = _project_root()
+        try:
+            if unit_only and harness_only:
+                raise ValueError("give --unit-only or --harness-only, not both")
+            if jobs < 1:
+                raise ValueError(f"--jobs {jobs}: give 1 or more")
+            if sample < 0:
+                raise ValueError(f"--sample {sample}: give 0 (all) or more")
+            if harness_for not in ("all", "unit-killed"):
+                raise ValueError(f"--harness-for {harness_for!r}: all or unit-killed")
+            targets = [p.strip() for p in paths.split(",") if p.strip()]
+            ops = list(OPERATORS) if operators.strip() == "all" else [o.strip() for o in operators.split(",") if o.strip()]
+            runs = [HarnessRun.parse(r) for r in harness_run] if harness_run else list(DEFAULT_HARNESS_RUNS)
+            tests = [t.strip() for t in unit_tests.split(",") if t.strip()]
+            if list_only:
+                chosen, population = list_mutants(root, targets, ops, seed=seed, sample=sample, ids=mutant or ())
+                for m in chosen:
+                    print(f"{m.id}  {m.describe()}")
+                print(f"{len(chosen)} of {population} mutants (files on disk at {root})")
+                raise typer.Exit(EXIT_VALID)
+        except ValueError as err:
+            raise BadArgument(str(err)) from None
+
+        cfg = Config(unit=not harness_only, harness=not unit_only, unit_tests=tests, unit_timeout=unit_timeout,
+                     harness_runs=runs, harness_for=harness_for, jobs=jobs, time_budget=time_budget)
+        command = " ".join(["ukehi-jepsen", "mutate", "--paths", ",".join(targets), "--seed", str(seed),
+                            "--sample", str(sample)]
+                           + (["--operators", ",".join(ops)] if operators.strip() != "all" else [])
+                           + [f"--mutant {m}" for m in mutant or ()]
+                           + (["--unit-only"] if unit_only else []) + (["--harness-only"] if harness_only else [])
+                           + ([f"--harness-for {harness_for}"] if harness_for != "all" else [])
+                           + [f"--harness-run {r.label}" for r in runs if harness_run]
+                           + ["--jobs", str(jobs)] + ([f"--time-budget {time_budget:g}"] if time_budget else [])
+                           + ([f"--rev {rev}"] if rev != "HEAD" else []))
+        try:
+            outcome = run_mutation(root=root, results_dir=results_dir, cfg=cfg, targets=targets, operators=ops,
+                                   seed=seed, sample=sample, ids=mutant or (), rev=rev, command=command,
+                                   say=lambda line: print(line, flush=True))
+        except ValueError as err:
+            raise BadArgument(str(err)) from None
+        except (BaselineFailed, WorkspaceError) as err:
+            print(f"mutate: {err}", file=sys.stderr)
+            raise typer.Exit(EXIT_CRASHED) from None
+        except KeyboardInterrupt:
+            print("mutate interrupted; finished mutants are in progress.jsonl of the report directory", file=sys.stderr)
+            raise typer.Exit(130) from None
+        print(f"\nreport written to {outcome.report_dir}/mutation.md and mutation.json")
+        print(json.dumps({"commit": outcome.commit, **outcome.figures, "report": str(outcome.report_dir)}))
+        raise typer.Exit(EXIT_VALID)

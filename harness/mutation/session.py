@@ -1,0 +1,94 @@
+"""One mutation run from start to stored report: snapshot, pick mutants, preflight, baseline, run, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..store import check_writable, timestamp
+from .operators import OPERATORS, Mutant, Validator, collect_mutants, select
+from .report import plain_table, write_report, _score_line
+from .runner import BaselineFailed, Config, MutantResult, check_baseline, evaluate, run_mutants
+from .workspace import preflight, snapshot
+
+DEFAULT_TARGETS: tuple[str, ...] = ("ukehi/raft", "ukehi/storage", "ukehi/kv.py", "ukehi/fencing.py", "ukehi/node.py")
+
+
+@dataclass
+class Outcome:
+    figures: dict[str, Any]
+    report_dir: Path
+    results: list[MutantResult]
+    commit: str | None
+
+
+def list_mutants(root: Path, targets: Sequence[str], operators: Sequence[str] = OPERATORS, *,
+                 seed: int = 0, sample: int = 0, ids: Sequence[str] = ()) -> tuple[list[Mutant], int]:
+    """(the mutants a run with these options would evaluate, how many exist), from the files on disk."""
+    population = collect_mutants(root, targets, operators)
+    return select(population, sample=sample, seed=seed, ids=ids, valid=Validator(root)), len(population)
+
+
+def run_mutation(*, root: Path, results_dir: str, cfg: Config, targets: Sequence[str] = DEFAULT_TARGETS,
+                 operators: Sequence[str] = OPERATORS, seed: int = 0, sample: int = 0, ids: Sequence[str] = (),
+                 rev: str | None = "HEAD", command: str = "", keep_scratch: bool = False,
+                 say: Callable[[str], None] = print) -> Outcome:
+    """Run the mutants and store ``<results_dir>/mutation/<timestamp>/mutation.{md,json}``.
+
+    Raises BaselineFailed when the unmutated code does not pass its own checks,
+    WorkspaceError when the copy cannot be made or would not be the code imported,
+    ValueError for bad targets, operators or ids.
+    """
+    base = check_writable(results_dir) / "mutation"
+    scratch = Path(tempfile.mkdtemp(prefix="ukehi-mutation-"))
+    try:
+        pristine = scratch / "pristine"
+        commit = snapshot(root, pristine, rev)
+        population = collect_mutants(pristine, targets, operators)
+        chosen = select(population, sample=sample, seed=seed, ids=ids, valid=Validator(pristine))
+        say(f"mutate: {len(chosen)} of {len(population)} mutants (seed {seed}) of "
+            f"{', '.join(targets)} at {commit or 'the working tree'}")
+        for check in preflight(pristine, scratch, cfg.python):
+            say(f"mutate: preflight: {check}")
+        base.mkdir(exist_ok=True)
+        where = base / timestamp()
+        where.mkdir()
+        meta = {"command": command, "commit": commit, "seed": seed, "sample": sample, "targets": list(targets),
+                "operators": list(operators), "population": len(population),
+                "unit_tests": None if not cfg.unit else list(cfg.unit_command or cfg.unit_tests),
+                "harness_runs": None if not cfg.harness else
+                [" ".join(cfg.harness_command)] if cfg.harness_command else [r.label for r in cfg.harness_runs],
+                "harness_for": cfg.harness_for, "jobs": cfg.jobs}
+        say("mutate: baseline (the unmutated code through the same steps)")
+        baseline = evaluate(pristine, scratch, where / "logs" / "baseline", None, cfg)
+        say(f"mutate: baseline: unit {baseline.unit.status} ({baseline.unit.seconds:.0f} s), "
+            f"harness {baseline.harness.status} ({baseline.harness.seconds:.0f} s)")
+        try:
+            check_baseline(baseline)
+        except BaselineFailed:
+            (where / "baseline.json").write_text(json.dumps(baseline.to_json(), indent=2) + "\n", encoding="utf-8")
+            raise
+        progress = where / "progress.jsonl"
+
+        def on_result(index: int, result: MutantResult) -> None:
+            assert result.mutant is not None
+            with open(progress, "a", encoding="utf-8") as f:
+                f.write(json.dumps(result.to_json()) + "\n")
+            say(f"[{index + 1:>3}/{len(chosen)}] {result.mutant.id}  unit={result.unit.status} "
+                f"({result.unit.seconds:.0f} s)  harness={result.harness.status} ({result.harness.seconds:.0f} s)"
+                + (f"  {result.harness.detail}" if result.harness.detail else ""))
+
+        results, not_run = run_mutants(pristine, scratch, where / "logs", chosen, cfg, on_result)
+        figs = write_report(results_dir, where, results, not_run, meta, baseline)
+        say("")
+        say(plain_table(results, figs))
+        say("")
+        say(_score_line(figs))
+        return Outcome(figs, where, results, commit)
+    finally:
+        if not keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
