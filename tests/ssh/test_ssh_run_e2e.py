@@ -80,6 +80,10 @@ def test_register_run_with_partitions_and_kills_is_valid_and_collects_node_logs(
     for address in hosts.addresses:
         log = run / "nodes" / address / "node.log"
         assert log.is_file() and log.stat().st_size > 0, f"no node log collected for {address}"
+        # the data directory too (harness/nodefiles.py), so the white-box checkers judged the hosts' WALs
+        assert (run / "nodes" / address / "data" / "group-0" / "hardstate").is_file()
+    assert verdict["checkers"]["log-matching"]["valid"] is True
+    assert all(commit > 0 for commit in verdict["checkers"]["log-matching"]["commit"].values())
     # every host's key was learnt, and nothing of the run is left on the hosts
     assert sorted(line.split()[0] for line in known.read_text().splitlines()) == sorted(hosts.addresses)
     assert not any(Path("/tmp/ukehi-jepsen").glob(f"*/{hosts.addresses[0]}"))
