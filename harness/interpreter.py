@@ -169,7 +169,8 @@ class Interpreter:
         # A completion without a value keeps the invoked value (writes, cas).
         completed_value = done.value if done.value is not None else value
         self.history.append(self.clock.now(), process, done.type, f, key=key,
-                            value=completed_value, error=done.error)
+                            value=completed_value, error=done.error,
+                            **(getattr(done, "extra", None) or {}))  # e.g. a txn's raft_index
         self.counters.record(done.type)
         if done.type == "info":
             self._process[worker] = process + self.concurrency

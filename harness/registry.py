@@ -11,12 +11,15 @@ from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading
 from nemeses.targets import TARGETS
 from workloads import fencing, kv, register
+from workloads import list_append, rw_register
 from workloads.base import Workload
 
 WORKLOADS: dict[str, Callable[[Sequence[str], int, Mapping[str, Any]], Workload]] = {
     "register": register.make,
     "kv": kv.make,
     "fencing": fencing.make,
+    "list-append": list_append.make,
+    "rw-register": rw_register.make,
 }
 
 NEMESES: dict[str, Callable[[FaultContext], NemesisPackage]] = {

@@ -1,0 +1,15 @@
+"""list-append: transactions of appends (unique values) and reads of whole lists, checked
+by the Elle-style checker (``checkers.elle``) for strict serializability. See
+``workloads.txn`` for the shape and the options (key_count, min_txn_length,
+max_txn_length, max_writes_per_key, read_fraction, op_timeout)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from . import txn
+from .base import Workload
+
+
+def make(addresses: Sequence[str], concurrency: int, options: Mapping[str, Any]) -> Workload:
+    return txn.make("list-append", addresses, concurrency, options)
