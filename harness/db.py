@@ -133,16 +133,19 @@ class UkehiDB:
                         sans=[self.nodes[name].address])
         handle, target = self.nodes[name], self.tls_dir(name)
         handle.write_file(target / "ca.pem", (local / "ca.pem").read_bytes())
-        for argv in (["chmod", "700", str(target)],):
-            rc, _, err = handle.exec(argv)
-            if rc != 0:
-                raise DBError(f"could not protect {target} on node {name}: {err.strip()}")
+        self._node_exec(name, ["chmod", "700", str(target)])  # before the key is written
         handle.write_file(target / "node.pem", (local / "node.pem").read_bytes())
         handle.write_file(target / "node.key", (local / "node.key").read_bytes())
-        rc, _, err = handle.exec(["chmod", "600", str(target / "node.key")])
-        if rc != 0:
-            raise DBError(f"could not protect {target / 'node.key'} on node {name}: {err.strip()}")
+        # Owned like the node's directory: the node may run as another user than the one
+        # that wrote the files (a container's node user); only that owner can read them.
+        self._node_exec(name, ["chown", "-R", f"--reference={handle.workdir}", str(target)])
+        self._node_exec(name, ["chmod", "600", str(target / "node.key")])
         self._shipped.add(name)
+
+    def _node_exec(self, name: str, argv: list[str]) -> None:
+        rc, _, err = self.nodes[name].exec(argv)
+        if rc != 0:
+            raise DBError(f"shipping the TLS files of node {name}: `{' '.join(argv)}` failed: {err.strip()}")
 
     def founding_voters(self) -> list[str]:
         """The initial configuration: the founders given, else every node of the cluster."""

@@ -8,8 +8,13 @@ What ``open()`` does on each host (in parallel):
 
 - connects (host key policy strict / accept-new / ignore, see ssh_connection.py) and
   finds out whether the user is root, has passwordless sudo, or neither;
+- creates the node's directory fresh for this run, as ``mkdtemp`` does:
+  ``<remote-dir>/ukj-<run-id>-<node>.XXXXXXXX`` (remote-dir default ``/tmp``), made by the
+  SSH user with mode 0700 under a name nobody could have prepared. A remote-dir that is a
+  symlink, belongs to another user, or is writable by everyone without the sticky bit is
+  refused, and so is a created directory that is not a plain directory of the SSH user;
 - uploads the project's wheel (built here with ``pip wheel --no-deps``) and unpacks it
-  under ``<remote-dir>/<run-id>/<node>/lib``: the node is pure Python and the wheel is a
+  under ``<node directory>/lib``: the node is pure Python and the wheel is a
   zip, so this is its whole install and needs nothing on the host but ``python3``
   (>= 3.11). msgpack, the node's only dependency, is the host's own (python3-msgpack)
   when present, else msgpack's pure-Python modules are uploaded from this machine;
@@ -50,7 +55,7 @@ from harness.backends.local import new_run_id
 from harness.backends.ssh_connection import TIMEOUT_EXIT, SSHConnection, SSHError, SSHOptions, resolve_ipv4
 
 DEFAULT_NODE_PORT = 7000
-DEFAULT_REMOTE_DIR = "/tmp/ukehi-jepsen"
+DEFAULT_REMOTE_DIR = "/tmp"  # the parent of each run's fresh node directories
 REMOTE_PYTHON = "python3"
 _SUPERVISOR = Path(__file__).with_name("ssh_supervisor.py")
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +84,29 @@ cat "$name.pid"
 """
 
 # Unpacks the wheel (argv[1]) into lib/ beside it and says whether the host has msgpack.
+# Makes the node's directory on the host (run as the SSH user; argv: parent, name prefix).
+MKDTEMP_PY = """
+import os, stat, sys, tempfile
+base, prefix = sys.argv[1], sys.argv[2]
+try:
+    st = os.lstat(base)
+except OSError as e:
+    print("refused:", base, "cannot be used:", e.strerror); sys.exit(3)
+if stat.S_ISLNK(st.st_mode):
+    print("refused:", base, "is a symlink; give the real directory"); sys.exit(3)
+if not stat.S_ISDIR(st.st_mode):
+    print("refused:", base, "is not a directory"); sys.exit(3)
+if st.st_uid not in (0, os.getuid()):
+    print("refused:", base, "belongs to uid", st.st_uid, "(neither root nor this user)"); sys.exit(3)
+if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+    print("refused:", base, "is writable by everyone without the sticky bit (chmod +t)"); sys.exit(3)
+d = tempfile.mkdtemp(prefix=prefix + ".", dir=base)  # 0700, a name nobody could prepare
+st = os.lstat(d)
+if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+    print("refused: the new directory", d, "is not a private directory of this user"); sys.exit(3)
+print("created", d)
+"""
+
 INSTALL_PY = """
 import os, sys, zipfile
 if sys.version_info < (3, 11):
@@ -189,17 +217,23 @@ class SSHNode(FakeClockVerbs, NodeHandle):
             self.privileged = False
             self.no_faults_reason = f"host {self.host} lacks iptables, tc or ip: apt-get install iptables iproute2"
 
+    def make_workdir(self) -> None:
+        """A fresh directory for this run (see the module doc); it becomes the workdir."""
+        prefix = f"ukj-{self.cluster.run_id}-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.host)}"
+        rc, out, err = self._c().run([REMOTE_PYTHON, "-", self.cluster.remote_dir, prefix], timeout=30,
+                                     stdin=MKDTEMP_PY.encode())
+        said = out.decode(errors="replace").strip()
+        if rc != 0 or not said.startswith("created /"):
+            raise SSHError(f"cannot create the node's directory on {self.host} under {self.cluster.remote_dir}: "
+                           f"{said or err.decode(errors='replace').strip()[-400:]}")
+        self.workdir = Path(said.split(" ", 1)[1])
+        self.clock = RemoteFakeClock(self.workdir / "faketime.rc", writer=self._write_atomic)
+        self._installed = True  # from here on, teardown removes the directory
+
     def install(self, wheel: Path) -> None:
         conn = self._c()
+        self.make_workdir()
         wd = str(self.workdir)
-        root = shlex.quote(self.cluster.remote_dir)
-        said = conn.check(f"[ -d {root} ] && echo existed; mkdir -p {shlex.quote(wd)}",
-                          what="creating the node's directory")
-        if "existed" not in said:
-            # Then teardown removes it too, once empty. Kept per cluster, not per node: hosts that
-            # share a file system (e.g. containers with one mount) see each other's mkdir.
-            self.cluster.made_remote_root = True
-        self._installed = True  # from here on, teardown removes the directory
         conn.put(wheel, f"{wd}/ukehi.whl")
         conn.write_file(f"{wd}/ssh_supervisor.py", _SUPERVISOR.read_bytes(), mode=0o644)
         conn.write_file(f"{wd}/start.sh", START_SCRIPT.format(python=REMOTE_PYTHON).encode(), mode=0o755)
@@ -522,26 +556,12 @@ class SSHNode(FakeClockVerbs, NodeHandle):
         return problems
 
     def remove_empty_dirs_and_close(self) -> None:
-        """Remove the run's directory (and the root, if this run made it) once empty; disconnect.
-
-        Called for one node after another once every node is down: hosts may share a file
-        system, and then only the last one finds the directories empty.
-        """
+        """Disconnect, once every node is down (the name is kept for the callers)."""
         if self.conn is None:
             return
-        if self._installed:
-            run_dir = shlex.quote(str(PurePosixPath(str(self.workdir)).parent))
-            root = shlex.quote(self.cluster.remote_dir) if self.cluster.made_remote_root else ""
-            try:
-                self.conn.run(f"rmdir {run_dir} {root} 2>/dev/null; true", timeout=30)
-            except SSHError:
-                pass  # a leftover empty directory is not worth failing the teardown for
-            finally:
-                self.conn.close()
-                self.conn = None
-        else:
-            self.conn.close()
-            self.conn = None
+        # The node's directory went with teardown; its parent is shared (e.g. /tmp) and stays.
+        self.conn.close()
+        self.conn = None
 
 
 class SSHCluster(Cluster):
@@ -571,7 +591,6 @@ class SSHCluster(Cluster):
         self.loopback_reason = ""  # why network faults are unavailable (read by harness/run.py)
         self._opened = False
         self._closed = False
-        self.made_remote_root = False  # whether this run created remote_dir (on some host)
         self._wheel_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -587,8 +606,9 @@ class SSHCluster(Cluster):
         return others
 
     def _node_workdir(self, host: str) -> PurePosixPath:
+        # A placeholder until install() creates the real one (SSHNode.make_workdir).
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", host)
-        return PurePosixPath(self.remote_dir) / self.run_id / safe
+        return PurePosixPath(self.remote_dir) / f"ukj-{self.run_id}-{safe}.not-created-yet"
 
     def open(self) -> "SSHCluster":
         if self._opened:

@@ -60,6 +60,23 @@ def _endpoint(container: Any) -> str:
     return f"{addr}:{port}" if addr else ""
 
 
+def _use_cluster_tls(containers: list[Any]) -> str | None:
+    """Register the cluster's client/admin certificates (``<run>/certs``, made by `up`) for its
+    endpoints, so status polls and `ukehi kv` in this process use them; the certs dir, or
+    None for a cluster without one (plain TCP)."""
+    from ukehi.tls import ClientTLS, register_cluster_tls
+
+    from ..backends.docker import LABEL_WORKDIR
+
+    for c in containers:
+        workdir = c.labels.get(LABEL_WORKDIR)
+        certs = Path(workdir).parent.parent / "certs" if workdir else None
+        if certs is not None and (certs / "ca.pem").is_file():
+            register_cluster_tls([e for e in map(_endpoint, containers) if e], ClientTLS.from_dir(str(certs)))
+            return str(certs)
+    return None
+
+
 def _statuses(endpoints: list[str], timeout: float = 2.0) -> dict[str, dict[str, Any] | None]:
     from ukehi.client import UkehiClient
 
@@ -143,7 +160,10 @@ def register(app: typer.Typer) -> None:
                   f"{getattr(handle, 'container_name', '')}")
         joined = ",".join(endpoints)
         print(f"data and logs: {where / 'nodes'}")
+        # The nodes talk mutual TLS with a CA made for this cluster; a client needs its certificates.
+        print(f"certificates: {db.certs_dir} (client.pem, admin.pem, ca.pem)")
         print("try:")
+        print(f"  export UKEHI_TLS_DIR={db.certs_dir}")
         print(f"  ukehi kv put --cluster {joined} greeting hello")
         print(f"  ukehi kv get --cluster {joined} greeting")
         suffix = "" if name == DEFAULT_NAME else f" --name {name}"
@@ -159,6 +179,7 @@ def register(app: typer.Typer) -> None:
         from ..backends.docker import LABEL_NODE
 
         endpoints = [_endpoint(c) if c.status == "running" else "" for c in containers]
+        _use_cluster_tls(containers)
         answers = _statuses(endpoints)
         print(f"{'node':<6} {'container':<22} {'state':<9} {'address':<20} {'role':<10} {'term':>5}  leader")
         for c, ep in zip(containers, endpoints):

@@ -307,9 +307,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def cleanup(
-        orphans: bool = typer.Option(False, help="also remove ukj-named kernel objects with no run record"),
+        orphans: bool = typer.Option(
+            False, help="also remove, as root, this machine's kernel objects named like a local run's "
+            "(network namespaces ukj-<run>-<node>, links ukjb<run> and ukjh<run>N, iptables FORWARD "
+            "rules commented ukj-<run>) whose run has no record left in the state dir (e.g. /run wiped "
+            "by a reboot); records of live harnesses are never touched. It removes nothing else: no "
+            "files or results, nothing on SSH hosts (each run deletes its own fresh remote directory), "
+            "and only the Docker objects plain cleanup removes too"),
     ) -> None:
-        """Remove processes, namespaces, links, rules and LazyFS mounts left by earlier runs (and their Docker containers)."""
+        """Remove processes, namespaces, links, rules and LazyFS mounts left by earlier runs (and their Docker containers).
+
+        Without --orphans only runs with a record in the state dir whose harness is gone are
+        cleaned up: their node processes, packet delayers, namespaces, links, FORWARD rules,
+        LazyFS mounts, and the containers and networks of Docker runs."""
         from ..backends.docker import cleanup_docker_leftovers
         from ..backends.runstate import cleanup_leftovers
         from ..lazyfs.mount import cleanup_lazyfs_leftovers

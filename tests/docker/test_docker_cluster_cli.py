@@ -25,9 +25,19 @@ def jepsen(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.Compl
                           timeout=timeout)
 
 
-def kv(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def kv(args: list[str], timeout: float = 60, tls_dir: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "UKEHI_TLS_DIR"}
+    if tls_dir:
+        env["UKEHI_TLS_DIR"] = tls_dir
     return subprocess.run([sys.executable, "-m", "ukehi.cli", "kv", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
+
+
+def tls_dir_of(up_output: str) -> str:
+    for line in up_output.splitlines():
+        if "export UKEHI_TLS_DIR=" in line:
+            return line.split("=", 1)[1].strip()
+    raise AssertionError(f"no certificates directory in:\n{up_output}")
 
 
 def cluster_flag(up_output: str) -> str:
@@ -46,10 +56,13 @@ def test_cluster_up_kv_put_get_status_logs_down(docker_client: Any, node_image: 
         assert f"cluster {name} is up: 3 node(s)" in up.stdout
         addresses = cluster_flag(up.stdout)
         assert len(addresses.split(",")) == 3
+        certs = tls_dir_of(up.stdout)  # the nodes talk mutual TLS with the cluster's own CA
 
-        put = kv(["put", "--cluster", addresses, "greeting", "hello-from-docker"])
+        plain = kv(["put", "--cluster", addresses, "greeting", "no-certificate", "--timeout", "3"])
+        assert plain.returncode != 0, plain.stdout  # refused without the cluster's certificates
+        put = kv(["put", "--cluster", addresses, "greeting", "hello-from-docker"], tls_dir=certs)
         assert put.returncode == 0, put.stdout + put.stderr
-        got = kv(["get", "--cluster", addresses, "greeting"])
+        got = kv(["get", "--cluster", addresses, "greeting"], tls_dir=certs)
         assert got.returncode == 0 and got.stdout.strip() == "hello-from-docker", got.stdout + got.stderr
 
         status = jepsen(["cluster", "status", "--name", name], tmp_path)

@@ -203,6 +203,7 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
 def test_node_verbs_on_real_hosts_and_a_teardown_that_leaves_nothing(hosts: SshdHosts, wheel: Path,
                                                                       tmp_path: Path) -> None:
     remote_root = tmp_path / "remote"  # the "hosts" share this machine's file system
+    remote_root.mkdir()
     results = tmp_path / "results"
     a_host, b_host = hosts.addresses
     cluster = SSHCluster(hosts.addresses, options(hosts, hosts.known_hosts()), results_dir=results,
@@ -211,7 +212,11 @@ def test_node_verbs_on_real_hosts_and_a_teardown_that_leaves_nothing(hosts: Sshd
         a, b = cluster[a_host], cluster[b_host]
         assert cluster.network_faults_supported
         assert a.address == a_host and a.ports == (7123,)
-        assert str(a.workdir) == f"{remote_root}/{cluster.run_id}/{a_host}"
+        # a fresh directory per run and node, made like mkdtemp: private, the user's own, no symlink
+        assert a.workdir.parent == remote_root and a.workdir.name.startswith(f"ukj-{cluster.run_id}-{a_host}.")
+        st = os.lstat(a.workdir)
+        assert not a.workdir.is_symlink() and st.st_uid == 0 and st.st_mode & 0o777 == 0o700
+        assert b.workdir.parent == remote_root and b.workdir != a.workdir
         # the wheel is installed: the node's CLI answers with the host's python3
         rc, out, err = a.exec(["env", f"PYTHONPATH={a.workdir}/lib", "python3", "-m", "ukehi.cli", "--help"])
         assert rc == 0 and "node" in out, err
@@ -274,12 +279,12 @@ def test_node_verbs_on_real_hosts_and_a_teardown_that_leaves_nothing(hosts: Sshd
         with pytest.raises(FileNotFoundError):
             a.read_file("no-such-file")
         a.start(["sh", "-c", "echo a-was-here; sleep 60"])
-        run_dir = remote_root / cluster.run_id
+        run_dirs = [a.workdir, b.workdir]
 
     # after close: logs collected, nothing left on the hosts
     assert (results / "nodes" / a_host / "node.log").read_text().startswith("a-was-here")
     assert "bye" in (results / "nodes" / b_host / "node.log").read_text()
-    assert not run_dir.exists() and not remote_root.exists()
+    assert not any(d.exists() for d in run_dirs) and list(remote_root.iterdir()) == []
     for ns in hosts.netns:
         rules = run(["ip", "netns", "exec", ns, "iptables", "-w", "-S"]).stdout
         assert "UKJ" not in rules, rules
@@ -368,7 +373,7 @@ def test_a_user_without_root_or_sudo_gets_process_verbs_and_a_clear_no_for_netwo
         request: pytest.FixtureRequest) -> None:
     # The plain user creates its run directory in here (pytest's tmp_path is root's alone).
     remote_root = Path(tempfile.mkdtemp(prefix="ukj-ssh-plain-"))
-    remote_root.chmod(0o777)
+    remote_root.chmod(0o1777)  # like /tmp: writable by all, sticky
     request.addfinalizer(lambda: shutil.rmtree(remote_root, ignore_errors=True))
     opts = SSHOptions(user=plain_user, key=str(hosts.client_key), known_hosts=str(hosts.known_hosts()),
                       connect_timeout=10)
@@ -387,7 +392,7 @@ def test_a_user_without_root_or_sudo_gets_process_verbs_and_a_clear_no_for_netwo
         node.pause()
         assert node.process_state() == "T"
         assert node.kill() == -9
-    assert not (remote_root / cluster.run_id).exists()
+    assert list(remote_root.iterdir()) == []
     assert remote_root.is_dir(), "a remote directory that existed before the run must stay"
     assert (tmp_path / "results" / "nodes" / hosts.addresses[0] / "node.supervisor.log").exists()
 
@@ -395,7 +400,7 @@ def test_a_user_without_root_or_sudo_gets_process_verbs_and_a_clear_no_for_netwo
 def test_a_user_with_passwordless_sudo_gets_network_faults_through_sudo(
         hosts: SshdHosts, wheel: Path, sudo_user: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     remote_root = Path(tempfile.mkdtemp(prefix="ukj-ssh-sudo-"))
-    remote_root.chmod(0o777)
+    remote_root.chmod(0o1777)  # like /tmp: writable by all, sticky
     request.addfinalizer(lambda: shutil.rmtree(remote_root, ignore_errors=True))
     opts = SSHOptions(user=sudo_user, key=str(hosts.client_key), known_hosts=str(hosts.known_hosts()),
                       connect_timeout=10)
@@ -416,4 +421,28 @@ def test_a_user_with_passwordless_sudo_gets_network_faults_through_sudo(
     others = [p for p in hosts.processes_in_namespaces()
               if Path(f"/proc/{p}/cmdline").exists() and b"sshd" not in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert others == [], "the node or the delayer was left running"
-    assert not (remote_root / cluster.run_id).exists()
+    assert list(remote_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["symlink", "world-writable", "missing"])
+def test_an_unsafe_remote_directory_is_refused(hosts: SshdHosts, wheel: Path, tmp_path: Path, case: str) -> None:
+    """The node's directory is made fresh under a parent that nobody else can tamper with."""
+    real = tmp_path / "real"
+    real.mkdir()
+    if case == "symlink":
+        remote = tmp_path / "link"
+        remote.symlink_to(real)
+        needle = "is a symlink"
+    elif case == "world-writable":
+        remote = real
+        remote.chmod(0o777)  # no sticky bit: another user could swap our directory for a symlink
+        needle = "without the sticky bit"
+    else:
+        remote = tmp_path / "absent"
+        needle = "cannot be used"
+    cluster = SSHCluster([hosts.addresses[0]], options(hosts, hosts.known_hosts()), results_dir=tmp_path / "res",
+                         remote_dir=str(remote), wheel=wheel)
+    with pytest.raises(SSHError, match=needle):
+        with cluster:
+            pass
+    assert list(real.iterdir()) == [], "nothing may be created under a refused directory"
