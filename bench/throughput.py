@@ -14,6 +14,11 @@ with the same value size, driven *inside* one of the node processes through call
 the same number of calls in flight (PySyncObj has no client protocol; this spares it the
 client network hop Ukehi pays). PySyncObj has no linearizable read, so reads are Ukehi-only.
 
+The cost of TLS: the Ukehi figures are with mutual TLS (the node's default: a CA made for
+the run, node certificates, a client certificate), and the same levels then run on a second,
+fresh cluster started with --insecure (plain TCP); the table lists writes/s and p50 of both
+and their ratio (`--skip-insecure` leaves the second cluster out).
+
 Every level runs for `--duration` seconds or `--max-ops` operations, whichever comes first;
 every process started here is killed on exit. Prints a table, then as the LAST line one JSON
 object with every figure.
@@ -89,25 +94,47 @@ class Processes:
         self.procs = []
 
 
-def start_ukehi(procs: Processes, base: str) -> list[str]:
+def make_certs(base: str, nodes: list[str]) -> str:
+    """A CA for this bench under BASE/certs, a certificate per node and one for the clients."""
+    from ukehi import certs
+
+    d = os.path.join(base, "certs")
+    certs.init_ca(d)
+    certs.issue(d, "bench", "client", file_stem="client")
+    for nid in nodes:
+        certs.issue(d, nid, "node", out_dir=os.path.join(d, nid), file_stem="node", with_ca=True)
+    return d
+
+
+def client_tls(tls_dir: str | None) -> Any:
+    """What a bench client presents: the bench's client certificate, or None (plain TCP)."""
+    from ukehi.tls import ClientTLS
+
+    return ClientTLS.from_dir(tls_dir) if tls_dir else None
+
+
+def start_ukehi(procs: Processes, base: str, tls: bool = True) -> tuple[list[str], str | None]:
+    """Three nodes; returns their addresses and the client TLS directory (None: --insecure)."""
     ports = [free_port() for _ in range(3)]
-    peers = ",".join(f"n{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
-    for i, port in enumerate(ports):
-        nid = f"n{i + 1}"
+    nodes = [f"n{i + 1}" for i in range(3)]
+    peers = ",".join(f"{nid}=127.0.0.1:{p}" for nid, p in zip(nodes, ports))
+    tls_dir = make_certs(base, nodes) if tls else None
+    for nid, port in zip(nodes, ports):
+        security = ["--tls-dir", os.path.join(tls_dir, nid)] if tls_dir else ["--insecure"]
         procs.start(
             [sys.executable, "-m", "ukehi.cli", "node", "--id", nid, "--listen", f"127.0.0.1:{port}",
              "--peers", peers, "--data-dir", os.path.join(base, nid), "--election-timeout", "300:600",
-             "--heartbeat", "100", "--log-level", "warning", "--insecure"],
+             "--heartbeat", "100", "--log-level", "warning", *security],
             os.path.join(base, f"{nid}.log"),
         )
-    return [f"127.0.0.1:{p}" for p in ports]
+    return [f"127.0.0.1:{p}" for p in ports], tls_dir
 
 
-async def wait_ready(addresses: list[str], timeout: float = 30.0) -> None:
+async def wait_ready(addresses: list[str], tls_dir: str | None, timeout: float = 30.0) -> None:
     from ukehi.client import UkehiClient
 
     deadline = time.monotonic() + timeout
-    async with UkehiClient(addresses, timeout=2.0, connect_timeout=0.3) as c:
+    async with UkehiClient(addresses, timeout=2.0, connect_timeout=0.3, tls=client_tls(tls_dir)) as c:
         while time.monotonic() < deadline:
             r = await c.put("bench-warmup", "x")
             if r.ok:
@@ -117,13 +144,13 @@ async def wait_ready(addresses: list[str], timeout: float = 30.0) -> None:
 
 
 async def _ukehi_load(addresses: list[str], op: str, inflight: int, duration: float, max_ops: int,
-                      value: str, key_prefix: str) -> tuple[list[float], int, int, float]:
+                      value: str, key_prefix: str, tls_dir: str | None = None) -> tuple[list[float], int, int, float]:
     from ukehi.client import UkehiClient
 
     lat: list[float] = []
     ok = failed = 0
     issued = 0
-    async with UkehiClient(addresses, timeout=10.0) as c:
+    async with UkehiClient(addresses, timeout=10.0, tls=client_tls(tls_dir)) as c:
         await c.put(f"{key_prefix}-probe", value)  # find the leader before timing
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -155,7 +182,7 @@ def _client_proc(args: tuple, out: Any) -> None:
 
 
 def ukehi_level(addresses: list[str], op: str, inflight: int, duration: float, max_ops: int,
-                value: str, client_procs: int) -> dict[str, Any]:
+                value: str, client_procs: int, tls_dir: str | None = None) -> dict[str, Any]:
     """Run one level, split over `client_procs` processes (one asyncio client each)."""
     procs_n = max(1, min(client_procs, inflight))
     per = [inflight // procs_n + (1 if i < inflight % procs_n else 0) for i in range(procs_n)]
@@ -163,7 +190,8 @@ def ukehi_level(addresses: list[str], op: str, inflight: int, duration: float, m
     q = ctx.Queue()
     workers = [
         ctx.Process(target=_client_proc,
-                    args=((addresses, op, n, duration, max_ops // procs_n, value, f"{op}{inflight}p{i}"), q))
+                    args=((addresses, op, n, duration, max_ops // procs_n, value, f"{op}{inflight}p{i}", tls_dir),
+                          q))
         for i, n in enumerate(per)
     ]
     for w in workers:
@@ -179,18 +207,18 @@ def ukehi_level(addresses: list[str], op: str, inflight: int, duration: float, m
 
 
 def bench_ukehi(levels: list[int], duration: float, max_ops: int, value_size: int,
-                client_procs: int) -> dict[str, Any]:
+                client_procs: int, tls: bool = True) -> dict[str, Any]:
     procs = Processes()
     base = tempfile.mkdtemp(prefix="ukehi-bench-")
     try:
-        addresses = start_ukehi(procs, base)
-        asyncio.run(wait_ready(addresses))
+        addresses, tls_dir = start_ukehi(procs, base, tls)
+        asyncio.run(wait_ready(addresses, tls_dir))
         value = "v" * value_size
         writes = {}
         for n in levels:
-            writes[str(n)] = ukehi_level(addresses, "put", n, duration, max_ops, value, client_procs)
-        reads = ukehi_level(addresses, "get", max(levels), duration, max_ops, value, client_procs)
-        return {"writes": writes, "reads": reads, "fsync": True}
+            writes[str(n)] = ukehi_level(addresses, "put", n, duration, max_ops, value, client_procs, tls_dir)
+        reads = ukehi_level(addresses, "get", max(levels), duration, max_ops, value, client_procs, tls_dir)
+        return {"writes": writes, "reads": reads, "fsync": True, "tls": tls}
     finally:
         procs.kill_all()
         shutil.rmtree(base, ignore_errors=True)
@@ -309,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--client-procs", type=int, default=2, help="Ukehi client processes (default 2)")
     p.add_argument("--skip-pysyncobj", action="store_true")
+    p.add_argument("--skip-insecure", action="store_true",
+                   help="leave out the plain-TCP cluster that shows the cost of TLS")
     p.add_argument("--pysyncobj-tick-ms", type=float, default=50.0,
                    help="PySyncObj autoTickPeriod in ms (default 50, its own default)")
     p.add_argument("--pysyncobj-node", type=int, help=argparse.SUPPRESS)
@@ -329,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                        a.pysyncobj_tick_ms)
         return 0
 
-    uk = bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs)
+    uk = bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs, tls=True)
+    plain = ({"skipped": True} if a.skip_insecure
+             else bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs, tls=False))
     pso = ({"skipped": True} if a.skip_pysyncobj
            else bench_pysyncobj(levels, a.duration, a.max_ops, a.value_size, a.pysyncobj_tick_ms))
     if "writes" in pso:
@@ -350,6 +382,19 @@ def main(argv: list[str] | None = None) -> int:
     r = uk["reads"]
     print(f"ukehi linearizable reads/s at {max(levels)} in flight: {r['ops_per_s']:.1f} "
           f"(p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms)")
+    tls_cost: dict[str, Any] = {}
+    if "writes" in plain:
+        print("cost of mutual TLS (same run, a fresh plain-TCP cluster with --insecure):")
+        print(f"{'in flight':>9} {'TLS w/s':>9} {'plain w/s':>10} {'ratio':>6} {'TLS p50':>8} {'plain p50':>10}")
+        for n in [*levels, "reads"]:
+            t = uk["reads"] if n == "reads" else uk["writes"][str(n)]
+            q = plain["reads"] if n == "reads" else plain["writes"][str(n)]
+            ratio = round(t["ops_per_s"] / q["ops_per_s"], 3) if q["ops_per_s"] else None
+            tls_cost[str(n)] = {"tls_ops_per_s": t["ops_per_s"], "plain_ops_per_s": q["ops_per_s"],
+                                "ratio": ratio, "tls_p50_ms": t["p50_ms"], "plain_p50_ms": q["p50_ms"]}
+            label = f"{n}" if n != "reads" else f"reads@{max(levels)}"
+            print(f"{label:>9} {t['ops_per_s']:>9.1f} {q['ops_per_s']:>10.1f} {ratio if ratio is not None else '-':>6} "
+                  f"{t['p50_ms']:>7.2f}ms {q['p50_ms']:>8.2f}ms")
     ratios = {}
     for n in levels:
         w = pso_writes.get(str(n))
@@ -361,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         if top in ratios:
             verdict = "met" if ratios[top] >= 2.0 else "NOT met"
             print(f"target (>= 2x at {top} in flight, ukehi fsyncs, pysyncobj does not): {verdict}")
-    print(json.dumps({"ukehi": uk, "pysyncobj": pso, "ratio": ratios, "value_size": a.value_size,
+    print(json.dumps({"ukehi": uk, "ukehi_insecure": plain, "tls_cost": tls_cost, "pysyncobj": pso,
+                      "ratio": ratios, "value_size": a.value_size,
                       "duration_s": a.duration, "levels": levels}))
     return 0
 

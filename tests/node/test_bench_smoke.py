@@ -23,4 +23,10 @@ def test_throughput_bench_smoke():
         w = figures["ukehi"]["writes"][level]
         assert w["ok"] > 0 and w["failed"] == 0 and w["p50_ms"] <= w["p99_ms"]
     assert figures["ukehi"]["reads"]["ok"] > 0 and figures["ukehi"]["fsync"] is True
+    # with mutual TLS (the default), and the same levels on a plain-TCP cluster for the cost
+    assert figures["ukehi"]["tls"] is True and figures["ukehi_insecure"]["tls"] is False
+    for level in ("1", "4", "reads"):
+        cost = figures["tls_cost"][level]
+        assert cost["tls_ops_per_s"] > 0 and cost["plain_ops_per_s"] > 0 and cost["ratio"] > 0
+    assert "cost of mutual TLS" in out.stdout
     assert figures["pysyncobj"] == {"skipped": True}
