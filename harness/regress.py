@@ -203,6 +203,14 @@ BUG_CASES: tuple[Case, ...] = (
              "are gone from every replica (a kill -9 alone loses nothing: the page cache survives a "
              "process crash; a cut of a majority loses nothing either: the survivor's longer log "
              "wins the next election)"),
+    Case("txn-not-atomic", "list-append", ("partition",), seed=20, time_limit=30, quick_time_limit=15,
+         nemesis_interval=2.0, expected_checkers=("elle",),
+         why="each micro-op is its own log entry: concurrent transactions see half of another "
+             "(G1b, G1c, G0 cycles in the list-append history)"),
+    Case("read-uncommitted-txn", "list-append", ("partition",), seed=21, time_limit=30, quick_time_limit=15,
+         nemesis_interval=2.0, expected_checkers=("elle",), concurrency=9, rate=100.0,
+         why="a cut-off leader answers read-only transactions from its log: appends that never commit "
+             "are read (incompatible orders, cycles with the reads that follow)"),
 )
 
 SUITE: tuple[Case, ...] = CORRECT_CASES + BUG_CASES
