@@ -168,7 +168,7 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
 #: (lease reads without a drift bound) and, on LazyFS, power cuts that drop what was never
 #: fsynced (acknowledging before fsync). The fencing workload gets pauses (a stalled lock
 #: holder) with kills and partitions.
-DEFAULT_NEMESES_FULL = ("partition", "kill", "pause", "disk", "slow-leader", "lazyfs")
+DEFAULT_NEMESES_FULL = ("partition", "kill", "pause", "disk-minority", "slow-leader", "lazyfs")
 DEFAULT_NEMESES_FENCING = ("partition", "kill", "pause")
 #: seconds between fault ops when the default mix is used: six families in a 20 s run
 DEFAULT_NEMESIS_INTERVAL = 1.0

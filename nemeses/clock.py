@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading, alternate
-from .targets import LEADER_HEAVY, check_targets, resolve_detail
+from .targets import LEADER_HEAVY, check_targets, primaries, resolve_detail
 
 BUMPS_S = (0.005, 0.05, 0.25, 1.0, 5.0, 30.0, 120.0)
 RATES = (0.5, 0.75, 1.5, 2.0)
@@ -116,6 +116,8 @@ ISOLATE_SLOW_LEADER, HEAL_SLOW_LEADER = "isolate-slow-leader", "heal-slow-leader
 SLOW_LEADER_SHADING = Shading("slow-leader", start=(ISOLATE_SLOW_LEADER,), stop=(HEAL_SLOW_LEADER,))
 #: how much slower than real time the isolated leader's clock runs
 SLOW_LEADER_RATE = 0.02
+#: how long slow-leader waits for a leader when an election is under way
+LEADER_WAIT_S = 3.0
 
 
 def slow_leader_package(ctx: FaultContext, rate: float = SLOW_LEADER_RATE) -> NemesisPackage:
@@ -145,9 +147,16 @@ def slow_leader_package(ctx: FaultContext, rate: float = SLOW_LEADER_RATE) -> Ne
             return {"healed": names, "clocks_reset": reset}
         if op["f"] != ISOLATE_SLOW_LEADER:
             raise ValueError(f"slow-leader nemesis cannot perform {op['f']!r}")
-        leader = await ctx.leader()
+        # The leader of the newest term; during an election (another fault just moved
+        # leadership) wait for the next one rather than skip the fault.
+        deadline = time.monotonic() + LEADER_WAIT_S
+        found = await primaries(ctx)
+        while not found and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            found = await primaries(ctx)
+        leader = found[0] if found else None
         if leader not in ctx.nodes:
-            return {"skipped": "no leader to isolate"}
+            return {"skipped": f"no leader to isolate within {LEADER_WAIT_S:g} s"}
         node = ctx.nodes[leader]
         # Clock first: the lease is then already stretched when the last heartbeat is acked.
         await asyncio.to_thread(node.set_clock, node.clock_offset(), op["value"]["rate"])
