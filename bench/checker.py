@@ -11,7 +11,19 @@ Each cell runs in a fresh forked process, so its peak memory (the rise of the
 process's peak RSS during the check) is its own.  The target is at least 20,000 ops/s
 on 100,000-operation histories with 20 processes over 100 keys.
 
+``--vs-go`` instead times our checker and Go Porcupine side by side, in one run: the
+Porcupine corpus (``--corpus DIR``, default ``../shared/vectors/porcupine``: its
+``jepsen/*.log`` etcd logs and ``kv/*.txt`` kv logs) and a synthetic 100,000-op history
+(20 processes, 100 keys), each parsed once, then only the check timed, in-process on
+both sides, ``--reps`` runs alternating Go and Python (median per file, summed per
+group).  The Go driver (``bench/porcupine_driver/main.go``, our own code) is built in a
+temporary directory against ``../shared/porcupine`` (Go Porcupine's library files, never
+copied here); without ``go`` or that folder the Go column is skipped with the reason.
+Verdicts must agree.  It also times reading a 100,000-op JSONL history and
+``ukehi-jepsen check`` process start-up.
+
     .venv/bin/python bench/checker.py [--quick] [--budget S] [--file PATH ...]
+    .venv/bin/python bench/checker.py --vs-go [--reps 3] [--corpus DIR ...]
 
 Prints a table, and as the last line one JSON object with every figure.
 """
@@ -22,7 +34,12 @@ import argparse
 import gc
 import json
 import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -33,11 +50,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from checkers.checker import check_operations  # noqa: E402
 from checkers.generate import generate_history  # noqa: E402
 from checkers.mapping import infer_model, to_operations  # noqa: E402
-from checkers.model import Operation  # noqa: E402
-from checkers.models import READ, WRITE, make_model  # noqa: E402
+from checkers.model import UNKNOWN, Operation  # noqa: E402
+from checkers.models import APPEND, CAS, READ, WRITE, make_model  # noqa: E402
 from checkers.readers import read_history  # noqa: E402
 
 TARGET = {"ops": 100_000, "processes": 20, "keys": 100, "ops_per_s": 20_000}
+ROOT = Path(__file__).resolve().parent.parent
+PORCUPINE_DIR = ROOT.parent / "shared" / "porcupine"
+DEFAULT_CORPUS = ROOT.parent / "shared" / "vectors" / "porcupine"
+GO_DRIVER = ROOT / "bench" / "porcupine_driver" / "main.go"
+# Goals of issue 17 (ratios against Go Porcupine measured in the same run).
+GOAL_RATIO = 1.0
+GOAL_START_MS = 150
+GOAL_READ_SPEEDUP = 5.0
+# Reading the 100,000-op JSONL history below before issue 17 (same machine, quiet moment).
+READ_BEFORE_S = 2.63
 
 
 def _status_kib(field: str) -> int | None:
@@ -155,6 +182,212 @@ def matrix(quick: bool) -> list[dict[str, Any]]:
     return cells
 
 
+# ---- side by side with Go Porcupine ----
+
+def build_go_driver(workdir: Path) -> tuple[Path | None, str]:
+    """Build bench/porcupine_driver against ../shared/porcupine; (binary, "") or (None, why not)."""
+    go = shutil.which("go")
+    if go is None:
+        return None, "no go toolchain (apt-get install golang-go)"
+    if not (PORCUPINE_DIR / "checker.go").is_file():
+        return None, f"no Go Porcupine at {PORCUPINE_DIR}"
+    shutil.copy(GO_DRIVER, workdir / "main.go")
+    (workdir / "go.mod").write_text("module ukehibench\n\ngo 1.16\n\n"
+                                    "require github.com/anishathalye/porcupine v0.0.0\n\n"
+                                    f"replace github.com/anishathalye/porcupine => {PORCUPINE_DIR}\n")
+    env = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off", GOCACHE=str(workdir / "cache"),
+               GOPATH=str(workdir / "gopath"))
+    built = subprocess.run([go, "build", "-o", "driver", "."], cwd=workdir, env=env,
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        return None, "go build failed: " + " ".join(built.stderr.split())[:300]
+    return workdir / "driver", ""
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
+
+
+def go_rows(model_name: str, operations: list[Operation]) -> list[list[Any]]:
+    """Our operations in the Go driver's shape (see bench/porcupine_driver/main.go)."""
+    kv = model_name == "porcupine-kv"
+
+    def enc(v: Any) -> str:
+        return ("" if v is None else str(v)) if kv else json.dumps(_plain(v))
+
+    rows = []
+    for position, op in enumerate(operations):
+        kind, key, a, b = op.input
+        unknown = op.output is UNKNOWN
+        if kind not in ((READ, WRITE, APPEND) if kv else (READ, WRITE, CAS)):
+            raise ValueError(f"the Go driver has no kind {kind} for {model_name}")
+        out = "" if unknown or kind in (WRITE, APPEND) else (
+            ("true" if op.output else "false") if kind == CAS else enc(op.output))
+        client = op.client_id if isinstance(op.client_id, int) else position
+        rows.append([client, kind, key if kv else json.dumps(_plain(key)), enc(a), enc(b), out,
+                     int(unknown), op.call, -1 if op.return_time is None else op.return_time])
+    return rows
+
+
+def corpus_cases(dirs: list[Path]) -> list[dict[str, Any]]:
+    """Porcupine's etcd logs (jepsen/*.log) and kv logs (kv/*.txt) under each dir, parsed."""
+    cases = []
+    for base in dirs:
+        for group, pattern in (("etcd", "jepsen/*.log"), ("kv", "kv/*.txt")):
+            for path in sorted(base.glob(pattern)):
+                loaded = read_history(str(path))
+                name = {"jepsen-log": "cas-register", "porcupine-kv": "porcupine-kv"}[loaded.format]
+                cases.append({"name": path.name, "group": group, "model": name,
+                              "operations": to_operations(loaded.ops, name, loaded.conventions)})
+    return cases
+
+
+def synthetic_case() -> dict[str, Any]:
+    history = generate_history("cas-register", n_ops=TARGET["ops"], n_processes=TARGET["processes"],
+                               n_keys=TARGET["keys"], info_fraction=0.05, seed=1)
+    return {"name": "synthetic-100k", "group": "synthetic", "model": "cas-register",
+            "operations": to_operations(history, "cas-register")}
+
+
+def run_go(driver: Path, cases: list[dict[str, Any]], budget: float, workdir: Path) -> dict[str, tuple[str, float]]:
+    spec_path = workdir / "cases.json"
+    if not spec_path.exists():
+        spec_path.write_text(json.dumps({"reps": 1, "timeout_s": budget, "cases": [
+            {"name": c["name"], "model": c["model"], "ops": go_rows(c["model"], c["operations"])}
+            for c in cases]}))
+    done = subprocess.run([str(driver), str(spec_path)], capture_output=True, text=True, check=True)
+    out = {}
+    for line in done.stdout.splitlines():
+        row = json.loads(line)
+        out[row["name"]] = (row["verdict"], row["seconds"])
+    return out
+
+
+def run_python(cases: list[dict[str, Any]], budget: float) -> dict[str, tuple[str, float]]:
+    out = {}
+    for c in cases:
+        model = make_model(c["model"])
+        gc.collect()
+        started = time.perf_counter()
+        result = check_operations(model, c["operations"], budget)
+        out[c["name"]] = (result.value, time.perf_counter() - started)
+    return out
+
+
+def time_reading(tmp: Path, reps: int) -> float:
+    """Median seconds to read a 100,000-op JSONL history (200,000 lines) with read_history."""
+    from checkers.history import dumps_op
+    history = generate_history("cas-register", n_ops=TARGET["ops"], n_processes=TARGET["processes"],
+                               n_keys=TARGET["keys"], info_fraction=0.05, seed=1)
+    path = tmp / "history-100k.jsonl"
+    path.write_text("".join(dumps_op(op) + "\n" for op in history))
+    times = []
+    for _ in range(reps):
+        gc.collect()
+        started = time.perf_counter()
+        read_history(str(path))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def time_start(tmp: Path, reps: int) -> tuple[float | None, float, str]:
+    """Median ms of `ukehi-jepsen check` on a 2-op history, and of a bare `python -c pass`."""
+    cli = Path(sys.executable).parent / "ukehi-jepsen"
+    tiny = tmp / "tiny.jsonl"
+    tiny.write_text('{"index":0,"time":0,"process":0,"type":"invoke","f":"write","value":1}\n'
+                    '{"index":1,"time":1,"process":0,"type":"ok","f":"write","value":1}\n')
+    bare = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - started)
+    if not cli.exists():
+        return None, statistics.median(bare) * 1000, f"no {cli}"
+    times = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        done = subprocess.run([str(cli), "check", str(tiny)], capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            return None, statistics.median(bare) * 1000, "check failed: " + done.stderr.strip()[:200]
+    return statistics.median(times) * 1000, statistics.median(bare) * 1000, ""
+
+
+def vs_go(args: argparse.Namespace) -> int:
+    corpus = [Path(d) for d in args.corpus] or ([DEFAULT_CORPUS] if DEFAULT_CORPUS.is_dir() else [])
+    cases = corpus_cases(corpus)
+    if not args.no_synthetic:
+        cases.append(synthetic_case())
+    with tempfile.TemporaryDirectory(prefix="checker-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        driver, why_not = build_go_driver(tmp)
+        py_times: dict[str, list[float]] = {c["name"]: [] for c in cases}
+        go_times: dict[str, list[float]] = {c["name"]: [] for c in cases}
+        verdicts: dict[str, dict[str, str]] = {c["name"]: {} for c in cases}
+        for _ in range(args.reps):  # alternate, so load changes hit both sides alike
+            if driver is not None:
+                for name, (verdict, seconds) in run_go(driver, cases, args.budget, tmp).items():
+                    go_times[name].append(seconds)
+                    verdicts[name]["go"] = verdict
+            for name, (verdict, seconds) in run_python(cases, args.budget).items():
+                py_times[name].append(seconds)
+                verdicts[name]["python"] = verdict
+        read_s = time_reading(tmp, args.reps)
+        start_ms, bare_ms, start_why = time_start(tmp, max(args.reps, 5))
+
+    header = f"{'file':<18}{'group':<10}{'ops':>7}  {'verdict':<9}{'python s':>10}{'go s':>10}{'ratio':>8}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    mismatches = []
+    for c in cases:
+        name = c["name"]
+        py = statistics.median(py_times[name])
+        go = statistics.median(go_times[name]) if go_times[name] else None
+        v = verdicts[name]
+        if "go" in v and v["go"] != v["python"]:
+            mismatches.append(name)
+        verdict = v["python"] if v.get("go", v["python"]) == v["python"] else f"{v['python']}/go:{v['go']}"
+        ratio = py / go if go else None
+        rows.append({"name": name, "group": c["group"], "ops": len(c["operations"]), "verdict": v["python"],
+                     "go_verdict": v.get("go"), "python_s": round(py, 5),
+                     "go_s": None if go is None else round(go, 5),
+                     "ratio": None if ratio is None else round(ratio, 2)})
+        print(f"{name[:17]:<18}{c['group']:<10}{len(c['operations']):>7}  {verdict:<9}{py:>10.4f}"
+              f"{'-' if go is None else f'{go:.4f}':>10}{'-' if ratio is None else f'{ratio:.2f}x':>8}")
+    print()
+    groups = {}
+    for group in dict.fromkeys(c["group"] for c in cases):
+        members = [r for r in rows if r["group"] == group]
+        py = sum(r["python_s"] for r in members)
+        go = sum(r["go_s"] for r in members) if driver is not None else None
+        ratio = py / go if go else None
+        groups[group] = {"files": len(members), "python_s": round(py, 4), "go_s": None if go is None else round(go, 4),
+                         "ratio": None if ratio is None else round(ratio, 2),
+                         "goal_met": None if ratio is None else ratio <= GOAL_RATIO}
+        shown = "Go skipped" if ratio is None else f"{ratio:.2f}x Go ({'met' if ratio <= GOAL_RATIO else 'NOT met'})"
+        print(f"{group:<10} {len(members):>3} file(s): python {py:.3f} s, go "
+              f"{'-' if go is None else f'{go:.3f} s'}: {shown}")
+    if driver is None:
+        print(f"Go column skipped: {why_not}")
+    speedup = READ_BEFORE_S / read_s if read_s > 0 else None
+    print(f"reading a {TARGET['ops']:,}-op JSONL history: {read_s:.3f} s "
+          f"({speedup:.1f}x the {READ_BEFORE_S} s before issue 17; goal >= {GOAL_READ_SPEEDUP:g}x)")
+    if start_ms is None:
+        print(f"`ukehi-jepsen check` start-up: not measured ({start_why})")
+    else:
+        print(f"`ukehi-jepsen check` on a 2-op file: {start_ms:.0f} ms (bare python: {bare_ms:.0f} ms; "
+              f"goal <= {GOAL_START_MS} ms: {'met' if start_ms <= GOAL_START_MS else 'NOT met'})")
+    if mismatches:
+        print(f"VERDICTS DIFFER: {', '.join(mismatches)}")
+    summary = {"reps": args.reps, "budget_s": args.budget, "go": why_not or "ok", "groups": groups,
+               "read_100k_s": round(read_s, 3), "read_speedup": None if speedup is None else round(speedup, 2),
+               "check_start_ms": None if start_ms is None else round(start_ms, 1),
+               "python_start_ms": round(bare_ms, 1), "verdict_mismatches": mismatches, "files": rows}
+    print(json.dumps(summary, separators=(",", ":")))
+    return 1 if mismatches else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1k and 10k histories only, plus the target cell")
@@ -162,9 +395,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", action="append", default=[], metavar="PATH",
                         help="also time this history file (any format `ukehi-jepsen check` reads), "
                              "e.g. Porcupine's kv/c50-ok.txt; repeatable")
+    parser.add_argument("--vs-go", action="store_true", help="time our checker and Go Porcupine side by "
+                        "side on Porcupine's corpus and a synthetic 100k-op history (see above)")
+    parser.add_argument("--corpus", action="append", default=[], metavar="DIR",
+                        help="--vs-go: a folder with Porcupine's jepsen/*.log and kv/*.txt (repeatable; "
+                             f"default {DEFAULT_CORPUS})")
+    parser.add_argument("--reps", type=int, default=3, help="--vs-go: runs per file, median taken (default 3)")
+    parser.add_argument("--no-synthetic", action="store_true", help="--vs-go: leave out the 100k-op history")
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error("--budget must be positive seconds")
+    if args.vs_go:
+        if args.reps < 1:
+            parser.error("--reps must be at least 1")
+        for d in args.corpus:
+            if not Path(d).is_dir():
+                parser.error(f"--corpus {d}: no such folder")
+        return vs_go(args)
     for path in args.file:
         if not Path(path).is_file():
             parser.error(f"--file {path}: no such file")
