@@ -15,9 +15,10 @@ the same number of calls in flight (PySyncObj has no client protocol; this spare
 client network hop Ukehi pays). PySyncObj has no linearizable read, so reads are Ukehi-only.
 
 The cost of TLS: the Ukehi figures are with mutual TLS (the node's default: a CA made for
-the run, node certificates, a client certificate), and the same levels then run on a second,
-fresh cluster started with --insecure (plain TCP); the table lists writes/s and p50 of both
-and their ratio (`--skip-insecure` leaves the second cluster out).
+the run, node certificates, a client certificate); a second cluster started with --insecure
+(plain TCP) runs beside it, and every level alternates between the two (TLS, plain, plain,
+TLS, half the duration each) so that load from elsewhere falls on both alike. The table
+lists writes/s and p50 of both and their ratio (`--skip-insecure` leaves the second out).
 
 Every level runs for `--duration` seconds or `--max-ops` operations, whichever comes first;
 every process started here is killed on exit. Prints a table, then as the LAST line one JSON
@@ -118,6 +119,7 @@ def start_ukehi(procs: Processes, base: str, tls: bool = True) -> tuple[list[str
     ports = [free_port() for _ in range(3)]
     nodes = [f"n{i + 1}" for i in range(3)]
     peers = ",".join(f"{nid}=127.0.0.1:{p}" for nid, p in zip(nodes, ports))
+    os.makedirs(base, exist_ok=True)
     tls_dir = make_certs(base, nodes) if tls else None
     for nid, port in zip(nodes, ports):
         security = ["--tls-dir", os.path.join(tls_dir, nid)] if tls_dir else ["--insecure"]
@@ -206,19 +208,53 @@ def ukehi_level(addresses: list[str], op: str, inflight: int, duration: float, m
     return summarize(lat, ok, failed, elapsed)
 
 
+def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level's figures from its interleaved parts: mean rate and p50, worst p99."""
+    n = len(parts)
+    return {
+        "ops_per_s": round(sum(p["ops_per_s"] for p in parts) / n, 1),
+        "ok": sum(p["ok"] for p in parts),
+        "failed": sum(p["failed"] for p in parts),
+        "p50_ms": round(sum(p["p50_ms"] for p in parts) / n, 2),
+        "p99_ms": max(p["p99_ms"] for p in parts),
+        "seconds": round(sum(p["seconds"] for p in parts), 2),
+    }
+
+
 def bench_ukehi(levels: list[int], duration: float, max_ops: int, value_size: int,
-                client_procs: int, tls: bool = True) -> dict[str, Any]:
+                client_procs: int, insecure_too: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The TLS cluster's figures, and (INSECURE_TOO) a plain-TCP cluster's from the same run.
+
+    Both clusters are up at once and each level alternates between them (TLS, plain, plain,
+    TLS; half the duration each), so load from elsewhere on a shared machine falls on both
+    alike; a level's figures are the mean of its two halves.
+    """
     procs = Processes()
     base = tempfile.mkdtemp(prefix="ukehi-bench-")
     try:
-        addresses, tls_dir = start_ukehi(procs, base, tls)
-        asyncio.run(wait_ready(addresses, tls_dir))
+        clusters = {"tls": start_ukehi(procs, os.path.join(base, "tls"), True)}
+        if insecure_too:
+            clusters["plain"] = start_ukehi(procs, os.path.join(base, "plain"), False)
+        for addresses, tls_dir in clusters.values():
+            asyncio.run(wait_ready(addresses, tls_dir))
         value = "v" * value_size
-        writes = {}
+        order = ["tls", "plain", "plain", "tls"] if insecure_too else ["tls", "tls"]
+        parts: dict[str, dict[str, list[dict[str, Any]]]] = {k: {} for k in clusters}
+
+        def level(key: str, op: str, n: int) -> None:
+            for which in order:
+                addresses, tls_dir = clusters[which]
+                parts[which].setdefault(key, []).append(
+                    ukehi_level(addresses, op, n, duration / 2, max(1, max_ops // 2), value, client_procs, tls_dir))
+
         for n in levels:
-            writes[str(n)] = ukehi_level(addresses, "put", n, duration, max_ops, value, client_procs, tls_dir)
-        reads = ukehi_level(addresses, "get", max(levels), duration, max_ops, value, client_procs, tls_dir)
-        return {"writes": writes, "reads": reads, "fsync": True, "tls": tls}
+            level(str(n), "put", n)
+        level("reads", "get", max(levels))
+        out = {}
+        for which, got in parts.items():
+            out[which] = {"writes": {str(n): _combine(got[str(n)]) for n in levels},
+                          "reads": _combine(got["reads"]), "fsync": True, "tls": which == "tls"}
+        return out["tls"], out.get("plain", {"skipped": True})
     finally:
         procs.kill_all()
         shutil.rmtree(base, ignore_errors=True)
@@ -359,9 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                        a.pysyncobj_tick_ms)
         return 0
 
-    uk = bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs, tls=True)
-    plain = ({"skipped": True} if a.skip_insecure
-             else bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs, tls=False))
+    uk, plain = bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs,
+                            insecure_too=not a.skip_insecure)
     pso = ({"skipped": True} if a.skip_pysyncobj
            else bench_pysyncobj(levels, a.duration, a.max_ops, a.value_size, a.pysyncobj_tick_ms))
     if "writes" in pso:
@@ -384,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms)")
     tls_cost: dict[str, Any] = {}
     if "writes" in plain:
-        print("cost of mutual TLS (same run, a fresh plain-TCP cluster with --insecure):")
+        print("cost of mutual TLS (same run: a plain-TCP cluster with --insecure, levels interleaved):")
         print(f"{'in flight':>9} {'TLS w/s':>9} {'plain w/s':>10} {'ratio':>6} {'TLS p50':>8} {'plain p50':>10}")
         for n in [*levels, "reads"]:
             t = uk["reads"] if n == "reads" else uk["writes"][str(n)]
