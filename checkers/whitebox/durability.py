@@ -19,11 +19,14 @@ unacknowledged write of the same value) covers.
 
 "On a majority" counts, for each committed entry (one that a node holds at or below its
 commit index), the final voters whose log holds that very entry (a follower that has not
-yet heard the new commit index still holds it durably), or whose snapshot covers the index. A voter whose current
-incarnation reported a CorruptionPolicy cut or skip (the disk nemesis destroyed its copy
-on purpose) is excused, as long as one voter still holds the entry. Ops whose entry may
-have been compacted into snapshots on every node holding it cannot be matched by content
-and are reported as ``unverifiable``, never as lost.
+yet heard the new commit index still holds it durably), or whose snapshot covers the
+index. A voter whose current incarnation reported a CorruptionPolicy cut or skip (the disk
+nemesis destroyed its copy on purpose) is excused, as long as one voter still holds the
+entry. An index compacted into snapshots everywhere has no command left to read; it is identified by what the nodes applied there
+(``event=applied`` carries the CRC-32 of the command bytes, which an acknowledged op's
+fields rebuild exactly), and counts for the voters whose snapshot covers it. Ops whose
+entry could be such an index but cannot be identified (no applied line, or an acquire,
+whose command carries the leader's clock) are reported as ``unverifiable``, never as lost.
 """
 
 from __future__ import annotations
@@ -82,6 +85,31 @@ def entry_signature(entry: LogEntry) -> Signature | None:
     return None
 
 
+def signature_crc(sig: Signature) -> int | None:
+    """CRC-32 of the WAL command bytes the node writes for SIG (``event=applied`` carries it).
+
+    The node builds ``{"op", **request fields}`` in the order the client sends them and
+    encodes it with msgpack (``ukehi/kv.py``); acquire carries the leader's clock and
+    cannot be rebuilt (None).
+    """
+    import zlib
+
+    import msgpack
+
+    op = sig[0]
+    if op == "put":
+        cmd = {"op": "put", "key": sig[1], "value": json.loads(sig[2])}
+    elif op == "cas":
+        cmd = {"op": "cas", "key": sig[1], "expected": json.loads(sig[2]), "new": json.loads(sig[3])}
+    elif op == "delete":
+        cmd = {"op": "delete", "key": sig[1]}
+    elif op == "fenced_put":
+        cmd = {"op": "fenced_put", "key": sig[1], "value": json.loads(sig[2]), "token": sig[3]}
+    else:
+        return None
+    return zlib.crc32(b"\x00" + msgpack.packb(cmd, use_bin_type=True))
+
+
 def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str) -> dict[str, Any]:
     prefix = KEY_PREFIX.get(workload)
     if prefix is None:
@@ -110,8 +138,9 @@ def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], wo
                 holders[index][entry].add(node.name)
     excused = {n.name for n in nodes.values() if n.corruption_reported()}
 
-    def on_majority(index: int, entry: LogEntry) -> bool:
-        have = {n for n in holders[index][entry]} | {n.name for n in nodes.values() if n.covered_by_snapshot(index)}
+    def on_majority(index: int, entry: LogEntry | None) -> bool:
+        have = set(holders[index][entry]) if entry is not None else set()
+        have |= {n.name for n in nodes.values() if n.covered_by_snapshot(index)}
         for group in (voters, outgoing):
             if not group:
                 continue
@@ -132,15 +161,35 @@ def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], wo
             anywhere.setdefault(sig, set()).add(index)
             if on_majority(index, entry):
                 durable.setdefault(sig, set()).add(index)
+    # Indexes whose content survives only in snapshots: identified by what was applied there
+    # (the CRC of the command bytes, which an acknowledged op's fields rebuild exactly).
     compacted = max((n.snapshot_index for n in nodes.values()), default=0)
-    hidden = sum(1 for i in range(1, compacted + 1) if i not in holders)  # content only in snapshots
+    hidden = [i for i in range(1, compacted + 1) if i not in holders]
+    applied: dict[int, set[int]] = {}
+    for node in cluster.values():
+        for a in node.applied():
+            if a.index <= compacted:
+                applied.setdefault(a.index, set()).add(a.crc)
+    by_crc = {crc: sig for sig in acked if (crc := signature_crc(sig)) is not None}
+    unmatched = 0
+    for index in hidden:
+        crcs = applied.get(index, set())
+        if len(crcs) != 1:
+            unmatched += 1  # nobody logged applying it (or nodes disagree: state-machine-safety says so)
+            continue
+        sig = by_crc.get(next(iter(crcs)))
+        if sig is None:
+            continue  # known, and not an acknowledged op's entry
+        anywhere.setdefault(sig, set()).add(index)
+        if on_majority(index, None):
+            durable.setdefault(sig, set()).add(index)
     violations, unverifiable = [], 0
     for sig, ops in acked.items():
         have = len(durable.get(sig, ()))
         if have >= len(ops):
             continue
         missing = len(ops) - have
-        if missing <= hidden:
+        if missing <= unmatched:
             # the missing entries may sit in snapshots, where no command can be matched
             unverifiable += missing
             continue

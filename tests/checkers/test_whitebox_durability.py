@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from checkers.history import Op
 from checkers.whitebox import check_durability, read_cluster
-from whitebox_nodes import HISTORY, Node, acquire, healthy, ok_write, put, term_entries, write_all
+from whitebox_nodes import HISTORY, LOG, Node, acquire, healthy, ok_write, put, term_entries, write_all
 
 
 def check(tmp_path, history, workload="register"):
@@ -93,3 +93,27 @@ def test_a_follower_holding_the_entry_counts_before_it_learns_the_commit(tmp_pat
     nodes["n2"].wal(term_entries(1, 7, [put("register/7", 70)], seq=7))  # n2 holds it, commit still 6
     write_all(nodes)
     assert check(tmp_path, HISTORY + ok_write(20, 7, 70))["valid"] is True
+
+
+def test_entries_compacted_into_snapshots_are_matched_by_what_was_applied(tmp_path):
+    nodes = {}
+    for name in ("n1", "n2", "n3"):  # every node compacted indexes 1..6; only snapshots and applied lines remain
+        node = Node(tmp_path, name).snapshot(6, 1).hard_state(1, 6)
+        node.start().applied(LOG)
+        nodes[name] = node
+    write_all(nodes)
+    result = check(tmp_path, HISTORY)
+    assert result["valid"] is True and result["unverifiable"] == 0, result
+    lost = check(tmp_path, HISTORY + ok_write(20, 9, 90))  # applied nowhere: lost, not unverifiable
+    assert lost["valid"] is False and "put register/9 90" in lost["explanation"]
+
+
+def test_compacted_indexes_nobody_logged_applying_are_unverifiable_not_lost(tmp_path):
+    nodes = {}
+    for name in ("n1", "n2", "n3"):
+        node = Node(tmp_path, name).snapshot(6, 1).hard_state(1, 6)
+        node.start()  # a log level above info: no applied lines
+        nodes[name] = node
+    write_all(nodes)
+    result = check(tmp_path, HISTORY)
+    assert result["valid"] is True and result["unverifiable"] == 5
