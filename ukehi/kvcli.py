@@ -29,6 +29,7 @@ import sys
 from typing import Any
 
 from ukehi.client import CONNECT_FAILED, CONNECTION_LOST, FAIL, OK, TIMEOUT, UNKNOWN, Result, UkehiClient, parse_cluster
+from ukehi.tls import ClientTLS, TLSError
 
 __all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_UNKNOWN", "EXIT_BAD_ARGUMENT"]
 
@@ -86,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                         help="give up after this long (default 5); the outcome is then unknown")
     common.add_argument("--json", action="store_true", help="print one JSON object")
+    common.add_argument(
+        "--tls-dir", default=os.environ.get("UKEHI_TLS_DIR") or None, metavar="DIR",
+        help="mutual TLS: ca.pem and client.pem/client.key and/or admin.pem/admin.key (admin verbs "
+             "use the admin pair); default: $UKEHI_TLS_DIR, else plain TCP")
     sub = parser.add_subparsers(dest="kv_command", metavar="COMMAND", parser_class=type(parser))
     sub.required = True
 
@@ -164,11 +169,11 @@ def _not_ukehi_reason(result: Result) -> str | None:
     return None  # refused, unreachable, TLS refused...: the operation's own error says it better
 
 
-async def _probe(addresses: list[str], timeout: float) -> dict[str, str]:
+async def _probe(addresses: list[str], timeout: float, tls: ClientTLS | None = None) -> dict[str, str]:
     """Ask every address for its status at once; address -> why it is not (or may not be) a
     Ukehi node, for the addresses that did not answer like one."""
     async def one(address: str) -> tuple[str, str | None]:
-        async with UkehiClient([address], timeout=timeout, connect_timeout=timeout) as probe:
+        async with UkehiClient([address], timeout=timeout, connect_timeout=timeout, tls=tls) as probe:
             return address, _not_ukehi_reason(await probe.status(address, timeout=timeout))
     found = await asyncio.gather(*(one(a) for a in addresses))
     return {address: why for address, why in found if why is not None}
@@ -180,7 +185,12 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
     if cmd == "status" and args.all:
         return await _status_all(args, addresses)
     limit = min(CONNECT_TIMEOUT, args.timeout)
-    strangers = await _probe(addresses, limit)
+    strangers = await _probe(addresses, limit, args.tls)
+    if args.tls is None:
+        # A node talks mutual TLS unless started with --insecure, and closes plain connections.
+        strangers = {a: (f"{why}; a Ukehi node with mutual TLS does that to a client without "
+                         "certificates: give --tls-dir or set UKEHI_TLS_DIR"
+                         if why.startswith("it closed") else why) for a, why in strangers.items()}
     if len(strangers) == len(addresses):
         silent = all(why.startswith("no answer") for why in strangers.values())
         text = "; ".join(f"not a Ukehi node at {a} ({why} within {limit:g} s)" if why.startswith("no answer")
@@ -192,7 +202,7 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
         print(f"ukehi kv: warning: not a Ukehi node at {address} ({why}); using the other addresses",
               file=sys.stderr)
     cluster = [a for a in addresses if a not in strangers]
-    async with UkehiClient(cluster, timeout=args.timeout) as c:
+    async with UkehiClient(cluster, timeout=args.timeout, tls=args.tls) as c:
         if cmd == "get":
             return await c.get(args.key), None
         if cmd == "put":
@@ -227,7 +237,7 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
 
 async def _status_all(args: argparse.Namespace, addresses: list[str]) -> tuple[Result, Any]:
     """`status --all`: every address's status; the ones that did not answer are named."""
-    async with UkehiClient(addresses, timeout=args.timeout) as c:
+    async with UkehiClient(addresses, timeout=args.timeout, tls=args.tls) as c:
         every = await c.cluster_status()
     down = {a: r for a, r in every.items() if not r.ok}
     for address, r in down.items():
@@ -296,6 +306,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_ARGUMENT
     if args.timeout <= 0:
         print("ukehi kv: error: --timeout must be > 0 seconds", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    try:
+        args.tls = ClientTLS.from_dir(args.tls_dir) if args.tls_dir else None
+    except TLSError as e:
+        print(f"ukehi kv: error: --tls-dir: {e}", file=sys.stderr)
         return EXIT_BAD_ARGUMENT
     try:
         result, extra = asyncio.run(_run(args))

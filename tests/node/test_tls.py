@@ -202,3 +202,27 @@ def test_insecure_node_says_so_at_start(make_cluster):
     asyncio.run(scenario())
     text = cluster.nodes["n1"].log_text()
     assert "level=warning" in text and "event=insecure" in text
+
+
+def test_kv_cli_without_certificates_says_how_to_give_them(make_cluster):
+    import subprocess
+    import sys
+
+    from cluster import REPO
+
+    cluster = make_cluster(1)
+    cluster.start()
+    asyncio.run(cluster.wait_for_leader())
+    env = {k: v for k, v in os.environ.items() if k != "UKEHI_TLS_DIR"}
+
+    def kv(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ukehi.cli", "kv", *args, "--cluster", cluster.addresses[0]],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+
+    plain = kv("put", "k", "v")
+    assert plain.returncode == 1 and "--tls-dir" in plain.stderr, plain.stderr
+    assert kv("put", "k", "v", "--tls-dir", cluster.certs_dir).returncode == 0
+    got = kv("get", "k", "--tls-dir", cluster.certs_dir)
+    assert got.returncode == 0 and got.stdout == "v\n", got.stderr
+    bad = kv("get", "k", "--tls-dir", os.path.join(cluster.certs_dir, "n1"))  # a node's dir: no client.pem
+    assert bad.returncode == 254 and "client.pem" in bad.stderr, bad.stderr
