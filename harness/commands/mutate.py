@@ -74,12 +74,13 @@ def register(app: typer.Typer) -> None:
             runs = [HarnessRun.parse(r) for r in harness_run] if harness_run else list(DEFAULT_HARNESS_RUNS)
             tests = [t.strip() for t in unit_tests.split(",") if t.strip()]
             if list_only:
-                chosen, population = list_mutants(root, targets, ops, seed=seed, sample=sample, ids=mutant or ())
+                chosen, population, commit = list_mutants(root, targets, ops, seed=seed, sample=sample,
+                                                          ids=mutant or (), rev=rev)
                 for m in chosen:
                     print(f"{m.id}  {m.describe()}")
-                print(f"{len(chosen)} of {population} mutants (files on disk at {root})")
+                print(f"{len(chosen)} of {population} mutants at {commit or root}")
                 raise typer.Exit(EXIT_VALID)
-        except ValueError as err:
+        except (ValueError, WorkspaceError) as err:
             raise BadArgument(str(err)) from None
 
         cfg = Config(unit=not harness_only, harness=not unit_only, unit_tests=tests, unit_timeout=unit_timeout,

@@ -44,7 +44,7 @@ DEFAULT_UNIT_TIMEOUT = 300.0
 
 @dataclass(frozen=True)
 class HarnessRun:
-    """One fixed harness run: ``WORKLOAD/NEMESIS/SECONDS/SEED``."""
+    """One fixed harness run: ``WORKLOAD/NEMESIS/SECONDS/SEED`` (NEMESIS ``default``: the default mix)."""
 
     workload: str
     nemesis: str
@@ -67,7 +67,9 @@ class HarnessRun:
         return f"{self.workload}/{self.nemesis}/{self.time_limit:g}/{self.seed}"
 
     def argv(self, python: str, results_dir: Path) -> list[str]:
-        return [python, "-m", "harness.cli", "run", "--workload", self.workload, "--nemesis", self.nemesis,
+        # NEMESIS "default" leaves --nemesis out: the run's default fault mix.
+        nemesis = [] if self.nemesis == "default" else ["--nemesis", self.nemesis]
+        return [python, "-m", "harness.cli", "run", "--workload", self.workload, *nemesis,
                 "--time-limit", f"{self.time_limit:g}", "--seed", str(self.seed),
                 "--results-dir", str(results_dir)]
 

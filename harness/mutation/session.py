@@ -27,10 +27,15 @@ class Outcome:
 
 
 def list_mutants(root: Path, targets: Sequence[str], operators: Sequence[str] = OPERATORS, *,
-                 seed: int = 0, sample: int = 0, ids: Sequence[str] = ()) -> tuple[list[Mutant], int]:
-    """(the mutants a run with these options would evaluate, how many exist), from the files on disk."""
-    population = collect_mutants(root, targets, operators)
-    return select(population, sample=sample, seed=seed, ids=ids, valid=Validator(root)), len(population)
+                 seed: int = 0, sample: int = 0, ids: Sequence[str] = (),
+                 rev: str | None = "HEAD") -> tuple[list[Mutant], int, str | None]:
+    """(the mutants a run with these options would evaluate, how many exist, the commit), from --rev."""
+    with tempfile.TemporaryDirectory(prefix="ukehi-mutation-list-") as scratch:
+        pristine = Path(scratch) / "pristine"
+        commit = snapshot(root, pristine, rev)
+        population = collect_mutants(pristine, targets, operators)
+        return (select(population, sample=sample, seed=seed, ids=ids, valid=Validator(pristine)),
+                len(population), commit)
 
 
 def run_mutation(*, root: Path, results_dir: str, cfg: Config, targets: Sequence[str] = DEFAULT_TARGETS,

@@ -281,3 +281,13 @@ def test_mutate_lists_mutants_and_rejects_contradictory_options(capsys):
     assert main(["mutate", "--unit-only", "--harness-only"]) == EXIT_BAD_ARGUMENT
     assert main(["mutate", "--list", "--paths", "no/such/dir"]) == EXIT_BAD_ARGUMENT
     assert main(["mutate", "--harness-run", "register/kill"]) == EXIT_BAD_ARGUMENT
+
+
+def test_harness_runs_parse_into_the_run_command():
+    run = HarnessRun.parse("register/partition,kill/15/1")
+    argv = run.argv("py", Path("/r"))
+    assert argv[:4] == ["py", "-m", "harness.cli", "run"]
+    assert argv[argv.index("--nemesis") + 1] == "partition,kill" and argv[argv.index("--seed") + 1] == "1"
+    assert "--nemesis" not in HarnessRun.parse("register/default/20/2").argv("py", Path("/r"))
+    with pytest.raises(ValueError, match="SEED"):
+        HarnessRun.parse("register/kill/15/x")
