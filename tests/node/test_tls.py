@@ -226,3 +226,27 @@ def test_kv_cli_without_certificates_says_how_to_give_them(make_cluster):
     assert got.returncode == 0 and got.stdout == "v\n", got.stderr
     bad = kv("get", "k", "--tls-dir", os.path.join(cluster.certs_dir, "n1"))  # a node's dir: no client.pem
     assert bad.returncode == 254 and "client.pem" in bad.stderr, bad.stderr
+
+
+def test_a_peer_link_accepts_only_the_peer_it_meant_to_reach(make_cluster):
+    """n1 is told n2 and n3 live at each other's addresses: its links refuse both nodes (each
+    presents the other's certificate), so none of its messages leave, while n2 and n3 (told
+    the truth) carry on without it."""
+    cluster = make_cluster(3)
+    n1, n2, n3 = (cluster.nodes[n] for n in ("n1", "n2", "n3"))
+    swapped = f"n1={n1.address},n2={n3.address},n3={n2.address}"
+    n1.args[n1.args.index("--peers") + 1] = swapped
+    cluster.start()
+
+    async def scenario() -> None:
+        leader = await cluster.wait_for_leader(among=["n2", "n3"], timeout=20)
+        async with cluster.client(addresses=[cluster.nodes[leader].address]) as c:
+            assert (await c.put("k", "v")).ok
+        await asyncio.sleep(1.0)
+        st = (await cluster.statuses([leader]))[leader]
+        # n1's links never connected, so none of its answers reached the leader
+        assert st["progress"]["n1"]["match"] == 0, st["progress"]
+    asyncio.run(scenario())
+    text = n1.log_text()
+    assert "event=peer-identity-mismatch peer=n2" in text and "presented=\"node 'n3'\"" in text, text[-2000:]
+    assert "event=peer-connected" not in text
