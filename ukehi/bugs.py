@@ -8,7 +8,7 @@ and the node logs a WARNING line naming the bug when it starts.
 Each bug is a name the node, the Raft core or the storage checks at one precise place;
 nothing else changes. Where the code path lives:
 
-- node (ukehi/node.py): stale-read, ack-before-commit, forget-vote, truncate-then-vote,
+- node (ukehi/node/: api, driver, recovery, server): stale-read, ack-before-commit, forget-vote, truncate-then-vote,
   lost-unfsynced;
 - Raft core flags (ukehi/raft/config.py), set through :func:`raft_overrides`:
   commit-old-term, accept-stale-term, lease-no-drift-bound;

@@ -21,7 +21,7 @@ def _project_root() -> Path:
 def register(app: typer.Typer) -> None:
     @app.command()
     def mutate(
-        paths: str = typer.Option("ukehi/raft,ukehi/storage,ukehi/kv.py,ukehi/fencing.py,ukehi/node.py",
+        paths: str = typer.Option("ukehi/raft,ukehi/storage,ukehi/kv.py,ukehi/fencing.py,ukehi/node/driver.py",
                                   help="comma list of files or directories to mutate, relative to the project"),
         operators: str = typer.Option("all", help="comma list of mutation operators, or all: cmp_flip, "
                                       "int_plus1, int_minus1, floordiv_plus1, floordiv_minus1, drop_stmt, "

@@ -15,7 +15,7 @@ from .report import plain_table, write_report, _score_line
 from .runner import BaselineFailed, Config, MutantResult, check_baseline, evaluate, run_mutants
 from .workspace import preflight, snapshot
 
-DEFAULT_TARGETS: tuple[str, ...] = ("ukehi/raft", "ukehi/storage", "ukehi/kv.py", "ukehi/fencing.py", "ukehi/node.py")
+DEFAULT_TARGETS: tuple[str, ...] = ("ukehi/raft", "ukehi/storage", "ukehi/kv.py", "ukehi/fencing.py", "ukehi/node/driver.py")
 
 
 @dataclass

@@ -1,0 +1,218 @@
+"""What clients and peers call: request routing, reads, writes, peer frames, status.
+
+A mixin of :class:`ukehi.node.server.UkehiNode` (which provides ``driver``, ``clock``,
+``config``, ``log``, ``phase``, ``listener``): the same code answers TCP clients in a real
+node and simulated clients in the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from ukehi import wire
+from ukehi.config import format_address, parse_address
+from ukehi.kv import CommandError, encode_command
+from ukehi.raft.messages import MessageError, message_from_dict
+from ukehi.raft.types import NotLeader, ProposalDropped
+from ukehi.txnserve import serve_append, serve_txn
+
+from .driver import ADDRESS_KEY_PREFIX, GROUP_ID, PROPOSAL_TIMEOUT, ROLE_NAMES
+from .inputs import Propose, Step
+
+__all__ = ["ClientAPI", "Reply", "err", "partial"]
+
+Reply = tuple[wire.MsgType, dict[str, Any]]
+
+
+def err(code: wire.ErrorCode, message: str, **hint: Any) -> Reply:
+    return wire.MsgType.ERROR, wire.error_body(code, message, **hint)
+
+
+def partial(message: str) -> Reply:
+    """An admin change that is half done: the outcome as a whole is unknown, not failed."""
+    return err(wire.ErrorCode.TIMEOUT, f"partially done, outcome unknown: {message}")
+
+
+class ClientAPI:
+    driver: Any
+    clock: Any
+    config: Any
+    log: Any
+    phase: str
+    listener: Any
+    bug: str | None
+
+    # ------------------------------------------------------------------ peers
+    def peer_hello(self, peer: str, address: str) -> None:
+        """A peer said where it listens. Used only for peers this node has no address for
+        (a joining node learns later members' addresses from the log, which it cannot
+        receive before it can answer the leader); replicated addresses always win."""
+        addresses = self.driver.addresses
+        if peer == self.config.node_id or peer in addresses:
+            return
+        try:
+            addresses[peer] = parse_address(address)
+        except ValueError:
+            return
+        self.log.info("peer-address", peer=peer, address=address, source="hello")
+        if self.phase == "running":
+            self.driver.network.ensure(peer, addresses[peer])
+
+    def handle_peer_frame(self, frame: wire.Frame, peer: str | None) -> None:
+        if self.phase != "running":
+            return  # not ready for Raft traffic yet; the sender retries
+        try:
+            msg = message_from_dict(frame.body)
+        except MessageError as e:
+            raise ValueError(str(e)) from None
+        if msg.dst != self.config.node_id or msg.group_id != GROUP_ID:
+            self.log.debug("misrouted-message", src=msg.src, dst=msg.dst, group=msg.group_id)
+            return
+        self.driver.push_peer_message(Step(msg))
+
+    def _leader_hint(self) -> dict[str, Any]:
+        return self.driver.leader_hint()
+
+    def _not_leader(self, what: str) -> Reply:
+        hint = self._leader_hint()
+        where = f"; the leader is {hint['leader']}" if hint.get("leader") else "; no leader is known yet"
+        return err(wire.ErrorCode.NOT_LEADER, f"node {self.config.node_id} is not the leader, {what} not done{where}",
+                   **hint)
+
+    # ------------------------------------------------------------------ clients
+    async def handle_request(self, frame: wire.Frame) -> Reply:
+        t = frame.type
+        if t is wire.MsgType.STATUS:
+            return wire.MsgType.OK, wire.ok_body(self.status())
+        core = self.driver.core
+        if self.phase != "running" or core is None:
+            return err(wire.ErrorCode.RECOVERING,
+                       f"node {self.config.node_id} is {self.phase} (WAL replay); retry shortly or use another node")
+        if frame.group != GROUP_ID:
+            return err(wire.ErrorCode.BAD_REQUEST, f"this node serves Raft group {GROUP_ID} only, not {frame.group}")
+        if core.recovering:
+            return err(wire.ErrorCode.RECOVERING,
+                       f"node {self.config.node_id} is catching up after a WAL cut; use another node")
+        body = frame.body
+        if t is wire.MsgType.GET:
+            return await self._read(body["key"])
+        if t is wire.MsgType.APPEND:
+            return await serve_append(self, body["key"], body["value"], ADDRESS_KEY_PREFIX)
+        if t is wire.MsgType.TXN:
+            return await serve_txn(self, body["ops"], ADDRESS_KEY_PREFIX)
+        if t in (wire.MsgType.PUT, wire.MsgType.CAS, wire.MsgType.DELETE, wire.MsgType.FENCED_PUT):
+            if body["key"].startswith(ADDRESS_KEY_PREFIX):
+                return err(wire.ErrorCode.BAD_REQUEST, "keys starting with \\x00ukehi/ are reserved for the node")
+            return await self._write({"op": t.value, **body})
+        if t in (wire.MsgType.ACQUIRE, wire.MsgType.RELEASE):
+            # The leader stamps its clock into the command; the state machine never reads one.
+            return await self._write({"op": t.value, **body, "now_ms": int(self.clock.time() * 1000)})
+        if t is wire.MsgType.ADD_NODE:
+            return await self._add_node(body["node"], body["address"])  # type: ignore[attr-defined]
+        if t is wire.MsgType.REMOVE_NODE:
+            return await self._remove_node(body["node"])  # type: ignore[attr-defined]
+        if t is wire.MsgType.TRANSFER_LEADER:
+            return await self._transfer(body.get("node"))  # type: ignore[attr-defined]
+        if t is wire.MsgType.SNAPSHOT:
+            return await self._manual_snapshot()  # type: ignore[attr-defined]
+        return err(wire.ErrorCode.BAD_REQUEST, f"request type {t.value} is not served by a node")
+
+    async def _write(self, command: dict[str, Any]) -> Reply:
+        try:
+            data = encode_command(command)
+        except CommandError as e:
+            return err(wire.ErrorCode.BAD_REQUEST, str(e))
+        return await self._propose_and_wait(data, command["op"])
+
+    async def _propose_and_wait(self, data: bytes, what: str) -> Reply:
+        loop = asyncio.get_running_loop()
+        placed: asyncio.Future[Any] = loop.create_future()
+        deadline = self.clock.monotonic() + PROPOSAL_TIMEOUT
+        self.driver.push(Propose(data, placed, deadline))
+        try:
+            waiter = await placed
+        except NotLeader:
+            return self._not_leader(what)
+        except ProposalDropped as e:
+            return err(wire.ErrorCode.UNAVAILABLE, f"{what} not accepted now: {e}")
+        if self.bug == "ack-before-commit":
+            return wire.MsgType.OK, wire.ok_body(None)
+        return await waiter
+
+    async def _read(self, key: str) -> Reply:
+        if self.bug == "stale-read":
+            return wire.MsgType.OK, wire.ok_body(self.driver.kv.read(key))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.driver.add_read(fut)
+        try:
+            ok = await fut
+        except NotLeader:
+            return self._not_leader("read")
+        if not ok:
+            return err(wire.ErrorCode.NOT_LEADER,
+                       "the read could not be confirmed (leadership lost or timed out); it had no effect",
+                       **self._leader_hint())
+        return wire.MsgType.OK, wire.ok_body(self.driver.kv.read(key))
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        driver = self.driver
+        core = driver.core
+        listener = self.listener
+        base: dict[str, Any] = {
+            "id": self.config.node_id,
+            "address": format_address(self.config.advertise_address),
+            "phase": self.phase,
+            "clock": self.clock.time(),
+            "pid": os.getpid(),
+            "read_mode": self.config.read_mode,
+            "corruption_policy": self.config.corruption_policy,
+            "corruption": self.corruption,  # type: ignore[attr-defined]
+            "connections": listener.connection_count,
+            "bad_frames": listener.bad_frames,
+            **listener.counters(),  # TLS, connection pools, forged/forbidden/refused counts
+            "pending_proposals": len(driver.proposals),
+            "unsafe_bug": self.bug,
+            # Durability: false only with fsync = false in a --config file (needs
+            # UKEHI_I_KNOW_THIS_IS_UNSAFE=1); a power cut can then lose acknowledged writes.
+            "fsync": self.config.fsync,
+            "bad_peer_messages": driver.bad_peer_messages,
+            # The timers a fault schedule must stay inside (e.g. a link delay the new
+            # leader's check-quorum tolerates).
+            "election_timeout_ms": list(self.config.election_timeout_ms),
+            "heartbeat_ms": self.config.heartbeat_ms,
+        }
+        if core is None:
+            base.update(role="follower", term=0, leader=None, leader_address=None, commit_index=0,
+                        applied_index=driver.applied, members=[], outgoing=[], learners=[], joint=False,
+                        recovering=True, last_index=0, last_term=0, snapshot_index=0,
+                        stale_appends_refused=0)
+            return base
+        st = core.status()
+        hint = self._leader_hint()
+        base.update(
+            role=ROLE_NAMES.get(st.role, st.role.value),
+            raft_role=st.role.value,
+            term=st.term,
+            leader=st.leader,
+            leader_address=hint.get("leader_address") or (
+                format_address(self.config.advertise_address) if st.leader == self.config.node_id else None),
+            commit_index=st.commit,
+            applied_index=driver.applied,
+            last_index=st.last_index,
+            last_term=st.last_term,
+            stale_appends_refused=st.stale_appends_refused,
+            snapshot_index=st.snapshot_index,
+            members=sorted(st.membership.voters | st.membership.outgoing),
+            voters=sorted(st.membership.voters),
+            outgoing=sorted(st.membership.outgoing),
+            learners=sorted(st.membership.learners),
+            joint=st.membership.joint,
+            recovering=self.phase != "running" or st.recovering,
+            refuse_votes_until=core.refuse_votes_until,
+            lead_transferee=st.lead_transferee,
+            progress={n: {"match": p.match, "next": p.next, "state": p.state} for n, p in st.progress.items()},
+        )
+        return base

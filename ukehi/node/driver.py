@@ -1,0 +1,484 @@
+"""The driver: turns the Raft core's Ready into actions, written once.
+
+Used unchanged by the asyncio node (``ukehi.node.server``) and by the simulator
+(``ukehi.sim``): everything outside memory goes through ``ukehi.node.io`` (the clock, the
+peer network) or is *yielded* as :class:`~ukehi.node.io.DiskWork` for the caller to run
+(a worker thread in the real node, the simulated disk in the simulator). A bug planted here
+or in the core shows up in both worlds.
+
+One wake-up of the Ready loop is :meth:`Driver.cycle`, a generator: feed the queued inputs
+(ticks, peer messages, proposals, admin requests) to the core, then per Ready, in the order
+the core requires (see ``ukehi.raft.ready.Ready``):
+
+1. install an incoming snapshot (file written durably, WAL emptied, state machine restored);
+2. truncate/append WAL entries and save the hard state when term or vote changed, then one
+   fsync for the batch (yielded as DiskWork, so the loop keeps reading sockets meanwhile);
+3. only now send the messages (a vote or an append ack is never sent before it is durable);
+4. apply committed entries to the KV state machine and answer the clients waiting for
+   them (matched by index AND term: an overwritten entry answers a definite failure);
+5. serve the reads whose read index has been applied;
+6. ``advance``; *then*, if the Ready asked for one, take a snapshot (compaction): the core
+   refuses ``report_snapshot_taken`` between ``ready()`` and ``advance()``, and the state
+   machine is still at the requested index because nothing is applied in between.
+
+Fail-stop: an ``InvariantViolation`` from the core (or from applying entries out of order)
+leaves :meth:`cycle` before anything more is persisted, sent or applied; the caller stops
+the node. A ``BadPeerMessage`` is dropped, counted and logged at warning (rate-limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections import deque
+from typing import Any, Callable, Generator
+
+from ukehi import wire
+from ukehi.config import format_address, parse_address
+from ukehi.kv import KVStateMachine, to_response
+from ukehi.nodelog import NodeLogger
+from ukehi.raft.confchange import decode_membership
+from ukehi.raft.core import RaftCore
+from ukehi.raft.errors import BadPeerMessage, InvariantViolation
+from ukehi.raft.messages import message_to_dict
+from ukehi.raft.ready import Ready
+from ukehi.raft.types import Entry, EntryKind, Membership, NotLeader, ProposalDropped, Role, Snapshot
+from ukehi.raft.walcodec import entry_to_wal_command
+from ukehi.storage.datadir import GroupStorage
+from ukehi.storage.errors import StorageError
+from ukehi.storage.format import WalEntry
+from ukehi.storage.hardstate import HardState as StoredHardState
+from ukehi.storage.snapshot import Snapshot as StoredSnapshot
+from ukehi.waiters import ProposalWaiters, ReadWaiters
+
+from .inputs import Input, Propose, ProposeConfChange, Step, TakeSnapshot, TransferLeader, Unreachable
+from .io import Clock, DiskWork, Network
+
+__all__ = ["Driver", "Work", "ADDRESS_KEY_PREFIX", "GROUP_ID", "membership_to_config", "membership_from_config"]
+
+GROUP_ID = 0
+# Keys under this prefix hold member addresses; clients cannot write them.
+ADDRESS_KEY_PREFIX = "\x00ukehi/addr/"
+_ADDRESS_KEY_BYTES = ADDRESS_KEY_PREFIX.encode()
+PROPOSAL_TIMEOUT = 30.0  # a waiting client gets "timeout" (unknown) after this
+READ_TIMEOUT = 10.0
+MAX_INPUTS = 50_000  # peer messages beyond this are dropped (Raft retransmits)
+BAD_PEER_LOG_INTERVAL = 1.0  # at most one bad-peer-message warning a second (the rest counted)
+
+ROLE_NAMES = {
+    Role.LEADER: "leader",
+    Role.FOLLOWER: "follower",
+    Role.CANDIDATE: "candidate",
+    Role.PRE_CANDIDATE: "candidate",  # campaigning (pre-vote phase)
+    Role.LEARNER: "learner",
+}
+
+# What a driver generator yields: storage work to run, whose result is sent back in.
+Work = Generator[DiskWork, Any, Any]
+
+
+def membership_to_config(m: Membership) -> dict[str, Any]:
+    return {"voters": sorted(m.voters), "outgoing": sorted(m.outgoing), "learners": sorted(m.learners)}
+
+
+def membership_from_config(config: Any) -> Membership:
+    if isinstance(config, dict):
+        return Membership(
+            voters=frozenset(config.get("voters", ())),
+            outgoing=frozenset(config.get("outgoing", ())),
+            learners=frozenset(config.get("learners", ())),
+        )
+    if isinstance(config, (bytes, bytearray)):
+        return decode_membership(bytes(config))
+    return Membership()
+
+
+class Driver:
+    """Core + state machine + storage + waiters of one node, driven by typed inputs."""
+
+    def __init__(self, node_id: str, *, bug: str | None, fsync: bool, founders: dict[str, tuple[str, int]],
+                 log: NodeLogger, clock: Clock, wake: Callable[[], None]) -> None:
+        self.node_id = node_id
+        self.bug = bug
+        self.fsync = fsync
+        self.founders = founders
+        self.log = log
+        self.clock = clock
+        self.wake = wake
+        self.network: Network | None = None  # set by the node once it exists
+        self.kv = self.new_state_machine()
+        self.core: RaftCore | None = None
+        self.storage: GroupStorage | None = None
+        self.applied = 0
+        self.inputs: deque[Input] = deque()
+        self.pending_ticks = 0
+        self.proposals = ProposalWaiters()
+        self.reads = ReadWaiters()
+        self.read_batch: list[Any] = []
+        self.snapshot_waiters: list[Any] = []
+        self.read_seq = 0
+        self.addresses: dict[str, tuple[str, int]] = dict(founders)
+        self.last_saved_hs: tuple[int, str | None, int] | None = None
+        self.last_soft: tuple[str, str | None, int] | None = None
+        self.was_recovering = False
+        self.bad_peer_messages = 0
+        self._bad_peer_logged_at = -BAD_PEER_LOG_INTERVAL
+        self._bad_peer_unlogged = 0
+        # Called after every Ready that changed the applied index, the role or the leader,
+        # so admin code can wait for progress instead of polling blindly.
+        self.on_progress: Callable[[], None] = lambda: None
+
+    def new_state_machine(self) -> KVStateMachine:
+        return KVStateMachine(unsafe_ignore_fences=self.bug == "no-fencing-check")
+
+    # ------------------------------------------------------------------ inputs
+    def push(self, item: Input) -> None:
+        self.inputs.append(item)
+        self.wake()
+
+    def push_peer_message(self, item: Step) -> bool:
+        if len(self.inputs) >= MAX_INPUTS:
+            return False  # overloaded: drop, Raft retransmits
+        self.inputs.append(item)
+        self.wake()
+        return True
+
+    def tick(self) -> None:
+        # No catching up after a stall: a burst of ticks would look like a dead leader.
+        if self.pending_ticks < 3:
+            self.pending_ticks += 1
+        self.wake()
+
+    def add_read(self, fut: Any) -> None:
+        self.read_batch.append(fut)
+        self.wake()
+
+    def feed_inputs(self) -> None:
+        core = self.core
+        assert core is not None
+        ticks, self.pending_ticks = self.pending_ticks, 0
+        for _ in range(ticks):
+            core.tick()
+        inputs = self.inputs
+        while inputs:
+            item = inputs.popleft()
+            if isinstance(item, Step):
+                # A peer's bad message is dropped; an InvariantViolation (or any other error:
+                # the core's state may be half-changed) leaves the Ready loop and stops the node.
+                try:
+                    core.step(item.message)
+                except BadPeerMessage as e:
+                    self._drop_bad_peer_message(item.message, e)
+                continue
+            try:
+                if isinstance(item, Propose):
+                    self._do_propose(item)
+                elif isinstance(item, ProposeConfChange):
+                    if not item.placed.done():
+                        try:
+                            index, term = core.propose_conf_change(list(item.changes))
+                        except (NotLeader, ProposalDropped, ValueError) as e:
+                            item.placed.set_exception(e)
+                        else:
+                            item.placed.set_result(
+                                self.proposals.add(index, term, self.clock.monotonic() + PROPOSAL_TIMEOUT))
+                elif isinstance(item, TransferLeader):
+                    if not item.placed.done():
+                        try:
+                            core.transfer_leadership(item.target)
+                        except (NotLeader, ValueError, KeyError) as e:
+                            item.placed.set_exception(e)
+                        else:
+                            item.placed.set_result(None)
+                elif isinstance(item, Unreachable):
+                    core.report_unreachable(item.peer)
+                elif isinstance(item, TakeSnapshot):
+                    self.snapshot_waiters.append(item.placed)
+            except (ValueError, TypeError) as e:
+                self.log.debug("input-dropped", kind=type(item).__name__, error=str(e))
+        if self.read_batch:
+            self._start_reads()
+
+    def _drop_bad_peer_message(self, m: Any, e: BadPeerMessage) -> None:
+        """Count a peer message the core refused; warn (at most once a second, with the count)."""
+        self.bad_peer_messages += 1
+        now = self.clock.monotonic()
+        if now - self._bad_peer_logged_at < BAD_PEER_LOG_INTERVAL:
+            self._bad_peer_unlogged += 1
+            return
+        self.log.warning("bad-peer-message", type=m.type, src=m.src, term=m.term, reason=str(e)[:200],
+                         dropped_total=self.bad_peer_messages, not_logged_since_last=self._bad_peer_unlogged)
+        self._bad_peer_logged_at = now
+        self._bad_peer_unlogged = 0
+
+    def _do_propose(self, item: Propose) -> None:
+        if item.placed.done():  # the client gave up before we got to it: do not propose
+            return
+        core = self.core
+        assert core is not None
+        try:
+            index, term = core.propose(item.data)
+        except (NotLeader, ProposalDropped) as e:
+            item.placed.set_exception(e)
+            return
+        item.placed.set_result(self.proposals.add(index, term, item.deadline))
+
+    def _start_reads(self) -> None:
+        core = self.core
+        assert core is not None
+        batch, self.read_batch = self.read_batch, []
+        batch = [f for f in batch if not f.done()]
+        if not batch:
+            return
+        self.read_seq += 1
+        ctx = self.read_seq.to_bytes(8, "big")
+        try:
+            core.read_index(ctx)
+        except NotLeader as e:
+            for f in batch:
+                f.set_exception(e)
+            return
+        self.reads.add(ctx, batch, self.clock.monotonic() + READ_TIMEOUT)
+
+    def expire(self) -> None:
+        now = self.clock.monotonic()
+        self.proposals.expire(now)
+        self.reads.expire(now)
+
+    # ------------------------------------------------------------------ the Ready loop
+    def cycle(self) -> Work:
+        """One wake-up: feed inputs, handle every Ready, take snapshots asked for."""
+        core = self.core
+        assert core is not None
+        self.feed_inputs()
+        while core.has_ready():
+            rd = core.ready()
+            yield from self.handle_ready(rd)
+            core.advance(rd)
+            if rd.snapshot_request is not None:
+                yield from self.take_snapshot(rd.snapshot_request, "threshold")
+            self._after_advance()
+            self.feed_inputs()
+        if self.snapshot_waiters:
+            waiters, self.snapshot_waiters = self.snapshot_waiters, []
+            try:
+                taken = yield from self.take_snapshot(self.applied, "admin")
+            except (StorageError, OSError, ValueError) as e:
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(e)
+            else:
+                index = taken if taken is not None else core.status().snapshot_index
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(index)
+            self.wake()
+
+    def handle_ready(self, rd: Ready) -> Work:
+        # 1 + 2: make everything durable (the caller runs the work off the event loop).
+        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+            hs_to_save = None
+            if rd.hard_state is not None:
+                h = rd.hard_state
+                key = (h.term, h.vote, h.commit)
+                prev = self.last_saved_hs
+                # Term and vote must be durable before any message that depends on them;
+                # the commit index need not be (it is re-learned from the leader), so it is
+                # saved along with term/vote changes and at shutdown only.
+                if prev is None or (h.term, h.vote) != prev[:2]:
+                    # forget-vote (planted bug): the term is saved, the vote stays in memory only.
+                    vote = None if self.bug == "forget-vote" else h.vote
+                    hs_to_save = StoredHardState(h.term, vote, h.commit)
+                    self.last_saved_hs = key
+            yield DiskWork("persist", lambda: self._persist(rd, hs_to_save))
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
+        # 3: send (only now).
+        if rd.messages:
+            self._send_messages(rd)
+        # 4: apply.
+        if rd.committed_entries:
+            self.apply(rd.committed_entries)
+        # 5: reads.
+        for rs in rd.read_states:
+            self.reads.read_state(rs.ctx, rs.index, self.applied)
+        for ctx in rd.dropped_reads:
+            self.reads.dropped(ctx, None, None)
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        if rd.committed_entries or rd.snapshot is not None or rd.soft_state is not None:
+            self.on_progress()
+
+    def _persist(self, rd: Ready, hs: StoredHardState | None) -> None:
+        """Runs off the event loop: the only code that touches the WAL besides start/stop."""
+        storage = self.storage
+        assert storage is not None
+        wal = storage.wal
+        if rd.snapshot is not None:
+            s = rd.snapshot
+            storage.snapshots.save(
+                StoredSnapshot(s.meta.index, s.meta.term, bytes(s.data), membership_to_config(s.meta.membership))
+            )
+            first = wal.first_index
+            if first is not None:
+                wal.truncate_from(first)  # the log now starts after the snapshot
+        if rd.entries:
+            start = rd.entries[0].index
+            last = wal.last_index
+            if rd.truncate_from is not None:
+                wal.truncate_from(rd.truncate_from)
+            elif last is not None and last >= start:
+                # Entries the core does not know about (kept after a hole): replaced now.
+                wal.truncate_from(start)
+            wal.append(
+                [WalEntry(e.term, e.index, entry_to_wal_command(e), e.fencing_token) for e in rd.entries],
+                # lost-unfsynced (planted bug): the bytes go to the kernel, the fsync is left
+                # to the node's background task, and the entries are acknowledged before it runs.
+                sync=self.fsync and self.bug != "lost-unfsynced",
+            )
+        if hs is not None:
+            storage.hard_state.save(hs)
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        if snap.data:
+            self.kv.restore(bytes(snap.data))
+        else:
+            self.kv = self.new_state_machine()
+        self.applied = snap.meta.index
+        self.proposals.snapshot_installed(snap.meta.index)
+        self.refresh_addresses()
+        self.sync_links(snap.meta.membership)
+        self.log.info("snapshot-installed", index=snap.meta.index, term=snap.meta.term, bytes=len(snap.data),
+                      members=",".join(sorted(snap.meta.membership.all_voters())))
+        self.reads.applied(self.applied)
+
+    def _send_messages(self, rd: Ready) -> None:
+        network = self.network
+        assert network is not None
+        per_peer: dict[str, list[bytes]] = {}
+        for m in rd.messages:
+            try:
+                frame = wire.encode_frame(wire.MsgType.RAFT, 0, message_to_dict(m), group=m.group_id)
+            except wire.ProtocolError as e:
+                self.log.error("message-too-big", type=m.type, dst=m.dst, error=str(e))
+                continue
+            per_peer.setdefault(m.dst, []).append(frame)
+            if m.type == "install_snapshot" and getattr(m, "offset", 1) == 0:
+                self.log.info("snapshot-sent", peer=m.dst, index=m.snap_index, bytes=m.total_size)
+        for peer, frames in per_peer.items():
+            if not network.send(peer, self.addresses.get(peer), frames):
+                self.log.debug("no-address", peer=peer)
+
+    def apply(self, entries: tuple[Entry, ...]) -> None:
+        kv = self.kv
+        addresses_changed = False
+        first_applied = self.applied
+        for e in entries:
+            if e.index <= self.applied:
+                continue  # covered by a snapshot already installed
+            if e.index != self.applied + 1:
+                raise InvariantViolation(
+                    "apply-out-of-order", f"entry {e.index} reached the state machine, which applied "
+                    f"up to {self.applied}", index=e.index, term=self.core.term if self.core else None)
+            if e.kind is EntryKind.CONFIG:
+                membership = decode_membership(e.data)
+                self.log.info("membership-changed", index=e.index, term=e.term,
+                              voters=",".join(sorted(membership.voters)),
+                              outgoing=",".join(sorted(membership.outgoing)),
+                              learners=",".join(sorted(membership.learners)), joint=membership.joint)
+                self.sync_links(membership)
+                self.applied = e.index
+                self.proposals.applied(e.index, e.term, (wire.MsgType.OK, wire.ok_body(e.index)))
+                continue
+            data = e.data if e.kind is EntryKind.NORMAL else b""
+            result = kv.apply(e.index, e.fencing_token, data)
+            self.applied = e.index
+            if data and _ADDRESS_KEY_BYTES in data:
+                addresses_changed = True
+            self.proposals.applied(e.index, e.term, to_response(result))
+        if addresses_changed:
+            self.refresh_addresses()
+        # White-box checkers (checkers/whitebox) compare what every node applied at each
+        # index: term and CRC-32 of the entry's WAL command bytes, 200 entries a line.
+        done = [e for e in entries if e.index > first_applied]
+        for at in range(0, len(done), 200):
+            part = done[at:at + 200]
+            self.log.info("applied", first=part[0].index, last=part[-1].index,
+                          entries=",".join(f"{e.term}.{zlib.crc32(entry_to_wal_command(e)):08x}" for e in part))
+        self.reads.applied(self.applied)
+
+    def _after_advance(self) -> None:
+        core = self.core
+        assert core is not None
+        if self.was_recovering and not core.recovering:
+            self.was_recovering = False
+            self.log.info("recovered", commit=core.status().commit,
+                          detail="caught up past the WAL cut; voting again")
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        ss = rd.soft_state
+        assert ss is not None
+        role = ROLE_NAMES.get(ss.role, str(ss.role.value))
+        prev = self.last_soft
+        now = (ss.role.value, ss.leader, ss.term)
+        self.last_soft = now
+        if prev is None or prev[0] != ss.role.value:
+            self.log.info(f"became-{ss.role.value}", term=ss.term, leader=ss.leader, role=role,
+                          commit=self.core.status().commit if self.core else None)
+        if prev is None or prev[2] != ss.term:
+            self.log.info("term-changed", term=ss.term, previous=prev[2] if prev else None)
+        if prev is None or prev[1] != ss.leader:
+            self.log.info("leader-changed", term=ss.term, leader=ss.leader,
+                          previous=prev[1] if prev else None)
+
+    def take_snapshot(self, index: int, why: str) -> Work:
+        """Snapshot the state machine (at applied == index) and compact the log."""
+        core = self.core
+        storage = self.storage
+        assert core is not None and storage is not None
+        if index != self.applied:
+            return None
+        meta = core.snapshot_meta_for(index)
+        data = self.kv.snapshot()
+        snap = StoredSnapshot(meta.index, meta.term, data, membership_to_config(meta.membership))
+        yield DiskWork("snapshot-save", lambda: storage.snapshots.save(snap))
+        if core.report_snapshot_taken(index, data) is None:
+            return None
+        yield DiskWork("compact", lambda: storage.wal.compact_to(index))
+        self.log.info("snapshot-created", index=index, term=meta.term, bytes=len(data), reason=why)
+        return index
+
+    # ------------------------------------------------------------------ address book
+    def refresh_addresses(self) -> None:
+        for key, value in self.kv.items():
+            if not key.startswith(ADDRESS_KEY_PREFIX) or not isinstance(value, str):
+                continue
+            node = key[len(ADDRESS_KEY_PREFIX):]
+            try:
+                addr = parse_address(value)
+            except ValueError:
+                continue
+            if self.addresses.get(node) != addr:
+                self.addresses[node] = addr
+                self.log.info("peer-address", peer=node, address=value)
+
+    def sync_links(self, membership: Membership) -> None:
+        network = self.network
+        assert network is not None
+        members = membership.all_nodes()
+        # Keep a warm connection to every member, so a new candidate's vote requests (or a
+        # new leader's first appends) do not wait for a connect.
+        for peer in sorted(members):
+            if peer != self.node_id and peer in self.addresses:
+                network.ensure(peer, self.addresses[peer])
+        for peer in network.linked_peers():
+            if peer not in members and peer in self.addresses and peer not in self.founders:
+                asyncio.get_running_loop().create_task(network.drop(peer))
+
+    def leader_hint(self) -> dict[str, Any]:
+        core = self.core
+        leader = core.lead if core is not None else None
+        if leader is None or leader == self.node_id:
+            return {"leader": leader}
+        addr = self.addresses.get(leader)
+        return {"leader": leader, "leader_address": format_address(addr) if addr else None}
