@@ -206,7 +206,8 @@ class _Connection:
         cls, address: tuple[str, int], timeout: float, max_frame: int,
         tls: ssl.SSLContext | None = None,
     ) -> "_Connection":
-        extra: dict[str, Any] = {"ssl": tls, "ssl_handshake_timeout": timeout} if tls is not None else {}
+        extra: dict[str, Any] = ({"ssl": tls, "ssl_handshake_timeout": timeout,
+                                  "ssl_shutdown_timeout": _CLOSE_WAIT_S} if tls is not None else {})
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address[0], address[1], limit=max_frame + 1024, **extra), timeout
         )
@@ -303,10 +304,18 @@ class _Connection:
             await self._task
         except (asyncio.CancelledError, Exception):
             pass
+        # A TLS close waits for the node's close_notify (asyncio: up to 30 s by default); a
+        # paused or partitioned node never sends it, so give up quickly and drop the socket.
         try:
-            await self._writer.wait_closed()
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                await self._writer.wait_closed()
+        except TimeoutError:
+            self._writer.transport.abort()
         except Exception:
             pass
+
+
+_CLOSE_WAIT_S = 0.5
 
 
 class UkehiClient:

@@ -250,3 +250,28 @@ def test_a_peer_link_accepts_only_the_peer_it_meant_to_reach(make_cluster):
     text = n1.log_text()
     assert "event=peer-identity-mismatch peer=n2" in text and "presented=\"node 'n3'\"" in text, text[-2000:]
     assert "event=peer-connected" not in text
+
+
+def test_closing_a_client_does_not_wait_for_a_paused_node(make_cluster):
+    """A TLS close waits for the node's close_notify, which a paused node never sends
+    (asyncio's default: 30 s); the harness closes clients to paused nodes all the time."""
+    import signal
+    import time
+
+    cluster = make_cluster(1)
+    cluster.start()
+    node = cluster.nodes["n1"]
+
+    async def scenario() -> float:
+        await cluster.wait_for_leader()
+        async with cluster.client() as c:
+            assert (await c.put("k", "v")).ok
+            os.kill(node.pid, signal.SIGSTOP)
+            t0 = time.monotonic()
+        return time.monotonic() - t0
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+    assert took < 3.0, took
