@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from cluster import REPO
 
 from ukehi import wire
@@ -205,11 +206,12 @@ class _Flood:
             sel.close()
 
 
-def test_a_node_under_2000_idle_sockets_elects_replicates_and_answers_status(make_cluster):
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "insecure"])
+def test_a_node_under_2000_idle_sockets_elects_replicates_and_answers_status(make_cluster, tls):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 8192:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard), hard))  # the nodes inherit it
-    cluster = make_cluster(3)
+    cluster = make_cluster(3, tls=tls)
     cluster.start()
 
     async def scenario() -> None:
@@ -241,7 +243,8 @@ def test_a_node_under_2000_idle_sockets_elects_replicates_and_answers_status(mak
                 [sys.executable, "-m", "ukehi.cli", "kv", "status", "--json", "--timeout", "5",
                  "--cluster", cluster.nodes[victim].address],
                 capture_output=True, text=True, cwd=REPO, timeout=60,
-                env={**os.environ, "UKEHI_TLS_DIR": cluster.certs_dir})
+                env={**{k: v for k, v in os.environ.items() if k != "UKEHI_TLS_DIR"},
+                     **({"UKEHI_TLS_DIR": cluster.certs_dir} if tls else {})})
             assert done.returncode == 0, done.stderr
             st = json.loads(done.stdout)
             assert st["id"] == victim and st["commit_index"] > 0
