@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
             "(default: register/partition,kill/15/1, register/kill-all/15/2, register/partition,pause/15/3)"),
         unit_tests: str = typer.Option(",".join(DEFAULT_UNIT_TESTS),
                                        help="comma list of test files/directories for the unit step"),
-        unit_timeout: float = typer.Option(300.0, help="seconds before a mutant's unit run counts as killed (timeout)"),
+        unit_timeout: float = typer.Option(0.0, help="seconds before a mutant's unit run counts as killed "
+                                           "(timeout); 0 = 3x the baseline's unit run, at least 60 s"),
         jobs: int = typer.Option(1, help="mutants evaluated at once (each in its own copy)"),
         time_budget: float = typer.Option(0.0, help="seconds; mutants not started by then are reported as not run "
                                           "(0 = no limit)"),

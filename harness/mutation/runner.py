@@ -39,7 +39,8 @@ DEFAULT_UNIT_TESTS: tuple[str, ...] = (
     "tests/test_kv.py", "tests/test_fencing_token.py", "tests/storage", "tests/node/test_node_units.py",
     "tests/raft",
 )
-DEFAULT_UNIT_TIMEOUT = 300.0
+DEFAULT_UNIT_TIMEOUT = 0.0  # auto: 3x the baseline's unit run (at least 60 s)
+BASELINE_UNIT_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Config:
     unit: bool = True
     harness: bool = True
     unit_tests: Sequence[str] = DEFAULT_UNIT_TESTS
-    unit_timeout: float = DEFAULT_UNIT_TIMEOUT
+    unit_timeout: float = DEFAULT_UNIT_TIMEOUT  # seconds; 0 = auto (set from the baseline)
     harness_runs: Sequence[HarnessRun] = DEFAULT_HARNESS_RUNS
     harness_for: str = "all"           # "all" or "unit-killed" (harness only where the unit tests killed)
     jobs: int = 1
@@ -174,12 +175,13 @@ def _tail(path: Path, pattern: str, limit: int = 200) -> str:
 
 
 def run_unit(copy: Path, cfg: Config, log: Path) -> StepResult:
+    timeout = cfg.unit_timeout if cfg.unit_timeout > 0 else BASELINE_UNIT_TIMEOUT
     argv = list(cfg.unit_command) if cfg.unit_command else [
         cfg.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-        "-o", "addopts=", "--timeout", f"{cfg.unit_timeout:g}", *cfg.unit_tests]
-    rc, seconds = _run(argv, cwd=copy, env=child_env(copy), timeout=cfg.unit_timeout, log=log)
+        "-o", "addopts=", "--timeout", f"{timeout:g}", *cfg.unit_tests]
+    rc, seconds = _run(argv, cwd=copy, env=child_env(copy), timeout=timeout, log=log)
     if rc is None:
-        return StepResult("killed", seconds, f"timeout after {cfg.unit_timeout:g} s")
+        return StepResult("killed", seconds, f"timeout after {timeout:g} s")
     if rc == 0:
         return StepResult("survived", seconds)
     if rc in (4, 5):  # pytest usage error / no tests collected: the command is wrong, not the mutant caught

@@ -77,6 +77,11 @@ def run_mutation(*, root: Path, results_dir: str, cfg: Config, targets: Sequence
         except BaselineFailed:
             (where / "baseline.json").write_text(json.dumps(baseline.to_json(), indent=2) + "\n", encoding="utf-8")
             raise
+        if cfg.unit and cfg.unit_timeout <= 0:
+            # A mutant that makes a test loop forever is killed by timeout; allow 3x a clean run.
+            cfg.unit_timeout = max(60.0, round(3 * baseline.unit.seconds))
+            say(f"mutate: unit timeout per mutant: {cfg.unit_timeout:g} s (3x the baseline)")
+        meta["unit_timeout"] = cfg.unit_timeout
         progress = where / "progress.jsonl"
 
         def on_result(index: int, result: MutantResult) -> None:
