@@ -275,3 +275,28 @@ def test_closing_a_client_does_not_wait_for_a_paused_node(make_cluster):
     finally:
         os.kill(node.pid, signal.SIGCONT)
     assert took < 3.0, took
+
+
+def test_the_node_needs_only_the_standard_library_ssl(make_cluster):
+    """`cryptography` is the tools' dependency: a TLS node starts and serves with it unimportable."""
+    import subprocess
+    import sys
+
+    from cluster import REPO
+
+    cluster = make_cluster(1)
+    node = cluster.nodes["n1"]
+    blocker = ("import runpy, sys; sys.modules['cryptography'] = None; "
+               "sys.argv = ['ukehi', 'node', *sys.argv[1:]]; runpy.run_module('ukehi.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", blocker, *node.args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    node.proc = proc  # killed by the fixture, whatever happens
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        async with cluster.client() as c:
+            assert (await c.put("k", "v")).ok
+    asyncio.run(scenario())
+    proc.terminate()
+    out = proc.communicate(timeout=30)[0].decode(errors="replace")
+    assert "tls=\"mutual (node 'n1')\"" in out, out[-2000:]
