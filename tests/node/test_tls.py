@@ -300,3 +300,45 @@ def test_the_node_needs_only_the_standard_library_ssl(make_cluster):
     proc.terminate()
     out = proc.communicate(timeout=30)[0].decode(errors="replace")
     assert "tls=\"mutual (node 'n1')\"" in out, out[-2000:]
+
+
+def test_certs_cli_as_the_readme_uses_it(tmp_path):
+    """`ukehi certs init/issue` as in README's "Running Ukehi by hand", one node, then `ukehi kv`."""
+    import subprocess
+    import sys
+
+    from cluster import REPO, NodeProc, free_port
+
+    def ukehi(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ukehi.cli", *args], capture_output=True, text=True,
+                              cwd=REPO, timeout=60, env={**os.environ, **(env or {})})
+
+    ca, me, n1 = str(tmp_path / "ca"), str(tmp_path / "me"), str(tmp_path / "n1-tls")
+    assert ukehi("certs", "init", ca).returncode == 0
+    again = ukehi("certs", "init", ca)
+    assert again.returncode == 254 and "already holds a CA" in again.stderr
+    assert ukehi("certs", "issue", str(tmp_path / "nothing"), "--client", "x").returncode == 254
+    assert ukehi("certs", "issue", ca, "--node", "n1", "--out", n1, "--as", "node").returncode == 0
+    assert ukehi("certs", "issue", ca, "--client", "app", "--out", me, "--as", "client").returncode == 0
+    assert ukehi("certs", "issue", ca, "--admin", "ops", "--out", me, "--as", "admin").returncode == 0
+    assert oct(os.stat(os.path.join(me, "admin.key")).st_mode & 0o777) == "0o600"
+    port = free_port()
+    node = NodeProc("n1", port, str(tmp_path / "data"), str(tmp_path / "n1.log"),
+                    ["--id", "n1", "--listen", f"127.0.0.1:{port}", "--peers", f"n1=127.0.0.1:{port}",
+                     "--data-dir", str(tmp_path / "data"), "--election-timeout", "150:300", "--heartbeat", "50",
+                     "--tls-dir", n1])
+    node.start()
+    try:
+        env = {"UKEHI_TLS_DIR": me}
+        put = None
+        for _ in range(50):
+            put = ukehi("kv", "put", "greeting", "hello", "--cluster", node.address, env=env)
+            if put.returncode == 0:
+                break
+        assert put is not None and put.returncode == 0, (put.stderr, node.log_text()[-2000:])
+        got = ukehi("kv", "get", "greeting", "--cluster", node.address, env=env)
+        assert got.returncode == 0 and got.stdout == "hello\n"
+        snap = ukehi("kv", "snapshot", "--cluster", node.address, env=env)  # admin: over admin.pem
+        assert snap.returncode == 0, snap.stderr
+    finally:
+        node.terminate()
