@@ -19,7 +19,7 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
+from .vfs import os  # the real os, or the simulator's file system (vfs.use)
 import re
 from dataclasses import dataclass
 

@@ -6,7 +6,7 @@ wrapping ``os.fsync``.
 
 from __future__ import annotations
 
-import os
+from .vfs import os  # the real os, or the simulator's file system (vfs.use)
 
 from .errors import StorageError
 
@@ -65,8 +65,16 @@ def atomic_write(path: str, data: bytes) -> None:
 def read_file(path: str, what: str) -> bytes:
     """Read a whole file, turning OS errors into StorageError messages that name ``what``."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
     except PermissionError as exc:
         raise StorageError(
             f"cannot read {what} {path}: permission denied; check the owner and mode of the file"

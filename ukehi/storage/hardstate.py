@@ -13,7 +13,7 @@ Record layout (little-endian), CRC-32 over every byte before the CRC::
 
 from __future__ import annotations
 
-import os
+from .vfs import os  # the real os, or the simulator's file system (vfs.use)
 import struct
 import zlib
 from dataclasses import dataclass

@@ -15,7 +15,7 @@ and a CRC budget.
 from __future__ import annotations
 
 import gc
-import os
+from .vfs import os  # the real os, or the simulator's file system (vfs.use)
 import struct
 import zlib
 from array import array

@@ -12,7 +12,7 @@ membership configuration at that index.
 
 from __future__ import annotations
 
-import os
+from .vfs import os  # the real os, or the simulator's file system (vfs.use)
 import re
 import struct
 import zlib

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-import os
+from .vfs import os  # the real os, or the simulator's file system (vfs.use)
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
