@@ -34,6 +34,16 @@ EVENTS = (
     "snapshot-created", "snapshot-sent", "snapshot-installed",
     "membership-changed",
     "peer-connected", "peer-disconnected",
+    # mutual TLS and connection limits (ukehi/server.py, ukehi/transport.py); the warnings
+    # are rate-limited (20 per event and second, then `suppressed=N`)
+    "insecure",             # warning at start: --insecure, plain TCP, no authentication
+    "tls-refused",          # warning: a handshake failed (foreign CA, expired, plain TCP); reason
+    "forbidden",            # warning: a request the certificate may not make (who, request)
+    "forged-peer-message",  # warning: Raft traffic whose sender is not the certificate's node
+    "peer-identity-mismatch", "peer-tls-failed",  # warning: an outbound peer link refused
+    "connection-refused",   # warning: a pool (clients, or the peers' reserve) is full
+    "connection-evicted",   # warning: the oldest unproven connection made room for a new one
+    "connection-idle",      # info: no complete frame within the idle timeout; closed
     "bad-frame",            # a connection sent a bad frame and was closed
     "bad-peer-message",     # warning: a peer's Raft message the core refused (malformed or
                             # impossible), dropped and counted in status `bad_peer_messages`;
