@@ -55,6 +55,15 @@ def test_a_bug_caught_only_by_an_unrelated_checker_or_not_at_all_escaped(tmp_pat
     assert judge(CASE, {"valid": "unknown", "checkers": {}}, run)[:2] == ("escaped", False)
 
 
+def test_a_bug_caught_by_a_white_box_checker_is_detected(tmp_path: Path) -> None:
+    # forget-vote: two leaders in one term seen in the node logs, before any client saw harm.
+    run = _history(tmp_path, EVENTS)
+    verdict = {"valid": False, "checkers": {"linearizable": {"valid": True},
+                                            "election-safety": {"valid": False, "terms": [2]}}}
+    outcome, ok, caught, _, _ = judge(CASE, verdict, run)
+    assert (outcome, ok, caught) == ("detected", True, ["election-safety"])
+
+
 def test_the_correct_build_must_be_valid(tmp_path: Path) -> None:
     run = _history(tmp_path, EVENTS)
     correct = Case(None, "register", ("kill",), seed=1, time_limit=10, quick_time_limit=5)
