@@ -3,7 +3,8 @@
     from harness.report import render_all
     files = render_all(load_jsonl("history.jsonl"), run_dir, specs=nemesis.shading())
 
-Every renderer is a pure function ``(history, path, specs) -> path``; ``specs``
+Every renderer is a pure function ``(history, path, specs) -> path`` (``render_clock``
+gives None and writes nothing when the history recorded no clock offsets); ``specs``
 lists fault shading specs (``FaultSpec``, ``nemeses.package.Shading`` or their dict
 form). See :mod:`harness.report.faults` for how fault windows are derived.
 """
@@ -18,7 +19,7 @@ from harness.report.faults import FaultInstant, FaultSpec, FaultWindow, fault_ev
 from harness.report.plots import (render_clock, render_latency, render_latency_quantiles, render_rate)
 from harness.report.timeline import render_timeline
 
-RENDERERS: dict[str, Callable[..., Path]] = {
+RENDERERS: dict[str, Callable[..., Path | None]] = {
     "latency.png": render_latency,
     "latency-quantiles.png": render_latency_quantiles,
     "rate.png": render_rate,
@@ -32,12 +33,13 @@ __all__ = ["FaultInstant", "FaultSpec", "FaultWindow", "RENDERERS", "fault_event
 
 def render_all(history: Sequence[Op], out_dir: str | Path, specs: Iterable[Any] | None = None
                ) -> dict[str, Path]:
-    """Write every plot and the timeline into OUT_DIR; return file name -> path.
+    """Write every plot and the timeline into OUT_DIR; return file name -> path of those written.
 
-    clock.png is always written (it says so when no clock faults were recorded),
-    so a run directory has the same files whatever the nemeses were.
+    clock.png is written only when the history recorded clock offsets (a clock fault ran):
+    without them there is nothing to draw, and a stale one from an earlier render is removed.
     """
     spec_list = list(specs or ())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return {name: render(history, out / name, spec_list) for name, render in RENDERERS.items()}
+    written = {name: render(history, out / name, spec_list) for name, render in RENDERERS.items()}
+    return {name: path for name, path in written.items() if path is not None}

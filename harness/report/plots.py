@@ -254,14 +254,18 @@ def clock_offsets(history: Sequence[Op]) -> dict[str, dict[str, list[tuple[float
     return {k: dict(v) for k, v in out.items() if v}
 
 
-def render_clock(history: Sequence[Op], path: str | Path, specs: Iterable[Any] | None = None) -> Path:
-    """Per-node clock offsets over time: steps for what was set, dots for what nodes reported."""
-    fig, ax = _figure()
-    title = "Clock offsets per node"
+def render_clock(history: Sequence[Op], path: str | Path, specs: Iterable[Any] | None = None) -> Path | None:
+    """Per-node clock offsets over time: steps for what was set, crosses for what nodes reported.
+
+    A history with no clock offsets recorded (no clock fault ran) gets no plot: nothing is
+    written, a clock.png left by an earlier rendering of the same run is removed, and the
+    result is None. An empty placeholder only made people look for a fault that never ran."""
     data = clock_offsets(history)
     if not data:
-        _empty(ax, title, "no clock offsets recorded in this history")
-        return _save(fig, path)
+        Path(path).unlink(missing_ok=True)
+        return None
+    fig, ax = _figure()
+    title = "Clock offsets per node"
     handles = _shade(ax, history, specs)
     _, t1 = history_span_s(history)
     nodes = sorted({n for series in data.values() for n in series})
