@@ -11,6 +11,11 @@ leaves a readable history. Rules that keep the history honest (DESIGN.md):
 - after ``info`` the worker's process is retired and it continues under a
   fresh process id (old id + concurrency, as in Jepsen), so the checker can
   leave the unknown op pending forever.
+
+Given the cluster's node names, each client invocation also records ``node``:
+the node the worker's client is bound to (``workloads.base.bound_node``), so
+reports can say which node each process talked to. Readers that do not know
+the field keep it as an extra; histories without it read as before.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from checkers.history import NEMESIS, HistoryWriter
 
+from workloads.base import bound_node
 from workloads.generator import Generator, OpDict
 
 
@@ -112,9 +118,10 @@ class Interpreter:
     """Runs client and nemesis workers against one history."""
 
     def __init__(self, history: HistoryWriter, clock: Clock, rng: random.Random,
-                 concurrency: int, counters: Counters | None = None) -> None:
+                 concurrency: int, counters: Counters | None = None, nodes: Sequence[str] = ()) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        self.nodes = list(nodes)  # in the order the workload's clients got their addresses
         self.history = history
         self.clock = clock
         self.rng = rng
@@ -154,7 +161,8 @@ class Interpreter:
         if prepare is not None:
             op = prepare(op)
         f, key, value = op["f"], op.get("key"), op.get("value")
-        self.history.append(self.clock.now(), process, "invoke", f, key=key, value=value)
+        bound = {"node": self.nodes[bound_node(worker, len(self.nodes))]} if self.nodes else {}
+        self.history.append(self.clock.now(), process, "invoke", f, key=key, value=value, **bound)
         self.counters.invoked += 1
         try:
             done = await asyncio.wait_for(client.invoke(op), op_timeout)

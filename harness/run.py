@@ -129,7 +129,8 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
     with HistoryWriter(str(run.history)) as history:
         point_latest(run)  # only now: a run that never got this far is not the latest run
         log.info("history started: %s", run.history)
-        interp = Interpreter(history, Clock(), rng, spec.concurrency, counters)
+        # db.nodes is in the order of db.addresses(), which the workload's clients are bound by
+        interp = Interpreter(history, Clock(), rng, spec.concurrency, counters, nodes=list(db.nodes))
         progress.set_phase("main")
         deadline = time.monotonic() + spec.time_limit
         tasks = [interp.run_clients(workload.generator, workload.open_client, deadline=deadline,

@@ -87,10 +87,16 @@ def completion(result: Result, *, read: bool = False, value: Any = None) -> Outc
     return Outcome("info", error=error)
 
 
+def bound_node(worker: int, node_count: int) -> int:
+    """Which node (position in the cluster's node list) worker WORKER's client is bound to.
+    The interpreter records the same choice in the history (``node`` on each invocation)."""
+    return worker % node_count
+
+
 def pinned_client(addresses: Sequence[str], worker: int, timeout: float) -> UkehiClient:
     """A client bound to node ``worker mod n`` (Jepsen style); it follows redirects per request."""
     if not addresses:
         raise ValueError("a workload client needs at least one node address")
-    first = worker % len(addresses)
+    first = bound_node(worker, len(addresses))
     ordered = list(addresses[first:]) + list(addresses[:first])
     return UkehiClient(ordered, timeout=timeout, pinned=True)
