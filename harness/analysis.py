@@ -34,8 +34,9 @@ def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail:
     history, history_note = load_history(run, ignore_torn_tail=ignore_torn_tail)
     # Only the checker list is needed here, not live clients.
     workload = WORKLOADS[spec.workload]([], spec.concurrency, spec.workload_options)
+    shading = [SHADING[n] for n in spec.nemeses if n in SHADING]
     options = {"time_limit": time_limit if time_limit is not None else 120.0,
-               "run_dir": str(run.path)}
+               "run_dir": str(run.path), "shading": shading}
     results: dict[str, Any] = {}
     whitebox = whitebox_checkers(run.path, spec.nodes, spec.workload)  # what the nodes persisted and logged
     for name, check in {**workload.checkers, **_fault_checkers(spec, run), **whitebox}.items():
@@ -51,5 +52,5 @@ def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail:
     if history_note:
         verdict["history_note"] = history_note
     run.write_json("results.json", verdict)
-    render_all(history, run.path, [SHADING[n] for n in spec.nemeses if n in SHADING])
+    render_all(history, run.path, shading)
     return verdict

@@ -1,7 +1,8 @@
 """The checkers a workload asks for, as ``check(history, options) -> result`` callables.
 
 Options the harness passes: ``time_limit`` (seconds for the linearizability
-search) and ``run_dir`` (where the counterexample page goes when invalid).
+search), ``run_dir`` (where the counterexample page goes when invalid) and
+``shading`` (the run's fault specs, so that page shows when faults were active).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def _linearizability(history: Sequence[Op], model: str, options: Mapping[str, An
     run_dir = options.get("run_dir")
     if result["valid"] is False and run_dir:
         page = Path(run_dir) / COUNTEREXAMPLE_PAGE
-        visualize(analysis.model, analysis.info, str(page), analysis.counterexamples)
+        # the history and the run's fault specs: the page names each process's node and shades faults
+        visualize(analysis.model, analysis.info, str(page), analysis.counterexamples,
+                  history=history, shading=options.get("shading"))
         result["page"] = page.name
     return result
 

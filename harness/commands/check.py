@@ -28,6 +28,7 @@ from checkers.visualize import visualize
 from checkers.elle import ELLE_MODELS
 from harness.cli import BadArgument
 from harness.commands.check_txn import is_transactional, run_check_txn
+from harness.registry import SHADING
 from harness.store import HISTORY, TEST, RunDir
 
 _FORMAT_DEFAULT_MODEL = {"jepsen-log": "cas-register", "porcupine-kv": "porcupine-kv"}
@@ -117,7 +118,9 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
     if html_out is not None:
         try:
             visualize(analysis.model, analysis.info, str(html_out), analysis.counterexamples,
-                      title=file.name)
+                      title=file.name, history=loaded.ops,
+                      # our nemeses' f names; other tools' histories get only start-X/stop-X pairs
+                      shading=set(SHADING.values()) if loaded.format == "jsonl" else None)
         except OSError as err:
             raise BadArgument(f"cannot write {html_out}: {err.strerror or err}") from None
     word = {True: "VALID", False: "INVALID", "unknown": "UNKNOWN"}[result["valid"]]
