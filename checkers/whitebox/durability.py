@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping
 from .common import nothing_to_judge, result
 from .nodedata import LogEntry, NodeData, voters_at_end
 
-KEY_PREFIX = {"register": "register/", "kv": "kv/", "fencing": "fenced/"}
+KEY_PREFIX = {"register": "register/", "kv": "kv/", "fencing": "fenced/", "list-append": "la/",
+              "rw-register": "rw/"}
 Signature = tuple[Any, ...]
 
 
@@ -59,6 +60,13 @@ def op_signature(op: Any, prefix: str) -> Signature | None:
         return ("fenced_put", key, _canon(value[0]), int(value[1]))
     if f == "acquire" and isinstance(value, int):
         return ("acquire", value)
+    if f == "txn" and isinstance(value, (list, tuple)):
+        # list-append / rw-register: the micro-ops as sent (a read's value is None in the
+        # command; the history holds what it saw), keys under the workload's prefix.
+        mops = [m for m in value if isinstance(m, (list, tuple)) and len(m) == 3]
+        if len(mops) != len(value) or all(m[0] == "r" for m in mops):
+            return None  # malformed, or read-only: nothing written
+        return ("txn", tuple((m[0], f"{prefix}{m[1]}", None if m[0] == "r" else _canon(m[2])) for m in mops))
     return None
 
 
@@ -82,6 +90,8 @@ def entry_signature(entry: LogEntry) -> Signature | None:
         return ("fenced_put", cmd["key"], _canon(cmd["value"]), int(cmd["token"]))
     if op == "acquire":
         return ("acquire", entry.token)
+    if op == "txn":
+        return ("txn", tuple((m[0], m[1], None if m[0] == "r" else _canon(m[2])) for m in cmd["ops"]))
     return None
 
 
@@ -105,6 +115,8 @@ def signature_crc(sig: Signature) -> int | None:
         cmd = {"op": "delete", "key": sig[1]}
     elif op == "fenced_put":
         cmd = {"op": "fenced_put", "key": sig[1], "value": json.loads(sig[2]), "token": sig[3]}
+    elif op == "txn":
+        cmd = {"op": "txn", "ops": [[f, k, None if v is None else json.loads(v)] for f, k, v in sig[1]]}
     else:
         return None
     return zlib.crc32(b"\x00" + msgpack.packb(cmd, use_bin_type=True))
@@ -213,4 +225,6 @@ def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], wo
 def _show(sig: Signature) -> str:
     if sig[0] == "acquire":
         return f"acquire with token {sig[1]:#x}"
+    if sig[0] == "txn":
+        return "txn " + " ".join(f"[{f} {k}{'' if v is None else ' ' + v}]" for f, k, v in sig[1])
     return f"{sig[0]} {sig[1]} " + " ".join(str(s) for s in sig[2:])

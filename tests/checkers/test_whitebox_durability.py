@@ -117,3 +117,45 @@ def test_compacted_indexes_nobody_logged_applying_are_unverifiable_not_lost(tmp_
     write_all(nodes)
     result = check(tmp_path, HISTORY)
     assert result["valid"] is True and result["unverifiable"] == 5
+
+
+def txn(ops) -> bytes:
+    from ukehi.kv import encode_command
+
+    return b"\x00" + encode_command({"op": "txn", "ops": ops})
+
+
+def ok_txn(index: int, sent: list, seen: list, process: int = 0) -> list[Op]:
+    return [Op(index, index * 10, process, "invoke", "txn", None, sent),
+            Op(index + 1, index * 10 + 5, process, "ok", "txn", None, seen)]
+
+
+def test_acknowledged_list_append_transactions_are_matched_to_txn_entries(tmp_path):
+    # The txn entry holds the micro-ops as sent (a read's value None); the history holds
+    # what the read saw. Keys are under the workload's prefix (la/).
+    entry = txn([["r", "la/3", None], ["append", "la/3", 7], ["append", "la/4", 8]])
+    nodes = healthy(tmp_path)
+    for name in ("n1", "n2"):
+        nodes[name].wal(term_entries(1, 7, [entry], seq=7)).hard_state(1, 7)
+    write_all(nodes)
+    sent = [["r", 3, None], ["append", 3, 7], ["append", 4, 8]]
+    seen = [["r", 3, [1, 2]], ["append", 3, 7], ["append", 4, 8]]
+    result = check(tmp_path, ok_txn(20, sent, seen), "list-append")
+    assert result["valid"] is True and result["acknowledged"] == 1, result
+    # An acknowledged append that no committed entry holds is lost.
+    lost = ok_txn(30, [["append", 5, 9]], [["append", 5, 9]], process=2)
+    result = check(tmp_path, ok_txn(20, sent, seen) + lost, "list-append")
+    assert result["valid"] is False and "txn [append la/5 9]" in result["explanation"], result
+    # Read-only transactions write nothing and are not counted.
+    ro = ok_txn(40, [["r", 3, None]], [["r", 3, [7]]], process=3)
+    assert check(tmp_path, ok_txn(20, sent, seen) + ro, "list-append")["acknowledged"] == 1
+
+
+def test_txn_signature_rebuilds_the_command_crc():
+    import zlib
+
+    from checkers.whitebox.durability import op_signature, signature_crc
+
+    entry = txn([["w", "rw/1", 5], ["r", "rw/2", None]])
+    op = Op(2, 5, 0, "ok", "txn", None, [["w", 1, 5], ["r", 2, 4]])
+    assert signature_crc(op_signature(op, "rw/")) == zlib.crc32(entry)
