@@ -7,7 +7,9 @@ op is matched to log entries by what it wrote:
 - ``write``/``put`` -> ``put`` of the key and value; ``cas`` -> ``cas`` with expected and
   new; ``delete`` -> ``delete`` of the key; ``fenced-put [value token]`` -> ``fenced_put``
   of the key, value and token; ``acquire`` -> the ``acquire`` entry whose fencing token is
-  the token the client got back (tokens are unique, so this one is exact).
+  the token the client got back (tokens are unique, so this one is exact); ``txn``
+  (list-append, rw-register) -> the ``txn`` entry with the same micro-ops as sent (a
+  read's value None); read-only transactions write nothing and are not counted.
 - The history's key ``k`` is the node key ``<workload>/<k>`` (``register/``, ``kv/``,
   ``fenced/``), as the shipped workloads name them.
 
