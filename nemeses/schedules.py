@@ -28,10 +28,10 @@ from typing import Any
 
 from . import partition
 from .context import FaultContext
-from .package import NemesisPackage, OpDict, Shading
+from .package import NemesisPackage, OpDict, Shading, alternate
 from .targets import claimed_leaders, primaries, stopped
 from .topology import TOPOLOGIES, grudge, isolate
-from .watch import heal_all, schedule_package
+from .watch import schedule_package
 
 FLAP, STOP_FLAP = "flap-partition", "stop-flapping"
 FLAP_SHADING = Shading("flapping", start=(FLAP,), stop=(STOP_FLAP,))
@@ -140,7 +140,8 @@ def leader_churn_package(ctx: FaultContext, duration_s: float = 4.0, kill_fracti
                 await partition.heal(ctx)
             rounds.append(step)
             # One round per election timeout: the cluster never settles for long.
-            await asyncio.sleep(rng.uniform(*timeout_ms[:2]) / 1000 if len(timeout_ms) > 1 else timeout_ms[0] / 1000)
+            low, high = (list(timeout_ms) * 2)[:2]
+            await asyncio.sleep(rng.uniform(low, high) / 1000)
         return {"rounds": rounds, "changes": sum(1 for r in rounds if r.get("new_leader"))}
 
     package = schedule_package(ctx, "leader-churn", CHURN, STOP_CHURN, CHURN_SHADING, churn, paused)
@@ -192,8 +193,6 @@ def crash_after_ack_package(ctx: FaultContext, watch_s: float = 5.0, poll_s: flo
         killed.add(leader)
         return {**seen, "killed": {leader: pid}}
 
-    from .package import alternate
-
     return NemesisPackage(name="crash-after-ack",
                           generator=alternate(lambda rng: {"f": CRASH_AFTER_ACK, "value": {}}, {"f": RESTART}),
                           final=lambda: [{"f": RESTART}], invoke=invoke, shading=CRASH_SHADING,
@@ -220,8 +219,6 @@ def power_cut_after_ack_package(ctx: FaultContext, watch_s: float = 5.0, poll_s:
         return {**seen, "lost": {n: {"bytes": r.get("lost_bytes", 0), "files": sorted(r.get("lost", {}))}
                                  for n, r in lost.items()}}
 
-    from .package import alternate
-
     return NemesisPackage(name="lazyfs-after-ack",
                           generator=alternate(lambda rng: {"f": POWER_CUT_AFTER_ACK, "value": {}}, {"f": POWER_ON}),
                           final=lambda: [{"f": POWER_ON}], invoke=invoke, shading=POWER_SHADING,
@@ -229,4 +226,4 @@ def power_cut_after_ack_package(ctx: FaultContext, watch_s: float = 5.0, poll_s:
 
 
 __all__ = ["flapping_package", "leader_churn_package", "crash_after_ack_package",
-           "power_cut_after_ack_package", "heal_all"]
+           "power_cut_after_ack_package"]
