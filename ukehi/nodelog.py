@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 __all__ = ["NodeLogger", "format_line", "parse_line", "LEVELS"]
 
@@ -116,15 +116,17 @@ def parse_line(line: str) -> dict[str, str]:
 class NodeLogger:
     """Writes logfmt lines for one node to a stream (stderr by default), flushed per line."""
 
-    def __init__(self, node: str, level: str = "info", stream: TextIO | None = None) -> None:
+    def __init__(self, node: str, level: str = "info", stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.node = node
         self.threshold = LEVELS[level]
         self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock  # the simulator passes the node's simulated wall clock
 
     def log(self, level: str, event: str, **fields: Any) -> None:
         if LEVELS[level] < self.threshold:
             return
-        line = format_line(level, self.node, event, fields, time.time())
+        line = format_line(level, self.node, event, fields, self.clock())
         try:
             self.stream.write(line + "\n")
             self.stream.flush()

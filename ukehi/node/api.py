@@ -8,7 +8,6 @@ node and simulated clients in the simulator.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from ukehi import wire
@@ -166,7 +165,7 @@ class ClientAPI:
             "address": format_address(self.config.advertise_address),
             "phase": self.phase,
             "clock": self.clock.time(),
-            "pid": os.getpid(),
+            "pid": self.pid,  # type: ignore[attr-defined]
             "read_mode": self.config.read_mode,
             "corruption_policy": self.config.corruption_policy,
             "corruption": self.corruption,  # type: ignore[attr-defined]

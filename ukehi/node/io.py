@@ -132,3 +132,6 @@ class NodeIO:
     make_listener: Callable[[Any], Listener] | None = None
     # False in the simulator: no SIGTERM/SIGINT handlers (one process hosts many nodes).
     signals: bool = True
+    # The pid the node logs and reports (None: the process's own); the simulator gives each
+    # incarnation of a node its own, as a restarted process would have.
+    pid: int | None = None

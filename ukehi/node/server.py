@@ -117,6 +117,7 @@ class UkehiNode(ClientAPI, AdminAPI):
                                         tls=self.tls.client if self.tls else None)
         self.driver.network = self.transport
         self.bound_address: tuple[str, int] | None = None
+        self.pid = self.io.pid if self.io.pid is not None else os.getpid()
 
     # The driver owns these; the node, its tests and txnserve read them here.
     @property
@@ -158,7 +159,7 @@ class UkehiNode(ClientAPI, AdminAPI):
                     pass
         cfg = self.config
         self.log.info(
-            "starting", pid=os.getpid(), listen=format_address(cfg.listen), data_dir=cfg.data_dir,
+            "starting", pid=self.pid, listen=format_address(cfg.listen), data_dir=cfg.data_dir,
             peers=",".join(f"{k}={format_address(v)}" for k, v in cfg.peers.items()),
             policy=cfg.corruption_policy, read_mode=cfg.read_mode, join=cfg.join,
             election_ms=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",

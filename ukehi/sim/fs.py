@@ -1,0 +1,374 @@
+"""An in-memory file system with crash semantics, for the storage code in a simulation.
+
+Installed with ``ukehi.storage.vfs.use(fs)``: the WAL, hard state, snapshot and replay code
+call ``os.open/write/fsync/ftruncate/replace/listdir...`` on it as on the real ``os``.
+
+Durability model (LazyFS-like, per file and per directory):
+
+- a file's bytes survive a crash only up to its last ``fsync``; bytes written since are lost
+  at a crash, except that a *torn* tail may survive (a random prefix of the unsynced
+  append, as a power cut mid-write leaves);
+- a directory entry (created, renamed, removed file) survives only once the directory is
+  fsynced; before that a crash brings the old entries back;
+- damage (the disk nemesis's kinds) hits synced bytes: bit flips, zeroed chunks, copied
+  chunks; the storage code's CRC and CorruptionPolicy must deal with them at replay;
+- a crashed node's subtree is *dead* until it restarts: every call under it fails (EIO),
+  so nothing the dying process still tries to do reaches the disk.
+
+Every choice (torn length, where damage lands) comes from the random generator the
+simulation passes in, so a seed decides it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os as _os
+import posixpath
+import random
+import stat as _stat
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SimFS"]
+
+
+@dataclass
+class _Inode:
+    data: bytearray = field(default_factory=bytearray)
+    synced: bytes = b""
+
+
+@dataclass
+class _Dir:
+    entries: dict[str, Any] = field(default_factory=dict)  # name -> _Inode | _Dir
+    durable: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Handle:
+    node: Any
+    path: str
+    append: bool
+    writable: bool
+    pos: int = 0
+    generation: int = 0
+
+
+def _err(code: int, path: str) -> OSError:
+    return OSError(code, _os.strerror(code), path)
+
+
+class _Path:
+    """``os.path`` over the simulated tree (pure path helpers from posixpath)."""
+
+    def __init__(self, fs: "SimFS") -> None:
+        self._fs = fs
+        self.join = posixpath.join
+        self.basename = posixpath.basename
+        self.dirname = posixpath.dirname
+        self.normpath = posixpath.normpath
+        self.abspath = posixpath.normpath  # every simulated path is absolute
+        self.sep = "/"
+
+    def exists(self, path: str) -> bool:
+        return self._fs._lookup(path) is not None
+
+    def isdir(self, path: str) -> bool:
+        return isinstance(self._fs._lookup(path), _Dir)
+
+    def isfile(self, path: str) -> bool:
+        return isinstance(self._fs._lookup(path), _Inode)
+
+    def getsize(self, path: str) -> int:
+        node = self._fs._lookup(path)
+        if node is None:
+            raise _err(errno.ENOENT, path)
+        return len(node.data) if isinstance(node, _Inode) else 0
+
+
+class SimFS:
+    """The whole cluster's disks in one tree; each node lives under its own prefix."""
+
+    O_RDONLY = _os.O_RDONLY
+    O_WRONLY = _os.O_WRONLY
+    O_RDWR = _os.O_RDWR
+    O_CREAT = _os.O_CREAT
+    O_EXCL = _os.O_EXCL
+    O_TRUNC = _os.O_TRUNC
+    O_APPEND = _os.O_APPEND
+    O_DIRECTORY = getattr(_os, "O_DIRECTORY", 0)
+    PathLike = _os.PathLike
+    fspath = staticmethod(_os.fspath)
+    sep = "/"
+    R_OK, W_OK, X_OK = _os.R_OK, _os.W_OK, _os.X_OK
+
+    def __init__(self) -> None:
+        self.root = _Dir()
+        self.path = _Path(self)
+        self._fds: dict[int, _Handle] = {}
+        self._next_fd = 100
+        self._dead: set[str] = set()  # prefixes of crashed nodes
+        self._generation: dict[str, int] = {}
+        self.fsyncs = 0
+        self.bytes_written = 0
+
+    # ------------------------------------------------------------------ tree
+    @staticmethod
+    def _parts(path: str) -> list[str]:
+        return [p for p in posixpath.normpath(path).split("/") if p not in ("", ".")]
+
+    def _lookup(self, path: str) -> Any:
+        node: Any = self.root
+        for part in self._parts(path):
+            if not isinstance(node, _Dir):
+                return None
+            node = node.entries.get(part)
+            if node is None:
+                return None
+        return node
+
+    def _parent(self, path: str) -> tuple[_Dir, str]:
+        parts = self._parts(path)
+        parent = self._lookup("/" + "/".join(parts[:-1]))
+        if not isinstance(parent, _Dir):
+            raise _err(errno.ENOENT, path)
+        return parent, parts[-1]
+
+    def _check_alive(self, path: str) -> None:
+        norm = posixpath.normpath(path)
+        for prefix in self._dead:
+            if norm == prefix or norm.startswith(prefix + "/"):
+                raise _err(errno.EIO, path)
+
+    def _prefix_of(self, path: str) -> str | None:
+        norm = posixpath.normpath(path)
+        for prefix in self._generation:
+            if norm == prefix or norm.startswith(prefix + "/"):
+                return prefix
+        return None
+
+    # ------------------------------------------------------------------ os calls
+    def makedirs(self, path: str, mode: int = 0o777, exist_ok: bool = False) -> None:
+        self._check_alive(path)
+        node: _Dir = self.root
+        for part in self._parts(path):
+            child = node.entries.get(part)
+            if child is None:
+                child = _Dir()
+                # A new directory's own entry is made durable with it (the storage code
+                # fsyncs the parent right after makedirs).
+                node.entries[part] = child
+                node.durable[part] = child
+            elif not isinstance(child, _Dir):
+                raise _err(errno.ENOTDIR, path)
+            node = child
+
+    def access(self, path: str, mode: int) -> bool:
+        return self._lookup(path) is not None
+
+    def listdir(self, path: str) -> list[str]:
+        self._check_alive(path)
+        node = self._lookup(path)
+        if node is None:
+            raise _err(errno.ENOENT, path)
+        if not isinstance(node, _Dir):
+            raise _err(errno.ENOTDIR, path)
+        return sorted(node.entries)
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        self._check_alive(path)
+        node = self._lookup(path)
+        if flags & self.O_CREAT:
+            if node is not None and flags & self.O_EXCL:
+                raise _err(errno.EEXIST, path)
+            if node is None:
+                parent, name = self._parent(path)
+                node = _Inode()
+                parent.entries[name] = node
+        if node is None:
+            raise _err(errno.ENOENT, path)
+        writable = bool(flags & (self.O_WRONLY | self.O_RDWR))
+        if isinstance(node, _Dir) and writable:
+            raise _err(errno.EISDIR, path)
+        if isinstance(node, _Inode) and flags & self.O_TRUNC and writable:
+            del node.data[:]
+        prefix = self._prefix_of(path)
+        fd = self._next_fd
+        self._next_fd += 1
+        self._fds[fd] = _Handle(node, posixpath.normpath(path), bool(flags & self.O_APPEND), writable,
+                                generation=self._generation.get(prefix, 0) if prefix else 0)
+        return fd
+
+    def _handle(self, fd: int) -> _Handle:
+        h = self._fds.get(fd)
+        if h is None:
+            raise _err(errno.EBADF, str(fd))
+        prefix = self._prefix_of(h.path)
+        if prefix is not None and (prefix in self._dead or self._generation.get(prefix, 0) != h.generation):
+            raise _err(errno.EIO, h.path)  # the process that opened it crashed
+        return h
+
+    def write(self, fd: int, data: Any) -> int:
+        h = self._handle(fd)
+        if not isinstance(h.node, _Inode) or not h.writable:
+            raise _err(errno.EBADF, h.path)
+        b = bytes(data)
+        buf = h.node.data
+        if h.append:
+            buf += b
+        else:
+            end = h.pos + len(b)
+            if end > len(buf):
+                buf.extend(b"\0" * (end - len(buf)))
+            buf[h.pos:end] = b
+            h.pos = end
+        self.bytes_written += len(b)
+        return len(b)
+
+    def read(self, fd: int, n: int) -> bytes:
+        h = self._handle(fd)
+        if isinstance(h.node, _Dir):
+            raise _err(errno.EISDIR, h.path)
+        out = bytes(h.node.data[h.pos:h.pos + n])
+        h.pos += len(out)
+        return out
+
+    def fsync(self, fd: int) -> None:
+        h = self._handle(fd)
+        self.fsyncs += 1
+        if isinstance(h.node, _Dir):
+            h.node.durable = dict(h.node.entries)
+        else:
+            h.node.synced = bytes(h.node.data)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        h = self._handle(fd)
+        buf = h.node.data
+        if size < len(buf):
+            del buf[size:]
+        else:
+            buf.extend(b"\0" * (size - len(buf)))
+
+    def close(self, fd: int) -> None:
+        self._fds.pop(fd, None)  # closing never fails, not even for a dead process
+
+    def fstat(self, fd: int) -> Any:
+        h = self._handle(fd)
+        size = len(h.node.data) if isinstance(h.node, _Inode) else 0
+        mode = _stat.S_IFDIR if isinstance(h.node, _Dir) else _stat.S_IFREG
+        return _os.stat_result((mode, 0, 0, 1, 0, 0, size, 0, 0, 0))
+
+    def remove(self, path: str) -> None:
+        self._check_alive(path)
+        parent, name = self._parent(path)
+        if not isinstance(parent.entries.get(name), _Inode):
+            raise _err(errno.ENOENT, path)
+        del parent.entries[name]
+
+    unlink = remove
+
+    def replace(self, src: str, dst: str) -> None:
+        self._check_alive(src)
+        sp, sn = self._parent(src)
+        node = sp.entries.get(sn)
+        if node is None:
+            raise _err(errno.ENOENT, src)
+        dp, dn = self._parent(dst)
+        del sp.entries[sn]
+        dp.entries[dn] = node
+
+    rename = replace
+
+    # ------------------------------------------------------------------ faults
+    def register_node(self, prefix: str) -> None:
+        self._generation.setdefault(posixpath.normpath(prefix), 0)
+
+    def crash(self, prefix: str, rng: random.Random, torn_probability: float = 0.0) -> dict[str, int]:
+        """Power cut under ``prefix``: unsynced bytes and entries are gone (a torn tail may
+        survive); the subtree stays dead until :meth:`revive`. Returns what was lost."""
+        prefix = posixpath.normpath(prefix)
+        self._dead.add(prefix)
+        self._generation[prefix] = self._generation.get(prefix, 0) + 1
+        lost = {"bytes": 0, "torn": 0, "entries": 0}
+        top = self._lookup(prefix)
+        if isinstance(top, _Dir):
+            self._revert(top, rng, torn_probability, lost)
+        return lost
+
+    def _revert(self, d: _Dir, rng: random.Random, torn_p: float, lost: dict[str, int]) -> None:
+        if d.entries != d.durable:
+            lost["entries"] += len(set(d.entries) ^ set(d.durable))
+        d.entries = dict(d.durable)
+        for name in sorted(d.entries):
+            child = d.entries[name]
+            if isinstance(child, _Dir):
+                self._revert(child, rng, torn_p, lost)
+                continue
+            data, synced = child.data, child.synced
+            if bytes(data) == synced:
+                continue
+            keep = synced
+            if torn_p and len(data) > len(synced) and data[:len(synced)] == synced and rng.random() < torn_p:
+                extra = len(data) - len(synced)
+                keep = bytes(data[:len(synced) + rng.randrange(1, extra + 1)])
+                lost["torn"] += 1
+            lost["bytes"] += abs(len(data) - len(keep))
+            child.data = bytearray(keep)
+            child.synced = bytes(keep)
+
+    def revive(self, prefix: str) -> None:
+        self._dead.discard(posixpath.normpath(prefix))
+
+    def files(self, prefix: str) -> list[str]:
+        """Every file under ``prefix`` (sorted)."""
+        out: list[str] = []
+
+        def walk(d: _Dir, base: str) -> None:
+            for name in sorted(d.entries):
+                child = d.entries[name]
+                p = f"{base}/{name}"
+                if isinstance(child, _Dir):
+                    walk(child, p)
+                else:
+                    out.append(p)
+
+        top = self._lookup(prefix)
+        if isinstance(top, _Dir):
+            walk(top, posixpath.normpath(prefix))
+        return out
+
+    def damage(self, path: str, kind: str, rng: random.Random, *, skip: int = 0) -> dict[str, Any] | None:
+        """Damage synced bytes of ``path`` past offset ``skip`` (a segment header, say):
+        ``bitflip``, ``zero`` (a chunk zeroed) or ``copy`` (a chunk copied over another)."""
+        node = self._lookup(path)
+        if not isinstance(node, _Inode) or len(node.data) <= skip + 1:
+            return None
+        size = len(node.data)
+        at = rng.randrange(skip, size)
+        if kind == "bitflip":
+            node.data[at] ^= 1 << rng.randrange(8)
+            length = 1
+        elif kind == "zero":
+            length = min(size - at, rng.randrange(1, 64))
+            node.data[at:at + length] = b"\0" * length
+        elif kind == "copy":
+            length = min(size - at, rng.randrange(1, 64))
+            src = rng.randrange(skip, size - length + 1)
+            node.data[at:at + length] = bytes(node.data[src:src + length])
+        else:
+            raise ValueError(f"unknown damage kind {kind!r}")
+        node.synced = bytes(node.data)
+        return {"path": path, "kind": kind, "offset": at, "length": length}
+
+    def export(self, prefix: str, target: str) -> int:
+        """Write every file under ``prefix`` to the real directory ``target`` (for the
+        white-box checkers, which read node data dirs from the run store). Returns the count."""
+        files = self.files(prefix)
+        base = posixpath.normpath(prefix)
+        for p in files:
+            rel = p[len(base) + 1:]
+            real = _os.path.join(target, *rel.split("/"))
+            _os.makedirs(_os.path.dirname(real), exist_ok=True)
+            with open(real, "wb") as f:
+                f.write(bytes(self._lookup(p).data))
+        return len(files)

@@ -1,0 +1,441 @@
+"""A simulated Ukehi cluster: the real node code over a simulated network, disk and clocks.
+
+Every node is a real :class:`ukehi.node.UkehiNode` (Raft core, driver, KV state machine,
+fencing, storage code) whose I/O interfaces (``ukehi.node.io``) are the simulated ones
+below, on one :class:`~ukehi.sim.loop.VirtualLoop`. One ``random.Random`` per concern,
+all derived from the seed, decides everything: message delays, loss, duplication and
+reordering, election timeouts, torn writes, fsync latency.
+
+Faults the world offers (the harness's sim runner schedules them):
+
+- network: ``block(src, dst)`` per directed link (any partition shape, one-way included),
+  ``heal()``; per-message delay (reordering follows from jitter), loss, duplication;
+- process: ``crash`` (power cut: un-fsynced bytes lost, maybe a torn tail; the node's
+  files, network and log go dead at once), ``restart`` (a new incarnation replays the
+  disk), ``pause``/``resume`` (SIGSTOP: timers, disk and inbound messages held);
+- clocks: per-node ``rate`` (timers run fast/slow: a lease without a drift bound breaks)
+  and wall-clock ``offset`` (bumps and strobes);
+- disk: ``damage`` (bit flip, zeroed or copied chunk) in a WAL segment's synced bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ukehi import wire
+from ukehi.config import NodeConfig
+from ukehi.node import NodeIO, UkehiNode
+from ukehi.node.io import DiskWork
+from ukehi.nodelog import NodeLogger
+from ukehi.storage import vfs
+
+from .fs import SimFS
+from .loop import VirtualLoop
+
+__all__ = ["SimWorld", "WorldOptions", "EPOCH"]
+
+EPOCH = 1_700_000_000.0  # the simulated wall clock starts here (2023-11-14)
+_SEG_HEADER = 12
+
+
+@dataclass
+class WorldOptions:
+    nodes: int = 3
+    election_ms: tuple[int, int] = (1000, 2000)
+    heartbeat_ms: int = 100
+    snapshot_threshold: int = 10_000
+    max_entries_per_message: int = 64
+    max_inflight: int = 256
+    read_mode: str = "readindex"
+    corruption_policy: str = "truncate-to-last-good"
+    unsafe_bug: str | None = None
+    # network: seconds of one-way delay (uniform), probabilities per message
+    delay: tuple[float, float] = (0.0005, 0.005)
+    loss: float = 0.0
+    duplicate: float = 0.0
+    # client <-> node links
+    client_delay: tuple[float, float] = (0.0002, 0.002)
+    # disk: seconds an fsync-bearing persist takes (uniform)
+    fsync: tuple[float, float] = (0.0005, 0.004)
+    torn_probability: float = 0.3
+
+
+class _Incarnation:
+    """One process lifetime of a node: its clock, disk, network endpoint and log sink all
+    die together at a crash, so nothing the dying process still does escapes."""
+
+    def __init__(self, world: "SimWorld", handle: "_NodeHandle", number: int) -> None:
+        self.world = world
+        self.handle = handle
+        self.number = number
+        self.dead = False
+        self.node: UkehiNode | None = None
+        self.task: asyncio.Task[int] | None = None
+        self.exit_code: int | None = None
+
+    # ---- Clock
+    def monotonic(self) -> float:
+        return self.handle.mono_base + self.handle.rate * (self.world.loop.time() - self.handle.rate_since)
+
+    def time(self) -> float:
+        return EPOCH + self.handle.wall_offset + self.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.handle.rate)
+        await self.handle.gate()
+
+    # ---- Disk
+    async def run(self, work: DiskWork) -> Any:
+        await self.handle.gate()
+        if self.dead:
+            raise OSError(5, "simulated process is dead")
+        result = work.fn()
+        if work.kind in ("persist", "snapshot-save", "compact", "sync", "open"):
+            lo, hi = self.world.opts.fsync
+            await asyncio.sleep(self.world.rng_disk.uniform(lo, hi))
+            await self.handle.gate()
+        return result
+
+    async def close(self, fn: Callable[[], None]) -> None:
+        if self.dead:
+            # A crashed process saves nothing; it only lets go of its descriptors.
+            storage = self.node.storage if self.node is not None else None
+            if storage is not None:
+                try:
+                    storage.close()
+                except Exception:  # noqa: BLE001 - dead files may refuse anything
+                    pass
+            return
+        fn()
+
+    # ---- Network (the driver's outbound side)
+    def send(self, peer: str, address: Any, frames: list[bytes]) -> bool:
+        if self.dead:
+            return True
+        for frame in frames:
+            self.world._transmit(self.handle.name, peer, frame)
+        return True
+
+    def ensure(self, peer: str, address: Any) -> None:
+        return None
+
+    async def drop(self, peer: str) -> None:
+        return None
+
+    async def close_network(self) -> None:
+        return None
+
+    def linked_peers(self) -> list[str]:
+        return []
+
+    # ---- Listener
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        return host, port
+
+    async def stop(self) -> None:
+        return None
+
+    connection_count = 0
+    bad_frames = 0
+
+    def counters(self) -> dict[str, Any]:
+        return {}
+
+    # ---- log sink
+    def write(self, text: str) -> int:
+        if not self.dead:
+            self.handle.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _NetworkView:
+    """The Network interface of one incarnation (close() must not clash with the Disk's)."""
+
+    def __init__(self, inc: _Incarnation) -> None:
+        self._inc = inc
+        self.send = inc.send
+        self.ensure = inc.ensure
+        self.drop = inc.drop
+        self.linked_peers = inc.linked_peers
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class _NodeHandle:
+    name: str
+    index: int
+    prefix: str
+    config: NodeConfig
+    log: io.StringIO = field(default_factory=io.StringIO)
+    up: bool = False
+    paused: bool = False
+    rate: float = 1.0
+    rate_since: float = 0.0
+    mono_base: float = 0.0
+    wall_offset: float = 0.0
+    incarnations: int = 0
+    current: _Incarnation | None = None
+    held: list[Callable[[], None]] = field(default_factory=list)
+    resumed: asyncio.Event | None = None
+
+    async def gate(self) -> None:
+        while self.paused and self.resumed is not None:
+            await self.resumed.wait()
+
+
+class SimWorld:
+    def __init__(self, seed: int, opts: WorldOptions) -> None:
+        self.seed = seed
+        self.opts = opts
+        master = random.Random(seed)
+        self.rng_net = random.Random(master.getrandbits(64))
+        self.rng_disk = random.Random(master.getrandbits(64))
+        self.rng_fault = random.Random(master.getrandbits(64))
+        self.rng_core_seed = master.getrandbits(64)
+        self.loop = VirtualLoop()
+        self.fs = SimFS()
+        self.blocked: set[tuple[str, str]] = set()
+        self.events: list[str] = []
+        self.messages_sent = 0
+        self.messages_delivered = 0
+        names = [f"n{i + 1}" for i in range(opts.nodes)]
+        self.names = names
+        peers = {n: (f"10.0.0.{i + 1}", 7000) for i, n in enumerate(names)}
+        self.nodes: dict[str, _NodeHandle] = {}
+        for i, n in enumerate(names):
+            prefix = f"/sim/{n}"
+            self.fs.register_node(prefix)
+            cfg = NodeConfig(node_id=n, listen=peers[n], peers=peers, data_dir=f"{prefix}/data",
+                             corruption_policy=opts.corruption_policy, read_mode=opts.read_mode,
+                             snapshot_threshold=opts.snapshot_threshold,
+                             max_inflight=opts.max_inflight, max_entries_per_message=opts.max_entries_per_message,
+                             election_timeout_ms=opts.election_ms, heartbeat_ms=opts.heartbeat_ms,
+                             unsafe_bug=opts.unsafe_bug, insecure=True)
+            self.nodes[n] = _NodeHandle(n, i, prefix, cfg)
+
+    # ------------------------------------------------------------------ time & trace
+    def now(self) -> float:
+        return self.loop.time()
+
+    def event(self, text: str) -> None:
+        self.events.append(f"{self.loop.time():.6f} {text}")
+
+    def run_until(self, t: float) -> None:
+        with vfs.use(self.fs):
+            self.loop.run_until(t)
+
+    def run(self, coro: Any) -> Any:
+        with vfs.use(self.fs):
+            return self.loop.run_until_complete(coro)
+
+    def digest(self, extra: str = "") -> str:
+        h = hashlib.sha256()
+        for e in self.events:
+            h.update(e.encode())
+            h.update(b"\n")
+        for n in self.names:
+            h.update(self.nodes[n].log.getvalue().encode())
+        h.update(extra.encode())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ processes
+    def start(self, name: str) -> None:
+        h = self.nodes[name]
+        if h.up:
+            return
+        h.incarnations += 1
+        inc = _Incarnation(self, h, h.incarnations)
+        h.current = inc
+        h.up = True
+        h.paused = False
+        h.resumed = asyncio.Event()
+        self.fs.revive(h.prefix)
+        rng = random.Random(self.rng_core_seed ^ (h.index << 20) ^ h.incarnations)
+        log = NodeLogger(name, h.config.log_level, stream=inc, clock=inc.time)  # type: ignore[arg-type]
+        io_ = NodeIO(clock=inc, disk=inc, rng=rng, make_network=lambda node: _NetworkView(inc),
+                     make_listener=lambda node: inc, signals=False, pid=1000 * (h.index + 1) + h.incarnations)
+        node = UkehiNode(h.config, log, io=io_)
+        inc.node = node
+        self.event(f"start {name} pid={node.pid}")
+
+        async def main() -> None:
+            code = await node.run()
+            inc.exit_code = code
+            if not inc.dead:
+                # The node stopped on its own (fail-stop, refused start): the process exited.
+                h.up = False
+                inc.dead = True
+                self.event(f"exited {name} code={code}")
+
+        inc.task = self.loop.create_task(main(), name=f"node-{name}-{h.incarnations}")
+
+    def crash(self, name: str) -> dict[str, int]:
+        h = self.nodes[name]
+        inc = h.current
+        if not h.up or inc is None:
+            return {}
+        inc.dead = True
+        h.up = False
+        h.held.clear()
+        lost = self.fs.crash(h.prefix, self.rng_disk, self.opts.torn_probability)
+        h.paused = False
+        if h.resumed is not None:
+            h.resumed.set()
+        if inc.node is not None:
+            inc.node.stop()
+        self.event(f"crash {name} lost={lost}")
+        return lost
+
+    def restart(self, name: str) -> None:
+        self.start(name)
+
+    def pause(self, name: str) -> None:
+        h = self.nodes[name]
+        if h.up and not h.paused:
+            h.paused = True
+            h.resumed = asyncio.Event()
+            self.event(f"pause {name}")
+
+    def resume(self, name: str) -> None:
+        h = self.nodes[name]
+        if h.paused:
+            h.paused = False
+            assert h.resumed is not None
+            h.resumed.set()
+            held, h.held = h.held, []
+            for deliver in held:
+                deliver()
+            self.event(f"resume {name}")
+
+    def set_clock(self, name: str, *, rate: float | None = None, bump: float = 0.0) -> None:
+        h = self.nodes[name]
+        if rate is not None and rate != h.rate:
+            now = self.loop.time()
+            h.mono_base += h.rate * (now - h.rate_since)
+            h.rate_since = now
+            h.rate = rate
+        h.wall_offset += bump
+        self.event(f"clock {name} rate={h.rate} offset={h.wall_offset:.3f}")
+
+    def damage(self, name: str, kind: str) -> dict[str, Any] | None:
+        """Damage a synced WAL segment of a node (stopped or not) past its header."""
+        files = [p for p in self.fs.files(self.nodes[name].prefix) if p.endswith(".seg")]
+        if not files:
+            return None
+        path = self.rng_fault.choice(files)
+        out = self.fs.damage(path, kind, self.rng_fault, skip=_SEG_HEADER)
+        self.event(f"damage {name} {out}")
+        return out
+
+    # ------------------------------------------------------------------ network
+    def block(self, src: str, dst: str) -> None:
+        self.blocked.add((src, dst))
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    def _transmit(self, src: str, dst: str, frame: bytes) -> None:
+        self.messages_sent += 1
+        if (src, dst) in self.blocked:
+            return
+        rng = self.rng_net
+        if self.opts.loss and rng.random() < self.opts.loss:
+            return
+        copies = 2 if self.opts.duplicate and rng.random() < self.opts.duplicate else 1
+        lo, hi = self.opts.delay
+        for _ in range(copies):
+            self.loop.call_later(rng.uniform(lo, hi), self._deliver, src, dst, frame)
+
+    def _deliver(self, src: str, dst: str, frame: bytes) -> None:
+        h = self.nodes.get(dst)
+        if h is None or not h.up or h.current is None or h.current.node is None:
+            return
+        if (src, dst) in self.blocked:
+            return  # cut while in flight
+        if h.paused:
+            h.held.append(lambda: self._deliver(src, dst, frame))
+            return
+        self.messages_delivered += 1
+        try:
+            h.current.node.handle_peer_frame(wire.decode_frame(frame), src)
+        except (ValueError, wire.ProtocolError):
+            pass
+
+    # ------------------------------------------------------------------ clients
+    async def request(self, name: str, msg_type: wire.MsgType, body: dict[str, Any],
+                      timeout: float) -> tuple[wire.MsgType, dict[str, Any]] | None:
+        """One client request to node ``name`` over a lossy, delayed link; None when no
+        answer came back in ``timeout`` (the outcome is unknown)."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        rng = self.rng_net
+        lo, hi = self.opts.client_delay
+        loss = self.opts.loss / 2
+
+        def deliver() -> None:
+            h = self.nodes[name]
+            inc = h.current
+            if not h.up or inc is None or inc.node is None:
+                return  # nobody listening: the request is lost, the client times out
+            if h.paused:
+                h.held.append(deliver)
+                return
+            self.loop.create_task(serve(inc))
+
+        async def serve(inc: _Incarnation) -> None:
+            assert inc.node is not None
+            reply = await inc.node.handle_request(wire.Frame(msg_type, 1, body, 0))
+            if inc.dead or (loss and rng.random() < loss):
+                return  # the process died first, or the reply was lost
+            self.loop.call_later(rng.uniform(lo, hi), lambda: fut.done() or fut.set_result(reply))
+
+        if not (loss and rng.random() < loss):
+            self.loop.call_later(rng.uniform(lo, hi), deliver)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    # ------------------------------------------------------------------ the end
+    async def stop_all(self) -> None:
+        """Stop every running node gracefully (as the harness does at the end of a run)."""
+        for n in self.names:
+            h = self.nodes[n]
+            if h.paused:
+                self.resume(n)
+        tasks = []
+        for n in self.names:
+            h = self.nodes[n]
+            if h.up and h.current is not None and h.current.node is not None:
+                h.current.node.stop()
+                if h.current.task is not None:
+                    tasks.append(h.current.task)
+        for t in tasks:
+            try:
+                await t
+            except BaseException:  # noqa: BLE001
+                pass
+        for n in self.names:
+            self.nodes[n].up = False
+
+    def export(self, target: str) -> None:
+        """Write each node's ``node.log`` and data dir as the run store keeps them
+        (``<target>/<node>/node.log``, ``<target>/<node>/data/...``)."""
+        import os
+
+        for n in self.names:
+            h = self.nodes[n]
+            d = os.path.join(target, n)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "node.log"), "w", encoding="utf-8") as f:
+                f.write(h.log.getvalue())
+            self.fs.export(f"{h.prefix}/data", os.path.join(d, "data"))
