@@ -86,13 +86,15 @@ def register(app: typer.Typer) -> None:
 
         cfg = Config(unit=not harness_only, harness=not unit_only, unit_tests=tests, unit_timeout=unit_timeout,
                      harness_runs=runs, harness_for=harness_for, jobs=jobs, time_budget=time_budget)
-        command = " ".join(["ukehi-jepsen", "mutate", "--paths", ",".join(targets), "--seed", str(seed),
-                            "--sample", str(sample)]
+        command = " ".join(["ukehi-jepsen", "mutate", "--paths", ",".join(targets)]
+                           + ([] if mutant else ["--seed", str(seed), "--sample", str(sample)])
                            + (["--operators", ",".join(ops)] if operators.strip() != "all" else [])
                            + [f"--mutant {m}" for m in mutant or ()]
                            + (["--unit-only"] if unit_only else []) + (["--harness-only"] if harness_only else [])
                            + ([f"--harness-for {harness_for}"] if harness_for != "all" else [])
                            + [f"--harness-run {r.label}" for r in runs if harness_run]
+                           + ([f"--unit-tests {unit_tests}"] if tests != list(DEFAULT_UNIT_TESTS) else [])
+                           + ([f"--unit-timeout {unit_timeout:g}"] if unit_timeout else [])
                            + ["--jobs", str(jobs)] + ([f"--time-budget {time_budget:g}"] if time_budget else [])
                            + ([f"--rev {rev}"] if rev != "HEAD" else []))
         try:
