@@ -32,7 +32,7 @@ from harness.report.pairs import OpPair, history_span_s, pair_ops
 
 MAX_OPS = 100_000
 COLUMN_PX = 120
-GUTTER_PX = 70  # time ticks
+GUTTER_PX = 84  # time ticks and the length of shortened gaps
 BUSY_PX_PER_S = 400.0  # elapsed time while a client op is in flight: 1 ms = 0.4 px
 IDLE_PX_PER_S = 60.0  # and while none is
 GAP_CAP_PX = 36.0  # the most one stretch between two event times may take
@@ -68,8 +68,9 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 .instant { position: absolute; left: 0; right: 0; height: 0; border-top: 2px dashed; z-index: 4; }
 .fault-label { position: absolute; font-size: 11px; font-weight: 600; padding: 0 4px; border-left: 3px solid;
                background: rgba(255,255,255,.9); z-index: 4; white-space: nowrap; line-height: 14px; }
-.gap { position: absolute; left: -%(gutter)dpx; right: 0; z-index: 2; text-align: center; font-size: 11px;
-       color: #666; background: repeating-linear-gradient(135deg, #f6f6f6 0 6px, #ececec 6px 12px); }
+.gap { position: absolute; left: -%(gutter)dpx; right: 0; z-index: 2; font-size: 11px; font-weight: 600;
+       color: #444; background: repeating-linear-gradient(135deg, #f6f6f6 0 6px, #e4e4e4 6px 12px); }
+.gap span { display: inline-block; width: %(tickw)dpx; text-align: right; }
 .tick { position: absolute; left: -%(gutter)dpx; width: %(tickw)dpx; text-align: right; font-size: 10px; color: #777;
         border-top: 1px solid #ddd; }
 """ % {"col": COLUMN_PX, "minbox": MIN_BOX_PX, "gutter": GUTTER_PX, "tickw": GUTTER_PX - 6}
@@ -254,7 +255,8 @@ def render_timeline(history: Sequence[Op], path: str | Path, specs: Iterable[Any
     for a, b in scale.gaps:
         top, bottom = scale(a), scale(b)
         out.append(f"<div class='gap' style='top:{top + 2:.1f}px;height:{max(bottom - top - 4, 1):.1f}px;"
-                   f"line-height:{max(bottom - top - 4, 1):.1f}px'>⋯ {b - a:.2f} s without events ⋯</div>")
+                   f"line-height:{max(bottom - top - 4, 1):.1f}px' title='{b - a:.2f} s without events, shortened'>"
+                   f"<span>⋯ {b - a:.2f} s</span></div>")
     last_tick = -TICK_EVERY_PX
     for t, y in zip(scale.times, scale.ys):
         if y - last_tick >= TICK_EVERY_PX:
