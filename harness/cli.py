@@ -40,6 +40,7 @@ _COMMAND_MODULES: list[str] = [
     "harness.commands.regress",
     "harness.commands.mutate",
     "harness.commands.serve",
+    "harness.commands.sim",
 ]
 
 

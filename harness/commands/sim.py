@@ -1,0 +1,145 @@
+"""`ukehi-jepsen sim`: deterministic simulation of the real Ukehi, many seeds a minute.
+
+Each seed is one simulated run (``harness.sim.runner``): swarm options, faults and ops all
+drawn from the seed, judged by the workload's checkers and the white-box checkers. Seeds
+run in worker processes (spawned with PYTHONHASHSEED=0, so a seed replays identically in
+any process). A failing seed is stored as a run in the results store, like a real run, and
+gets a replay command; ``--seed K`` replays one seed and prints its trace digest;
+``--check-determinism`` runs every seed twice and fails on any digest difference.
+
+Exit codes: 0 no failure, 1 some seed failed (or a digest differed), 254 bad arguments.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import typer
+
+from ..cli import EXIT_INVALID, EXIT_VALID, BadArgument
+
+
+def _one(args: tuple[int, Any, str, bool, bool]) -> dict[str, Any]:
+    seed, settings, results_dir, twice, store = args
+    from harness.sim.runner import run_seed
+    from harness.sim.store import replay_command, store_result
+
+    r = run_seed(seed, settings, keep_world=store)
+    out: dict[str, Any] = {"seed": seed, "valid": r.valid, "digest": r.digest, "virtual": r.virtual_seconds,
+                           "wall": r.wall_seconds, "ops": r.ops, "failing": r.failing_checkers(),
+                           "replay": replay_command(seed, settings)}
+    if twice:
+        again = run_seed(seed, settings)
+        out["digest_again"] = again.digest
+    if store and r.failed:
+        out["run"] = store_result(r, settings, results_dir)
+    return out
+
+
+def _parse_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadArgument(f"--node-option {item!r}: give NAME=VALUE, e.g. unsafe_bug=stale-read")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def sim(
+        seeds: Optional[int] = typer.Option(None, help="how many seeds to run (from --start-seed)"),
+        time_budget: Optional[float] = typer.Option(None, help="run seeds for this many wall seconds"),
+        seed: Optional[int] = typer.Option(None, help="replay exactly this seed; prints its trace digest"),
+        start_seed: int = typer.Option(0, help="first seed of a --seeds / --time-budget sweep"),
+        workload: str = typer.Option("register", help="workload the simulated clients run"),
+        nemesis: str = typer.Option("partition,kill,pause,clock,transfer,snapshot",
+                                    help="faults the swarm may draw from (comma list)"),
+        duration: float = typer.Option(10.0, help="virtual seconds of workload and faults per seed"),
+        node_option: list[str] = typer.Option([], "--node-option", help="NAME=VALUE for every node, e.g. "
+                                               "unsafe_bug=stale-read (needs UKEHI_I_KNOW_THIS_IS_UNSAFE=1)"),
+        workers: int = typer.Option(max(1, min(2, os.cpu_count() or 1)), help="worker processes"),
+        check_determinism: bool = typer.Option(False, "--check-determinism",
+                                               help="run every seed twice; fail on any trace-digest difference"),
+        stop_at_first: bool = typer.Option(False, "--stop-at-first", help="stop at the first failing seed"),
+        no_store: bool = typer.Option(False, "--no-store", help="do not store failing seeds as runs"),
+        results_dir: str = typer.Option("results", help="where failing seeds are stored as runs"),
+    ) -> None:
+        """Simulate the real Ukehi in virtual time over seeded fault schedules."""
+        from harness.sim.runner import NEMESES, WORKLOADS, SimSettings
+        from ukehi.bugs import UnsafeBugRefused, check_unsafe_bug
+
+        if workload not in WORKLOADS:
+            raise BadArgument(f"--workload {workload!r}: the simulator runs {', '.join(WORKLOADS)} so far")
+        chosen = tuple(n.strip() for n in nemesis.split(",") if n.strip())
+        bad = [n for n in chosen if n not in NEMESES]
+        if bad or not chosen:
+            raise BadArgument(f"--nemesis {nemesis!r}: choose from {', '.join(NEMESES)}")
+        options = _parse_options(node_option)
+        bug = dict(options).get("unsafe_bug")
+        try:
+            check_unsafe_bug(bug)
+        except UnsafeBugRefused as err:
+            raise BadArgument(str(err)) from None
+        if seed is None and seeds is None and time_budget is None:
+            seeds = 20
+        settings = SimSettings(workload=workload, nemeses=chosen, duration=duration, node_options=options)
+        store = not no_store
+        if seed is not None:
+            out = _one((seed, settings, results_dir, check_determinism, store))
+            print(f"seed {seed}: {'VALID' if out['valid'] is True else 'INVALID' if out['valid'] is False else 'UNKNOWN'}"
+                  f"  digest {out['digest']}  virtual {out['virtual']:.1f} s in {out['wall']:.2f} s wall, {out['ops']} ops")
+            if out["failing"]:
+                print(f"  failed checkers: {', '.join(out['failing'])}")
+            if "run" in out:
+                print(f"  stored: {out['run']}")
+            bad_digest = check_determinism and out["digest_again"] != out["digest"]
+            if bad_digest:
+                print(f"  NONDETERMINISTIC: second run digest {out['digest_again']}")
+            raise typer.Exit(EXIT_INVALID if out["valid"] is False or bad_digest else EXIT_VALID)
+        os.environ["PYTHONHASHSEED"] = "0"  # spawned workers inherit it: same seed, same trace anywhere
+        ctx = multiprocessing.get_context("spawn")
+        started = time.monotonic()
+        done = failures = nondeterministic = 0
+        virtual = 0.0
+        failed: list[dict[str, Any]] = []
+
+        def jobs() -> Any:
+            k = start_seed
+            while seeds is None or k < start_seed + seeds:
+                if time_budget is not None and time.monotonic() - started > time_budget:
+                    return
+                yield (k, settings, results_dir, check_determinism, store)
+                k += 1
+
+        with ctx.Pool(workers) as pool:
+            for out in pool.imap(_one, jobs()):
+                done += 1
+                virtual += out["virtual"]
+                if out["valid"] is False:
+                    failures += 1
+                    failed.append(out)
+                    print(f"seed {out['seed']}: INVALID ({', '.join(out['failing'])})"
+                          + (f" stored {out['run']}" if "run" in out else ""), flush=True)
+                    print(f"  replay: {out['replay']}", flush=True)
+                if check_determinism and out.get("digest_again") != out["digest"]:
+                    nondeterministic += 1
+                    print(f"seed {out['seed']}: NONDETERMINISTIC digests {out['digest'][:16]} vs "
+                          f"{str(out.get('digest_again'))[:16]}", flush=True)
+                wall = time.monotonic() - started
+                if done % 10 == 0 or (seeds is not None and done == seeds):
+                    print(f"[{wall:6.1f} s] {done} seeds ({done / wall:.2f}/s), virtual {virtual:.0f} s "
+                          f"({virtual / wall:.0f}x), failures {failures}", file=sys.stderr, flush=True)
+                if stop_at_first and failures:
+                    pool.terminate()
+                    break
+        wall = time.monotonic() - started
+        print(f"sim: {done} seeds in {wall:.1f} s ({done / max(wall, 1e-9):.2f} seeds/s, "
+              f"{virtual / max(wall, 1e-9):.0f} virtual s per wall s), {failures} failing"
+              + (f", {nondeterministic} nondeterministic" if check_determinism else ""))
+        raise typer.Exit(EXIT_INVALID if failures or nondeterministic else EXIT_VALID)

@@ -1,0 +1,53 @@
+"""Store a simulated run in the results store exactly like a real run.
+
+``results/sim-<workload>/<timestamp>/``: ``test.json`` (a TestSpec ``analyze`` can read,
+plus a ``simulated`` block: seed, settings, swarm options, digest, replay command),
+``history.jsonl``, ``nodes/<node>/{node.log,data/}``, ``sim.json`` (faults, digest) and
+what ``check_run`` writes (``results.json``, plots, timeline, counterexample page).
+
+``test.json`` says ``backend: local``: TestSpec only knows real backends, so the
+``simulated`` block is what marks the run as one from the simulator.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from .runner import SimResult, SimSettings, history_text, settings_dict
+
+
+def replay_command(seed: int, settings: SimSettings) -> str:
+    parts = ["ukehi-jepsen", "sim", "--seed", str(seed), "--workload", settings.workload,
+             "--nemesis", ",".join(settings.nemeses), "--duration", f"{settings.duration:g}"]
+    for k, v in settings.node_options:
+        parts += ["--node-option", f"{k}={v}"]
+    env = "UKEHI_I_KNOW_THIS_IS_UNSAFE=1 " if settings.option("unsafe_bug") else ""
+    return env + " ".join(shlex.quote(p) for p in parts)
+
+
+def store_result(result: SimResult, settings: SimSettings, results_dir: str) -> str:
+    from harness.analysis import check_run
+    from harness.store import new_run
+
+    assert result.world is not None, "run_seed(keep_world=True) keeps the node files to store"
+    run = new_run(results_dir, f"sim-{settings.workload}", latest=False)
+    world = result.world
+    test: dict[str, Any] = {
+        "name": f"sim-{settings.workload}", "workload": settings.workload, "nodes": list(world.names),
+        "backend": "local", "nemeses": [], "concurrency": result.options["clients"],
+        "time_limit": settings.duration, "seed": result.seed,
+        "node_options": dict(settings.node_options), "insecure": True,
+        "simulated": {"seed": result.seed, "settings": settings_dict(settings), "options": result.options,
+                      "digest": result.digest, "replay": replay_command(result.seed, settings)},
+    }
+    run.write_json("test.json", test)
+    run.history.write_text(history_text(result.history), encoding="utf-8")
+    run.mark_history_closed()
+    world.export(str(run.path / "nodes"))
+    run.write_json("sim.json", {"seed": result.seed, "digest": result.digest, "faults": result.faults,
+                                "virtual_seconds": result.virtual_seconds, "sim_verdict": result.valid,
+                                "failing": result.failing_checkers(),
+                                "replay": replay_command(result.seed, settings)})
+    check_run(run)
+    return str(run.path)
