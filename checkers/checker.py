@@ -7,9 +7,11 @@
 
 Partitions (e.g. keys) are independent, so large inputs are spread over worker
 processes; the first violation stops every worker (unless the caller wants every
-failing partition).  Everything starts in-process, where easy partitions finish at
-once; only partitions still running after a moment move to processes, since
-starting processes and shipping operations costs more than an easy search.
+failing partition).  A history of :data:`PARALLEL_START_OPS` operations or more is
+split over forked processes at once (this process takes a share too); smaller ones
+start in-process, where easy partitions finish at once, and only partitions still
+running after a moment move to processes.  Forked children inherit the operations
+and the model, so nothing big is pickled; only outcomes travel back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from checkers.wgl import DEFAULT_MAX_CACHE, SearchOutcome, StopFlag, abandon, se
 # Partitions still being searched after this much CPU time in-process move to worker
 # processes.
 HANDOFF_SECONDS = 0.5
+# Histories with at least this many operations (and two partitions or more) are
+# spread over forked processes from the start.
+PARALLEL_START_OPS = 10_000
 # Slices of the round-robin, in yields of the searcher (each CHECK_EVERY steps): the
 # first is long enough for a typical partition to finish in one go (a suspended search
 # keeps its memo), and a partition that needs more gets up to the longest.
@@ -185,6 +190,64 @@ def _chunks(indexed: list[tuple[int, list[Operation]]],
     return [c for c in chunks if c]
 
 
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _forked_child(conn: Any, model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
+                  stop: Any, stop_on_violation: bool, max_cache: int) -> None:
+    try:
+        done, _ = _check_sequentially(model, chunk, deadline, stop, stop_on_violation, max_cache)
+        conn.send((True, done))
+    except BaseException as err:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            conn.send((False, err))
+        except Exception:  # noqa: BLE001 - an exception that cannot be pickled
+            conn.send((False, RuntimeError(f"{type(err).__name__}: {err}")))
+    finally:
+        conn.close()
+
+
+def _check_forked(model: Model, indexed: list[tuple[int, list[Operation]]], deadline: float | None,
+                  stop_on_violation: bool, max_cache: int, n_workers: int) -> dict[int, SearchOutcome]:
+    """Spread partitions over ``n_workers`` processes: forked children (which inherit
+    the model and the operations, so nothing is pickled on the way in) and this one."""
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    chunks = _chunks(indexed, min(n_workers, len(indexed)))
+    children = []
+    for chunk in chunks[1:]:
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_forked_child, args=(send, model, chunk, deadline, stop, stop_on_violation,
+                                                       max_cache), daemon=True)
+        proc.start()
+        send.close()
+        children.append((proc, receive))
+    outcomes: dict[int, SearchOutcome] = {}
+    failure: BaseException | None = None
+    try:
+        done, _ = _check_sequentially(model, chunks[0], deadline, stop, stop_on_violation, max_cache)
+        outcomes.update(done)
+    except BaseException as err:
+        stop.set()
+        failure = err
+    for proc, receive in children:
+        try:
+            ok, payload = receive.recv()
+        except EOFError:
+            ok, payload = False, RuntimeError(f"a checker process died (exit code {proc.exitcode})")
+        proc.join()
+        receive.close()
+        if ok:
+            outcomes.update(payload)
+        elif failure is None:
+            stop.set()
+            failure = payload
+    if failure is not None:
+        raise failure
+    return outcomes
+
+
 def _check_in_workers(model: Model, indexed: list[tuple[int, list[Operation]]], deadline: float | None,
                       stop_on_violation: bool, max_cache: int, n_workers: int) -> dict[int, SearchOutcome]:
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
@@ -210,20 +273,32 @@ def _run(model: Model, operations: Sequence[Operation], timeout: float | None, *
         raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
     started = time.monotonic()
     deadline = None if not timeout else started + timeout
-    partitions = [p for p in model.partition(list(operations)) if p]
+    partitions = [p for p in model.partition(operations if isinstance(operations, list) else list(operations))
+                  if p]
     indexed = list(enumerate(partitions))
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    can_fork = n_workers > 1 and len(partitions) > 1 and _can_travel(model)
-    # Everything starts in-process; partitions still running after a moment are the
-    # hard ones, and only those go to worker processes (asking for workers
-    # explicitly hands over at once).
-    handoff_after = None if not can_fork else (0.0 if workers is not None else HANDOFF_SECONDS)
-    done, unfinished = _check_sequentially(model, indexed, deadline, _LocalFlag(), stop_on_violation,
-                                           max_cache, handoff_after)
-    outcomes: dict[int, SearchOutcome] = dict(done)
-    if unfinished:
-        outcomes.update(_check_in_workers(model, [(i, partitions[i]) for i in unfinished], deadline,
-                                          stop_on_violation, max_cache, n_workers))
+    parallel = n_workers > 1 and len(partitions) > 1
+    forking = parallel and _can_fork()
+    outcomes: dict[int, SearchOutcome]
+    if forking and len(operations) >= PARALLEL_START_OPS:
+        outcomes = _check_forked(model, indexed, deadline, stop_on_violation, max_cache, n_workers)
+    else:
+        # Everything starts in-process; partitions still running after a moment are
+        # the hard ones, and only those go to worker processes (asking for workers
+        # explicitly hands over at once).  Forked workers inherit everything; other
+        # start methods must pickle the model, which lambdas prevent.
+        can_hand_off = forking or (parallel and _can_travel(model))
+        handoff_after = None if not can_hand_off else (0.0 if workers is not None else HANDOFF_SECONDS)
+        done, unfinished = _check_sequentially(model, indexed, deadline, _LocalFlag(), stop_on_violation,
+                                               max_cache, handoff_after)
+        outcomes = dict(done)
+        if unfinished:
+            rest = [(i, partitions[i]) for i in unfinished]
+            if forking:
+                outcomes.update(_check_forked(model, rest, deadline, stop_on_violation, max_cache, n_workers))
+            else:
+                outcomes.update(_check_in_workers(model, rest, deadline, stop_on_violation, max_cache,
+                                                  n_workers))
     info = LinearizationInfo(model)
     for index, ops in indexed:
         if index in outcomes:

@@ -115,6 +115,43 @@ def abandon(gen: Generator[None, None, SearchOutcome]) -> SearchOutcome:
     raise RuntimeError("a searcher went on after it was abandoned")
 
 
+# Inlined steps of the shipped models (``checkers.models``): per call entry, what the
+# model's step would do, so the search loop needs no function call for them.  The
+# comparisons are the step functions' own (``==`` / ``!=``), so verdicts are the same.
+_GENERIC, _READ_EQ, _SET_A, _CAS_TRUE, _CAS_FALSE, _APPEND_A, _SET_NONE = range(7)
+
+
+def _inline_codes(step: Callable[..., Any]) -> Callable[[Any, Any], int] | None:
+    """For a shipped model's step function, a function (input, output) -> inline code."""
+    from checkers import models  # noqa: PLC0415 - models imports this package's model module only
+
+    if step is models.register_step:
+        def code(inp: Any, out: Any) -> int:
+            kind = inp[0]
+            if kind == models.READ:
+                return _GENERIC if out is UNKNOWN else _READ_EQ
+            if kind == models.WRITE:
+                return _SET_A
+            if kind == models.CAS and out is not UNKNOWN:
+                return _CAS_TRUE if out else _CAS_FALSE
+            if kind == models.DELETE:
+                return _SET_NONE
+            return _GENERIC
+        return code
+    if step is models.porcupine_kv_step:
+        def code(inp: Any, out: Any) -> int:
+            kind = inp[0]
+            if kind == models.READ:
+                return _GENERIC if out is UNKNOWN else _READ_EQ
+            if kind == models.WRITE:
+                return _SET_A
+            if kind == models.APPEND:
+                return _APPEND_A
+            return _GENERIC
+        return code
+    return None
+
+
 def searcher(model: Model, operations: Sequence[Operation], *,
              max_cache: int = DEFAULT_MAX_CACHE) -> Generator[None, None, SearchOutcome]:
     """The search as a generator: it yields every :data:`CHECK_EVERY` steps so a driver
@@ -135,31 +172,48 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     prv = [i - 1 for i in range(n)] + [-1, n - 1]
     prv[0] = head
 
-    # Completed ops get ids in call order (so k advances as the search moves on);
-    # pending ops get their own bit space so they never hold k back.
-    is_call = [False] * n
+    # Per entry: typ 0 = return, 1 = call of a read-only op, 2 = call of another op,
+    # 3 = the tail.  Completed ops get ids in call order (so k advances as the search
+    # moves on); pending ops get their own bit space so they never hold k back.
+    typ = [0] * (n + 2)
+    typ[tail] = 3
     match = [-1] * n        # call entry -> its return entry, -1 when pending
     op_pos = [0] * n        # entry -> position in `operations`
     inputs: list[Any] = [None] * n
     outputs: list[Any] = [None] * n
+    code = [_GENERIC] * n   # inlined step (see _inline_codes)
+    arg_a: list[Any] = [None] * n
+    arg_b: list[Any] = [None] * n
     cid = [0] * n           # completed id, or -1 for a pending op
-    read_only = [False] * n  # call entry of an op that never changes the state
+    guard = [False] * n     # call entry with an order constraint below
     waits_for = [0] * n      # pending op: bit of the same-group pending op that must go first
     waits_for_done = [-1] * n  # completed op: id of the same-group op that must go first
     last_in_group: dict[Any, int] = {}
     pbit = [0] * n          # pending op's bit
     call_entry_of = [0] * n_ops
+    coder = _inline_codes(model.step)
     next_cid = 0
     next_pid = 0
+    has_reads = False
     for e, (_, kind, pos) in enumerate(entries):
         op_pos[e] = pos
         if kind == 0:
             op = operations[pos]
-            is_call[e] = True
-            inputs[e] = op.input
-            outputs[e] = op.output
+            inp = op.input
+            out = op.output
+            inputs[e] = inp
+            outputs[e] = out
             call_entry_of[pos] = e
-            read_only[e] = is_read_only is not None and bool(is_read_only(op.input))
+            if is_read_only is not None and is_read_only(inp):
+                typ[e] = 1
+                has_reads = True
+            else:
+                typ[e] = 2
+            if coder is not None:
+                c = code[e] = coder(inp, out)
+                if c != _GENERIC:
+                    arg_a[e] = inp[2]
+                    arg_b[e] = inp[3]
             if op.return_time is None:
                 cid[e] = -1
                 pbit[e] = 1 << next_pid
@@ -169,11 +223,13 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                 # them earliest-call first need trying: an op of such a group may go
                 # only after the one called before it.
                 try:
-                    group = (op.input, op.output)
+                    group = (inp, out)
                     waits_for[e] = last_in_group.get(group, 0)
                     last_in_group[group] = pbit[e]
                 except TypeError:  # unhashable input: no grouping, just more search
                     pass
+                if waits_for[e]:
+                    guard[e] = True
             else:
                 cid[e] = next_cid
                 next_cid += 1
@@ -186,16 +242,18 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     # of its group that also returned before it (looking back a bounded way).
     members: dict[Any, list[int]] = {}
     for e in range(n):
-        if not is_call[e] or match[e] < 0:
+        if not typ[e] or match[e] < 0:
             continue
         try:
             group_members = members.setdefault((inputs[e], outputs[e]), [])
         except TypeError:
             continue
-        for before in reversed(group_members[-_LOOK_BACK:]):
-            if match[before] < match[e]:
-                waits_for_done[e] = cid[before]
-                break
+        if group_members:
+            for before in reversed(group_members[-_LOOK_BACK:]):
+                if match[before] < match[e]:
+                    waits_for_done[e] = cid[before]
+                    guard[e] = True
+                    break
         group_members.append(e)
 
     step = model.step
@@ -214,18 +272,20 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     best_stack: tuple | None = None
     best_blocked = -1
     steps = 0
-    # Every configuration is scanned first for reads only: a legal read is always a
-    # right move (see the backtracking below), so taking the reads that fit before
-    # choosing among the other ops avoids dead ends in which an update went in first
-    # and made them illegal.  Then the other ops, starting from the first one that
-    # first scan passed; this configuration's reads were just tried, so they are skipped.
-    has_reads = any(read_only)
-    phase = 0 if has_reads else 1  # 0: reads only, 1: the other ops
+    mask = CHECK_EVERY - 1
+    # Every configuration is scanned first for reads only (want 1): a legal read is
+    # always a right move (see the backtracking below), so taking the reads that fit
+    # before choosing among the other ops avoids dead ends in which an update went in
+    # first and made them illegal.  Then the other ops (want 2), starting from the
+    # first one that first scan passed; this configuration's reads were just tried,
+    # so they are skipped.
+    start_want = 1 if has_reads else 2
+    want = start_want
     first_update = -1
     entry = nxt[head]
     while True:
         steps += 1
-        if not steps & (CHECK_EVERY - 1):
+        if not steps & mask:
             try:
                 yield
             except Abandon:
@@ -234,22 +294,38 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             if len(cache) + len(cache_eq) > max_cache:
                 cache.clear()
                 cache_eq.clear()
-        if entry == tail:
-            return SearchOutcome(CheckResult.OK, steps=steps, cache_size=len(cache) + len(cache_eq))
-        if is_call[entry]:
-            if read_only[entry] is not (phase == 0):
-                if first_update < 0:
-                    first_update = entry
-                entry = nxt[entry]
-                continue
-            if waits_for[entry] and not pending & waits_for[entry]:
-                entry = nxt[entry]
-                continue
-            w = waits_for_done[entry]
-            if w >= k and not (window >> (w - k)) & 1:
-                entry = nxt[entry]
-                continue
-            legal, new_state = step(state, inputs[entry], outputs[entry])
+        t = typ[entry]
+        if t == want:
+            if guard[entry]:
+                w = waits_for[entry]
+                if w and not pending & w:
+                    entry = nxt[entry]
+                    continue
+                w = waits_for_done[entry]
+                if w >= k and not (window >> (w - k)) & 1:
+                    entry = nxt[entry]
+                    continue
+            c = code[entry]
+            if c == _READ_EQ:
+                legal = outputs[entry] == state
+                new_state = state
+            elif c == _SET_A:
+                legal = True
+                new_state = arg_a[entry]
+            elif c == _CAS_TRUE:
+                legal = state == arg_a[entry]
+                new_state = arg_b[entry]
+            elif c == _CAS_FALSE:
+                legal = state != arg_a[entry]
+                new_state = state
+            elif c == _APPEND_A:
+                legal = True
+                new_state = state + arg_a[entry]
+            elif c == _SET_NONE:
+                legal = True
+                new_state = None
+            else:
+                legal, new_state = step(state, inputs[entry], outputs[entry])
             if legal:
                 i = cid[entry]
                 if i < 0:
@@ -284,16 +360,17 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                         nxt[p] = q
                         prv[q] = p
                     entry = nxt[head]
-                    phase = 0 if has_reads else 1
+                    want = start_want
                     first_update = -1
                     continue
             entry = nxt[entry]
-        elif phase == 0:
-            # no read fits: on to the other ops (none passed: this return means backtracking)
-            if first_update >= 0:
-                entry = first_update
-            phase = 1
-        else:
+        elif t == 0:
+            if want == 1:
+                # no read fits: on to the other ops (none passed: this return means backtracking)
+                if first_update >= 0:
+                    entry = first_update
+                want = 2
+                continue
             # A return whose operation is not linearized yet: this prefix is a dead end.
             if depth > best_depth:
                 best_depth, best_stack, best_blocked = depth, stack, entry
@@ -314,13 +391,19 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                 # anywhere later: an order that places it later can place it there
                 # instead (it changes no state, and everything that had to precede it
                 # already did).  So if that branch failed, this configuration failed too.
-                if not read_only[entry]:
+                if typ[entry] != 1:
                     break
                 if stack is None:
                     return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, op_pos, steps,
                                     len(cache) + len(cache_eq))
             entry = nxt[entry]
-            phase = 1  # a resumed configuration has had its reads (read frames are popped above)
+            want = 2  # a resumed configuration has had its reads (read frames are popped above)
+        elif t == 3:
+            return SearchOutcome(CheckResult.OK, steps=steps, cache_size=len(cache) + len(cache_eq))
+        else:  # a call of the kind this scan does not try
+            if first_update < 0:
+                first_update = entry
+            entry = nxt[entry]
 
 
 def _outcome(result: CheckResult, best_stack: tuple | None, blocked_entry: int, op_pos: list[int],
