@@ -65,7 +65,7 @@ def test_reads_wait_for_their_read_index_to_apply():
 def test_config_parsing_and_errors(tmp_path):
     cfg = build_config({"node_id": "n1", "peers": "n1=127.0.0.1:7001,n2=127.0.0.1:7002",
                         "data_dir": str(tmp_path), "election_timeout": "150:300", "heartbeat": 50,
-                        "corruption_policy": "RefuseStart"})
+                        "corruption_policy": "RefuseStart", "insecure": True})
     assert cfg.listen == ("127.0.0.1", 7001) and cfg.corruption_policy == "refuse-start"
     assert cfg.tick_ms == 15
     with pytest.raises(ConfigError, match="twice"):
@@ -87,7 +87,7 @@ def test_config_parsing_and_errors(tmp_path):
 
 
 def test_replication_flow_control_settings():
-    base = {"node_id": "n1", "peers": "n1=127.0.0.1:7001", "data_dir": "d"}
+    base = {"node_id": "n1", "peers": "n1=127.0.0.1:7001", "data_dir": "d", "insecure": True}
     default = build_config(base)
     assert (default.max_inflight, default.max_entries_per_message) == (256, 256)
     stop_and_wait = build_config({**base, "max_inflight": "1", "max_entries_per_message": 1})
@@ -122,7 +122,8 @@ def test_the_core_gets_the_node_timers_in_ticks(tmp_path):
 
     def core_cfg(timeout: str, heartbeat: int, bug: str | None = None):
         return raft_config(build_config({"node_id": "n1", "peers": "n1=127.0.0.1:7001", "data_dir": str(tmp_path),
-                                         "election_timeout": timeout, "heartbeat": heartbeat}), bug)
+                                         "election_timeout": timeout, "heartbeat": heartbeat,
+                                         "insecure": True}), bug)
 
     # 1000:2000 at 100 ms ticks: [10, 20) ticks
     rc = core_cfg("1000:2000", 100)
