@@ -142,7 +142,7 @@ def test_registry_and_default_mix():
     assert parse_nemeses("flapping,leader-churn,crash-after-ack") == ("flapping", "leader-churn", "crash-after-ack")
     assert {"flapping", "leader-churn"} <= NEEDS_NETWORK_FAULTS
     assert default_nemeses("register", "local", root=True, fuse=True) == DEFAULT_NEMESES_FULL
-    assert "lazyfs" not in default_nemeses("register", "docker", root=True, fuse=True)
+    assert "lazyfs-after-ack" not in default_nemeses("register", "docker", root=True, fuse=True)
     assert not set(default_nemeses("register", "local", root=False, fuse=False)) & NEEDS_NETWORK_FAULTS
     assert "pause" in default_nemeses("fencing", "local", root=True, fuse=True)
     parse_nemeses(",".join(DEFAULT_NEMESES_FULL))  # a valid combination
