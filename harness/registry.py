@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 from nemeses import (clock, disk, figure_eight, lazyfs, membership, packet, partition, process, schedules,
                      stale_append, targeted)
 from nemeses.context import FaultContext
-from nemeses.package import NemesisPackage, Shading
+from nemeses.package import NemesisPackage, Shading, one_at_a_time
 from nemeses.targets import TARGETS
 from workloads import fencing, kv, register
 from workloads import list_append, rw_register
@@ -151,6 +151,9 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown nemesis {', '.join(unknown)}; choose from "
                          f"{', '.join(NEMESES)} (comma-separated) or none")
+    mixed = [n for n in names if n in MIXES]
+    if mixed and len(names) > 1:
+        raise ValueError(f"--nemesis {text!r}: {mixed[0]} is a mix of faults already; give it alone")
     if len(set(names)) != len(names):
         raise ValueError(f"--nemesis {text!r} names a fault twice")
     for group in EXCLUSIVE_NEMESES:
@@ -170,8 +173,28 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
 #: fsync). The cut waits for an acknowledgement: in a mix that often leaves the cluster
 #: without a quorum, a cut at a random moment mostly finds nothing acknowledged to lose. The fencing workload gets pauses (a stalled lock
 #: holder) with kills and partitions.
-DEFAULT_NEMESES_FULL = ("partition", "kill", "pause", "disk-minority", "slow-leader", "lazyfs-after-ack")
+MIX_MEMBERS = ("partition", "kill", "pause", "disk-minority", "slow-leader")
 DEFAULT_NEMESES_FENCING = ("partition", "kill", "pause")
+
+
+def _mix(members: Sequence[str], name: str) -> Callable[[FaultContext], NemesisPackage]:
+    def build(ctx: FaultContext) -> NemesisPackage:
+        return one_at_a_time(name, [NEMESES[m](ctx) for m in members])
+    return build
+
+
+# The default mixes: the members take turns, one fault open at a time (nemeses/package.py
+# one_at_a_time). `lazyfs-mix` adds the power cut after an acknowledgement (data dirs on
+# LazyFS); `mix-loopback` is what a run without root can do (no partitions, no clock).
+MIXES = {"mix": MIX_MEMBERS, "lazyfs-mix": MIX_MEMBERS + ("lazyfs-after-ack",),
+         "mix-loopback": ("kill", "pause", "disk-minority")}
+for _name, _members in MIXES.items():
+    NEMESES[_name] = _mix(_members, _name)
+    SHADING[_name] = Shading(_name, start=tuple(f for m in _members for f in SHADING[m].start),
+                             stop=tuple(f for m in _members for f in SHADING[m].stop),
+                             instant=tuple(f for m in _members for f in SHADING[m].instant))
+NEEDS_NETWORK_FAULTS = NEEDS_NETWORK_FAULTS | {"mix", "lazyfs-mix"}
+NEEDS_FAKE_CLOCK = NEEDS_FAKE_CLOCK | {"mix", "lazyfs-mix"}
 #: seconds between fault ops when the default mix is used: six families in a 20 s run
 DEFAULT_NEMESIS_INTERVAL = 1.0
 
@@ -187,17 +210,15 @@ def default_nemeses(workload: str, backend: str, *, root: bool | None = None,
         root = os.geteuid() == 0
     if workload == "fencing":
         names = DEFAULT_NEMESES_FENCING
-    else:
-        names = DEFAULT_NEMESES_FULL
+        if backend == "local" and not root:
+            names = tuple(n for n in names if n not in NEEDS_NETWORK_FAULTS)
+        return names
     if backend == "local" and not root:
-        names = tuple(n for n in names if n not in NEEDS_NETWORK_FAULTS)
-    if "lazyfs-after-ack" in names:
-        if fuse is None:
-            from .lazyfs.mount import fuse_support
+        return ("mix-loopback",)
+    if backend == "ssh":  # hosts may lack libfaketime: the members without the clock fault
+        return tuple(n for n in MIX_MEMBERS if n not in NEEDS_FAKE_CLOCK)
+    if fuse is None:
+        from .lazyfs.mount import fuse_support
 
-            fuse = backend == "local" and fuse_support()[0]
-        if not (fuse and backend == "local"):
-            names = tuple(n for n in names if n != "lazyfs-after-ack")
-    if backend == "ssh":  # hosts may lack libfaketime
-        names = tuple(n for n in names if n not in NEEDS_FAKE_CLOCK)
-    return names
+        fuse = backend == "local" and fuse_support()[0]
+    return ("lazyfs-mix",) if fuse and backend == "local" else ("mix",)

@@ -98,3 +98,50 @@ def alternate(start: Callable[[random.Random], OpDict], stop: OpDict) -> Callabl
         return start(rng) if state["active"] else dict(stop)
 
     return generator
+
+
+def one_at_a_time(name: str, packages: Sequence[NemesisPackage]) -> NemesisPackage:
+    """Several packages as one, with at most one fault open at a time.
+
+    Each step either closes the fault the previous step opened (the same package's next op,
+    e.g. ``stop-partition`` after ``start-partition``) or opens a fault of a package drawn at
+    random. ``compose`` lets every package keep its fault open until that package is drawn
+    again, so with six packages about three faults overlap and the cluster rarely has a
+    quorum; a default mix meant to exercise leader changes with entries in flight needs the
+    cluster serving between faults.
+    """
+    if not packages:
+        raise ValueError(f"{name}: no packages to take turns")
+    route = ComposedNemesis(packages)._route  # refuses two packages claiming one op
+    state: dict[str, NemesisPackage | None] = {"open": None}
+
+    def generator(rng: random.Random) -> OpDict | None:
+        opened = state["open"]
+        if opened is not None:
+            state["open"] = None
+            op = opened.generator(rng)
+            if op is not None:
+                return op
+        order = list(packages)
+        rng.shuffle(order)
+        for package in order:
+            op = package.generator(rng)
+            if op is None:
+                continue
+            if op["f"] in package.shading.start:
+                state["open"] = package
+            return op
+        return None
+
+    async def invoke(op: OpDict) -> Any:
+        package = route.get(op["f"])
+        if package is None:
+            raise ValueError(f"no nemesis package of {name} performs {op['f']!r}")
+        return await package.invoke(op)
+
+    shading = Shading(name, start=tuple(f for p in packages for f in p.shading.start),
+                      stop=tuple(f for p in packages for f in p.shading.stop),
+                      instant=tuple(f for p in packages for f in p.shading.instant))
+    return NemesisPackage(name=name, generator=generator,
+                          final=lambda: [op for p in packages for op in p.final()],
+                          invoke=invoke, shading=shading, fs=frozenset(route))

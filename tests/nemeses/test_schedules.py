@@ -3,7 +3,10 @@
 import asyncio
 import random
 
-from harness.registry import DEFAULT_NEMESES_FULL, NEEDS_NETWORK_FAULTS, default_nemeses, parse_nemeses
+import pytest
+
+from harness.registry import (MIX_MEMBERS, MIXES, NEEDS_FAKE_CLOCK, NEEDS_NETWORK_FAULTS, default_nemeses,
+                              needs_fake_clock, parse_nemeses)
 from nemeses import schedules
 
 
@@ -140,9 +143,35 @@ def test_power_cut_after_ack_drops_every_node():
 
 def test_registry_and_default_mix():
     assert parse_nemeses("flapping,leader-churn,crash-after-ack") == ("flapping", "leader-churn", "crash-after-ack")
-    assert {"flapping", "leader-churn"} <= NEEDS_NETWORK_FAULTS
-    assert default_nemeses("register", "local", root=True, fuse=True) == DEFAULT_NEMESES_FULL
-    assert "lazyfs-after-ack" not in default_nemeses("register", "docker", root=True, fuse=True)
-    assert not set(default_nemeses("register", "local", root=False, fuse=False)) & NEEDS_NETWORK_FAULTS
+    assert {"flapping", "leader-churn", "mix", "lazyfs-mix"} <= NEEDS_NETWORK_FAULTS
+    assert default_nemeses("register", "local", root=True, fuse=True) == ("lazyfs-mix",)
+    assert default_nemeses("register", "local", root=True, fuse=False) == ("mix",)
+    assert default_nemeses("register", "docker", root=True, fuse=True) == ("mix",)
+    assert default_nemeses("register", "local", root=False, fuse=False) == ("mix-loopback",)
+    assert "mix-loopback" not in NEEDS_NETWORK_FAULTS and not needs_fake_clock(("mix-loopback",))
+    assert needs_fake_clock(("lazyfs-mix",))  # slow-leader is a member
+    assert not set(default_nemeses("register", "ssh", root=True)) & NEEDS_FAKE_CLOCK
     assert "pause" in default_nemeses("fencing", "local", root=True, fuse=True)
-    parse_nemeses(",".join(DEFAULT_NEMESES_FULL))  # a valid combination
+    with pytest.raises(ValueError, match="mix of faults already"):
+        parse_nemeses("mix,kill")
+    assert set(MIXES["lazyfs-mix"]) == set(MIX_MEMBERS) | {"lazyfs-after-ack"}
+
+
+def test_a_mix_opens_one_fault_at_a_time_and_closes_it_next():
+    from nemeses import process
+    from nemeses.package import one_at_a_time
+
+    c = Cluster(5)
+    mix = one_at_a_time("m", [process.kill_package(c, targets=("one",)),
+                              process.pause_package(c, targets=("one",))])
+    rng = random.Random(0)
+    ops = [mix.generator(rng)["f"] for _ in range(40)]
+    starts, stops = {"kill": "start", "pause": "resume"}, {"start", "resume"}
+    for a, b in zip(ops[::2], ops[1::2]):
+        assert a in starts and b == starts[a]  # opened, then closed by the same package
+    assert set(ops[::2]) == {"kill", "pause"} and set(ops[1::2]) <= stops
+    assert {op["f"] for op in mix.final()} == {"start", "resume"}
+    value = asyncio.run(mix.invoke({"f": "kill", "value": {"target": "one", "seed": 1}}))
+    assert len(value["killed"]) == 1
+    with pytest.raises(ValueError, match="claimed by both"):
+        one_at_a_time("m", [process.kill_package(c), process.kill_package(c)])
