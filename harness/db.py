@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +43,10 @@ NODE_EXIT_MEANINGS = {
     254: "bad arguments",
 }
 log = logging.getLogger("ukehi_jepsen.db")
+
+
+# How far the run's certificates are backdated (see UkehiDB._make_certs).
+CERT_BACKDATE = timedelta(days=2)
 
 
 class DBError(RuntimeError):
@@ -103,15 +108,20 @@ class UkehiDB:
         """
         from ukehi import certs  # `cryptography`: the harness's dependency, never the node's
 
+        # Backdated: the clock nemesis sets nodes' clocks back (bumps add up), and a node
+        # whose clock reads before a certificate's start refuses it.
+        self._not_before = datetime.now(timezone.utc) - CERT_BACKDATE
         if self.certs_dir is None:
             run_dir = getattr(self.cluster, "results_dir", None)
             self.certs_dir = Path(run_dir) / "certs" if run_dir else Path(tempfile.mkdtemp(prefix="ukj-certs-"))
         self.certs_dir = Path(self.certs_dir)
         if not (self.certs_dir / "ca.pem").exists():
-            certs.init_ca(str(self.certs_dir), name=f"ukehi-jepsen run {getattr(self.cluster, 'run_id', '')}".strip())
+            certs.init_ca(str(self.certs_dir), name=f"ukehi-jepsen run {getattr(self.cluster, 'run_id', '')}".strip(),
+                          not_before=self._not_before)
         for role in ("client", "admin"):
             if not (self.certs_dir / f"{role}.pem").exists():
-                certs.issue(str(self.certs_dir), f"harness-{role}", role, file_stem=role)
+                certs.issue(str(self.certs_dir), f"harness-{role}", role, file_stem=role,
+                            not_before=self._not_before)
         self.client_tls = ClientTLS.from_dir(str(self.certs_dir))
 
     def tls_dir(self, name: str) -> Path:
@@ -130,7 +140,7 @@ class UkehiDB:
         local = self.certs_dir / name
         if not (local / "node.pem").exists():
             certs.issue(str(self.certs_dir), name, "node", out_dir=str(local), file_stem="node", with_ca=True,
-                        sans=[self.nodes[name].address])
+                        sans=[self.nodes[name].address], not_before=self._not_before)
         handle, target = self.nodes[name], self.tls_dir(name)
         handle.write_file(target / "ca.pem", (local / "ca.pem").read_bytes())
         self._node_exec(name, ["chmod", "700", str(target)])  # before the key is written

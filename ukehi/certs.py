@@ -71,8 +71,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def init_ca(directory: str, *, name: str = "ukehi-cluster-ca", force: bool = False) -> Issued:
-    """Make DIR/ca.pem and DIR/ca.key. Refuses to overwrite an existing CA unless FORCE."""
+def init_ca(directory: str, *, name: str = "ukehi-cluster-ca", force: bool = False,
+            not_before: dt.datetime | None = None) -> Issued:
+    """Make DIR/ca.pem and DIR/ca.key. Refuses to overwrite an existing CA unless FORCE.
+    NOT_BEFORE backdates it (default: 5 minutes ago)."""
     _crypto()
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -93,7 +95,7 @@ def init_ca(directory: str, *, name: str = "ukehi-cluster-ca", force: bool = Fal
         .subject_name(subject).issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(not_before or (now - dt.timedelta(minutes=5)))
         .not_valid_after(now + dt.timedelta(days=CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
