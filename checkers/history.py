@@ -86,6 +86,9 @@ class Op:
                    extra=extra)
 
 
+_KNOWN_FIELDS = frozenset({"index", "time", "process", "type", "f", "key", "value", "error"})
+
+
 def _freeze(value: Any) -> Any:
     """JSON arrays become tuples so values are hashable (models memoize on state)."""
     if isinstance(value, list):
@@ -124,14 +127,16 @@ def read_jsonl(stream: IO[str] | Iterable[str], *, torn_tail: str = "ignore") ->
     if torn_tail not in ("ignore", "error"):
         raise ValueError(f"torn_tail must be 'ignore' or 'error', got {torn_tail!r}")
     ops: list[Op] = []
+    append = ops.append
     lines = list(stream)
+    loads = json.loads
+    known, types = _KNOWN_FIELDS, OP_TYPES
     for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
         try:
-            d = json.loads(text)
+            d = loads(line)  # JSON allows the surrounding whitespace
         except json.JSONDecodeError as err:
+            if not line.strip():
+                continue
             if number == len(lines) and not line.endswith("\n"):
                 if torn_tail == "ignore":
                     break  # torn final write of a crashed run
@@ -139,7 +144,18 @@ def read_jsonl(stream: IO[str] | Iterable[str], *, torn_tail: str = "ignore") ->
                                             f"JSON), as a writer killed mid-line leaves it; pass "
                                             f"--ignore-torn-tail to check the lines before it") from None
             raise HistoryError(number, f"not valid JSON ({err.msg})") from None
-        ops.append(Op.from_dict(d, number))
+        # The common line, checked as Op.from_dict checks it, without its slower general path
+        # (extra fields, error messages): ints that are not bools, a known type, a string f.
+        if (type(d) is dict and d.keys() <= known and type(d.get("index")) is int
+                and type(d.get("time")) is int and d.get("type") in types and type(d.get("f")) is str
+                and (type(process := d.get("process")) is int or type(process) is str)):
+            key = d.get("key")
+            value = d.get("value")
+            append(Op(d["index"], d["time"], process, d["type"], d["f"],
+                      _freeze(key) if type(key) is list else key,
+                      _freeze(value) if type(value) is list else value, d.get("error"), {}))
+        else:
+            append(Op.from_dict(d, number))
     return ops
 
 
