@@ -50,3 +50,21 @@ def test_run_certificates_survive_a_node_clock_set_back_an_hour(tmp_path: Path) 
             assert st["applied_index"] >= st["commit_index"] > 0
         finally:
             db.stop_all()
+
+
+def test_an_insecure_db_runs_plain_tcp_and_makes_no_certificates(tmp_path: Path) -> None:
+    """`ukehi-jepsen run --insecure`: nodes with --insecure, no CA, the harness's clients on plain TCP."""
+    with LocalCluster(["n1", "n2", "n3"], results_dir=tmp_path, isolation="loopback") as cluster:
+        db = UkehiDB(cluster, insecure=True)
+        try:
+            assert all("--insecure" in db.argv(n) and "--tls-dir" not in db.argv(n) for n in cluster.nodes)
+            db.start_all()
+            asyncio.run(db.wait_for_leader())
+            statuses = asyncio.run(db.statuses())
+            assert all(s is not None and s["tls"] is False for s in statuses.values()), statuses
+            assert not (tmp_path / "certs").exists()
+            assert not any((tmp_path / "nodes" / n / "tls").exists() for n in cluster.nodes)
+            log = (tmp_path / "nodes" / "n1" / "node.log").read_text()
+            assert "level=warning" in log and "event=insecure" in log
+        finally:
+            db.stop_all()
