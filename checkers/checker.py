@@ -17,11 +17,7 @@ and the model, so nothing big is pickled; only outcomes travel back.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import inspect
-import multiprocessing
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generator, Sequence
@@ -151,7 +147,7 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
     # Whatever is left was started or not: an abandoned search still reports its
     # longest prefix; one never started is left out (the caller marks it unchecked).
     for index, gen, slice_ in queue:
-        if inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:
+        if gen.gi_suspended:  # started and not finished (inspect's GEN_SUSPENDED)
             done.append((index, abandon(gen)))
         else:
             gen.close()
@@ -171,6 +167,8 @@ class _LocalFlag:
 
 def _can_travel(model: Model) -> bool:
     """Whether the model can be sent to a worker (module-level functions, not lambdas)."""
+    import pickle  # noqa: PLC0415 - imported when needed: `check` must start fast
+
     try:
         pickle.dumps(model)  # only to test multiprocessing's transport, never stored
     except Exception:  # noqa: BLE001 - any failure means: check in-process
@@ -191,7 +189,8 @@ def _chunks(indexed: list[tuple[int, list[Operation]]],
 
 
 def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether processes can be forked (POSIX); asked without importing multiprocessing."""
+    return hasattr(os, "fork")
 
 
 def _forked_child(conn: Any, model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
@@ -212,6 +211,8 @@ def _check_forked(model: Model, indexed: list[tuple[int, list[Operation]]], dead
                   stop_on_violation: bool, max_cache: int, n_workers: int) -> dict[int, SearchOutcome]:
     """Spread partitions over ``n_workers`` processes: forked children (which inherit
     the model and the operations, so nothing is pickled on the way in) and this one."""
+    import multiprocessing  # noqa: PLC0415 - imported when needed: `check` must start fast
+
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
     chunks = _chunks(indexed, min(n_workers, len(indexed)))
@@ -250,6 +251,9 @@ def _check_forked(model: Model, indexed: list[tuple[int, list[Operation]]], dead
 
 def _check_in_workers(model: Model, indexed: list[tuple[int, list[Operation]]], deadline: float | None,
                       stop_on_violation: bool, max_cache: int, n_workers: int) -> dict[int, SearchOutcome]:
+    import concurrent.futures  # noqa: PLC0415 - imported when needed: `check` must start fast
+    import multiprocessing  # noqa: PLC0415
+
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     stop = ctx.Event()
     outcomes: dict[int, SearchOutcome] = {}

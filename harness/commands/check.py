@@ -16,7 +16,6 @@ from typing import Any, Optional
 
 import typer
 
-from checkers.fencing import check_fencing
 from checkers.history import HistoryError, TornTailError
 from checkers.linearizability import DEFAULT_TIME_LIMIT, analyze
 from checkers.mapping import infer_model
@@ -24,11 +23,9 @@ from checkers.models import MODEL_FACTORIES
 from checkers.readers import FORMATS, LoadedHistory, read_history_text, unpack_independent
 from checkers.results import exit_code
 from checkers.stats import check_stats
-from checkers.visualize import visualize
 from checkers.elle import ELLE_MODELS
 from harness.cli import BadArgument
 from harness.commands.check_txn import is_transactional, run_check_txn
-from harness.registry import SHADING
 from harness.store import HISTORY, TEST, RunDir
 
 _FORMAT_DEFAULT_MODEL = {"jepsen-log": "cas-register", "porcupine-kv": "porcupine-kv"}
@@ -110,12 +107,19 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
     explanation = result["explanation"]
     if model_name == "fenced-register":
         try:
+            from checkers.fencing import check_fencing  # imported when needed: start-up time
+
             result = check_fencing(loaded.ops, linearizability=result)
         except HistoryError as err:
             raise BadArgument(f"{file}: {err}") from None
         explanation = result["explanation"]
     result = dict(result, file=str(file), format=loaded.format, stats=check_stats(loaded.ops))
     if html_out is not None:
+        # Imported here, not at the top: `check` must start fast (issue 17), and the
+        # registry pulls in every nemesis and workload.
+        from checkers.visualize import visualize
+        from harness.registry import SHADING
+
         try:
             visualize(analysis.model, analysis.info, str(html_out), analysis.counterexamples,
                       title=file.name, history=loaded.ops,
