@@ -36,15 +36,22 @@ class Analysis:
 
 def analyze(history: Sequence[Op], model: str | Model = "cas-register", *, initial: Any = None,
             time_limit: float | None = DEFAULT_TIME_LIMIT, conventions: Conventions = PROJECT,
-            workers: int | None = None) -> Analysis:
+            workers: int | None = None, all_failures: bool = True) -> Analysis:
     """Check ``history`` under ``model`` (a name from ``checkers.models`` or a :class:`Model`
-    whose name is one of them, which says how the history's f names map to inputs)."""
+    whose name is one of them, which says how the history's f names map to inputs).
+
+    ``all_failures`` (the default here, which regression timing relies on) searches every
+    partition, so the report names every failing key; False stops at the first violation
+    found (``ukehi-jepsen check`` and ``run`` without ``--all-failures``): the verdict is
+    the same, the report names the key(s) found by then."""
     m = make_model(model, initial) if isinstance(model, str) else model
     operations = to_operations(history, m.name, conventions)
-    # Every partition is searched, not only up to the first violation: the report names every
-    # failing key, and the earliest violation (what a regression suite times) is the real
-    # one, not whichever key a worker happened to finish first. Valid histories cost the same.
-    verdict, info = check_operations_verbose(m, operations, time_limit, workers=workers)
+    # With all_failures every partition is searched, not only up to the first violation: the
+    # report names every failing key, and the earliest violation (what a regression suite
+    # times) is the real one, not whichever key a worker happened to finish first. Valid
+    # histories cost the same either way.
+    verdict, info = check_operations_verbose(m, operations, time_limit, workers=workers,
+                                             stop_on_violation=not all_failures)
     failing = info.failing()
     cxs = [counterexample.build(m, p) for p in failing]
     unfinished = [p for p in info.partitions if p.result is CheckResult.UNKNOWN]
@@ -64,8 +71,13 @@ def analyze(history: Sequence[Op], model: str | Model = "cas-register", *, initi
                                  f"{len(info.partitions)} partition(s), checked in {info.elapsed:.2f} s")
     elif verdict is CheckResult.ILLEGAL:
         not_checked = sum(1 for p in info.partitions if not p.checked or p.result is CheckResult.UNKNOWN)
-        tail = (f"\n({not_checked} other partition(s) not finished within the time limit)"
-                if not_checked else "")
+        if all_failures:
+            tail = (f"\n({not_checked} other partition(s) not finished within the time limit)"
+                    if not_checked else "")
+        else:
+            result["stopped_at_first_violation"] = True
+            tail = (f"\n(stopped at the first violation: {not_checked} other partition(s) not checked "
+                    "to the end; --all-failures names every failing key)" if not_checked else "")
         shown = "\n".join(counterexample.summary(m, cx) for cx in cxs[:MAX_EXPLAINED])
         if len(cxs) > MAX_EXPLAINED:
             shown += f"\n... and {len(cxs) - MAX_EXPLAINED} more failing partition(s) (see failures)"
@@ -87,7 +99,8 @@ def _partition_key(operations: Sequence[Any]) -> Any:
 
 def check_linearizability(history: Sequence[Op], model: str | Model = "cas-register", *,
                           initial: Any = None, time_limit: float | None = DEFAULT_TIME_LIMIT,
-                          conventions: Conventions = PROJECT, workers: int | None = None) -> dict[str, Any]:
+                          conventions: Conventions = PROJECT, workers: int | None = None,
+                          all_failures: bool = True) -> dict[str, Any]:
     """Judge ``history`` under ``model``; see the module docstring for the result's shape."""
     return analyze(history, model, initial=initial, time_limit=time_limit, conventions=conventions,
-                   workers=workers).result
+                   workers=workers, all_failures=all_failures).result

@@ -61,7 +61,8 @@ def _torn_tail_policy(file: Path, ignore_torn_tail: bool) -> tuple[str, str | No
 def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initial: Optional[str] = None,
               time_limit: float = DEFAULT_TIME_LIMIT, html_out: Optional[Path] = None,
               workers: Optional[int] = None, independent: bool = False,
-              ignore_torn_tail: bool = False, consistency: Optional[str] = None) -> tuple[dict[str, Any], str]:
+              ignore_torn_tail: bool = False, consistency: Optional[str] = None,
+              all_failures: bool = False) -> tuple[dict[str, Any], str]:
     """Check ``file``; returns (result dict, human summary).  Raises :class:`BadArgument`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise BadArgument(f"unknown --format {fmt!r}; choose auto, {', '.join(FORMATS)}")
@@ -98,7 +99,8 @@ def run_check(file: Path, fmt: str = "auto", model: Optional[str] = None, initia
     model_name = model or _FORMAT_DEFAULT_MODEL.get(loaded.format) or infer_model(loaded.ops)
     try:
         analysis = analyze(loaded.ops, model_name, initial=initial_value,
-                           time_limit=time_limit or None, conventions=loaded.conventions, workers=workers)
+                           time_limit=time_limit or None, conventions=loaded.conventions, workers=workers,
+                           all_failures=all_failures)
     except HistoryError as err:
         raise BadArgument(f"{file}: {err}") from None
     except ValueError as err:  # a model asked to apply an op it does not know
@@ -162,6 +164,8 @@ def register(app: typer.Typer) -> None:
                                          "(key, value) pairs: check per key."),
         ignore_torn_tail: bool = typer.Option(False, "--ignore-torn-tail", help="JSONL whose last line is "
                                               "cut off: check the lines before it (exit 254 otherwise)."),
+        all_failures: bool = typer.Option(False, "--all-failures", help="Search every key to name every "
+                                          "failing one (default: stop at the first violation)."),
     ) -> None:
         """Check a history for linearizability; exit 0 valid, 1 invalid, 2 unknown, 254 bad input."""
         if file is None:
@@ -172,7 +176,7 @@ def register(app: typer.Typer) -> None:
             raise BadArgument(f"--time-limit must be a number of seconds, got {time_limit!r}") from None
         result, summary = run_check(Path(file), fmt, model, initial, seconds, html_out,
                                     independent=independent, ignore_torn_tail=ignore_torn_tail,
-                                    consistency=consistency)
+                                    consistency=consistency, all_failures=all_failures)
         if as_json:
             typer.echo(json.dumps(result, default=repr))
         else:
