@@ -144,7 +144,7 @@ def test_kv_leaves_out_an_address_that_is_not_ukehi_and_says_so(tmp_path, fake):
 def test_a_read_that_got_no_answer_is_failed_not_unknown(fake, monkeypatch, capsys):
     server = fake("silent")
 
-    async def no_probe(addresses, timeout):
+    async def no_probe(addresses, timeout, tls=None):
         return {}  # get past the probe, so the read itself goes unanswered
     monkeypatch.setattr(kvcli, "_probe", no_probe)
     parser = argparse.ArgumentParser()

@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         from ..db import DBError, UkehiDB
         from ..spec import SpecError
         from ..store import check_writable, timestamp
+        from .run import node_names
 
         if backend != "docker":
             raise BadArgument(f"--backend {backend}: `cluster up` runs clusters in containers only "
@@ -136,7 +137,6 @@ def register(app: typer.Typer) -> None:
         where = (Path(root) / f"cluster-{name}" / timestamp()).resolve()
         cluster = DockerCluster(names, results_dir=where, image=image, subnet=subnet,
                                 kind="cluster", cluster_name=name, client=client)
-        from .run import node_names
         try:
             cluster.open()
             # Ukehi's own timers (None = the node's default), not the fast ones of a test run.
