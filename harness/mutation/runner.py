@@ -189,6 +189,17 @@ def run_unit(copy: Path, cfg: Config, log: Path) -> StepResult:
     return StepResult("killed", seconds, _tail(log, r"^(FAILED|ERROR) |Error|error") or f"exit {rc}")
 
 
+def _harness_error(log: Path) -> str:
+    """Why a harness run crashed: its own error line if it printed one, else the last exception."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    own = [line for line in lines if line.startswith("ukehi-jepsen: error:") or line.startswith("[mutation]")]
+    other = [line for line in lines if re.match(r"^\w+(Error|Exception)\b", line)]
+    return ((own or other or [""])[0 if own else -1]).strip()[:160]
+
+
 def _failed_checkers(results_dir: Path, log: Path) -> tuple[list[str], str]:
     """Names of the checkers that were not valid, from the run's results.json."""
     match = re.search(r"results in (\S+)", log.read_text(encoding="utf-8", errors="replace")) if log.exists() else None
@@ -237,8 +248,12 @@ def run_harness(copy: Path, cfg: Config, logdir: Path) -> StepResult:
         failed, run_dir = _failed_checkers(results_dir, log)
         if run_dir and (Path(run_dir) / "results.json").exists():
             shutil.copy(Path(run_dir) / "results.json", logdir / f"harness-{i}-results.json")
-        runs.append({"run": spec.label, "exit": rc, "status": status, "seconds": round(seconds, 1),
-                     "failed_checkers": failed})
+        entry = {"run": spec.label, "exit": rc, "status": status, "seconds": round(seconds, 1),
+                 "failed_checkers": failed}
+        if status in ("crashed", "timeout"):
+            # e.g. "the cluster did not come up: no leader after 30 s": the mutant broke liveness
+            entry["error"] = _harness_error(log)
+        runs.append(entry)
         statuses.append(status)
         if status == "killed":
             break
@@ -248,6 +263,8 @@ def run_harness(copy: Path, cfg: Config, logdir: Path) -> StepResult:
             detail = f"{first['run']}: exit {first['exit']}"
             if first["failed_checkers"]:
                 detail += f" ({', '.join(first['failed_checkers'])})"
+            if first.get("error"):
+                detail += f": {first['error']}"
             return StepResult(status, total, detail, runs)
     return StepResult("survived", total, "", runs)
 

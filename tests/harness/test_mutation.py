@@ -193,7 +193,10 @@ assert countdown(3) == 0
 '''
 HARNESS = '''\
 import sys
-from ukehi.calc import label, unused
+from ukehi.calc import label, majority, unused
+if majority(5) != 3:
+    print("ukehi-jepsen: error: the cluster did not come up: no leader after 30 s")
+    sys.exit(255)    # the harness could not run: crashed, not a kill
 if unused(1) != 2:
     sys.exit(1)      # invalid: a kill
 if label(1) != "yes":
@@ -216,7 +219,7 @@ def tiny_project(tmp_path: Path) -> Path:
 
 def test_mini_run_classifies_kills_survivors_timeouts_and_unknowns(tiny_project, tmp_path):
     ids = {
-        "floordiv": "ukehi/calc.py:2:11:floordiv_plus1",  # unit tests kill, the stand-in harness misses
+        "floordiv": "ukehi/calc.py:2:11:floordiv_plus1",  # unit tests kill, the stand-in harness crashes
         "loop": "ukehi/calc.py:7:8:drop_stmt",            # infinite loop: unit timeout = killed
         "unused": "ukehi/calc.py:12:15:int_plus1",        # unit tests miss, the harness kills
         "label": "ukehi/calc.py:16:4:swap_if",            # harness exits 2: unknown, not a kill
@@ -230,7 +233,8 @@ def test_mini_run_classifies_kills_survivors_timeouts_and_unknowns(tiny_project,
                            targets=["ukehi/calc.py"], ids=list(ids.values()), rev=None, say=lines.append)
     by_id = {r.mutant.id: r for r in outcome.results}
     assert set(by_id) == set(ids.values())
-    assert (by_id[ids["floordiv"]].unit.status, by_id[ids["floordiv"]].harness.status) == ("killed", "survived")
+    assert (by_id[ids["floordiv"]].unit.status, by_id[ids["floordiv"]].harness.status) == ("killed", "crashed")
+    assert "did not come up" in by_id[ids["floordiv"]].harness.detail
     assert by_id[ids["loop"]].unit.status == "killed" and "timeout" in by_id[ids["loop"]].unit.detail
     assert (by_id[ids["unused"]].unit.status, by_id[ids["unused"]].harness.status) == ("survived", "killed")
     assert (by_id[ids["label"]].unit.status, by_id[ids["label"]].harness.status) == ("survived", "unknown")
@@ -240,6 +244,7 @@ def test_mini_run_classifies_kills_survivors_timeouts_and_unknowns(tiny_project,
     assert figs["mutants"] == 5 and figs["unit_killed"] == 2 and figs["harness_killed"] == 1
     assert figs["harness_unknown"] == 1 and figs["survived"] == 2 and figs["killed_by_harness_only"] == 1
     assert figs["harness_score"] == 0.0  # of the 2 the unit tests kill, the harness kills none
+    assert figs["harness_crashed"] == 1 and figs["harness_noticed"] == 0.5
     # The shared tree (here the tiny project) is untouched.
     assert {p: _digest(tiny_project, p) for p in before} == before
 
