@@ -84,7 +84,10 @@ def test_hostile_frames_never_crash_or_bloat_the_node(make_cluster):
             held = []
             for _ in range(60):
                 s = cluster.connect(port)
-                s.sendall(struct.pack(">I", 8 * 1024 * 1024) + b"\x85" * 50_000)
+                try:
+                    s.sendall(struct.pack(">I", 8 * 1024 * 1024) + b"\x85" * 50_000)
+                except (ssl.SSLError, OSError):
+                    pass  # the node already refused this frame (over the budget) and closed: fine
                 held.append(s)
             for _ in range(20):
                 s = socket.create_connection(("127.0.0.1", port))  # connected, never says anything
