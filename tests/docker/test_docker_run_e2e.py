@@ -30,12 +30,15 @@ def only_run(results: Path) -> Path:
 def test_register_under_partitions_and_kills_on_three_containers(docker_client: Any, node_image: Any,
                                                                 tmp_path: Path, no_leftovers: None) -> None:
     before = labelled(docker_client)
+    # From a directory with a space in its name, with the default relative --results-dir:
+    # the bind mounts must get the run's absolute node directories (issue 12).
+    cwd = tmp_path / "a dir with spaces"
+    cwd.mkdir()
     proc = run_cli(["run", "--backend", "docker", "--workload", "register", "--nemesis", "partition,kill",
-                    "--nemesis-interval", "1.5", "--time-limit", "12", "--results-dir", str(tmp_path / "results")],
-                   cwd=tmp_path)
+                    "--nemesis-interval", "1.5", "--time-limit", "12"], cwd=cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "VALID" in proc.stdout
-    run = only_run(tmp_path / "results")
+    run = only_run(cwd / "results")
     for name in ("test.json", "history.jsonl", "results.json", "run.log", "latency.png", "rate.png",
                  "timeline.html"):
         assert (run / name).is_file(), f"{name} missing from {run}"
@@ -50,7 +53,7 @@ def test_register_under_partitions_and_kills_on_three_containers(docker_client: 
     for node in ("n1", "n2", "n3"):
         log = run / "nodes" / node / "node.log"
         assert log.is_file() and "level=" in log.read_text(), f"no node log for {node}"
-        assert (run / "nodes" / node / "data").is_dir()
+        assert list((run / "nodes" / node / "data").glob("group-*/wal/wal-*.seg")), f"no WAL for {node}"
     after = labelled(docker_client)
     assert all(not (after[k] - before[k]) for k in after), "the run left containers or networks behind"
 
