@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ukehi import wire
-from ukehi.tls import ROLE_NODE, ClientTLS, client_tls_for, identity_of
+from ukehi.tls import ROLE_NODE, ClientTLS, TLSError, client_tls_for, identity_of
 
 __all__ = [
     "Result",
@@ -583,6 +583,8 @@ class UkehiClient:
         key = (addr, mt in wire.ADMIN_REQUESTS)
         try:
             conn = await self._connection(addr, timeout, key[1])
+        except TLSError as e:  # e.g. $UKEHI_TLS_DIR without certificates: nothing was sent
+            return Result(FAIL, error=INVALID_ARGUMENT, message=f"TLS settings: {e}", node=node)
         except (OSError, asyncio.TimeoutError) as e:
             return Result(FAIL, error=CONNECT_FAILED, message=f"cannot connect to {node}: {e}", node=node)
         try:

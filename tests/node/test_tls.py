@@ -342,3 +342,13 @@ def test_certs_cli_as_the_readme_uses_it(tmp_path):
         assert snap.returncode == 0, snap.stderr
     finally:
         node.terminate()
+
+
+def test_a_bad_tls_directory_is_a_definite_client_error_not_an_exception(monkeypatch, tmp_path):
+    monkeypatch.setenv("UKEHI_TLS_DIR", str(tmp_path))  # no certificates in it
+
+    async def go():
+        async with UkehiClient(["127.0.0.1:1"], timeout=1.0) as c:
+            return await c.get("k")
+    r = asyncio.run(go())
+    assert r.failed and r.error == "invalid_argument" and "client.pem" in r.message, r
