@@ -41,6 +41,11 @@ __all__ = ["SimWorld", "WorldOptions", "EPOCH"]
 
 EPOCH = 1_700_000_000.0  # the simulated wall clock starts here (2023-11-14)
 _SEG_HEADER = 12
+_FSYNCING = frozenset(("persist", "snapshot-save", "compact", "sync", "open"))
+# Decoded peer frames by their bytes: about half the frames a seed sends are byte-identical
+# repeats (heartbeats and their answers), and decoding is a pure function of the bytes
+# (frames and messages are immutable once made), so a repeat reuses the first decode.
+_DECODE_CACHE_MAX = 4096
 
 
 @dataclass
@@ -86,19 +91,24 @@ class _Incarnation:
         return EPOCH + self.handle.wall_offset + self.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.handle.rate)
-        await self.handle.gate()
+        handle = self.handle
+        await asyncio.sleep(max(0.0, seconds) / handle.rate)
+        if handle.paused:
+            await handle.gate()
 
     # ---- Disk
     async def run(self, work: DiskWork) -> Any:
-        await self.handle.gate()
+        handle = self.handle
+        if handle.paused:
+            await handle.gate()
         if self.dead:
             raise OSError(5, "simulated process is dead")
         result = work.fn()
-        if work.kind in ("persist", "snapshot-save", "compact", "sync", "open"):
+        if work.kind in _FSYNCING:
             lo, hi = self.world.opts.fsync
             await asyncio.sleep(self.world.rng_disk.uniform(lo, hi))
-            await self.handle.gate()
+            if handle.paused:
+                await handle.gate()
         return result
 
     async def close(self, fn: Callable[[], None]) -> None:
@@ -208,6 +218,7 @@ class SimWorld:
         self.events: list[str] = []
         self.messages_sent = 0
         self.messages_delivered = 0
+        self._decoded: dict[bytes, wire.Frame] = {}
         names = [f"n{i + 1}" for i in range(opts.nodes)]
         self.names = names
         peers = {n: (f"10.0.0.{i + 1}", 7000) for i, n in enumerate(names)}
@@ -366,8 +377,15 @@ class SimWorld:
             h.held.append(lambda: self._deliver(src, dst, frame))
             return
         self.messages_delivered += 1
+        cache = self._decoded
+        decoded = cache.get(frame)
         try:
-            h.current.node.handle_peer_frame(wire.decode_frame(frame), src)
+            if decoded is None:
+                decoded = wire.decode_frame(frame)
+                if len(cache) >= _DECODE_CACHE_MAX:
+                    cache.clear()
+                cache[frame] = decoded
+            h.current.node.handle_peer_frame(decoded, src)
         except (ValueError, wire.ProtocolError):
             pass
 
@@ -400,10 +418,12 @@ class SimWorld:
 
         if not (loss and rng.random() < loss):
             self.loop.call_later(rng.uniform(lo, hi), deliver)
+        # A timer instead of asyncio.wait_for (which costs a task and two callbacks a call).
+        timer = self.loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            return None
+            return await fut
+        finally:
+            timer.cancel()
 
     # ------------------------------------------------------------------ the end
     async def stop_all(self) -> None:
