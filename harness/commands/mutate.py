@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         harness_for: str = typer.Option("all", help="all, or unit-killed: harness runs only for mutants the "
                                         "unit tests killed (faster; no harness-only kills are found)"),
         harness_run: Optional[List[str]] = typer.Option(
-            None, help="one harness run per mutant as WORKLOAD/NEMESIS/SECONDS/SEED; repeatable "
+            None, help="one harness run per mutant as WORKLOAD/NEMESIS/SECONDS/SEED[/KEY=VALUE,...] (node "
+            "options; NEMESIS default = the run's default mix); repeatable "
             "(default: register/partition,kill/15/1, register/kill-all/15/2, register/partition,pause/15/3)"),
         unit_tests: str = typer.Option(",".join(DEFAULT_UNIT_TESTS),
                                        help="comma list of test files/directories for the unit step"),

@@ -45,34 +45,45 @@ BASELINE_UNIT_TIMEOUT = 900.0
 
 @dataclass(frozen=True)
 class HarnessRun:
-    """One fixed harness run: ``WORKLOAD/NEMESIS/SECONDS/SEED`` (NEMESIS ``default``: the default mix)."""
+    """One fixed harness run: ``WORKLOAD/NEMESIS/SECONDS/SEED[/KEY=VALUE,...]``.
+
+    NEMESIS ``default`` is the run's default fault mix; the optional last part gives node
+    options (``--node-option``), e.g. ``snapshot_threshold=100`` so a short run compacts its
+    log and sends snapshots.
+    """
 
     workload: str
     nemesis: str
     time_limit: float
     seed: int
+    node_options: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> "HarnessRun":
         parts = text.split("/")
-        if len(parts) != 4:
-            raise ValueError(f"harness run {text!r}: write WORKLOAD/NEMESIS/SECONDS/SEED, "
+        if len(parts) not in (4, 5):
+            raise ValueError(f"harness run {text!r}: write WORKLOAD/NEMESIS/SECONDS/SEED[/KEY=VALUE,...], "
                              "e.g. register/partition,kill/15/1")
+        options = tuple(o.strip() for o in parts[4].split(",") if o.strip()) if len(parts) == 5 else ()
+        if any("=" not in o for o in options):
+            raise ValueError(f"harness run {text!r}: node options are KEY=VALUE, comma separated")
         try:
-            return cls(parts[0].strip(), parts[1].strip(), float(parts[2]), int(parts[3]))
+            return cls(parts[0].strip(), parts[1].strip(), float(parts[2]), int(parts[3]), options)
         except ValueError:
             raise ValueError(f"harness run {text!r}: SECONDS must be a number and SEED an integer") from None
 
     @property
     def label(self) -> str:
-        return f"{self.workload}/{self.nemesis}/{self.time_limit:g}/{self.seed}"
+        label = f"{self.workload}/{self.nemesis}/{self.time_limit:g}/{self.seed}"
+        return label + (f"/{','.join(self.node_options)}" if self.node_options else "")
 
     def argv(self, python: str, results_dir: Path) -> list[str]:
         # NEMESIS "default" leaves --nemesis out: the run's default fault mix.
         nemesis = [] if self.nemesis == "default" else ["--nemesis", self.nemesis]
+        options = [arg for o in self.node_options for arg in ("--node-option", o)]
         return [python, "-m", "harness.cli", "run", "--workload", self.workload, *nemesis,
                 "--time-limit", f"{self.time_limit:g}", "--seed", str(self.seed),
-                "--results-dir", str(results_dir)]
+                "--results-dir", str(results_dir), *options]
 
 
 DEFAULT_HARNESS_RUNS: tuple[HarnessRun, ...] = (

@@ -296,3 +296,9 @@ def test_harness_runs_parse_into_the_run_command():
     assert "--nemesis" not in HarnessRun.parse("register/default/20/2").argv("py", Path("/r"))
     with pytest.raises(ValueError, match="SEED"):
         HarnessRun.parse("register/kill/15/x")
+    snap = HarnessRun.parse("register/kill/15/4/snapshot_threshold=100,max_inflight=1")
+    assert snap.label == "register/kill/15/4/snapshot_threshold=100,max_inflight=1"
+    assert snap.argv("py", Path("/r"))[-4:] == ["--node-option", "snapshot_threshold=100",
+                                                "--node-option", "max_inflight=1"]
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        HarnessRun.parse("register/kill/15/4/snapshots")
