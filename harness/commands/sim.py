@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, help="replay exactly this seed; prints its trace digest"),
         start_seed: int = typer.Option(0, help="first seed of a --seeds / --time-budget sweep"),
         workload: str = typer.Option("register", help="workload the simulated clients run"),
-        nemesis: str = typer.Option("partition,kill,pause,clock,transfer,snapshot",
+        nemesis: str = typer.Option("partition,kill,pause,clock,transfer,snapshot,membership,crash-after-vote,crash-after-ack,"
+                                    "partition-in-flight,damage",
                                     help="faults the swarm may draw from (comma list)"),
         duration: float = typer.Option(10.0, help="virtual seconds of workload and faults per seed"),
         node_option: list[str] = typer.Option([], "--node-option", help="NAME=VALUE for every node, e.g. "

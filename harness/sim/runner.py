@@ -33,9 +33,21 @@ from ukehi.sim.world import SimWorld, WorldOptions
 
 __all__ = ["SimSettings", "SimResult", "swarm", "run_seed", "NEMESES", "WORKLOADS"]
 
-NEMESES = ("partition", "kill", "pause", "clock", "transfer", "snapshot")
+# Fault families. Besides the real nemeses' families, triggered ones that aim at the
+# moments Raft is fragile, without knowing any bug: crash a voter right after it granted a
+# vote (a quick restart, while the election may still run), power-cut the node that just
+# acknowledged a write (alone, with a majority, or all nodes), cut the leader off right
+# after it sent entries (some followers have them, some do not), and damage a stopped
+# node's WAL (bit flip, zeroed or copied chunk) before it restarts under the seed's
+# CorruptionPolicy.
+NEMESES = ("partition", "kill", "pause", "clock", "transfer", "snapshot", "membership",
+           "crash-after-vote", "crash-after-ack", "partition-in-flight", "damage")
+MIN_VOTERS = 3  # membership never leaves fewer voters (as nemeses.membership)
 WORKLOADS = ("register",)
-TOPOLOGIES = ("halves", "one", "minority", "ring", "bridge", "one-way")
+TOPOLOGIES = ("halves", "one", "minority", "ring", "bridge", "one-way", "leader")
+POLICIES = ("truncate-to-last-good", "refuse-start", "alert-and-continue")
+DAMAGE_KINDS = ("bitflip", "zero", "copy")
+_SEG_HEADER = 12  # bytes of a WAL segment's header (ukehi.storage.format)
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ def swarm(seed: int, settings: SimSettings) -> dict[str, Any]:
         "duplicate": rng.choice([0.0, 0.0, 0.02]),
         "torn_probability": rng.choice([0.0, 0.5]),
     }
-    enabled = [n for n in settings.nemeses if rng.random() < 0.75] or list(settings.nemeses[:1])
+    enabled = [n for n in settings.nemeses if rng.random() < 0.5] or [rng.choice(settings.nemeses)]
     opts.update({
         "faults": enabled,
         "fault_interval": rng.choice([0.3, 1.0, 2.0, 4.0]),
@@ -100,7 +112,14 @@ def swarm(seed: int, settings: SimSettings) -> dict[str, Any]:
         "op_timeout": rng.choice([0.5, 1.0, 2.0]),
         "ops_per_key": rng.choice([20, 60, 150]),
         "threads_per_key": rng.choice([2, 3, 5]),
+        # how soon a triggered crash's victim comes back (fractions of the election timeout)
+        "quick_restart": rng.choice([0.05, 0.3, 1.0]),
+        "corruption_policy": settings.option("corruption_policy") or rng.choice(POLICIES),
     })
+    # With membership changes, 5 or 7 nodes found the cluster with two spares that start
+    # with ``join`` (as nemeses.membership.founding_voters); 3 nodes have none.
+    n = opts["nodes"]
+    opts["founders"] = max(MIN_VOTERS, n - 2) if "membership" in enabled and n > MIN_VOTERS else n
     return opts
 
 
@@ -143,6 +162,8 @@ class _Clients:
         self.last_read: dict[tuple[int, int], Any] = {}
         self.unread: dict[int, int] = {}
         self.keys_used: set[int] = set()
+        self.on_ack: Any = None  # (node) -> None: a write was acknowledged by that node
+        self._answered_by: dict[int, str] = {}
 
     def _key(self, worker: int) -> int:
         g = worker // self.opts["threads_per_key"]
@@ -187,6 +208,7 @@ class _Clients:
                 break
             kind, rbody = reply
             if kind is wire.MsgType.OK:
+                self._answered_by[worker] = node
                 value = rbody.get("value")
                 return "ok", (value if f == "read" else op.get("value")), None
             code = _error_code(rbody)
@@ -214,6 +236,8 @@ class _Clients:
                     del self.unread[worker]
             elif op["f"] != "read":
                 self.unread[worker] = op["key"]
+                if typ == "ok" and self.on_ack is not None:
+                    self.on_ack(self._answered_by[worker])
             self.hist.add(process, typ, op["f"], op["key"], value if op["f"] == "read" else op.get("value"),
                           error)
             if typ == "info":
@@ -240,14 +264,146 @@ class _Nemesis:
         self.rng = rng
         self.active: list[tuple[str, Any]] = []
         self.log: list[str] = []
+        self.closed = False  # after heal_all: no trigger fires, no delayed restart runs
+        self.arm_vote = False
+        self.arm_in_flight = False
+        self.arm_ack = False
+        self.damaged: str | None = None  # at most one node's disk is damaged per seed
 
     def _leader(self) -> str | None:
+        """The running leader of the highest term (a deposed one may not know it yet)."""
+        best: tuple[int, str] | None = None
         for n in self.world.names:
             h = self.world.nodes[n]
             node = h.current.node if h.up and h.current else None
             if node is not None and node.core is not None and node.core.role is Role.LEADER:
-                return n
-        return None
+                term = node.core.status().term
+                if best is None or term > best[0]:
+                    best = (term, n)
+        return None if best is None else best[1]
+
+    # ---- triggered faults: armed by a step, fired by what the cluster does next
+    def _rearm_watch(self) -> None:
+        self.world.send_watch = self._watch if (self.arm_vote or self.arm_in_flight) and not self.closed else None
+
+    def _watch(self, src: str, dst: str, body: dict[str, Any]) -> None:
+        t = body.get("type")
+        if self.arm_vote and t == "vote_response" and body.get("granted") and not body.get("pre_vote"):
+            self.arm_vote = False
+            self.world.loop.call_soon(self._crash, [src], "after-vote", True)
+        elif self.arm_in_flight and t == "append_entries" and body.get("entries"):
+            self.arm_in_flight = False
+            self.world.loop.call_soon(self._isolate, src, "in-flight")
+        self._rearm_watch()
+
+    def acked(self, node: str) -> None:
+        """A client just got ok for a write from ``node``."""
+        if self.arm_ack and not self.closed:
+            self.arm_ack = False
+            w = self.world
+            others = [n for n in w.names if n != node and w.nodes[n].up]
+            size = self.rng.choice(["one", "majority", "all"])
+            extra = {"one": 0, "majority": len(w.names) // 2, "all": len(others)}[size]
+            victims = [node] + self.rng.sample(others, min(extra, len(others)))
+            w.loop.call_soon(self._crash, victims, f"after-ack-{size}", size != "all")
+
+    def _crash(self, victims: list[str], trigger: str, quick: bool) -> None:
+        """Power-cut ``victims`` (un-fsynced writes lost); ``quick``: restart them soon after."""
+        w = self.world
+        if self.closed:
+            return
+        victims = [n for n in victims if w.nodes[n].up]
+        if not victims:
+            return
+        lost = {n: w.crash(n) for n in victims}
+        self._record("kill", {"nodes": victims, "lost": lost, "trigger": trigger})
+        for n in victims:
+            self.active.append(("kill", n))
+        if quick:
+            el = self.opts["election_ms"][0] / 1000.0
+            w.loop.call_later(self.rng.uniform(0.5, 1.5) * self.opts["quick_restart"] * el, self._restart, victims)
+
+    def _restart(self, victims: list[str]) -> None:
+        if self.closed:
+            return
+        back = [n for n in victims if ("kill", n) in self.active]
+        for n in back:
+            self.active.remove(("kill", n))
+            self.undo(("kill", n))
+
+    def _isolate(self, node: str, why: str) -> None:
+        """Cut ``node`` (the leader) off: both ways, or only its outbound or inbound links."""
+        w = self.world
+        if self.closed or not w.nodes[node].up:
+            return
+        way = self.rng.choice(["both", "outbound", "inbound"])
+        for other in w.names:
+            if other != node:
+                if way in ("both", "outbound"):
+                    w.block(node, other)
+                if way in ("both", "inbound"):
+                    w.block(other, node)
+        self._record("start-partition", {"topology": f"leader-{why}", "node": node, "way": way})
+        self.active.append(("partition", None))
+
+    def _damage(self) -> None:
+        """Power-cut a node, damage one WAL segment, restart it under the seed's policy, and
+        record it as the disk nemesis does (``corrupt-wal``, node -> segment, changes, pid
+        of the restart, how the restart ended), so the CorruptionPolicy checker and the
+        white-box checkers read it alike. Only one node's disk is ever damaged in a seed:
+        damaged disks on a majority may lose committed entries under any policy, which no
+        checker should blame on Raft (the real disk nemesis's default targets one node)."""
+        w = self.world
+        n = self.damaged or self.rng.choice(w.names)
+        if not w.nodes[n].up and ("kill", n) not in self.active:
+            return  # it exited on its own (refused to start): it stays down, as for real
+        if not any(len(w.fs.read_bytes(p) or b"") > _SEG_HEADER + 1 for p in w.fs.files(w.nodes[n].prefix)
+                   if p.endswith(".seg")):
+            return  # nothing written yet (a spare, say): nothing to damage
+        self.damaged = n
+        if w.nodes[n].up:
+            w.crash(n)
+        else:
+            self.active.remove(("kill", n))
+        kind = self.rng.choice(DAMAGE_KINDS)
+        spot = w.damage(n, kind)
+        entry: dict[str, Any] = {"kind": {"zero": "zero-chunk", "copy": "copy-chunk"}.get(kind, kind)}
+        after = None
+        if spot is None:  # the chosen segment was empty past its header
+            entry["error"] = "no WAL segment with bytes past its header"
+        else:
+            entry.update({"file": spot["path"], "segment": spot["path"].rsplit("/", 1)[-1],
+                          "changes": [{"offset": spot["offset"], "before_len": spot["length"],
+                                       "after_len": spot["length"]}]})
+            after = w.fs.read_bytes(spot["path"])
+        self.hist.add("nemesis", "invoke", "corrupt-wal", value={"nodes": [n]})
+        self.active.append(("kill", n))
+
+        def restart() -> None:
+            if self.closed or ("kill", n) not in self.active:
+                return
+            self.active.remove(("kill", n))
+            w.restart(n)
+            h = w.nodes[n]
+            entry["pid"] = h.current.node.pid if h.current and h.current.node else None
+            w.loop.call_later(0.5, observe)
+
+        def observe() -> None:
+            h = w.nodes[n]
+            inc = h.current
+            if h.up:
+                entry["started"] = True
+            elif inc is not None and inc.exit_code is not None:
+                entry.update({"started": False, "exit_code": inc.exit_code, "refused": inc.exit_code == 4})
+                if spot is not None:
+                    entry["wal_unchanged"] = w.fs.read_bytes(spot["path"]) == after
+            value = {"nodes": {n: entry} if spot is not None else {}, "policy": self.opts["corruption_policy"],
+                     "victim": n}
+            self.hist.add("nemesis", "info", "corrupt-wal", value=value)
+            self.log.append(f"{w.now():.3f} corrupt-wal {value}")
+
+        el = self.opts["election_ms"][0] / 1000.0
+        w.loop.call_later(self.rng.uniform(0.5, 1.5) * self.opts["quick_restart"] * el, restart)
 
     def _target(self) -> str:
         lead = self._leader()
@@ -260,12 +416,59 @@ class _Nemesis:
         self.hist.add("nemesis", "info", f, value=value)
         self.log.append(f"{self.world.now():.3f} {f} {value}")
 
+    def _membership(self) -> None:
+        """Add a spare (a node outside the configuration) or remove a voter (the leader
+        too) while more than MIN_VOTERS remain; a removed node is stopped, its data dir
+        wiped, and it comes back as a spare that may be added again later."""
+        from ukehi.config import format_address
+
+        w = self.world
+        lead = self._leader()
+        if lead is None:
+            return
+        inc = w.nodes[lead].current
+        assert inc is not None and inc.node is not None and inc.node.core is not None
+        m = inc.node.core.membership
+        if m.joint:
+            return
+        spares = [n for n in w.names if n not in m.all_nodes() and w.nodes[n].up]
+        voters = sorted(m.voters)
+        if spares and (len(voters) <= MIN_VOTERS or self.rng.random() < 0.5):
+            n = self.rng.choice(spares)
+            f, body = "add-node", {"node": n, "address": format_address(w.addresses[n])}
+            t = wire.MsgType.ADD_NODE
+        elif len(voters) > MIN_VOTERS:
+            n = self.rng.choice(voters)
+            f, body, t = "remove-node", {"node": n}, wire.MsgType.REMOVE_NODE
+        else:
+            return
+        self.hist.add("nemesis", "invoke", f, value={"node": n, "via": lead})
+
+        async def call() -> None:
+            reply = await w.request(lead, t, body, 15.0)
+            outcome = "unknown" if reply is None else ("ok" if reply[0] is wire.MsgType.OK else _error_code(reply[1]))
+            self.hist.add("nemesis", "info", f, value={"node": n, "via": lead, "outcome": outcome})
+            self.log.append(f"{w.now():.3f} {f} {n} via {lead}: {outcome}")
+            if f == "remove-node" and outcome == "ok" and not self.closed and w.nodes[n].up:
+                w.crash(n)
+                w.wipe(n)
+                w.restart(n)
+                self._record("wipe-and-rejoin", {"node": n})
+
+        w.loop.create_task(call())
+
     def _partition(self) -> None:
         from nemeses.topology import bridge, grudge, halves, isolate_one, majorities_ring, random_minority
 
         names = self.world.names
         shape = self.rng.choice(self.opts["topologies"])
         one_way = shape == "one-way"
+        if shape == "leader":
+            lead = self._leader()
+            if lead is not None:
+                self._isolate(lead, "now")
+                return
+            shape = "one"
         make = {"halves": halves, "one": isolate_one, "minority": random_minority, "ring": majorities_ring,
                 "bridge": bridge, "one-way": halves}[shape]
         if len(names) < 3 and shape in ("ring", "bridge"):
@@ -306,6 +509,18 @@ class _Nemesis:
             w.set_clock(n, rate=rate, bump=bump)
             self._record("clock-skew", {"node": n, "rate": rate, "bump": bump})
             self.active.append(("clock", (n, bump)))
+        elif kind == "crash-after-vote":
+            self.arm_vote = True
+            self._rearm_watch()
+        elif kind == "partition-in-flight":
+            self.arm_in_flight = True
+            self._rearm_watch()
+        elif kind == "crash-after-ack":
+            self.arm_ack = True
+        elif kind == "damage":
+            self._damage()
+        elif kind == "membership":
+            self._membership()
         elif kind in ("transfer", "snapshot"):
             lead = self._leader()
             if lead is not None:
@@ -334,6 +549,9 @@ class _Nemesis:
             self._record("clock-reset", {"node": n})
 
     def heal_all(self) -> None:
+        self.closed = True
+        self.arm_vote = self.arm_in_flight = self.arm_ack = False
+        self._rearm_watch()
         while self.active:
             self.undo(self.active.pop(0))
 
@@ -351,8 +569,8 @@ def _world_options(opts: dict[str, Any], settings: SimSettings) -> WorldOptions:
         snapshot_threshold=opts["snapshot_threshold"], max_entries_per_message=opts["max_entries_per_message"],
         max_inflight=opts["max_inflight"], delay=tuple(opts["delay"]), loss=opts["loss"],
         duplicate=opts["duplicate"], torn_probability=opts["torn_probability"],
-        unsafe_bug=settings.option("unsafe_bug"), read_mode=settings.option("read_mode", "readindex"),
-        corruption_policy=settings.option("corruption_policy", "truncate-to-last-good"),
+        founders=opts["founders"], unsafe_bug=settings.option("unsafe_bug"), read_mode=settings.option("read_mode", "readindex"),
+        corruption_policy=opts["corruption_policy"],
     )
 
 
@@ -365,6 +583,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     master = random.Random(seed ^ 0xC11E)
     clients = _Clients(world, hist, opts, random.Random(master.getrandbits(64)))
     nemesis = _Nemesis(world, hist, opts, random.Random(master.getrandbits(64)))
+    clients.on_ack = nemesis.acked
     duration = settings.duration
     settle = 3 * opts["election_ms"][1] / 1000.0
 
@@ -422,6 +641,13 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
             world.export(os.path.join(tmp, "nodes"))
             wb = check_run_nodes(tmp, world.names, ops, settings.workload)
             checkers.update(wb)
+            if any(o.f == "corrupt-wal" and not o.is_client and o.type != "invoke" and (o.value or {}).get("nodes")
+                   for o in ops):
+                # As a real run with the disk nemesis: did each damaged node keep its policy's promise?
+                from checkers.policy import policy_checker
+
+                logs = {n: os.path.join(tmp, "nodes", n, "node.log") for n in world.names}
+                checkers["corruption-policy"] = policy_checker(logs, opts["corruption_policy"])(ops, options)
         except Exception as err:  # noqa: BLE001
             checkers["whitebox"] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
         finally:

@@ -95,3 +95,28 @@ def test_the_real_wal_over_simfs_keeps_synced_entries_and_loses_unsynced_ones():
             assert [e.index for e in replay.entries] == [1]
         finally:
             wal2.close()
+
+
+def test_wal_damage_under_refuse_start_is_judged_by_the_policy_checker():
+    settings = SimSettings(duration=4.0, nemeses=("damage",), node_options=(("corruption_policy", "refuse-start"),))
+    r = run_seed(0, settings)
+    damaged = [o for o in r.history if o.f == "corrupt-wal" and o.type == "info" and o.value.get("nodes")]
+    assert damaged, "no WAL damage in the schedule"
+    assert r.checkers["corruption-policy"]["valid"] is True, r.checkers["corruption-policy"]
+    assert r.valid is True, r.failing_checkers()
+
+
+def test_membership_adds_and_removes_nodes_and_stays_valid():
+    settings = SimSettings(duration=4.0, nemeses=("membership",))
+    r = run_seed(2, settings)  # 5 nodes: 3 founders, 2 spares
+    done = [o.f for o in r.history if o.process == "nemesis" and o.type == "info"
+            and o.f in ("add-node", "remove-node") and o.value.get("outcome") == "ok"]
+    assert "add-node" in done and "remove-node" in done, r.faults
+    assert r.valid is True, r.failing_checkers()
+
+
+def test_triggered_faults_fire_on_what_the_cluster_does():
+    settings = SimSettings(duration=4.0, nemeses=("kill", "partition-in-flight", "crash-after-vote", "crash-after-ack"))
+    faults = run_seed(2, settings).faults
+    assert any("leader-in-flight" in f for f in faults), faults
+    assert any("'trigger': 'after-" in f for f in faults), faults

@@ -319,6 +319,22 @@ class SimFS:
     def revive(self, prefix: str) -> None:
         self._dead.discard(posixpath.normpath(prefix))
 
+    def wipe(self, path: str) -> None:
+        """``rm -rf path`` made durable (an operator wiping a stopped node's data dir)."""
+        parts = self._parts(path)
+        parent = self._lookup("/" + "/".join(parts[:-1]))
+        if isinstance(parent, _Dir):
+            parent.entries.pop(parts[-1], None)
+            parent.durable.pop(parts[-1], None)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The current bytes of ``path`` (a harness's look, not a process's read); None if absent."""
+        try:
+            node = self._lookup(path)
+        except OSError:
+            return None
+        return bytes(node.data) if isinstance(node, _Inode) else None
+
     def files(self, prefix: str) -> list[str]:
         """Every file under ``prefix`` (sorted)."""
         out: list[str] = []

@@ -68,6 +68,9 @@ class WorldOptions:
     # disk: seconds an fsync-bearing persist takes (uniform)
     fsync: tuple[float, float] = (0.0005, 0.004)
     torn_probability: float = 0.3
+    # Founding voters (the first ``founders`` nodes; None: all). The others start with
+    # ``join`` and wait to be added (admin add_node), as the membership nemesis's spares.
+    founders: int | None = None
 
 
 class _Incarnation:
@@ -125,9 +128,9 @@ class _Incarnation:
 
     # ---- Network (the driver's outbound side)
     def send(self, peer: str, address: Any, frames: list[bytes]) -> bool:
-        if self.dead:
-            return True
         for frame in frames:
+            if self.dead:  # a watcher may power the node off between two frames
+                break
             self.world._transmit(self.handle.name, peer, frame)
         return True
 
@@ -219,14 +222,21 @@ class SimWorld:
         self.messages_sent = 0
         self.messages_delivered = 0
         self._decoded: dict[bytes, wire.Frame] = {}
+        # (src, dst, message body) -> None, called for every peer message sent; set by the
+        # harness's fault triggers, None when no trigger is armed (no decoding then).
+        self.send_watch: Callable[[str, str, dict[str, Any]], None] | None = None
         names = [f"n{i + 1}" for i in range(opts.nodes)]
         self.names = names
-        peers = {n: (f"10.0.0.{i + 1}", 7000) for i, n in enumerate(names)}
+        addresses = {n: (f"10.0.0.{i + 1}", 7000) for i, n in enumerate(names)}
+        self.addresses = addresses
+        founders = names[:opts.founders] if opts.founders else names
+        peers = {n: addresses[n] for n in founders}
         self.nodes: dict[str, _NodeHandle] = {}
         for i, n in enumerate(names):
             prefix = f"/sim/{n}"
             self.fs.register_node(prefix)
-            cfg = NodeConfig(node_id=n, listen=peers[n], peers=peers, data_dir=f"{prefix}/data",
+            cfg = NodeConfig(node_id=n, listen=addresses[n], peers=peers, data_dir=f"{prefix}/data",
+                             join=n not in peers,
                              corruption_policy=opts.corruption_policy, read_mode=opts.read_mode,
                              snapshot_threshold=opts.snapshot_threshold,
                              max_inflight=opts.max_inflight, max_entries_per_message=opts.max_entries_per_message,
@@ -310,6 +320,17 @@ class SimWorld:
     def restart(self, name: str) -> None:
         self.start(name)
 
+    def wipe(self, name: str) -> None:
+        """A stopped node's data dir is removed; it starts next as a new node (``join``)
+        that waits to be added, as the membership nemesis does with a removed node."""
+        import dataclasses
+
+        h = self.nodes[name]
+        assert not h.up, "wipe a stopped node"
+        self.fs.wipe(f"{h.prefix}/data")
+        h.config = dataclasses.replace(h.config, join=True)
+        self.event(f"wipe {name}")
+
     def pause(self, name: str) -> None:
         h = self.nodes[name]
         if h.up and not h.paused:
@@ -355,8 +376,27 @@ class SimWorld:
     def heal(self) -> None:
         self.blocked.clear()
 
+    def decode(self, frame: bytes) -> wire.Frame:
+        """A peer frame decoded (cached: decoding is a pure function of the bytes)."""
+        cache = self._decoded
+        decoded = cache.get(frame)
+        if decoded is None:
+            decoded = wire.decode_frame(frame)
+            if len(cache) >= _DECODE_CACHE_MAX:
+                cache.clear()
+            cache[frame] = decoded
+        return decoded
+
     def _transmit(self, src: str, dst: str, frame: bytes) -> None:
         self.messages_sent += 1
+        if self.send_watch is not None:
+            # Fault triggers ("crash a voter right after it voted", "cut the leader off
+            # while entries are in flight") see each Raft message as it leaves its node.
+            try:
+                body = self.decode(frame).body
+            except (ValueError, wire.ProtocolError):
+                body = {}
+            self.send_watch(src, dst, body)
         if (src, dst) in self.blocked:
             return
         rng = self.rng_net
@@ -377,15 +417,8 @@ class SimWorld:
             h.held.append(lambda: self._deliver(src, dst, frame))
             return
         self.messages_delivered += 1
-        cache = self._decoded
-        decoded = cache.get(frame)
         try:
-            if decoded is None:
-                decoded = wire.decode_frame(frame)
-                if len(cache) >= _DECODE_CACHE_MAX:
-                    cache.clear()
-                cache[frame] = decoded
-            h.current.node.handle_peer_frame(decoded, src)
+            h.current.node.handle_peer_frame(self.decode(frame), src)
         except (ValueError, wire.ProtocolError):
             pass
 
