@@ -28,15 +28,19 @@ def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     return {"corruption-policy": policy_checker(logs, spec.corruption_policy)}
 
 
-def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail: bool = False) -> dict[str, Any]:
-    """Raises StoreError (one line) when test.json or the history cannot be read."""
+def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail: bool = False,
+              all_failures: bool = True) -> dict[str, Any]:
+    """Raises StoreError (one line) when test.json or the history cannot be read.
+
+    ``all_failures`` (default, what regress relies on): the linearizability checker names
+    every failing key; False stops at the first violation (`ukehi-jepsen run` by default)."""
     spec = load_spec(run)
     history, history_note = load_history(run, ignore_torn_tail=ignore_torn_tail)
     # Only the checker list is needed here, not live clients.
     workload = WORKLOADS[spec.workload]([], spec.concurrency, spec.workload_options)
     shading = [SHADING[n] for n in spec.nemeses if n in SHADING]
     options = {"time_limit": time_limit if time_limit is not None else 120.0,
-               "run_dir": str(run.path), "shading": shading}
+               "run_dir": str(run.path), "shading": shading, "all_failures": all_failures}
     results: dict[str, Any] = {}
     whitebox = whitebox_checkers(run.path, spec.nodes, spec.workload)  # what the nodes persisted and logged
     for name, check in {**workload.checkers, **_fault_checkers(spec, run), **whitebox}.items():

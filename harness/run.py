@@ -242,7 +242,7 @@ def _why(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
+def run_test(spec: TestSpec, *, progress_stream: Any = None, all_failures: bool = True) -> RunOutcome:
     """Run one test and judge it; SpecError when the settings cannot work on this machine.
 
     ``results/latest`` is repointed only once the history has started, so a run that fails
@@ -265,7 +265,7 @@ def run_test(spec: TestSpec, *, progress_stream: Any = None) -> RunOutcome:
         if not run.history.exists():
             run.history.write_text("", encoding="utf-8")
         try:
-            verdict = check_run(run)
+            verdict = check_run(run, all_failures=all_failures)
         except RunTerminated as err:
             interrupted = interrupted or err.signal_name
             verdict = {"valid": "unknown", "checkers": {}, "ops": 0,

@@ -23,7 +23,10 @@ COUNTEREXAMPLE_PAGE = "linearizability.html"
 
 
 def _linearizability(history: Sequence[Op], model: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    analysis = analyze(history, model, time_limit=options.get("time_limit"))
+    # all_failures (default True: regress times the earliest violation over every failing key);
+    # `ukehi-jepsen run` passes False unless --all-failures, to stop at the first violation.
+    analysis = analyze(history, model, time_limit=options.get("time_limit"),
+                       all_failures=options.get("all_failures", True))
     result = dict(analysis.result)
     run_dir = options.get("run_dir")
     if result["valid"] is False and run_dir:

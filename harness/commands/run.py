@@ -219,6 +219,8 @@ def register(app: typer.Typer) -> None:
         junit: Optional[str] = typer.Option(None, help="write JUnit XML to this file: one test case per run (CI)"),
         json_out: bool = typer.Option(False, "--json", help="print the results as JSON on stdout; the summary "
                                       "goes to stderr (CI)"),
+        all_failures: bool = typer.Option(False, "--all-failures", help="name every key that fails "
+                                          "linearizability (default: stop at the first violation)"),
     ) -> None:
         """Start a cluster, run a workload under faults, check the history, write plots."""
         from ..run import run_test
@@ -252,7 +254,7 @@ def register(app: typer.Typer) -> None:
         worst = EXIT_VALID
         for spec in specs:
             try:
-                outcome = run_test(spec)
+                outcome = run_test(spec, all_failures=all_failures)
             except (SpecError, StoreError) as err:
                 raise BadArgument(str(err)) from None
             except Exception as err:

@@ -219,3 +219,15 @@ def test_check_command_imports_only_what_checking_needs():
             " 'harness.commands.run', 'matplotlib', 'docker', 'paramiko') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_the_workload_checker_takes_all_failures_from_the_options(tmp_path):
+    """What `run` (stop at the first violation) and regress (every failing key) pass down."""
+    from workloads.checks import linearizable
+
+    check = linearizable("register")
+    every = check(_two_failing_keys(), {"time_limit": 60})  # regress: check_run's default
+    assert sorted(f["key"] for f in every["failures"]) == ["a", "b"]
+    assert "stopped_at_first_violation" not in every
+    first = check(_two_failing_keys(), {"time_limit": 60, "all_failures": False})
+    assert first["valid"] is False and first["stopped_at_first_violation"] is True
