@@ -23,8 +23,8 @@ import typer
 from ..cli import EXIT_INVALID, EXIT_VALID, BadArgument
 
 
-def _one(args: tuple[int, Any, str, bool, bool]) -> dict[str, Any]:
-    seed, settings, results_dir, twice, store = args
+def _one(args: tuple[int, Any, str, bool, bool, float]) -> dict[str, Any]:
+    seed, settings, results_dir, twice, store, shrink_budget = args
     from harness.sim.runner import run_seed
     from harness.sim.store import replay_command, store_result
 
@@ -35,9 +35,35 @@ def _one(args: tuple[int, Any, str, bool, bool]) -> dict[str, Any]:
     if twice:
         again = run_seed(seed, settings)
         out["digest_again"] = again.digest
+    if r.failed and shrink_budget > 0:
+        from harness.sim.shrink import shrink
+
+        sr = shrink(seed, settings, r, budget_s=shrink_budget)
+        if sr is not None:
+            out["shrunk"] = {"checker": sr.checker, "fault_steps": sr.fault_steps, "client_ops": sr.client_ops,
+                             "runs": sr.runs, "wall": round(sr.wall_seconds, 1), "complete": sr.complete}
+            if store:
+                kept = run_seed(seed, sr.settings, keep_world=True)  # the same run again, files kept
+                path = store_result(kept, sr.settings, results_dir, shrunk_from=r)
+                out["shrunk"]["run"] = path
+                out["shrunk"]["replay"] = replay_command(seed, sr.settings, schedule=f"{path}/schedule.json")
     if store and r.failed:
         out["run"] = store_result(r, settings, results_dir)
     return out
+
+
+def _print_shrunk(out: dict[str, Any]) -> None:
+    """The shrunk schedule first: it is the one to read."""
+    sh = out.get("shrunk")
+    if not sh:
+        return
+    fk, ft = sh["fault_steps"]
+    ok, ot = sh["client_ops"]
+    print(f"  shrunk ({sh['checker']} still fails): {fk} of {ft} fault steps, {ok} of {ot} client ops "
+          f"({sh['runs']} runs, {sh['wall']} s{'' if sh['complete'] else ', budget spent: not minimal'})"
+          + (f" stored {sh['run']}" if sh.get("run") else ""), flush=True)
+    if sh.get("replay"):
+        print(f"  replay shrunk: {sh['replay']}", flush=True)
 
 
 def _parse_options(items: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -70,6 +96,10 @@ def register(app: typer.Typer) -> None:
         stop_at_first: bool = typer.Option(False, "--stop-at-first", help="stop at the first failing seed"),
         no_store: bool = typer.Option(False, "--no-store", help="do not store failing seeds as runs"),
         results_dir: str = typer.Option("results", help="where failing seeds are stored as runs"),
+        shrink_budget: float = typer.Option(60.0, help="wall seconds to shrink each failing seed's schedule "
+                                            "(delta debugging over fault steps, then client ops); 0: no shrinking"),
+        schedule: Optional[str] = typer.Option(None, help="with --seed: replay a shrunk schedule "
+                                               "(the schedule.json stored with a shrunk run)"),
     ) -> None:
         """Simulate the real Ukehi in virtual time over seeded fault schedules."""
         from harness.sim.runner import NEMESES, WORKLOADS, SimSettings
@@ -90,13 +120,29 @@ def register(app: typer.Typer) -> None:
         if seed is None and seeds is None and time_budget is None:
             seeds = 20
         settings = SimSettings(workload=workload, nemeses=chosen, duration=duration, node_options=options)
+        if schedule is not None:
+            import dataclasses
+            import json
+
+            if seed is None:
+                raise BadArgument("--schedule replays one seed's shrunk schedule: give --seed too")
+            try:
+                with open(schedule, encoding="utf-8") as f:
+                    sched = json.load(f)
+                only = sched.get("only_ops")
+                settings = dataclasses.replace(
+                    settings, skip_faults=tuple(int(i) for i in sched.get("skip_faults") or ()),
+                    only_ops=None if only is None else tuple((int(w), int(n)) for w, n in only))
+            except (OSError, ValueError, TypeError, AttributeError) as err:
+                raise BadArgument(f"--schedule {schedule}: {err}") from None
         store = not no_store
         if seed is not None:
-            out = _one((seed, settings, results_dir, check_determinism, store))
+            out = _one((seed, settings, results_dir, check_determinism, store, shrink_budget if schedule is None else 0))
             print(f"seed {seed}: {'VALID' if out['valid'] is True else 'INVALID' if out['valid'] is False else 'UNKNOWN'}"
                   f"  digest {out['digest']}  virtual {out['virtual']:.1f} s in {out['wall']:.2f} s wall, {out['ops']} ops")
             if out["failing"]:
                 print(f"  failed checkers: {', '.join(out['failing'])}")
+            _print_shrunk(out)
             if "run" in out:
                 print(f"  stored: {out['run']}")
             bad_digest = check_determinism and out["digest_again"] != out["digest"]
@@ -115,7 +161,7 @@ def register(app: typer.Typer) -> None:
             while seeds is None or k < start_seed + seeds:
                 if time_budget is not None and time.monotonic() - started > time_budget:
                     return
-                yield (k, settings, results_dir, check_determinism, store)
+                yield (k, settings, results_dir, check_determinism, store, shrink_budget)
                 k += 1
 
         with ctx.Pool(workers) as pool:
@@ -125,8 +171,9 @@ def register(app: typer.Typer) -> None:
                 if out["valid"] is False:
                     failures += 1
                     failed.append(out)
-                    print(f"seed {out['seed']}: INVALID ({', '.join(out['failing'])})"
-                          + (f" stored {out['run']}" if "run" in out else ""), flush=True)
+                    print(f"seed {out['seed']}: INVALID ({', '.join(out['failing'])})", flush=True)
+                    _print_shrunk(out)
+                    print("  original:" + (f" stored {out['run']}" if "run" in out else ""), flush=True)
                     print(f"  replay: {out['replay']}", flush=True)
                 if check_determinism and out.get("digest_again") != out["digest"]:
                     nondeterministic += 1

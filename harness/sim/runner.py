@@ -59,6 +59,12 @@ class SimSettings:
     duration: float = 10.0  # virtual seconds of workload + faults (then heal and final reads)
     node_options: tuple[tuple[str, Any], ...] = ()
     whitebox: bool = True
+    # A shrunk schedule (harness.sim.shrink): nemesis steps (by number) left out, and, when
+    # set, the only client ops issued ((worker, n): the n-th op that worker draws). Each
+    # step draws from its own RNG and every op is still drawn, so leaving some out changes
+    # nothing else that was drawn.
+    skip_faults: tuple[int, ...] = ()
+    only_ops: tuple[tuple[int, int], ...] | None = None
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.node_options).get(name, default)
@@ -77,6 +83,8 @@ class SimResult:
     ops: int = 0
     faults: list[str] = field(default_factory=list)
     world: Any = field(default=None, repr=False)
+    fault_steps: int = 0  # nemesis steps taken (skipped ones included)
+    client_ops: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (worker, n) issued
 
     @property
     def failed(self) -> bool:
@@ -163,6 +171,9 @@ class _Clients:
         self.unread: dict[int, int] = {}
         self.keys_used: set[int] = set()
         self.on_ack: Any = None  # (node) -> None: a write was acknowledged by that node
+        self.only: frozenset[tuple[int, int]] | None = None
+        self.last_op: dict[int, int] = {}
+        self.issued: list[tuple[int, int]] = []
         self._answered_by: dict[int, str] = {}
 
     def _key(self, worker: int) -> int:
@@ -225,8 +236,16 @@ class _Clients:
     async def worker(self, worker: int, until: float) -> None:
         process = worker
         rng = self.rng
+        n = -1
+        last = self.last_op.get(worker, -1)
         while self.world.now() < until:
             op = self._op(worker)
+            n += 1
+            if self.only is not None and (worker, n) not in self.only:
+                if n > last:
+                    break  # this worker's part of the shrunk schedule is done
+                continue  # drawn (so later draws stay the same) but not issued
+            self.issued.append((worker, n))
             self.keys_used.add(op["key"])
             self.hist.add(process, "invoke", op["f"], op["key"], op.get("value"))
             typ, value, error = await self.call(worker, op)
@@ -262,6 +281,10 @@ class _Nemesis:
         self.hist = hist
         self.opts = opts
         self.rng = rng
+        self.pace = random.Random(rng.getrandbits(64))  # the times of the steps
+        self.base = rng.getrandbits(64)  # step i draws from Random(base + i)
+        self.steps = 0
+        self.skip: frozenset[int] = frozenset()
         self.active: list[tuple[str, Any]] = []
         self.log: list[str] = []
         self.closed = False  # after heal_all: no trigger fires, no delayed restart runs
@@ -557,9 +580,17 @@ class _Nemesis:
 
     async def run(self, until: float) -> None:
         while True:
-            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.opts["fault_interval"])
+            await asyncio.sleep(self.pace.uniform(0.5, 1.5) * self.opts["fault_interval"])
             if self.world.now() >= until:
                 return
+            i = self.steps
+            self.steps += 1
+            if i in self.skip:
+                continue
+            # Its own RNG per step (triggers that fire later draw from the latest step's),
+            # so a shrunk schedule without some steps keeps the others' choices.
+            self.rng = random.Random(self.base + i)
+            self.log.append(f"{self.world.now():.3f} step {i}")
             self.step()
 
 
@@ -584,6 +615,11 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     clients = _Clients(world, hist, opts, random.Random(master.getrandbits(64)))
     nemesis = _Nemesis(world, hist, opts, random.Random(master.getrandbits(64)))
     clients.on_ack = nemesis.acked
+    if settings.only_ops is not None:
+        clients.only = frozenset((int(w), int(n)) for w, n in settings.only_ops)
+        for w, n in clients.only:
+            clients.last_op[w] = max(clients.last_op.get(w, -1), n)
+    nemesis.skip = frozenset(settings.skip_faults)
     duration = settings.duration
     settle = 3 * opts["election_ms"][1] / 1000.0
 
@@ -610,6 +646,8 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     # Let callbacks still scheduled (replies in flight) go nowhere: the loop is done.
     result = judge(seed, settings, opts, world, hist.ops)
     result.faults = nemesis.log
+    result.fault_steps = nemesis.steps
+    result.client_ops = clients.issued
     result.wall_seconds = time.monotonic() - started
     if keep_world:
         result.world = world

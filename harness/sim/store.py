@@ -17,16 +17,21 @@ from typing import Any
 from .runner import SimResult, SimSettings, history_text, settings_dict
 
 
-def replay_command(seed: int, settings: SimSettings) -> str:
+def replay_command(seed: int, settings: SimSettings, schedule: str | None = None) -> str:
     parts = ["ukehi-jepsen", "sim", "--seed", str(seed), "--workload", settings.workload,
              "--nemesis", ",".join(settings.nemeses), "--duration", f"{settings.duration:g}"]
     for k, v in settings.node_options:
         parts += ["--node-option", f"{k}={v}"]
+    if schedule is not None:
+        parts += ["--schedule", schedule]
     env = "UKEHI_I_KNOW_THIS_IS_UNSAFE=1 " if settings.option("unsafe_bug") else ""
     return env + " ".join(shlex.quote(p) for p in parts)
 
 
-def store_result(result: SimResult, settings: SimSettings, results_dir: str) -> str:
+def store_result(result: SimResult, settings: SimSettings, results_dir: str,
+                 shrunk_from: SimResult | None = None) -> str:
+    """Store ``result``; ``shrunk_from``: it is the shrunk schedule of that failing run
+    (``schedule.json`` then holds what was left out, for ``sim --seed K --schedule``)."""
     from harness.analysis import check_run
     from harness.store import new_run
 
@@ -41,6 +46,17 @@ def store_result(result: SimResult, settings: SimSettings, results_dir: str) -> 
         "simulated": {"seed": result.seed, "settings": settings_dict(settings), "options": result.options,
                       "digest": result.digest, "replay": replay_command(result.seed, settings)},
     }
+    schedule = None
+    if settings.skip_faults or settings.only_ops is not None:
+        schedule = str(run.path / "schedule.json")
+        run.write_json("schedule.json", {
+            "seed": result.seed, "skip_faults": list(settings.skip_faults),
+            "only_ops": None if settings.only_ops is None else [list(x) for x in settings.only_ops],
+            "shrunk_from": None if shrunk_from is None else {
+                "fault_steps": shrunk_from.fault_steps, "client_ops": len(shrunk_from.client_ops),
+                "digest": shrunk_from.digest}})
+        test["simulated"]["replay"] = replay_command(result.seed, settings, schedule=schedule)
+        test["simulated"]["shrunk"] = True
     run.write_json("test.json", test)
     run.history.write_text(history_text(result.history), encoding="utf-8")
     run.mark_history_closed()
@@ -48,6 +64,6 @@ def store_result(result: SimResult, settings: SimSettings, results_dir: str) -> 
     run.write_json("sim.json", {"seed": result.seed, "digest": result.digest, "faults": result.faults,
                                 "virtual_seconds": result.virtual_seconds, "sim_verdict": result.valid,
                                 "failing": result.failing_checkers(),
-                                "replay": replay_command(result.seed, settings)})
+                                "replay": test["simulated"]["replay"]})
     check_run(run)
     return str(run.path)
