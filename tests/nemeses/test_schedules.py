@@ -170,6 +170,8 @@ def test_a_mix_opens_one_fault_at_a_time_and_closes_it_next():
     for a, b in zip(ops[::2], ops[1::2]):
         assert a in starts and b == starts[a]  # opened, then closed by the same package
     assert set(ops[::2]) == {"kill", "pause"} and set(ops[1::2]) <= stops
+    for turn in range(0, 40, 4):  # a deck: each package opens once per round of two
+        assert {ops[turn], ops[turn + 2]} == {"kill", "pause"}
     assert {op["f"] for op in mix.final()} == {"start", "resume"}
     value = asyncio.run(mix.invoke({"f": "kill", "value": {"target": "one", "seed": 1}}))
     assert len(value["killed"]) == 1
