@@ -409,17 +409,24 @@ class _Nemesis:
             w.restart(n)
             h = w.nodes[n]
             entry["pid"] = h.current.node.pid if h.current and h.current.node else None
-            w.loop.call_later(0.5, observe)
+            w.loop.call_later(0.05, observe, h.current, 100)
 
-        def observe() -> None:
-            h = w.nodes[n]
-            inc = h.current
-            if h.up:
-                entry["started"] = True
-            elif inc is not None and inc.exit_code is not None:
+        def observe(inc: Any, tries: int) -> None:
+            # Until the restarted process serves (phase running) or exits on its own, as the
+            # disk nemesis's await_start; another fault may kill it first (end unknown).
+            if inc.crashed:
+                entry.update({"started": None, "error": "killed by another fault before it served"})
+            elif inc.dead and inc.exit_code is not None:
                 entry.update({"started": False, "exit_code": inc.exit_code, "refused": inc.exit_code == 4})
                 if spot is not None:
                     entry["wal_unchanged"] = w.fs.read_bytes(spot["path"]) == after
+            elif inc.node is not None and inc.node.phase == "running":
+                entry["started"] = True
+            elif tries > 0:
+                w.loop.call_later(0.05, observe, inc, tries - 1)
+                return
+            else:
+                entry.update({"started": None, "error": "neither serving nor exited 5 s after restart"})
             value = {"nodes": {n: entry} if spot is not None else {}, "policy": self.opts["corruption_policy"],
                      "victim": n}
             self.hist.add("nemesis", "info", "corrupt-wal", value=value)

@@ -82,6 +82,7 @@ class _Incarnation:
         self.handle = handle
         self.number = number
         self.dead = False
+        self.crashed = False  # powered off by a fault (not exited on its own)
         self.node: UkehiNode | None = None
         self.task: asyncio.Task[int] | None = None
         self.exit_code: int | None = None
@@ -306,6 +307,7 @@ class SimWorld:
         if not h.up or inc is None:
             return {}
         inc.dead = True
+        inc.crashed = True
         h.up = False
         h.held.clear()
         lost = self.fs.crash(h.prefix, self.rng_disk, self.opts.torn_probability)
