@@ -211,9 +211,10 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                 typ[e] = 2
             if coder is not None:
                 c = code[e] = coder(inp, out)
-                if c != _GENERIC:
+                if c in (_SET_A, _CAS_TRUE, _CAS_FALSE, _APPEND_A):  # what the step reads of the input
                     arg_a[e] = inp[2]
-                    arg_b[e] = inp[3]
+                    if c == _CAS_TRUE:
+                        arg_b[e] = inp[3]
             if op.return_time is None:
                 cid[e] = -1
                 pbit[e] = 1 << next_pid
