@@ -13,7 +13,7 @@ from checkers.policy import policy_checker
 from checkers.results import merge_valid
 from checkers.whitebox import whitebox_checkers
 
-from .registry import SHADING, WORKLOADS
+from .registry import SHADING, WORKLOADS, damages_wal
 from .report import render_all
 from .spec import TestSpec
 from .store import RunDir, load_history, load_spec
@@ -22,7 +22,7 @@ from .store import RunDir, load_history, load_spec
 def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     """Checkers a run needs because of its faults, not its workload: after WAL damage, whether
     each damaged node kept its CorruptionPolicy's promise (read from the node logs)."""
-    if not any(n == "disk" or n.startswith("disk-") for n in spec.nemeses):
+    if not damages_wal(spec.nemeses):
         return {}
     logs = {n: run.path / "nodes" / n / "node.log" for n in spec.nodes}
     return {"corruption-policy": policy_checker(logs, spec.corruption_policy)}

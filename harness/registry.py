@@ -222,3 +222,12 @@ def default_nemeses(workload: str, backend: str, *, root: bool | None = None,
 
         fuse = backend == "local" and fuse_support()[0]
     return ("lazyfs-mix",) if fuse and backend == "local" else ("mix",)
+
+
+def damages_wal(nemeses: Sequence[str]) -> bool:
+    """Whether a run's faults include WAL damage (the disk family, alone or in a mix): the
+    corruption-policy checker then reads the node logs."""
+    def disk(name: str) -> bool:
+        return name == "disk" or name.startswith("disk-")
+
+    return any(disk(n) or any(disk(m) for m in MIXES.get(n, ())) for n in nemeses)
