@@ -177,3 +177,11 @@ def test_a_mix_opens_one_fault_at_a_time_and_closes_it_next():
     assert len(value["killed"]) == 1
     with pytest.raises(ValueError, match="claimed by both"):
         one_at_a_time("m", [process.kill_package(c), process.kill_package(c)])
+
+
+def test_wal_damage_in_a_mix_brings_the_corruption_policy_checker():
+    from harness.registry import damages_wal
+
+    assert damages_wal(("lazyfs-mix",)) and damages_wal(("mix",)) and damages_wal(("mix-loopback",))
+    assert damages_wal(("disk",)) and damages_wal(("partition", "disk-primaries"))
+    assert not damages_wal(("partition", "kill", "lazyfs-after-ack"))
