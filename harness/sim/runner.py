@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from checkers.history import Op, dumps_op
 from ukehi import wire
@@ -46,7 +46,6 @@ MIN_VOTERS = 3  # membership never leaves fewer voters (as nemeses.membership)
 WORKLOADS = ("register",)
 TOPOLOGIES = ("halves", "one", "minority", "ring", "bridge", "one-way", "leader")
 POLICIES = ("truncate-to-last-good", "refuse-start", "alert-and-continue")
-DAMAGE_KINDS = ("bitflip", "zero", "copy")
 _SEG_HEADER = 12  # bytes of a WAL segment's header (ukehi.storage.format)
 
 
@@ -292,6 +291,7 @@ class _Nemesis:
         self.arm_in_flight = False
         self.arm_ack = False
         self.damaged: str | None = None  # at most one node's disk is damaged per seed
+        self.pending_damage: dict[str, Callable[..., None]] = {}  # node -> its damaged restart
 
     def _leader(self) -> str | None:
         """The running leader of the highest term (a deposed one may not know it yet)."""
@@ -388,24 +388,39 @@ class _Nemesis:
             w.crash(n)
         else:
             self.active.remove(("kill", n))
-        kind = self.rng.choice(DAMAGE_KINDS)
-        spot = w.damage(n, kind)
-        entry: dict[str, Any] = {"kind": {"zero": "zero-chunk", "copy": "copy-chunk"}.get(kind, kind)}
-        after = None
-        if spot is None:  # the chosen segment was empty past its header
-            entry["error"] = "no WAL segment with bytes past its header"
-        else:
-            entry.update({"file": spot["path"], "segment": spot["path"].rsplit("/", 1)[-1],
-                          "changes": [{"offset": spot["offset"], "before_len": spot["length"],
-                                       "after_len": spot["length"]}]})
-            after = w.fs.read_bytes(spot["path"])
-        self.hist.add("nemesis", "invoke", "corrupt-wal", value={"nodes": [n]})
-        self.active.append(("kill", n))
+        # The disk nemesis's own damage (nemeses.disk.damage: bit flips, zeroed or copied
+        # chunks that really change bytes, truncation, torn tail) on the bytes the disk holds.
+        from nemeses.disk import KINDS, DiskFaultError
+        from nemeses.disk import damage as disk_damage
 
-        def restart() -> None:
-            if self.closed or ("kill", n) not in self.active:
-                return
-            self.active.remove(("kill", n))
+        kind = self.rng.choice(KINDS)
+        segs = sorted(p for p in w.fs.files(w.nodes[n].prefix) if p.endswith(".seg"))
+        path = segs[-1] if kind == "torn-tail" else self.rng.choice(segs)
+        entry: dict[str, Any] = {"kind": kind, "file": path, "segment": path.rsplit("/", 1)[-1]}
+        spot = None
+        after = None
+        try:
+            hit = disk_damage(w.fs.read_bytes(path) or b"", kind, self.rng)
+        except DiskFaultError as err:
+            entry["error"] = str(err)
+        else:
+            w.fs.overwrite(path, hit.data)
+            w.event(f"damage {n} {path} {kind} {[(c['offset'], c['before_len'], c['after_len']) for c in hit.changes]}")
+            spot = {"path": path}
+            entry["changes"] = hit.changes
+            after = hit.data
+        self.hist.add("nemesis", "invoke", "corrupt-wal", value={"nodes": [n]})
+        # Its own kind of active fault: only this op restarts the node (on its timer, or
+        # when an undo or the final heal gets to it first), so the restart is recorded.
+        token = ("damaged", n)
+        self.active.append(token)
+
+        def restart(from_undo: bool = False) -> None:
+            if not from_undo:
+                if self.closed or token not in self.active:
+                    return
+                self.active.remove(token)
+            self.pending_damage.pop(n, None)
             w.restart(n)
             h = w.nodes[n]
             entry["pid"] = h.current.node.pid if h.current and h.current.node else None
@@ -432,6 +447,7 @@ class _Nemesis:
             self.hist.add("nemesis", "info", "corrupt-wal", value=value)
             self.log.append(f"{w.now():.3f} corrupt-wal {value}")
 
+        self.pending_damage[n] = restart
         el = self.opts["election_ms"][0] / 1000.0
         w.loop.call_later(self.rng.uniform(0.5, 1.5) * self.opts["quick_restart"] * el, restart)
 
@@ -570,6 +586,8 @@ class _Nemesis:
         elif kind == "kill":
             w.restart(arg)
             self._record("start", [arg])
+        elif kind == "damaged":
+            self.pending_damage[arg](from_undo=True)
         elif kind == "pause":
             w.resume(arg)
             self._record("resume", [arg])

@@ -330,6 +330,11 @@ class Driver:
             elif last is not None and last >= start:
                 # Entries the core does not know about (kept after a hole): replaced now.
                 wal.truncate_from(start)
+            elif last is not None and last < start - 1:
+                # The WAL ends before the new entries: everything it holds is covered by the
+                # snapshot (a WAL cut at start-up below a newer snapshot), so the log starts
+                # again here. (The simulator found this: the append failed out of order.)
+                wal.reset()
             wal.append(
                 [WalEntry(e.term, e.index, entry_to_wal_command(e), e.fencing_token) for e in rd.entries],
                 # lost-unfsynced (planted bug): the bytes go to the kernel, the fsync is left

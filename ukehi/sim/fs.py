@@ -327,6 +327,15 @@ class SimFS:
             parent.entries.pop(parts[-1], None)
             parent.durable.pop(parts[-1], None)
 
+    def overwrite(self, path: str, data: bytes) -> None:
+        """Replace an existing file's bytes, durably (a disk fault applied to a stopped
+        node's file: it is what the disk holds now, synced or not)."""
+        node = self._lookup(path)
+        if not isinstance(node, _Inode):
+            raise _err(errno.ENOENT, path)
+        node.data = bytearray(data)
+        node.synced = bytes(data)
+
     def read_bytes(self, path: str) -> bytes | None:
         """The current bytes of ``path`` (a harness's look, not a process's read); None if absent."""
         try:
