@@ -13,7 +13,7 @@ from checkers.policy import policy_checker
 from checkers.results import merge_valid
 from checkers.whitebox import whitebox_checkers
 
-from .registry import SHADING, WORKLOADS, damages_wal
+from .registry import SHADING, WORKLOADS, damages_wal, wal_policy_checker
 from .report import render_all
 from .spec import TestSpec
 from .store import RunDir, load_history, load_spec
@@ -25,7 +25,7 @@ def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     if not damages_wal(spec.nemeses):
         return {}
     logs = {n: run.path / "nodes" / n / "node.log" for n in spec.nodes}
-    return {"corruption-policy": policy_checker(logs, spec.corruption_policy)}
+    return {"corruption-policy": wal_policy_checker(spec.nemeses, logs, spec.corruption_policy)}
 
 
 def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail: bool = False,

@@ -185,3 +185,11 @@ def test_wal_damage_in_a_mix_brings_the_corruption_policy_checker():
     assert damages_wal(("lazyfs-mix",)) and damages_wal(("mix",)) and damages_wal(("mix-loopback",))
     assert damages_wal(("disk",)) and damages_wal(("partition", "disk-primaries"))
     assert not damages_wal(("partition", "kill", "lazyfs-after-ack"))
+
+
+def test_a_mix_that_drew_no_wal_damage_passes_the_policy_checker(tmp_path):
+    from harness.registry import wal_policy_checker
+
+    history = []  # no corrupt-wal op
+    assert wal_policy_checker(("lazyfs-mix",), {}, "truncate-to-last-good")(history)["valid"] is True
+    assert wal_policy_checker(("disk-one",), {}, "truncate-to-last-good")(history)["valid"] == "unknown"
