@@ -20,7 +20,7 @@ def is_core(path: str) -> bool:
 
 
 def _ratio(num: int, den: int) -> float | None:
-    return round(num / den, 3) if den else None
+    return round(num / den, 4) if den else None
 
 
 def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> dict[str, Any]:

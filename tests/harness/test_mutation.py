@@ -273,7 +273,7 @@ def test_score_counts_only_mutants_both_judged():
           result("survived", "killed"), result("killed", "skipped"), result("survived", "survived")]
     figs = figures(rs)
     assert figs["unit_killed"] == 4 and figs["killed_by_both"] == 1
-    assert figs["harness_score"] == round(1 / 3, 3) and figs["harness_noticed"] == round(2 / 3, 3)
+    assert figs["harness_score"] == round(1 / 3, 4) and figs["harness_noticed"] == round(2 / 3, 4)
     assert figs["harness_crashed"] == 1 and figs["survived"] == 1 and figs["killed_by_harness_only"] == 1
 
 
