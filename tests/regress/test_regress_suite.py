@@ -105,6 +105,7 @@ _ok, _why = netns_support()
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.skipif(not (os.geteuid() == 0 and _ok), reason=f"needs root and `ip netns`: {_why}")
+@pytest.mark.timeout(1600)  # ~19 short runs: past the suite's 600 s default on a busy machine
 def test_the_quick_suite_detects_the_planted_bugs_without_false_alarms(tmp_path: Path) -> None:
     # As a user runs it: from some directory (with a space in its name), with the default
     # relative `--results-dir results`. Absolute temporary paths once hid that node data
