@@ -5,7 +5,10 @@ drawn from the seed, judged by the workload's checkers and the white-box checker
 run in worker processes (spawned with PYTHONHASHSEED=0, so a seed replays identically in
 any process). A failing seed is stored as a run in the results store, like a real run, and
 gets a replay command; ``--seed K`` replays one seed and prints its trace digest;
-``--check-determinism`` runs every seed twice and fails on any digest difference.
+``--check-determinism`` runs every seed twice and fails on any digest difference. A failing
+seed is shrunk first (``harness.sim.shrink``, ``--shrink-budget``): the shrunk schedule is
+stored as a run of its own (with ``schedule.json``, replayed by ``--seed K --schedule F``)
+and printed before the original.
 
 Exit codes: 0 no failure, 1 some seed failed (or a digest differed), 254 bad arguments.
 """
@@ -187,7 +190,9 @@ def register(app: typer.Typer) -> None:
                     pool.terminate()
                     break
         wall = time.monotonic() - started
+        shrinking = sum(f.get("shrunk", {}).get("wall", 0.0) for f in failed)
         print(f"sim: {done} seeds in {wall:.1f} s ({done / max(wall, 1e-9):.2f} seeds/s, "
-              f"{virtual / max(wall, 1e-9):.0f} virtual s per wall s), {failures} failing"
+              f"{virtual / max(wall, 1e-9):.0f} virtual s per wall s"
+              + (f"; {shrinking:.0f} s of it shrinking" if shrinking else "") + f"), {failures} failing"
               + (f", {nondeterministic} nondeterministic" if check_determinism else ""))
         raise typer.Exit(EXIT_INVALID if failures or nondeterministic else EXIT_VALID)
