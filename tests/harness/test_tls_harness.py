@@ -43,7 +43,13 @@ def test_run_certificates_survive_a_node_clock_set_back_an_hour(tmp_path: Path) 
                         if (await c.put("k", "v")).ok:
                             break
                         await asyncio.sleep(0.2)
-                    return (await c.status(f"{n1.address}:{n1.ports[0]}")).value
+                    # Applying follows committing by a moment: wait (bounded) until n1 caught up.
+                    for _ in range(50):
+                        st = (await c.status(f"{n1.address}:{n1.ports[0]}")).value
+                        if st["applied_index"] >= st["commit_index"] > 0:
+                            break
+                        await asyncio.sleep(0.1)
+                    return st
             st = asyncio.run(check())
             assert abs(st["clock"] - (time.time() - 3600)) < 120, st["clock"]  # n1 really is an hour back
             assert st["tls"] is True and st["tls_refused"] == 0, st
