@@ -47,6 +47,8 @@ EXAMPLES: dict[MsgType, dict[str, Any]] = {
     MsgType.SNAPSHOT: {},
     MsgType.APPEND: {"key": "k", "value": 3},
     MsgType.TXN: {"ops": [["r", "k", None], ["append", "k", 4], ["w", "j", "v"]]},
+    MsgType.SHARD_MAP: {},
+    MsgType.MOVE_REPLICA: {"shard": 3, "from": "n1", "to": "n4"},
     MsgType.OK: {"value": {"role": "leader", "term": 4}},
     MsgType.ERROR: {"code": "not_leader", "message": "ask n2", "leader": "n2",
                     "leader_address": "127.0.0.1:7002"},
@@ -71,6 +73,18 @@ def test_round_trip_every_type(mt: MsgType) -> None:
     data = encode_frame(mt, 2**64 - 1, EXAMPLES[mt], group=3)
     frame = decode_frame(data)
     assert frame == Frame(mt, 2**64 - 1, dict(EXAMPLES[mt]), 3)
+
+
+def test_shard_epoch_travels_in_the_frame_and_a_bad_one_is_refused() -> None:
+    frame = decode_frame(encode_frame(MsgType.GET, 4, {"key": "k"}, group=6, epoch=3))
+    assert (frame.group, frame.epoch) == (6, 3)
+    assert decode_frame(encode_frame(MsgType.GET, 4, {"key": "k"})).epoch == 0
+    with pytest.raises(ProtocolError, match="epoch 'e' must be a u64"):
+        decode_frame(raw({"t": "get", "id": 1, "b": {"key": "k"}, "e": -1}))
+    body = error_body(ErrorCode.WRONG_SHARD, "not mine", epoch=2)
+    assert decode_frame(encode_frame(MsgType.ERROR, 1, body)).body == {
+        "code": "wrong_shard", "message": "not mine", "epoch": 2}
+    assert ErrorCode.WRONG_SHARD in DEFINITE_ERRORS
 
 
 def test_type_may_be_given_by_name_and_group_defaults_to_zero() -> None:

@@ -14,7 +14,8 @@ nothing else changes. Where the code path lives:
   commit-old-term, accept-stale-term, lease-no-drift-bound;
 - storage (ukehi/storage/scan.py): no-crc-check;
 - state machine (ukehi/kv.py): no-fencing-check;
-- transactions (ukehi/txnserve.py): txn-not-atomic, read-uncommitted-txn.
+- transactions (ukehi/txnserve.py): txn-not-atomic, read-uncommitted-txn;
+- sharded nodes (ukehi/node/groups.py): no-shard-check.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ KNOWN_BUGS: dict[str, str] = {
     # A leader answers read-only transactions from its log at once, uncommitted entries
     # included and without ReadIndex: reads see writes that may never commit.
     "read-uncommitted-txn": "answer read-only transactions from the leader's log before commit",
+    # Sharded clusters: a node that does not host a key's shard serves the key from one of
+    # its own groups instead of refusing it (wrong_shard), so one key lives in two groups
+    # (the class of bug where a node keeps serving a shard it does not own).
+    "no-shard-check": "sharded node: serve a key of a shard it does not host from one of its own groups",
 }
 
 # Older names that still work, so existing scripts and tests keep running.

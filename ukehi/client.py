@@ -33,6 +33,15 @@ Every operation returns a `Result` and never raises for a cluster-side failure. 
 One connection per node carries many requests in flight (request ids), so the client can be
 shared by many asyncio tasks.
 
+Sharded clusters (``ukehi node --shards S``, ukehi/node/groups.py): the client starts out
+knowing no shard map and sends as to an unsharded cluster. A node that does not serve the
+key's shard answers ``wrong_shard`` (definite: nothing was done); the client then asks that
+node for its map (``shard_map``: shard -> members, epoch, every member's address), caches it,
+and from then on sends each keyed request to its shard's members, with the shard's group id
+and the map's epoch in the frame, remembering a leader per shard. A later ``wrong_shard``
+(the map moved on) refreshes the map again, at most a few times per request. An unsharded
+cluster never answers ``wrong_shard``, so it costs nothing there.
+
 TLS (ukehi/tls.py): `tls=` a `ukehi.tls.ClientTLS` (client and/or admin certificate), or
 None for plain TCP. By default each address gets what this process registered for it
 (`ukehi.tls.register_cluster_tls`, which the harness does per run), else the directory in
@@ -51,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ukehi import wire
+from ukehi.shardmap import ShardMap, ShardMapError, group_of, request_keys
 from ukehi.tls import ROLE_NODE, ClientTLS, TLSError, client_tls_for, identity_of
 
 __all__ = [
@@ -78,6 +88,11 @@ DEFINITE_CLIENT_ERRORS = frozenset({CONNECT_FAILED, INVALID_ARGUMENT}) | frozens
 )
 
 # Errors after which another node may succeed; the client moves on (all are definite).
+WRONG_SHARD = wire.ErrorCode.WRONG_SHARD.value
+# Map refreshes one request may make after wrong_shard answers (a map that keeps moving
+# under a request is reported, not chased forever).
+_MAX_MAP_REFRESHES = 3
+
 _TRY_ELSEWHERE = frozenset(
     {
         wire.ErrorCode.NOT_LEADER.value,
@@ -208,9 +223,11 @@ class _Connection:
     ) -> "_Connection":
         extra: dict[str, Any] = ({"ssl": tls, "ssl_handshake_timeout": timeout,
                                   "ssl_shutdown_timeout": _CLOSE_WAIT_S} if tls is not None else {})
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address[0], address[1], limit=max_frame + 1024, **extra), timeout
-        )
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands as
+        # the connection completes (see ukehi/transport.py).
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(address[0], address[1], limit=max_frame + 1024,
+                                                           **extra)
         if tls is not None:
             ident = identity_of(writer.get_extra_info("peercert"))
             if ident is None or ident.role != ROLE_NODE:
@@ -229,15 +246,20 @@ class _Connection:
 
     async def _read_loop(self) -> None:
         reason = "closed by the node"
+        # Chunks cut into frames (many answers per read under load), not two reads a frame.
+        decoder = wire.FrameDecoder(self._max_frame)
+        pending = self._pending
         try:
             while True:
-                frame = await wire.read_frame(self._reader, self._max_frame)
-                if frame is None:
+                data = await self._reader.read(_READ_CHUNK)
+                if not data:
+                    decoder.eof()  # a frame cut off by the close is a protocol error
                     break
-                fut = self._pending.pop(frame.id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(frame)
-                # A response for an id we no longer wait for (timed out) is dropped.
+                for frame in decoder.feed(data):
+                    fut = pending.pop(frame.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+                    # A response for an id we no longer wait for (timed out) is dropped.
         except wire.ProtocolError as e:
             reason = f"protocol error from the node: {e}"
         except ssl.SSLError as e:
@@ -264,7 +286,8 @@ class _Connection:
         except Exception:
             pass
 
-    def send(self, msg_type: wire.MsgType, body: Mapping[str, Any]) -> asyncio.Future[wire.Frame]:
+    def send(self, msg_type: wire.MsgType, body: Mapping[str, Any], group: int = 0,
+             epoch: int = 0) -> asyncio.Future[wire.Frame]:
         """Write one request; the future resolves with the response frame.
 
         Raises wire.ProtocolError if the request cannot be encoded (nothing is sent), or
@@ -273,7 +296,9 @@ class _Connection:
         if self.closed:
             raise _ConnectionLost(self.close_reason or "connection closed")
         rid = next(self._ids)
-        data = wire.encode_frame(msg_type, rid, body, max_size=self._max_frame)
+        # The body was checked against its schema by UkehiClient.request already.
+        data = wire.encode_frame(msg_type, rid, body, group=group, epoch=epoch, max_size=self._max_frame,
+                                 validate=False)
         fut: asyncio.Future[wire.Frame] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         # Requests made in one event-loop pass leave in one write (one syscall).
@@ -316,6 +341,26 @@ class _Connection:
 
 
 _CLOSE_WAIT_S = 0.5
+_READ_CHUNK = 256 * 1024
+
+
+class _Expired(Exception):
+    """A request's deadline passed before its answer came."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where a keyed request goes in a sharded cluster: its shard's group, the map epoch it
+    was routed by, and the members' addresses."""
+
+    group: int
+    epoch: int
+    candidates: list[tuple[str, int]]
 
 
 class UkehiClient:
@@ -354,6 +399,11 @@ class UkehiClient:
         self._connecting: dict[tuple[tuple[str, int], bool], asyncio.Future[_Connection]] = {}
         self._leader: tuple[str, int] | None = None
         self._rng = random.Random()
+        # Sharded clusters: the cached map, its members' addresses, a leader guess per group.
+        self._shard_map: ShardMap | None = None
+        self._member_addresses: dict[str, tuple[str, int]] = {}
+        self._shard_leaders: dict[int, tuple[str, int]] = {}
+        self._meta_members: list[str] = []
 
     async def __aenter__(self) -> "UkehiClient":
         return self
@@ -370,6 +420,17 @@ class UkehiClient:
     def leader(self) -> str | None:
         """The address this client currently believes is the leader (a guess)."""
         return _fmt(self._leader) if self._leader else None
+
+    @property
+    def shard_map(self) -> ShardMap | None:
+        """The shard map this client routes by (None: unsharded, or not learned yet)."""
+        return self._shard_map
+
+    async def shard_map_of(self, node: str | None = None, *, timeout: float | None = None) -> Result:
+        """Ask a node (default: the first reachable) for its shard map; `value` is
+        ``{"map": ShardMap.to_dict() or None, "addresses": {node: "HOST:PORT"}}``."""
+        return await self.request(wire.MsgType.SHARD_MAP, {}, timeout=timeout, target=node,
+                                  follow_redirects=False)
 
     # ------------------------------------------------------------------ operations
     async def get(self, key: str, *, timeout: float | None = None) -> Result:
@@ -458,17 +519,32 @@ class UkehiClient:
         return await self.request(wire.MsgType.REMOVE_NODE, {"node": node}, timeout=timeout)
 
     async def transfer_leader(
-        self, node: str | None = None, *, timeout: float | None = None
+        self, node: str | None = None, *, shard: int | None = None, timeout: float | None = None
     ) -> Result:
-        """Admin: hand leadership to `node` (default: the most up-to-date follower)."""
+        """Admin: hand leadership to `node` (default: the most up-to-date follower); in a
+        sharded cluster, of `shard`'s group."""
         body = {} if node is None else {"node": node}
-        return await self.request(wire.MsgType.TRANSFER_LEADER, body, timeout=timeout)
+        return await self.request(wire.MsgType.TRANSFER_LEADER, body, timeout=timeout, shard=shard)
 
-    async def snapshot(self, node: str | None = None, *, timeout: float | None = None) -> Result:
-        """Admin: make `node` (default: the leader) take a snapshot now; value = its index."""
+    async def snapshot(self, node: str | None = None, *, shard: int | None = None,
+                       timeout: float | None = None) -> Result:
+        """Admin: make `node` (default: the leader) take a snapshot now; value = its index. In
+        a sharded cluster, of `shard`'s group."""
         return await self.request(
-            wire.MsgType.SNAPSHOT, {}, timeout=timeout, target=node, follow_redirects=node is None
+            wire.MsgType.SNAPSHOT, {}, timeout=timeout, target=node, follow_redirects=node is None, shard=shard
         )
+
+    async def move_replica(self, shard: int, src: str, dst: str, *, timeout: float | None = 60.0) -> Result:
+        """Admin, sharded cluster: move `shard`'s replica from node `src` to node `dst` (the
+        shard's leader runs it: learner, catch-up, joint change, map epoch bump). `value`:
+        ``{"shard", "epoch", "members"}``. The map is refreshed first, so the request goes to
+        the shard's current members."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        for addr in self.addresses:  # the newest map any of them knows
+            await self._refresh_map_from(addr, min(1.0, max(0.0, deadline - loop.time())))
+        return await self.request(wire.MsgType.MOVE_REPLICA, {"shard": shard, "from": src, "to": dst},
+                                  timeout=max(0.001, deadline - loop.time()), shard=shard)
 
     # ------------------------------------------------------------------ machinery
     async def request(
@@ -479,8 +555,11 @@ class UkehiClient:
         timeout: float | None = None,
         target: str | tuple[str, int] | None = None,
         follow_redirects: bool = True,
+        shard: int | None = None,
     ) -> Result:
-        """Send one request, following redirects after definite errors, within a deadline."""
+        """Send one request, following redirects after definite errors, within a deadline.
+        `shard`: a request about one shard's group (admin verbs of a sharded cluster), sent to
+        that shard's members with its group id."""
         try:
             mt = wire.MsgType(msg_type)
             wire.validate_body(mt, dict(body))
@@ -497,26 +576,46 @@ class UkehiClient:
                 return Result(FAIL, error=INVALID_ARGUMENT, message=str(e))
         else:
             fixed = None
+        keys = request_keys(mt.value, body) if fixed is None else None
+        route = self._route(keys)
+        if shard is not None:
+            route = await self._shard_route(shard, deadline - loop.time())
+            if isinstance(route, Result):
+                return route
         last: Result | None = None
         tried_without_hint = 0
         redirects = 0
+        refreshes = 0
         attempt = 0
-        next_addr = fixed or (None if self.pinned else self._leader) or self.addresses[0]
+        next_addr = self._first_address(route, fixed)
         while True:
             attempt += 1
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             addr = next_addr
-            result = await self._attempt(addr, mt, body, remaining)
+            group, epoch = (route.group, route.epoch) if route is not None else (0, 0)
+            result = await self._attempt(addr, mt, body, remaining, group, epoch)
+            if result.error == WRONG_SHARD and result.outcome == FAIL and keys is not None:
+                # Not this node's shard (or our map is stale): nothing was done. Learn the map
+                # from the node that refused, then route again.
+                last = result
+                if refreshes >= _MAX_MAP_REFRESHES:
+                    return result
+                refreshes += 1
+                await self._refresh_map(addr, deadline - loop.time())
+                route = self._route(keys)
+                next_addr = self._first_address(route, None)
+                continue
             if result.outcome != FAIL or result.error not in _TRY_ELSEWHERE:
                 if result.ok and fixed is None and mt is not wire.MsgType.STATUS:
-                    self._leader = addr
+                    self._remember_leader(route, addr)
                 return result
             # Definite failure that another node may not have: move on (nothing happened).
             last = result
             if fixed is not None or not follow_redirects:
                 return result
+            candidates = route.candidates if route is not None and route.candidates else self.addresses
             hint: tuple[str, int] | None = None
             if result.leader_hint:
                 try:
@@ -525,20 +624,20 @@ class UkehiClient:
                     hint = None
             if hint is not None and hint != addr:
                 next_addr = hint
-                self._leader = hint
+                self._remember_leader(route, hint)
                 redirects += 1
-                if redirects > len(self.addresses):
+                if redirects > len(candidates):
                     # Nodes pointing at each other with stale hints: slow down until an
                     # election settles it.
                     await asyncio.sleep(max(0.0, min(self.retry_backoff, deadline - loop.time())))
                 continue  # a redirect: go at once
-            # No usable hint: rotate through the list, backing off a little each round.
-            self._leader = None
+            # No usable hint: rotate through the candidates, backing off a little each round.
+            self._remember_leader(route, None)
             tried_without_hint += 1
-            idx = self.addresses.index(addr) if addr in self.addresses else -1
-            next_addr = self.addresses[(idx + 1) % len(self.addresses)]
-            if tried_without_hint % len(self.addresses) == 0 or result.error != CONNECT_FAILED:
-                pause = min(0.5, self.retry_backoff * (1 + tried_without_hint // len(self.addresses)))
+            idx = candidates.index(addr) if addr in candidates else -1
+            next_addr = candidates[(idx + 1) % len(candidates)]
+            if tried_without_hint % len(candidates) == 0 or result.error != CONNECT_FAILED:
+                pause = min(0.5, self.retry_backoff * (1 + tried_without_hint // len(candidates)))
                 pause *= 0.5 + self._rng.random()
                 await asyncio.sleep(max(0.0, min(pause, deadline - loop.time())))
         if last is not None:
@@ -550,6 +649,102 @@ class UkehiClient:
                 node=last.node,
             )
         return Result(FAIL, error=TIMEOUT, message="deadline passed before anything was sent")
+
+    # ------------------------------------------------------------------ shard routing
+    def _route(self, keys: list[str] | None) -> _Route | None:
+        """Where keyed requests go by the cached map; None: as to an unsharded cluster (no
+        map, a request about no key, or keys in several shards, which the node refuses)."""
+        smap = self._shard_map
+        if smap is None or not keys:
+            return None
+        shards = {smap.shard_for(k) for k in keys}
+        if len(shards) != 1:
+            return None
+        shard = shards.pop()
+        members = [self._member_addresses[n] for n in smap.members[shard] if n in self._member_addresses]
+        return _Route(group_of(shard), smap.epoch, members)
+
+    async def _shard_route(self, shard: int, timeout: float) -> "_Route | Result":
+        """The route to `shard`'s group, learning the map first if need be; a definite
+        failure when the cluster is not sharded or has no such shard (nothing was sent)."""
+        if self._shard_map is None:
+            for addr in self.addresses:
+                await self._refresh_map(addr, timeout)
+                if self._shard_map is not None:
+                    break
+        smap = self._shard_map
+        if smap is None:
+            return Result(FAIL, error=INVALID_ARGUMENT,
+                          message="no node answered with a shard map: the cluster is not sharded (or not "
+                                  "reachable); a shard applies to sharded clusters only")
+        if not isinstance(shard, int) or not 0 <= shard < smap.shards:
+            return Result(FAIL, error=INVALID_ARGUMENT,
+                          message=f"shard {shard!r}: the cluster has shards 0 .. {smap.shards - 1}")
+        members = [self._member_addresses[n] for n in smap.members[shard] if n in self._member_addresses]
+        return _Route(group_of(shard), smap.epoch, members)
+
+    def _first_address(self, route: _Route | None, fixed: tuple[str, int] | None) -> tuple[str, int]:
+        if fixed is not None:
+            return fixed
+        if route is None or not route.candidates:
+            return (None if self.pinned else self._leader) or self.addresses[0]
+        if self.pinned and self.addresses[0] in route.candidates:
+            return self.addresses[0]
+        return self._shard_leaders.get(route.group) or route.candidates[0]
+
+    def _remember_leader(self, route: _Route | None, addr: tuple[str, int] | None) -> None:
+        if route is None:
+            self._leader = addr
+        elif addr is None:
+            self._shard_leaders.pop(route.group, None)
+        else:
+            self._shard_leaders[route.group] = addr
+
+    async def _refresh_map(self, addr: tuple[str, int], timeout: float) -> None:
+        """Learn a newer map: from `addr` (the node that refused) first; when it knows none
+        newer than ours (it may be the one behind), from the other nodes, the metadata
+        group's members first. A map never goes back to an older epoch of the same cluster."""
+        before = self._shard_map.epoch if self._shard_map is not None else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._refresh_map_from(addr, timeout)
+        if before is None or self._shard_map is None or self._shard_map.epoch > before:
+            return
+        names = list(self._meta_members) + [n for n in self._member_addresses if n not in self._meta_members]
+        for name in names:
+            other = self._member_addresses.get(name)
+            remaining = deadline - loop.time()
+            if other is None or other == addr or remaining <= 0:
+                continue
+            await self._refresh_map_from(other, min(remaining, 1.0))
+            if self._shard_map is None or self._shard_map.epoch > before:
+                return
+        # Nobody knows a newer map yet (it is being committed): a short pause before retrying.
+        await asyncio.sleep(max(0.0, min(0.1, deadline - loop.time())))
+
+    async def _refresh_map_from(self, addr: tuple[str, int], timeout: float) -> None:
+        """Take the map `addr` holds if it is newer than ours, or of another cluster (kept as
+        it was if the node cannot tell)."""
+        if timeout <= 0:
+            return
+        result = await self._attempt(addr, wire.MsgType.SHARD_MAP, {}, timeout)
+        value = result.value if result.ok else None
+        if not isinstance(value, dict):
+            return
+        try:
+            smap = ShardMap.from_dict(value["map"]) if value.get("map") is not None else None
+            addresses = {str(n): parse_cluster([a])[0] for n, a in (value.get("addresses") or {}).items()}
+            meta = [str(n) for n in (value.get("metadata_members") or [])]
+        except (ShardMapError, ValueError, TypeError, AttributeError):
+            return
+        cached = self._shard_map
+        if smap is not None and cached is not None and smap.same_cluster(cached) and smap.epoch < cached.epoch:
+            return  # that node is behind: keep the newer map
+        if smap is None or cached is None or smap.epoch != cached.epoch:
+            self._shard_leaders.clear()
+        self._shard_map = smap
+        self._member_addresses = addresses
+        self._meta_members = meta
 
     def _tls_context(self, addr: tuple[str, int], admin: bool) -> ssl.SSLContext | None:
         tls = client_tls_for(addr) if self.tls is _AUTO else self.tls
@@ -577,7 +772,8 @@ class UkehiClient:
         return conn
 
     async def _attempt(
-        self, addr: tuple[str, int], mt: wire.MsgType, body: Mapping[str, Any], timeout: float
+        self, addr: tuple[str, int], mt: wire.MsgType, body: Mapping[str, Any], timeout: float,
+        group: int = 0, epoch: int = 0,
     ) -> Result:
         node = _fmt(addr)
         key = (addr, mt in wire.ADMIN_REQUESTS)
@@ -588,7 +784,7 @@ class UkehiClient:
         except (OSError, asyncio.TimeoutError) as e:
             return Result(FAIL, error=CONNECT_FAILED, message=f"cannot connect to {node}: {e}", node=node)
         try:
-            fut = conn.send(mt, body)
+            fut = conn.send(mt, body, group, epoch)
         except _ConnectionLost as e:
             # Nothing was written on this closed connection.
             self._conns.pop(key, None)
@@ -596,10 +792,11 @@ class UkehiClient:
         except wire.ProtocolError as e:
             return Result(FAIL, error=INVALID_ARGUMENT, message=str(e), node=node)
         # From here on the request may have reached the node: failures are unknown.
+        # The deadline is a timer on the answer's future (cheaper than a timeout scope).
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
-            async with asyncio.timeout(timeout):
-                frame = await fut
-        except TimeoutError:
+            frame = await fut
+        except _Expired:
             conn.forget(fut)
             return Result(
                 UNKNOWN, error=TIMEOUT, message=f"no answer from {node} within {timeout:.3f}s", node=node
@@ -612,6 +809,8 @@ class UkehiClient:
         except _ConnectionLost as e:
             self._conns.pop(key, None)
             return Result(UNKNOWN, error=CONNECTION_LOST, message=f"{node}: {e}", node=node)
+        finally:
+            timer.cancel()
         return self._interpret(frame, node)
 
     def _interpret(self, frame: wire.Frame, node: str) -> Result:

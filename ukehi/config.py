@@ -37,6 +37,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_ELECTION_TIMEOUT_MS = (1000, 2000)
 DEFAULT_HEARTBEAT_MS = 100
 DEFAULT_SNAPSHOT_THRESHOLD = 10_000
+# Bytes of a snapshot in one InstallSnapshot message (the Raft core's snapshot_chunk_size).
+DEFAULT_SNAPSHOT_CHUNK_SIZE = 1 << 20
 # The Raft core's own defaults (ukehi/raft/config.py), repeated so the CLI can name them.
 DEFAULT_MAX_INFLIGHT = 256
 DEFAULT_MAX_ENTRIES_PER_MESSAGE = 256
@@ -63,6 +65,7 @@ class NodeConfig:
     corruption_policy: str = "truncate-to-last-good"
     read_mode: str = "readindex"
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD
+    snapshot_chunk_size: int = DEFAULT_SNAPSHOT_CHUNK_SIZE
     # Replication flow control (etcd's MaxInflightMsgs and its per-message size limit):
     # AppendEntries a leader keeps unacknowledged per follower, and entries in one of them.
     # 1 and 1 give stop-and-wait replication, one entry per round trip.
@@ -87,6 +90,11 @@ class NodeConfig:
     # frame, and the client connections served at once (peers have a reserve beyond it).
     idle_timeout_s: float = 120.0
     max_connections: int = 512
+    # Sharding (issue 15, ukehi/node/groups.py): None is the unsharded cluster of one Raft
+    # group (group 0), as before sharding existed. S splits the key space into S shards, each
+    # its own Raft group of `replication_factor` founders placed by the partitioner.
+    shards: int | None = None
+    replication_factor: int = 3
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -224,6 +232,7 @@ _KNOWN_KEYS = {
     "corruption_policy",
     "read_mode",
     "snapshot_threshold",
+    "snapshot_chunk_size",
     "max_inflight",
     "max_entries_per_message",
     "election_timeout",
@@ -240,6 +249,8 @@ _KNOWN_KEYS = {
     "insecure",
     "idle_timeout",
     "max_connections",
+    "shards",
+    "replication_factor",
 }
 
 
@@ -332,7 +343,10 @@ def build_config(settings: Mapping[str, Any], environ: Mapping[str, str] | None 
         raise ConfigError(f"--idle-timeout must be a number of seconds, got {idle!r}") from None
     if not 0.1 <= idle <= 86400:
         raise ConfigError(f"--idle-timeout {idle:g} s must be between 0.1 and 86400")
+    shards, replication_factor = _shard_settings(settings, peers, join)
     config = NodeConfig(
+        shards=shards,
+        replication_factor=replication_factor,
         idle_timeout_s=idle,
         max_connections=_positive_int("--max-connections", settings.get("max_connections", 512)),
         node_id=node_id,
@@ -349,6 +363,10 @@ def build_config(settings: Mapping[str, Any], environ: Mapping[str, str] | None 
             "--snapshot-threshold",
             settings.get("snapshot_threshold", DEFAULT_SNAPSHOT_THRESHOLD),
         ),
+        snapshot_chunk_size=_positive_int(
+            "--snapshot-chunk-size",
+            settings.get("snapshot_chunk_size", DEFAULT_SNAPSHOT_CHUNK_SIZE),
+        ),
         max_inflight=_positive_int(
             "--max-inflight", settings.get("max_inflight", DEFAULT_MAX_INFLIGHT)),
         max_entries_per_message=_positive_int(
@@ -364,6 +382,29 @@ def build_config(settings: Mapping[str, Any], environ: Mapping[str, str] | None 
     )
     # Last, so that any other bad setting is named first.
     return replace(config, **_tls_settings(settings, node_id))
+
+
+def _shard_settings(settings: Mapping[str, Any], peers: Mapping[str, Address], join: bool) -> tuple[int | None, int]:
+    """--shards S (None: unsharded) and --replication-factor R, checked against the founders."""
+    from ukehi.shardmap import MAX_SHARDS
+
+    raw_shards = settings.get("shards")
+    raw_rf = settings.get("replication_factor")
+    if raw_shards is None:
+        if raw_rf is not None:
+            raise ConfigError("--replication-factor only applies to a sharded cluster: give --shards S too")
+        return None, 3
+    shards = _positive_int("--shards", raw_shards)
+    if shards > MAX_SHARDS:
+        raise ConfigError(f"--shards {shards}: at most {MAX_SHARDS}")
+    rf = _positive_int("--replication-factor", raw_rf if raw_rf is not None else min(3, len(peers)))
+    if rf > len(peers):
+        raise ConfigError(f"--replication-factor {rf} needs at least {rf} founding nodes in --peers; "
+                          f"there are {len(peers)}: add nodes or lower it")
+    if join:
+        raise ConfigError("--join with --shards: adding a node to a sharded cluster (rebalancing) is not "
+                          "built yet; start every node as a founder listed in --peers")
+    return shards, rf
 
 
 def _tls_settings(settings: Mapping[str, Any], node_id: str) -> dict[str, Any]:

@@ -276,8 +276,12 @@ class KVStateMachine:
         return sorted(self._data.items())
 
     # ------------------------------------------------------------------ apply
-    def apply(self, index: int, fencing_token: int, command: bytes) -> Result:
+    def apply(self, index: int, fencing_token: int, command: bytes,
+              decoded: dict[str, Any] | None = None) -> Result:
         """Apply one committed entry.
+
+        ``decoded``: the command already decoded and validated from these very bytes (the
+        leader keeps what it validated at propose time), so it is not decoded again.
 
         Raises ValueError if `index` is not above last_applied (the driver applied an entry
         twice or out of order: a bug that must stop the node, not a client error). Gaps are
@@ -305,10 +309,13 @@ class KVStateMachine:
                 f"{self._last_token!r}; it comes from a deposed leader and was not applied",
             )
         self._last_token = token
-        try:
-            cmd = decode_command(command)
-        except CommandError as exc:
-            return err(ErrorCode.BAD_REQUEST, f"entry {index}: {exc}")
+        if decoded is not None:
+            cmd = decoded
+        else:
+            try:
+                cmd = decode_command(command)
+            except CommandError as exc:
+                return err(ErrorCode.BAD_REQUEST, f"entry {index}: {exc}")
         if cmd["op"] in ("append", "txn"):
             return self._execute_txn(cmd, index)
         return self._execute(cmd, token)

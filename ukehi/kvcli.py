@@ -131,7 +131,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("node")
     p = sub.add_parser("transfer-leader", parents=[common], help="admin: make NODE the leader")
     p.add_argument("node", nargs="?")
+    p.add_argument("--shard", type=int, metavar="S", help="sharded cluster: of shard S's group")
     p = sub.add_parser("snapshot", parents=[common], help="admin: take a snapshot now")
+    p.add_argument("--shard", type=int, metavar="S", help="sharded cluster: of shard S's group")
+    p = sub.add_parser("move-replica", parents=[common],
+                       help="admin, sharded cluster: move shard S's replica from node A to node B")
+    p.add_argument("--shard", type=int, metavar="S", required=True)
+    p.add_argument("--from", dest="src", metavar="A", required=True, help="a member of the shard now")
+    p.add_argument("--to", dest="dst", metavar="B", required=True, help="a node that does not host the shard")
     p = sub.add_parser("append", parents=[common], help="append VALUE to the list at KEY; prints the log index")
     p.add_argument("key")
     p.add_argument("value")
@@ -225,9 +232,11 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
         if cmd == "remove-node":
             return await c.remove_node(args.node), None
         if cmd == "transfer-leader":
-            return await c.transfer_leader(args.node), None
+            return await c.transfer_leader(args.node, shard=args.shard), None
         if cmd == "snapshot":
-            return await c.snapshot(), None
+            return await c.snapshot(shard=args.shard), None
+        if cmd == "move-replica":
+            return await c.move_replica(args.shard, args.src, args.dst, timeout=max(args.timeout, 60.0)), None
         if cmd == "append":
             return await c.append(args.key, _value(args.value, args.int)), None
         if cmd == "txn":
@@ -257,6 +266,10 @@ def _print_human(cmd: str, result: Result, extra: Any) -> None:
     if cmd == "status" and extra is not None:  # --all: every node's line, reachable or not
         for addr, r in extra.items():
             print(f"{addr}: " + (_status_line(r.value) if r.ok else f"unreachable ({r.error}: {r.message})"))
+        statuses = [r.value for r in extra.values() if r.ok and isinstance(r.value, dict)]
+        if any(isinstance(st.get("shards"), dict) for st in statuses):
+            for line in shard_leader_lines(statuses):
+                print(line)
         if not result.ok:
             print(f"ukehi kv status: {result.message}", file=sys.stderr)
         return
@@ -275,6 +288,9 @@ def _print_human(cmd: str, result: Result, extra: Any) -> None:
         for k in STATUS_KEYS:
             if isinstance(value, dict) and k in value:
                 print(f"{k}: {value[k]}")
+        if isinstance(value, dict) and isinstance(value.get("shards"), dict):
+            for line in shard_lines(value):
+                print(line)
     elif cmd in ("acquire", "snapshot"):
         print(value)
     elif cmd == "txn" and isinstance(value, dict):
@@ -292,7 +308,57 @@ def _print_human(cmd: str, result: Result, extra: Any) -> None:
 def _status_line(status: Any) -> str:
     if not isinstance(status, dict):
         return str(status)
-    return " ".join(f"{k}={status.get(k)}" for k in ("id", "role", "term", "leader", "commit_index", "applied_index"))
+    line = " ".join(f"{k}={status.get(k)}" for k in ("id", "role", "term", "leader", "commit_index", "applied_index"))
+    if isinstance(status.get("shards"), dict):
+        line += f" epoch={status.get('epoch')} shards={','.join(sorted(status['shards'], key=int)) or 'none'}"
+    return line
+
+
+def shard_lines(status: dict[str, Any]) -> list[str]:
+    """One node's groups, a line per shard it hosts: its role there and the shard's leader."""
+    out = [f"shard map: epoch {status.get('epoch')}, {status.get('shard_count')} shards, replication factor "
+           f"{status.get('replication_factor')}; this node hosts {len(status['shards'])}:"]
+    for shard, g in sorted(status["shards"].items(), key=lambda kv: int(kv[0])):
+        out.append(f"  shard {shard:>4} group {g.get('group'):>4} {g.get('role'):<9} term {g.get('term'):>3} "
+                   f"leader {g.get('leader') or '-':<6} commit {g.get('commit_index')} applied "
+                   f"{g.get('applied_index')} members {','.join(g.get('members') or [])}")
+    meta = status.get("metadata")
+    committed = "committed" if status.get("shard_map_committed") else "not seen committed"
+    if isinstance(meta, dict):
+        out.append(f"  metadata group 0: {meta.get('role')} term {meta.get('term')} leader {meta.get('leader') or '-'} "
+                   f"members {','.join(meta.get('members') or [])}; the map: {committed}")
+    elif status.get("metadata_members"):
+        out.append(f"  metadata group 0 on {','.join(status['metadata_members'])} (not this node)")
+    for move in status.get("moves") or []:
+        out.append(f"  move in flight (epoch {status.get('epoch')}): shard {move.get('shard')} from "
+                   f"{move.get('from')} to {move.get('to')}")
+    for shard, move in sorted((status.get("moving") or {}).items(), key=lambda kv: int(kv[0])):
+        out.append(f"  this node runs the move of shard {shard} from {move.get('from')} to {move.get('to')}: "
+                   f"step {move.get('step')}")
+    return out
+
+
+def shard_leader_lines(statuses: list[dict[str, Any]]) -> list[str]:
+    """Every shard's leader as the answering nodes see it: the node that leads it at the
+    highest term (a cut-off old leader may still claim an older one), and who hosts it."""
+    leaders: dict[int, tuple[int, str]] = {}
+    hosts: dict[int, list[str]] = {}
+    count = 0
+    for st in statuses:
+        count = max(count, int(st.get("shard_count") or 0))
+        for shard, g in (st.get("shards") or {}).items():
+            hosts.setdefault(int(shard), []).append(str(st.get("id")))
+            if g.get("role") == "leader":
+                best = leaders.get(int(shard))
+                if best is None or int(g.get("term") or 0) > best[0]:
+                    leaders[int(shard)] = (int(g.get("term") or 0), str(st.get("id")))
+    out = ["leaders per shard:"]
+    for shard in range(count):
+        lead = leaders.get(shard)
+        out.append(f"  shard {shard:>4} leader {lead[1] if lead else 'none':<6} "
+                   f"{f'term {lead[0]}' if lead else '(no answering node leads it)':<12} "
+                   f"hosts {','.join(sorted(hosts.get(shard, []))) or '(none answered)'}")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ _FLAG_KEYS = {
     "corruption_policy": "corruption_policy",
     "read_mode": "read_mode",
     "snapshot_threshold": "snapshot_threshold",
+    "snapshot_chunk_size": "snapshot_chunk_size",
     "max_inflight": "max_inflight",
     "max_entries_per_message": "max_entries_per_message",
     "election_timeout": "election_timeout",
@@ -63,6 +64,8 @@ _FLAG_KEYS = {
     "insecure": "insecure",
     "idle_timeout": "idle_timeout",
     "max_connections": "max_connections",
+    "shards": "shards",
+    "replication_factor": "replication_factor",
 }
 
 
@@ -86,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--snapshot-threshold", type=int, metavar="N",
                         help="compact the log once N applied entries sit in it (default 10000)")
+    parser.add_argument("--snapshot-chunk-size", type=int, metavar="BYTES",
+                        help="bytes of a snapshot per InstallSnapshot message (default 1048576)")
     parser.add_argument("--max-inflight", type=int, metavar="N",
                         help="AppendEntries a leader keeps unacknowledged per follower (default 256; "
                              "1 = stop-and-wait)")
@@ -114,6 +119,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="close a connection that sent no complete frame for this long (default 120)")
     parser.add_argument("--max-connections", type=int, metavar="N",
                         help="client connections served at once (default 512; peers have a reserve beyond it)")
+    shard = parser.add_argument_group("sharding (fixed when the cluster is made; the same on every node)")
+    shard.add_argument("--shards", type=int, metavar="S",
+                       help="split the keys into S shards, each its own Raft group (default: unsharded, "
+                            "one group)")
+    shard.add_argument("--replication-factor", type=int, metavar="R",
+                       help="members of each shard's group, placed by consistent hashing over --peers "
+                            "(default 3, or fewer founders)")
     parser.add_argument(
         "--unsafe-bug", metavar="NAME",
         help="TEST ONLY: plant a bug ("

@@ -42,6 +42,7 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Protocol
 
 from ukehi import wire
@@ -51,6 +52,9 @@ from ukehi.tls import ROLE_ADMIN, ROLE_CLIENT, ROLE_NODE, Identity, identity_of
 __all__ = ["FrameHandler", "NodeServer"]
 
 _SMALL_FRAME = 64 * 1024
+_READ_CHUNK = 256 * 1024  # bytes asked of the socket per read; many frames per read under load
+_WRITE_HIGH = 256 * 1024  # answers buffered for a client beyond this: stop reading from it
+_NEVER = float("inf")
 _BURST = 20  # log lines per event and second about refused or dropped connections
 
 
@@ -72,7 +76,8 @@ class FrameHandler(Protocol):
 
 class _Conn:
     __slots__ = ("writer", "peer_name", "role", "remote", "in_flight", "tasks", "out", "flush_scheduled",
-                 "identity", "pool", "task", "evicted")
+                 "identity", "pool", "task", "evicted", "deadline", "deadline_kind", "timer", "expired",
+                 "reserved")
 
     def __init__(self, writer: asyncio.StreamWriter, remote: str, max_in_flight: int) -> None:
         self.writer = writer
@@ -89,6 +94,11 @@ class _Conn:
         # with hundreds of requests in flight, per-answer sends cost more than the work.
         self.out: list[bytes] = []
         self.flush_scheduled = False
+        self.deadline = _NEVER  # loop.time() by which the remote must have sent more
+        self.deadline_kind = "pending"  # pending | idle | frame
+        self.timer: asyncio.TimerHandle | None = None
+        self.expired: str | None = None  # the deadline kind that expired (the task is cancelled)
+        self.reserved = 0  # bytes of the large-frame budget held by the partial frame
 
     def queue(self, data: bytes) -> None:
         self.out.append(data)
@@ -132,6 +142,8 @@ class NodeServer:
         self.handshake_timeout = handshake_timeout
         self.max_buffered_bytes = max_buffered_bytes
         self.tls = tls
+        # The node's callback path for common requests (no Task each); None: all via Tasks.
+        self._start_request = getattr(handler, "start_request", None)
         self._in_progress_bytes = 0
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Conn] = set()
@@ -203,7 +215,8 @@ class NodeServer:
                 pass
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):  # not wait_for: it can swallow a cancel on 3.11
+                    await self._server.wait_closed()
             except (asyncio.TimeoutError, Exception):
                 pass
 
@@ -266,9 +279,16 @@ class NodeServer:
     async def _handshake(self, conn: _Conn) -> str | None:
         """TLS on the accepted socket; the reason when refused (logged), else None."""
         assert self.tls is not None
+        plain = conn.writer.transport
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 await conn.writer.start_tls(self.tls)
+        except AttributeError:
+            # CPython 3.11: a peer that finishes the handshake and closes before this task
+            # resumes leaves start_tls with no TLS transport (None), and it fails on it. Put
+            # the closed plain transport back so close() and the writer's __del__ work.
+            conn.writer._transport = plain  # type: ignore[attr-defined]
+            reason = "connection lost right after the TLS handshake"
         except TimeoutError:
             reason = f"no TLS handshake within {self.handshake_timeout:g}s"
         except ssl.SSLError as e:
@@ -307,167 +327,283 @@ class NodeServer:
         self._pools[pool] += 1
         return None
 
-    async def _read_frame(self, conn: _Conn, reader: asyncio.StreamReader) -> wire.Frame | None:
-        # Between frames a connection may be quiet for idle_timeout (handshake_timeout while it
-        # is still pending); once a frame's first byte arrived, the rest of it, length prefix
-        # included, must follow within frame_timeout.
-        wait = self.handshake_timeout if conn.pool == "pending" else self.idle_timeout
-        try:
-            async with asyncio.timeout(wait):
-                first = await reader.readexactly(1)
-        except asyncio.IncompleteReadError:
-            return None
-        except TimeoutError:
-            self.idle_closed += 1
-            raise _Idle(f"no complete frame for {wait:g}s (idle timeout)") from None
-        try:
-            async with asyncio.timeout(self.frame_timeout):
-                head = first + await reader.readexactly(3)
-        except TimeoutError:
-            raise wire.ProtocolError(
-                f"length prefix not complete {self.frame_timeout:g}s after its first byte (stalled connection)"
-            ) from None
-        except asyncio.IncompleteReadError as e:
-            raise wire.ProtocolError(
-                f"connection closed inside a length prefix ({1 + len(e.partial)} of 4 bytes)"
-            ) from None
-        length = int.from_bytes(head, "big")
-        if length == 0:
-            raise wire.ProtocolError("empty frame (length 0)")
-        if length > self.max_frame:
-            raise wire.ProtocolError(
-                f"frame length {length} exceeds the maximum frame size {self.max_frame}"
-            )
-        # Large frames draw on a node-wide budget while they are being received, so many
-        # connections each announcing a big frame cannot add up to unbounded memory.
-        reserved = length if length > _SMALL_FRAME else 0
-        if reserved and self._in_progress_bytes + reserved > self.max_buffered_bytes:
-            raise wire.ProtocolError(
-                f"frame of {length} bytes refused: {self._in_progress_bytes} bytes of large frames "
-                f"already being received (limit {self.max_buffered_bytes}); retry later"
-            )
-        self._in_progress_bytes += reserved
-        try:
-            async with asyncio.timeout(self.frame_timeout):
-                payload = await reader.readexactly(length)
-        except TimeoutError:
-            raise wire.ProtocolError(
+    # ------------------------------------------------------------------ deadlines
+    # One deadline per connection instead of an asyncio.timeout around every read: the read
+    # loop only moves `conn.deadline` (a float), and one timer per connection fires at the
+    # earliest deadline it was armed for, re-arms itself if the deadline moved later, and
+    # otherwise cancels the connection's task with the reason in `conn.expired`.
+    def _set_deadline(self, conn: _Conn, when: float, kind: str) -> None:
+        conn.deadline = when
+        conn.deadline_kind = kind
+        timer = conn.timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            conn.timer = asyncio.get_running_loop().call_at(when, self._deadline_due, conn)
+
+    def _deadline_due(self, conn: _Conn) -> None:
+        conn.timer = None
+        loop = asyncio.get_running_loop()
+        if conn.deadline == _NEVER:
+            return  # waiting on back-pressure, not on the remote
+        if loop.time() < conn.deadline:
+            conn.timer = loop.call_at(conn.deadline, self._deadline_due, conn)
+            return
+        conn.expired = conn.deadline_kind
+        if conn.task is not None:
+            conn.task.cancel()
+
+    def _expired(self, conn: _Conn, partial: int, length: int | None) -> Exception:
+        """The exception the read loop raises for the deadline that expired."""
+        kind = conn.expired
+        conn.expired = None
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        if kind == "frame":
+            if length is None:
+                return wire.ProtocolError(
+                    f"length prefix not complete {self.frame_timeout:g}s after its first byte (stalled connection)")
+            return wire.ProtocolError(
                 f"frame of {length} bytes not complete {self.frame_timeout:g}s after its first byte "
-                "(half-open or stalled connection)"
-            ) from None
-        except asyncio.IncompleteReadError as e:
-            raise wire.ProtocolError(
-                f"connection closed mid-frame ({len(e.partial)} of {length} bytes)"
-            ) from None
-        finally:
-            self._in_progress_bytes -= reserved
-        return wire.decode_payload(payload)
+                f"({partial - 4} of {length} bytes received; half-open or stalled connection)")
+        wait = self.handshake_timeout if kind == "pending" else self.idle_timeout
+        self.idle_closed += 1
+        return _Idle(f"no complete frame for {wait:g}s (idle timeout)")
 
     async def _read_loop(self, conn: _Conn, reader: asyncio.StreamReader) -> str:
+        try:
+            return await self._read_frames(conn, reader)
+        finally:
+            if conn.timer is not None:
+                conn.timer.cancel()
+                conn.timer = None
+            self._in_progress_bytes -= conn.reserved
+            conn.reserved = 0
+
+    async def _read_frames(self, conn: _Conn, reader: asyncio.StreamReader) -> str:
+        """Read chunks, cut them into frames (the length is checked as soon as its prefix is
+        in, before any of the body is waited for), and dispatch each frame."""
+        loop = asyncio.get_running_loop()
+        writer = conn.writer
+        max_frame = self.max_frame
+        buf: bytes | bytearray = b""  # the unparsed bytes: at most one partial frame after a pass
+        length: int | None = None  # of the partial frame in buf, once its prefix is in
+        # Between frames a connection may be quiet for idle_timeout (handshake_timeout while
+        # it is still pending); once a frame's first byte arrived, the rest of it, length
+        # prefix included, must follow within frame_timeout.
+        if conn.pool == "pending":
+            self._set_deadline(conn, loop.time() + self.handshake_timeout, "pending")
+        else:
+            self._set_deadline(conn, loop.time() + self.idle_timeout, "idle")
         while True:
             try:
-                frame = await self._read_frame(conn, reader)
-            except _Idle as e:
-                self._limited("info", "connection-idle", remote=conn.remote, role=conn.role, reason=str(e))
-                return str(e)
+                data = await reader.read(_READ_CHUNK)
+            except asyncio.CancelledError:
+                if conn.expired is None:
+                    raise
+                err = self._expired(conn, len(buf), length)
+                if isinstance(err, _Idle):
+                    self._limited("info", "connection-idle", remote=conn.remote, role=conn.role, reason=str(err))
+                    return str(err)
+                self._bad_frame(conn, str(err))
+                return f"bad frame: {err}"
+            if not data:
+                if not buf:
+                    return "closed by remote"
+                reason = (f"connection closed inside a length prefix ({len(buf)} of 4 bytes)" if len(buf) < 4
+                          else f"connection closed mid-frame ({len(buf) - 4} of {length} bytes)")
+                self._bad_frame(conn, reason)
+                return f"bad frame: {reason}"
+            had_partial = bool(buf)
+            if had_partial:
+                buf += data  # a bytearray: a large frame grows in place, chunk by chunk
+                if length is not None and len(buf) < 4 + length:
+                    continue  # still inside the same frame (its deadline stands)
+            else:
+                buf = data
+            pos = 0
+            end_of_buf = len(buf)
+            frames: list[wire.Frame] = []
+            try:
+                while end_of_buf - pos >= 4:
+                    length = int.from_bytes(buf[pos:pos + 4], "big")
+                    if length == 0:
+                        raise wire.ProtocolError("empty frame (length 0)")
+                    if length > max_frame:
+                        raise wire.ProtocolError(
+                            f"frame length {length} exceeds the maximum frame size {max_frame}")
+                    end = pos + 4 + length
+                    if end > end_of_buf:
+                        break
+                    frames.append(wire.decode_payload(buf[pos + 4:end]))
+                    pos = end
+                    length = None
             except wire.ProtocolError as e:
+                await self._dispatch_all(conn, frames)  # the good frames before the bad one count
                 self._bad_frame(conn, str(e))
                 return f"bad frame: {e}"
-            if frame is None:
-                return "closed by remote"
-            t = frame.type
-            if conn.pool == "pending":
-                # --insecure: the first complete frame is all the proof there is.
-                is_peer = t is wire.MsgType.RAFT or (t is wire.MsgType.HELLO and frame.body.get("role") == "peer")
-                refused = self._admit(conn, "peer" if is_peer else "client")
-                if refused is not None:
-                    return refused
-            ident = conn.identity
-            if t is wire.MsgType.RAFT:
-                if ident is not None and ident.role != ROLE_NODE:
-                    self.forged_peer_messages += 1
-                    self._limited("warning", "forged-peer-message", remote=conn.remote, who=str(ident),
-                                  src=_field(frame.body, "src"), term=_field(frame.body, "term"),
-                                  reason="Raft traffic from a certificate that is not a node's; connection closed")
-                    return f"Raft traffic from {ident}"
-                # The sender is the certificate's node id (or, with --insecure, the id its hello
-                # announced): a message claiming another sender is dropped.
-                claimed = ident.name if ident is not None else conn.peer_name
-                if claimed is not None and frame.body.get("src") != claimed:
-                    self.forged_peer_messages += 1
-                    self._limited("warning", "forged-peer-message", remote=conn.remote,
-                                  who=str(ident) if ident else f"hello {claimed!r}",
-                                  src=_field(frame.body, "src"), term=_field(frame.body, "term"),
-                                  reason="sender is not the connection's authenticated peer; dropped")
-                    continue
-                try:
-                    self.handler.handle_peer_frame(frame, claimed)
-                except (ValueError, TypeError, KeyError) as e:
-                    self._bad_frame(conn, f"bad raft message: {e}")
-                    return f"bad raft message: {e}"
-                conn.role = "peer" if ident is None else conn.role
-                continue
-            if t is wire.MsgType.HELLO:
-                role, node = frame.body["role"], frame.body.get("node")
-                if ident is not None and role == "peer" and (ident.role != ROLE_NODE or node != ident.name):
-                    self.forged_peer_messages += 1
-                    self._limited("warning", "forged-peer-message", remote=conn.remote, who=str(ident),
-                                  src=_field(frame.body, "node"),
-                                  reason="hello as a peer that is not the certificate's node; connection closed")
-                    return f"hello as peer {node!r} from {ident}"
-                if ident is None:
-                    conn.role = role
-                conn.peer_name = node if ident is None else ident.name
-                if role == "peer" and conn.peer_name and frame.body.get("address"):
-                    self.handler.peer_hello(conn.peer_name, frame.body["address"])
-                continue
-            if t in wire.CLIENT_REQUESTS:
-                conn.role = "client" if conn.role == "unknown" else conn.role
-                refusal = self._forbidden(conn, t)
-                if refusal is not None:
-                    self.forbidden_requests += 1
-                    self._limited("warning", "forbidden", remote=conn.remote, who=str(ident),
-                                  request=t.value, reason=refusal)
-                    conn.queue(wire.encode_frame(wire.MsgType.ERROR, frame.id,
-                                                 wire.error_body(wire.ErrorCode.FORBIDDEN, refusal)))
-                    continue
-                # Back-pressure: stop reading while too many requests are being processed.
-                await conn.in_flight.acquire()
-                task = asyncio.get_running_loop().create_task(self._answer(conn, frame))
-                conn.tasks.add(task)
-                task.add_done_callback(conn.tasks.discard)
-                continue
-            # ok/error frames are answers; nobody asked this connection anything.
-            self._bad_frame(conn, f"unexpected {t.value} frame: the node only answers requests")
-            return f"unexpected {t.value} frame"
+            buf = bytearray(buf[pos:]) if pos < end_of_buf else b""
+            # Large frames draw on a node-wide budget while they are being received, so many
+            # connections each announcing a big frame cannot add up to unbounded memory.
+            want = length if (buf and length is not None and length > _SMALL_FRAME) else 0
+            if want != conn.reserved:
+                if want and self._in_progress_bytes - conn.reserved + want > self.max_buffered_bytes:
+                    reason = (f"frame of {length} bytes refused: {self._in_progress_bytes - conn.reserved} bytes "
+                              f"of large frames already being received (limit {self.max_buffered_bytes}); retry later")
+                    await self._dispatch_all(conn, frames)
+                    self._bad_frame(conn, reason)
+                    return f"bad frame: {reason}"
+                self._in_progress_bytes += want - conn.reserved
+                conn.reserved = want
+            if frames:
+                reason = await self._dispatch_all(conn, frames)
+                if reason is not None:
+                    return reason
+            now = loop.time()
+            if buf:
+                if frames or not had_partial:  # a new frame started in this chunk
+                    self._set_deadline(conn, now + self.frame_timeout, "frame")
+            elif conn.pool == "pending":
+                conn.deadline_kind = "pending"  # keeps its deadline from the accept
+            else:
+                # Moving a deadline later is one store; the timer re-arms itself when due.
+                conn.deadline = now + self.idle_timeout
+                conn.deadline_kind = "idle"
+            # Back-pressure: a client that does not read its answers stops being read.
+            transport = writer.transport
+            if transport is not None and transport.get_write_buffer_size() > _WRITE_HIGH:
+                await self._wait_on(conn, writer.drain())
 
-    async def _answer(self, conn: _Conn, frame: wire.Frame) -> None:
+    async def _wait_on(self, conn: _Conn, aw: Any) -> Any:
+        """Await back-pressure with the connection's deadline suspended (the remote is not
+        the one who is slow)."""
+        saved, saved_kind = conn.deadline, conn.deadline_kind
+        conn.deadline = _NEVER
+        try:
+            return await aw
+        finally:
+            if conn.expired is None:
+                self._set_deadline(conn, max(saved, asyncio.get_running_loop().time()), saved_kind)
+
+    async def _dispatch_all(self, conn: _Conn, frames: list[wire.Frame]) -> str | None:
+        for frame in frames:
+            reason = await self._dispatch(conn, frame)
+            if reason is not None:
+                return reason
+        return None
+
+    async def _dispatch(self, conn: _Conn, frame: wire.Frame) -> str | None:
+        """Handle one frame; the reason to close the connection, or None to go on."""
+        t = frame.type
+        if conn.pool == "pending":
+            # --insecure: the first complete frame is all the proof there is.
+            is_peer = t is wire.MsgType.RAFT or (t is wire.MsgType.HELLO and frame.body.get("role") == "peer")
+            refused = self._admit(conn, "peer" if is_peer else "client")
+            if refused is not None:
+                return refused
+        ident = conn.identity
+        if t is wire.MsgType.RAFT:
+            if ident is not None and ident.role != ROLE_NODE:
+                self.forged_peer_messages += 1
+                self._limited("warning", "forged-peer-message", remote=conn.remote, who=str(ident),
+                              src=_field(frame.body, "src"), term=_field(frame.body, "term"),
+                              reason="Raft traffic from a certificate that is not a node's; connection closed")
+                return f"Raft traffic from {ident}"
+            # The sender is the certificate's node id (or, with --insecure, the id its hello
+            # announced): a message claiming another sender is dropped.
+            claimed = ident.name if ident is not None else conn.peer_name
+            if claimed is not None and frame.body.get("src") != claimed:
+                self.forged_peer_messages += 1
+                self._limited("warning", "forged-peer-message", remote=conn.remote,
+                              who=str(ident) if ident else f"hello {claimed!r}",
+                              src=_field(frame.body, "src"), term=_field(frame.body, "term"),
+                              reason="sender is not the connection's authenticated peer; dropped")
+                return None
+            try:
+                self.handler.handle_peer_frame(frame, claimed)
+            except (ValueError, TypeError, KeyError) as e:
+                self._bad_frame(conn, f"bad raft message: {e}")
+                return f"bad raft message: {e}"
+            conn.role = "peer" if ident is None else conn.role
+            return None
+        if t is wire.MsgType.HELLO:
+            role, node = frame.body["role"], frame.body.get("node")
+            if ident is not None and role == "peer" and (ident.role != ROLE_NODE or node != ident.name):
+                self.forged_peer_messages += 1
+                self._limited("warning", "forged-peer-message", remote=conn.remote, who=str(ident),
+                              src=_field(frame.body, "node"),
+                              reason="hello as a peer that is not the certificate's node; connection closed")
+                return f"hello as peer {node!r} from {ident}"
+            if ident is None:
+                conn.role = role
+            conn.peer_name = node if ident is None else ident.name
+            if role == "peer" and conn.peer_name and frame.body.get("address"):
+                self.handler.peer_hello(conn.peer_name, frame.body["address"])
+            return None
+        if t in wire.CLIENT_REQUESTS:
+            conn.role = "client" if conn.role == "unknown" else conn.role
+            refusal = self._forbidden(conn, t)
+            if refusal is not None:
+                self.forbidden_requests += 1
+                self._limited("warning", "forbidden", remote=conn.remote, who=str(ident),
+                              request=t.value, reason=refusal)
+                conn.queue(wire.encode_frame(wire.MsgType.ERROR, frame.id,
+                                             wire.error_body(wire.ErrorCode.FORBIDDEN, refusal)))
+                return None
+            # Back-pressure: stop reading while too many requests are being processed.
+            if conn.in_flight.locked():
+                await self._wait_on(conn, conn.in_flight.acquire())
+            else:
+                await conn.in_flight.acquire()  # free: returns without suspending
+            # Common requests are answered by callbacks, without a Task each.
+            start = self._start_request
+            if start is not None:
+                try:
+                    if start(frame, partial(self._answered, conn, frame)):
+                        return None
+                except Exception as e:  # a bug in the node must not kill the connection handler
+                    self._answered(conn, frame, *self._internal_error(conn, frame, e))
+                    return None
+            task = asyncio.get_running_loop().create_task(self._answer(conn, frame))
+            conn.tasks.add(task)
+            task.add_done_callback(conn.tasks.discard)
+            return None
+        # ok/error frames are answers; nobody asked this connection anything.
+        self._bad_frame(conn, f"unexpected {t.value} frame: the node only answers requests")
+        return f"unexpected {t.value} frame"
+
+
+    def _internal_error(self, conn: _Conn, frame: wire.Frame, e: BaseException) -> tuple[wire.MsgType, dict[str, Any]]:
+        self.log.error("request-failed", remote=conn.remote, type=frame.type.value, error=repr(e))
+        return wire.MsgType.ERROR, wire.error_body(wire.ErrorCode.INTERNAL, f"internal error on the node: {e!r}")
+
+    def _answered(self, conn: _Conn, frame: wire.Frame, msg_type: wire.MsgType, body: dict[str, Any]) -> None:
+        """Queue the answer to FRAME (sent with the others of this loop pass) and free its
+        in-flight slot. Called once per request, by a callback or by `_answer`."""
         try:
             try:
-                msg_type, body = await self.handler.handle_request(frame)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # a bug in the node must not kill the connection handler
-                self.log.error("request-failed", remote=conn.remote, type=frame.type.value, error=repr(e))
-                msg_type, body = wire.MsgType.ERROR, wire.error_body(
-                    wire.ErrorCode.INTERNAL, f"internal error on the node: {e!r}"
-                )
-            try:
-                data = wire.encode_frame(msg_type, frame.id, body, max_size=self.max_frame)
+                # Our own answer bodies (ok_body/error_body) need no schema check; the size does.
+                data = wire.encode_frame(msg_type, frame.id, body, max_size=self.max_frame, validate=False)
             except wire.ProtocolError as e:
                 data = wire.encode_frame(
                     wire.MsgType.ERROR, frame.id,
                     wire.error_body(wire.ErrorCode.INTERNAL, f"answer could not be encoded: {e}"),
                 )
-            if conn.writer.is_closing():
-                return
-            conn.queue(data)
-            # Back-pressure: a client that does not read its answers stops being served.
-            await conn.writer.drain()
-        except (ConnectionError, OSError):
-            pass
+            if not conn.writer.is_closing():
+                conn.queue(data)
         finally:
             conn.in_flight.release()
+
+    async def _answer(self, conn: _Conn, frame: wire.Frame) -> None:
+        try:
+            msg_type, body = await self.handler.handle_request(frame)
+        except asyncio.CancelledError:
+            conn.in_flight.release()
+            raise
+        except Exception as e:  # a bug in the node must not kill the connection handler
+            msg_type, body = self._internal_error(conn, frame, e)
+        self._answered(conn, frame, msg_type, body)
 
     def _forbidden(self, conn: _Conn, t: wire.MsgType) -> str | None:
         """Why this connection's certificate may not make request T (None: it may)."""

@@ -81,10 +81,12 @@ class PeerLink:
             writer: asyncio.StreamWriter | None = None
             try:
                 tls = self.owner.tls
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(*self.address, **({"ssl": tls} if tls is not None else {})),
-                    self.owner.connect_timeout,
-                )
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+                # lands as the connection completes, and close() then waited for this link forever
+                # (a node that never exited after SIGTERM).
+                async with asyncio.timeout(self.owner.connect_timeout):
+                    reader, writer = await asyncio.open_connection(
+                        *self.address, **({"ssl": tls} if tls is not None else {}))
                 if tls is not None:
                     # The certificate must be this peer's node certificate, whatever the
                     # address: a node reached at a stale or spoofed address gets nothing.
@@ -219,6 +221,10 @@ class PeerTransport:
             return False
         self.ensure(peer, address).enqueue(frames)
         return True
+
+    def linked_peers(self) -> list[str]:
+        """The peers a link exists for (connected or reconnecting)."""
+        return list(self._links)
 
     async def drop(self, peer: str) -> None:
         link = self._links.pop(peer, None)

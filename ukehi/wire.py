@@ -3,7 +3,8 @@
 Peers and clients use the same framing. One frame on the wire is::
 
     u32 big-endian length N  ·  N bytes: a msgpack map
-        {"t": <message type name>, "id": <request id, u64>, "b": <body map>, "g": <group, u64>?}
+        {"t": <message type name>, "id": <request id, u64>, "b": <body map>, "g": <group, u64>?,
+         "e": <shard map epoch, u64>?}
 
 * ``t`` names a type from the fixed registry `MsgType`; unknown names are rejected.
 * ``id`` lets one connection carry many requests in flight: a response carries the id of
@@ -11,8 +12,11 @@ Peers and clients use the same framing. One frame on the wire is::
 * ``b`` is the body, a map checked against the declarative schema for ``t`` (`SCHEMAS`):
   required and optional fields, each with a type; unknown fields are rejected, so a typo in
   a client or a hostile peer is caught at the boundary and never reaches the state machine.
-* ``g`` is the Raft group the message belongs to (default 0). A node hosts one group today;
-  the field is there so sharding (several groups per node) needs no protocol change.
+* ``g`` is the Raft group the message belongs to (default 0: the one group of an unsharded
+  cluster). In a sharded cluster shard s is group s + 1 (``ukehi.shardmap.group_of``).
+* ``e`` is the shard map epoch a client routed a request by (default 0: "no map", what an
+  unsharded client sends). A node that does not own the key's shard at that epoch answers
+  ``wrong_shard`` with the epoch it knows, and the client refreshes its map (``shard_map``).
 
 Safety against hostile bytes: the length prefix is checked against the maximum frame size
 *before* the body is read or buffered; msgpack is unpacked with every container/string
@@ -98,6 +102,10 @@ class MsgType(str, enum.Enum):
     # transactions (issue 14): append to a list value; a list of micro-ops applied atomically
     APPEND = "append"
     TXN = "txn"
+    # sharding (issue 15): the node's shard map and every member's address (nil map: unsharded)
+    SHARD_MAP = "shard_map"
+    # admin: move one replica of a shard from one node to another (the shard's leader runs it)
+    MOVE_REPLICA = "move_replica"
     # responses (carry the id of the request they answer)
     OK = "ok"
     ERROR = "error"
@@ -108,7 +116,7 @@ CLIENT_REQUESTS: frozenset[MsgType] = frozenset(
         MsgType.GET, MsgType.PUT, MsgType.CAS, MsgType.DELETE, MsgType.FENCED_PUT,
         MsgType.ACQUIRE, MsgType.RELEASE, MsgType.STATUS, MsgType.ADD_NODE,
         MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT,
-        MsgType.APPEND, MsgType.TXN,
+        MsgType.APPEND, MsgType.TXN, MsgType.SHARD_MAP, MsgType.MOVE_REPLICA,
     }
 )
 
@@ -116,7 +124,7 @@ CLIENT_REQUESTS: frozenset[MsgType] = frozenset(
 # Requests that change the cluster itself rather than data: with mutual TLS only an admin
 # certificate may send them (ukehi/tls.py). An unsafe knob added to the protocol goes here.
 ADMIN_REQUESTS: frozenset[MsgType] = frozenset(
-    {MsgType.ADD_NODE, MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT}
+    {MsgType.ADD_NODE, MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT, MsgType.MOVE_REPLICA}
 )
 
 
@@ -135,6 +143,9 @@ class ErrorCode(str, enum.Enum):
     STALE_ENTRY = "stale_entry"  # state machine refused an entry whose token is not above the last
     INTERNAL = "internal"  # a bug on the node; outcome unknown
     FORBIDDEN = "forbidden"  # this connection's certificate may not make this request; never done
+    # sharded cluster: this node does not serve the key's shard at the request's epoch (or its
+    # map is older than the client's); the body's `epoch` is the node's. Nothing was done.
+    WRONG_SHARD = "wrong_shard"
 
 
 # Errors that mean "certainly did not take effect". TIMEOUT and INTERNAL are not here: the
@@ -144,7 +155,7 @@ DEFINITE_ERRORS: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.NOT_LEADER, ErrorCode.RECOVERING, ErrorCode.BAD_REQUEST, ErrorCode.REFUSED,
         ErrorCode.UNAVAILABLE, ErrorCode.CAS_FAILED, ErrorCode.LOCK_HELD,
-        ErrorCode.NOT_LOCK_HOLDER, ErrorCode.STALE_ENTRY, ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_LOCK_HOLDER, ErrorCode.STALE_ENTRY, ErrorCode.FORBIDDEN, ErrorCode.WRONG_SHARD,
     }
 )
 
@@ -237,10 +248,12 @@ SCHEMAS: dict[MsgType, Schema] = {
     MsgType.SNAPSHOT: Schema(),
     MsgType.APPEND: Schema(required={"key": STR, "value": VALUE}),
     MsgType.TXN: Schema(required={"ops": TXN_OPS}),
+    MsgType.SHARD_MAP: Schema(),
+    MsgType.MOVE_REPLICA: Schema(required={"shard": U64, "from": STR, "to": STR}),
     MsgType.OK: Schema(optional={"value": ANY}),
     MsgType.ERROR: Schema(
         required={"code": ERROR_CODE},
-        optional={"message": STR, "leader": OPT_STR, "leader_address": OPT_STR},
+        optional={"message": STR, "leader": OPT_STR, "leader_address": OPT_STR, "epoch": U64},
     ),
 }
 
@@ -253,6 +266,7 @@ class Frame:
     id: int
     body: dict[str, Any]
     group: int = 0
+    epoch: int = 0
 
 
 def validate_body(msg_type: MsgType, body: Any) -> None:
@@ -300,6 +314,7 @@ def encode_frame(
     body: Mapping[str, Any] | None = None,
     *,
     group: int = 0,
+    epoch: int = 0,
     max_size: int = DEFAULT_MAX_FRAME_SIZE,
     validate: bool = True,
 ) -> bytes:
@@ -314,12 +329,16 @@ def encode_frame(
         raise ProtocolError(f"request id must be a u64 int, got {request_id!r}")
     if not _is_u64(group):
         raise ProtocolError(f"group id must be a u64 int, got {group!r}")
+    if not _is_u64(epoch):
+        raise ProtocolError(f"shard map epoch must be a u64 int, got {epoch!r}")
     body_dict = {} if body is None else dict(body)
     if validate:
         validate_body(mt, body_dict)
     msg: dict[str, Any] = {"t": mt.value, "id": request_id, "b": body_dict}
     if group:
         msg["g"] = group
+    if epoch:
+        msg["e"] = epoch
     try:
         payload = msgpack.packb(msg, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -343,8 +362,10 @@ def error_body(
     *,
     leader: str | None = None,
     leader_address: str | None = None,
+    epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Body of an ``error`` response; `leader`/`leader_address` are the redirect hint."""
+    """Body of an ``error`` response; `leader`/`leader_address` are the redirect hint,
+    `epoch` the node's shard map epoch (with ``wrong_shard``)."""
     body: dict[str, Any] = {"code": ErrorCode(code).value}
     if message is not None:
         body["message"] = message
@@ -352,6 +373,8 @@ def error_body(
         body["leader"] = leader
     if leader_address is not None:
         body["leader_address"] = leader_address
+    if epoch is not None:
+        body["epoch"] = epoch
     return body
 
 
@@ -442,7 +465,7 @@ def decode_payload(
     if type(msg) is not dict:
         raise ProtocolError(f"frame must be a msgpack map, got {type(msg).__name__}")
     for key in msg:
-        if key not in ("t", "id", "b", "g"):
+        if key not in ("t", "id", "b", "g", "e"):
             raise ProtocolError(f"unknown frame field {key!r}")
     if "t" not in msg:
         raise ProtocolError("frame has no message type field 't'")
@@ -457,11 +480,14 @@ def decode_payload(
     group = msg.get("g", 0)
     if not _is_u64(group):
         raise ProtocolError(f"{mt.value}: group id 'g' must be a u64, got {type(group).__name__}")
+    epoch = msg.get("e", 0)
+    if not _is_u64(epoch):
+        raise ProtocolError(f"{mt.value}: shard map epoch 'e' must be a u64, got {type(epoch).__name__}")
     if "b" not in msg:
         raise ProtocolError(f"{mt.value}: frame has no body field 'b'")
     body = msg["b"]
     validate_body(mt, body)
-    return Frame(mt, rid, body, group)
+    return Frame(mt, rid, body, group, epoch)
 
 
 def _check_max_size(max_size: int) -> int:
@@ -614,10 +640,11 @@ async def write_frame(
     body: Mapping[str, Any] | None = None,
     *,
     group: int = 0,
+    epoch: int = 0,
     max_size: int = DEFAULT_MAX_FRAME_SIZE,
     drain: bool = True,
 ) -> None:
     """Encode and write one frame; awaits `drain()` unless drain=False (batching writers)."""
-    writer.write(encode_frame(msg_type, request_id, body, group=group, max_size=max_size))
+    writer.write(encode_frame(msg_type, request_id, body, group=group, epoch=epoch, max_size=max_size))
     if drain:
         await writer.drain()

@@ -30,3 +30,12 @@ def test_throughput_bench_smoke():
         assert cost["tls_ops_per_s"] > 0 and cost["plain_ops_per_s"] > 0 and cost["ratio"] > 0
     assert "cost of mutual TLS" in out.stdout
     assert figures["pysyncobj"] == {"skipped": True}
+    # etcd: measured in the same run when installed, else skipped with the reason
+    etcd = figures["etcd"]
+    if "skipped" in etcd:
+        assert "etcd" in etcd["skipped"] or "grpcio" in etcd["skipped"]
+        assert "etcd: skipped (" in out.stdout
+    else:
+        for level in ("1", "4"):
+            assert etcd["writes"][level]["ok"] > 0 and etcd["writes"][level]["failed"] == 0
+        assert etcd["reads"]["ok"] > 0 and figures["vs_etcd"]["1"]["tls_ratio"] > 0

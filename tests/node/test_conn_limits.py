@@ -258,3 +258,30 @@ def test_a_node_under_2000_idle_sockets_elects_replicates_and_answers_status(mak
         assert status["pending_connections"] <= 128
 
     asyncio.run(scenario())
+
+
+def test_a_peer_gone_right_after_the_tls_handshake_is_a_lost_connection_not_a_traceback():
+    """CPython 3.11's StreamWriter.start_tls raises AttributeError when the peer closes
+    between the end of the handshake and the task resuming (seen under leader-churn's
+    client bursts); the server must treat it as a lost connection."""
+    from ukehi.server import _Conn
+
+    class Writer:
+        def __init__(self) -> None:
+            self._transport = self.transport = object()
+
+        async def start_tls(self, ctx: Any) -> None:
+            self._transport = None  # what asyncio leaves behind
+            raise AttributeError("'NoneType' object has no attribute 'get_extra_info'")
+
+    async def scenario() -> None:
+        server = NodeServer(_Handler(), NodeLogger("t", "debug", stream=open(os.devnull, "w")))
+        server.tls = object()  # only its presence matters to _handshake
+        writer = Writer()
+        conn = _Conn(writer, "127.0.0.1:1", 4)  # type: ignore[arg-type]
+        refused = await server._handshake(conn)
+        assert refused == "TLS refused: connection lost right after the TLS handshake"
+        assert writer._transport is writer.transport  # close() and __del__ have a transport again
+        assert server.tls_refused == 1
+
+    asyncio.run(scenario())

@@ -98,6 +98,23 @@ def test_replication_flow_control_settings():
         build_config({**base, "max_entries_per_message": "many"})
 
 
+def test_snapshot_chunk_size_reaches_the_core(tmp_path):
+    from ukehi.node import raft_config
+    from ukehi.nodecli import add_arguments, config_from_args
+    import argparse
+
+    base = {"node_id": "n1", "peers": "n1=127.0.0.1:7001", "data_dir": str(tmp_path), "insecure": True}
+    assert raft_config(build_config(base)).snapshot_chunk_size == 1 << 20
+    assert raft_config(build_config({**base, "snapshot_chunk_size": "64"})).snapshot_chunk_size == 64
+    with pytest.raises(ConfigError, match="--snapshot-chunk-size must be a whole number >= 1"):
+        build_config({**base, "snapshot_chunk_size": 0})
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--id", "n1", "--peers", "n1=127.0.0.1:7001", "--data-dir", str(tmp_path),
+                              "--insecure", "--snapshot-chunk-size", "40"])
+    assert config_from_args(args).snapshot_chunk_size == 40
+
+
 def test_log_lines_round_trip():
     line = format_line("info", "n1", "became-leader", {"term": 3, "detail": 'a "quoted" = thing', "none": None}, 0.0)
     assert line.startswith("ts=1970-01-01T00:00:00.000Z level=info node=n1 event=became-leader term=3 ")

@@ -61,7 +61,10 @@ def test_forged_sender_and_forged_term_are_dropped_and_counted(make_cluster):
 
     async def scenario() -> None:
         leader = await cluster.wait_for_leader()
-        st = await cluster.statuses()
+        # Every node must know the leader (and its term) before the term is read: a follower
+        # that had not heard the first heartbeat yet read term 0 and then, rightly, took term 1.
+        st = await cluster.wait_until(lambda s: all(x.get("leader") == leader for x in s.values()), 10,
+                                      "every node to know the leader")
         target = _follower(st, leader)
         liar = next(n for n in sorted(st) if n not in (leader, target))
         term = st[target]["term"]

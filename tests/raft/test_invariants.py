@@ -117,6 +117,7 @@ def test_a_ready_applied_out_of_order_is_an_invariant_violation():
             n1.advance(n1.ready())
     n1.propose(b"a")
     n1.propose(b"b")
+    n1.advance(n1.ready())  # persisted: the leader's own copy counts only now, so 2 and 3 commit
     rd = n1.ready()
     assert [e.index for e in rd.committed_entries] == [2, 3]
     skipped = dataclasses.replace(rd, committed_entries=rd.committed_entries[1:])
@@ -215,6 +216,7 @@ def test_a_requested_snapshot_is_reported_after_advance_as_the_ready_contract_sa
             n1.advance(n1.ready())
     for k in range(3):
         n1.propose(b"x%d" % k)
+    n1.advance(n1.ready())  # persisted: the leader's own copy counts only now, so 2..4 commit
     rd = n1.ready()
     assert rd.snapshot_request == 4 and rd.committed_entries[-1].index == 4
     with pytest.raises(RuntimeError, match="advance"):  # not before advance

@@ -298,6 +298,59 @@ def test_a_follower_that_lost_acked_entries_is_probed_back_down():
     assert not net["n3"].recovering and net["n3"].log.committed == 7
 
 
+def test_a_rejection_from_an_older_window_arriving_after_newer_acks_is_stale():
+    # A link that reorders: n2 gets the second single-entry append first and rejects it;
+    # that rejection reaches n1 only after n2 has acked everything (sim seed 1181).
+    cfg = RaftConfig(election_tick=10, max_inflight=8, max_entries_per_message=1)
+    net = Net(N3, cfg)
+    net.elect("n1")
+    n1 = net["n1"]
+    for k in range(3):
+        n1.propose(b"w%d" % k)
+    net.flush("n1")
+    to_n2 = [m for m in net.queue if isinstance(m, AppendEntries) and m.dst == "n2"]
+    assert [len(m.entries) for m in to_n2] == [1, 1, 1]
+    net.queue = [m for m in net.queue if m not in to_n2]
+    net["n2"].step(to_n2[1])  # overtook the first: its prev entry is missing
+    net.flush("n2")
+    (reject,) = [m for m in net.queue if isinstance(m, AppendResponse) and not m.success]
+    net.queue.remove(reject)
+    for m in to_n2:
+        net["n2"].step(m)
+        net.flush("n2")
+    net.deliver()
+    last = n1.log.last_index()
+    assert n1.status().progress["n2"].match == last
+    sent_before = len(net.sent)
+    n1.step(reject)  # late: n2 acked up to `last` since
+    net.flush("n1")
+    pr = n1.status().progress["n2"]
+    assert (pr.match, pr.next, pr.state) == (last, last + 1, "replicate")
+    assert not [m for m in net.sent[sent_before:] if isinstance(m, AppendEntries)]
+    n1.propose(b"after")  # and replication goes on pipelined
+    net.flush("n1")
+    net.deliver()
+    assert net["n2"].log.last_index() == last + 1 and n1.log.committed == last + 1
+
+
+def test_a_stale_rejection_past_match_keeps_the_window_open():
+    cfg = RaftConfig(election_tick=10, max_inflight=8, max_entries_per_message=1)
+    net = Net(N3, cfg)
+    net.elect("n1")
+    n1 = net["n1"]
+    match = n1.status().progress["n2"].match
+    for k in range(4):
+        n1.propose(b"w%d" % k)
+    net.flush("n1")
+    # An old rejection whose hint is below what n2 has acked: its log was shorter then.
+    n1.step(AppendResponse(0, n1.term, "n2", "n1", False, match + 2, match - 1, n1.term))
+    net.flush("n1")
+    assert n1.status().progress["n2"].state == "replicate"
+    net.deliver()
+    pr = n1.status().progress["n2"]
+    assert pr.state == "replicate" and pr.match == n1.log.last_index() == match + 4
+
+
 # -- recovering (refuse_votes_until) -------------------------------------------------------------
 
 

@@ -150,12 +150,41 @@ def test_probe_moves_next_back_using_the_hint_and_ignores_stale_rejections():
     assert not pr.maybe_decr_to(rejected=8, match_hint=12)  # matched already: stale
 
 
-def test_a_rejection_below_match_with_a_lower_hint_means_the_follower_lost_entries():
+def test_a_lower_hint_while_replicating_is_a_suspicion_that_only_the_probe_at_match_confirms():
     pr = Progress(next_index=1, max_inflight=4)
     pr.maybe_update(20)
     pr.become_replicate()
-    assert pr.maybe_decr_to(rejected=20, match_hint=7)
+    # Stale (an older window's) or a WAL cut: no way to tell yet, so keep replicating.
+    assert not pr.maybe_decr_to(rejected=20, match_hint=7)
+    assert not pr.maybe_decr_to(rejected=23, match_hint=7)  # past match too
+    assert (pr.match, pr.next, pr.state) == (20, 21, ProgressState.REPLICATE)
+    assert pr.rejection_held
+    pr.become_probe()  # what the leader does at the next heartbeat answer
+    assert pr.next == 21 and not pr.rejection_held
+    assert not pr.maybe_decr_to(rejected=23, match_hint=7)  # not the outstanding probe
+    assert pr.maybe_decr_to(rejected=20, match_hint=7)  # the probe at match refused: believe it
     assert (pr.match, pr.next) == (7, 8)
+
+
+def test_a_newer_ack_clears_the_suspicion_of_lost_entries():
+    pr = Progress(next_index=1, max_inflight=4)
+    pr.maybe_update(20)
+    pr.become_replicate()
+    assert not pr.maybe_decr_to(rejected=18, match_hint=12)
+    assert pr.rejection_held
+    assert not pr.maybe_update(19)  # an old ack is no news ...
+    assert pr.rejection_held
+    assert pr.maybe_update(22)  # ... a newer one shows the follower holds more than before
+    assert not pr.rejection_held
+
+
+def test_replicating_a_rejection_past_match_with_a_hint_at_or_above_it_probes_as_etcd():
+    pr = Progress(next_index=1, max_inflight=16)
+    pr.maybe_update(20)
+    pr.become_replicate()
+    pr.next = 31  # appends for 21-30 sent
+    assert pr.maybe_decr_to(rejected=24, match_hint=20)
+    assert pr.next == 21 and not pr.rejection_held
 
 
 def test_snapshot_state_pauses_appends_until_the_follower_has_it():

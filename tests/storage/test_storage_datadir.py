@@ -84,17 +84,18 @@ def test_truncate_policy_recovering_state_survives_restart_until_caught_up(tmp_p
     store = DataDir(str(tmp_path)).open_group(0, CorruptionPolicy.TruncateToLastGood)
     rec = store.recovered
     assert rec.recovering and rec.last_good_index == 11 and rec.highest_index_seen == 30
+    assert rec.recover_until == 30
     assert [e.index for e in rec.entries] == list(range(1, 12))
     store.close()
-    # Crash again before catching up: still recovering, still knows index 30 was seen.
+    # Crash again before catching up: still recovering, still knows it must reach index 30.
     store = DataDir(str(tmp_path)).open_group(0)
     assert store.recovered.report.clean
-    assert store.recovered.recovering and store.recovered.highest_index_seen == 30
+    assert store.recovered.recovering and store.recovered.recover_until == 30
     store.wal.append([WalEntry(*entry(i, term=2)) for i in range(12, 25)], sync=True)
     store.close()
     # Part of the way there (24 < 30): still recovering.
     store = DataDir(str(tmp_path)).open_group(0)
-    assert store.recovered.recovering and store.recovered.highest_index_seen == 30
+    assert store.recovered.recovering and store.recovered.recover_until == 30
     store.wal.append([WalEntry(*entry(i, term=2)) for i in range(25, 32)], sync=True)
     store.close()
     # The durable log reached 30: the marker lapses by itself.

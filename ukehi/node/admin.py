@@ -34,7 +34,8 @@ class AdminAPI:
         """Until the driver reports progress, or `timeout` seconds."""
         event = self._progress  # type: ignore[attr-defined]
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel on 3.11
+                await event.wait()
         except asyncio.TimeoutError:
             pass
 
@@ -140,6 +141,30 @@ class AdminAPI:
             if not candidates:
                 return err(wire.ErrorCode.UNAVAILABLE, "no other voter to hand leadership to")
             target = max(candidates)[1]
+        refused = await self._start_transfer(target, st.term)
+        if refused is not None:
+            return refused
+        deadline = self.clock.monotonic() + 3 * self.config.election_timeout_ms[1] / 1000.0
+        term = st.term
+        while self.clock.monotonic() < deadline:
+            if core.lead == target:
+                return wire.MsgType.OK, wire.ok_body({"leader": target})
+            if core.role is Role.LEADER and (core.term > term or core.lead_transferee is None):
+                # Ask again while time remains, as a client would, when the target's election
+                # failed (e.g. a voter's vote never reached it: a node just added has no
+                # inbound links yet) and this node won the next term, or when the core gave
+                # the transfer up after an election timeout in the same term (its TimeoutNow
+                # was lost on a link being reopened, or the target caught up too slowly).
+                term = core.term
+                refused = await self._start_transfer(target, term)
+                if refused is not None:
+                    return refused
+            await self._wait_progress(0.02)
+        # The target may still win a late election: unknown, not failed.
+        return err(wire.ErrorCode.TIMEOUT, f"leadership did not move to {target} in time; leader is {core.lead}")
+
+    async def _start_transfer(self, target: str, term: int) -> Reply | None:
+        """Hand the core a TransferLeader to ``target``; an error reply if it refused, else None."""
         placed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.driver.push(TransferLeader(target, placed))
         try:
@@ -148,14 +173,8 @@ class AdminAPI:
             return self._not_leader("transfer_leader")  # type: ignore[attr-defined]
         except (ValueError, KeyError) as e:
             return err(wire.ErrorCode.BAD_REQUEST, f"cannot transfer leadership to {target}: {e}")
-        self.log.info("transfer-leader", target=target, term=st.term)
-        deadline = self.clock.monotonic() + 3 * self.config.election_timeout_ms[1] / 1000.0
-        while self.clock.monotonic() < deadline:
-            if core.lead == target:
-                return wire.MsgType.OK, wire.ok_body({"leader": target})
-            await self._wait_progress(0.02)
-        # The target may still win a late election: unknown, not failed.
-        return err(wire.ErrorCode.TIMEOUT, f"leadership did not move to {target} in time; leader is {core.lead}")
+        self.log.info("transfer-leader", target=target, term=term)
+        return None
 
     async def _manual_snapshot(self) -> Reply:
         assert self.driver.core is not None

@@ -8,12 +8,12 @@ node and simulated clients in the simulator.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 from ukehi import wire
 from ukehi.config import format_address, parse_address
 from ukehi.kv import CommandError, encode_command
-from ukehi.raft.messages import MessageError, message_from_dict
+from ukehi.raft.messages import Message, MessageError, message_from_dict
 from ukehi.raft.types import NotLeader, ProposalDropped
 from ukehi.txnserve import serve_append, serve_txn
 
@@ -23,6 +23,40 @@ from .inputs import Propose, Step
 __all__ = ["ClientAPI", "Reply", "err", "partial"]
 
 Reply = tuple[wire.MsgType, dict[str, Any]]
+_PLAIN_WRITES = frozenset({wire.MsgType.PUT, wire.MsgType.CAS, wire.MsgType.DELETE, wire.MsgType.FENCED_PUT})
+
+
+class _Placed:
+    """What the driver tells a proposal answered by callbacks: the future-like ``placed`` of
+    :class:`~ukehi.node.inputs.Propose` (``done``, ``set_result``, ``set_exception``)."""
+
+    __slots__ = ("_then", "_done")
+
+    def __init__(self, then: Callable[[Any, BaseException | None], None]) -> None:
+        self._then = then
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, waiter: Any) -> None:
+        self._done = True
+        self._then(waiter, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._done = True
+        self._then(None, exc)
+
+
+def _outcome(fut: asyncio.Future[Any]) -> Reply:
+    """A proposal waiter's answer (the waiters only ever set results)."""
+    if fut.cancelled():
+        return err(wire.ErrorCode.TIMEOUT, "node shutting down; outcome unknown")
+    exc = fut.exception()
+    if exc is not None:
+        return err(wire.ErrorCode.TIMEOUT, f"outcome unknown: {exc!r}")
+    result: Reply = fut.result()
+    return result
 
 
 def err(code: wire.ErrorCode, message: str, **hint: Any) -> Reply:
@@ -35,6 +69,8 @@ def partial(message: str) -> Reply:
 
 
 class ClientAPI:
+    # The Raft group this object serves (0 unsharded; a sharded node's groups set their own).
+    group_id: int = GROUP_ID
     driver: Any
     clock: Any
     config: Any
@@ -66,7 +102,13 @@ class ClientAPI:
             msg = message_from_dict(frame.body)
         except MessageError as e:
             raise ValueError(str(e)) from None
-        if msg.dst != self.config.node_id or msg.group_id != GROUP_ID:
+        self.handle_peer_message(msg)
+
+    def handle_peer_message(self, msg: Message) -> None:
+        """A decoded peer message (the simulator hands most over without the wire codec)."""
+        if self.phase != "running":
+            return
+        if msg.dst != self.config.node_id or msg.group_id != self.group_id:
             self.log.debug("misrouted-message", src=msg.src, dst=msg.dst, group=msg.group_id)
             return
         self.driver.push_peer_message(Step(msg))
@@ -85,12 +127,21 @@ class ClientAPI:
         t = frame.type
         if t is wire.MsgType.STATUS:
             return wire.MsgType.OK, wire.ok_body(self.status())
+        if t is wire.MsgType.SHARD_MAP:
+            # Unsharded: no map; a client routes everything to group 0 (ukehi.node.groups
+            # answers this for a sharded node).
+            return wire.MsgType.OK, wire.ok_body({"map": None, "addresses": {}})
         core = self.driver.core
         if self.phase != "running" or core is None:
             return err(wire.ErrorCode.RECOVERING,
                        f"node {self.config.node_id} is {self.phase} (WAL replay); retry shortly or use another node")
-        if frame.group != GROUP_ID:
-            return err(wire.ErrorCode.BAD_REQUEST, f"this node serves Raft group {GROUP_ID} only, not {frame.group}")
+        if frame.group != self.group_id:
+            if self.group_id == GROUP_ID:
+                # A client routing by a shard map it cached from another cluster: this one is
+                # unsharded (epoch 0), so it refreshes its map and sends to group 0.
+                return err(wire.ErrorCode.WRONG_SHARD, f"node {self.config.node_id} is unsharded: it serves "
+                           f"Raft group 0 only, not {frame.group}; nothing was done", epoch=0)
+            return err(wire.ErrorCode.BAD_REQUEST, f"this is Raft group {self.group_id}, not {frame.group}")
         if core.recovering:
             return err(wire.ErrorCode.RECOVERING,
                        f"node {self.config.node_id} is catching up after a WAL cut; use another node")
@@ -118,18 +169,86 @@ class ClientAPI:
             return await self._manual_snapshot()  # type: ignore[attr-defined]
         return err(wire.ErrorCode.BAD_REQUEST, f"request type {t.value} is not served by a node")
 
+    # ------------------------------------------------------------------ callback path
+    def start_request(self, frame: wire.Frame, done: Callable[[wire.MsgType, dict[str, Any]], None]) -> bool:
+        """Take a common request (get, put, cas, delete, fenced_put) and answer it through
+        ``done(type, body)`` from callbacks, without a Task per request; False: not taken
+        (the caller runs ``handle_request`` instead, which answers everything else and
+        every refusal below)."""
+        t = frame.type
+        if t is not wire.MsgType.GET and t not in _PLAIN_WRITES:
+            return False
+        core = self.driver.core
+        if self.phase != "running" or core is None or frame.group != self.group_id or core.recovering:
+            return False
+        body = frame.body
+        if t is wire.MsgType.GET:
+            if self.bug == "stale-read":
+                return False
+            self._read_cb(body["key"], done)
+            return True
+        if body["key"].startswith(ADDRESS_KEY_PREFIX):
+            return False
+        command = {"op": t.value, **body}
+        try:
+            data = encode_command(command)  # validates it: the state machine will not again
+        except CommandError as e:
+            done(*err(wire.ErrorCode.BAD_REQUEST, str(e)))
+            return True
+        self._propose_cb(data, t.value, done, command)
+        return True
+
+    def _propose_cb(self, data: bytes, what: str, done: Callable[..., None],
+                    command: dict[str, Any] | None = None) -> None:
+        def placed(waiter: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                if isinstance(exc, NotLeader):
+                    done(*self._not_leader(what))
+                elif isinstance(exc, ProposalDropped):
+                    done(*err(wire.ErrorCode.UNAVAILABLE, f"{what} not accepted now: {exc}"))
+                else:
+                    done(*err(wire.ErrorCode.INTERNAL, f"{what} failed on the node: {exc!r}"))
+            elif self.bug == "ack-before-commit":
+                done(wire.MsgType.OK, wire.ok_body(None))
+            else:
+                waiter.add_done_callback(lambda f: done(*_outcome(f)))
+
+        self.driver.push(Propose(data, _Placed(placed), self.clock.monotonic() + PROPOSAL_TIMEOUT, command))
+
+    def _read_cb(self, key: str, done: Callable[..., None]) -> None:
+        def confirmed(fut: asyncio.Future[Any]) -> None:
+            if fut.cancelled():
+                done(*err(wire.ErrorCode.TIMEOUT, "read abandoned (node shutting down)"))
+                return
+            exc = fut.exception()
+            if isinstance(exc, NotLeader):
+                done(*self._not_leader("read"))
+            elif exc is not None:
+                done(*err(wire.ErrorCode.INTERNAL, f"read failed on the node: {exc!r}"))
+            elif not fut.result():
+                done(*err(wire.ErrorCode.NOT_LEADER,
+                          "the read could not be confirmed (leadership lost or timed out); it had no effect",
+                          **self._leader_hint()))
+            else:
+                # Read when the read index is applied (or later): still inside the request.
+                done(wire.MsgType.OK, wire.ok_body(self.driver.kv.read(key)))
+
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(confirmed)
+        self.driver.add_read(fut)
+
     async def _write(self, command: dict[str, Any]) -> Reply:
         try:
             data = encode_command(command)
         except CommandError as e:
             return err(wire.ErrorCode.BAD_REQUEST, str(e))
-        return await self._propose_and_wait(data, command["op"])
+        return await self._propose_and_wait(data, command["op"], command)
 
-    async def _propose_and_wait(self, data: bytes, what: str) -> Reply:
+    async def _propose_and_wait(self, data: bytes, what: str, command: dict[str, Any] | None = None) -> Reply:
         loop = asyncio.get_running_loop()
         placed: asyncio.Future[Any] = loop.create_future()
         deadline = self.clock.monotonic() + PROPOSAL_TIMEOUT
-        self.driver.push(Propose(data, placed, deadline))
+        self.driver.push(Propose(data, placed, deadline, command))
         try:
             waiter = await placed
         except NotLeader:

@@ -13,7 +13,11 @@ the core requires (see ``ukehi.raft.ready.Ready``):
 1. install an incoming snapshot (file written durably, WAL emptied, state machine restored);
 2. truncate/append WAL entries and save the hard state when term or vote changed, then one
    fsync for the batch (yielded as DiskWork, so the loop keeps reading sockets meanwhile);
-3. only now send the messages (a vote or an append ack is never sent before it is durable);
+   a leader's own AppendEntries (and heartbeats) go out *before* this persist (Raft thesis
+   §10.2.1), so followers write while the leader does; the core counts the leader's own
+   copy toward commit only once ``advance`` says it is durable;
+3. only now send the other messages (a vote or an append ack is never sent before it is
+   durable);
 4. apply committed entries to the KV state machine and answer the clients waiting for
    them (matched by index AND term: an overwritten entry answers a definite failure);
 5. serve the reads whose read index has been applied;
@@ -40,13 +44,14 @@ from ukehi.nodelog import NodeLogger
 from ukehi.raft.confchange import decode_membership
 from ukehi.raft.core import RaftCore
 from ukehi.raft.errors import BadPeerMessage, InvariantViolation
-from ukehi.raft.messages import message_to_dict
+from ukehi.raft.messages import Message, message_to_dict
 from ukehi.raft.ready import Ready
 from ukehi.raft.types import Entry, EntryKind, Membership, NotLeader, ProposalDropped, Role, Snapshot
 from ukehi.raft.walcodec import entry_to_wal_command
 from ukehi.storage.datadir import GroupStorage
 from ukehi.storage.errors import StorageError
 from ukehi.storage.format import WalEntry
+from ukehi.storage.wal import WAL
 from ukehi.storage.hardstate import HardState as StoredHardState
 from ukehi.storage.snapshot import Snapshot as StoredSnapshot
 from ukehi.waiters import ProposalWaiters, ReadWaiters
@@ -54,7 +59,8 @@ from ukehi.waiters import ProposalWaiters, ReadWaiters
 from .inputs import Input, Propose, ProposeConfChange, Step, TakeSnapshot, TransferLeader, Unreachable
 from .io import Clock, DiskWork, Network
 
-__all__ = ["Driver", "Work", "ADDRESS_KEY_PREFIX", "GROUP_ID", "membership_to_config", "membership_from_config"]
+__all__ = ["Driver", "Work", "ADDRESS_KEY_PREFIX", "GROUP_ID", "encode_message", "membership_to_config",
+           "membership_from_config"]
 
 GROUP_ID = 0
 # Keys under this prefix hold member addresses; clients cannot write them.
@@ -77,6 +83,11 @@ ROLE_NAMES = {
 Work = Generator[DiskWork, Any, Any]
 
 
+def encode_message(m: Message) -> bytes:
+    """A Raft message as a peer frame: the wire codec every real node runs."""
+    return wire.encode_frame(wire.MsgType.RAFT, 0, message_to_dict(m), group=m.group_id)
+
+
 def membership_to_config(m: Membership) -> dict[str, Any]:
     return {"voters": sorted(m.voters), "outgoing": sorted(m.outgoing), "learners": sorted(m.learners)}
 
@@ -91,6 +102,17 @@ def membership_from_config(config: Any) -> Membership:
     if isinstance(config, (bytes, bytearray)):
         return decode_membership(bytes(config))
     return Membership()
+
+
+# What only a leader sends: none of them promises anything about the sender's own disk.
+_LEADER_MESSAGES = frozenset({"append_entries", "heartbeat", "install_snapshot", "timeout_now"})
+
+
+def _leader_only(rd: Ready) -> bool:
+    for m in rd.messages:
+        if m.type not in _LEADER_MESSAGES:
+            return False
+    return True
 
 
 class Driver:
@@ -113,6 +135,9 @@ class Driver:
         self.inputs: deque[Input] = deque()
         self.pending_ticks = 0
         self.proposals = ProposalWaiters()
+        # index -> (term, data, command) of this leader's proposals: the command validated at
+        # propose time, used at apply only for that very entry (same term, same bytes object).
+        self.decoded: dict[int, tuple[int, bytes, dict[str, Any]]] = {}
         self.reads = ReadWaiters()
         self.read_batch: list[Any] = []
         self.snapshot_waiters: list[Any] = []
@@ -221,6 +246,8 @@ class Driver:
         except (NotLeader, ProposalDropped) as e:
             item.placed.set_exception(e)
             return
+        if item.command is not None:
+            self.decoded[index] = (term, item.data, item.command)
         item.placed.set_result(self.proposals.add(index, term, item.deadline))
 
     def _start_reads(self) -> None:
@@ -276,6 +303,9 @@ class Driver:
 
     def handle_ready(self, rd: Ready) -> Work:
         # 1 + 2: make everything durable (the caller runs the work off the event loop).
+        sent_early = False
+        applied_early = False
+        voted: tuple[int, str] | None = None
         if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
             hs_to_save = None
             if rd.hard_state is not None:
@@ -290,26 +320,65 @@ class Driver:
                     vote = None if self.bug == "forget-vote" else h.vote
                     hs_to_save = StoredHardState(h.term, vote, h.commit)
                     self.last_saved_hs = key
-            yield DiskWork("persist", lambda: self._persist(rd, hs_to_save))
+                    if h.vote is not None:
+                        voted = (h.term, h.vote)
+            if rd.messages and hs_to_save is None and rd.snapshot is None and _leader_only(rd):
+                # Raft thesis §10.2.1: the leader replicates while its own write and fsync
+                # run; the core counts the leader's copy toward commit only after advance().
+                # Nothing a follower or candidate sends goes early: votes and acks promise
+                # durable state. A Ready that changes term or vote sends after the persist.
+                self._send_messages(rd)
+                sent_early = True
+            meanwhile = None
+            if rd.snapshot is None and (rd.committed_entries or rd.read_states or rd.dropped_reads):
+                # Pipelining: the entries committed earlier (batch N) are applied and answered
+                # while this Ready's entries (batch N+1) are written. Safe: a committed entry
+                # is durable on a quorum already (the leader counts its own copy only after
+                # its persist), so answering it never waits for this node's disk; what does
+                # promise this node's durable state (acks, votes) is still sent after the
+                # persist below. A snapshot install is not overlapped (it resets the state
+                # machine and the WAL together).
+                def meanwhile() -> None:
+                    nonlocal applied_early
+                    applied_early = True
+                    self._apply_and_read(rd)
+            # Build the batch here (WAL records encoded on the loop), so the WAL thread only
+            # writes and fsyncs and holds the GIL as little as it can while the loop applies.
+            batch = self._encode_for_wal(rd.entries) if rd.entries else None
+            yield DiskWork("persist", lambda: self._persist(rd, hs_to_save, batch), meanwhile)
+            if voted is not None:
+                # Logged once durable, before the grant is sent: the white-box election-safety
+                # checker holds every node to one candidate per term, across its restarts.
+                self.log.info("voted", term=voted[0], candidate=voted[1])
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
-        # 3: send (only now).
-        if rd.messages:
+        # 3: send (only now, unless the leader's own appends went out before the persist).
+        if rd.messages and not sent_early:
             self._send_messages(rd)
-        # 4: apply.
-        if rd.committed_entries:
-            self.apply(rd.committed_entries)
-        # 5: reads.
-        for rs in rd.read_states:
-            self.reads.read_state(rs.ctx, rs.index, self.applied)
-        for ctx in rd.dropped_reads:
-            self.reads.dropped(ctx, None, None)
+        # 4 + 5: apply and serve reads (unless the disk did it while the persist ran).
+        if not applied_early:
+            self._apply_and_read(rd)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
         if rd.committed_entries or rd.snapshot is not None or rd.soft_state is not None:
             self.on_progress()
 
-    def _persist(self, rd: Ready, hs: StoredHardState | None) -> None:
+    def _apply_and_read(self, rd: Ready) -> None:
+        """Apply the Ready's committed entries, answer their clients, serve ready reads."""
+        if rd.committed_entries:
+            self.apply(rd.committed_entries)
+        for rs in rd.read_states:
+            self.reads.read_state(rs.ctx, rs.index, self.applied)
+        for ctx in rd.dropped_reads:
+            self.reads.dropped(ctx, None, None)
+
+    @staticmethod
+    def _encode_for_wal(entries: tuple[Entry, ...]) -> tuple[list[WalEntry], list[bytes]]:
+        records = [WalEntry(e.term, e.index, entry_to_wal_command(e), e.fencing_token) for e in entries]
+        return records, WAL.encode(records)
+
+    def _persist(self, rd: Ready, hs: StoredHardState | None,
+                 batch: tuple[list[WalEntry], list[bytes]] | None = None) -> None:
         """Runs off the event loop: the only code that touches the WAL besides start/stop."""
         storage = self.storage
         assert storage is not None
@@ -335,8 +404,9 @@ class Driver:
                 # snapshot (a WAL cut at start-up below a newer snapshot), so the log starts
                 # again here. (The simulator found this: the append failed out of order.)
                 wal.reset()
+            records, frames = batch if batch is not None else self._encode_for_wal(rd.entries)
             wal.append(
-                [WalEntry(e.term, e.index, entry_to_wal_command(e), e.fencing_token) for e in rd.entries],
+                records, frames=frames,
                 # lost-unfsynced (planted bug): the bytes go to the kernel, the fsync is left
                 # to the node's background task, and the entries are acknowledged before it runs.
                 sync=self.fsync and self.bug != "lost-unfsynced",
@@ -351,6 +421,8 @@ class Driver:
             self.kv = self.new_state_machine()
         self.applied = snap.meta.index
         self.proposals.snapshot_installed(snap.meta.index)
+        for i in [i for i in self.decoded if i <= snap.meta.index]:
+            del self.decoded[i]
         self.refresh_addresses()
         self.sync_links(snap.meta.membership)
         self.log.info("snapshot-installed", index=snap.meta.index, term=snap.meta.term, bytes=len(snap.data),
@@ -360,22 +432,28 @@ class Driver:
     def _send_messages(self, rd: Ready) -> None:
         network = self.network
         assert network is not None
-        per_peer: dict[str, list[bytes]] = {}
+        # A network may bring its own ``encode`` (the simulator's hands most messages over as
+        # objects and samples the codec: ukehi.sim.world); a real one sends these frames.
+        encode: Callable[[Message], Any] = getattr(network, "encode", None) or encode_message
+        per_peer: dict[str, list[Any]] = {}
         for m in rd.messages:
             try:
-                frame = wire.encode_frame(wire.MsgType.RAFT, 0, message_to_dict(m), group=m.group_id)
+                frame = encode(m)
             except wire.ProtocolError as e:
                 self.log.error("message-too-big", type=m.type, dst=m.dst, error=str(e))
                 continue
             per_peer.setdefault(m.dst, []).append(frame)
             if m.type == "install_snapshot" and getattr(m, "offset", 1) == 0:
-                self.log.info("snapshot-sent", peer=m.dst, index=m.snap_index, bytes=m.total_size)
+                # chunks: every chunk but the last is as long as the first (core._send_snapshot_chunk)
+                self.log.info("snapshot-sent", peer=m.dst, index=m.snap_index, bytes=m.total_size,
+                              chunks=-(-m.total_size // max(1, len(m.data))))
         for peer, frames in per_peer.items():
             if not network.send(peer, self.addresses.get(peer), frames):
                 self.log.debug("no-address", peer=peer)
 
     def apply(self, entries: tuple[Entry, ...]) -> None:
         kv = self.kv
+        decoded = self.decoded
         addresses_changed = False
         first_applied = self.applied
         for e in entries:
@@ -396,7 +474,9 @@ class Driver:
                 self.proposals.applied(e.index, e.term, (wire.MsgType.OK, wire.ok_body(e.index)))
                 continue
             data = e.data if e.kind is EntryKind.NORMAL else b""
-            result = kv.apply(e.index, e.fencing_token, data)
+            pre = decoded.pop(e.index, None) if decoded else None
+            command = pre[2] if pre is not None and pre[0] == e.term and pre[1] is e.data else None
+            result = kv.apply(e.index, e.fencing_token, data, decoded=command)
             self.applied = e.index
             if data and _ADDRESS_KEY_BYTES in data:
                 addresses_changed = True
@@ -405,6 +485,10 @@ class Driver:
             self.refresh_addresses()
         # White-box checkers (checkers/whitebox) compare what every node applied at each
         # index: term and CRC-32 of the entry's WAL command bytes, 200 entries a line.
+        # (Built only when info lines are written: a CRC and a re-encoding per entry.)
+        if not self.log.enabled("info"):
+            self.reads.applied(self.applied)
+            return
         done = [e for e in entries if e.index > first_applied]
         for at in range(0, len(done), 200):
             part = done[at:at + 200]
@@ -413,12 +497,15 @@ class Driver:
         self.reads.applied(self.applied)
 
     def _after_advance(self) -> None:
+        self.note_if_recovered("caught up past the WAL cut; voting again")
+
+    def note_if_recovered(self, detail: str) -> None:
+        """Log ``recovered`` once, when a node that was recovering from a WAL cut no longer is."""
         core = self.core
         assert core is not None
         if self.was_recovering and not core.recovering:
             self.was_recovering = False
-            self.log.info("recovered", commit=core.status().commit,
-                          detail="caught up past the WAL cut; voting again")
+            self.log.info("recovered", commit=core.status().commit, detail=detail)
 
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state

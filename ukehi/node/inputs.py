@@ -26,11 +26,17 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Propose:
-    """A client command; ``placed`` gets the proposal's waiter (or NotLeader/ProposalDropped)."""
+    """A client command; ``placed`` gets the proposal's waiter (or NotLeader/ProposalDropped).
+
+    ``placed`` is an asyncio future, or anything with its ``done``/``set_result``/
+    ``set_exception`` (the node's callback path for client requests, ``ukehi.node.api``)."""
 
     data: bytes
-    placed: asyncio.Future[Any]
+    placed: Any
     deadline: float
+    # The validated command ``data`` encodes: kept with the entry until it applies here, so
+    # the leader does not decode and validate it a second time.
+    command: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,9 +74,13 @@ def build_core(driver: Driver, storage: GroupStorage, cfg: NodeConfig, raft_cfg:
     commit = hs.commit
     refuse_until = 0
     if rec.recovering:
-        refuse_until = int(rec.highest_index_seen or 0)
+        # Not just the highest index still readable: a WAL damaged at its first entry reads
+        # nothing, yet the node may have acknowledged entries there (sim seed 5025 once voted
+        # at once with an empty log). recover_until also counts what unreadable bytes held.
+        refuse_until = int(rec.recover_until or rec.highest_index_seen or 0)
         driver.was_recovering = True
         log.warning("recovering", refuse_votes_until=refuse_until, last_good_index=rec.last_good_index,
+                    highest_index_seen=rec.highest_index_seen,
                     detail="WAL cut by truncate-to-last-good: no votes until caught up from a leader")
     if refuse_until and bug == "truncate-then-vote":
         # Planted bug: forget the cut at once, so this node votes (and may lead) with a
@@ -111,4 +115,10 @@ def build_core(driver: Driver, storage: GroupStorage, cfg: NodeConfig, raft_cfg:
         members=",".join(sorted(core.membership.all_voters())),
         corruption="clean" if report.clean else "found", recovering=core.recovering,
     )
+    if driver.was_recovering:
+        # When the snapshot already covers everything the cut may have lost (its index reaches
+        # refuse_votes_until), the node is caught up before it ever runs: say so now, not
+        # after its first Ready, which may already be a campaign (the policy checker reads
+        # "campaigned while recovering" from that order; sim seed 109 showed it).
+        driver.note_if_recovered("the snapshot covers the WAL cut; voting again")
     return core

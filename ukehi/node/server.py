@@ -38,7 +38,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 from ukehi import wire
 from ukehi.bugs import BACKGROUND_FSYNC_S, KNOWN_BUGS, canonical_bug, raft_overrides
@@ -81,7 +81,14 @@ class _Transport(PeerTransport):
 
 
 class UkehiNode(ClientAPI, AdminAPI):
-    """One node: storage, Raft core, transport, server, state machine."""
+    """One node: storage, Raft core, transport, server, state machine.
+
+    Unsharded, this is the whole node process (group 0). A sharded node
+    (``ukehi.node.groups``) runs one of these per Raft group it hosts, with ``hosted`` set:
+    the group's listener and transport are the hosting node's, shared by every group."""
+
+    group_id: int = GROUP_ID
+    hosted = False  # True: a group inside a sharded node (it announces itself as a group)
 
     def __init__(self, config: NodeConfig, log: NodeLogger | None = None, *, io: NodeIO | None = None) -> None:
         self.config = config
@@ -158,12 +165,29 @@ class UkehiNode(ClientAPI, AdminAPI):
                 except (NotImplementedError, RuntimeError):
                     pass
         cfg = self.config
+        self._announce(loop)
+        # Listen first: during replay every request gets a clear "recovering" answer.
+        try:
+            self.bound_address = await self.listener.start(*cfg.listen)
+        except OSError as e:
+            self.log.error("listen-failed", address=format_address(cfg.listen), error=str(e))
+            print(f"ukehi node: cannot listen on {format_address(cfg.listen)}: {e}; "
+                  "pick a free port or stop the process that holds it", file=sys.stderr)
+            return EXIT_START_FAILED
+        if not self.hosted:
+            self.log.info("listening", address=format_address(self.bound_address))
+        return await self._serve()
+
+    def _announce(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The start-up lines: settings, and loud warnings for anything unsafe."""
+        cfg = self.config
         self.log.info(
             "starting", pid=self.pid, listen=format_address(cfg.listen), data_dir=cfg.data_dir,
             peers=",".join(f"{k}={format_address(v)}" for k, v in cfg.peers.items()),
             policy=cfg.corruption_policy, read_mode=cfg.read_mode, join=cfg.join,
             election_ms=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
             heartbeat_ms=cfg.heartbeat_ms, tick_ms=cfg.tick_ms, unsafe_bug=self.bug, fsync=cfg.fsync,
+            event_loop=type(loop).__module__.split(".")[0],
             tls="off" if self.tls is None else f"mutual ({self.tls.identity})",
         )
         if self.tls is None:
@@ -177,15 +201,11 @@ class UkehiNode(ClientAPI, AdminAPI):
             # Loud on purpose: a node with a planted bug must never pass for a correct one.
             self.log.warning("unsafe-bug", bug=self.bug, detail=f"THIS NODE IS INCORRECT ON PURPOSE: "
                              f"{KNOWN_BUGS.get(self.bug, '?')}; for harness self-tests only")
-        # Listen first: during replay every request gets a clear "recovering" answer.
-        try:
-            self.bound_address = await self.listener.start(*cfg.listen)
-        except OSError as e:
-            self.log.error("listen-failed", address=format_address(cfg.listen), error=str(e))
-            print(f"ukehi node: cannot listen on {format_address(cfg.listen)}: {e}; "
-                  "pick a free port or stop the process that holds it", file=sys.stderr)
-            return EXIT_START_FAILED
-        self.log.info("listening", address=format_address(self.bound_address))
+
+    async def _serve(self) -> int:
+        """Replay, run the tasks until stopped or one fails, shut down; the exit code."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
         self.phase = "replaying"
         try:
             try:
@@ -279,7 +299,7 @@ class UkehiNode(ClientAPI, AdminAPI):
         """Replay the data dir and build the core. Returns an exit code to stop, else None."""
         cfg = self.config
         try:
-            storage = await self.io.disk.run(DiskWork("open", lambda: open_storage(cfg, self.bug)))
+            storage = await self.io.disk.run(DiskWork("open", self._open_storage))
         except CorruptionRefusedError as e:
             report = getattr(e, "report", None)
             for f in getattr(report, "findings", []) or []:
@@ -296,8 +316,15 @@ class UkehiNode(ClientAPI, AdminAPI):
         report = storage.recovered.report
         self.corruption = report.to_dict()
         log_corruption_report(self.log, cfg.corruption_policy, report)
-        build_core(self.driver, storage, cfg, raft_config(cfg, self.bug), self.io.rng)
+        build_core(self.driver, storage, cfg, self._raft_config(), self.io.rng)
         return None
+
+    def _open_storage(self) -> GroupStorage:
+        """Open and replay this group's directory (``data/group-<id>/``)."""
+        return open_storage(self.config, self.bug)
+
+    def _raft_config(self) -> RaftConfig:
+        return raft_config(self.config, self.bug)
 
     # ================================================================== tasks
     async def _drive(self, work: Work) -> Any:
@@ -372,16 +399,55 @@ def raft_config(cfg: NodeConfig, bug: str | None = None) -> RaftConfig:
         "heartbeat_tick": hb_ticks,
         "lease_read": cfg.read_mode == "lease",
         "compaction_threshold": cfg.snapshot_threshold,
+        "snapshot_chunk_size": cfg.snapshot_chunk_size,
         "max_inflight": cfg.max_inflight,
         "max_entries_per_message": cfg.max_entries_per_message,
         **raft_overrides(bug),
     })
 
 
+def loop_factory(tls: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the optional extra: ``pip install
+    'ukehi-jepsen[fast]'``), the node runs plain TCP (--insecure) and ``UKEHI_EVENT_LOOP``
+    is not ``asyncio``; None: the stdlib's. The node's code is the same on both.
+
+    Not with TLS: the node accepts plain TCP and then upgrades the socket (``start_tls``,
+    so a refused handshake is logged and counted), and under uvloop that handshake never
+    completes (measured with uvloop 0.23: the server's ``start_tls`` hangs)."""
+    choice = os.environ.get("UKEHI_EVENT_LOOP", "auto").strip().lower()
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ValueError(f"UKEHI_EVENT_LOOP={choice!r}: use auto, uvloop or asyncio")
+    if choice == "asyncio" or (choice == "auto" and tls):
+        return None
+    if tls:
+        raise ValueError("UKEHI_EVENT_LOOP=uvloop works only with --insecure (uvloop cannot upgrade an "
+                         "accepted socket to TLS); unset UKEHI_EVENT_LOOP to run with TLS")
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ValueError("UKEHI_EVENT_LOOP=uvloop but uvloop is not installed: "
+                             "pip install 'ukehi-jepsen[fast]' (or unset UKEHI_EVENT_LOOP)") from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
 def run_node(config: NodeConfig) -> int:
     """Run a node until SIGTERM/SIGINT; returns the process exit code."""
-    node = UkehiNode(config)
     try:
-        return asyncio.run(node.run())
+        factory = loop_factory(tls=not config.insecure)
+    except ValueError as e:
+        print(f"ukehi node: {e}", file=sys.stderr)
+        return EXIT_START_FAILED
+    node: Any
+    if config.shards is not None:
+        from .groups import ShardedNode  # one process, a Raft group per hosted shard
+
+        node = ShardedNode(config)
+    else:
+        node = UkehiNode(config)
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(node.run())
     except KeyboardInterrupt:
         return 0

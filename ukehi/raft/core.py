@@ -232,7 +232,10 @@ class RaftCore:
 
     def _acked(self, node: str) -> int:
         if node == self.id:
-            return self.log.last_index()
+            # The leader's own copy counts only once it is durable (advance() after the
+            # driver's persist): the driver may send AppendEntries while the leader's own
+            # WAL write and fsync are still running (Raft thesis §10.2.1).
+            return self.log.stable
         pr = self.prs.get(node)
         return pr.match if pr is not None else 0
 
@@ -659,6 +662,11 @@ class RaftCore:
                 if not pr.snapshot_progressed:
                     self._send_snapshot_chunk(m.src, pr)  # no ack since last time: resend
                 pr.snapshot_progressed = False
+            elif pr.state is ProgressState.REPLICATE and pr.rejection_held:
+                # A rejection was set aside and no newer ack came since: probe at match
+                # (the answer says whether the follower lost entries or an append).
+                pr.become_probe()
+                self._must_send.add(m.src)
             else:
                 if pr.state is ProgressState.REPLICATE and pr.inflights.full():
                     # The follower is alive but the window is stuck (acks lost?): let one
@@ -989,11 +997,13 @@ class RaftCore:
         return None
 
     def has_ready(self) -> bool:
-        self._flush()
+        # Runs after every input: _flush's own early-out and log.last_index() inlined.
+        if self._bcast_entries or self._bcast_commit or self._send_more or self._must_send:
+            self._flush()
         log = self.log
         if (
             self._msgs
-            or log.stable < log.last_index()
+            or log.stable < log.snapshot.index + len(log.entries)
             or log.committed > log.applied
             or self._pending_snapshot is not None
             or self._read_states
@@ -1064,6 +1074,8 @@ class RaftCore:
                     term=self.term,
                 )
             log.applied = rd.committed_entries[-1].index
+        if rd.entries and self.role is Role.LEADER:
+            self._maybe_commit()  # the leader's own copy is durable now: it counts
 
     # ----------------------------------------------------------------------------------
     # status

@@ -69,6 +69,7 @@ class Progress:
         "snapshot_progressed",
         "recent_active",
         "lease_ack_tick",
+        "rejection_held",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -87,6 +88,11 @@ class Progress:
         # Leader tick at which the newest heartbeat this follower answered was *sent*
         # (lease reads start the lease at send time, never at receive time).
         self.lease_ack_tick = -1
+        # In REPLICATE: a rejection was set aside (see maybe_decr_to): it may be stale (an
+        # older window's, or overtaken by the append it asks for) or real (the follower
+        # lost entries, or the append it asks for was lost). The next heartbeat answer
+        # probes at `match` unless a newer ack clears this first.
+        self.rejection_held = False
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT:
@@ -98,12 +104,14 @@ class Progress:
         self.probe_sent = False
         self.pending_snapshot = 0
         self.snapshot_offset = 0
+        self.rejection_held = False
         self.inflights.reset()
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.next = self.match + 1
         self.probe_sent = False
+        self.rejection_held = False
         self.inflights.reset()
 
     def become_snapshot(self, snapshot_index: int) -> None:
@@ -111,6 +119,7 @@ class Progress:
         self.pending_snapshot = snapshot_index
         self.snapshot_offset = 0
         self.probe_sent = False
+        self.rejection_held = False
         self.inflights.reset()
 
     def maybe_update(self, index: int) -> bool:
@@ -120,6 +129,7 @@ class Progress:
             self.match = index
             updated = True
             self.probe_sent = False
+            self.rejection_held = False  # the follower holds more than before
         if self.next < index + 1:
             self.next = index + 1
         return updated
@@ -128,24 +138,42 @@ class Progress:
         """The follower rejected an append whose prev index was `rejected`.
 
         `match_hint` is the leader's best guess (from the follower's conflict hints) of the
-        last index where the logs may agree. Returns False for a stale rejection.
+        last index where the logs may agree. Returns True when the leader should move
+        `next` back (and probe); False for a stale rejection, or one set aside while
+        replicating (`rejection_held`).
+
+        etcd's ``MaybeDecrTo``, with one more case held instead of believed: while
+        replicating, a rejection whose hint is below `match` says the follower's log ended
+        below what it has acked since. That is an older window's rejection (a reordering
+        link delivered it after newer acks), unless the follower's WAL was cut
+        (TruncateToLastGood really loses acked entries). Believing it at once moved `match`
+        back and resent entries the follower held (sim seed 1181); now only the answer to
+        the probe at `match` (sent at the next heartbeat answer) may move it back.
         """
-        if rejected <= self.match:
-            if match_hint >= self.match:
-                return False  # stale: those entries did match
-            # The follower no longer has entries it acknowledged: its WAL was cut
-            # (TruncateToLastGood). Believe it: a lower match only delays commits, and a
-            # stale rejection that lands here costs one extra probe.
-            self.match = max(0, match_hint)
-            self.next = self.match + 1
-            self.probe_sent = False
-            return True
         if self.state is ProgressState.REPLICATE:
+            if match_hint < self.match:
+                # The follower's log ended below what it has acknowledged since: stale, or
+                # it lost entries. Keep replicating; the next heartbeat answer probes at
+                # `match` if no newer ack clears this first.
+                self.rejection_held = True
+                return False
+            if rejected <= self.match:
+                return False  # stale: those entries matched (etcd)
             self.next = self.match + 1
             return True
         # PROBE (or SNAPSHOT): only the rejection of the last probe (next - 1) counts.
         if self.next - 1 != rejected:
             return False
+        if rejected <= self.match:
+            if match_hint >= self.match:
+                return False  # stale: those entries did match
+            # The probe at `match` was refused with a lower hint: the follower no longer has
+            # entries it acknowledged (its WAL was cut). Believe it: a lower match only
+            # delays commits.
+            self.match = max(0, match_hint)
+            self.next = self.match + 1
+            self.probe_sent = False
+            return True
         self.next = max(min(rejected, match_hint + 1), self.match + 1, 1)
         self.probe_sent = False
         return True

@@ -10,23 +10,74 @@ whose ``__lt__`` is Python code (a third of the loop's cost in a profile of a se
 a selector every iteration and nudges the clock by float subtraction. Here timers sit in
 a heap of ``(when, sequence, handle)`` tuples (compared in C; equal times run in the
 order they were set, which also pins the order independently of heap layout), and an
-iteration with nothing ready sets the clock to the next timer exactly.
+iteration with nothing ready sets the clock to the next timer exactly. Every event of a
+seed (each message hop, timer, task step) makes a handle and runs one, so handles are made
+without asyncio's debug bookkeeping (this loop never runs in debug mode) and run inline.
 """
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 from asyncio import base_events, events
+from asyncio import all_tasks as _all_tasks
 from typing import Any
 
-__all__ = ["VirtualLoop", "Deadlock"]
+_copy_context = contextvars.copy_context
+_heappush = heapq.heappush
+
+__all__ = ["VirtualLoop", "Deadlock", "EventBudgetExceeded"]
 
 _COMPACT_MIN = 256  # drop cancelled timers from the heap when there are this many and ...
 _COMPACT_FRACTION = 0.5  # ... they are over half of it (as asyncio does)
 
 
+def tasks_of(loop: "VirtualLoop") -> set[Any]:
+    """The loop's unfinished tasks (``asyncio.all_tasks`` works from outside a running loop
+    when given the loop)."""
+    return _all_tasks(loop)
+
+
+class _Handle(events.Handle):
+    """``asyncio.Handle`` without the debug-mode check (a method call per handle): sets what
+    ``asyncio.Handle.__init__`` sets, inline (this loop never runs in debug mode)."""
+
+    __slots__ = ()
+
+    def __init__(self, callback: Any, args: tuple[Any, ...], loop: Any, context: Any = None) -> None:
+        self._context = _copy_context() if context is None else context
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+
+
+class _TimerHandle(events.TimerHandle):
+    __slots__ = ()
+
+    def __init__(self, when: float, callback: Any, args: tuple[Any, ...], loop: Any, context: Any = None) -> None:
+        # As _Handle, plus the timer fields (one timer per message hop and per sleep).
+        self._context = _copy_context() if context is None else context
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+        self._when = when
+        self._scheduled = True
+
+
 class Deadlock(RuntimeError):
     """Nothing is ready and no timer is pending: the simulation can never move again."""
+
+
+class EventBudgetExceeded(RuntimeError):
+    """The seed ran more loop iterations than its budget: a livelock (two nodes exchanging
+    messages without end) or a runaway workload. Counted in iterations, not wall time, so the
+    same seed stops at the same point on every machine."""
 
 
 class _Selector:
@@ -54,6 +105,7 @@ class VirtualLoop(base_events.BaseEventLoop):
         self._seq = 0
         self._cancelled_timers = 0
         self.steps = 0
+        self.max_steps: int | None = None  # EventBudgetExceeded past this many iterations
 
     def time(self) -> float:
         return self._now
@@ -63,14 +115,32 @@ class VirtualLoop(base_events.BaseEventLoop):
             raise TypeError("when cannot be None")
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        timer = events.TimerHandle(when, callback, args, self, context)
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, timer))
-        timer._scheduled = True
+        timer = _TimerHandle(when, callback, args, self, context)
+        seq = self._seq = self._seq + 1
+        _heappush(self._heap, (when, seq, timer))
         return timer
 
     def call_later(self, delay: float, callback: Any, *args: Any, context: Any = None) -> events.TimerHandle:
-        return self.call_at(self._now + delay, callback, *args, context=context)
+        # call_at inlined (asyncio.sleep and every node timer come through here).
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        when = self._now + delay
+        timer = _TimerHandle(when, callback, args, self, context)
+        seq = self._seq = self._seq + 1
+        _heappush(self._heap, (when, seq, timer))
+        return timer
+
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> events.Handle:
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def _call_soon(self, callback: Any, args: tuple[Any, ...], context: Any) -> events.Handle:
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
 
     def _timer_handle_cancelled(self, handle: Any) -> None:
         if handle._scheduled:
@@ -105,6 +175,8 @@ class VirtualLoop(base_events.BaseEventLoop):
             if when > self._now:
                 self._now = when  # the jump: nothing can happen before the next timer
         self.steps += 1
+        if self.max_steps is not None and self.steps > self.max_steps:
+            raise EventBudgetExceeded(f"{self.max_steps} loop iterations by virtual time {self._now:.3f} s")
         end = self._now + self._clock_resolution
         while heap and heap[0][0] < end:
             handle = heapq.heappop(heap)[2]
@@ -112,10 +184,41 @@ class VirtualLoop(base_events.BaseEventLoop):
                 self._cancelled_timers -= 1
             handle._scheduled = False
             ready.append(handle)
+        popleft = ready.popleft
         for _ in range(len(ready)):
-            handle = ready.popleft()
-            if not handle._cancelled:
-                handle._run()
+            handle = popleft()
+            if handle._cancelled:
+                continue
+            # Handle._run inlined (one Python frame less per event); errors go to the
+            # exception handler as there.
+            try:
+                handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - as asyncio.Handle._run
+                self.call_exception_handler({"message": f"Exception in callback {handle._callback!r}",
+                                             "exception": exc, "handle": handle})
+
+    def abandon(self) -> None:
+        """Drop every pending callback and close every task's coroutine, without running the
+        world any further (after EventBudgetExceeded: running on would only spin more).
+
+        Closing a coroutine runs its ``finally`` blocks at once (a node's shutdown closes its
+        storage), so call this while the simulated file system is still in use; a block that
+        would have to wait is cut short, which is all a dropped world needs."""
+        self._ready.clear()
+        for _, _, timer in self._heap:
+            timer._scheduled = False
+        self._heap.clear()
+        self._cancelled_timers = 0
+        for task in list(tasks_of(self)):
+            coro = task.get_coro()
+            try:
+                coro.close()
+            except Exception:  # noqa: BLE001 - a finally that awaited, or failed: the world is gone
+                pass
+            task._log_destroy_pending = False  # closed on purpose: no "destroyed but pending" warning
+        self._ready.clear()
 
     def run_until(self, until: float) -> None:
         """Run every callback due up to virtual time ``until``, then stop there."""

@@ -16,6 +16,16 @@ Faults the world offers (the harness's sim runner schedules them):
 - clocks: per-node ``rate`` (timers run fast/slow: a lease without a drift bound breaks)
   and wall-clock ``offset`` (bumps and strobes);
 - disk: ``damage`` (bit flip, zeroed or copied chunk) in a WAL segment's synced bytes.
+
+Peer messages and the wire codec: a real node encodes every Raft message (msgpack frame)
+and validates every frame it receives; per hop that is about a third of a seed's CPU. Here
+the driver hands most messages over as the (immutable) objects the sender's core made, and
+a random sample goes the real way, ``encode_message`` -> bytes -> ``decode_frame`` ->
+``message_from_dict`` -> ``handle_peer_frame``: 1 in ``wire_every`` messages (each one
+drawn, so no message type or peer is left out by a regular pattern), and every message in
+an eighth of the seeds (``wire_every`` drawn from the seed when not set). The trade-off: a
+codec bug that breaks, say, one field of one message type shows up in fewer messages per
+seed (still every seed), and message-size limits are checked only on the sampled ones.
 """
 
 from __future__ import annotations
@@ -30,7 +40,9 @@ from typing import Any, Callable
 from ukehi import wire
 from ukehi.config import NodeConfig
 from ukehi.node import NodeIO, UkehiNode
+from ukehi.node.driver import encode_message
 from ukehi.node.io import DiskWork
+from ukehi.raft.messages import Message, message_to_dict
 from ukehi.nodelog import NodeLogger
 from ukehi.storage import vfs
 
@@ -71,6 +83,9 @@ class WorldOptions:
     # Founding voters (the first ``founders`` nodes; None: all). The others start with
     # ``join`` and wait to be added (admin add_node), as the membership nemesis's spares.
     founders: int | None = None
+    # 1 in this many peer messages goes through the wire codec (1: all, as between real
+    # nodes); None: drawn from the seed (1 in an eighth of the seeds, else 8).
+    wire_every: int | None = None
 
 
 class _Incarnation:
@@ -128,7 +143,7 @@ class _Incarnation:
         fn()
 
     # ---- Network (the driver's outbound side)
-    def send(self, peer: str, address: Any, frames: list[bytes]) -> bool:
+    def send(self, peer: str, address: Any, frames: list[Any]) -> bool:  # frames or Messages
         for frame in frames:
             if self.dead:  # a watcher may power the node off between two frames
                 break
@@ -176,6 +191,7 @@ class _NetworkView:
     def __init__(self, inc: _Incarnation) -> None:
         self._inc = inc
         self.send = inc.send
+        self.encode = inc.world.encode
         self.ensure = inc.ensure
         self.drop = inc.drop
         self.linked_peers = inc.linked_peers
@@ -216,12 +232,22 @@ class SimWorld:
         self.rng_disk = random.Random(master.getrandbits(64))
         self.rng_fault = random.Random(master.getrandbits(64))
         self.rng_core_seed = master.getrandbits(64)
+        self.rng_codec = random.Random(master.getrandbits(64))
+        if opts.wire_every is not None and opts.wire_every < 1:
+            raise ValueError(f"wire_every must be 1 or more (1 = every message through the codec), "
+                             f"not {opts.wire_every}")
+        self.wire_every = opts.wire_every or self.rng_codec.choice((1, 8, 8, 8, 8, 8, 8, 8))
+        self._codec_p = 1.0 / self.wire_every
         self.loop = VirtualLoop()
         self.fs = SimFS()
         self.blocked: set[tuple[str, str]] = set()
+        # Extra delay per link (src, dst) while a "slow" fault holds it: every message sent
+        # then arrives that much later, as over a congested TCP link (late, never lost).
+        self.slow: dict[tuple[str, str], float] = {}
         self.events: list[str] = []
         self.messages_sent = 0
         self.messages_delivered = 0
+        self.messages_coded = 0  # sent through the wire codec (the rest as objects)
         self._decoded: dict[bytes, wire.Frame] = {}
         # (src, dst, message body) -> None, called for every peer message sent; set by the
         # harness's fault triggers, None when no trigger is armed (no decoding then).
@@ -244,6 +270,7 @@ class SimWorld:
                              election_timeout_ms=opts.election_ms, heartbeat_ms=opts.heartbeat_ms,
                              unsafe_bug=opts.unsafe_bug, insecure=True)
             self.nodes[n] = _NodeHandle(n, i, prefix, cfg)
+        self.event(f"wire codec: 1 in {self.wire_every} peer messages")
 
     # ------------------------------------------------------------------ time & trace
     def now(self) -> float:
@@ -378,6 +405,20 @@ class SimWorld:
     def heal(self) -> None:
         self.blocked.clear()
 
+    def slow_link(self, src: str, dst: str, extra: float) -> None:
+        self.slow[(src, dst)] = extra
+
+    def unslow(self) -> None:
+        self.slow.clear()
+
+    def encode(self, m: Message) -> bytes | Message:
+        """The Network's encoder for the driver: the frame for a sampled message, else the
+        message object itself (see the module docstring)."""
+        if self.wire_every == 1 or self.rng_codec.random() < self._codec_p:
+            self.messages_coded += 1
+            return encode_message(m)
+        return m
+
     def decode(self, frame: bytes) -> wire.Frame:
         """A peer frame decoded (cached: decoding is a pure function of the bytes)."""
         cache = self._decoded
@@ -389,36 +430,52 @@ class SimWorld:
             cache[frame] = decoded
         return decoded
 
-    def _transmit(self, src: str, dst: str, frame: bytes) -> None:
+    def _transmit(self, src: str, dst: str, frame: bytes | Message) -> None:
         self.messages_sent += 1
         if self.send_watch is not None:
             # Fault triggers ("crash a voter right after it voted", "cut the leader off
             # while entries are in flight") see each Raft message as it leaves its node.
-            try:
-                body = self.decode(frame).body
-            except (ValueError, wire.ProtocolError):
-                body = {}
+            if isinstance(frame, bytes):
+                try:
+                    body = self.decode(frame).body
+                except (ValueError, wire.ProtocolError):
+                    body = {}
+            else:
+                body = message_to_dict(frame)
             self.send_watch(src, dst, body)
-        if (src, dst) in self.blocked:
+        if self.blocked and (src, dst) in self.blocked:
             return
+        # One call per message hop: locals, and random.uniform / call_later inlined (the same
+        # arithmetic, so the same draws and times).
+        opts = self.opts
         rng = self.rng_net
-        if self.opts.loss and rng.random() < self.opts.loss:
+        loss = opts.loss
+        if loss and rng.random() < loss:
             return
-        copies = 2 if self.opts.duplicate and rng.random() < self.opts.duplicate else 1
-        lo, hi = self.opts.delay
+        dup = opts.duplicate
+        copies = 2 if dup and rng.random() < dup else 1
+        lo, hi = opts.delay
+        if self.slow:
+            lo += self.slow.get((src, dst), 0.0)  # the same draw, shifted: later, not lost
+            hi += self.slow.get((src, dst), 0.0)
+        loop = self.loop
+        deliver = self._deliver
         for _ in range(copies):
-            self.loop.call_later(rng.uniform(lo, hi), self._deliver, src, dst, frame)
+            loop.call_at(loop._now + (lo + (hi - lo) * rng.random()), deliver, src, dst, frame)
 
-    def _deliver(self, src: str, dst: str, frame: bytes) -> None:
+    def _deliver(self, src: str, dst: str, frame: bytes | Message) -> None:
         h = self.nodes.get(dst)
         if h is None or not h.up or h.current is None or h.current.node is None:
             return
-        if (src, dst) in self.blocked:
+        if self.blocked and (src, dst) in self.blocked:
             return  # cut while in flight
         if h.paused:
             h.held.append(lambda: self._deliver(src, dst, frame))
             return
         self.messages_delivered += 1
+        if not isinstance(frame, bytes):
+            h.current.node.handle_peer_message(frame)
+            return
         try:
             h.current.node.handle_peer_frame(self.decode(frame), src)
         except (ValueError, wire.ProtocolError):

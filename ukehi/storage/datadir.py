@@ -13,7 +13,7 @@ Usage::
 
     store = DataDir(path).open_group(0, policy)
     rec = store.recovered      # hard state, snapshot, entries after it, corruption report
-    if rec.recovering: grant no votes until caught up past rec.highest_index_seen
+    if rec.recovering: grant no votes until caught up to rec.recover_until
 """
 
 from __future__ import annotations
@@ -52,8 +52,14 @@ class Recovered:
 
     @property
     def recovering(self) -> bool:
-        """The policy cut entries: grant no votes until caught up past ``highest_index_seen``."""
+        """The policy cut entries: grant no votes until caught up to ``recover_until``."""
         return self.report.recovering
+
+    @property
+    def recover_until(self) -> int | None:
+        """While recovering: an upper bound on every index the cut may have dropped (readable
+        or not), so on every entry this node may have acknowledged and no longer holds."""
+        return self.report.recover_until
 
     @property
     def last_good_index(self) -> int | None:
@@ -78,7 +84,7 @@ class GroupStorage:
         self._recovery = recovery
 
     def mark_caught_up(self) -> None:
-        """Optional: drop the recovering marker once caught up past ``highest_index_seen``.
+        """Optional: drop the recovering marker once caught up to ``recover_until``.
 
         The marker also lapses by itself at the next open when the durable log has reached
         that index; calling this just makes it go sooner.
@@ -136,8 +142,13 @@ class DataDir:
         snapshot = snapshots.load_latest()
         wal_dir = os.path.join(path, "wal")
         ensure_dir(wal_dir, f"group {group_id} WAL directory", self.create)
+        # The index before the WAL's first entry is at most the snapshot's (compaction keeps
+        # the segment after it; an installed snapshot empties the WAL); the saved commit index
+        # was in the log too. Either bounds what a cut that kept nothing may have dropped.
+        base = max(snapshot.index if snapshot is not None else 0, hard_state.commit)
         # unsafe_skip_crc: the no-crc-check planted bug (ukehi/bugs.py); never set otherwise.
-        scan = scan_wal(wal_dir, policy, unsafe_skip_crc=unsafe_skip_crc)  # reads only; RefuseStart raises here
+        scan = scan_wal(wal_dir, policy, unsafe_skip_crc=unsafe_skip_crc,
+                        base_index=base)  # reads only; RefuseStart raises here
         gap = _gap_after_snapshot(scan.entries, snapshot)
         if gap is not None and policy is CorruptionPolicy.RefuseStart:
             _refuse_gap(wal_dir, scan.report, gap)  # before anything on disk changes
@@ -145,6 +156,10 @@ class DataDir:
         recovery = RecoveryMarker(os.path.join(path, "recovering"))
         try:
             entries = _after_snapshot(wal, replay.entries, replay.report, snapshot, gap)
+            report = replay.report
+            if report.recovering:
+                report.recover_until = max(v for v in (report.recover_until, report.highest_index_seen, base)
+                                           if v is not None)
             held = [e.index for e in entries[-1:]] + ([snapshot.index] if snapshot is not None else [])
             recovery.merge(replay.report, durable_last=max(held, default=None))
         except BaseException:
@@ -162,7 +177,10 @@ class _Gap:
 
 
 class RecoveryMarker:
-    """``group-N/recovering``: persisted "grant no votes until caught up past index X".
+    """``group-N/recovering``: persisted "grant no votes until caught up to index X".
+
+    X is the report's ``recover_until``; the file's key is ``highest_index_seen`` for
+    compatibility with data dirs written before the bound counted unreadable bytes.
 
     Written (atomically, durably) when replay cuts entries, so a node that crashes again
     while catching up is still recovering after the restart. It lapses by itself once the
@@ -197,11 +215,11 @@ class RecoveryMarker:
                 self.clear()  # caught up before the restart
                 return
             report.recovering = True
-        if stored is not None and (report.highest_index_seen is None or stored > report.highest_index_seen):
-            report.highest_index_seen = stored
+        if stored is not None and (report.recover_until is None or stored > report.recover_until):
+            report.recover_until = stored
         # Without a known index there is nothing to wait for, so nothing to persist.
-        if report.recovering and report.highest_index_seen is not None and stored != report.highest_index_seen:
-            atomic_write(self.path, json.dumps({"highest_index_seen": report.highest_index_seen}).encode())
+        if report.recovering and report.recover_until is not None and stored != report.recover_until:
+            atomic_write(self.path, json.dumps({"highest_index_seen": report.recover_until}).encode())
 
     def clear(self) -> None:
         if os.path.exists(self.path):

@@ -103,6 +103,11 @@ class CorruptionReport:
     first_index: int | None = None
     last_good_index: int | None = None  # last index kept
     highest_index_seen: int | None = None  # highest index read, kept or dropped
+    # After a TruncateToLastGood cut: grant no votes until caught up to this index. At least
+    # highest_index_seen, and it also counts the entries that may have been in bytes the cut
+    # dropped without reading them (a WAL damaged at its first entry has nothing readable,
+    # yet the node may have acknowledged entries there): see scan._count_readable.
+    recover_until: int | None = None
     refused: bool = False
     recovering: bool = False  # TruncateToLastGood cut entries: grant no votes until caught up
     resynced: int = 0  # times an impossible length was followed by a forward scan that found an entry
@@ -142,6 +147,7 @@ class CorruptionReport:
             "first_index": self.first_index,
             "last_good_index": self.last_good_index,
             "highest_index_seen": self.highest_index_seen,
+            "recover_until": self.recover_until,
             "resynced": self.resynced,
             "findings": [asdict(f) for f in self.findings],
         }

@@ -146,14 +146,46 @@ def resync(buf: bytes, start: int, end: int, version: int, min_index: int | None
     return None
 
 
-def _count_readable(buf: bytes, pos: int, end: int, version: int) -> tuple[int, int | None]:
-    """(entries, highest index) readable from ``pos`` on, resyncing over bad bytes. For reports."""
+class _Bound:
+    """An upper bound on the indexes of the entries a TruncateToLastGood cut drops, readable or
+    not, kept while the scan walks the dropped bytes in file order (see :func:`_count_readable`).
+
+    ``value`` bounds the index of the entry at the walk's position; ``last`` is the highest
+    readable index met so far (the last kept one at the cut; None with nothing kept).
+    """
+
+    __slots__ = ("value", "last")
+
+    def __init__(self, value: int, last: int | None) -> None:
+        self.value = value
+        self.last = last
+
+
+def _count_readable(buf: bytes, pos: int, end: int, version: int,
+                    bound: _Bound | None = None) -> tuple[int, int | None]:
+    """(entries, highest index) readable from ``pos`` on, resyncing over bad bytes.
+
+    With ``bound``, also raise it over these bytes. Indexes go up by one per entry in file
+    order (a suffix truncation cuts the file) and no entry is shorter than ``4 +
+    FIXED_LEN[version]`` bytes, so a run of ``g`` unreadable bytes held at most ``g // that``
+    entries. A readable entry that goes past every readable index before it is the one written
+    there, or a copy of a later one (a copy's source reads, and the walk met any earlier
+    source first): the bound at that point is its index, whatever the bytes before it held.
+    One that does not go past them is not the entry written there (a copied chunk): its bytes
+    count as unreadable too. A node that
+    cut its WAL refuses votes until caught up to this bound: the entries it acknowledged may
+    lie in bytes that no longer read as entries (a WAL damaged at its first entry reads as
+    nothing at all).
+    """
     fixed = FIXED_LEN[version]
+    smallest = 4 + fixed
     count, highest = 0, None
     while pos < end:
         nxt = _entry_at(buf, pos, end, fixed, None)
         if nxt < 0:
             found = resync(buf, pos + 1, end, version, None)
+            if bound is not None:
+                bound.value += ((end if found is None else found) - pos) // smallest
             if found is None:
                 break
             pos = found
@@ -161,8 +193,19 @@ def _count_readable(buf: bytes, pos: int, end: int, version: int) -> tuple[int, 
         index = ENTRY_HEAD.unpack_from(buf, pos + 4)[1]
         count += 1
         highest = index if highest is None else max(highest, index)
+        if bound is not None:
+            if bound.last is None or index > bound.last:
+                bound.value = index
+                bound.last = index
+            else:
+                bound.value += (nxt - pos) // smallest
         pos = nxt
     return count, highest
+
+
+# The smallest entry of any version (v1, empty command): how many entries an unreadable
+# segment of unknown version may have held.
+_SMALLEST_ENTRY = 4 + min(FIXED_LEN.values())
 
 
 def _span(lo: int, hi: int) -> str:
@@ -197,6 +240,11 @@ class _Scanner:
         self.skip_crc = False
         self.highest: int | None = None
         self.files: list[tuple[int, str]] = []
+        # Upper bound on the index of every entry the cut dropped, readable or not (see
+        # _count_readable); None until TruncateToLastGood cuts. ``base`` bounds the index
+        # before the first WAL entry (the caller's snapshot index, say; 0 without one).
+        self.base = 0
+        self.bound: _Bound | None = None
 
     # -- findings -----------------------------------------------------------------------
 
@@ -209,12 +257,18 @@ class _Scanner:
         self.report.refused = True
         raise _Refuse()
 
+    def _start_bound(self) -> _Bound:
+        """The bound at the cut: the last kept index, or the base when nothing was kept."""
+        if self.bound is None:
+            self.bound = _Bound(self.prev if self.prev is not None else self.base, self.prev)
+        return self.bound
+
     def _cut(self, seg: SegmentInfo, buf: bytes, offset: int, kind: str, index: int | None,
              detail: str) -> None:
         """TruncateToLastGood: cut this segment at ``offset`` (>= HEADER_SIZE, an entry's
         start); later segments get removed by :meth:`_drop_segment`."""
         end = len(buf)
-        dropped, high = _count_readable(buf, offset, end, seg.version)
+        dropped, high = _count_readable(buf, offset, end, seg.version, self._start_bound())
         self.report.entries_dropped += dropped
         if high is not None:
             self._note_index(high)
@@ -302,17 +356,27 @@ class _Scanner:
         try:
             version, _ = decode_header(buf)
         except ValueError:
+            self._bound_unreadable(size)
             return
-        dropped, high = _count_readable(buf, HEADER_SIZE, len(buf), version)
+        dropped, high = _count_readable(buf, HEADER_SIZE, len(buf), version, self._start_bound())
         self.report.entries_dropped += dropped
         if high is not None:
             self._note_index(high)
+
+    def _bound_unreadable(self, size: int) -> None:
+        """A dropped segment none of whose bytes can be read (its version unknown too)."""
+        bound = self._start_bound()
+        if size <= MAX_SEGMENT_FILE:
+            # A file larger than any writer makes was not written by this WAL (run() does not
+            # read it): it holds no entry this node acknowledged.
+            bound.value += max(0, size - HEADER_SIZE) // _SMALLEST_ENTRY
 
     def _bad_header(self, seg_id: int, path: str, name: str, size: int, why: str) -> None:
         detail = f"{why}; the whole segment is unreadable"
         if self.policy is CorruptionPolicy.RefuseStart:
             self._refuse(name, 0, Kind.BAD_HEADER, None, detail)
         if self.policy is CorruptionPolicy.TruncateToLastGood:
+            self._bound_unreadable(size)
             self.report.findings.append(Finding(name, 0, Kind.BAD_HEADER, Action.CUT, None, size,
                                                 detail + "; segment removed with everything after it"))
             self.actions.append(DiskAction("remove", path, 0, seg_id))
@@ -512,8 +576,12 @@ class _Scanner:
 
 def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.TruncateToLastGood, *,
              with_locations: bool = False, resync_window: int = RESYNC_WINDOW,
-             unsafe_skip_crc: bool = False) -> WalScan:
+             unsafe_skip_crc: bool = False, base_index: int = 0) -> WalScan:
     """Read every segment in ``directory`` and apply ``policy`` in memory. Never writes.
+
+    ``base_index`` bounds the index before the WAL's first entry (the snapshot's index; 0
+    without one): with nothing kept before a TruncateToLastGood cut, the report's
+    ``recover_until`` counts the entries the cut may have dropped from there.
 
     ``unsafe_skip_crc`` is the no-crc-check planted bug (ukehi/bugs.py), for harness tests only.
 
@@ -524,6 +592,7 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
     policy = CorruptionPolicy.parse(policy)
     scanner = _Scanner(directory, policy, with_locations, resync_window)
     scanner.skip_crc = unsafe_skip_crc
+    scanner.base = base_index
     # Replay creates millions of small, acyclic objects; the cyclic GC would otherwise
     # rescan them over and over (a ~40% slowdown measured by bench/wal.py).
     gc_was_enabled = gc.isenabled()
@@ -561,6 +630,9 @@ def scan_wal(directory: str, policy: CorruptionPolicy = CorruptionPolicy.Truncat
             # The bad entry itself was at least one past the last good index.
             scanner._note_index(report.last_good_index + 1)
     report.highest_index_seen = scanner.highest
+    if report.recovering:
+        bound = scanner.bound.value if scanner.bound is not None else None
+        report.recover_until = max(v for v in (bound, scanner.highest, base_index) if v is not None)
     removed = {a.path for a in scanner.actions if a.kind == "remove"}
     segments = [s for s in scanner.segments if s.path not in removed]
     # Removed ids may be reused: apply_actions makes the removals durable before any write.

@@ -65,9 +65,13 @@ class ReplayResult:
 
     @property
     def recovering(self) -> bool:
-        """True when TruncateToLastGood cut entries: grant no votes until caught up past
-        :attr:`highest_index_seen` from a leader."""
+        """True when TruncateToLastGood cut entries: grant no votes until caught up to
+        :attr:`recover_until` from a leader."""
         return self.report.recovering
+
+    @property
+    def recover_until(self) -> int | None:
+        return self.report.recover_until
 
     @property
     def last_good_index(self) -> int | None:
@@ -194,21 +198,32 @@ class WAL:
 
     # -- appending ----------------------------------------------------------------------
 
+    @staticmethod
+    def encode(entries: Iterable[WalEntry]) -> list[bytes]:
+        """The record bytes of ``entries``, for :meth:`append`'s ``frames``: a caller may
+        encode on its own thread (the node's event loop) so that the thread that writes
+        and fsyncs holds the GIL as briefly as it can."""
+        return [encode_entry(e if isinstance(e, WalEntry) else WalEntry(*e)) for e in entries]
+
     @_locked
-    def append(self, entries: Iterable[WalEntry], *, sync: bool = False) -> None:
+    def append(self, entries: Iterable[WalEntry], *, sync: bool = False,
+               frames: list[bytes] | None = None) -> None:
         """Append ``entries`` (consecutive indexes, following :attr:`last_index`).
 
         The bytes reach the OS in one write per segment; they are durable only after
         :meth:`sync` (or ``sync=True``), which costs one fsync for the whole batch.
+        ``frames``: the entries already encoded by :meth:`encode`, one per entry.
         """
         self._check_open()
         batch = list(entries)
+        if frames is not None and len(frames) != len(batch):
+            raise ValueError(f"WAL append got {len(frames)} encoded frames for {len(batch)} entries")
         if not batch:
             if sync:
                 self.sync()
             return
         expected = None if self._last_index is None else self._last_index + 1
-        frames = []
+        encoded = [] if frames is None else frames
         for entry in batch:
             if not isinstance(entry, WalEntry):
                 entry = WalEntry(*entry)
@@ -216,8 +231,10 @@ class WAL:
                 raise ValueError(
                     f"WAL append out of order: got index {entry.index}, expected {expected}; "
                     "call truncate_from(index) before overwriting entries")
-            frames.append(encode_entry(entry))
+            if frames is None:
+                encoded.append(encode_entry(entry))
             expected = entry.index + 1
+        frames = encoded
         tail = self._segments[-1]
         pending = bytearray()
         try:
@@ -257,6 +274,16 @@ class WAL:
     @_locked
     def sync(self) -> None:
         """Make every appended entry durable: one fsync, none when nothing is pending."""
+        # fsync, not fdatasync, on purpose. fdatasync would be enough for durability (it
+        # still writes the metadata needed to read the data back, and every append here
+        # grows the file, so the new size is such metadata), but for that same reason it
+        # saves nothing on this WAL: a size change commits the file system journal either
+        # way (measured on this machine's ext4, 200 appends of 150 bytes: fsync p50 0.38 ms,
+        # fdatasync 0.37 ms). It pays off only for writes inside an already-sized file
+        # (etcd preallocates 64 MB segments: 0.20 ms here), which would put zero-filled
+        # tails in every segment, and open() treats a zero-filled tail as a torn write to
+        # cut and report; that format change is left undone. The simulator's file system
+        # models fsync only, so one primitive also keeps both worlds alike.
         self._check_open()
         if not self._unsynced:
             return

@@ -1,0 +1,1160 @@
+"""A sharded node: one process hosting every Raft group it is a member of (issue 15).
+
+With ``--shards S`` the key space is split into S shards (``ukehi.shardmap``); shard s is Raft
+group s + 1, whose founders are the ``--replication-factor`` nodes the consistent-hash
+partitioner ranks first for it. Every node computes the same founding map (epoch 1) from the
+same ``--peers``; after that the map changes only through the metadata group.
+
+The metadata group, Raft group 0, has the R nodes the partitioner ranks first for
+``ukehi-meta``. It holds the map in its state machine (``shardmap.META_KEY``): its leader
+writes the founding map there if the group holds none (create-if-absent), and every member
+checks that the committed map is of its own cluster; a member started with other
+``--shards``/``--replication-factor``/``--peers`` logs ``shard-map-mismatch`` and stops with
+exit code 254 instead of serving shards the cluster placed elsewhere.
+
+The map changes (replica moves, ``move_replica``):
+
+- a change is a compare-and-set on the map's whole JSON from epoch E to E + 1, committed in
+  the metadata group by its leader (``map_cas``); of two changes made from one epoch exactly
+  one commits. Only committed maps are ever routed by;
+- metadata members read the map from their replica; every other node asks them (``map_get``)
+  every second, and at once when a client request carries a newer epoch (the request waits up
+  to a second for it) or a Raft message names a group the node does not host. Node-to-node
+  calls travel over the peer links as RAFT frames whose body has ``ukehi_rpc`` (a node
+  certificate may make no client request but status). The newest map is kept in
+  ``DATA_DIR/shardmap.json``, so a restart hosts the groups it gives at once;
+- a node hosts the groups of the shards it is a member of and of the moves it is the target
+  of (as a joiner: no configuration until the group's leader sends one). A group the map no
+  longer gives it is stopped; its directory is set aside (``retired-group-<id>.<n>``) only
+  when its own log shows its removal, so a map that turns out stale can never cost a voter
+  its log. A founder whose directory was set aside rejoins as a joiner;
+- a move runs on the shard's leader (:meth:`ShardedNode._move`): record the move in the map,
+  add the target as a learner, wait for it to catch up, one joint change (target in, source
+  out), then the map takes the group's voters. At most one move per shard;
+- on every shard leader a reconciler keeps the map equal to the group's voters: a move whose
+  mover stopped (a restart, lost leadership) is finished in the map if the group changed, and
+  undone (learner removed, record cleared) if it did not.
+
+One process, one listener, one outbound transport, many groups:
+
+- each hosted group is a :class:`GroupReplica`, the unsharded node's class
+  (``ukehi.node.server.UkehiNode``) with its own driver, Raft core, state machine, Ready
+  loop and data directory ``DATA_DIR/group-<id>/``, but the host's listener and peer links;
+- peer frames carry their group id (``g``), and the host hands each to its group;
+- client requests are routed by key: the host computes the key's shard; a shard the map does
+  not make it a member of (a joining replica included), or a request made with a newer map
+  epoch than its own (``e``) that it cannot learn in time, is refused with ``wrong_shard``
+  and the host's epoch, and nothing is done. ``shard_map`` returns the map and
+  every member's address, which is how a client (``ukehi.client``) learns where to go;
+- one tick loop ticks every group (not one timer per group);
+- fail-stop is per process: a group that stops itself (a Raft invariant, a crash, a refused
+  start) stops the whole node with that group's exit code, as an unsharded node would.
+
+Group log lines carry ``group=<id>``; the node-level lines (``starting``, ``listening``,
+connections) do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import os
+import random
+import signal
+import sys
+from typing import Any, Callable
+
+from ukehi import wire
+from ukehi.bugs import canonical_bug
+from ukehi.config import NodeConfig, format_address
+from ukehi.nodelog import NodeLogger
+from ukehi.raft.config import RaftConfig
+from ukehi.raft.confchange import ConfChange, ConfChangeType
+from ukehi.raft.messages import MessageError, message_from_dict
+from ukehi.raft.types import NotLeader, Role
+from ukehi.server import NodeServer
+from ukehi.shardmap import META_GROUP, META_KEY, ShardMap, ShardMapError, group_of, meta_members, request_keys
+from ukehi.storage.datadir import DataDir, GroupStorage
+from ukehi.storage.errors import StorageError
+from ukehi.tls import NodeTLS
+from ukehi.transport import PeerTransport
+
+from .api import Reply, err, partial
+from .io import NodeIO, ThreadDisk
+from .server import EXIT_START_FAILED, UkehiNode, raft_config
+
+# The node's --shards/--peers/--replication-factor give another map than the one the cluster
+# committed in its metadata group: a configuration error, as a bad flag is (nodecli's 254).
+EXIT_MAP_MISMATCH = 254
+_MAP_CHECK_S = 0.2
+# Where a node keeps the newest committed map it has seen (so a restart hosts the groups that
+# map gives before it can reach the metadata group); written whole, fsynced, renamed.
+MAP_FILE = "shardmap.json"
+_MAP_POLL_S = 1.0  # a node outside the metadata group asks a member for the map this often
+_RECONCILE_S = 0.5  # a shard leader compares its group's voters with the map this often
+_RPC_TIMEOUT_S = 2.0
+MOVE_TIMEOUT_S = 20.0  # a replica move that has not finished by then is undone (or left to repair)
+# Recording a move in the map needs the metadata group's quorum: without it, give up soon
+# (nothing was done yet) rather than hold the shard's move slot.
+_RECORD_TIMEOUT_S = 5.0
+_CATCH_UP_STALL_S = 8.0  # a learner whose log has not grown for this long is not coming
+# A RAFT frame whose body has this key is a node-to-node metadata call (map_get, map_cas,
+# reply), not a Raft message: it travels over the authenticated peer links, which is the
+# only channel a node certificate may use for anything but status.
+RPC_KEY = "ukehi_rpc"
+
+__all__ = ["ShardedNode", "GroupReplica", "GroupLogger"]
+
+_KEYED = frozenset({wire.MsgType.GET, wire.MsgType.PUT, wire.MsgType.CAS, wire.MsgType.DELETE,
+                    wire.MsgType.FENCED_PUT, wire.MsgType.APPEND})  # the server's callback path
+# Requests about one group, named by the frame's group id.
+_PER_GROUP = frozenset({wire.MsgType.TRANSFER_LEADER, wire.MsgType.SNAPSHOT})
+
+
+class GroupLogger(NodeLogger):
+    """The node's logger with ``group=<id>`` on every line (same stream, same node name)."""
+
+    def __init__(self, base: NodeLogger, group: int) -> None:
+        super().__init__(base.node, "debug", base.stream, base.clock)
+        self.threshold = base.threshold
+        self.group = group
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        super().log(level, event, group=self.group, **fields)
+
+
+class _SharedNetwork:
+    """The host's one PeerTransport as a group's Network. Links are shared by every group, so
+    a group never drops or closes one (the host closes them at shutdown)."""
+
+    def __init__(self, transport: PeerTransport) -> None:
+        self._transport = transport
+
+    def send(self, peer: str, address: tuple[str, int] | None, frames: list[bytes]) -> bool:
+        return self._transport.send(peer, address, frames)
+
+    def ensure(self, peer: str, address: tuple[str, int]) -> Any:
+        return self._transport.ensure(peer, address)
+
+    async def drop(self, peer: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def linked_peers(self) -> list[str]:
+        return self._transport.linked_peers()
+
+
+class _HostListener:
+    """A group listens through its host's server: starting it is learning the host's address."""
+
+    def __init__(self, host: "ShardedNode") -> None:
+        self._host = host
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        assert self._host.bound_address is not None
+        return self._host.bound_address
+
+    async def stop(self) -> None:
+        return None
+
+    @property
+    def connection_count(self) -> int:
+        return int(self._host.listener.connection_count)
+
+    @property
+    def bad_frames(self) -> int:
+        return int(self._host.listener.bad_frames)
+
+    def counters(self) -> dict[str, Any]:
+        return dict(self._host.listener.counters())
+
+
+class GroupReplica(UkehiNode):
+    """This node's member of one shard's Raft group, inside a :class:`ShardedNode`."""
+
+    hosted = True
+
+    def __init__(self, host: "ShardedNode", group_id: int, members: tuple[str, ...], shard: int | None,
+                 join: bool = False) -> None:
+        self.group_id = group_id
+        self.shard = shard  # None: the metadata group
+        cfg = host.config
+        # The group's founders are its members: its initial configuration. A replica that
+        # joins a group later (a replica move's target) starts with no configuration at all
+        # (join) and learns it from the group's leader, as a learner, by log or snapshot.
+        group_cfg = dataclasses.replace(cfg, peers={m: cfg.peers[m] for m in members}, join=join)
+        io = NodeIO(clock=host.io.clock, disk=ThreadDisk(), rng=random.Random(),
+                    make_network=lambda _node: _SharedNetwork(host.transport),
+                    make_listener=lambda _node: _HostListener(host), signals=False, pid=host.pid)
+        super().__init__(group_cfg, GroupLogger(host.log, self.group_id), io=io)
+        # Every node of the cluster listens at its --peers address: a member added by a move
+        # is reachable from the start, whatever the group's founders were.
+        self.driver.addresses.update(cfg.peers)
+
+    def removed(self) -> bool:
+        """Whether this replica has applied a configuration that no longer has this node."""
+        core = self.core
+        if core is None:
+            return False
+        nodes = core.membership.all_nodes()
+        return bool(nodes) and self.config.node_id not in nodes
+
+    def _announce(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.log.info("group-starting", shard="metadata" if self.shard is None else self.shard,
+                      members="" if self.config.join else ",".join(sorted(self.config.peers)),
+                      join=self.config.join,
+                      data_dir=os.path.join(self.config.data_dir, f"group-{self.group_id}"))
+
+    def _open_storage(self) -> GroupStorage:
+        return DataDir(self.config.data_dir).open_group(
+            self.group_id, self.config.corruption_policy, unsafe_skip_crc=self.bug == "no-crc-check")
+
+    def _raft_config(self) -> RaftConfig:
+        return dataclasses.replace(raft_config(self.config, self.bug), group_id=self.group_id)
+
+    async def _tick_loop(self) -> None:
+        # The host ticks every group from one timer; this task only has to stay alive.
+        await asyncio.get_running_loop().create_future()
+
+
+class _MoveFailed(Exception):
+    """A replica move cannot go on; the message says at which step and why."""
+
+
+class ShardedNode:
+    """One node process of a sharded cluster: the listener, the peer links, the shard map and
+    a :class:`GroupReplica` per hosted shard. Serves as the server's ``FrameHandler``."""
+
+    def __init__(self, config: NodeConfig, log: NodeLogger | None = None) -> None:
+        if config.shards is None:
+            raise ValueError("a ShardedNode needs config.shards; an unsharded node is a UkehiNode")
+        self.config = config
+        self.io = NodeIO()
+        self.clock = self.io.clock
+        self.log = log or NodeLogger(config.node_id, config.log_level)
+        self.pid = os.getpid()
+        self.bug = canonical_bug(config.unsafe_bug)
+        # The map the flags give (epoch 1): each group's founders, and what the metadata group
+        # must hold at epoch 1. The map routed by is the newest committed one this node knows.
+        self.initial_map = ShardMap.initial(config.peers, config.shards, config.replication_factor)
+        self.shard_map = self._load_map() or self.initial_map
+        self.bound_address: tuple[str, int] | None = None
+        self.started_at = self.clock.time()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self.tls = None if config.insecure else NodeTLS.load(
+            config.node_id, str(config.tls_ca), str(config.tls_cert), str(config.tls_key))
+        self.listener = NodeServer(self, self.log, tls=self.tls.server if self.tls else None,
+                                   max_connections=config.max_connections, idle_timeout=config.idle_timeout_s)
+        self.transport = PeerTransport(config.node_id, self.log, self._on_unreachable,
+                                       advertise=format_address(config.advertise_address),
+                                       tls=self.tls.client if self.tls else None)
+        self.replicas: dict[int, GroupReplica] = {}
+        for s in sorted(self._wanted(self.shard_map)):
+            self.replicas[group_of(s)] = self._make_replica(s)
+        # The metadata group (group 0) replicates the shard map; its members keep it and check
+        # that the map this node computed from its own flags is the one the cluster committed.
+        self.meta_members = meta_members(config.peers, config.replication_factor)
+        if config.node_id in self.meta_members:
+            self.replicas[META_GROUP] = GroupReplica(self, META_GROUP, self.meta_members, None)
+        self.map_committed = False  # this node saw its map committed in the metadata group
+        self._exit_code: int | None = None  # set when the node stops itself (a map mismatch)
+        self._tasks: dict[int, asyncio.Task[int]] = {}
+        self._retiring: set[int] = set()  # groups being stopped on purpose (not a failure)
+        self._move_locks: dict[int, asyncio.Lock] = {}
+        self._moving: dict[int, dict[str, Any]] = {}  # shard -> the move this node runs
+        self._rpc_ids = itertools.count(1)
+        self._rpc_waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._meta_leader: str | None = None  # a guess: where map changes go first
+        self._map_wanted = asyncio.Event()
+        self._map_changed = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ the map
+    def _map_path(self) -> str:
+        return os.path.join(self.config.data_dir, MAP_FILE)
+
+    def _load_map(self) -> ShardMap | None:
+        try:
+            with open(self._map_path(), encoding="utf-8") as f:
+                saved = ShardMap.from_dict(json.load(f))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, ShardMapError) as e:
+            self.log.warning("shard-map-unreadable", path=self._map_path(), error=str(e))
+            return None
+        if not saved.same_cluster(self.initial_map):
+            # Another cluster's map (other flags): the metadata group decides (a member stops on
+            # a mismatch); this node starts from its flags' map.
+            self.log.warning("shard-map-ignored", path=self._map_path(), epoch=saved.epoch,
+                             detail="the saved map is not of this node's --shards/--replication-factor/--peers")
+            return None
+        return saved
+
+    def _save_map(self, smap: ShardMap) -> None:
+        path = self._map_path()
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(smap.to_dict(), f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self.config.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def adopt(self, smap: ShardMap, source: str) -> bool:
+        """Route by `smap` from now on if it is newer than ours (only committed maps reach
+        here: read from the metadata group's state machine, directly or through a member)."""
+        if smap.epoch <= self.shard_map.epoch:
+            return False
+        if not smap.same_cluster(self.initial_map):
+            self.log.warning("shard-map-ignored", epoch=smap.epoch, source=source,
+                             detail="not a map of this node's cluster")
+            return False
+        old = self.shard_map
+        self.shard_map = smap
+        try:
+            self._save_map(smap)
+        except OSError as e:
+            self.log.warning("shard-map-save-failed", error=str(e))
+        changed = [s for s in range(smap.shards) if smap.members[s] != old.members[s]]
+        self.log.info("shard-map-changed", epoch=smap.epoch, previous=old.epoch, source=source,
+                      changed=",".join(f"{s}:{'+'.join(smap.members[s])}" for s in changed) or "none",
+                      moves=";".join(f"{s}:{a}->{b}" for s, a, b in smap.moves) or "none")
+        self._map_changed.set()
+        self._map_changed = asyncio.Event()
+        self._sync_hosting()
+        return True
+
+    def _wanted(self, smap: ShardMap) -> set[int]:
+        """The shards whose groups this node hosts under `smap`: those it is a member of, and
+        those it is the target of a move of (it joins their group as a learner)."""
+        me = self.config.node_id
+        return set(smap.shards_of(me)) | set(smap.joining(me))
+
+    def _retired_before(self, gid: int) -> bool:
+        prefix = f"retired-group-{gid}."
+        try:
+            return any(name.startswith(prefix) for name in os.listdir(self.config.data_dir))
+        except OSError:
+            return False
+
+    def _make_replica(self, shard: int) -> GroupReplica:
+        """This node's replica of `shard`'s group. A founder of the group (a member in the
+        flags' map) that never left it starts from the founders' configuration; any other
+        replica joins: no configuration until the group's leader sends one (so an empty data
+        directory can never make up a membership and vote in it)."""
+        gid = group_of(shard)
+        me = self.config.node_id
+        founders = self.initial_map.members[shard]
+        join = me not in founders or self._retired_before(gid)
+        members = founders if not join else tuple(sorted(set(self.shard_map.members[shard]) | {me}))
+        return GroupReplica(self, gid, members, shard, join=join)
+
+    def _start_group(self, gid: int, replica: GroupReplica) -> None:
+        task = asyncio.get_running_loop().create_task(replica.run(), name=f"group-{gid}")
+        self._tasks[gid] = task
+        task.add_done_callback(lambda t, g=gid, r=replica: self._group_ended(g, r, t))
+
+    def _group_ended(self, gid: int, replica: GroupReplica, task: asyncio.Task[int]) -> None:
+        if self._stopping or (gid in self._retiring and self.replicas.get(gid) is not replica):
+            return
+        # A group that ended on its own (a fail-stop, a refused start) ends the process with
+        # its code: the group already logged why.
+        if task.cancelled() or task.exception() is not None:
+            code = EXIT_START_FAILED
+        else:
+            code = task.result() or EXIT_START_FAILED  # stopped although nobody asked it to
+        if self._exit_code is None:
+            self._exit_code = code
+        self._stop.set()
+
+    def _sync_hosting(self) -> None:
+        """Start the groups the map gives this node and stop the ones it no longer does."""
+        if self.bound_address is None or self._stopping:
+            return  # before run(): the constructor placed them; run() starts them
+        wanted = self._wanted(self.shard_map)
+        for gid, r in list(self.replicas.items()):
+            if r.shard is not None and r.shard not in wanted:
+                self._stop_group(gid, r)
+        for shard in sorted(wanted):
+            gid = group_of(shard)
+            if gid in self.replicas or gid in self._retiring:
+                continue
+            replica = self._make_replica(shard)
+            self.replicas[gid] = replica
+            self.log.info("group-hosted", group=gid, shard=shard, epoch=self.shard_map.epoch,
+                          join=replica.config.join)
+            self._start_group(gid, replica)
+
+    def _stop_group(self, gid: int, replica: GroupReplica) -> None:
+        """Stop hosting a group the map no longer gives this node. Its data directory is set
+        aside (``retired-group-<id>.<n>``) only when the replica itself applied a configuration
+        without this node; otherwise (a removal it never heard of) the data stays, so a map
+        that turns out stale can never cost a voter its log."""
+        self._retiring.add(gid)
+        del self.replicas[gid]
+        removed = replica.removed()
+        self.log.info("group-stopping", group=gid, shard=replica.shard, epoch=self.shard_map.epoch,
+                      removed=removed)
+        replica.stop()
+
+        async def finish() -> None:
+            task = self._tasks.pop(gid, None)
+            try:
+                if task is not None:
+                    await task
+            except (asyncio.CancelledError, Exception):
+                pass
+            try:
+                if removed or replica.removed():
+                    src = os.path.join(self.config.data_dir, f"group-{gid}")
+                    n = sum(1 for name in os.listdir(self.config.data_dir)
+                            if name.startswith(f"retired-group-{gid}."))
+                    dst = os.path.join(self.config.data_dir, f"retired-group-{gid}.{n + 1}")
+                    if os.path.isdir(src):
+                        os.rename(src, dst)
+                        self.log.info("group-retired", group=gid, to=os.path.basename(dst))
+            finally:
+                self._retiring.discard(gid)
+                self._sync_hosting()
+
+        self._spawn(finish(), f"stop-group-{gid}")
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def phase(self) -> str:
+        """starting -> replaying -> running -> stopping, over all hosted groups."""
+        if self._stopping:
+            return "stopping"
+        if self.bound_address is None:
+            return "starting"
+        if all(r.phase == "running" for r in self.replicas.values()):
+            return "running"
+        return "replaying"
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        cfg = self.config
+        hosted = sorted(r.shard for r in self.replicas.values() if r.shard is not None)
+        self.log.info(
+            "starting", pid=self.pid, listen=format_address(cfg.listen), data_dir=cfg.data_dir,
+            peers=",".join(f"{k}={format_address(v)}" for k, v in cfg.peers.items()),
+            policy=cfg.corruption_policy, read_mode=cfg.read_mode, join=cfg.join,
+            election_ms=f"{cfg.election_timeout_ms[0]}:{cfg.election_timeout_ms[1]}",
+            heartbeat_ms=cfg.heartbeat_ms, tick_ms=cfg.tick_ms, unsafe_bug=self.bug, fsync=cfg.fsync,
+            tls="off" if self.tls is None else f"mutual ({self.tls.identity})",
+            shards=self.shard_map.shards, replication_factor=self.shard_map.replication_factor,
+            epoch=self.shard_map.epoch, hosted_shards=",".join(map(str, hosted)) or "none",
+            metadata_members=",".join(self.meta_members),
+        )
+        if self.tls is None:
+            self.log.warning("insecure", detail="--insecure: plain TCP, no authentication; anyone who can reach "
+                             f"{format_address(cfg.listen)} can forge Raft messages and requests")
+        if self.bug is not None:
+            self.log.warning("unsafe-bug", bug=self.bug, detail="THIS NODE IS INCORRECT ON PURPOSE; "
+                             "for harness self-tests only")
+        try:
+            self.bound_address = await self.listener.start(*cfg.listen)
+        except OSError as e:
+            self.log.error("listen-failed", address=format_address(cfg.listen), error=str(e))
+            print(f"ukehi node: cannot listen on {format_address(cfg.listen)}: {e}; "
+                  "pick a free port or stop the process that holds it", file=sys.stderr)
+            return EXIT_START_FAILED
+        self.log.info("listening", address=format_address(self.bound_address))
+        try:
+            # Made once here: the groups open their directories in parallel threads, and two
+            # of them making a new data directory at once could see it half-made.
+            await asyncio.to_thread(DataDir, cfg.data_dir)
+        except (StorageError, OSError):
+            pass  # each group reports it when it opens its own directory
+        for gid, r in list(self.replicas.items()):
+            self._start_group(gid, r)
+        ticker = loop.create_task(self._tick_loop(), name="tick")
+        helpers = [loop.create_task(self._map_loop(), name="shard-map"),
+                   loop.create_task(self._reconcile_loop(), name="reconcile")]
+        stop_wait = loop.create_task(self._stop.wait())
+        code = 0
+        try:
+            done, _ = await asyncio.wait([stop_wait, ticker], return_when=asyncio.FIRST_COMPLETED)
+            if self._exit_code is not None:
+                code = self._exit_code
+            if ticker in done and ticker.exception() is not None:
+                self.log.fatal("fatal", task="tick", error=repr(ticker.exception()))
+                code = EXIT_START_FAILED
+        finally:
+            self._stopping = True
+            for r in self.replicas.values():
+                r.stop()
+            for t in list(self._background) + helpers:
+                t.cancel()
+            for gid, task in list(self._tasks.items()):
+                try:
+                    result = await task
+                except (asyncio.CancelledError, Exception):
+                    result = EXIT_START_FAILED
+                code = code or result
+            ticker.cancel()
+            stop_wait.cancel()
+            await self.listener.stop()
+            await self.transport.close()
+            self.log.info("shutdown", groups=len(self._tasks), code=code)
+        return code
+
+    async def _tick_loop(self) -> None:
+        clock = self.clock
+        interval = self.config.tick_ms / 1000.0
+        next_at = clock.monotonic() + interval
+        while True:
+            await clock.sleep(max(0.0, next_at - clock.monotonic()))
+            # No catching up after a stall: a burst of ticks would look like a dead leader.
+            next_at = max(next_at + interval, clock.monotonic())
+            for r in list(self.replicas.values()):
+                if r.phase == "running":
+                    r.driver.tick()
+
+    def _mismatch(self, committed: ShardMap) -> str:
+        """Why the committed map cannot be this node's cluster ('' when it is)."""
+        mine = self.initial_map
+        if committed.same_cluster(mine) and (committed.epoch > 1 or committed == mine):
+            return ""
+        return (f"the cluster's map (epoch {committed.epoch}, {committed.shards} shards, replication factor "
+                f"{committed.replication_factor}, nodes {','.join(committed.nodes)}) is not the one this "
+                f"node's flags give ({mine.shards} shards, replication factor "
+                f"{mine.replication_factor}, nodes {','.join(mine.nodes)})")
+
+    def _committed_map(self) -> ShardMap | None:
+        """The map in this node's replica of the metadata group (applied: committed)."""
+        meta = self.replicas.get(META_GROUP)
+        if meta is None or meta.phase != "running":
+            return None
+        held = meta.kv.read(META_KEY)
+        if held is None:
+            return None
+        try:
+            return ShardMap.from_dict(json.loads(held))
+        except (ShardMapError, ValueError, TypeError):
+            return None
+
+    async def _map_loop(self) -> None:
+        """Keep this node's map the newest committed one.
+
+        A metadata-group member first publishes the flags' map if the group holds none yet (a
+        create-if-absent, so two leaders of two terms cannot both write one) and checks that
+        the committed map is of this node's cluster (a node whose flags give another one stops
+        with 254); then it reads the map from its own replica of the group. Any other node
+        asks a metadata member (``map_get`` over the peer links) every second, and at once when
+        something shows its map is old (a request or a Raft message for a group it does not
+        host)."""
+        meta = self.replicas.get(META_GROUP)
+        if meta is not None:
+            while not self.map_committed:
+                await self.clock.sleep(_MAP_CHECK_S)
+                if meta.phase != "running" or meta.core is None:
+                    continue
+                held = meta.kv.read(META_KEY)
+                if held is None:
+                    if meta.core.lead == self.config.node_id:
+                        await meta._write({"op": "cas", "key": META_KEY, "expected": None,
+                                           "new": json.dumps(self.initial_map.to_dict(), sort_keys=True)})
+                    continue
+                try:
+                    committed = ShardMap.from_dict(json.loads(held))
+                except (ShardMapError, ValueError, TypeError) as e:
+                    why = f"the metadata group holds no readable map: {e}"
+                else:
+                    why = self._mismatch(committed)
+                if why:
+                    self.log.error("shard-map-mismatch", detail=why)
+                    print(f"ukehi node: stopped: {why}; restart it with the cluster's --shards, "
+                          "--replication-factor and --peers", file=sys.stderr)
+                    self._exit_code = EXIT_MAP_MISMATCH
+                    self._stop.set()
+                    return
+                self.map_committed = True
+                self.log.info("shard-map-committed", epoch=committed.epoch, shards=committed.shards)
+                self.adopt(committed, "metadata")
+            while True:
+                await self.clock.sleep(_MAP_CHECK_S)
+                committed = self._committed_map()
+                if committed is not None:
+                    self.adopt(committed, "metadata")
+        while True:
+            try:
+                async with asyncio.timeout(_MAP_POLL_S):
+                    await self._map_wanted.wait()
+            except TimeoutError:
+                pass
+            self._map_wanted.clear()
+            await self._fetch_map()
+
+    async def _fetch_map(self) -> None:
+        """Ask every metadata member for its map at once; adopt any newer answer."""
+        async def ask(member: str) -> None:
+            ans = await self._rpc(member, "map_get", {}, _RPC_TIMEOUT_S)
+            if ans is not None and isinstance(ans.get("map"), dict):
+                try:  # at once: a member that does not answer must not hold up the others
+                    self.adopt(ShardMap.from_dict(ans["map"]), f"metadata member {member}")
+                except ShardMapError:
+                    pass
+
+        await asyncio.gather(*(ask(m) for m in self.meta_members if m != self.config.node_id))
+
+    async def _learn_map(self, epoch: int, timeout: float) -> None:
+        """Wait (up to `timeout`) until this node knows a map of at least `epoch`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.shard_map.epoch < epoch and loop.time() < deadline:
+            self._map_wanted.set()
+            changed = self._map_changed
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await changed.wait()
+            except TimeoutError:
+                return
+
+    def _on_unreachable(self, peer: str) -> None:
+        for r in list(self.replicas.values()):
+            if peer in r.config.peers or peer in (r.core.membership.all_nodes() if r.core else ()):
+                r._on_unreachable(peer)
+
+    # ------------------------------------------------------------------ node-to-node calls
+    def _send_rpc(self, peer: str, body: dict[str, Any]) -> bool:
+        address = self.config.peers.get(peer)
+        if address is None:
+            return False
+        frame = wire.encode_frame(wire.MsgType.RAFT, 0, {"src": self.config.node_id, "dst": peer, **body})
+        return bool(self.transport.send(peer, address, [frame]))
+
+    async def _rpc(self, peer: str, kind: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """One call to `peer` over the peer links; None when no answer came in time."""
+        rid = next(self._rpc_ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._rpc_waiting[rid] = fut
+        try:
+            if not self._send_rpc(peer, {RPC_KEY: kind, "id": rid, **payload}):
+                return None
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            return None
+        finally:
+            self._rpc_waiting.pop(rid, None)
+
+    def _on_rpc(self, body: dict[str, Any], peer: str | None) -> None:
+        kind, rid, src = body.get(RPC_KEY), body.get("id"), body.get("src")
+        if not isinstance(rid, int) or not isinstance(src, str):
+            raise ValueError("a node call needs an integer id and its sender")
+        if kind == "reply":
+            fut = self._rpc_waiting.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_result(body)
+            return
+        if kind == "map_get":
+            self._send_rpc(src, {RPC_KEY: "reply", "id": rid, "map": self.shard_map.to_dict()})
+            return
+        if kind == "map_cas":
+            async def answer() -> None:
+                out = await self._serve_map_cas(body)
+                self._send_rpc(src, {RPC_KEY: "reply", "id": rid, **out})
+            self._spawn(answer(), "map-cas")
+            return
+        raise ValueError(f"unknown node call {kind!r}")
+
+    async def _serve_map_cas(self, body: dict[str, Any]) -> dict[str, Any]:
+        """On the metadata group's leader: replace the map of epoch `expected` by `new` (of
+        the next epoch), a compare-and-set in the group's log on the map's whole JSON, so of
+        two changes made from one epoch exactly one commits."""
+        meta = self.replicas.get(META_GROUP)
+        if meta is None or meta.core is None or meta.phase != "running":
+            return {"ok": False, "leader": None}
+        if meta.core.role is not Role.LEADER:
+            return {"ok": False, "leader": meta.core.lead}
+        held_text = meta.kv.read(META_KEY)
+        if held_text is None:
+            return {"ok": False, "retry": "the metadata group has not committed a map yet"}
+        try:
+            held = ShardMap.from_dict(json.loads(held_text))
+            new = ShardMap.from_dict(body.get("new"))
+        except (ShardMapError, ValueError, TypeError) as e:
+            return {"ok": False, "error": f"bad map: {e}"}
+        if held.epoch != body.get("expected") or new.epoch != held.epoch + 1 or not new.same_cluster(held):
+            return {"ok": False, "map": held.to_dict()}
+        msg_type, answer = await meta._write({"op": "cas", "key": META_KEY, "expected": held_text,
+                                              "new": json.dumps(new.to_dict(), sort_keys=True)})
+        if msg_type is wire.MsgType.OK:
+            self.adopt(new, "metadata")
+            return {"ok": True}
+        current = self._committed_map()
+        return {"ok": False, "error": answer.get("code"), "map": current.to_dict() if current else None}
+
+    async def _map_cas(self, expected: ShardMap, new: ShardMap, deadline: float) -> bool:
+        """Commit `new` in place of `expected` (epoch E -> E + 1) through the metadata group's
+        leader; True once it is committed, False when another change won (or no answer in
+        time: then the map may or may not have changed, and a later read tells)."""
+        payload = {"expected": expected.epoch, "new": new.to_dict()}
+        loop = asyncio.get_running_loop()
+        order = list(self.meta_members)
+        turn = 0
+        while loop.time() < deadline:
+            if self._meta_leader in order:
+                target = self._meta_leader
+            else:
+                target = order[turn % len(order)]
+                turn += 1
+            if target == self.config.node_id:
+                ans: dict[str, Any] | None = await self._serve_map_cas(payload)
+            else:
+                ans = await self._rpc(target, "map_cas", payload, min(_RPC_TIMEOUT_S, deadline - loop.time()))
+            if ans is None or not ans.get("ok"):
+                self.log.info("map-cas-retry", target=target, expected=expected.epoch,
+                              answer="none" if ans is None else str({k: v for k, v in ans.items() if k != "map"}))
+            if ans is None:
+                if self._meta_leader == target:
+                    self._meta_leader = None
+                    turn = order.index(target) + 1  # the next member after the silent one
+                continue
+            if ans.get("ok"):
+                self._meta_leader = target
+                self.adopt(new, "metadata")
+                return True
+            if "retry" in ans:
+                await asyncio.sleep(0.1)
+                continue
+            if "leader" in ans:
+                hint = ans["leader"]
+                self._meta_leader = hint if hint != target and hint in order else None
+                if hint is None or hint == target:
+                    await asyncio.sleep(0.1)  # an election in the metadata group: let it finish
+                continue
+            held = ans.get("map")
+            if isinstance(held, dict):
+                try:
+                    held_map = ShardMap.from_dict(held)
+                except ShardMapError:
+                    return False
+                self.adopt(held_map, "metadata")
+                if held_map == new:
+                    return True  # an earlier try of ours committed (its answer was lost)
+                if held_map.epoch >= expected.epoch:
+                    return False  # someone else changed the map first
+                await asyncio.sleep(0.05)  # the leader has not applied epoch E yet
+                continue
+            return False
+        return False
+
+    # ------------------------------------------------------------------ peers
+    def peer_hello(self, peer: str, address: str) -> None:
+        for r in list(self.replicas.values()):
+            r.peer_hello(peer, address)
+
+    def handle_peer_frame(self, frame: wire.Frame, peer: str | None) -> None:
+        if RPC_KEY in frame.body:
+            self._on_rpc(frame.body, peer)
+            return
+        try:
+            msg = message_from_dict(frame.body)
+        except MessageError as e:
+            raise ValueError(str(e)) from None
+        replica = self.replicas.get(msg.group_id)
+        if replica is None:
+            # A group this node does not host (yet, or any more): a newer map may say why.
+            self.log.debug("misrouted-message", src=msg.src, dst=msg.dst, group=msg.group_id)
+            self._map_wanted.set()
+            return
+        replica.handle_peer_message(msg)
+
+    # ------------------------------------------------------------------ clients
+    def _wrong_shard(self, shard: int, epoch: int, why: str) -> Reply:
+        owners = ",".join(self.shard_map.members[shard])
+        return err(wire.ErrorCode.WRONG_SHARD,
+                   f"node {self.config.node_id} {why} (shard {shard} is served by {owners} at epoch "
+                   f"{self.shard_map.epoch}); nothing was done: refresh the shard map (shard_map)",
+                   epoch=self.shard_map.epoch)
+
+    def route(self, frame: wire.Frame) -> tuple[GroupReplica | None, Reply | None]:
+        """The hosted group that serves a keyed request, or the refusal to send (a request
+        about no key: (None, None)). A node serves a shard only while the committed map it
+        knows names it a member: a replica that is still joining (a move's target) or that
+        a move took away refuses, with the node's epoch."""
+        keys = request_keys(frame.type.value, frame.body)
+        if keys is None:
+            return None, None
+        smap = self.shard_map
+        shards = sorted({smap.shard_for(k) for k in keys})
+        if len(shards) > 1:
+            return None, err(wire.ErrorCode.BAD_REQUEST,
+                             f"the transaction's keys are in shards {shards}: transactions across shards are "
+                             "not supported; keep one transaction's keys in one shard")
+        shard = shards[0]
+        gid = group_of(shard)
+        if frame.epoch > smap.epoch:
+            self._map_wanted.set()
+            return None, self._wrong_shard(shard, frame.epoch,
+                                           f"has shard map epoch {smap.epoch}, older than the request's {frame.epoch}")
+        if frame.group not in (0, gid):
+            return None, self._wrong_shard(shard, frame.epoch,
+                                           f"holds key {keys[0]!r} in shard {shard} (group {gid}), not in group "
+                                           f"{frame.group}")
+        replica = self.replicas.get(gid)
+        if replica is None or self.config.node_id not in smap.members[shard]:
+            own = [r for r in self.replicas.values() if r.shard is not None]
+            if self.bug == "no-shard-check" and own:
+                # Planted bug: no ownership check; the key is served by a group of another shard.
+                return min(own, key=lambda r: r.group_id), None
+            return None, self._wrong_shard(shard, frame.epoch, f"does not serve shard {shard}")
+        return replica, None
+
+    def start_request(self, frame: wire.Frame, done: Callable[[wire.MsgType, dict[str, Any]], None]) -> bool:
+        """The server's callback path: keyed requests go to their group's callback path (a
+        request made with a newer map than ours takes the slow path, which learns it first)."""
+        if frame.type not in _KEYED or frame.epoch > self.shard_map.epoch:
+            return False
+        replica, refusal = self.route(frame)
+        if refusal is not None:
+            done(*refusal)
+            return True
+        assert replica is not None
+        return bool(replica.start_request(dataclasses.replace(frame, group=replica.group_id), done))
+
+    async def handle_request(self, frame: wire.Frame) -> Reply:
+        t = frame.type
+        if t is wire.MsgType.STATUS:
+            return wire.MsgType.OK, wire.ok_body(self.status())
+        if t is wire.MsgType.SHARD_MAP:
+            return wire.MsgType.OK, wire.ok_body(self.shard_map_body())
+        if frame.epoch > self.shard_map.epoch:
+            # The client routed by a newer map than ours: learn it before deciding.
+            await self._learn_map(frame.epoch, 1.0)
+        replica, refusal = self.route(frame)
+        if refusal is not None:
+            return refusal
+        if replica is not None:
+            return await replica.handle_request(dataclasses.replace(frame, group=replica.group_id))
+        if t is wire.MsgType.MOVE_REPLICA:
+            return await self._move_request(frame)
+        if t in _PER_GROUP:
+            target = self.replicas.get(frame.group)
+            if target is None:
+                return err(wire.ErrorCode.BAD_REQUEST,
+                           f"{t.value} on a sharded node names one of its groups in the frame's group id; "
+                           f"node {self.config.node_id} hosts groups {sorted(self.replicas)}, not {frame.group}")
+            return await target.handle_request(frame)
+        if t in (wire.MsgType.ADD_NODE, wire.MsgType.REMOVE_NODE):
+            return err(wire.ErrorCode.BAD_REQUEST,
+                       f"{t.value}: adding or removing nodes of a sharded cluster is not built yet (move one "
+                       "shard replica at a time with move_replica); nothing was done")
+        return err(wire.ErrorCode.BAD_REQUEST, f"request type {t.value} is not served by a node")
+
+    # ------------------------------------------------------------------ replica moves
+    async def _confirm_lead(self, r: GroupReplica) -> bool:
+        """Whether `r` still leads its group, confirmed by a quorum (a ReadIndex): what it
+        then reads of its configuration is at least what the group has committed."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        r.driver.add_read(fut)
+        try:
+            async with asyncio.timeout(3.0):
+                return bool(await fut)
+        except (NotLeader, TimeoutError):
+            return False
+
+    async def _move_request(self, frame: wire.Frame) -> Reply:
+        body = frame.body
+        shard, src, dst = body["shard"], body["from"], body["to"]
+        smap = self.shard_map
+        if not 0 <= shard < smap.shards:
+            return err(wire.ErrorCode.BAD_REQUEST, f"shard {shard}: the cluster has shards 0 .. {smap.shards - 1}")
+        unknown = [n for n in (src, dst) if n not in smap.nodes]
+        if unknown or src == dst:
+            return err(wire.ErrorCode.BAD_REQUEST, f"move of shard {shard} from {src} to {dst}: name two different "
+                       f"nodes of the cluster ({', '.join(smap.nodes)})")
+        r = self.replicas.get(group_of(shard))
+        if r is None or r.core is None or r.phase != "running":
+            return err(wire.ErrorCode.NOT_LEADER, f"node {self.config.node_id} does not host shard {shard}'s group; "
+                       "move_replica goes to the shard's leader; nothing was done")
+        if r.core.role is not Role.LEADER:
+            return r._not_leader("move_replica")
+        lock = self._move_locks.setdefault(shard, asyncio.Lock())
+        if lock.locked():
+            return err(wire.ErrorCode.CAS_FAILED, f"a move of shard {shard} is in flight ({self._moving.get(shard)}); "
+                       "one move per shard at a time; nothing was done")
+        async def run() -> Reply:
+            async with lock:
+                self._moving[shard] = {"from": src, "to": dst, "step": "starting", "since": self.clock.time()}
+                try:
+                    return await self._move(r, shard, src, dst)
+                finally:
+                    self._moving.pop(shard, None)
+
+        # The move goes on when the client goes away (a timeout, a cut connection): stopping
+        # it half-way is safe (the reconciler finishes or undoes it) but wastes the work.
+        task = self._spawn(run(), f"move-{shard}")
+        return await asyncio.shield(task)
+
+    def _step(self, shard: int, step: str) -> None:
+        self._moving[shard]["step"] = step
+        move = self._moving[shard]
+        self.log.info("move-step", shard=shard, step=step, src=move["from"], dst=move["to"])
+
+    async def _move(self, r: GroupReplica, shard: int, src: str, dst: str) -> Reply:
+        """Move shard `shard`'s replica from `src` to `dst`, on the shard's leader:
+
+        1. record the move in the map (epoch E -> E + 1; `dst` starts hosting the group as a
+           joining replica, with no configuration of its own);
+        2. add `dst` as a learner; wait until it has caught up (log or snapshot);
+        3. one joint change promotes `dst` and removes `src` (C_old,new needs a majority of
+           both; the group then leaves it by itself), so at every point one configuration's
+           quorum serves the shard, inside its one Raft group;
+        4. the map takes the group's new voters (E + 1 -> E + 2); `src` stops hosting it.
+
+        A leader that is `src` hands leadership to another voter first and answers not_leader
+        (the client goes on there). Failure before step 3 undoes the learner and the map's
+        record; after it, the map follows the group (the reconciler sees to it as well)."""
+        me = self.config.node_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MOVE_TIMEOUT_S
+        core = r.core
+        assert core is not None
+        await self._learn_map(self.shard_map.epoch + 1, 0.0)
+        smap = self.shard_map
+        members = smap.members[shard]
+        if src not in members or dst in members:
+            return err(wire.ErrorCode.BAD_REQUEST, f"shard {shard}'s members are {','.join(members)} at epoch "
+                       f"{smap.epoch}: {src} must be one and {dst} must not; nothing was done")
+        if smap.move_of(shard) is not None:
+            return err(wire.ErrorCode.CAS_FAILED, f"shard {shard} has a move in flight in the map "
+                       f"({smap.move_of(shard)}); one move per shard at a time; nothing was done")
+        m = core.membership
+        if m.joint or m.learners or set(m.voters) != set(members):
+            return err(wire.ErrorCode.UNAVAILABLE, f"shard {shard}'s group has voters {sorted(m.voters)}, learners "
+                       f"{sorted(m.learners)}, joint={m.joint}, the map {list(members)}: the leader settles them "
+                       "first; retry shortly; nothing was done")
+        if src == me:
+            st = core.status()
+            others = [(pr.match, n) for n, pr in st.progress.items() if n in m.voters and n != me]
+            if not others:
+                return err(wire.ErrorCode.BAD_REQUEST, f"{me} is shard {shard}'s only voter; nothing was done")
+            target = max(others)[1]
+            answer = await r._transfer(target)
+            if answer[0] is not wire.MsgType.OK:
+                return answer
+            self.log.info("move-leader-moved", shard=shard, src=src, to=target)
+            return r._not_leader("move_replica (this node is the one moved away; leadership was handed on)")
+        self._step(shard, "record")
+        if not await self._confirm_lead(r):
+            return r._not_leader("move_replica")
+        intent = smap.with_move(shard, src, dst)
+        if not await self._map_cas(smap, intent, min(deadline, loop.time() + _RECORD_TIMEOUT_S)):
+            if self.shard_map.move_of(shard) == (shard, src, dst):
+                # Recorded after all (the answer was late): the reconciler undoes the record.
+                return partial(f"the move of shard {shard} was recorded in the map but not started; "
+                               "the shard's leader clears it")
+            return err(wire.ErrorCode.CAS_FAILED, f"the shard map could not go from epoch {smap.epoch} to the "
+                       f"next (changed meanwhile, or the metadata group has no quorum); nothing was done; retry")
+        self.log.info("move-started", shard=shard, src=src, dst=dst, epoch=self.shard_map.epoch)
+        try:
+            self._step(shard, "learner")
+            bad = await r._conf_change([ConfChange(ConfChangeType.ADD_LEARNER, dst)], deadline)
+            if bad is not None:
+                raise _MoveFailed(f"adding {dst} as a learner: {bad[1].get('message', bad[1])}")
+            self._step(shard, "catch-up")
+            last_match, progress_at = -1, loop.time()
+            while True:
+                st = core.status()
+                pr = st.progress.get(dst)
+                if st.role is not Role.LEADER:
+                    raise _MoveFailed("leadership lost while the learner caught up")
+                match = pr.match if pr is not None else 0
+                if match > 0 and match >= st.commit - 1:
+                    break
+                if match != last_match:
+                    last_match, progress_at = match, loop.time()
+                stalled = loop.time() - progress_at > _CATCH_UP_STALL_S
+                if loop.time() > deadline or stalled:
+                    raise _MoveFailed(f"{dst} did not catch up ({'no progress for' if stalled else 'in'} "
+                                      f"{_CATCH_UP_STALL_S if stalled else MOVE_TIMEOUT_S:.0f} s: match {match}, "
+                                      f"commit {st.commit})")
+                await r._wait_progress(0.05)
+            self._step(shard, "joint")
+            bad = await r._conf_change([ConfChange(ConfChangeType.ADD_VOTER, dst),
+                                        ConfChange(ConfChangeType.REMOVE, src)], deadline)
+            if bad is not None and dst not in core.membership.all_voters():
+                raise _MoveFailed(f"the joint change {src} -> {dst}: {bad[1].get('message', bad[1])}")
+        except _MoveFailed as e:
+            self.log.warning("move-failed", shard=shard, src=src, dst=dst, reason=str(e))
+            self._step(shard, "undo")
+            await self._undo_learner(r, dst, loop.time() + 10.0)
+            settled = await self._settle(r, shard, loop.time() + 10.0)
+            if settled is not None and dst not in settled.members[shard]:
+                # Definite, and not one a client retries elsewhere: the move was undone.
+                return err(wire.ErrorCode.REFUSED, f"move of shard {shard} from {src} to {dst} failed and was "
+                           f"undone (map epoch {settled.epoch}): {e}")
+            return partial(f"move of shard {shard} from {src} to {dst}: {e}; the shard's leader settles the map")
+        self._step(shard, "settle")
+        settled = await self._settle(r, shard, loop.time() + 15.0)
+        if settled is None:
+            return partial(f"shard {shard}'s group moved to {sorted(core.membership.voters)}, but the map was not "
+                           "updated in time; the shard's leader settles it")
+        self.log.info("move-done", shard=shard, src=src, dst=dst, epoch=settled.epoch,
+                      members=",".join(settled.members[shard]))
+        return wire.MsgType.OK, wire.ok_body({"shard": shard, "epoch": settled.epoch,
+                                             "members": list(settled.members[shard])})
+
+    async def _undo_learner(self, r: GroupReplica, node: str, deadline: float) -> None:
+        core = r.core
+        if core is None or core.role is not Role.LEADER:
+            return
+        while core.membership.joint and asyncio.get_running_loop().time() < deadline:
+            await r._wait_progress(0.05)
+        if node in core.membership.learners:
+            bad = await r._conf_change([ConfChange(ConfChangeType.REMOVE, node)], deadline)
+            self.log.info("learner-removed", group=r.group_id, node=node, ok=bad is None)
+
+    async def _settle(self, r: GroupReplica, shard: int, deadline: float) -> ShardMap | None:
+        """Make the map's members of `shard` the group's voters (and clear its move), as its
+        confirmed leader; the map that holds them, or None (not the leader, or no time)."""
+        loop = asyncio.get_running_loop()
+        core = r.core
+        while loop.time() < deadline and core is not None:
+            if core.role is not Role.LEADER:
+                return None
+            if core.membership.joint:
+                await r._wait_progress(0.05)
+                continue
+            if not await self._confirm_lead(r):
+                return None
+            voters = set(core.membership.voters)
+            smap = self.shard_map
+            if set(smap.members[shard]) == voters and smap.move_of(shard) is None:
+                return smap
+            if await self._map_cas(smap, smap.settled(shard, voters), deadline):
+                return self.shard_map
+            await self._learn_map(smap.epoch + 1, 0.5)
+        return None
+
+    async def _reconcile_loop(self) -> None:
+        """On every shard leader, keep the map consistent with the group: a move whose mover
+        stopped (a restart, lost leadership) is finished in the map if the group made the
+        change, else undone (its learner removed); a map whose members are not the group's
+        voters is corrected. Never while this node runs a move of that shard."""
+        while True:
+            await self.clock.sleep(_RECONCILE_S)
+            for r in list(self.replicas.values()):
+                shard = r.shard
+                core = r.core
+                if shard is None or core is None or r.phase != "running" or core.role is not Role.LEADER:
+                    continue
+                lock = self._move_locks.setdefault(shard, asyncio.Lock())
+                if lock.locked() or core.membership.joint:
+                    continue
+                smap = self.shard_map
+                stray = set(core.membership.learners)
+                if not stray and smap.move_of(shard) is None and set(smap.members[shard]) == set(
+                        core.membership.voters):
+                    continue
+                try:
+                    async with lock:
+                        self.log.info("shard-reconcile", shard=shard, epoch=smap.epoch,
+                                      map_members=",".join(smap.members[shard]),
+                                      voters=",".join(sorted(core.membership.voters)),
+                                      learners=",".join(sorted(stray)) or "none",
+                                      move=smap.move_of(shard))
+                        deadline = asyncio.get_running_loop().time() + 10.0
+                        for node in sorted(stray):
+                            await self._undo_learner(r, node, deadline)
+                        await self._settle(r, shard, deadline)
+                except Exception as e:  # noqa: BLE001 - a failed repair is retried next round
+                    self.log.warning("shard-reconcile-failed", shard=shard, error=repr(e))
+
+    # ------------------------------------------------------------------ status
+    def shard_map_body(self) -> dict[str, Any]:
+        """The map and where every node of it listens: what a client routes by."""
+        return {"map": self.shard_map.to_dict(),
+                "addresses": {n: format_address(a) for n, a in self.config.peers.items()},
+                "committed": self.map_committed, "metadata_members": list(self.meta_members)}
+    def _group_summary(self, r: GroupReplica) -> dict[str, Any]:
+        st = r.status()
+        out = {k: st.get(k) for k in ("role", "term", "leader", "leader_address", "commit_index", "applied_index",
+                                      "members", "learners", "recovering", "pending_proposals", "bad_peer_messages")}
+        out["group"] = r.group_id
+        return out
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.config
+        listener = self.listener
+        shards: dict[str, Any] = {}
+        roles, terms = [], [0]
+        for gid, r in sorted(self.replicas.items()):
+            if r.shard is None:
+                continue
+            shards[str(r.shard)] = summary = self._group_summary(r)
+            summary["member"] = cfg.node_id in self.shard_map.members[r.shard]  # False: joining
+            roles.append(summary["role"])
+            terms.append(int(summary.get("term") or 0))
+        meta = self.replicas.get(META_GROUP)
+        corrupt = {("metadata" if r.shard is None else str(r.shard)): r.corruption for r in self.replicas.values()
+                   if r.corruption and not r.corruption.get("clean", True)}
+        return {
+            "id": cfg.node_id,
+            "address": format_address(cfg.advertise_address),
+            "phase": self.phase,
+            "clock": self.clock.time(),
+            "pid": self.pid,
+            "read_mode": cfg.read_mode,
+            "corruption_policy": cfg.corruption_policy,
+            "corruption": corrupt or None,
+            "connections": listener.connection_count,
+            "bad_frames": listener.bad_frames,
+            **listener.counters(),
+            "unsafe_bug": self.bug,
+            "fsync": cfg.fsync,
+            "election_timeout_ms": list(cfg.election_timeout_ms),
+            "heartbeat_ms": cfg.heartbeat_ms,
+            # The node as a whole: "leader" when it leads any of its groups (what a nemesis
+            # that targets leaders looks for); per-group facts are under "shards".
+            "role": "leader" if "leader" in roles else ("follower" if roles else "none"),
+            "term": max(terms),
+            "leader": None,
+            "leader_address": None,
+            "members": list(self.shard_map.nodes),
+            "recovering": self.phase != "running" or any(s["recovering"] for s in shards.values()),
+            "pending_proposals": sum(int(s["pending_proposals"] or 0) for s in shards.values()),
+            "bad_peer_messages": sum(int(s["bad_peer_messages"] or 0) for s in shards.values()),
+            "commit_index": sum(int(s["commit_index"] or 0) for s in shards.values()),
+            "applied_index": sum(int(s["applied_index"] or 0) for s in shards.values()),
+            "sharded": True,
+            "epoch": self.shard_map.epoch,
+            # Replica moves: those the map records as in flight (any node may run them), and
+            # the ones this node runs now as a shard's leader, with the step they are at.
+            "moves": [{"shard": s, "from": a, "to": b} for s, a, b in self.shard_map.moves],
+            "moving": {str(s): dict(m) for s, m in sorted(self._moving.items())},
+            "shard_count": self.shard_map.shards,
+            "replication_factor": self.shard_map.replication_factor,
+            "shards": shards,
+            # The metadata group: its members, this node's view of it when it is one, and
+            # whether this node saw its own map committed there.
+            "metadata_members": list(self.meta_members),
+            "metadata": self._group_summary(meta) if meta is not None else None,
+            "shard_map_committed": self.map_committed,
+        }

@@ -1,0 +1,382 @@
+"""The shard map and its rebalancing plan: pure data and functions, no I/O.
+
+Sharded Ukehi (issue 15) splits the key space into S shards, fixed when the cluster is made.
+Each shard is its own Raft group; its members are the `replication_factor` nodes that the
+consistent-hash partitioner ranks first for the shard's name. The map (shard -> members, with
+an epoch) is itself replicated, in the metadata group, so every node and client agrees on it.
+This module is the part of that which needs no network and no disk, in the etcd-raft spirit:
+the caller owns the I/O and feeds the results back.
+
+- `shard_of(key, shards)`: which shard holds a key (a stable hash, the same in every process).
+- `ShardMap`: epoch, shard count, replication factor, the cluster's nodes, each shard's
+  members and the replica moves in flight (`moves`: (shard, from, to), at most one per
+  shard; `with_move` records one, `settled` sets a shard's members to its group's voters
+  and clears its move, each in the next epoch), with a strict JSON form (`to_dict` /
+  `from_dict`; "moves" only when there are some) for the metadata group's log.
+- `plan(current, nodes)`: the moves that take the map to the placement of a new node set.
+  Only shards whose member set changes move; with the partitioner's minimal movement, adding a
+  node only moves replicas *to* it and removing one only moves its own replicas away.
+- `move_steps(move)`: each move as Raft membership changes in the shard's group (add the new
+  members as learners; once they have caught up, one joint change promotes them and removes the
+  old ones), so the shard is always served by a quorum of one configuration.
+- `next_moves(pending, in_flight, limit)`: throttling, at most `limit` moves at once, never
+  two on one shard.
+
+Group ids: group 0 is the metadata group; shard s is Raft group s + 1. An unsharded cluster is
+the single group 0, as before sharding existed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .partitioner import ConsistentHashPartitioner, stable_hash64
+from .raft.confchange import ConfChange, ConfChangeType, enter_config, leave_joint
+from .raft.types import Membership, check_node_id
+
+__all__ = [
+    "META_GROUP",
+    "META_KEY",
+    "meta_members",
+    "MAX_SHARDS",
+    "ShardMapError",
+    "ShardMap",
+    "ShardMove",
+    "shard_of",
+    "group_of",
+    "placement",
+    "plan",
+    "move_steps",
+    "next_moves",
+    "request_keys",
+]
+
+META_GROUP = 0
+# Where the metadata group's state machine holds the shard map (JSON of ShardMap.to_dict());
+# a reserved key that no client request can reach (client keys route to shard groups only).
+META_KEY = "\x00ukehi/shardmap"
+_META_NAME = "ukehi-meta"  # the name the metadata group is placed by on the ring
+MAX_SHARDS = 4096  # a map entry per shard travels in every map update; far more is a mistake
+_SHARD_KEY = "ukehi-shard/"  # the name a shard is placed by on the ring
+
+
+class ShardMapError(ValueError):
+    """A shard map or a request about one that cannot be right; the message says what to fix."""
+
+
+def _check_count(name: str, value: object, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ShardMapError(f"{name} must be a whole number in {lo} .. {hi}, got {value!r}")
+    return value
+
+
+def shard_of(key: str | bytes, shards: int) -> int:
+    """The shard that holds `key`: a stable 64-bit hash modulo the (fixed) shard count."""
+    _check_count("shards", shards, 1, MAX_SHARDS)
+    return stable_hash64(key) % shards
+
+
+# Requests about one key (by wire type name) and about one lock: routed to its shard.
+_KEYED_REQUESTS = frozenset({"get", "put", "cas", "delete", "fenced_put", "append"})
+_LOCK_REQUESTS = frozenset({"acquire", "release"})
+
+
+def request_keys(msg_type: str, body: Mapping[str, Any]) -> list[str] | None:
+    """The keys a client request touches, by its wire type name (a lock's name for lock
+    requests, every micro-op's key for a transaction), or None for a request about no key
+    (status, admin verbs). Node and client route by this one rule."""
+    if msg_type in _KEYED_REQUESTS:
+        return [body["key"]]
+    if msg_type in _LOCK_REQUESTS:
+        return [body["lock"]]
+    if msg_type == "txn":
+        return [op[1] for op in body["ops"]]
+    return None
+
+
+def group_of(shard: int) -> int:
+    """The Raft group id of a shard (group 0 is the metadata group)."""
+    return shard + 1
+
+
+def placement(nodes: Iterable[str], shards: int, replication_factor: int,
+              vnodes: int = 150) -> tuple[tuple[str, ...], ...]:
+    """Each shard's members for this node set, the partitioner's best first.
+
+    Placement depends only on the set of names (not their order), so every node computes the
+    same map from the same membership."""
+    names = sorted(set(nodes))
+    _check_count("shards", shards, 1, MAX_SHARDS)
+    if not names:
+        raise ShardMapError("a shard map needs at least one node")
+    if not 1 <= replication_factor <= len(names):
+        raise ShardMapError(f"replication factor {replication_factor} needs at least that many nodes; "
+                            f"the cluster has {len(names)} ({', '.join(names)}): add nodes or lower it")
+    ring = ConsistentHashPartitioner(vnodes=vnodes, replication_factor=replication_factor, nodes=names)
+    return tuple(tuple(ring.get_nodes(f"{_SHARD_KEY}{s}")) for s in range(shards))
+
+
+def meta_members(nodes: Iterable[str], replication_factor: int, vnodes: int = 150) -> tuple[str, ...]:
+    """The metadata group's members: the `replication_factor` nodes the partitioner ranks
+    first for the metadata group's name (the same on every node, from the same node set)."""
+    names = sorted(set(nodes))
+    if not names:
+        raise ShardMapError("a metadata group needs at least one node")
+    rf = min(max(1, replication_factor), len(names))
+    ring = ConsistentHashPartitioner(vnodes=vnodes, replication_factor=rf, nodes=names)
+    return tuple(ring.get_nodes(_META_NAME))
+
+
+@dataclass(frozen=True)
+class ShardMove:
+    """One shard's change of members: `add` join the group, `remove` leave it."""
+
+    shard: int
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+
+    @property
+    def add(self) -> tuple[str, ...]:
+        return tuple(n for n in self.new if n not in self.old)
+
+    @property
+    def remove(self) -> tuple[str, ...]:
+        return tuple(n for n in self.old if n not in self.new)
+
+
+@dataclass(frozen=True)
+class ShardMap:
+    """Which nodes serve which shard, at an epoch that grows with every change."""
+
+    epoch: int
+    replication_factor: int
+    nodes: tuple[str, ...]
+    members: tuple[tuple[str, ...], ...]  # members[s]: shard s's voters
+    # Replica moves in flight: (shard, from, to), at most one per shard. The move's target
+    # hosts the shard's group (as a joining learner) while it is listed here; the shard's
+    # members change only when the move is done (a later epoch).
+    moves: tuple[tuple[int, str, str], ...] = ()
+    _index: Mapping[str, frozenset[int]] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_count("epoch", self.epoch, 1, (1 << 63) - 1)
+        _check_count("shards", len(self.members), 1, MAX_SHARDS)
+        known = set(self.nodes)
+        if len(known) != len(self.nodes):
+            raise ShardMapError(f"node names repeat in {list(self.nodes)}")
+        _check_count("replication_factor", self.replication_factor, 1, max(1, len(self.nodes)))
+        for name in self.nodes:
+            try:
+                check_node_id("shard map node", name)
+            except (TypeError, ValueError) as exc:
+                raise ShardMapError(str(exc)) from None
+        index: dict[str, set[int]] = {n: set() for n in self.nodes}
+        for s, group in enumerate(self.members):
+            if not group or len(set(group)) != len(group):
+                raise ShardMapError(f"shard {s}: members must be distinct and not empty, got {list(group)}")
+            strangers = [n for n in group if n not in known]
+            if strangers:
+                raise ShardMapError(f"shard {s}: {strangers} are not nodes of the cluster {list(self.nodes)}")
+            for n in group:
+                index[n].add(s)
+        seen: set[int] = set()
+        for move in self.moves:
+            if not (isinstance(move, tuple) and len(move) == 3):
+                raise ShardMapError(f"a move is (shard, from, to), got {move!r}")
+            shard, src, dst = move
+            if not isinstance(shard, int) or isinstance(shard, bool) or not 0 <= shard < len(self.members):
+                raise ShardMapError(f"move of shard {shard!r}: the map has shards 0 .. {len(self.members) - 1}")
+            if shard in seen:
+                raise ShardMapError(f"two moves of shard {shard} at once: at most one move per shard")
+            seen.add(shard)
+            if src not in self.members[shard] or dst in self.members[shard] or dst not in known:
+                raise ShardMapError(f"move of shard {shard} from {src!r} to {dst!r}: the source must be a member "
+                                    f"and the target a node of the cluster that is not one "
+                                    f"(members {list(self.members[shard])})")
+        object.__setattr__(self, "_index", {n: frozenset(v) for n, v in index.items()})
+
+    @classmethod
+    def initial(cls, nodes: Iterable[str], shards: int = 16, replication_factor: int = 3) -> "ShardMap":
+        """The map of a new cluster: epoch 1, every shard placed by the partitioner."""
+        names = tuple(sorted(set(nodes)))
+        return cls(1, replication_factor, names, placement(names, shards, replication_factor))
+
+    @property
+    def shards(self) -> int:
+        return len(self.members)
+
+    def shard_for(self, key: str | bytes) -> int:
+        return shard_of(key, self.shards)
+
+    def owners(self, key: str | bytes) -> tuple[str, ...]:
+        """The members of the shard holding `key`: where a client sends it."""
+        return self.members[self.shard_for(key)]
+
+    def shards_of(self, node: str) -> frozenset[int]:
+        """The shards whose group `node` belongs to."""
+        return self._index.get(node, frozenset())
+
+    def owns(self, node: str, shard: int, epoch: int) -> bool:
+        """Whether `node` may serve `shard` for a request made with map `epoch`: the request's
+        map must not be newer than ours (then ours is stale: refresh first) and the node must be
+        a member now. A request with an older epoch is still served when the node owns the
+        shard; the answer carries our epoch so the client refreshes."""
+        return epoch <= self.epoch and 0 <= shard < self.shards and shard in self.shards_of(node)
+
+    def with_nodes(self, nodes: Iterable[str]) -> "ShardMap":
+        """The next epoch's map with the same members per shard but a new node list: the first
+        step of adding a node (it joins the cluster before any shard moves to it)."""
+        names = tuple(sorted(set(nodes) | {n for group in self.members for n in group}))
+        return ShardMap(self.epoch + 1, self.replication_factor, names, self.members, self.moves)
+
+    def after(self, move: ShardMove) -> "ShardMap":
+        """The next epoch's map once `move` has finished in its shard's group."""
+        if self.members[move.shard] != move.old:
+            raise ShardMapError(f"shard {move.shard} has members {list(self.members[move.shard])}, "
+                                f"not {list(move.old)}: the move was planned on an older map")
+        members = list(self.members)
+        members[move.shard] = move.new
+        return ShardMap(self.epoch + 1, self.replication_factor, self.nodes, tuple(members),
+                        tuple(m for m in self.moves if m[0] != move.shard))
+
+    def without_node(self, node: str) -> "ShardMap":
+        """The next epoch's map with `node` gone from the node list; it must serve no shard."""
+        if self.shards_of(node):
+            raise ShardMapError(f"{node} still serves shards {sorted(self.shards_of(node))}; move them first")
+        if node not in self.nodes:
+            raise ShardMapError(f"{node} is not a node of the cluster {list(self.nodes)}")
+        return ShardMap(self.epoch + 1, self.replication_factor,
+                        tuple(n for n in self.nodes if n != node), self.members, self.moves)
+
+    # ------------------------------------------------------------------ replica moves
+    def move_of(self, shard: int) -> tuple[int, str, str] | None:
+        """The move of `shard` in flight, if any."""
+        return next((m for m in self.moves if m[0] == shard), None)
+
+    def joining(self, node: str) -> frozenset[int]:
+        """The shards `node` is the target of a move of (it hosts their groups as a learner)."""
+        return frozenset(m[0] for m in self.moves if m[2] == node)
+
+    def with_move(self, shard: int, src: str, dst: str) -> "ShardMap":
+        """The next epoch's map with the move of one replica of `shard` from `src` to `dst`
+        recorded as in flight (the members unchanged)."""
+        if self.move_of(shard) is not None:
+            raise ShardMapError(f"shard {shard} already has a move in flight: {self.move_of(shard)}")
+        return ShardMap(self.epoch + 1, self.replication_factor, self.nodes, self.members,
+                        tuple(sorted(self.moves + ((shard, src, dst),))))
+
+    def settled(self, shard: int, voters: Iterable[str]) -> "ShardMap":
+        """The next epoch's map with `shard`'s members set to its group's `voters` (a move's
+        end, or a repair), and no move of it in flight. A member that stays keeps its place;
+        a new one takes the place of the one it replaced, else goes last."""
+        want = set(voters)
+        old = self.members[shard]
+        new = [n for n in sorted(want) if n not in old]
+        out = []
+        for n in old:
+            if n in want:
+                out.append(n)
+            elif new:
+                out.append(new.pop(0))
+        out += new
+        members = list(self.members)
+        members[shard] = tuple(out)
+        return ShardMap(self.epoch + 1, self.replication_factor, self.nodes, tuple(members),
+                        tuple(m for m in self.moves if m[0] != shard))
+
+    def same_cluster(self, other: "ShardMap") -> bool:
+        """Whether `other` is a map of the same cluster (shard count, replication factor and
+        node set): any epoch of one cluster's map passes, another cluster's does not."""
+        return (self.shards, self.replication_factor, self.nodes) == (other.shards, other.replication_factor,
+                                                                       other.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"epoch": self.epoch, "replication_factor": self.replication_factor,
+                               "nodes": list(self.nodes), "members": [list(g) for g in self.members]}
+        if self.moves:  # absent when none: a map without moves reads as it always did
+            out["moves"] = [list(m) for m in self.moves]
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> "ShardMap":
+        """Parse the JSON form; anything else is a ShardMapError that names the field."""
+        fields = {"epoch", "replication_factor", "nodes", "members"}
+        if not isinstance(obj, dict) or not fields <= set(obj) or not set(obj) <= fields | {"moves"}:
+            raise ShardMapError(f"a shard map is an object with exactly {sorted(fields)} (and 'moves')")
+        moves = obj.get("moves", [])
+        if not isinstance(moves, list) or not all(
+                isinstance(m, list) and len(m) == 3 and isinstance(m[0], int) and isinstance(m[1], str)
+                and isinstance(m[2], str) for m in moves):
+            raise ShardMapError("shard map field 'moves' must be a list of [shard, from, to]")
+        if not isinstance(obj["nodes"], list) or not all(isinstance(n, str) for n in obj["nodes"]):
+            raise ShardMapError("shard map field 'nodes' must be a list of node names")
+        members = obj["members"]
+        if not isinstance(members, list) or not all(
+                isinstance(g, list) and all(isinstance(n, str) for n in g) for g in members):
+            raise ShardMapError("shard map field 'members' must be a list (one per shard) of lists of node names")
+        return cls(obj["epoch"], obj["replication_factor"], tuple(obj["nodes"]),
+                   tuple(tuple(g) for g in members), tuple(sorted((m[0], m[1], m[2]) for m in moves)))
+
+
+def plan(current: ShardMap, nodes: Iterable[str], vnodes: int = 150) -> list[ShardMove]:
+    """The moves from `current` to the placement of `nodes`, in shard order.
+
+    Only shards whose member *set* changes move. A member that stays keeps its place in the
+    list (the group's membership is a set; order only says who the partitioner prefers)."""
+    target = placement(nodes, current.shards, current.replication_factor, vnodes)
+    moves = []
+    for s, (old, new) in enumerate(zip(current.members, target)):
+        if set(old) != set(new):
+            moves.append(ShardMove(s, old, new))
+    return moves
+
+
+def move_steps(move: ShardMove) -> list[list[ConfChange]]:
+    """The membership changes that carry out `move` in the shard's Raft group, in order.
+
+    1. The incoming nodes join as learners (a learner-only change needs no joint phase). The
+       caller waits until each has caught up, by log or snapshot, before the next step.
+    2. One change promotes them and removes the outgoing nodes. When voters change this is a
+       joint configuration C_old,new, which the group leaves by itself (`leave_joint`): every
+       decision needs a majority of the old *and* the new voters, so no two configurations
+       can each commit on their own.
+    Every step is checked with the same functions the Raft core applies, so a plan that would be
+    refused by the group is refused here first.
+    """
+    steps: list[list[ConfChange]] = []
+    if move.add:
+        steps.append([ConfChange(ConfChangeType.ADD_LEARNER, n) for n in move.add])
+    swap = [ConfChange(ConfChangeType.ADD_VOTER, n) for n in move.add]
+    swap += [ConfChange(ConfChangeType.REMOVE, n) for n in move.remove]
+    if swap:
+        steps.append(swap)
+    membership = Membership(voters=frozenset(move.old))
+    for step in steps:
+        try:
+            membership = enter_config(membership, step)
+        except ValueError as exc:
+            raise ShardMapError(f"shard {move.shard}: the move {list(move.old)} -> {list(move.new)} "
+                                f"cannot be done as membership changes: {exc}") from None
+        if membership.joint:
+            membership = leave_joint(membership)
+    if membership.voters != frozenset(move.new) or membership.learners:
+        raise ShardMapError(f"shard {move.shard}: the steps end at {sorted(membership.voters)}, "
+                            f"not {sorted(move.new)}")
+    return steps
+
+
+def next_moves(pending: Sequence[ShardMove], in_flight: Iterable[int], limit: int) -> list[ShardMove]:
+    """Which pending moves to start now: at most `limit` in flight in all, one per shard, in the
+    order given (the planner's shard order, so every node that plans picks the same ones)."""
+    _check_count("limit", limit, 1, MAX_SHARDS)
+    busy = set(in_flight)
+    out = []
+    for move in pending:
+        if len(busy) >= limit:
+            break
+        if move.shard in busy:
+            continue
+        busy.add(move.shard)
+        out.append(move)
+    return out
