@@ -1,7 +1,8 @@
 """`ukehi-jepsen sim`: deterministic simulation of the real Ukehi, many seeds a minute.
 
-Each seed is one simulated run (``harness.sim.runner``): swarm options, faults and ops all
-drawn from the seed, judged by the workload's checkers and the white-box checkers. Seeds
+Each seed is one simulated run (``harness.sim.runner``): swarm options (the workload too,
+unless ``--workload`` names one), faults and ops all drawn from the seed, judged by the
+workload's checkers and the white-box checkers. Seeds
 run in worker processes (spawned with PYTHONHASHSEED=0, so a seed replays identically in
 any process). A failing seed is stored as a run in the results store, like a real run, and
 gets a replay command; ``--seed K`` replays one seed and prints its trace digest;
@@ -18,22 +19,25 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from typing import Any, Optional
 
 import typer
 
-from ..cli import EXIT_INVALID, EXIT_VALID, BadArgument
+from ..cli import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, BadArgument
 
 
 def _one(args: tuple[int, Any, str, bool, bool, float]) -> dict[str, Any]:
     seed, settings, results_dir, twice, store, shrink_budget = args
-    from harness.sim.runner import run_seed
+    from harness.sim.runner import resolve_workload, run_seed
     from harness.sim.store import replay_command, store_result
 
+    settings = resolve_workload(seed, settings)  # the drawn workload: replay, store and shrink name it
     r = run_seed(seed, settings, keep_world=store)
     out: dict[str, Any] = {"seed": seed, "valid": r.valid, "digest": r.digest, "virtual": r.virtual_seconds,
                            "wall": r.wall_seconds, "ops": r.ops, "failing": r.failing_checkers(),
+                           "unknown": sorted(n for n, c in r.checkers.items() if c.get("valid") == "unknown"),
                            "replay": replay_command(seed, settings)}
     if twice:
         again = run_seed(seed, settings)
@@ -86,9 +90,11 @@ def register(app: typer.Typer) -> None:
         time_budget: Optional[float] = typer.Option(None, help="run seeds for this many wall seconds"),
         seed: Optional[int] = typer.Option(None, help="replay exactly this seed; prints its trace digest"),
         start_seed: int = typer.Option(0, help="first seed of a --seeds / --time-budget sweep"),
-        workload: str = typer.Option("register", help="workload the simulated clients run"),
+        workload: Optional[str] = typer.Option(None, help="workload the simulated clients run: register, kv, "
+                                               "fencing, list-append or rw-register (the real workload's ops and "
+                                               "checkers); default: each seed draws one (replay names it)"),
         nemesis: str = typer.Option("partition,kill,pause,clock,transfer,snapshot,membership,crash-after-vote,crash-after-ack,"
-                                    "partition-in-flight,damage",
+                                    "partition-in-flight,damage,slow",
                                     help="faults the swarm may draw from (comma list)"),
         duration: float = typer.Option(10.0, help="virtual seconds of workload and faults per seed"),
         node_option: list[str] = typer.Option([], "--node-option", help="NAME=VALUE for every node, e.g. "
@@ -101,15 +107,18 @@ def register(app: typer.Typer) -> None:
         results_dir: str = typer.Option("results", help="where failing seeds are stored as runs"),
         shrink_budget: float = typer.Option(60.0, help="wall seconds to shrink each failing seed's schedule "
                                             "(delta debugging over fault steps, then client ops); 0: no shrinking"),
+        max_steps: int = typer.Option(0, help="loop iterations a seed may run before it is stopped as a runaway "
+                                      "(a livelock) and judged unknown; 0: automatic, about ten times the "
+                                      "busiest correct seed measured"),
         schedule: Optional[str] = typer.Option(None, help="with --seed: replay a shrunk schedule "
                                                "(the schedule.json stored with a shrunk run)"),
     ) -> None:
         """Simulate the real Ukehi in virtual time over seeded fault schedules."""
-        from harness.sim.runner import NEMESES, WORKLOADS, SimSettings
+        from harness.sim.runner import NEMESES, SWARM, WORKLOADS, SimSettings
         from ukehi.bugs import UnsafeBugRefused, check_unsafe_bug
 
-        if workload not in WORKLOADS:
-            raise BadArgument(f"--workload {workload!r}: the simulator runs {', '.join(WORKLOADS)} so far")
+        if workload is not None and workload not in WORKLOADS:
+            raise BadArgument(f"--workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
         chosen = tuple(n.strip() for n in nemesis.split(",") if n.strip())
         bad = [n for n in chosen if n not in NEMESES]
         if bad or not chosen:
@@ -122,7 +131,10 @@ def register(app: typer.Typer) -> None:
             raise BadArgument(str(err)) from None
         if seed is None and seeds is None and time_budget is None:
             seeds = 20
-        settings = SimSettings(workload=workload, nemeses=chosen, duration=duration, node_options=options)
+        if max_steps < 0:
+            raise BadArgument(f"--max-steps {max_steps}: give 0 (automatic) or a positive count")
+        settings = SimSettings(workload=workload or SWARM, nemeses=chosen, duration=duration, node_options=options,
+                               max_steps=max_steps)
         if schedule is not None:
             import dataclasses
             import json
@@ -151,17 +163,27 @@ def register(app: typer.Typer) -> None:
             bad_digest = check_determinism and out["digest_again"] != out["digest"]
             if bad_digest:
                 print(f"  NONDETERMINISTIC: second run digest {out['digest_again']}")
-            raise typer.Exit(EXIT_INVALID if out["valid"] is False or bad_digest else EXIT_VALID)
+            if out["valid"] is False or bad_digest:
+                raise typer.Exit(EXIT_INVALID)
+            raise typer.Exit(EXIT_UNKNOWN if "event-budget" in out["unknown"] else EXIT_VALID)
         os.environ["PYTHONHASHSEED"] = "0"  # spawned workers inherit it: same seed, same trace anywhere
         ctx = multiprocessing.get_context("spawn")
         started = time.monotonic()
-        done = failures = nondeterministic = 0
+        done = failures = nondeterministic = unknown = runaways = 0
         virtual = 0.0
         failed: list[dict[str, Any]] = []
+
+        # Pool.imap feeds its tasks from a thread that drains the generator as fast as it can:
+        # without a bound, a --time-budget sweep queued seeds for the whole budget within its
+        # first second and then ran every one of them (a 60 s budget ran on for minutes). The
+        # semaphore keeps at most two seeds per worker queued, so the budget is checked when a
+        # seed is about to start.
+        slots = threading.BoundedSemaphore(2 * workers)
 
         def jobs() -> Any:
             k = start_seed
             while seeds is None or k < start_seed + seeds:
+                slots.acquire()
                 if time_budget is not None and time.monotonic() - started > time_budget:
                     return
                 yield (k, settings, results_dir, check_determinism, store, shrink_budget)
@@ -169,6 +191,7 @@ def register(app: typer.Typer) -> None:
 
         with ctx.Pool(workers) as pool:
             for out in pool.imap(_one, jobs()):
+                slots.release()
                 done += 1
                 virtual += out["virtual"]
                 if out["valid"] is False:
@@ -178,6 +201,11 @@ def register(app: typer.Typer) -> None:
                     _print_shrunk(out)
                     print("  original:" + (f" stored {out['run']}" if "run" in out else ""), flush=True)
                     print(f"  replay: {out['replay']}", flush=True)
+                elif out["valid"] is not True:
+                    unknown += 1  # no verdict: e.g. no op succeeded in a short window (stats)
+                    runaways += "event-budget" in (out.get("unknown") or ())
+                    print(f"seed {out['seed']}: UNKNOWN ({', '.join(out.get('unknown') or ()) or 'no verdict'})"
+                          f"; replay: {out['replay']}", flush=True)
                 if check_determinism and out.get("digest_again") != out["digest"]:
                     nondeterministic += 1
                     print(f"seed {out['seed']}: NONDETERMINISTIC digests {out['digest'][:16]} vs "
@@ -194,5 +222,10 @@ def register(app: typer.Typer) -> None:
         print(f"sim: {done} seeds in {wall:.1f} s ({done / max(wall, 1e-9):.2f} seeds/s, "
               f"{virtual / max(wall, 1e-9):.0f} virtual s per wall s"
               + (f"; {shrinking:.0f} s of it shrinking" if shrinking else "") + f"), {failures} failing"
+              + (f", {unknown} unknown" if unknown else "")
               + (f", {nondeterministic} nondeterministic" if check_determinism else ""))
-        raise typer.Exit(EXIT_INVALID if failures or nondeterministic else EXIT_VALID)
+        if failures or nondeterministic:
+            raise typer.Exit(EXIT_INVALID)
+        # A seed stopped as a runaway (a livelock) makes the sweep unknown; a seed whose stats
+        # were unknown (nothing succeeded in its window) is listed and counted, as before.
+        raise typer.Exit(EXIT_UNKNOWN if runaways else EXIT_VALID)

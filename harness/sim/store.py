@@ -22,6 +22,8 @@ def replay_command(seed: int, settings: SimSettings, schedule: str | None = None
              "--nemesis", ",".join(settings.nemeses), "--duration", f"{settings.duration:g}"]
     for k, v in settings.node_options:
         parts += ["--node-option", f"{k}={v}"]
+    if settings.max_steps:
+        parts += ["--max-steps", str(settings.max_steps)]
     if schedule is not None:
         parts += ["--schedule", schedule]
     env = "UKEHI_I_KNOW_THIS_IS_UNSAFE=1 " if settings.option("unsafe_bug") else ""
@@ -42,6 +44,8 @@ def store_result(result: SimResult, settings: SimSettings, results_dir: str,
         "name": f"sim-{settings.workload}", "workload": settings.workload, "nodes": list(world.names),
         "backend": "local", "nemeses": [], "concurrency": result.options["clients"],
         "time_limit": settings.duration, "seed": result.seed,
+        # the seed's workload options (e.g. fencing's ttl_ms): analyze builds the same checkers
+        "workload_options": result.options.get("workload_options", {}),
         "node_options": dict(settings.node_options), "insecure": True,
         "simulated": {"seed": result.seed, "settings": settings_dict(settings), "options": result.options,
                       "digest": result.digest, "replay": replay_command(result.seed, settings)},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from ukehi.storage.format import WalEntry
 from ukehi.storage.wal import WAL
 
 SHORT = SimSettings(duration=4.0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_same_seed_same_digest_and_different_seeds_differ():
@@ -152,3 +154,116 @@ def test_a_failing_seed_shrinks_to_a_smaller_schedule_that_fails_the_same_checke
     assert sr.client_ops[0] < sr.client_ops[1] and sr.fault_steps[0] <= sr.fault_steps[1]
     again = run_seed(seed, sr.settings)  # the shrunk schedule replays: same trace, same failure
     assert again.digest == sr.result.digest and "linearizable" in again.failing_checkers()
+
+
+def test_a_seed_over_its_iteration_budget_is_unknown_and_replays_alike(tmp_path):
+    """A runaway seed (a livelock) is stopped deterministically and judged unknown, never valid;
+    the CLI says UNKNOWN, prints a replay with the budget, and exits 2 (Jepsen's unknown)."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    settings = dataclasses.replace(SimSettings(), max_steps=3000)
+    a, b = run_seed(1, settings), run_seed(1, settings)
+    assert a.valid == "unknown" and a.checkers["event-budget"]["valid"] == "unknown"
+    assert "3000 loop iterations" in a.checkers["event-budget"]["explanation"]
+    assert a.digest == b.digest
+    assert run_seed(1).valid is True and "event-budget" not in run_seed(1).checkers  # the automatic budget
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "sim", "--seeds", "1", "--start-seed", "1",
+                           "--max-steps", "3000", "--workers", "1", "--no-store"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "seed 1: UNKNOWN (event-budget)" in done.stdout and "--max-steps 3000" in done.stdout
+    assert "1 unknown" in done.stdout
+
+
+def test_a_time_budget_stops_the_sweep_instead_of_running_every_queued_seed(tmp_path):
+    """Pool.imap drains its task generator from a thread: unbounded, a --time-budget sweep
+    queued thousands of seeds in its budget and then ran them all. A 2 s budget must end
+    after the seeds in flight (generous bound: this checks the budget, not speed)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "sim", "--time-budget", "2", "--workers", "1",
+                           "--duration", "2", "--no-store"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = [line for line in done.stdout.splitlines() if line.startswith("sim: ")]
+    seeds = int(summary[-1].split()[1])
+    assert 1 <= seeds <= 40, summary  # ~2 s of 2-virtual-second seeds plus the two queued
+
+
+def test_without_a_workload_each_seed_draws_one_and_its_replay_names_it(tmp_path):
+    """`sim` without --workload: the seed draws its workload (all five over a few seeds),
+    records it in its options, and the replay command names it, so replaying with that
+    workload gives the same trace."""
+    from harness.commands.sim import _one
+    from harness.sim.runner import SWARM, WORKLOADS, resolve_workload
+
+    swarm_settings = SimSettings(workload=SWARM, duration=3.0)
+    drawn = {s: resolve_workload(s, swarm_settings).workload for s in range(40)}
+    assert set(drawn.values()) == set(WORKLOADS)
+    assert resolve_workload(5, SimSettings(workload="fencing")).workload == "fencing"  # named: kept
+    seed = next(s for s, w in drawn.items() if w == "kv")
+    a = run_seed(seed, swarm_settings)
+    b = run_seed(seed, SimSettings(workload="kv", duration=3.0))
+    assert a.options["workload"] == "kv" and a.digest == b.digest
+    assert a.checkers.keys() == b.checkers.keys() and "linearizable" in a.checkers
+    out = _one((seed, swarm_settings, str(tmp_path), False, False, 0.0))
+    assert "--workload kv" in out["replay"] and out["digest"] == a.digest
+
+
+def test_a_slow_link_delivers_late_and_never_loses_what_it_holds():
+    """The "slow" fault: every message on a held link arrives `extra` seconds late (an
+    election happens meanwhile) and still arrives: the deposed leader's old-term messages."""
+    from ukehi.sim.world import SimWorld, WorldOptions
+
+    world = SimWorld(5, WorldOptions())
+    for n in world.names:
+        world.start(n)
+    world.run_until(8.0)
+
+    def role(n: str) -> tuple[str, int]:
+        core = world.nodes[n].current.node.core
+        return core.role.name, core.term
+
+    (lead,) = [n for n in world.names if role(n)[0] == "LEADER"]
+    old_term = role(lead)[1]
+    delivered: list[tuple[str, float]] = []
+    deliver = world._deliver
+
+    def spy(src: str, dst: str, frame: object) -> None:
+        delivered.append((src, world.now()))
+        deliver(src, dst, frame)
+
+    world._deliver = spy  # type: ignore[method-assign]
+    t0 = world.now()
+    for other in world.names:
+        if other != lead:
+            world.slow_link(lead, other, 3.0)
+    world.run_until(t0 + 2.9)
+    assert not [t for src, t in delivered if src == lead]  # held: nothing arrived yet
+    leaders = [n for n in world.names if n != lead and role(n)[0] == "LEADER"]
+    assert leaders and role(leaders[0])[1] > old_term  # the others moved on meanwhile
+    world.unslow()
+    world.run_until(t0 + 4.0)
+    assert [t for src, t in delivered if src == lead and t >= t0 + 3.0]  # late, not lost
+    world.run(world.stop_all())
+
+
+def test_a_seed_that_does_not_draw_the_slow_family_runs_as_without_it():
+    from harness.sim.runner import NEMESES, swarm
+
+    without = SimSettings(nemeses=tuple(n for n in NEMESES if n != "slow"))
+    drew = 0
+    for seed in range(40):
+        opts = swarm(seed, SimSettings())
+        if "slow" in opts["faults"]:
+            drew += 1
+            assert opts["faults"][-1] == "slow"
+            assert {**opts, "faults": opts["faults"][:-1]} == swarm(seed, without) or not opts["faults"][:-1]
+        else:
+            assert opts == swarm(seed, without)
+    assert 5 < drew < 35

@@ -1,0 +1,235 @@
+"""The simulator part of a mutant's harness budget: a fixed set of `ukehi-jepsen sim` seeds.
+
+Each seed runs as its own ``python -m harness.cli sim --seed K --no-store --shrink-budget 0``
+from the mutant's copy (the same PYTHONPATH isolation as the real runs), so a seed that
+hangs the simulated cluster is cut off by its own time limit and the others still run.
+What a seed's process printed decides its outcome:
+
+- ``killed``: ``seed K: INVALID`` (exit 1): a checker (linearizability, white-box,
+  corruption-policy) found the build wrong. The same verdict a real run would give.
+- ``raised``: a Python exception escaped node code (a traceback, asyncio's "Exception in
+  callback" / "Task exception was never retrieved", or a node's "fatal error" line) and no
+  checker failed. A real node would log an error or exit there, so it is a failure of the
+  build, but the simulator is not a real process: it counts as a kill only when the
+  unmutated copy raised on none of the same seeds (decided by the baseline), and it is
+  reported as its own category ("sim: node raised") either way.
+- ``timeout``: the seed's process outlived its time limit (a mutant that hangs the loop or
+  makes it crawl). Reported apart, never a kill, like ``unknown``.
+- ``unknown``: ``seed K: UNKNOWN`` (a checker could not decide).
+- ``crashed``: anything else (no verdict, no traceback: e.g. a bad argument).
+- ``survived``: ``seed K: VALID`` and nothing raised.
+
+Seeds run in order and the step stops at the first seed that kills (or raises, when a raise
+counts, or times out: the next seed would most likely hang too). The seed set is fixed and
+never depends on results, so two measurements on the same commit run the same schedules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+# One seed of the unmutated copy takes 1-3 s on a quiet machine, up to ~15 s on this loaded
+# one; the baseline (which sets the automatic limit) gets a generous fixed one.
+BASELINE_SEED_TIMEOUT = 300.0
+MIN_SEED_TIMEOUT = 30.0
+SEED_TIMEOUT_FACTOR = 5.0
+
+_RAISE_MARKERS = ("Traceback (most recent call last)", "Exception in callback", "Task exception was never retrieved",
+                  "ukehi node: fatal error")
+# The simulator stops a powered-off node's disk work with this OSError; the dead node's
+# driver then prints its "fatal error" line on the simulator's stderr, which a real
+# powered-off process never could. Not a raise of the build (seen on a mutant that
+# compacts at every Ready: seed 7 valid, only this line).
+_DEAD_PROCESS = "simulated process is dead"
+_EXC_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Violation|Interrupt|Exit)\b.*$")
+# A request or admin call still pending when the seed ends is a coroutine the finished
+# simulated loop can no longer run; Python closes it at garbage collection and prints
+# "Exception ignored in: <coroutine ...>" with a traceback ending in "RuntimeError: Event loop
+# is closed". That is the simulator's teardown, not a raise of the build (seen on mutants
+# that leave the cluster unable to answer, so calls are still waiting at the end).
+_LOOP_CLOSED = "RuntimeError: Event loop is closed"
+
+
+def _without_teardown_noise(lines: list[str]) -> list[str]:
+    """LINES without the "Exception ignored in" blocks whose exception is _LOOP_CLOSED."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("Exception ignored in:"):
+            j = i + 1
+            # The block: indented frames, Traceback headers, chained-exception notes, and
+            # exception lines, up to the last exception line before other output.
+            end = None
+            while j < len(lines):
+                ln = lines[j]
+                if ln.startswith((" ", "\t", "Traceback (most recent call last)", "During handling", "The above")) \
+                        or not ln.strip() or _EXC_LINE.match(ln.strip()):
+                    if _EXC_LINE.match(ln.strip()) and not ln.startswith((" ", "\t")):
+                        end = j
+                    j += 1
+                    continue
+                break
+            if end is not None and lines[end].strip() == _LOOP_CLOSED:
+                i = end + 1
+                continue
+        out.append(lines[i])
+        i += 1
+    return out
+
+
+@dataclass(frozen=True)
+class SimBudget:
+    """``SEEDS[:SECONDS]``: which seeds, and the wall-clock limit of each (0 = automatic).
+
+    SEEDS is a count ``N`` (seeds 0..N-1), a range ``A-B`` (inclusive), or a comma list of
+    seeds and ranges (``0-9,100-104``). SECONDS bounds each seed's process; without it the
+    limit is 5x the slowest seed of the unmutated copy, at least 30 s.
+    """
+
+    seeds: tuple[int, ...]
+    seed_timeout: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "SimBudget":
+        spec, sep, secs = text.strip().partition(":")
+        hint = (f"--harness-sim {text!r}: write SEEDS[:SECONDS], SEEDS a count (20 = seeds 0-19), a range (0-19) "
+                "or a comma list (0-9,100,101), SECONDS the wall limit of each seed")
+        seeds: list[int] = []
+        try:
+            items = [s.strip() for s in spec.split(",")]
+            if len(items) == 1 and "-" not in items[0]:
+                count = int(items[0])
+                if count < 1:
+                    raise ValueError
+                seeds = list(range(count))
+            else:
+                for item in items:
+                    lo, dash, hi = item.partition("-")
+                    a, b = int(lo), int(hi) if dash else int(lo)
+                    if a < 0 or b < a:
+                        raise ValueError
+                    seeds.extend(range(a, b + 1))
+            timeout = float(secs) if sep else 0.0
+        except ValueError:
+            raise ValueError(hint) from None
+        if timeout < 0 or (sep and timeout == 0):
+            raise ValueError(hint)
+        return cls(tuple(dict.fromkeys(seeds)), timeout)
+
+    @property
+    def label(self) -> str:
+        return _ranges(self.seeds) + (f":{self.seed_timeout:g}" if self.seed_timeout else "")
+
+    def argv(self, python: str, seed: int) -> list[str]:
+        # Shrinking would spend minutes re-running a failing seed; only the verdict matters here.
+        return [python, "-m", "harness.cli", "sim", "--seed", str(seed), "--no-store", "--shrink-budget", "0"]
+
+
+DEFAULT_SIM_BUDGET = SimBudget(tuple(range(16)))
+
+
+def _ranges(seeds: Sequence[int]) -> str:
+    """0,1,2,3,7 -> '0-3,7' (a single run of seeds keeps the range form, so it parses back)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        parts.append(f"{seeds[i]}-{seeds[j]}" if j > i or len(seeds) == 1 else str(seeds[i]))
+        i = j + 1
+    return ",".join(parts)
+
+
+@dataclass
+class SeedOutcome:
+    seed: int
+    status: str                       # killed | raised | timeout | unknown | crashed | survived
+    exit: int | None
+    seconds: float
+    failed_checkers: list[str]
+    raised: str = ""                  # the exception line, when node code raised
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"seed": self.seed, "status": self.status, "exit": self.exit,
+                                "seconds": round(self.seconds, 1), "failed_checkers": self.failed_checkers}
+        if self.raised:
+            data["raised"] = self.raised
+        return data
+
+
+def classify_seed(seed: int, rc: int | None, output: str, seconds: float = 0.0) -> SeedOutcome:
+    """One seed's outcome from its process's exit code (None = timed out) and output."""
+    verdict = re.search(rf"^seed {seed}: (VALID|INVALID|UNKNOWN)\b", output, re.M)
+    failed_line = re.search(r"^\s+failed checkers: (.+)$", output, re.M)
+    failed = [c.strip() for c in failed_line.group(1).split(",")] if failed_line else []
+    raised = ""
+    lines = [ln for ln in _without_teardown_noise(output.splitlines())
+             if not (ln.startswith("ukehi node: fatal error") and _DEAD_PROCESS in ln)]
+    if any(marker in ln for ln in lines for marker in _RAISE_MARKERS):
+        fatal = [ln.strip() for ln in lines if ln.startswith("ukehi node: fatal error")]
+        exc = [ln.strip() for ln in lines if _EXC_LINE.match(ln.strip())]
+        raised = ((exc[-1] if exc else "") or (fatal[-1] if fatal else "") or "exception")[:200]
+    if rc is None:
+        status = "timeout"
+    elif verdict and verdict.group(1) == "INVALID" and rc == 1:
+        status = "killed"
+    elif raised:
+        status = "raised"
+    elif verdict and verdict.group(1) == "UNKNOWN":
+        status = "unknown"
+    elif verdict and verdict.group(1) == "VALID" and rc == 0:
+        status = "survived"
+    else:
+        status = "crashed"
+    return SeedOutcome(seed, status, rc, seconds, failed, raised)
+
+
+# Which seed outcome names the whole step, strongest first. A raise that does not count
+# (the baseline raised too) is still reported, below timeouts and above unknowns.
+_ORDER = ("killed", "raised", "timeout", "unknown", "crashed")
+
+
+def step_status(outcomes: Sequence[SeedOutcome], raise_kills: bool) -> tuple[str, bool, str]:
+    """(status, counts as a kill, detail) of the sim step over its seeds."""
+    order = _ORDER if raise_kills else ("killed", "timeout", "raised", "unknown", "crashed")
+    for status in order:
+        hit = next((o for o in outcomes if o.status == status), None)
+        if hit is None:
+            continue
+        detail = f"sim seed {hit.seed}: {status}"
+        if hit.failed_checkers:
+            detail += f" ({', '.join(hit.failed_checkers)})"
+        if hit.raised:
+            detail += f": {hit.raised}"
+        kill = status == "killed" or (status == "raised" and raise_kills)
+        return status, kill, detail
+    return "survived", False, ""
+
+
+def run_seeds(budget: SimBudget, run_one: Callable[[int, float], SeedOutcome], *, timeout: float,
+              raise_kills: bool, stop_early: bool = True) -> list[SeedOutcome]:
+    """Run the budget's seeds in order with `run_one(seed, timeout)`; stop at the first kill
+    (a raise too, when raises count) or timeout unless `stop_early` is off (the baseline)."""
+    outcomes: list[SeedOutcome] = []
+    for seed in budget.seeds:
+        out = run_one(seed, timeout)
+        outcomes.append(out)
+        if stop_early and (out.status in ("killed", "timeout") or (out.status == "raised" and raise_kills)):
+            break
+    return outcomes
+
+
+def auto_timeout(budget: SimBudget, baseline: Sequence[SeedOutcome]) -> float:
+    """The per-seed limit for mutants: the one given, else 5x the slowest clean seed (>= 30 s)."""
+    if budget.seed_timeout:
+        return budget.seed_timeout
+    slowest = max((o.seconds for o in baseline), default=0.0)
+    return max(MIN_SEED_TIMEOUT, round(SEED_TIMEOUT_FACTOR * slowest))
+
+
+def seed_log(logdir: Path, seed: int) -> Path:
+    return logdir / f"sim-seed-{seed}.log"

@@ -1,0 +1,98 @@
+"""The simulator's availability verdict (harness/sim/runner.py ``judge`` with
+checkers/availability.py ``check_sim_availability``): a simulated cluster that stops serving
+is invalid, as a real run would be, and the correct build stays valid.
+
+The broken builds come from ``tests/harness/broken_build/sitecustomize.py``, loaded by the
+simulator's process (where the node code runs): a Raft core that drops every client
+proposal, and one that drops every membership change. Both are liveness bugs no safety checker sees: before the verdict the
+seeds below were valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from checkers.availability import check_sim_availability, down_from_logs
+from checkers.history import Op
+from harness.sim.runner import SimSettings, run_seed
+BROKEN = Path(__file__).parent / "broken_build"
+S = 1_000_000_000
+START = "ts=x level=info node={n} event=starting pid=1\n"
+
+
+def test_down_from_logs_reads_refuse_start_and_an_unfinished_recovery_of_the_last_process():
+    logs = {
+        "n1": START.format(n="n1") + "ts=x level=error node=n1 event=refuse-start reason=crc\n",
+        "n2": START.format(n="n2") + "ts=x level=warning node=n2 event=recovering refuse_votes_until=9\n",
+        "n3": START.format(n="n3") + "ts=x level=warning node=n3 event=recovering refuse_votes_until=9\n"
+              "ts=x level=info node=n3 event=recovered commit=9\n",
+        # refused once, then started cleanly: only the last process counts
+        "n4": START.format(n="n4") + "ts=x level=error node=n4 event=refuse-start\n" + START.format(n="n4"),
+    }
+    down = down_from_logs(logs)
+    assert sorted(down) == ["n1", "n2"], down
+    assert "refuse-start" in down["n1"] and "recovering" in down["n2"]
+
+
+def _op(i: int, t: float, process: int, type_: str) -> Op:
+    return Op(index=i, time=int(t * S), process=process, type=type_, f="read", key=0)
+
+
+def test_the_final_phase_starts_at_the_first_invocation_after_the_workload_phase():
+    # Main phase ends at 10 s; an op invoked at 9.9 s completes (info) at 11 s, after the end:
+    # it belongs to the main phase. The final phase (from 12 s) served nothing.
+    h = [_op(0, 1, 0, "invoke"), _op(1, 1.1, 0, "ok"), _op(2, 9.9, 1, "invoke"), _op(3, 11, 1, "info"),
+         _op(4, 12, 10000, "invoke"), _op(5, 12.5, 10000, "fail")]
+    result = check_sim_availability(h, {}, 10.0)
+    assert result["valid"] is False and result["violations"][0]["rule"] == "final-phase"
+    assert "final phase from 12.0 s" in result["explanation"] and "none of its 1 operations" in result["explanation"]
+    # A node that refused to start excuses it (as harness/run.py's down_on_purpose).
+    logs = {"n2": START.format(n="n2") + "ts=x level=error node=n2 event=refuse-start\n"}
+    assert check_sim_availability(h, logs, 10.0)["valid"] is True
+
+
+PARTITIONS = SimSettings(nemeses=("partition",))
+MEMBERSHIP = SimSettings(nemeses=("membership",))
+
+
+def test_the_correct_build_is_available_on_the_seeds_below():
+    for seed, settings in ((0, PARTITIONS), (1, PARTITIONS), (3, MEMBERSHIP), (12, MEMBERSHIP)):
+        result = run_seed(seed, settings)
+        assert result.valid is True, (seed, result.failing_checkers())
+        assert result.checkers["availability"]["valid"] is True
+
+
+def sim(tmp_path: Path, broken: str, seed: int, nemesis: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """One seed of ``ukehi-jepsen sim`` with a planted build (tests/harness/broken_build,
+    loaded in the sim's process, where the node code runs); its stored run's results.json."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BROKEN), os.environ.get("PYTHONPATH", "")]),
+           "UKJ_TEST_BROKEN_BUILD": broken}
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sim", "--seed", str(seed), "--workload", "register",
+                           "--nemesis", nemesis,
+                           "--shrink-budget", "0", "--results-dir", str(results)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    stored = sorted(results.rglob("results.json"))
+    assert stored, proc.stdout + proc.stderr[-2000:]
+    return proc, json.loads(stored[-1].read_text())
+
+
+def test_a_build_that_drops_every_write_is_invalid_in_the_sim(tmp_path):
+    proc, verdict = sim(tmp_path, "drop-proposals", 0, "partition")
+    assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
+    availability = verdict["checkers"]["availability"]
+    rules = {(v["rule"], v.get("f")) for v in availability["violations"]}
+    assert ("kind-never-served", "write") in rules, availability
+    # the safety checkers have nothing to say: no write took effect, reads saw nothing
+    assert [n for n, r in verdict["checkers"].items() if r.get("valid") is False] == ["availability"]
+
+
+def test_a_build_that_drops_every_membership_change_is_invalid_in_the_sim(tmp_path):
+    proc, verdict = sim(tmp_path, "drop-conf-changes", 3, "membership")
+    assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
+    (violation,) = verdict["checkers"]["availability"]["violations"]
+    assert violation["rule"] == "membership-refused" and violation["count"] >= 3, violation
