@@ -19,8 +19,9 @@ both sides, ``--reps`` runs alternating Go and Python (median per file, summed p
 group).  The Go driver (``bench/porcupine_driver/main.go``, our own code) is built in a
 temporary directory against ``../shared/porcupine`` (Go Porcupine's library files, never
 copied here); without ``go`` or that folder the Go column is skipped with the reason.
-Verdicts must agree.  It also times reading a 100,000-op JSONL history and
-``ukehi-jepsen check`` process start-up.
+Verdicts must agree.  It also times reading a 100,000-op JSONL history and Porcupine's kv
+files (against the reading of before issue 17), and ``ukehi-jepsen check`` process start-up
+against a bare ``python -c pass`` in the same run (wall and CPU milliseconds).
 
     .venv/bin/python bench/checker.py [--quick] [--budget S] [--file PATH ...]
     .venv/bin/python bench/checker.py --vs-go [--reps 3] [--corpus DIR ...]
@@ -35,6 +36,7 @@ import gc
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -280,45 +282,85 @@ def _read_jsonl_before(path: Path) -> list[Any]:
         return [Op.from_dict(json.loads(line), n) for n, line in enumerate(f, 1) if line.strip()]
 
 
-def time_reading(tmp: Path, reps: int) -> tuple[float, float]:
-    """Median seconds to read a 100,000-op JSONL history (200,000 lines) with read_history,
-    and with the reading of before issue 17, alternating."""
+def time_reading(tmp: Path, reps: int) -> dict[str, float]:
+    """Median wall and CPU seconds to read a 100,000-op JSONL history (200,000 lines) with
+    read_history, and with the reading of before issue 17, alternating (CPU time as well:
+    on a shared machine the wall time also counts other people's work)."""
     from checkers.history import dumps_op
     history = generate_history("cas-register", n_ops=TARGET["ops"], n_processes=TARGET["processes"],
                                n_keys=TARGET["keys"], info_fraction=0.05, seed=1)
     path = tmp / "history-100k.jsonl"
     path.write_text("".join(dumps_op(op) + "\n" for op in history))
-    times, before = [], []
+    runs: dict[str, list[float]] = {"read_s": [], "before_s": [], "read_cpu_s": [], "before_cpu_s": []}
     for _ in range(reps):
-        for out, read in ((times, lambda: read_history(str(path))), (before, lambda: _read_jsonl_before(path))):
+        for name, read in (("read", lambda: read_history(str(path))), ("before", lambda: _read_jsonl_before(path))):
             gc.collect()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             read()
-            out.append(time.perf_counter() - started)
-    return statistics.median(times), statistics.median(before)
+            runs[f"{name}_s"].append(time.perf_counter() - started)
+            runs[f"{name}_cpu_s"].append(time.process_time() - cpu)
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
-def time_start(tmp: Path, reps: int) -> tuple[float | None, float, str]:
-    """Median ms of `ukehi-jepsen check` on a 2-op history, and of a bare `python -c pass`."""
+def time_kv_reading(corpus: list[Path], reps: int) -> tuple[float, float, int] | None:
+    """Median CPU seconds to read Porcupine's kv files with read_history and with the EDN
+    reader every line went through before issue 17; None without kv files."""
+    from checkers.readers import read_edn_lines
+
+    paths = [p for base in corpus for p in sorted(base.glob("kv/*.txt"))]
+    if not paths:
+        return None
+    texts = [p.read_text(encoding="utf-8") for p in paths]
+    now, before = [], []
+    for _ in range(reps):
+        cpu = time.process_time()
+        for p in paths:
+            read_history(str(p))
+        now.append(time.process_time() - cpu)
+        cpu = time.process_time()
+        for text in texts:
+            read_edn_lines(text)
+        before.append(time.process_time() - cpu)
+    return statistics.median(now), statistics.median(before), len(paths)
+
+
+def _child_cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def time_start(tmp: Path, reps: int) -> dict[str, Any]:
+    """Median wall ms and CPU ms of `ukehi-jepsen check` on a 2-op history, and of a bare
+    `python -c pass`, alternating.  Bytecode is cached (in a temporary folder) and warmed
+    once, as on an installed machine: this session's PYTHONDONTWRITEBYTECODE would otherwise
+    make every start compile the checker's modules anew."""
     cli = Path(sys.executable).parent / "ukehi-jepsen"
     tiny = tmp / "tiny.jsonl"
     tiny.write_text('{"index":0,"time":0,"process":0,"type":"invoke","f":"write","value":1}\n'
                     '{"index":1,"time":1,"process":0,"type":"ok","f":"write","value":1}\n')
-    bare = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        bare.append(time.perf_counter() - started)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     if not cli.exists():
-        return None, statistics.median(bare) * 1000, f"no {cli}"
-    times = []
+        return {"why": f"no {cli}"}
+    commands = {"bare": [sys.executable, "-c", "pass"], "check": [str(cli), "check", str(tiny)]}
+    for argv in commands.values():  # warm the bytecode cache and the page cache
+        subprocess.run(argv, env=env, capture_output=True)
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(reps):
-        started = time.perf_counter()
-        done = subprocess.run([str(cli), "check", str(tiny)], capture_output=True, text=True)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            return None, statistics.median(bare) * 1000, "check failed: " + done.stderr.strip()[:200]
-    return statistics.median(times) * 1000, statistics.median(bare) * 1000, ""
+        for name, argv in commands.items():
+            cpu_before = _child_cpu_ms()
+            started = time.perf_counter()
+            done = subprocess.run(argv, env=env, capture_output=True, text=True)
+            wall[name].append((time.perf_counter() - started) * 1000)
+            cpu[name].append(_child_cpu_ms() - cpu_before)
+            if done.returncode != 0:
+                return {"why": f"{name} failed: " + done.stderr.strip()[:200]}
+    out: dict[str, Any] = {"why": ""}
+    for name in commands:
+        out[f"{name}_ms"] = statistics.median(wall[name])
+        out[f"{name}_cpu_ms"] = statistics.median(cpu[name])
+    return out
 
 
 def vs_go(args: argparse.Namespace) -> int:
@@ -340,21 +382,24 @@ def vs_go(args: argparse.Namespace) -> int:
             for name, (verdict, seconds) in run_python(cases, args.budget).items():
                 py_times[name].append(seconds)
                 verdicts[name]["python"] = verdict
-        read_s, read_before_s = time_reading(tmp, args.reps)
-        start_ms, bare_ms, start_why = time_start(tmp, max(args.reps, 5))
+        reading = time_reading(tmp, args.reps)
+        kv_reading = time_kv_reading(corpus, args.reps)
+        start = time_start(tmp, max(args.reps * 3, 10))
 
     header = f"{'file':<18}{'group':<10}{'ops':>7}  {'verdict':<9}{'python s':>10}{'go s':>10}{'ratio':>8}"
     print(header)
     print("-" * len(header))
     rows = []
-    mismatches = []
+    mismatches: list[str] = []
+    undecided: list[str] = []
     for c in cases:
         name = c["name"]
         py = statistics.median(py_times[name])
         go = statistics.median(go_times[name]) if go_times[name] else None
         v = verdicts[name]
         if "go" in v and v["go"] != v["python"]:
-            mismatches.append(name)
+            # a side that ran out of the budget decided nothing: only ok against illegal differs
+            (undecided if "unknown" in (v["go"], v["python"]) else mismatches).append(name)
         verdict = v["python"] if v.get("go", v["python"]) == v["python"] else f"{v['python']}/go:{v['go']}"
         ratio = py / go if go else None
         rows.append({"name": name, "group": c["group"], "ops": len(c["operations"]), "verdict": v["python"],
@@ -378,21 +423,43 @@ def vs_go(args: argparse.Namespace) -> int:
               f"{'-' if go is None else f'{go:.3f} s'}: {shown}")
     if driver is None:
         print(f"Go column skipped: {why_not}")
-    speedup = read_before_s / read_s if read_s > 0 else None
-    print(f"reading a {TARGET['ops']:,}-op JSONL history: {read_s:.3f} s, the reading of before issue 17 "
-          f"{read_before_s:.3f} s: {speedup:.2f}x faster (goal >= {GOAL_READ_SPEEDUP:g}x: "
-          f"{'met' if speedup and speedup >= GOAL_READ_SPEEDUP else 'NOT met'})")
-    if start_ms is None:
-        print(f"`ukehi-jepsen check` start-up: not measured ({start_why})")
+    speedup = reading["before_s"] / reading["read_s"]
+    cpu_speedup = reading["before_cpu_s"] / reading["read_cpu_s"]
+    print(f"reading a {TARGET['ops']:,}-op JSONL history: {reading['read_s']:.3f} s "
+          f"({reading['read_cpu_s']:.3f} s CPU), the reading of before issue 17 {reading['before_s']:.3f} s "
+          f"({reading['before_cpu_s']:.3f} s CPU): {speedup:.2f}x faster, {cpu_speedup:.2f}x in CPU "
+          f"(goal >= {GOAL_READ_SPEEDUP:g}x: {'met' if speedup >= GOAL_READ_SPEEDUP else 'NOT met'})")
+    if kv_reading is not None:
+        kv_now, kv_before, kv_files = kv_reading
+        print(f"reading Porcupine's {kv_files} kv files: {kv_now:.3f} s CPU, through the EDN reader as "
+              f"before issue 17 {kv_before:.3f} s CPU: {kv_before / kv_now:.1f}x faster")
+    if start["why"]:
+        print(f"`ukehi-jepsen check` start-up: not measured ({start['why']})")
     else:
-        print(f"`ukehi-jepsen check` on a 2-op file: {start_ms:.0f} ms (bare python: {bare_ms:.0f} ms; "
-              f"goal <= {GOAL_START_MS} ms: {'met' if start_ms <= GOAL_START_MS else 'NOT met'})")
+        print(f"`ukehi-jepsen check` on a 2-op file: {start['check_ms']:.0f} ms wall, {start['check_cpu_ms']:.0f} ms "
+              f"CPU; bare `python -c pass` {start['bare_ms']:.0f} ms wall, {start['bare_cpu_ms']:.0f} ms CPU "
+              f"(check / bare: {start['check_ms'] / start['bare_ms']:.1f}x wall, "
+              f"{start['check_cpu_ms'] / start['bare_cpu_ms']:.1f}x CPU; goal <= {GOAL_START_MS} ms: "
+              f"{'met' if start['check_ms'] <= GOAL_START_MS else 'NOT met'} in wall time, "
+              f"{'met' if start['check_cpu_ms'] <= GOAL_START_MS else 'NOT met'} in CPU time)")
+    if undecided:
+        print(f"undecided within the {args.budget:g} s budget on one side (not a disagreement): "
+              f"{', '.join(undecided)}")
     if mismatches:
         print(f"VERDICTS DIFFER: {', '.join(mismatches)}")
     summary = {"reps": args.reps, "budget_s": args.budget, "go": why_not or "ok", "groups": groups,
-               "read_100k_s": round(read_s, 3), "read_100k_before_s": round(read_before_s, 3), "read_speedup": None if speedup is None else round(speedup, 2),
-               "check_start_ms": None if start_ms is None else round(start_ms, 1),
-               "python_start_ms": round(bare_ms, 1), "verdict_mismatches": mismatches, "files": rows}
+               "read_100k_s": round(reading["read_s"], 3), "read_100k_before_s": round(reading["before_s"], 3),
+               "read_100k_cpu_s": round(reading["read_cpu_s"], 3),
+               "read_100k_before_cpu_s": round(reading["before_cpu_s"], 3),
+               "read_speedup": round(speedup, 2), "read_cpu_speedup": round(cpu_speedup, 2),
+               "kv_read_cpu_s": None if kv_reading is None else round(kv_reading[0], 4),
+               "kv_read_before_cpu_s": None if kv_reading is None else round(kv_reading[1], 4),
+               "check_start_ms": None if start["why"] else round(start["check_ms"], 1),
+               "check_start_cpu_ms": None if start["why"] else round(start["check_cpu_ms"], 1),
+               "python_start_ms": None if start["why"] else round(start["bare_ms"], 1),
+               "python_start_cpu_ms": None if start["why"] else round(start["bare_cpu_ms"], 1),
+               "check_start_vs_python": None if start["why"] else round(start["check_ms"] / start["bare_ms"], 2),
+               "start_not_measured": start["why"] or None, "verdict_mismatches": mismatches, "undecided": undecided, "files": rows}
     print(json.dumps(summary, separators=(",", ":")))
     return 1 if mismatches else 0
 

@@ -5,7 +5,9 @@ Generated list-append histories (strict-serializable by construction, see
 1,000 active keys (a key retires after 32 appends, as Elle's generator does), at 10k and
 100k transactions (and 1M with --full); plus the 100k history with one acknowledged
 append lost from every read after it, which must come out invalid. The goal (issue 14):
-100,000 transactions checked in under 10 s on one core.
+100,000 transactions checked in under 10 s on one core: judged on the checking process's
+CPU time (it is single-threaded), since wall time on a shared machine counts other jobs
+too; both are printed, with the load average.
 
     .venv/bin/python bench/elle.py [--full] [--sizes 10000,100000] [--model list-append]
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,11 +83,17 @@ def run_cell(n: int, model: str, lost: bool = False, seed: int = 1) -> dict[str,
         history = lose_one_append(history)
     generated = time.perf_counter() - t0
     t0 = time.perf_counter()
+    c0 = time.process_time()
     result = check(history, model)
+    cpu = time.process_time() - c0
     seconds = time.perf_counter() - t0
     del history
+    # CPU time is the time on one core (the checker is single-threaded); wall time also
+    # counts the other jobs of a shared machine
     return {"model": model, "txns": n, "lost_append": lost, "generate_s": round(generated, 2),
-            "check_s": round(seconds, 2), "txns_per_s": round(n / seconds) if seconds else None,
+            "check_s": round(seconds, 2), "check_cpu_s": round(cpu, 2),
+            "txns_per_s": round(n / seconds) if seconds else None,
+            "txns_per_cpu_s": round(n / cpu) if cpu else None,
             "valid": result["valid"], "anomalies": result["anomaly_types"],
             "edges": result["graph"]["edges"], "phases_s": result["graph"]["seconds"]}
 
@@ -105,15 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     cells = [run_cell(n, args.model) for n in sizes]
     if args.model == "list-append":
         cells.append(run_cell(max(sizes), args.model, lost=True))
-    print(f"{'model':<12} {'txns':>9} {'lost append':>11} {'check s':>8} {'txns/s':>9} {'edges':>9}  verdict")
+    print(f"{'model':<12} {'txns':>9} {'lost append':>11} {'cpu s':>7} {'txns/cpu s':>10} {'wall s':>7} "
+          f"{'edges':>9}  verdict")
     for c in cells:
         print(f"{c['model']:<12} {c['txns']:>9,} {('yes' if c['lost_append'] else 'no'):>11} "
-              f"{c['check_s']:>8.2f} {c['txns_per_s'] or 0:>9,} {c['edges']:>9,}  "
+              f"{c['check_cpu_s']:>7.2f} {c['txns_per_cpu_s'] or 0:>10,} {c['check_s']:>7.2f} {c['edges']:>9,}  "
               f"{c['valid']} {' '.join(c['anomalies'])}")
     at_target = [c for c in cells if c["txns"] == TARGET["txns"] and not c["lost_append"]]
     summary = {
         "shape": SHAPE, "target": TARGET, "cells": cells,
-        "target_met": bool(at_target) and at_target[0]["check_s"] < TARGET["seconds"],
+        "target_met": bool(at_target) and at_target[0]["check_cpu_s"] < TARGET["seconds"],
+        "load_average": list(os.getloadavg()),
         "valid_histories_valid": all(c["valid"] is True for c in cells if not c["lost_append"]),
         "lost_append_caught": all(c["valid"] is False for c in cells if c["lost_append"]),
     }

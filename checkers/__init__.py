@@ -6,7 +6,7 @@ The Porcupine-shaped library, importable from here::
 
 and the checkers the harness runs (each returns ``{"valid": True | False | "unknown", ...}``)::
 
-    from checkers import check_linearizability, check_fencing, check_stats, merge_results
+    from checkers import check_linearizability, check_fencing, check_stats, check_availability, merge_results
 
 Names are loaded on first use, so ``import checkers.history`` stays light.
 """
@@ -29,6 +29,7 @@ _EXPORTS = {
     "check_linearizability": "checkers.linearizability", "analyze": "checkers.linearizability",
     "check_fencing": "checkers.fencing", "check_stats": "checkers.stats",
     "merge_results": "checkers.results", "merge_valid": "checkers.results",
+    "check_availability": "checkers.availability",
     # histories
     "read_history": "checkers.readers", "to_operations": "checkers.mapping",
 }

@@ -20,7 +20,7 @@ from checkers.model import CheckResult, Model
 from checkers.models import make_model
 
 DEFAULT_TIME_LIMIT = 60.0
-# Failing partitions summarised in the explanation text (all are in "failures").
+# Failing keys summarised in the explanation text (all are in "failures").
 MAX_EXPLAINED = 3
 
 
@@ -66,27 +66,32 @@ def analyze(history: Sequence[Op], model: str | Model = "cas-register", *, initi
         "elapsed_s": round(info.elapsed, 3),
         "failures": [counterexample.to_dict(m, cx) for cx in cxs],
     }
+    # The search splits the history into parts it checks one by one: one per key for the keyed
+    # models. The text calls them keys ("partition" means a network partition everywhere else);
+    # the result's field keeps its name, "partitions", for the readers of results.json.
+    unit = ("key(s)" if any(_partition_key(p.operations) is not None for p in info.partitions)
+            else "independent part(s)")
     if verdict is CheckResult.OK:
-        result["explanation"] = (f"linearizable: {len(operations)} operation(s) ({pending} pending) in "
-                                 f"{len(info.partitions)} partition(s), checked in {info.elapsed:.2f} s")
+        result["explanation"] = (f"linearizable: {len(operations)} operation(s) ({pending} pending) on "
+                                 f"{len(info.partitions)} {unit}, checked in {info.elapsed:.2f} s")
     elif verdict is CheckResult.ILLEGAL:
         not_checked = sum(1 for p in info.partitions if not p.checked or p.result is CheckResult.UNKNOWN)
         if all_failures:
-            tail = (f"\n({not_checked} other partition(s) not finished within the time limit)"
+            tail = (f"\n({not_checked} other {unit} not finished within the time limit)"
                     if not_checked else "")
         else:
             result["stopped_at_first_violation"] = True
-            tail = (f"\n(stopped at the first violation: {not_checked} other partition(s) not checked "
+            tail = (f"\n(stopped at the first violation: {not_checked} other {unit} not checked "
                     "to the end; --all-failures names every failing key)" if not_checked else "")
         shown = "\n".join(counterexample.summary(m, cx) for cx in cxs[:MAX_EXPLAINED])
         if len(cxs) > MAX_EXPLAINED:
-            shown += f"\n... and {len(cxs) - MAX_EXPLAINED} more failing partition(s) (see failures)"
+            shown += f"\n... and {len(cxs) - MAX_EXPLAINED} more failing {unit} (see failures)"
         result["explanation"] = "not linearizable:\n" + shown + tail
     else:
         keys = [counterexample._jsonable(_partition_key(p.operations)) for p in unfinished]
         result["unknown_keys"] = keys[:20]
         limit = "no" if not time_limit else f"the {time_limit:g} s"
-        result["explanation"] = (f"unknown: {limit} time limit ran out with {len(unfinished)} partition(s) "
+        result["explanation"] = (f"unknown: {limit} time limit ran out with {len(unfinished)} {unit} "
                                  f"unfinished (keys {keys[:5]}{'...' if len(keys) > 5 else ''}); "
                                  "give it more time (--time-limit) or check a shorter history")
     return Analysis(result, m, info, cxs)

@@ -16,13 +16,12 @@ Every error names the line of the first bad line and what to do about it.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from checkers import edn
-from checkers.history import OP_TYPES, HistoryError, Op, read_jsonl
+from checkers.history import OP_TYPES, HistoryError, Op, read_jsonl_text
 from checkers.mapping import KNOSSOS, PORCUPINE_ETCD, PROJECT, Conventions
 
 FORMATS = ("jsonl", "edn", "jepsen-log", "porcupine-kv")
@@ -88,8 +87,27 @@ def read_edn_lines(text: str) -> list[Op]:
             for form, line in edn.iter_forms(text, unwrap_vector=True)]
 
 
+# Porcupine's kv line as its own files write it, read by one regular expression over the
+# whole text instead of the EDN reader per line (about 10x less work); a file with any other
+# line goes to the EDN reader, which also names the bad line.
+_KV_LINE = re.compile(r'^\{:process (0|[1-9][0-9]*), :type :(invoke|ok|fail|info), :f :(get|put|append), '
+                      r':key "([^"\\\n]*)", :value (nil|"[^"\\\n]*")\}$', re.M)
+
+
+def _read_porcupine_kv_lines(text: str) -> list[Op] | None:
+    rows = _KV_LINE.findall(text)
+    if len(rows) != text.count("\n") + (not text.endswith("\n")):
+        return None
+    return [Op(index=n, time=n, process=int(process), type=type_, f=f, key=key,  # type: ignore[arg-type]
+               value=None if value == "nil" else value[1:-1])
+            for n, (process, type_, f, key, value) in enumerate(rows)]
+
+
 def read_porcupine_kv(text: str) -> list[Op]:
     """Porcupine's kv files: one ``{:process :type :f :key :value}`` map per line."""
+    fast = _read_porcupine_kv_lines(text)
+    if fast is not None:
+        return fast
     ops = read_edn_lines(text)
     for op in ops:
         if op.is_client and op.f not in _PORCUPINE_KV_FS:
@@ -259,7 +277,7 @@ def read_history_text(text: str, fmt: str = "auto", filename: str = "", *,
 
 def _read_as(text: str, fmt: str, torn_tail: str) -> LoadedHistory:
     if fmt == "jsonl":
-        return LoadedHistory(read_jsonl(io.StringIO(text), torn_tail=torn_tail), fmt, PROJECT)
+        return LoadedHistory(read_jsonl_text(text, torn_tail=torn_tail), fmt, PROJECT)
     if fmt == "edn":
         return LoadedHistory(read_edn(text), fmt, KNOSSOS)
     if fmt == "jepsen-log":

@@ -26,10 +26,13 @@ ops are taken in a fixed order where a swap argument shows that loses nothing.
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Protocol, Sequence
+from itertools import accumulate, compress, islice
+from typing import Any, Callable, Generator, NamedTuple, Protocol, Sequence
 
+from checkers import models
 from checkers.model import UNKNOWN, CheckResult, Model, Operation
 
 # How many search steps between looks at the clock and the stop flag.
@@ -62,30 +65,220 @@ class SearchOutcome:
     cache_size: int = 0
 
 
-def _sorted_entries(operations: Sequence[Operation],
-                    read_only: Callable[[Any], bool] | None = None) -> list[tuple[int, int, int]]:
-    """(time, kind, op position) with kind 0 = call, 1 = return.
+class _Layout(NamedTuple):
+    """A partition laid out for the search.
+
+    Entries are ints: the call of the op at position ``p`` (ops in call order) is entry
+    ``p``, its return is entry ``m + p``, and ``2m`` and ``2m + 1`` are the list's head and
+    tail.  Per-op arrays are indexed by the call entry, so nothing is gathered per entry.
+    """
+
+    m: int
+    nxt: list[int]
+    prv: list[int]
+    typ: list[int]          # 0 = return, 1 = call of a read-only op, 2 = another call, 3 = tail
+    match: list[int]        # call entry -> its return entry, -1 when pending
+    inputs: list[Any]
+    outputs: list[Any]
+    code: list[int]         # inlined step (see _inline_codes)
+    arg_a: list[Any]
+    arg_b: list[Any]
+    cid: list[int]          # completed id (call order), or -1 for a pending op
+    pbit: list[int]         # pending op's bit
+    guard: list[bool]       # call entry with an order constraint below
+    waits_for: list[int]    # pending op: bit of the same-group pending op that must go first
+    waits_for_done: list[int]  # completed op: id of the same-group op that must go first
+    positions: Sequence[int]   # op -> its position in the partition's operation list
+    has_reads: bool
+
+
+def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
+    """Lay out a partition for :func:`searcher`; None when nothing is left to check.
 
     Calls sort before returns at equal times (as in Porcupine): equal timestamps are
-    treated as overlapping, which never raises a false alarm.
+    treated as overlapping, which never raises a false alarm.  Ties among calls or
+    among returns keep call order.
 
     A read-only op whose output is unknown is left out: it is legal in any state and
     changes none, and it always fits between the ops that must precede it and those
     that must follow it (every one of the former returned before any of the latter
     was called), so it cannot make a history illegal.
+
+    Built with comprehensions and C-level sorts rather than one Python loop per entry:
+    on large easy histories this setup, not the search, is most of the cost.
     """
-    entries: list[tuple[int, int, int]] = []
-    for pos, op in enumerate(operations):
-        if read_only is not None and op.output is UNKNOWN and read_only(op.input):
-            continue
-        entries.append((op.call, 0, pos))
-        if op.return_time is not None:
-            if op.return_time < op.call:
-                raise ValueError(f"operation {op.index if op.index >= 0 else pos} returns "
+    n_ops = len(operations)
+    ops: Sequence[Operation] = operations
+    inputs = [op.input for op in ops]
+    outputs = [op.output for op in ops]
+    read_only = model.read_only
+    reads: list[bool] | None = None
+    positions: Sequence[int] = range(n_ops)
+    if read_only is not None:
+        reads = _read_flags(read_only, inputs)
+        if any(reads):
+            keep = [not (r and o is UNKNOWN) for r, o in zip(reads, outputs)]
+            if not all(keep):
+                positions = list(compress(positions, keep))
+                ops = [ops[p] for p in positions]
+                inputs = list(compress(inputs, keep))
+                outputs = list(compress(outputs, keep))
+                reads = list(compress(reads, keep))
+    m = len(ops)
+    if m == 0:
+        return None
+    calls = [op.call for op in ops]
+    rets = [op.return_time for op in ops]
+    done = [r is not None for r in rets]
+    all_done = all(done)
+    if all_done:
+        late = any(map(operator.lt, rets, calls))
+    else:
+        late = any(map(operator.lt, compress(rets, done), compress(calls, done)))
+    if late:
+        for p, op in enumerate(ops):
+            if op.return_time is not None and op.return_time < op.call:
+                raise ValueError(f"operation {op.index if op.index >= 0 else positions[p]} returns "
                                  f"(time {op.return_time}) before it is called (time {op.call})")
-            entries.append((op.return_time, 1, pos))
-    entries.sort()
-    return entries
+    if any(map(operator.gt, calls, islice(calls, 1, None))):  # not in call order: sort (stable)
+        perm = sorted(range(m), key=calls.__getitem__)
+        ops = [ops[p] for p in perm]
+        inputs, outputs, calls, rets, done = ([seq[p] for p in perm] for seq in (inputs, outputs, calls, rets, done))
+        if reads is not None:
+            reads = [reads[p] for p in perm]
+        positions = [positions[p] for p in perm]
+
+    # Entries in time order: calls are entries 0..m-1 (already in call order), returns
+    # m+p; the stable sort keeps calls before returns at equal times, then call order.
+    head, tail = 2 * m, 2 * m + 1
+    if all_done:
+        order = list(range(2 * m))
+    else:
+        order = list(range(m))
+        order += compress(range(m, 2 * m), done)
+    times = calls + rets
+    order.sort(key=times.__getitem__)
+    nxt = [0] * (2 * m + 2)
+    prv = [0] * (2 * m + 2)
+    before = head
+    for e in order:
+        nxt[before] = e
+        prv[e] = before
+        before = e
+    nxt[before] = tail
+    prv[tail] = before
+    nxt[tail] = tail
+    prv[head] = -1
+
+    typ = ([2] * m if reads is None else [1 if r else 2 for r in reads]) + [0] * m + [0, 3]
+    if all_done:
+        cid = list(range(m))
+        match = list(range(m, 2 * m))
+    else:
+        cid = [c - 1 if d else -1 for c, d in zip(accumulate(done), done)]
+        match = [m + p if d else -1 for p, d in enumerate(done)]
+    pbit = [0] * m
+    guard = [False] * m
+    waits_for = [0] * m
+    waits_for_done = [-1] * m
+    if not all_done:
+        # Pending ops with the same input and output are interchangeable once invoked
+        # (none has a return to respect), so only orders that take them earliest-call
+        # first need trying: an op of such a group may go only after the one called
+        # before it.
+        last_in_group: dict[Any, int] = {}
+        bit = 1
+        for p in compress(range(m), [not d for d in done]):
+            pbit[p] = bit
+            try:
+                group = (inputs[p], outputs[p])
+                waits_for[p] = w = last_in_group.get(group, 0)
+                last_in_group[group] = bit
+            except TypeError:  # unhashable input: no grouping, just more search
+                w = 0
+            if w:
+                guard[p] = True
+            bit <<= 1
+    # Completed ops with the same input and output: if a was called before b and
+    # returned before b, some linearization (if any exists) puts a first (swap them
+    # in any that does not: a in b's earlier place meets fewer real-time constraints,
+    # b in a's later place no more than a did).  So b waits for the latest-called op
+    # of its group that also returned before it (looking back a bounded way).  Returns
+    # at equal times count in entry order, which is call order: ``<=``.
+    members: dict[Any, list[int]] = {}
+    for p in range(m) if all_done else compress(range(m), done):
+        try:
+            group_members = members.setdefault((inputs[p], outputs[p]), [])
+        except TypeError:
+            continue
+        if group_members:
+            r = rets[p]
+            for b in reversed(group_members[-_LOOK_BACK:]):
+                if rets[b] <= r:
+                    waits_for_done[p] = cid[b]
+                    guard[p] = True
+                    break
+        group_members.append(p)
+
+    code = [_GENERIC] * m
+    arg_a: list[Any] = [None] * m
+    arg_b: list[Any] = [None] * m
+    _inline(model.step, inputs, outputs, code, arg_a, arg_b)
+    return _Layout(m, nxt, prv, typ, match, inputs, outputs, code, arg_a, arg_b, cid, pbit, guard,
+                   waits_for, waits_for_done, positions, bool(reads) and any(reads))
+
+
+def _read_flags(read_only: Callable[[Any], bool], inputs: list[Any]) -> list[bool]:
+    """``read_only(input)`` per op; the shipped models' test is inlined (the same ``==``)."""
+    if read_only is models.is_read:
+        kind_read = models.READ
+        return [inp[0] == kind_read for inp in inputs]
+    return [bool(read_only(inp)) for inp in inputs]
+
+
+# Inlined steps of the shipped models (``checkers.models``): per call entry, what the
+# model's step would do, so the search loop needs no function call for them.  The
+# comparisons are the step functions' own (``==`` / ``!=``), so verdicts are the same.
+_GENERIC, _READ_EQ, _SET_A, _CAS_TRUE, _CAS_FALSE, _APPEND_A, _SET_NONE = range(7)
+
+
+def _inline(step: Callable[..., Any], inputs: list[Any], outputs: list[Any], code: list[int],
+            arg_a: list[Any], arg_b: list[Any]) -> None:
+    """For a shipped model's step function, fill each op's inline code and the input
+    fields that step reads (``arg_a``, ``arg_b``); other models keep ``_GENERIC``."""
+    read, write, cas, delete, append = models.READ, models.WRITE, models.CAS, models.DELETE, models.APPEND
+    if step is models.register_step:
+        for p, inp in enumerate(inputs):
+            kind = inp[0]
+            if kind == read:
+                if outputs[p] is not UNKNOWN:
+                    code[p] = _READ_EQ
+            elif kind == write:
+                code[p] = _SET_A
+                arg_a[p] = inp[2]
+            elif kind == cas:
+                out = outputs[p]
+                if out is not UNKNOWN:
+                    arg_a[p] = inp[2]
+                    if out:
+                        code[p] = _CAS_TRUE
+                        arg_b[p] = inp[3]
+                    else:
+                        code[p] = _CAS_FALSE
+            elif kind == delete:
+                code[p] = _SET_NONE
+    elif step is models.porcupine_kv_step:
+        for p, inp in enumerate(inputs):
+            kind = inp[0]
+            if kind == read:
+                if outputs[p] is not UNKNOWN:
+                    code[p] = _READ_EQ
+            elif kind == write:
+                code[p] = _SET_A
+                arg_a[p] = inp[2]
+            elif kind == append:
+                code[p] = _APPEND_A
+                arg_a[p] = inp[2]
 
 
 class Abandon(Exception):
@@ -115,153 +308,26 @@ def abandon(gen: Generator[None, None, SearchOutcome]) -> SearchOutcome:
     raise RuntimeError("a searcher went on after it was abandoned")
 
 
-# Inlined steps of the shipped models (``checkers.models``): per call entry, what the
-# model's step would do, so the search loop needs no function call for them.  The
-# comparisons are the step functions' own (``==`` / ``!=``), so verdicts are the same.
-_GENERIC, _READ_EQ, _SET_A, _CAS_TRUE, _CAS_FALSE, _APPEND_A, _SET_NONE = range(7)
-
-
-def _inline_codes(step: Callable[..., Any]) -> Callable[[Any, Any], int] | None:
-    """For a shipped model's step function, a function (input, output) -> inline code."""
-    from checkers import models  # noqa: PLC0415 - models imports this package's model module only
-
-    if step is models.register_step:
-        def code(inp: Any, out: Any) -> int:
-            kind = inp[0]
-            if kind == models.READ:
-                return _GENERIC if out is UNKNOWN else _READ_EQ
-            if kind == models.WRITE:
-                return _SET_A
-            if kind == models.CAS and out is not UNKNOWN:
-                return _CAS_TRUE if out else _CAS_FALSE
-            if kind == models.DELETE:
-                return _SET_NONE
-            return _GENERIC
-        return code
-    if step is models.porcupine_kv_step:
-        def code(inp: Any, out: Any) -> int:
-            kind = inp[0]
-            if kind == models.READ:
-                return _GENERIC if out is UNKNOWN else _READ_EQ
-            if kind == models.WRITE:
-                return _SET_A
-            if kind == models.APPEND:
-                return _APPEND_A
-            return _GENERIC
-        return code
-    return None
-
-
 def searcher(model: Model, operations: Sequence[Operation], *,
              max_cache: int = DEFAULT_MAX_CACHE) -> Generator[None, None, SearchOutcome]:
     """The search as a generator: it yields every :data:`CHECK_EVERY` steps so a driver
     can watch the clock, interleave partitions, or :func:`abandon` it, and returns
     the :class:`SearchOutcome` (as ``StopIteration.value``)."""
-    n_ops = len(operations)
-    if n_ops == 0:
+    if not operations:
         return SearchOutcome(CheckResult.OK)
-    is_read_only = model.read_only
-    entries = _sorted_entries(operations, is_read_only)
-    n = len(entries)
-    if n == 0:
+    lay = _layout(model, operations)
+    if lay is None:
         return SearchOutcome(CheckResult.OK)
-    head, tail = n, n + 1
-    nxt = list(range(1, n + 1)) + [0, tail]  # head -> 0 ... n-1 -> tail
-    nxt[n - 1] = tail
-    nxt[head] = 0
-    prv = [i - 1 for i in range(n)] + [-1, n - 1]
-    prv[0] = head
-
-    # Per entry: typ 0 = return, 1 = call of a read-only op, 2 = call of another op,
-    # 3 = the tail.  Completed ops get ids in call order (so k advances as the search
-    # moves on); pending ops get their own bit space so they never hold k back.
-    typ = [0] * (n + 2)
-    typ[tail] = 3
-    match = [-1] * n        # call entry -> its return entry, -1 when pending
-    op_pos = [0] * n        # entry -> position in `operations`
-    inputs: list[Any] = [None] * n
-    outputs: list[Any] = [None] * n
-    code = [_GENERIC] * n   # inlined step (see _inline_codes)
-    arg_a: list[Any] = [None] * n
-    arg_b: list[Any] = [None] * n
-    cid = [0] * n           # completed id, or -1 for a pending op
-    guard = [False] * n     # call entry with an order constraint below
-    waits_for = [0] * n      # pending op: bit of the same-group pending op that must go first
-    waits_for_done = [-1] * n  # completed op: id of the same-group op that must go first
-    last_in_group: dict[Any, int] = {}
-    pbit = [0] * n          # pending op's bit
-    call_entry_of = [0] * n_ops
-    coder = _inline_codes(model.step)
-    next_cid = 0
-    next_pid = 0
-    has_reads = False
-    for e, (_, kind, pos) in enumerate(entries):
-        op_pos[e] = pos
-        if kind == 0:
-            op = operations[pos]
-            inp = op.input
-            out = op.output
-            inputs[e] = inp
-            outputs[e] = out
-            call_entry_of[pos] = e
-            if is_read_only is not None and is_read_only(inp):
-                typ[e] = 1
-                has_reads = True
-            else:
-                typ[e] = 2
-            if coder is not None:
-                c = code[e] = coder(inp, out)
-                if c in (_SET_A, _CAS_TRUE, _CAS_FALSE, _APPEND_A):  # what the step reads of the input
-                    arg_a[e] = inp[2]
-                    if c == _CAS_TRUE:
-                        arg_b[e] = inp[3]
-            if op.return_time is None:
-                cid[e] = -1
-                pbit[e] = 1 << next_pid
-                next_pid += 1
-                # Pending ops with the same input and output are interchangeable once
-                # invoked (none has a return to respect), so only orders that take
-                # them earliest-call first need trying: an op of such a group may go
-                # only after the one called before it.
-                try:
-                    group = (inp, out)
-                    waits_for[e] = last_in_group.get(group, 0)
-                    last_in_group[group] = pbit[e]
-                except TypeError:  # unhashable input: no grouping, just more search
-                    pass
-                if waits_for[e]:
-                    guard[e] = True
-            else:
-                cid[e] = next_cid
-                next_cid += 1
-        else:
-            match[call_entry_of[pos]] = e
-    # Completed ops with the same input and output: if a was called before b and
-    # returned before b, some linearization (if any exists) puts a first (swap them
-    # in any that does not: a in b's earlier place meets fewer real-time constraints,
-    # b in a's later place no more than a did).  So b waits for the latest-called op
-    # of its group that also returned before it (looking back a bounded way).
-    members: dict[Any, list[int]] = {}
-    for e in range(n):
-        if not typ[e] or match[e] < 0:
-            continue
-        try:
-            group_members = members.setdefault((inputs[e], outputs[e]), [])
-        except TypeError:
-            continue
-        if group_members:
-            for before in reversed(group_members[-_LOOK_BACK:]):
-                if match[before] < match[e]:
-                    waits_for_done[e] = cid[before]
-                    guard[e] = True
-                    break
-        group_members.append(e)
+    (m, nxt, prv, typ, match, inputs, outputs, code, arg_a, arg_b, cid, pbit, guard, waits_for,
+     waits_for_done, positions, has_reads) = lay
+    head = 2 * m
 
     step = model.step
     hashable = model.equal is None
     cache: set[Any] = set()
     cache_eq: dict[tuple[int, int, int], list[Any]] = {}
     equal = model.equal
+    memo_add = cache.add
 
     state = model.init()
     k = 0
@@ -290,7 +356,7 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             try:
                 yield
             except Abandon:
-                return _outcome(CheckResult.UNKNOWN, best_stack, best_blocked, op_pos, steps,
+                return _outcome(CheckResult.UNKNOWN, best_stack, best_blocked, m, positions, steps,
                                 len(cache) + len(cache_eq))
             if len(cache) + len(cache_eq) > max_cache:
                 cache.clear()
@@ -338,10 +404,10 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                 else:
                     nk, nw, npend = k, window | (1 << (i - k)), pending
                 if hashable:
-                    key = (nk, nw, npend, new_state)
-                    fresh = key not in cache
-                    if fresh:
-                        cache.add(key)
+                    # one hash: a set that grows got a new configuration
+                    size = len(cache)
+                    memo_add((nk, nw, npend, new_state))
+                    fresh = len(cache) != size
                 else:
                     bucket = cache_eq.setdefault((nk, nw, npend), [])
                     fresh = not any(equal(s, new_state) for s in bucket)  # type: ignore[misc]
@@ -376,7 +442,7 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             if depth > best_depth:
                 best_depth, best_stack, best_blocked = depth, stack, entry
             if stack is None:
-                return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, op_pos, steps,
+                return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, m, positions, steps,
                                 len(cache) + len(cache_eq))
             while True:
                 entry, state, k, window, pending, stack = stack
@@ -395,7 +461,7 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                 if typ[entry] != 1:
                     break
                 if stack is None:
-                    return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, op_pos, steps,
+                    return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, m, positions, steps,
                                     len(cache) + len(cache_eq))
             entry = nxt[entry]
             want = 2  # a resumed configuration has had its reads (read frames are popped above)
@@ -407,13 +473,13 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             entry = nxt[entry]
 
 
-def _outcome(result: CheckResult, best_stack: tuple | None, blocked_entry: int, op_pos: list[int],
-             steps: int, cache_size: int) -> SearchOutcome:
+def _outcome(result: CheckResult, best_stack: tuple | None, blocked_entry: int, m: int,
+             positions: Sequence[int], steps: int, cache_size: int) -> SearchOutcome:
     longest: list[int] = []
     frame = best_stack
     while frame is not None:
-        longest.append(op_pos[frame[0]])
+        longest.append(positions[frame[0]])  # frames hold call entries: the op itself
         frame = frame[5]
     longest.reverse()
-    blocked = op_pos[blocked_entry] if blocked_entry >= 0 else -1
+    blocked = positions[blocked_entry % m] if blocked_entry >= 0 else -1  # a return entry is m + op
     return SearchOutcome(result, longest, blocked, steps, cache_size)

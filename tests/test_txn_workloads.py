@@ -36,9 +36,27 @@ def test_generator_shape_unique_values_and_key_rotation(model, write_f):
     assert final.next(0, rng) is None
 
 
+def read_only_share(options, n=2000):
+    w = WORKLOADS["list-append"](["127.0.0.1:1"], 4, options)
+    rng = random.Random(3)
+    ops = [w.generator.next(i % 4, rng)["value"] for i in range(n)]
+    return sum(all(f == "r" for f, _, _ in op) for op in ops) / n
+
+
+def test_read_only_share():
+    # half the transactions read only (they take the node's read path, not the log), and the
+    # others, drawn micro-op by micro-op, are read-only now and then too: 1..4 micro-ops at
+    # read_fraction 0.5 are all reads with probability (1/2 + 1/4 + 1/8 + 1/16) / 4 = 0.23
+    assert 0.57 < read_only_share({}) < 0.67
+    assert 0.19 < read_only_share({"read_only_fraction": "0"}) < 0.28
+    assert read_only_share({"read_only_fraction": "1"}) == 1.0
+    assert read_only_share({"read_only_fraction": "0", "read_fraction": "0"}) == 0.0
+
+
 @pytest.mark.parametrize("options, match", [
     ({"min_txn_length": 5, "max_txn_length": 2}, "min_txn_length"),
     ({"read_fraction": 1.5}, "at most 1"),
+    ({"read_only_fraction": 2}, "read_only_fraction=2.0: must be at most 1"),
     ({"keys": 3}, "no option keys"),
 ])
 def test_bad_options(options, match):

@@ -4,6 +4,14 @@ Each op is one transaction of ``min_txn_length``..``max_txn_length`` micro-ops o
 of ``key_count`` active keys; a key that has taken ``max_writes_per_key`` writes is retired
 and a fresh key takes its place, so lists stay short and every key's history is small.
 Writes and appends carry unique values (a counter), so a read names the write it saw.
+A share of the transactions (``read_only_fraction``, half by default) only read: a database
+answers those on a path of their own (Ukehi: a ReadIndex barrier, no log entry; elsewhere a
+lease or a snapshot read), and a bug there shows only when such a read reaches the node at
+the wrong moment, e.g. a leader cut off by a partition, in the fraction of a second before
+it steps down. A client that sends a write to such a leader waits for its time-out, so each
+client gets about ``p / (1 - p)`` reads in before it is stuck, ``p`` the share of read-only
+transactions: 0.3 with micro-ops drawn one by one (``read_fraction`` 0.5, 1..4 micro-ops
+give p = 0.23), 1.6 with half the transactions read-only (p = 0.62).
 The final phase reads every key used, each in its own transaction: an acknowledged append
 that no final read shows is a lost write, and the checker says so.
 
@@ -53,6 +61,7 @@ class TxnOps:
     max_length: int
     max_writes_per_key: int
     read_fraction: float
+    read_only_fraction: float = 0.0
     _pool: list[int] = field(default_factory=list)
     _writes: dict[int, int] = field(default_factory=dict)
     _next_key: int = 0
@@ -64,10 +73,11 @@ class TxnOps:
 
     def next(self, worker: int, rng: random.Random) -> dict[str, Any] | None:
         ops = []
+        read_only = rng.random() < self.read_only_fraction
         for _ in range(rng.randint(self.min_length, self.max_length)):
             slot = rng.randrange(len(self._pool))
             key = self._pool[slot]
-            if rng.random() < self.read_fraction:
+            if read_only or rng.random() < self.read_fraction:
                 ops.append(["r", key, None])
                 continue
             ops.append([self.write_f, key, next(self._values)])
@@ -132,16 +142,19 @@ def make(model: str, addresses: Sequence[str], concurrency: int, options: Mappin
         "max_txn_length": (number(int, 1), 4),
         "max_writes_per_key": (number(int, 1), 32),
         "read_fraction": (number(float, 0.0), 0.5),
+        "read_only_fraction": (number(float, 0.0), 0.5),
         "op_timeout": (number(float, 0.001), 2.0),
     })
     if opts["min_txn_length"] > opts["max_txn_length"]:
         raise ValueError(f"{model} workload: min_txn_length {opts['min_txn_length']} is above "
                          f"max_txn_length {opts['max_txn_length']}")
-    if opts["read_fraction"] > 1:
-        raise ValueError(f"{model} workload option read_fraction={opts['read_fraction']}: must be at most 1")
+    for name in ("read_fraction", "read_only_fraction"):
+        if opts[name] > 1:
+            raise ValueError(f"{model} workload option {name}={opts[name]}: must be at most 1")
     append = model == "list-append"
     generator = TxnOps("append" if append else "w", opts["key_count"], opts["min_txn_length"],
-                       opts["max_txn_length"], opts["max_writes_per_key"], opts["read_fraction"])
+                       opts["max_txn_length"], opts["max_writes_per_key"], opts["read_fraction"],
+                       opts["read_only_fraction"])
     prefix = "la/" if append else "rw/"
     timeout = opts["op_timeout"]
 

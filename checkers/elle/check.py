@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import defaultdict
 from typing import Any, Iterable
 
-from checkers.elle.graph import (EDGE_NAMES, Graph, component_subgraphs, cycles_in_component,
-                                 strongly_connected)
+from checkers.elle.graph import (EDGE_NAMES, PROCESS, Graph, component_subgraphs,
+                                 cycles_in_component, strongly_connected)
 from checkers.elle.list_append import ListAppend
 from checkers.elle.models import check_models, ruled_out, weakest
 from checkers.elle.rw_register import RwRegister
-from checkers.elle.svg import cycle_svg
-from checkers.elle.txn import transactions
+from checkers.elle.svg import cycle_svg, reads_svg
+from checkers.elle.txn import Txn, transactions
 from checkers.history import Op
 
 ELLE_MODELS = ("list-append", "rw-register")
@@ -29,7 +28,10 @@ def check(history: Iterable[Op], model: str = "list-append", *,
     ``valid`` is false when an anomaly rules out one of ``consistency_models``; "unknown"
     when the history has no ``ok`` transaction. ``anomalies`` maps each type to at most
     ``max_examples`` instances (``counts`` has how many there were); cycle anomalies carry
-    ``steps`` (one sentence per edge) and, for the first ``pictures`` of each type, ``svg``.
+    ``steps`` (one sentence per edge) and, for the first ``pictures`` of each type, ``svg``
+(incompatible-order instances too: the two reads drawn). Each instance has ``ops``, the
+invocation indexes of its transactions; ``violation_indexes`` are the history indexes at
+which the anomalies found became visible.
     ``time_limit`` bounds the cycle search (past it, each component gets one cycle of any
     class).
     """
@@ -62,10 +64,7 @@ def _check(history: Iterable[Op], model: str, wanted: tuple[str, ...], sequentia
     n = len(txns)
     graph = Graph(n)
     inference.add_edges(graph)
-    chains: dict[Any, list[int]] = defaultdict(list)
-    for t in txns:
-        chains[t.process].append(t.id)
-    graph.add_process_order(chains.values())
+    graph.add_many(*process_order(txns), PROCESS)
     graph.add_realtime([t.invoke for t in txns], [t.complete for t in txns])
     built = time.monotonic()
     comps = strongly_connected(graph.size, graph.src, graph.dst)
@@ -77,6 +76,13 @@ def _check(history: Iterable[Op], model: str, wanted: tuple[str, ...], sequentia
                 name = _classify_name(cycle)
                 anomalies.setdefault(name, []).append(
                     _describe_cycle(cycle, txns, inference, len(anomalies.get(name, ())) < pictures))
+    for inst in anomalies.get("incompatible-order", ())[:pictures]:
+        if "reads" in inst and len(inst.get("txns", ())) == len(inst["reads"]):
+            inst["svg"] = reads_svg(inst["key"], list(zip(inst["txns"], inst["reads"])),
+                                    title=f"key {inst['key']}: incompatible reads")
+    by_name = {t.name: t for t in txns}
+    by_name.update((t.name, t) for t in failed)
+    first_seen = sorted({locate(inst, by_name) for insts in anomalies.values() for inst in insts} - {-1})
     counts = {k: len(v) for k, v in anomalies.items() if v}
     types = sorted(counts)
     out_models = ruled_out(types)
@@ -94,6 +100,9 @@ def _check(history: Iterable[Op], model: str, wanted: tuple[str, ...], sequentia
         "counts": counts,
         "not": weakest(out_models),
         "also_not": sorted(out_models - set(weakest(out_models))),
+        # history indexes at which each anomaly found became visible (its last transaction
+        # completed): regress's "first violation" is the earliest
+        "violation_indexes": first_seen,
         "txns": {"ok": ok_count, "info": n - ok_count, "fail": len(failed)},
         "graph": {"nodes": graph.size, "edges": len(graph), "sccs": len(comps),
                   "seconds": {"build": round(built - started, 3), "scc": round(sccs - built, 3),
@@ -101,6 +110,47 @@ def _check(history: Iterable[Op], model: str, wanted: tuple[str, ...], sequentia
     }
     result["explanation"] = explain(result)
     return result
+
+
+def process_order(txns: list[Txn]) -> tuple[list[int], list[int]]:
+    """Process-order edges: each transaction follows its process's last ``ok`` one.
+
+    Nothing follows an ``info`` transaction: it may take effect at any time after its
+    invocation, even after the process's next transaction (when a client goes on under
+    the same process after a timeout; our interpreter retires the process, other
+    histories may not), so an edge out of it could make a cycle that did not happen.
+    """
+    last_ok: dict[Any, int] = {}
+    src: list[int] = []
+    dst: list[int] = []
+    for t in txns:  # invocation order
+        prev = last_ok.get(t.process)
+        if prev is not None:
+            src.append(prev)
+            dst.append(t.id)
+        if t.type == "ok":
+            last_ok[t.process] = t.id
+    return src, dst
+
+
+# fields of an anomaly instance that name transactions (``T<invocation index>``)
+_TXN_FIELDS = ("txn", "writer", "txns", "cycle")
+
+
+def locate(inst: dict[str, Any], by_name: dict[str, Txn]) -> int:
+    """Add ``ops`` (the invocation indexes of the transactions an anomaly involves) to
+    ``inst`` and return the history index at which it became visible: the last of their
+    completions (an ``info`` transaction counts at its invocation, all we know of it)."""
+    names: set[str] = set()
+    for f in _TXN_FIELDS:
+        v = inst.get(f)
+        if isinstance(v, str):
+            names.add(v)
+        elif isinstance(v, (list, dict)):
+            names.update(x for x in v if isinstance(x, str))
+    found = [by_name[n] for n in names if n in by_name]
+    inst["ops"] = sorted(t.invoke for t in found)
+    return max((t.complete if t.complete is not None else t.invoke for t in found), default=-1)
 
 
 def _classify_name(cycle: list[tuple[int, int, int]]) -> str:

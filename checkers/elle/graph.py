@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from typing import Iterable, Sequence
+from typing import Sequence
 
 WW, WR, RW, PROCESS, REALTIME = 1, 2, 4, 8, 16
 EDGE_NAMES = {WW: "ww", WR: "wr", RW: "rw", PROCESS: "process", REALTIME: "realtime"}
@@ -44,11 +44,6 @@ class Graph:
         self.src.extend(srcs)
         self.dst.extend(dsts)
         self.typ.extend([t] * len(srcs))
-
-    def add_process_order(self, chains: Iterable[Sequence[int]]) -> None:
-        for chain in chains:
-            for i in range(len(chain) - 1):
-                self.add(chain[i], chain[i + 1], PROCESS)
 
     def add_realtime(self, invokes: Sequence[int], completes: Sequence[int | None]) -> None:
         """Real-time order through barrier nodes; ``invokes[t]``/``completes[t]`` are

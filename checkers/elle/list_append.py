@@ -152,12 +152,15 @@ class ListAppend:
             compatible = True
             for tid, v in rs:
                 if longest[:len(v)] != v:
-                    other = next(t for t, w in rs if w is longest)
+                    # of the reads that disagree with this one, the first to complete: the
+                    # anomaly is visible from then on (the longest read is often the final one)
+                    other, seen = min(((t, w) for t, w in rs if _incompatible(v, w)),
+                                      key=lambda tw: self.txns[tw[0]].complete or 0)
                     self.anomalies["incompatible-order"].append({
-                        "key": k, "reads": [list(v), list(longest)],
+                        "key": k, "reads": [list(v), list(seen)],
                         "txns": [self.txns[tid].name, self.txns[other].name],
                         "explanation": f"key {k} was read as {_show(v)} by {self.txns[tid].name} and "
-                                       f"as {_show(longest)} by {self.txns[other].name}: neither is a "
+                                       f"as {_show(seen)} by {self.txns[other].name}: neither is a "
                                        f"prefix of the other, so no single order of appends explains both"})
                     compatible = False
                     break
@@ -315,3 +318,9 @@ class ListAppend:
                                f"which misses {B.name}'s acknowledged append of {y}, never read by "
                                f"anyone, so after every element read")
         raise ValueError(f"no {t} edge from {A.name} to {B.name}")  # pragma: no cover
+
+
+def _incompatible(a: tuple, b: tuple) -> bool:
+    """Neither list is a prefix of the other."""
+    n = min(len(a), len(b))
+    return a[:n] != b[:n]

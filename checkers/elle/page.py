@@ -29,6 +29,8 @@ def cycle_page(result: dict[str, Any], title: str = "") -> str:
                     parts.append(inst["svg"])
             else:
                 parts.append(f"<p>{escape(inst['explanation'])}</p>")
+                if "svg" in inst:
+                    parts.append(inst["svg"])
     if not result["anomaly_types"]:
         parts.append(f"<p>{escape(result['explanation'])}</p>")
     return "\n".join(parts)

@@ -233,6 +233,7 @@ class RwRegister:
         self._cyclic.add(k)
         self.anomalies["cyclic-versions"].append({
             "key": k, "versions": list(reversed(cycle)),
+            "txns": [self.txns[self.writer[(k, v)]].name for v in reversed(cycle) if (k, v) in self.writer],
             "explanation": f"key {k}'s versions {_show(tuple(reversed(cycle)))} are each known to come "
                            f"before the next and the last before the first ("
                            + "; ".join(sorted({s for e, s in edges.items()

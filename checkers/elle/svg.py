@@ -74,3 +74,36 @@ def cycle_svg(steps: Sequence[dict[str, Any]], txns: dict[str, str], title: str 
         y += 18
     out.append("</svg>")
     return "\n".join(out)
+
+
+def reads_svg(key: Any, reads: Sequence[tuple[str, Sequence[Any]]], title: str = "") -> str:
+    """Two (or more) reads of one key that no single order of appends explains, one row
+    of boxes per read, elements aligned by position: the shared prefix grey, where the
+    rows part red (the first position whose elements differ, and everything after)."""
+    rows = [(name, [str(e) for e in values]) for name, values in reads]
+    common = 0
+    longest = max((len(v) for _, v in rows), default=0)
+    while common < longest and len({v[common] if common < len(v) else None for _, v in rows}) == 1:
+        common += 1
+    cell = max(28, 8 * max((len(e) for _, v in rows for e in v), default=1) + 10)
+    label_w = 9 * max((len(n) for n, _ in rows), default=2) + 20
+    caption = f"key {key}: the reads agree on the grey prefix and part at the red"
+    width = max(label_w + cell * max(longest, 1) + 20, 8 * len(caption) + 20, 8 * len(title) + 20)
+    height = 40 + 34 * len(rows) + 24
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="monospace" font-size="12">']
+    if title:
+        out.append(f'<text x="10" y="18" font-size="14" font-weight="bold">{escape(title)}</text>')
+    for r, (name, values) in enumerate(rows):
+        y = 34 + 34 * r
+        out.append(f'<text x="10" y="{y + 18}">{escape(name)}</text>')
+        for i, e in enumerate(values):
+            fill = "#eee" if i < common else "#f8d0d0"
+            stroke = "#999" if i < common else "#d62728"
+            x = label_w + cell * i
+            out.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="26" fill="{fill}" '
+                       f'stroke="{stroke}"/>')
+            out.append(f'<text x="{x + (cell - 2) / 2:.0f}" y="{y + 17}" text-anchor="middle">{escape(e)}</text>')
+    out.append(f'<text x="10" y="{height - 8}">{escape(caption)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)

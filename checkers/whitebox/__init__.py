@@ -14,6 +14,12 @@ state-machine-safety   no index applied two ways; WAL's committed entries = what
 durability             acknowledged writes are committed on a majority at the end
 log-order              terms never go backwards, fencing tokens strictly increase
 node-health            no unexpected error- or fatal-level node log events
+config-agreement       members that applied the same log report the same configuration
+                       (the membership nemesis's per-member views after each change)
+catch-up               a node a fault brought back reaches what the cluster had committed
+                       within the nemesis's bound while no other fault is active (liveness;
+                       the ``catch_up`` records of the snapshot-lag nemesis, checked
+                       against the node's own log)
 =====================  ==============================================================
 """
 
@@ -23,14 +29,17 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .applied import check_state_machine_safety
+from .catchup import check_catch_up
+from .config import check_config_agreement
 from .durability import check_durability
 from .election import check_election_safety
 from .health import EXPECTED, check_node_health
 from .logs import check_log_matching, check_log_order
 from .nodedata import NodeData, mark_damaged, read_cluster, read_node
 
-__all__ = ["EXPECTED", "NodeData", "check_durability", "check_election_safety", "check_log_matching",
-           "check_log_order", "check_node_health", "check_state_machine_safety", "check_whitebox",
+__all__ = ["EXPECTED", "NodeData", "check_catch_up", "check_durability", "check_election_safety", "check_log_matching",
+           "check_config_agreement", "check_log_order", "check_node_health", "check_state_machine_safety",
+           "check_whitebox",
            "read_cluster", "read_node", "whitebox_checkers"]
 
 
@@ -45,6 +54,8 @@ def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], work
         "durability": lambda: check_durability(cluster, history, workload),
         "log-order": lambda: check_log_order(cluster),
         "node-health": lambda: check_node_health(cluster),
+        "config-agreement": lambda: check_config_agreement(history),
+        "catch-up": lambda: check_catch_up(cluster, history),
     }
     out: dict[str, dict[str, Any]] = {}
     for name, check in checks.items():
@@ -77,7 +88,8 @@ def check_run_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iterable
     return check_whitebox(read_cluster(base, names), history, workload)
 
 
-NAMES = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order", "node-health")
+NAMES = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order", "node-health",
+         "config-agreement", "catch-up")
 
 
 def whitebox_checkers(run_dir: str | Path, nodes: Iterable[str], workload: str) -> dict[str, Any]:

@@ -8,10 +8,11 @@ and each process's ``replay-done`` line.
   of one node (a restarted node re-applies its log from the snapshot).
 - Every committed entry in a WAL at the end is what was applied at its index.
 - Across a restart, a node holds (in its WAL and snapshot) every index it had applied
-  before, and starts from a commit index no lower than the one it started from last time,
-  unless that restart's replay reports a CorruptionPolicy cut or skip, a log hole, or a
-  recovering state (a policy's documented loss is not a violation here; whether the
-  cluster lost acknowledged data then is the log-matching and durability checkers' call).
+  before, and starts from a commit index no lower than the one it started from last time
+  (after a lossy start: the one it could hold, within its cut log), unless that restart's
+  replay reports a CorruptionPolicy cut or skip, a log hole, or a recovering state
+  (a policy's documented loss is not a violation here; whether the cluster lost
+  acknowledged data then is the log-matching and durability checkers' call).
   A ``commit-clamped`` warning without such a report is the same loss seen by the node.
 """
 
@@ -115,7 +116,16 @@ def _restart_problems(cluster: Mapping[str, NodeData]) -> list[dict[str, Any]]:
                                 "committed entries it had persisted are gone, and no CorruptionPolicy report "
                                 "explains it"})
             if replay is not None:
-                commit_before = max(commit_before if not excuses else 0, _int(replay.get("commit")) or 0)
+                held = _int(replay.get("commit")) or 0
+                last = _int(replay.get("last_index"))
+                if excuses and last is not None:
+                    # After a lossy replay the saved commit may lie past the cut log; the core
+                    # then starts from the log's end (ukehi/raft/core.py clamps it while
+                    # recovering) and saves the commit it re-learns, which may be lower than
+                    # the one it loaded: that is the commit this process held, not the saved
+                    # one (sim seed 1037: loaded 51 over a log cut at 45, saved 47).
+                    held = min(held, last)
+                commit_before = max(commit_before if not excuses else 0, held)
             top = process.max_applied()
             if excuses:
                 applied_before, applied_pid = top, process.pid

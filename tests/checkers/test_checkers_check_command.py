@@ -142,3 +142,37 @@ def test_independent_histories_are_checked_per_key(cli):
     assert result["partitions"] == 2 and [f["key"] for f in result["failures"]] == [1]
     code, _, err = cli(str(DATA / "history-ok.edn"), "--independent")
     assert code == 254 and "[key value] pairs" in err
+
+
+def test_check_keeps_the_read_history_out_of_gc_scans_and_unfreezes_after(tmp_path, monkeypatch):
+    """run_check freezes what it read while the search runs (no full collection rescans the
+    history) and unfreezes it afterwards, also when the model cannot apply an op."""
+    import gc
+
+    path = tmp_path / "h.jsonl"
+    with HistoryWriter(str(path)) as w:
+        w.append(0, 0, "invoke", "write", key="k", value=1)
+        w.append(1, 0, "ok", "write", key="k", value=1)
+        w.append(2, 0, "invoke", "read", key="k")
+        w.append(3, 0, "ok", "read", key="k", value=1)
+    during: list[int] = []
+    real = check.analyze
+
+    def spy(*args, **kwargs):
+        during.append(gc.get_freeze_count())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check, "analyze", spy)
+    before = gc.get_freeze_count()
+    result, _ = check.run_check(path, model="register", workers=1)
+    assert result["valid"] is True
+    assert during[-1] > before and gc.get_freeze_count() == before
+
+    def boom(*args, **kwargs):
+        during.append(gc.get_freeze_count())
+        raise ValueError("the register model cannot apply 'cas'")
+
+    monkeypatch.setattr(check, "analyze", boom)
+    with pytest.raises(harness.cli.BadArgument):
+        check.run_check(path, model="register", workers=1)
+    assert during[-1] > before and gc.get_freeze_count() == before

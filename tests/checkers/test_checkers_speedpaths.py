@@ -231,3 +231,23 @@ def test_the_workload_checker_takes_all_failures_from_the_options(tmp_path):
     assert "stopped_at_first_violation" not in every
     first = check(_two_failing_keys(), {"time_limit": 60, "all_failures": False})
     assert first["valid"] is False and first["stopped_at_first_violation"] is True
+
+
+@pytest.mark.parametrize("model_name", ["cas-register", "kv", "porcupine-kv"])
+def test_operations_out_of_call_order_get_the_brute_force_verdict(model_name):
+    """The search lays a partition out in call order itself (a stable sort when the input is
+    not in it), and its longest prefix names positions in the caller's list."""
+    rng = random.Random(23)
+    model = make_model(model_name)
+    seen = set()
+    for _ in range(200):
+        ops = _random_history(rng, model_name, rng.randrange(2, 11), ["k"])
+        rng.shuffle(ops)
+        outcome = search(model, ops)
+        assert (outcome.result is CheckResult.OK) is linearizable_bruteforce(model, ops), ops
+        assert sorted(set(outcome.longest)) == sorted(outcome.longest)
+        assert all(0 <= i < len(ops) for i in outcome.longest)
+        if outcome.result is CheckResult.ILLEGAL:
+            assert 0 <= outcome.blocked < len(ops) and outcome.blocked not in outcome.longest
+        seen.add(outcome.result)
+    assert seen == {CheckResult.OK, CheckResult.ILLEGAL}

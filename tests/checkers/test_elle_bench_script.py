@@ -22,7 +22,10 @@ def test_bench_prints_a_table_and_a_json_last_line(capsys):
     assert summary["valid_histories_valid"] is True
     assert summary["lost_append_caught"] is True  # the planted lost append is found
     assert summary["cells"][-1]["anomalies"]
-    assert lines[0].startswith("model")
+    assert lines[0].startswith("model") and "cpu s" in lines[0]
+    # CPU time is at most the wall time of a single-threaded check (plus timer slack)
+    assert all(c["check_cpu_s"] <= c["check_s"] + 0.05 and c["txns_per_cpu_s"] > 0 for c in summary["cells"])
+    assert len(summary["load_average"]) == 3
 
 
 def test_rw_register_cells_too(capsys):

@@ -165,6 +165,37 @@ def test_alert_violations_are_named(tmp_path: Path, lines: list[str], change: di
     assert result["valid"] is False and expected in problems(result)
 
 
+# ------------------------------------------- a restart killed by another fault after replay
+
+KILLED = dict(started=None, error="killed by another fault before it served")
+
+
+def test_a_restart_killed_after_replay_done_is_judged_from_its_log(tmp_path: Path) -> None:
+    # Sim seeds 4227, 4900, 5197: the harness had not yet seen the restarted node serve when
+    # another fault killed it, but the node logs replay-done in the step that starts serving.
+    lines = CUT[:5] + [line("shutdown", applied=60)]
+    result = judge(tmp_path, "truncate-to-last-good", lines, record(**KILLED))
+    assert result["valid"] is True, result["explanation"]
+    assert result["nodes"]["n2"]["faults"][0]["observed"]["started"] is True
+
+
+@pytest.mark.parametrize("policy, lines, expected", [
+    ("truncate-to-last-good", CUT[:5] + [line("became-pre-candidate", term=3)], "campaigned while recovering"),
+    ("truncate-to-last-good", [l.replace("action=cut", "action=skipped") for l in CUT[:5]], "instead of cut"),
+    ("refuse-start", [l.replace("truncate-to-last-good", "refuse-start") for l in CUT[:4]],
+     "started instead of refusing"),
+])
+def test_a_restart_killed_after_replay_done_is_held_to_its_promise(tmp_path: Path, policy: str,
+                                                                    lines: list[str], expected: str) -> None:
+    result = judge(tmp_path, policy, lines, record(**KILLED))
+    assert result["valid"] is False and expected in problems(result)
+
+
+def test_a_restart_killed_before_replay_done_stays_unknown(tmp_path: Path) -> None:
+    result = judge(tmp_path, "truncate-to-last-good", CUT[:3], record(**KILLED))
+    assert result["valid"] == "unknown" and "killed by another fault" in result["explanation"]
+
+
 # ------------------------------------------------------------------ unknown, plumbing
 
 
@@ -174,7 +205,8 @@ def test_nothing_damaged_or_nothing_to_read_is_unknown_not_valid(tmp_path: Path)
     assert missing["valid"] == "unknown" and "cannot read" in missing["explanation"]
     other_pid = judge(tmp_path, "refuse-start", REFUSED, record(**{**REFUSED_RECORD, "pid": 77}))
     assert other_pid["valid"] == "unknown" and "no starting line for pid 77" in other_pid["explanation"]
-    unseen = judge(tmp_path, "alert-and-continue", SKIP, record(started=None, error="neither serving nor exited"))
+    # Killed while replaying (no replay-done): whether it would have started is unknown.
+    unseen = judge(tmp_path, "alert-and-continue", SKIP[:-1], record(started=None, error="killed by another fault"))
     assert unseen["valid"] == "unknown"
     with pytest.raises(ValueError, match="choose one of"):
         check_policy([], {}, "yolo")

@@ -119,6 +119,25 @@ def test_compacted_indexes_nobody_logged_applying_are_unverifiable_not_lost(tmp_
     assert result["valid"] is True and result["unverifiable"] == 5
 
 
+def test_an_acquire_compacted_into_snapshots_is_unverifiable_not_lost(tmp_path):
+    # Its command carries the leader's clock, so its CRC cannot be rebuilt from the history
+    # (the simulator's fencing runs with snapshot_threshold=25 compact every acquire).
+    log = term_entries(1, 1, [b"\x01", acquire("lock/0", "w1")])
+    nodes = {}
+    for name in ("n1", "n2", "n3"):
+        node = Node(tmp_path, name).snapshot(2, 1).hard_state(1, 2)
+        node.start().applied(log)
+        nodes[name] = node
+    write_all(nodes)
+    acked = [Op(1, 1, 0, "invoke", "acquire", 0), Op(2, 2, 0, "ok", "acquire", 0, (1 << 32) | 2)]
+    result = check(tmp_path, acked, "fencing")
+    assert result["valid"] is True and result["unverifiable"] == 1, result
+    more = acked + [op for seq in (3, 4) for op in (Op(seq * 2 - 1, seq * 2 - 1, seq, "invoke", "acquire", 0),
+                                                    Op(seq * 2, seq * 2, seq, "ok", "acquire", 0, (1 << 32) | seq))]
+    lost = check(tmp_path, more, "fencing")  # two compacted entries cannot hold three acquires
+    assert lost["valid"] is False and "acquire with token" in lost["explanation"]
+
+
 def txn(ops) -> bytes:
     from ukehi.kv import encode_command
 

@@ -122,3 +122,39 @@ def test_a_run_of_indexes_applied_two_ways_is_one_violation(tmp_path):
     v = result["violations"][0]
     assert (v["index"], v["last_index"]) == (7, 9)
     assert result["explanation"].startswith("indexes 7..9 were applied differently (at 7: term 2")
+
+
+def _lossy_restart(node, *, saved_commit: int, last_index: int):
+    """A restart whose WAL truncate-to-last-good cut below the saved commit (recovering)."""
+    node.start(entries=last_index, term=2, commit=saved_commit, last_index=last_index)
+    node.log("corruption-report", level="warning", policy="truncate-to-last-good", segment="wal-00000001.seg",
+             offset=3157, kind="crc-mismatch", action="cut", index=last_index + 1)
+    return node.log("recovering", level="warning", refuse_votes_until=saved_commit + 10,
+                    last_good_index=last_index)
+
+
+def test_a_commit_saved_while_catching_up_after_a_cut_is_not_going_back(tmp_path):
+    # Sim seed 1037 (correct build): n3 loaded commit 51 over a WAL cut at 45; the core starts
+    # from 45 while recovering, n3 saved commit 47 with its next term change and was power-cut
+    # before saving more; it restarted cleanly from 47. 47 is above the 45 it held: no loss.
+    nodes = healthy(tmp_path)
+    n3 = nodes["n3"]
+    n3.start(entries=60, term=2, commit=51)
+    _lossy_restart(n3, saved_commit=51, last_index=45)
+    n3.start(entries=129, term=4, commit=47, last_index=129)
+    write_all(nodes)
+    result = check(tmp_path)
+    assert result["valid"] is True, result
+
+
+def test_commit_below_what_a_lossy_start_held_still_goes_back(tmp_path):
+    # The same restart with a commit below the cut log's end (45): the node lost a commit it held.
+    nodes = healthy(tmp_path)
+    n3 = nodes["n3"]
+    n3.start(entries=60, term=2, commit=51)
+    _lossy_restart(n3, saved_commit=51, last_index=45)
+    n3.start(entries=129, term=4, commit=40, last_index=129)
+    write_all(nodes)
+    result = check(tmp_path)
+    assert result["valid"] is False
+    assert "n3's commit index went back from 45 to 40" in result["explanation"]

@@ -1,0 +1,453 @@
+"""Availability: did the cluster of the build under test serve at all?
+
+Jepsen reports a cluster that never answered as ``unknown``: nothing linearizable or not
+happened. For a test of *our own* build that hides a broken build behind an unknown (or a
+harness crash): a correct Ukehi cluster always elects a leader once every node runs and the
+network is whole, and serves once the faults heal. This checker fails a run (``valid:
+False``) when, and only when, the build under test did not do that:
+
+- **startup**: the cluster did not come up because of the build: a node exited at start
+  with a Python traceback, a fatal or invariant-violated event (never a port in use or a
+  missing tool: those stay a harness crash), or nobody was elected within the start-up
+  bound while every node ran and answered and every node could reach every other one;
+- **no-ok-op**: clients invoked operations and not one of them succeeded, in the whole run;
+- **kind-never-served**: one kind of operation (e.g. ``write``) was invoked at least 10 times
+  and never served (every attempt unknown, or refused with an error that only says the
+  cluster could not serve it now: ``not_leader``, ``unavailable``, ``recovering``,
+  ``timeout``, ``internal``; never ``ok``, never an answer from the state machine such as a
+  failed cas precondition) while other kinds succeeded: reads and writes both need a leader
+  with a quorum;
+- **membership-refused**: the nemesis asked for at least 3 membership changes (add or
+  remove a node) while no other fault was active (from the request to its answer), every
+  one of them was refused or went unanswered, and not one change in the whole run
+  succeeded: the membership nemesis only asks once a leader outside joint consensus is
+  seen, and a correct leader with a whole cluster accepts a change within the admin timeout;
+- **final-phase**: after every fault was healed, the final phase's operations all failed
+  (none ``ok``), unless a node was down on purpose (its corruption policy refused to
+  start, or the harness could not restart it);
+- **node-unresponsive**: after the final phase a node runs (not paused) but answers no
+  status request for 20 s: hung (a correct node answers even while it replays or recovers,
+  since it listens first);
+- **node-exit**: a node process had exited on its own when the run ended, and its log says
+  the build did it (a traceback, ``event=fatal``, ``event=invariant-violated``: exit
+  statuses 1 and 70).
+
+What the harness observed is in ``<run>/availability.json`` (written by ``harness/run.py``:
+phase boundaries on the history's clock, the final phase's leader, the start-up diagnosis,
+the nodes that had exited on their own with their status); this module only judges it, so
+``analyze`` re-judges a stored run offline. Without that file (older runs) only the
+no-ok-op rule applies, plus the final phase taken as the ops invoked after ``time_limit``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+FACTS_FILE = "availability.json"
+
+# Exit statuses of a node process (ukehi/node/server.py), as this checker reads them.
+EXIT_START_FAILED, EXIT_REFUSE_START, EXIT_INVARIANT, EXIT_BAD_ARGS = 1, 4, 70, 254
+
+# Log events that say the environment, not the build, stopped the node. Kept short: each is
+# something a correct build does when the machine is not fit to run it.
+ENVIRONMENT_EVENTS = {
+    "listen-failed": "could not listen (port in use or not bindable on this machine)",
+}
+# Exceptions on a node's stderr that mean a missing tool or a machine problem.
+ENVIRONMENT_EXCEPTIONS = ("ModuleNotFoundError", "ImportError", "PermissionError", "FileNotFoundError",
+                          "MemoryError")
+_ERRNO = re.compile(r"\[Errno \d+\]")
+_EVENT = re.compile(r"(?:^|\s)event=(\S+)")
+_ERROR_FIELD = re.compile(r'(?:error|reason|detail|invariant)="?([^"]{0,120})')
+
+
+def _last_process(text: str) -> str:
+    """The log lines of the node's last process: from its last ``event=starting`` line on
+    (a traceback before that line is an earlier process's, unless there is no start line)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if _EVENT.search(line) and "event=starting" in line]
+    return "\n".join(lines[starts[-1]:] if starts else lines)
+
+
+def _exception_line(text: str) -> str:
+    """The last line of the last Python traceback in ``text`` ("KeyError: 'x'"), or ""."""
+    lines = text.splitlines()
+    at = max((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")),
+             default=None)
+    if at is None:
+        return ""
+    for line in lines[at + 1:]:
+        if line and not line.startswith((" ", "\t", "Traceback")):
+            return line.strip()
+    return "a Python traceback"
+
+
+def classify_exit(log_text: str, status: int | None = None, *, fresh: bool = True) -> tuple[str, str]:
+    """Why a node process exited on its own, from its log text: (cause, reason).
+
+    cause is ``build`` (the build under test failed), ``environment`` (this machine: a port
+    in use, a missing module, an OS error), ``expected`` (the node kept a documented
+    promise: refuse-start) or ``unexplained`` (nothing in the log says: not blamed on the
+    build). ``fresh``: the node started from a data directory no fault touched (start-up),
+    where a replay that the core refuses can only be the build's doing.
+    """
+    text = _last_process(log_text)
+    events = [(m.group(1), line) for line in text.splitlines() for m in [_EVENT.search(line)] if m]
+
+    def detail(line: str) -> str:
+        m = _ERROR_FIELD.search(line)
+        return f": {m.group(1).strip()}" if m else ""
+
+    for name, line in events:
+        if name in ENVIRONMENT_EVENTS:
+            return "environment", f"{ENVIRONMENT_EVENTS[name]}{detail(line)}"
+    for name, line in events:
+        if name == "refuse-start":
+            return "expected", f"refused to start (corruption policy refuse-start){detail(line)}"
+    for name, line in events:
+        if name == "invariant-violated":
+            return "build", f"stopped itself: a Raft invariant broke (event=invariant-violated{detail(line)})"
+        if name == "fatal":
+            return "build", f"died of an unexpected error (event=fatal{detail(line)})"
+    for name, line in events:
+        if name == "storage-open-failed":
+            if _ERRNO.search(line):
+                return "environment", f"could not open its data directory{detail(line)}"
+            if fresh:
+                return "build", f"could not open its fresh data directory (event=storage-open-failed{detail(line)})"
+        if name == "start-failed" and fresh:
+            return "build", f"its core refused the log it replayed from a fresh data directory{detail(line)}"
+    exception = _exception_line(text)
+    if exception:
+        if exception.startswith(ENVIRONMENT_EXCEPTIONS) or _ERRNO.search(exception):
+            return "environment", f"a Python traceback that points at this machine: {exception[:200]}"
+        return "build", f"a Python traceback on its stderr: {exception[:200]}"
+    if status == EXIT_INVARIANT:
+        return "build", "exit status 70: a Raft invariant broke"
+    if status == EXIT_REFUSE_START:
+        return "expected", "exit status 4: refused to start (corruption policy refuse-start)"
+    if status == EXIT_BAD_ARGS:
+        return "environment", "exit status 254: bad arguments (the harness's command line, not the build)"
+    return "unexplained", f"exit status {status}: nothing in its log says why" if status is not None \
+        else "nothing in its log says why"
+
+
+def load_facts(run_dir: str | Path) -> dict[str, Any] | None:
+    """``<run>/availability.json``, or None for a run stored before it existed."""
+    path = Path(run_dir) / FACTS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({err}); re-run the test") from None
+
+
+def _node_log(run_dir: Path | None, node: str) -> str:
+    if run_dir is None:
+        return ""
+    try:
+        return (run_dir / "nodes" / node / "node.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_line(run_dir: Path | None, node: str) -> str:
+    lines = [line for line in _node_log(run_dir, node).splitlines() if line.strip()]
+    return f"; its last log line: {lines[-1][:200]}" if lines else ""
+
+
+def _count(ops: Iterable[Any]) -> dict[str, int]:
+    counts = {"invoke": 0, "ok": 0, "fail": 0, "info": 0}
+    for op in ops:
+        counts[op.type] = counts.get(op.type, 0) + 1
+    return counts
+
+
+def _errors(ops: Iterable[Any], limit: int = 3) -> str:
+    seen: dict[str, int] = {}
+    for op in ops:
+        if op.type in ("fail", "info") and op.error is not None:
+            key = str(op.error)[:120]
+            seen[key] = seen.get(key, 0) + 1
+    top = sorted(seen.items(), key=lambda kv: -kv[1])[:limit]
+    return ", ".join(f"{e!r} x{n}" for e, n in top) or "no error given"
+
+
+#: invocations of one kind of operation that must all have gone unserved (unknown outcomes,
+#: or refusals in CANNOT_SERVE) for the kind to count as never served
+NEVER_SERVED_MIN = 10
+#: error codes (ukehi.wire.ErrorCode values, as the clients record them) that say only "the
+#: cluster could not serve this now": no leader here, no quorum, still recovering, no outcome
+#: in time, a bug on the node. Any other refusal (cas_failed, refused, lock_held,
+#: not_lock_holder, stale_entry, forbidden, bad_request, ...) is an answer about the request
+#: itself, so the kind was served.
+CANNOT_SERVE = frozenset({"not_leader", "unavailable", "recovering", "timeout", "internal"})
+
+
+def _served(op: Any) -> bool:
+    """Did this completion show the cluster serving the request (ok, or an answer about it)?"""
+    if op.type == "ok":
+        return True
+    return op.type == "fail" and op.error is not None and str(op.error) not in CANNOT_SERVE
+
+
+def _kinds_never_served(client: list[Any]) -> list[dict[str, Any]]:
+    """Kinds of operation (``f``) the cluster never served while it served others: at least
+    NEVER_SERVED_MIN invoked, not one ``ok`` and not one answer about the request (a cas whose
+    precondition failed is one; a ``not_leader`` or ``unavailable`` refusal is not). A correct
+    cluster that serves reads serves writes too: both need a leader with a quorum, so over a
+    whole run they are served in the same windows; one that refuses every write as "not the
+    leader" while reads through the same leaders succeed is broken, as much as one that lets
+    every write time out."""
+    by_f: dict[str, dict[str, int]] = {}
+    answered: dict[str, int] = {}
+    for op in client:
+        by_f.setdefault(op.f, {"invoke": 0, "ok": 0, "fail": 0, "info": 0})[op.type] += 1
+        if op.type != "invoke" and _served(op):
+            answered[op.f] = answered.get(op.f, 0) + 1
+    served = sorted(f for f, c in by_f.items() if c["ok"])
+    out = []
+    for f, c in sorted(by_f.items()):
+        if c["invoke"] >= NEVER_SERVED_MIN and not answered.get(f):
+            errors = _errors(op for op in client if op.f == f)
+            how = (f"all unknown ({errors})" if not c["fail"] else
+                   f"{c['fail']} refused as not served now, {c['info']} unknown ({errors})")
+            out.append({"rule": "kind-never-served", "f": f, "counts": c,
+                        "what": f"no {f} was ever answered: {c['invoke']} invoked, {how}, while "
+                                f"{', '.join(served)} succeeded"})
+    return out
+
+
+#: membership changes the nemesis asked for (nemeses.membership and the simulator's own)
+MEMBERSHIP_CHANGES = ("add-node", "remove-node")
+#: refused or unanswered changes (with no other fault active, none accepted in the run) that fail a run
+MEMBERSHIP_REFUSED_MIN = 3
+# Fault windows the simulator records under names of its own (harness.sim.runner: kill and
+# start, pause and resume, clock-skew and clock-reset); every real nemesis family's windows
+# come from its shading in harness.registry, and start-X / stop-X pairs from checkers.faults.
+_SIM_FAULT_SPECS = (("kill", ("kill",), ("start",)), ("pause", ("pause",), ("resume",)),
+                    ("clock", ("clock-skew",), ("clock-reset",)))
+
+
+def _fault_specs() -> list[Any]:
+    from checkers.faults import FaultSpec
+
+    specs: list[Any] = [FaultSpec(name, start, stop) for name, start, stop in _SIM_FAULT_SPECS]
+    try:
+        from harness.registry import SHADING
+    except Exception:  # noqa: BLE001 - without the registry only the generic pairs are known
+        return specs
+    return specs + [s for name, s in sorted(SHADING.items()) if name != "membership"]
+
+
+def _membership_outcome(value: Any) -> str | None:
+    """ok / refused / unknown for a membership change's completion value; None: not attempted."""
+    value = value if isinstance(value, dict) else {}
+    outcome = value.get("outcome")
+    if "skipped" in value:
+        return None
+    if outcome == "ok":
+        return "ok"
+    # Real runs record ok / fail / unknown with the error code beside it; the simulator
+    # records the error code itself as the outcome.
+    code = value.get("error") if outcome == "fail" else outcome
+    if code in (None, "unknown", "timeout", "internal"):
+        return "unknown"
+    return "refused"
+
+
+def _membership_attempts(history: list[Any]) -> list[tuple[Any, Any, str]]:
+    """(invocation, completion or None, outcome) of every membership change the nemesis asked
+    for. Completions pair with invocations of the same ``f`` in order (the simulator may have
+    several calls in flight); a call still unanswered when the run ended is ``unknown``."""
+    pending: dict[str, list[Any]] = {}
+    out: list[tuple[Any, Any, str]] = []
+    for op in history:
+        if op.is_client or op.f not in MEMBERSHIP_CHANGES:
+            continue
+        if op.type == "invoke":
+            pending.setdefault(op.f, []).append(op)
+            continue
+        queue = pending.get(op.f)
+        if not queue:
+            continue
+        invoked = queue.pop(0)
+        outcome = _membership_outcome(op.value)
+        if outcome is not None:
+            out.append((invoked, op, outcome))
+    out.extend((invoked, None, "unknown") for queue in pending.values() for invoked in queue)
+    return out
+
+
+def _membership_refused(history: list[Any]) -> list[dict[str, Any]]:
+    """The membership-refused rule (module doc): the whole run's membership changes refused or
+    unanswered, at least MEMBERSHIP_REFUSED_MIN of them while no other fault was active (from
+    the request to its answer, or to the end of the run when none came)."""
+    from checkers.faults import fault_events
+
+    attempts = _membership_attempts(history)
+    if any(outcome == "ok" for _, _, outcome in attempts):
+        return []
+    windows, _ = fault_events(history, _fault_specs())
+    end = max((op.time for op in history), default=0)
+
+    def quiet(invoked: Any, done: Any) -> bool:
+        lo, hi = invoked.time / 1e9, (done.time if done is not None else end) / 1e9
+        return not any(w.start_s <= hi and lo <= w.end_s for w in windows)
+
+    judged = [(done, outcome) for invoked, done, outcome in attempts if quiet(invoked, done)]
+    if len(judged) < MEMBERSHIP_REFUSED_MIN:
+        return []
+    refused = [done for done, outcome in judged if outcome == "refused"]
+    reasons: dict[str, int] = {}
+    for done, _ in judged:
+        value = done.value if done is not None and isinstance(done.value, dict) else {}
+        key = str(value.get("message") or value.get("error") or value.get("outcome") or "no answer")[:120]
+        reasons[key] = reasons.get(key, 0) + 1
+    top = ", ".join(f"{r!r} x{n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+    return [{"rule": "membership-refused", "count": len(judged),
+             "what": f"no membership change was ever accepted: {len(judged)} add/remove requests made while no "
+                     f"other fault was active, {len(refused)} refused and {len(judged) - len(refused)} unanswered "
+                     f"({top}); {len(attempts)} requested in the whole run"}]
+
+
+def _seconds(ns: int) -> str:
+    return f"{ns / 1e9:.1f} s"
+
+
+def check_availability(history: Iterable[Any], facts: Mapping[str, Any] | None, *,
+                       run_dir: str | Path | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
+    """Judge a run's availability (module doc). ``facts``: the run's availability.json
+    (None for an old run); ``run_dir``: where ``nodes/<node>/node.log`` are, to say why a
+    node exited; ``time_limit_s``: the main phase's length, for runs without facts."""
+    base = Path(run_dir) if run_dir is not None else None
+    facts = dict(facts or {})
+    history = list(history)
+    client = [op for op in history if op.is_client]
+    violations: list[dict[str, Any]] = []
+    notes: list[str] = []
+
+    startup = facts.get("startup")
+    if startup:
+        nodes = startup.get("nodes", {})
+        said = str(startup.get("reason", ""))
+        named = "; ".join(f"{n}: {v.get('reason')}" for n, v in sorted(nodes.items())
+                          if v.get("cause") == "build" and str(v.get("reason")) not in said)
+        violations.append({"rule": "startup", "nodes": sorted(n for n, v in nodes.items() if v.get("cause") == "build"),
+                           "what": f"the cluster did not come up because of the build: {startup.get('reason')}"
+                                   + (f" ({named})" if named else "")})
+
+    counts = _count(client)
+    if counts["invoke"] and not counts["ok"]:
+        violations.append({"rule": "no-ok-op", "counts": counts,
+                           "what": f"no client operation succeeded in the whole run: {counts['invoke']} invoked, "
+                                   f"{counts['fail']} failed, {counts['info']} unknown ({_errors(client)})"})
+
+    if counts["ok"]:
+        violations.extend(_kinds_never_served(client))
+    violations.extend(_membership_refused(history))
+
+    main_end = facts.get("main_end_ns")
+    if main_end is None and time_limit_s is not None and not startup:
+        main_end = int(time_limit_s * 1e9)
+        notes.append("no availability.json: final phase taken as the ops invoked after the time limit")
+    final_start = max(facts.get("final_start_ns") or 0, main_end or 0)
+    down_on_purpose = facts.get("down_on_purpose") or {}
+    if main_end is not None:
+        final = [op for op in client if op.time >= final_start]
+        final_counts = _count(final)
+        if final_counts["invoke"] and not final_counts["ok"]:
+            if down_on_purpose:
+                notes.append("final phase served nothing, but " + "; ".join(
+                    f"{n} was down on purpose ({why})" for n, why in sorted(down_on_purpose.items()))
+                    + ": not blamed on the build")
+            elif counts["ok"]:  # the whole-run rule already said it otherwise
+                leader = facts.get("final_leader")
+                why = (f"a leader ({leader}) was found" if leader
+                       else f"no leader was found ({facts.get('final_leader_error') or 'not recorded'})")
+                violations.append({
+                    "rule": "final-phase", "counts": final_counts,
+                    "what": f"after every fault healed (final phase from {_seconds(final_start)}), none of its "
+                            f"{final_counts['invoke']} operations succeeded: {final_counts['fail']} failed, "
+                            f"{final_counts['info']} unknown ({_errors(final)}); {why}"})
+        elif not final_counts["invoke"]:
+            notes.append("no final-phase operations to judge")
+
+    for node, why in sorted((facts.get("unresponsive") or {}).items()):
+        violations.append({"rule": "node-unresponsive", "node": node,
+                           "what": f"node {node} {why} (every fault was healed: a correct node answers, even "
+                                   f"while it replays or recovers){_last_line(base, node)}"})
+
+    for node, status in sorted((facts.get("exited") or {}).items()):
+        cause, reason = classify_exit(_node_log(base, node), status, fresh=False)
+        if cause == "build":
+            violations.append({"rule": "node-exit", "node": node, "status": status,
+                               "what": f"node {node} had exited on its own (status {status}) when the run ended: "
+                                       f"{reason}"})
+        else:
+            notes.append(f"node {node} had exited on its own (status {status}): {reason} ({cause}, not blamed "
+                         f"on the build)")
+
+    if violations:
+        return {"valid": False, "violations": violations, "explanation": "; ".join(v["what"] for v in violations),
+                "notes": notes, "ok": counts["ok"]}
+    if not counts["invoke"]:
+        return {"valid": "unknown", "violations": [], "notes": notes,
+                "explanation": "no client operations in the history: nothing to judge"}
+    text = f"the cluster served: {counts['ok']} of {counts['invoke']} client operations succeeded"
+    if main_end is not None:
+        final_ok = sum(1 for op in client if op.time >= final_start and op.type == "ok")
+        text += f", {final_ok} of them in the final phase after the faults healed"
+    if notes:
+        text += "; " + "; ".join(notes)
+    return {"valid": True, "violations": [], "explanation": text, "notes": notes, "ok": counts["ok"]}
+
+
+def down_from_logs(logs: Mapping[str, str]) -> dict[str, str]:
+    """Nodes that cannot serve by design at the end, read from their node logs alone (the
+    simulator, where no process is left to ask): the last process refused to start under
+    refuse-start, or logged ``recovering`` after a WAL cut and never ``recovered`` (it does
+    not vote until it has caught up). What harness/run.py's ``_down_on_purpose`` finds by
+    asking live nodes."""
+    down = {}
+    for node, text in sorted(logs.items()):
+        events = [m.group(1) for line in _last_process(text).splitlines() for m in [_EVENT.search(line)] if m]
+        if "refuse-start" in events:
+            down[node] = "refused to start (corruption policy refuse-start)"
+        elif "recovering" in events and "recovered" not in events[events.index("recovering"):]:
+            down[node] = "recovering after a WAL cut: it does not vote until it has caught up"
+    return down
+
+
+def check_sim_availability(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float) -> dict[str, Any]:
+    """The availability verdict of a simulated seed (harness/sim/runner.py ``judge``): the same
+    rules as a real run's, over facts the simulator knows. ``main_end_s``: virtual time the
+    workload phase ended (no worker invokes after it; every fault is healed before the final
+    phase, whose first invocation starts it); ``logs``: each node's log. The start-up,
+    node-unresponsive and node-exit rules have no simulated counterpart here (a node that
+    raises or stops itself fails ``node-health``); no-ok-op, kind-never-served,
+    membership-refused and final-phase apply as they are."""
+    history = list(history)
+    main_end = int(main_end_s * 1e9)
+    final_start = min((op.time for op in history if op.is_client and op.type == "invoke" and op.time >= main_end),
+                      default=main_end)
+    facts = {"main_end_ns": main_end, "final_start_ns": final_start, "exited": {},
+             "down_on_purpose": down_from_logs(logs)}
+    return check_availability(history, facts)
+
+
+def availability_checker(run_dir: str | Path, time_limit_s: float | None = None) -> Any:
+    """The checker for one stored run (harness/analysis.py): reads its availability.json."""
+
+    def check(history: Iterable[Any], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return check_availability(history, load_facts(run_dir), run_dir=run_dir, time_limit_s=time_limit_s)
+
+    return check
+
+
+__all__ = ["FACTS_FILE", "availability_checker", "check_availability", "check_sim_availability", "classify_exit",
+           "down_from_logs", "load_facts"]
