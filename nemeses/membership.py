@@ -10,6 +10,14 @@ with ``--join``), so it can be added again later as a new node.
 Each op asks the cluster for its configuration before and after (``status``
 of the leader) and records both, with the admin call's honest outcome
 (ok / fail / unknown), so the history alone says how membership moved.
+
+After every accepted add or remove, every running member of the new configuration is
+asked to take a snapshot (the admin ``snapshot`` call, as an operator would), so each
+change is compacted into the snapshots before the next one: a node that keeps a stale
+configuration across a compaction (the log's configuration history and the snapshot's
+configuration out of step) then carries it into the next snapshot, which a restarted or
+newly added node loads. Without this, a short run with the default threshold (10,000
+entries) never compacts at all. The answers are in the op's ``compacted`` field.
 """
 
 from __future__ import annotations
@@ -32,6 +40,11 @@ SHADING = Shading("membership", instant=(ADD, REMOVE, TRANSFER))
 ADMIN_TIMEOUT_S = 15.0
 #: seconds to wait for a leader and a configuration out of joint consensus
 SETTLE_TIMEOUT_S = 10.0
+#: seconds one node may take to answer the admin snapshot call after a change
+SNAPSHOT_TIMEOUT_S = 5.0
+#: seconds to wait for every member to apply what the leader had committed before their
+#: configurations are compared
+CATCH_UP_TIMEOUT_S = 10.0
 
 
 def founding_voters(names: Sequence[str]) -> list[str]:
@@ -91,8 +104,9 @@ def _outcome(result: Any) -> dict[str, Any]:
 
 
 def package(ctx: FaultContext, kinds: Sequence[str] = (ADD, REMOVE, TRANSFER),
-            min_voters: int = MIN_VOTERS) -> NemesisPackage:
-    """Membership ops, chosen at random from KINDS; infeasible ones are recorded as skipped."""
+            min_voters: int = MIN_VOTERS, compact: bool = True) -> NemesisPackage:
+    """Membership ops, chosen at random from KINDS; infeasible ones are recorded as skipped.
+    ``compact``: snapshot every running member after each accepted change (module doc)."""
     unknown = [k for k in kinds if k not in (ADD, REMOVE, TRANSFER)]
     if unknown:
         raise ValueError(f"unknown membership op {', '.join(unknown)}; choose {ADD}, {REMOVE} or {TRANSFER}")
@@ -111,6 +125,53 @@ def package(ctx: FaultContext, kinds: Sequence[str] = (ADD, REMOVE, TRANSFER),
         addresses = [ctx.endpoint(n) for n in sorted(ctx.nodes)]
         async with UkehiClient(addresses, timeout=ADMIN_TIMEOUT_S) as client:
             return await getattr(client, call)(*args)
+
+    async def compact_members(after: dict[str, Any]) -> dict[str, Any]:
+        """Ask every running member of AFTER's configuration for a snapshot now: node ->
+        snapshot index, or the error (a node down or busy is recorded, not retried)."""
+        members = sorted(set(after.get("voters") or []) | set(after.get("learners") or []))
+        out: dict[str, Any] = {}
+        for node in members:
+            if node not in ctx.nodes or not ctx.nodes[node].is_running():
+                continue
+            address = ctx.endpoint(node)
+            try:
+                async with UkehiClient([address], timeout=SNAPSHOT_TIMEOUT_S) as client:
+                    result = await client.snapshot(address, timeout=SNAPSHOT_TIMEOUT_S)
+            except (OSError, asyncio.TimeoutError) as e:
+                out[node] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            out[node] = {"index": result.value} if result.ok else {"error": str(result.error or result.outcome)}
+        return out
+
+    async def restart_and_compare(after: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        """Kill and restart one follower of AFTER (it reloads its snapshot), then each
+        member's own configuration once all have applied the leader's commit index."""
+        members = sorted(set(after.get("voters") or []) | set(after.get("learners") or []))
+        followers = [n for n in members if n != after["leader"] and n in ctx.nodes and ctx.nodes[n].is_running()]
+        out: dict[str, Any] = {}
+        if followers:
+            node = rng.choice(followers)
+            out["restarted"] = {"node": node, "killed_pid": ctx.nodes[node].pid}
+            await asyncio.to_thread(ctx.nodes[node].kill)
+            out["restarted"]["pid"] = await ctx.start_node(node)
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        statuses: dict[str, Any] = {}
+        target = None
+        while time.monotonic() < deadline:
+            statuses = dict(await ctx.statuses([n for n in members if n in ctx.nodes]))
+            lead = statuses.get(after["leader"]) or {}
+            if lead.get("role") != "leader":
+                out["not_compared"] = f"{after['leader']} no longer leads"
+                return out
+            target = int(lead.get("commit_index") or 0) if target is None else target
+            if all(int((statuses.get(n) or {}).get("applied_index") or -1) >= target for n in members):
+                break
+            await asyncio.sleep(0.1)
+        out["views"] = {n: {"applied_index": (st or {}).get("applied_index"), **_config(st)}
+                        for n, st in sorted(statuses.items()) if st}
+        out["leader"], out["caught_up_to"] = after["leader"], target
+        return out
 
     async def add(before: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         members = set(before["voters"]) | set(before["outgoing"])
@@ -170,6 +231,9 @@ def package(ctx: FaultContext, kinds: Sequence[str] = (ADD, REMOVE, TRANSFER),
             # Out of the configuration for good: it comes back as a fresh spare (a removed
             # node must never rejoin with its old log and old idea of the members).
             done["restarted_fresh_pid"] = await ctx.start_fresh(done["node"])
+        if compact and f in (ADD, REMOVE) and done.get("outcome") == "ok" and after["leader"] is not None:
+            done["compacted"] = await compact_members(after)
+            done["agreement"] = await restart_and_compare(after, rng)
         return {**done, "before": before, "after": after}
 
     return NemesisPackage(

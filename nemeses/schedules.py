@@ -10,7 +10,12 @@ after an acknowledgement.
   followers as keeps its side a minority (on 3 nodes, the leader alone), or kills it; it
   waits until another node leads, records the new leader and how long the election took,
   then heals (reconnects or restarts) and goes on. Every round is a leader change with
-  entries in flight.
+  entries in flight. The moment the new leader is seen (while the heal runs) the op fires
+  ``reads`` reads and ``writes`` write of keys the workload just wrote straight at it,
+  recorded in the history as client ops of the nemesis's own processes
+  (nemeses/leader_reads.py; in runs, whose context has ``client_ops``), so a new leader
+  that answers before its term's no-op commits, or on a stale lease, shows in the
+  linearizability check.
 - ``crash-after-ack`` / ``lazyfs-after-ack``: crash points at the durability boundary. The
   op polls the leader's status until its applied index moves (it has just applied, so
   acknowledged, new writes) and at once kills it with SIGKILL (``crash-after-ack``) or cuts
@@ -90,7 +95,8 @@ def _seeded(op: OpDict, rng: random.Random) -> OpDict:
 
 
 def leader_churn_package(ctx: FaultContext, duration_s: float = 4.0, kill_fraction: float = 0.3,
-                         election_wait_s: float = 3.0, poll_s: float = 0.02) -> NemesisPackage:
+                         election_wait_s: float = 3.0, poll_s: float = 0.02, reads: int = 4,
+                         writes: int = 1, read_timeout_s: float = 1.0) -> NemesisPackage:
     """Depose the leader once per election timeout for ``duration_s`` per op (module doc)."""
     names = sorted(ctx.nodes)
     minority_side = max(1, (len(names) - 1) // 2)  # nodes on the leader's side, leader included
@@ -133,11 +139,21 @@ def leader_churn_package(ctx: FaultContext, duration_s: float = 4.0, kill_fracti
                     await asyncio.sleep(poll_s)
             step["new_leader"] = new
             step["election_ms"] = _elapsed_ms(deposed) if new else None
+            # Reads (and a write) at the new leader the moment it leads, while the heal runs:
+            # the window before its own term's no-op commits (nemeses/leader_reads.py).
+            client_ops = getattr(ctx, "client_ops", None)
+            fired_ms = _elapsed_ms(deposed)  # since the deposition; election_ms is when it was seen
+            burst = asyncio.ensure_future(client_ops.burst(ctx.endpoint(new), new, reads, writes, read_timeout_s)) \
+                if new is not None and client_ops is not None and reads + writes > 0 else None
             # Heal at once: the deposed leader comes back with whatever it did not replicate.
-            if "killed" in step:
-                step["restarted"] = await ctx.start_node(leader)
-            else:
-                await partition.heal(ctx)
+            try:
+                if "killed" in step:
+                    step["restarted"] = await ctx.start_node(leader)
+                else:
+                    await partition.heal(ctx)
+            finally:
+                if burst is not None:
+                    step["at_new_leader"] = {"fired_ms": fired_ms, **await burst}
             rounds.append(step)
             # One round per election timeout: the cluster never settles for long.
             low, high = (list(timeout_ms) * 2)[:2]

@@ -87,6 +87,23 @@ class TestMembershipChanges:
         assert value["before"]["voters"] == FOUNDERS
         assert value["after"]["voters"] == ["n1", "n2", "n3", "n4"]
         assert_everyone_reports(mh, ["n1", "n2", "n3", "n4"])
+        # The accepted change was compacted on every member (the default threshold would
+        # never compact in a short run): each snapshot covers the change's config entries.
+        compacted = value["compacted"]
+        assert sorted(compacted) == ["n1", "n2", "n3", "n4"], compacted
+        statuses = run(mh.db.statuses())
+        for node, answer in compacted.items():
+            assert answer["index"] > 0, compacted
+            assert statuses[node]["snapshot_index"] >= answer["index"], (node, statuses[node])
+        # Then a follower was restarted from its snapshot, and every member's own view of the
+        # configuration was recorded once all had applied the leader's commit index.
+        agreement = value["agreement"]
+        restarted = agreement["restarted"]["node"]
+        assert restarted != agreement["leader"] and agreement["restarted"]["pid"] != agreement["restarted"]["killed_pid"]
+        assert sorted(agreement["views"]) == ["n1", "n2", "n3", "n4"], agreement
+        for node, seen in agreement["views"].items():
+            assert seen["voters"] == ["n1", "n2", "n3", "n4"], (node, seen)
+            assert seen["applied_index"] >= agreement["caught_up_to"], (node, seen)
 
     def test_remove_leader_shrinks_config_and_restarts_it_fresh(self, mh: Harness) -> None:
         leader = mh.settled_leader()

@@ -71,6 +71,47 @@ def test_partition_applies_grudge_by_address_and_heals_everyone():
     assert all(node.calls[-1] == ("heal",) for node in ctx.nodes.values())
 
 
+def test_a_cut_off_leader_gets_bursts_of_reads_over_an_election_timeout():
+    import time
+
+    class Recorder:  # stands in for ClientOps (nemeses/leader_reads.py)
+        def __init__(self):
+            self.bursts = []
+
+        async def burst(self, address, node, reads, writes, timeout):
+            self.bursts.append((time.monotonic(), address, node, reads, writes, timeout))
+            return {"node": node, "ops": [{"f": "read"}] * reads, "ok": 0}
+
+    class StatusCtx(Ctx):
+        async def statuses(self, names=None):
+            return {n: {"role": "leader" if n == self.leader_name else "follower", "term": 2,
+                        "election_timeout_ms": [200, 400]} for n in (names or self.nodes)}
+
+        def endpoint(self, name):
+            return f"{self.nodes[name].address}:7000"
+
+    ctx = StatusCtx(3)
+    ctx.client_ops = Recorder()
+    pkg = partition.package(ctx, topologies=["primaries"], one_way_fraction=0)
+    started = time.monotonic()
+    value = asyncio.run(pkg.invoke(pkg.generator(random.Random(1))))
+    assert value["primaries"] == ["n3"] and sorted(value["grudge"]) == ["n1", "n2", "n3"]
+    bursts = ctx.client_ops.bursts
+    assert len(bursts) == partition.CUT_OFF_READ_BURSTS
+    assert {b[1:] for b in bursts} == {("10.0.0.3:7000", "n3", partition.CUT_OFF_READ_KEYS, 0,
+                                        partition.CUT_OFF_READ_TIMEOUT_S)}  # reads only, at the cut-off leader
+    window = partition.CUT_OFF_READ_WINDOW * 0.4  # the status's longest election timeout, 400 ms
+    assert bursts[0][0] - started < 0.2 and bursts[-1][0] - bursts[0][0] >= window * 0.95
+    assert value["cut_off_reads"] == [{"node": "n3", "bursts": 8, "window_ms": round(window * 1000),
+                                       "ops": 8 * partition.CUT_OFF_READ_KEYS, "ok": 0}]
+    # other topologies cut off no leader on purpose: no reads; a run without client ops neither
+    halves = partition.package(ctx, topologies=["halves"], one_way_fraction=0)
+    assert "cut_off_reads" not in asyncio.run(halves.invoke(halves.generator(random.Random(1))))
+    del ctx.client_ops
+    assert "cut_off_reads" not in asyncio.run(pkg.invoke(pkg.generator(random.Random(2))))
+    assert len(bursts) == partition.CUT_OFF_READ_BURSTS
+
+
 def test_kill_leader_then_restart_records_pids():
     ctx = Ctx()
     pkg = process.kill_package(ctx, targets=["leader"])

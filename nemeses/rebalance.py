@@ -1,0 +1,176 @@
+"""Rebalancing a sharded cluster (issue 15): move one replica of a random shard to a node that
+does not host it, while the other faults run.
+
+Each op reads the shard map from the running nodes (the newest epoch any of them reports),
+picks a shard with no move in flight, one of its members as the source and a running node
+outside it as the target, and sends the admin ``move_replica`` (the shard's leader runs it:
+record the move in the map, learner, catch-up, one joint change, the map's next epoch). The
+op records the shard, source and target, the epoch before and after, the members the move
+ended with and the call's honest outcome (ok / fail / unknown: a move cut by a partition may
+still finish, or be undone by the shard's next leader).
+
+Some moves (``DISRUPT_P``) also have the shard's leader (the mover), the source or the target
+killed with SIGKILL a moment after the move starts and restarted a second later (recorded in
+the op's ``disrupted``): a move must survive, fail cleanly, or be finished or undone by the
+shard's next leader, and the map must still add up.
+
+The final op waits (bounded) until the newest map has no move in flight, and records it with
+every answering node's epoch (a node another fault still cuts off learns the map later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any, Mapping
+
+from ukehi.client import UkehiClient
+
+from .context import FaultContext
+from .package import NemesisPackage, OpDict, Shading
+
+MOVE, SETTLE = "move-replica", "settle-shards"
+FS = (MOVE, SETTLE)
+SHADING = Shading("rebalance", instant=(MOVE,))
+#: seconds a move may take (learner catch-up included) before it is recorded as unknown
+MOVE_TIMEOUT_S = 25.0
+#: how often a move has a node killed and restarted in its middle
+DISRUPT_P = 0.4
+#: seconds the final op waits for the map to settle
+SETTLE_TIMEOUT_S = 20.0
+
+
+def newest_map(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """The newest map the answering nodes report: epoch, moves in flight and each shard's
+    hosts as the node with that epoch sees them (None: no sharded node answered)."""
+    best: Mapping[str, Any] | None = None
+    for st in statuses.values():
+        if st and st.get("sharded") and (best is None or int(st.get("epoch") or 0) > int(best.get("epoch") or 0)):
+            best = st
+    if best is None:
+        return None
+    return {"epoch": int(best.get("epoch") or 0), "shard_count": int(best.get("shard_count") or 0),
+            "moves": list(best.get("moves") or []), "reported_by": best.get("id")}
+
+
+async def shard_members(ctx: FaultContext, statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[int, list[str]]:
+    """Each shard's members by the newest map a running node holds (its shard_map answer)."""
+    ranked = sorted(((int((st or {}).get("epoch") or 0), n) for n, st in statuses.items() if st), reverse=True)
+    for _epoch, node in ranked:
+        try:
+            async with UkehiClient([ctx.endpoint(node)], timeout=3.0) as client:
+                result = await client.shard_map_of(ctx.endpoint(node), timeout=3.0)
+        except (OSError, asyncio.TimeoutError):
+            continue
+        if result.ok and isinstance(result.value, dict) and isinstance(result.value.get("map"), dict):
+            return {s: list(m) for s, m in enumerate(result.value["map"]["members"])}
+    return {}
+
+
+def _leader_of(statuses: Mapping[str, Mapping[str, Any] | None], shard: int) -> str | None:
+    best = max(((int(g.get("term") or 0), n) for n, st in statuses.items() if st
+                for s, g in (st.get("shards") or {}).items() if int(s) == shard and g.get("role") == "leader"),
+               default=None)
+    return best[1] if best else None
+
+
+def package(ctx: FaultContext) -> NemesisPackage:
+    async def kill_mid_move(rng: random.Random, statuses: Mapping[str, Mapping[str, Any] | None], shard: int,
+                            src: str, dst: str, call: "asyncio.Future[Any]") -> dict[str, Any]:
+        """A restart in the middle of the move: once a node reports running it, kill -9 that
+        node (the mover), the source or the target, and restart it a second later."""
+        deadline = time.monotonic() + 5.0
+        mover, step = _leader_of(statuses, shard), None
+        while time.monotonic() < deadline and not call.done():
+            now = await ctx.statuses()
+            running = [(n, st["moving"][str(shard)]) for n, st in now.items()
+                       if st and str(shard) in (st.get("moving") or {})]
+            if running:
+                mover, step = running[0][0], running[0][1].get("step")
+                break
+            await asyncio.sleep(0.05)
+        # At once: a move of a small shard takes a tenth of a second or so.
+        victim = rng.choice(sorted({n for n in (mover, src, dst) if n is not None}))
+        out: dict[str, Any] = {"node": victim, "step_seen": step, "role": "mover" if victim == mover else (
+            "source" if victim == src else "target")}
+        if call.done() or not ctx.nodes[victim].is_running():
+            out["skipped"] = "the move had ended" if call.done() else "the node was not running"
+            return out
+        out["killed"] = await asyncio.to_thread(ctx.nodes[victim].kill)
+        await asyncio.sleep(1.0)
+        out["pid"] = await ctx.start_node(victim)
+        return out
+
+    def generator(rng: random.Random) -> OpDict:
+        return {"f": MOVE, "value": {"seed": rng.getrandbits(32)}}
+
+    async def move(rng: random.Random) -> dict[str, Any]:
+        statuses = await ctx.statuses()
+        before = newest_map(statuses)
+        if before is None:
+            return {"skipped": "no sharded node answered"}
+        members = await shard_members(ctx, statuses)
+        busy = {int(m["shard"]) for m in before["moves"]}
+        running = sorted(n for n in ctx.nodes if ctx.nodes[n].is_running())
+        choices = [(s, dst) for s, ms in sorted(members.items()) if s not in busy
+                   for dst in running if dst not in ms]
+        if not choices:
+            return {"skipped": "no shard without a move in flight has a running node outside it",
+                    "epoch_before": before["epoch"]}
+        shard, dst = rng.choice(choices)
+        src = rng.choice(sorted(members[shard]))
+        done: dict[str, Any] = {"shard": shard, "from": src, "to": dst, "epoch_before": before["epoch"],
+                                "members_before": sorted(members[shard])}
+        addresses = [ctx.endpoint(n) for n in running]
+        disrupt = rng.random() < DISRUPT_P
+        async with UkehiClient(addresses, timeout=MOVE_TIMEOUT_S, connect_timeout=0.5) as client:
+            call = asyncio.ensure_future(client.move_replica(shard, src, dst, timeout=MOVE_TIMEOUT_S))
+            if disrupt:
+                done["disrupted"] = await kill_mid_move(rng, statuses, shard, src, dst, call)
+            result = await call
+        done["outcome"] = result.outcome
+        if result.error is not None:
+            done["error"] = result.error
+        if result.message:
+            done["message"] = result.message[:300]
+        if result.ok and isinstance(result.value, dict):
+            done["epoch_after"] = result.value.get("epoch")
+            done["members_after"] = sorted(result.value.get("members") or [])
+        else:
+            after = newest_map(await ctx.statuses())
+            done["epoch_after"] = after["epoch"] if after else None
+        return done
+
+    async def settle() -> dict[str, Any]:
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        view: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            statuses = {n: st for n, st in (await ctx.statuses()).items() if st}
+            view = newest_map(statuses)
+            if view is not None and not view["moves"]:
+                # Nodes still cut off by another fault learn the map when it heals: their
+                # epochs are recorded, not waited for.
+                view["epochs"] = {n: st.get("epoch") for n, st in sorted(statuses.items())}
+                view["members"] = {str(s): m for s, m in sorted((await shard_members(ctx, statuses)).items())}
+                return {"settled": True, **view}
+            await asyncio.sleep(0.2)
+        return {"settled": False, **(view or {})}
+
+    async def invoke(op: OpDict) -> Any:
+        f = op["f"]
+        if f == SETTLE:
+            return await settle()
+        if f != MOVE:
+            raise ValueError(f"rebalance nemesis cannot perform {f!r}")
+        return await move(random.Random(op["value"]["seed"]))
+
+    return NemesisPackage(
+        name="rebalance",
+        generator=generator,
+        # A move is not undone; the final op waits for the map to settle and records it.
+        final=lambda: [{"f": SETTLE}],
+        invoke=invoke,
+        shading=SHADING,
+        fs=frozenset(FS),
+    )
