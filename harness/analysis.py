@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from checkers.policy import policy_checker
+from checkers.availability import availability_checker
 from checkers.results import merge_valid
 from checkers.whitebox import whitebox_checkers
 
 from .registry import SHADING, WORKLOADS, damages_wal, wal_policy_checker
 from .report import render_all
+from .sharding import is_sharded
 from .spec import TestSpec
 from .store import RunDir, load_history, load_spec
 
@@ -26,6 +27,12 @@ def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
         return {}
     logs = {n: run.path / "nodes" / n / "node.log" for n in spec.nodes}
     return {"corruption-policy": wal_policy_checker(spec.nemeses, logs, spec.corruption_policy)}
+
+
+def _run_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
+    """Checkers every run gets: did the cluster of the build under test serve at all
+    (checkers/availability.py; a build that never serves is invalid, not unknown)."""
+    return {"availability": availability_checker(run.path, spec.time_limit)}
 
 
 def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail: bool = False,
@@ -42,8 +49,10 @@ def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail:
     options = {"time_limit": time_limit if time_limit is not None else 120.0,
                "run_dir": str(run.path), "shading": shading, "all_failures": all_failures}
     results: dict[str, Any] = {}
-    whitebox = whitebox_checkers(run.path, spec.nodes, spec.workload)  # what the nodes persisted and logged
-    for name, check in {**workload.checkers, **_fault_checkers(spec, run), **whitebox}.items():
+    # What the nodes persisted and logged; not for a sharded run (harness/sharding.py: the
+    # white-box checkers read one Raft group per node, a sharded node has one per shard).
+    whitebox = {} if is_sharded(spec.node_options) else whitebox_checkers(run.path, spec.nodes, spec.workload)
+    for name, check in {**workload.checkers, **_fault_checkers(spec, run), **_run_checkers(spec, run), **whitebox}.items():
         started = time.monotonic()
         try:
             result = check(history, options)

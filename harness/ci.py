@@ -6,7 +6,9 @@ JUnit: one ``<testcase>`` per run (``run``, one per seed of ``--test-count``) or
 run (an escaped bug, a false alarm) is a ``<failure>``; an unknown verdict or a run the
 harness could not finish is an ``<error>``. Each case carries the run directory and every
 checker's verdict as properties, and the failing checkers' explanations as its text, so a
-CI system shows why without opening the store.
+CI system shows why without opening the store. ``regress``'s simulated column adds one case
+per row (class ``ukehi-jepsen.regress.sim``); a bug the simulator has no workload for yet is
+``<skipped>``.
 
 ``--json`` prints one JSON document on stdout and sends the human summary to stderr, so
 ``ukehi-jepsen run --json | jq .valid`` works.
@@ -35,7 +37,7 @@ class Case:
     classname: str
     name: str
     seconds: float
-    status: str  # "passed" | "failure" | "error"
+    status: str  # "passed" | "failure" | "error" | "skipped"
     message: str = ""
     text: str = ""
     properties: dict[str, str] = field(default_factory=dict)
@@ -82,7 +84,8 @@ def regress_cases(rows: Iterable[Any]) -> list[Case]:
     for r in rows:
         props = {"run_dir": r.run_dir or "", "outcome": r.outcome, "workload": r.workload, "nemeses": r.nemeses,
                  "seed": str(r.seed), "caught_by": ",".join(r.caught_by),
-                 "first_violation_s": "" if r.first_violation_s is None else str(r.first_violation_s)}
+                 "first_violation_s": "" if r.first_violation_s is None else str(r.first_violation_s),
+                 "runs": str(getattr(r, "runs", 1))}
         if r.ok:
             status, message = "passed", ""
         elif r.outcome in ("error", "unknown"):
@@ -92,20 +95,48 @@ def regress_cases(rows: Iterable[Any]) -> list[Case]:
         text = (f"{r.bug} under {r.nemeses} ({r.workload}, seed {r.seed}): {r.outcome}"
                 + (f", caught by {', '.join(r.caught_by)}" if r.caught_by else "")
                 + (f", first violation at {r.first_violation_s} s" if r.first_violation_s is not None else "")
-                + (f"\n{r.detail}" if r.detail else "") + (f"\nresults in {r.run_dir}" if r.run_dir else ""))
+                + (f"\n{r.detail}" if r.detail else "") + (f"\nresults in {r.run_dir}" if r.run_dir else "")
+                + "".join(f"\nearlier: {e}" for e in getattr(r, "earlier", ())))
         cases.append(Case("ukehi-jepsen.regress", f"{r.bug} (seed {r.seed})", float(r.wall_s or 0.0), status,
                           message, text, props))
     return cases
 
 
+def regress_sim_cases(rows: Iterable[Any]) -> list[Case]:
+    """One test case per row of regress's simulated column (harness/regress_sim.py SimRow):
+    found / "not found (sim)" / a clean correct build pass, a bug no longer found and a
+    failing correct-build seed fail, a bug whose workload the simulator lacks is skipped."""
+    cases = []
+    for r in rows:
+        props = {"outcome": r.outcome, "workload": r.workload, "start_seed": str(r.start_seed),
+                 "budget": str(r.budget), "seeds_run": str(r.seeds_run), "caught_by": ",".join(r.caught_by),
+                 "first_failing_seed": "" if r.first_failing_seed is None else str(r.first_failing_seed),
+                 "seeds_to_first_failure": "" if r.seeds_to_first_failure is None else str(r.seeds_to_first_failure),
+                 "run_dir": r.run_dir or ""}
+        if r.outcome == "not run":
+            status, message = "skipped", f"not run: {r.detail}"
+        elif r.ok:
+            status, message = "passed", ""
+        else:
+            status, message = "failure", f"{r.outcome}: {r.detail}"
+        text = (f"{r.bug} in the simulator ({r.workload}, seeds {r.start_seed}..{r.start_seed + r.budget - 1}): "
+                f"{r.outcome}" + (f" at seed {r.first_failing_seed}" if r.first_failing_seed is not None else "")
+                + (f", caught by {', '.join(r.caught_by)}" if r.caught_by else "")
+                + (f"\n{r.detail}" if r.detail else "") + (f"\nreplay: {r.replay}" if r.replay else "")
+                + (f"\nresults in {r.run_dir}" if r.run_dir else ""))
+        cases.append(Case("ukehi-jepsen.regress.sim", f"{r.bug} (sim {r.workload})", float(r.wall_s or 0.0),
+                          status, message, text, props))
+    return cases
+
+
 def junit_xml(suite: str, cases: Sequence[Case], timestamp: str | None = None) -> str:
     """A JUnit XML document (the common Surefire/Jenkins shape) with one test suite."""
-    counts = {s: sum(1 for c in cases if c.status == s) for s in ("failure", "error")}
+    counts = {s: sum(1 for c in cases if c.status == s) for s in ("failure", "error", "skipped")}
     total_s = f"{sum(c.seconds for c in cases):.3f}"
     root = ET.Element("testsuites", name="ukehi-jepsen", tests=str(len(cases)), failures=str(counts["failure"]),
                       errors=str(counts["error"]), time=total_s)
     ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(counts["failure"]),
-                       errors=str(counts["error"]), skipped="0", time=total_s,
+                       errors=str(counts["error"]), skipped=str(counts["skipped"]), time=total_s,
                        timestamp=timestamp or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()))
     for case in cases:
         el = ET.SubElement(ts, "testcase", classname=case.classname, name=case.name, time=f"{case.seconds:.3f}")
@@ -115,6 +146,10 @@ def junit_xml(suite: str, cases: Sequence[Case], timestamp: str | None = None) -
                 ET.SubElement(props, "property", name=key, value=value)
         if case.status in ("failure", "error"):
             ET.SubElement(el, case.status, message=case.message, type=case.message.split(":")[0]).text = case.text
+        elif case.status == "skipped":
+            ET.SubElement(el, "skipped", message=case.message)
+            if case.text:
+                ET.SubElement(el, "system-out").text = case.text
         elif case.text:
             ET.SubElement(el, "system-out").text = case.text
     ET.indent(root)

@@ -1,4 +1,4 @@
-"""`ukehi-jepsen` command line (typer).
+"""`ukehi-jepsen` command line (typer; `check FILE` has a fast path without it).
 
 Commands live in their own modules, each exposing ``register(app)``; this file
 builds the app and maps outcomes to Jepsen's exit codes:
@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import importlib
 import sys
-import traceback
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import click
-import typer
+# typer, click (and the pydantic that typer imports at run time) take hundreds of ms to
+# import: they are imported only when a command line goes through typer, never by
+# `ukehi-jepsen check FILE`'s fast path (issue 17: start-up <= 150 ms).
+if TYPE_CHECKING:
+    import click
+    import typer
 
-try:  # typer >= 0.24 ships its own copy of click and raises that copy's exceptions
-    from typer._click import exceptions as _typer_click_errors
 
-    _USAGE_ERRORS: tuple[type[BaseException], ...] = (_typer_click_errors.UsageError, click.UsageError)
-    _NO_ARGS_HELP: tuple[type[BaseException], ...] = (_typer_click_errors.NoArgsIsHelpError,)
-except ImportError:  # older typer: plain click
-    _USAGE_ERRORS = (click.UsageError,)
-    _NO_ARGS_HELP = ()
+def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(usage errors, no-args-is-help errors) of the click that typer raises."""
+    import click
+
+    try:  # typer >= 0.24 ships its own copy of click and raises that copy's exceptions
+        from typer._click import exceptions as _typer_click_errors
+
+        return ((_typer_click_errors.UsageError, click.UsageError),
+                (_typer_click_errors.NoArgsIsHelpError,))
+    except ImportError:  # older typer: plain click
+        return (click.UsageError,), ()
 
 EXIT_VALID = 0
 EXIT_INVALID = 1
@@ -55,6 +62,8 @@ class BadArgument(Exception):
 
 
 def _version(value: bool) -> None:
+    import typer
+
     if value:
         from ukehi import __version__
 
@@ -64,6 +73,8 @@ def _version(value: bool) -> None:
 
 def build_app(modules: Sequence[str] | None = None) -> typer.Typer:
     """The app with the commands of ``modules`` (default: every command module)."""
+    import typer
+
     app = typer.Typer(
         name="ukehi-jepsen",
         help="Jepsen-style verification of Ukehi: run tests, inject faults, check histories.",
@@ -138,10 +149,36 @@ def _usage_error_text(err: BaseException, where: str, args: Sequence[str]) -> st
     return f"{path}: error: {message} (see {path} --help)"
 
 
+def _guarded(run: Callable[[], Any], where: str) -> int:
+    """Run a command's body, mapping BadArgument to one line and exit 254 and a crash to 255."""
+    try:
+        return int(run() or 0)
+    except BadArgument as err:
+        print(f"{where}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    except Exception:  # noqa: BLE001 - the last line of defence maps a crash to 255
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_CRASHED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; every error is one line ``ukehi-jepsen CMD: error: what; what to do``,
     as the ``ukehi`` CLI writes them."""
     args = list(argv) if argv is not None else sys.argv[1:]
+    if args[:1] == ["check"]:
+        # Fast path: `check` parses its own options (the same table its typer command is made
+        # from) without typer; help and usage errors go on to typer below, so they read alike.
+        from harness.commands.check import check_command, parse_fast
+
+        values = parse_fast(args[1:])
+        if values is not None:
+            return _guarded(lambda: check_command(**values), "ukehi-jepsen check")
+    import click
+    import typer
+
+    usage_errors, no_args_help = _click_errors()
     first = next((arg for arg in args if not arg.startswith("-")), None)
     global _needed
     _needed = [_ALONE[first]] if first in _ALONE else None
@@ -151,27 +188,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         _needed = None
     command = typer.main.get_command(app)
     where = _command_path(command, args)
-    try:
-        result = command.main(args=args, prog_name="ukehi-jepsen", standalone_mode=False)
-    except (click.exceptions.Exit, typer.Exit) as exit_:
-        return int(getattr(exit_, "exit_code", 0) or 0)
-    except _NO_ARGS_HELP as help_:
-        help_.show()  # type: ignore[attr-defined]
-        return EXIT_VALID
-    except _USAGE_ERRORS as err:
-        print(_usage_error_text(err, where, args), file=sys.stderr)
-        return EXIT_BAD_ARGUMENT
-    except (click.Abort, typer.Abort):
-        print("aborted", file=sys.stderr)
-        return EXIT_CRASHED
-    except BadArgument as err:
-        print(f"{where}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENT
-    except Exception:  # noqa: BLE001 - the last line of defence maps a crash to 255
-        traceback.print_exc()
-        return EXIT_CRASHED
-    return int(result or 0)
 
+    def run() -> int:
+        try:
+            return int(command.main(args=args, prog_name="ukehi-jepsen", standalone_mode=False) or 0)
+        except (click.exceptions.Exit, typer.Exit) as exit_:
+            return int(getattr(exit_, "exit_code", 0) or 0)
+        except no_args_help as help_:
+            help_.show()  # type: ignore[attr-defined]
+            return EXIT_VALID
+        except usage_errors as err:
+            print(_usage_error_text(err, where, args), file=sys.stderr)
+            return EXIT_BAD_ARGUMENT
+        except (click.Abort, typer.Abort):
+            print("aborted", file=sys.stderr)
+            return EXIT_CRASHED
+
+    return _guarded(run, where)
 
 if __name__ == "__main__":
     # Run through the importable module so BadArgument & co. are the same classes the

@@ -20,16 +20,36 @@ from ukehi.client import UkehiClient
 from ukehi.tls import ClientTLS, register_cluster_tls
 
 from .backends.base import Cluster, NodeHandle
+from .sharding import every_shard_led, is_sharded
+
+# A start-up without a leader is blamed on the build only if this many of the longest
+# election timeouts fit in the wait: a correct cluster elects within a few.
+ELECTIONS_IN_STARTUP_BOUND = 10
+# Run inside a node's network namespace (or host): connect to each HOST:PORT given.
+_PROBE = ("import socket, sys\n"
+          "bad = []\n"
+          "for a in sys.argv[1:]:\n"
+          "    h, p = a.rsplit(':', 1)\n"
+          "    try:\n"
+          "        socket.create_connection((h.strip('[]'), int(p)), 3).close()\n"
+          "    except OSError as e:\n"
+          "        bad.append(f'{a}: {e}')\n"
+          "print('; '.join(bad))\n"
+          "sys.exit(1 if bad else 0)\n")
 
 # Flags a test may pass to every node through TestSpec.node_options, by key.
 NODE_OPTION_FLAGS = {
     "election_timeout": "--election-timeout",
     "heartbeat": "--heartbeat",
     "snapshot_threshold": "--snapshot-threshold",
+    "snapshot_chunk_size": "--snapshot-chunk-size",
     "max_inflight": "--max-inflight",
     "max_entries_per_message": "--max-entries-per-message",
     "log_level": "--log-level",
     "unsafe_bug": "--unsafe-bug",
+    # sharding (issue 15, harness/sharding.py): set by `run --shards/--replication-factor`
+    "shards": "--shards",
+    "replication_factor": "--replication-factor",
 }
 # Fast timers for tests on one machine: elections in well under a second.
 DEFAULT_NODE_OPTIONS = {"election_timeout": "300:600", "heartbeat": 50}
@@ -285,8 +305,85 @@ class UkehiDB:
                     raise DBError(f"node {name} exited at start; last lines of its log "
                                   f"({self.log_path(name)}):\n{self.last_log_lines(name)}")
             leader = await self.leader()
+            if leader is not None and is_sharded(self.node_options):
+                # Sharded: up means a leader in every shard, not one node leading something.
+                leader = leader if every_shard_led(await self.statuses()) else None
             if leader is not None:
                 return leader
             await asyncio.sleep(0.2)
         tails = "\n".join(f"--- {n} ---\n{self.last_log_lines(n, 5)}" for n in self.nodes)
         raise DBError(f"no leader after {timeout:.0f} s; node log tails:\n{tails}")
+
+    def log_text(self, name: str) -> str:
+        """The node's whole log (through the handle: it may live on another host)."""
+        try:
+            return self.nodes[name].read_file(self.log_path(name)).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - no log is "nothing says why", not an error here
+            return ""
+
+    def _probe_peers(self, name: str) -> str | None:
+        """From inside node ``name``'s network, connect to every other node's port: None if
+        all answered, else what failed (or why the probe could not run)."""
+        handle = self.nodes[name]
+        python = getattr(handle, "python", None) or self.python
+        others = [endpoint(h) for n, h in self.nodes.items() if n != name]
+        rc, out, err = handle.exec([python, "-c", _PROBE, *others], timeout=15.0)
+        if rc == 0:
+            return None
+        return (out.strip() or err.strip() or f"probe exit status {rc}")[:300]
+
+    async def diagnose_startup(self, timeout: float) -> dict[str, Any]:
+        """Whose fault a start-up without a leader is (checkers/availability.py judges it).
+
+        ``cause`` is ``build`` only when the log of a node that exited says the build did it
+        (a traceback, a fatal or invariant-violated event) and no node exited because of
+        the machine, or when nobody was elected although every node runs and answers, every
+        node reaches every other node's port, and ``timeout`` held at least
+        ELECTIONS_IN_STARTUP_BOUND of the longest configured election timeouts. Anything
+        else (a port in use, a missing module, a network that does not connect, a node that
+        does not answer) is ``environment`` or ``unexplained``: the harness could not test.
+        """
+        from checkers.availability import classify_exit
+
+        nodes: dict[str, dict[str, Any]] = {}
+        for name, handle in self.nodes.items():
+            if not handle.is_running():
+                cause, reason = classify_exit(self.log_text(name), None, fresh=True)
+                nodes[name] = {"cause": cause, "reason": f"exited at start: {reason}"}
+        if nodes:
+            causes = {v["cause"] for v in nodes.values()}
+            cause = ("environment" if "environment" in causes else
+                     "build" if "build" in causes else "unexplained")
+            reason = "; ".join(f"{n} {v['reason']}" for n, v in sorted(nodes.items()))
+            return {"cause": cause, "reason": reason, "nodes": nodes}
+        statuses = await self.statuses(timeout=2.0)
+        silent = sorted(n for n, st in statuses.items() if st is None)
+        if silent:
+            return {"cause": "unexplained", "nodes": nodes,
+                    "reason": f"no leader, and {', '.join(silent)} did not answer a status request"}
+        leaders = sorted(n for n, st in statuses.items() if st and st.get("role") == "leader")
+        if leaders:
+            return {"cause": "unexplained", "nodes": nodes,
+                    "reason": f"{', '.join(leaders)} became leader just after the {timeout:.0f} s bound"}
+        longest = max(max((st or {}).get("election_timeout_ms") or [0]) for st in statuses.values())
+        if longest <= 0 or timeout * 1000 < ELECTIONS_IN_STARTUP_BOUND * longest:
+            return {"cause": "environment", "nodes": nodes,
+                    "reason": f"no leader in {timeout:.0f} s, but the election timeout is up to {longest} ms: "
+                              f"fewer than {ELECTIONS_IN_STARTUP_BOUND} elections fit in the wait (a setting, "
+                              f"not the build)"}
+        unreachable = {}
+        for name in self.nodes:
+            problem = await asyncio.to_thread(self._probe_peers, name)
+            if problem is not None:
+                unreachable[name] = problem
+        if unreachable:
+            return {"cause": "environment", "nodes": nodes,
+                    "reason": "no leader, but the nodes cannot all reach each other: "
+                              + "; ".join(f"from {n}: {p}" for n, p in sorted(unreachable.items()))}
+        seen = ", ".join(f"{n} {st.get('role')} of term {st.get('term')}" for n, st in sorted(statuses.items()) if st)
+        for name, st in statuses.items():
+            nodes[name] = {"cause": "build", "reason": f"{st.get('role')} of term {st.get('term')}"}
+        return {"cause": "build", "nodes": nodes,
+                "reason": f"no leader elected in {timeout:.0f} s ({timeout * 1000 / longest:.0f} of the longest "
+                          f"election timeouts, {longest} ms) while every node ran and answered and every node "
+                          f"could reach every other: {seen}"}

@@ -165,7 +165,10 @@ class Interpreter:
         self.history.append(self.clock.now(), process, "invoke", f, key=key, value=value, **bound)
         self.counters.invoked += 1
         try:
-            done = await asyncio.wait_for(client.invoke(op), op_timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands
+            # as the op completes, and the worker would go on after Ctrl-C.
+            async with asyncio.timeout(op_timeout):
+                done = await client.invoke(op)
         except asyncio.TimeoutError:
             done = Completion("info", error="timeout")
         except asyncio.CancelledError:

@@ -32,6 +32,10 @@ class Progress:
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
+        if phase == "main":
+            # the time limit counts from the first client op, not from set-up (which takes
+            # over a minute on the SSH backend: wheel build and upload), so "left" is true
+            self.started = time.monotonic()
         if not self.tty:
             self.stream.write(f"phase: {phase}\n")
             self.stream.flush()

@@ -6,7 +6,8 @@ from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 from nemeses import (clock, disk, figure_eight, lazyfs, membership, packet, partition, process, schedules,
-                     stale_append, targeted)
+                     snapshot_lag, stale_append, targeted)
+from nemeses import rebalance
 from nemeses.context import FaultContext
 from nemeses.package import NemesisPackage, Shading, one_at_a_time
 from nemeses.targets import TARGETS
@@ -87,6 +88,11 @@ NEMESES["flapping"] = schedules.flapping_package
 NEMESES["leader-churn"] = schedules.leader_churn_package
 NEMESES["crash-after-ack"] = schedules.crash_after_ack_package
 NEMESES["lazyfs-after-ack"] = schedules.power_cut_after_ack_package
+# nemeses/snapshot_lag.py: a follower killed until the leader compacts past it, then restarted,
+# so InstallSnapshot and snapshot restore run (with a low snapshot_threshold, NEMESIS_NODE_OPTIONS)
+NEMESES["snapshot-lag"] = snapshot_lag.snapshot_lag_package
+# nemeses/rebalance.py: move a random shard's replica to a node outside it (sharded runs only)
+NEMESES["rebalance"] = rebalance.package
 
 # How each family shows on plots; known without a live run, so `analyze` can re-render.
 SHADING: dict[str, Shading] = {
@@ -111,6 +117,8 @@ SHADING: dict[str, Shading] = {
     "leader-churn": schedules.CHURN_SHADING,
     "crash-after-ack": schedules.CRASH_SHADING,
     "lazyfs-after-ack": schedules.POWER_SHADING,
+    "snapshot-lag": snapshot_lag.SHADING,
+    "rebalance": rebalance.SHADING,
 }
 _FAMILY_SHADING = {"kill": process.KILL_SHADING, "pause": process.PAUSE_SHADING, "clock": clock.SHADING,
                    "disk": disk.SHADING, "partition": partition.SHADING, "lazyfs": lazyfs.SHADING}
@@ -131,6 +139,8 @@ EXCLUSIVE_NEMESES = tuple(_variants(f) for f in ("disk", "kill", "lazyfs", "paus
 NEEDS_NETWORK_FAULTS = frozenset({"packet", "slow-leader", "double-vote", "figure-8", "stale-append",
                                   "flapping", "leader-churn"}
                                  | _variants("partition"))
+# Node options a schedule needs to reach what it targets, applied unless the user gave them.
+NEMESIS_NODE_OPTIONS: dict[str, dict[str, Any]] = {"snapshot-lag": snapshot_lag.NODE_OPTIONS}
 # Faults that move a node's clock: its processes must run under libfaketime.
 NEEDS_FAKE_CLOCK = frozenset({"slow-leader"} | _variants("clock"))
 

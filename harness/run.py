@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from checkers.availability import FACTS_FILE
 from checkers.history import HistoryWriter
 from nemeses import membership
+from nemeses.leader_reads import ClientOps
 from nemeses.package import compose
 
 from .analysis import check_run
@@ -29,7 +31,7 @@ from .db import DBError, UkehiDB, endpoint
 from .interpreter import Clock, Counters, Interpreter
 from .nodefiles import collect_node_files
 from .progress import Progress
-from .registry import NEEDS_NETWORK_FAULTS, NEMESES, WORKLOADS, needs_fake_clock
+from .registry import NEEDS_NETWORK_FAULTS, NEMESES, NEMESIS_NODE_OPTIONS, WORKLOADS, needs_fake_clock
 from .spec import SpecError, TestSpec
 from .store import RunDir, new_run, point_latest
 
@@ -49,6 +51,8 @@ class RunContext:
     def __init__(self, cluster: Cluster, db: UkehiDB) -> None:
         self.cluster = cluster
         self.db = db
+        # set once the history exists: client ops a nemesis fires itself (nemeses/leader_reads.py)
+        self.client_ops: Any = None
 
     @property
     def nodes(self) -> dict[str, Any]:
@@ -118,19 +122,66 @@ def _attach_run_log(run: RunDir) -> logging.Handler:
     return handler
 
 
+#: how long start-up waits for a first leader (a correct cluster needs well under a second)
+STARTUP_LEADER_WAIT_S = 30.0
+
+
+def _note(run: RunDir, **facts: Any) -> None:
+    """Add what the availability checker needs to <run>/availability.json (checkers/availability.py)."""
+    import json
+
+    path = run.path / FACTS_FILE
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    run.write_json(FACTS_FILE, {**known, **facts})
+
+
+async def _start_cluster(spec: TestSpec, run: RunDir, db: UkehiDB) -> str | None:
+    """Start the nodes and wait for a leader. When the build under test is why there is none
+    (a node died at start with a traceback, or nobody was elected while every node ran and
+    reached every other), the run gets a verdict (invalid, availability) instead of a crash:
+    returns None after recording the diagnosis and an empty history. A cluster that did
+    not come up because of this machine (a port in use, a missing tool, a broken network)
+    stays a DBError: the harness could not test."""
+    db.start_all()
+    try:
+        return await db.wait_for_leader(timeout=STARTUP_LEADER_WAIT_S)
+    except DBError as err:
+        try:
+            diagnosis = await db.diagnose_startup(STARTUP_LEADER_WAIT_S)
+        except Exception as why:  # noqa: BLE001 - a diagnosis that fails blames nobody
+            diagnosis = {"cause": "unexplained", "reason": f"could not diagnose: {type(why).__name__}: {why}"}
+        if diagnosis["cause"] != "build":
+            raise DBError(f"{err}\nnot blamed on the build under test ({diagnosis['cause']}): "
+                          f"{diagnosis['reason']}") from None
+        log.error("the build under test did not come up: %s", diagnosis["reason"])
+        _note(run, startup=diagnosis)
+        with HistoryWriter(str(run.history)):
+            pass  # empty: no client ever ran; the verdict comes from the availability checker
+        point_latest(run)
+        return None
+
+
 async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, progress: Progress,
                  counters: Counters) -> None:
     rng = random.Random(spec.seed)
-    db.start_all()
-    leader = await db.wait_for_leader()
+    leader = await _start_cluster(spec, run, db)
+    if leader is None:
+        return
     log.info("cluster up: nodes %s, leader %s", ",".join(spec.nodes), leader)
     workload = WORKLOADS[spec.workload](db.addresses(), spec.concurrency, spec.workload_options)
-    nemesis = compose([NEMESES[name](RunContext(cluster, db)) for name in spec.nemeses])
+    run_ctx = RunContext(cluster, db)
+    nemesis = compose([NEMESES[name](run_ctx) for name in spec.nemeses])
     with HistoryWriter(str(run.history)) as history:
         point_latest(run)  # only now: a run that never got this far is not the latest run
         log.info("history started: %s", run.history)
         # db.nodes is in the order of db.addresses(), which the workload's clients are bound by
         interp = Interpreter(history, Clock(), rng, spec.concurrency, counters, nodes=list(db.nodes))
+        # leader-churn's reads at a new leader go into the same history, as client ops
+        run_ctx.client_ops = ClientOps(history, interp.clock, spec.workload)
+        interp.history = run_ctx.client_ops.observing(history)
         progress.set_phase("main")
         deadline = time.monotonic() + spec.time_limit
         tasks = [interp.run_clients(workload.generator, workload.open_client, deadline=deadline,
@@ -138,20 +189,72 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
         if nemesis.packages:
             tasks.append(_nemesis_loop(interp, nemesis, spec, deadline, counters))
         await asyncio.gather(*tasks)
+        _note(run, main_end_ns=interp.clock.now())
         progress.set_phase("heal")
         for op in nemesis.final_ops():
             await interp.nemesis_op(nemesis, op)
         counters.active_faults.clear()
+        _note(run, final_start_ns=interp.clock.now())
         if workload.final_generator is not None:
             progress.set_phase("final")
             try:
-                await db.wait_for_leader(timeout=spec.final_time_limit, nodes_may_be_down=True)
+                final_leader = await db.wait_for_leader(timeout=spec.final_time_limit, nodes_may_be_down=True)
+                _note(run, final_leader=final_leader)
             except DBError as err:
                 # The cluster could not elect (e.g. a majority refused to start): the final
                 # reads still run, and their failures are the honest record of unavailability.
                 log.warning("final phase on a cluster that is not ready: %s", err)
+                _note(run, final_leader=None, final_leader_error=str(err).splitlines()[0])
             await interp.run_clients(workload.final_generator(), workload.open_client,
                                      deadline=time.monotonic() + spec.final_time_limit)
+        _note(run, down_on_purpose=await _down_on_purpose(db), unresponsive=await _unresponsive(db))
+
+
+#: how long a running node may take to answer a status request after the final phase
+#: (checkers/availability.py): a node restarted by the heal must first start Python and
+#: listen, which takes seconds on a loaded machine (a refused connection returns at once)
+UNRESPONSIVE_WAIT_S, STATUS_TIMEOUT_S = 20.0, 2.0
+
+
+async def _unresponsive(db: UkehiDB) -> dict[str, str]:
+    """Nodes that run (not paused) after the final phase but answer no status request for
+    UNRESPONSIVE_WAIT_S: every fault is healed by then, and a correct node answers status even
+    while it replays or recovers (it listens first), so such a node is hung (e.g. a Ready loop
+    that spins), not slow."""
+    deadline = time.monotonic() + UNRESPONSIVE_WAIT_S
+    waiting = [n for n, h in db.nodes.items() if h.is_running() and h.process_state() not in ("T", "t")]
+    while waiting:
+        answers = await db.statuses(timeout=STATUS_TIMEOUT_S, names=waiting)
+        waiting = [n for n in waiting if answers.get(n) is None and db.nodes[n].is_running()]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)
+    return {n: f"running but answered no status request for {UNRESPONSIVE_WAIT_S:g} s after the final phase"
+            for n in waiting}
+
+
+async def _down_on_purpose(db: UkehiDB) -> dict[str, str]:
+    """Nodes that, after the final phase, cannot serve by design, so the final phase may fail
+    without blame on the build: not running and their log does not blame the build (e.g. a
+    corruption policy that refused to start), or running but recovering after a WAL cut
+    (such a node does not vote until it has caught up: a recovering majority cannot elect,
+    which the CorruptionPolicy matrix reports as unavailable, not as a bug)."""
+    from checkers.availability import classify_exit
+
+    down = {}
+    running = []
+    for name, handle in db.nodes.items():
+        if not handle.is_running():
+            cause, reason = classify_exit(db.log_text(name), None, fresh=False)
+            if cause != "build":
+                down[name] = reason
+        elif handle.process_state() not in ("T", "t"):
+            running.append(name)
+    if running:
+        for name, status in (await db.statuses(names=running)).items():
+            if status and status.get("recovering"):
+                down[name] = "recovering after a WAL cut: it does not vote until it has caught up"
+    return down
 
 
 async def _nemesis_loop(interp: Interpreter, nemesis: Any, spec: TestSpec, deadline: float,
@@ -242,12 +345,29 @@ def _why(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def with_schedule_options(spec: TestSpec) -> TestSpec:
+    """The spec with the node options its schedules need (registry NEMESIS_NODE_OPTIONS, e.g.
+    a low snapshot_threshold for snapshot-lag); an option the user gave wins. Recorded in
+    test.json like any other node option."""
+    import dataclasses
+
+    needed: dict[str, Any] = {}
+    for name in spec.nemeses:
+        needed.update(NEMESIS_NODE_OPTIONS.get(name, {}))
+    added = {k: v for k, v in needed.items() if k not in spec.node_options}
+    if not added:
+        return spec
+    log.info("node options for %s: %s", ",".join(spec.nemeses), added)
+    return dataclasses.replace(spec, node_options={**spec.node_options, **added})
+
+
 def run_test(spec: TestSpec, *, progress_stream: Any = None, all_failures: bool = True) -> RunOutcome:
     """Run one test and judge it; SpecError when the settings cannot work on this machine.
 
     ``results/latest`` is repointed only once the history has started, so a run that fails
     while setting up leaves it on the last real run; its own ``run.log`` says why it stopped.
     """
+    spec = with_schedule_options(spec)
     run = new_run(spec.results_dir, spec.name, latest=False)
     run.test.write_text(spec.to_json(), encoding="utf-8")
     handler = _attach_run_log(run)
@@ -335,6 +455,8 @@ def _run_cluster(spec: TestSpec, run: RunDir, progress: Progress, counters: Coun
                 run.mark_history_closed()  # the writer is closed: every line in it is whole
             if not spec.leave_running:
                 db.stop_all()
+                if run.history.exists():  # node processes that had died on their own, with their status
+                    _note(run, exited=dict(db.exited))
                 collect_node_files(cluster.nodes.values(), run.path)  # before the backend removes them
             else:
                 log.info("--leave-running: nodes left up at %s; remove them with "

@@ -110,11 +110,17 @@ def register(app: typer.Typer) -> None:
         subnet: Optional[str] = typer.Option(None, help="IPv4 subnet for the cluster network (default: a free "
                                                         "/24 of 10.214.0.0/16)"),
         image: Optional[str] = typer.Option(None, help="node image (default ukehi-node:latest)"),
+        shards: Optional[int] = typer.Option(None, "--shards", help="split the keys into S shards, each its own "
+                                             "Raft group placed by consistent hashing (default: unsharded)"),
+        replication_factor: Optional[int] = typer.Option(None, "--replication-factor", help="members of each "
+                                                         "shard's group (default 3, or the node count if fewer)"),
     ) -> None:
-        """Start NODES containers with a Ukehi node each, wait for a leader, leave them running."""
+        """Start NODES containers with a Ukehi node each, wait for a leader (a leader in every
+        shard with --shards), leave them running."""
         from ..backends.base import BackendError
         from ..backends.docker import DockerCluster
         from ..db import DBError, UkehiDB
+        from ..sharding import shard_options
         from ..spec import SpecError
         from ..store import check_writable, timestamp
         from .run import node_names
@@ -122,8 +128,9 @@ def register(app: typer.Typer) -> None:
         if backend != "docker":
             raise BadArgument(f"--backend {backend}: `cluster up` runs clusters in containers only "
                               "(--backend docker); for local processes use `ukehi-jepsen run --leave-running`")
-        try:  # --nodes and --node-count mean what they mean for `run`
+        try:  # --nodes, --node-count, --shards and --replication-factor mean what they mean for `run`
             names = node_names(nodes, node_count, most=50)
+            sharding = shard_options(shards, replication_factor, len(names), "register", ())
         except SpecError as err:
             raise BadArgument(str(err)) from None
         if not name or not name.replace("-", "").replace("_", "").isalnum():
@@ -140,7 +147,7 @@ def register(app: typer.Typer) -> None:
         try:
             cluster.open()
             # Ukehi's own timers (None = the node's default), not the fast ones of a test run.
-            db = UkehiDB(cluster, node_options={"election_timeout": None, "heartbeat": None})
+            db = UkehiDB(cluster, node_options={"election_timeout": None, "heartbeat": None, **sharding})
             db.start_all()
             leader = asyncio.run(db.wait_for_leader(timeout=60.0))
         except (BackendError, DBError) as err:
@@ -159,6 +166,13 @@ def register(app: typer.Typer) -> None:
             print(f"  {node_name:<4} {handle.address}:{handle.ports[0]:<6} container "
                   f"{getattr(handle, 'container_name', '')}")
         joined = ",".join(endpoints)
+        if sharding:
+            from ukehi.shardmap import ShardMap
+
+            smap = ShardMap.initial(names, sharding["shards"], sharding["replication_factor"])
+            print(f"shard map: epoch {smap.epoch}, {smap.shards} shards, replication factor "
+                  f"{smap.replication_factor}; shards per node: "
+                  + ", ".join(f"{n} {len(smap.shards_of(n))}" for n in names))
         print(f"data and logs: {where / 'nodes'}")
         # The nodes talk mutual TLS with a CA made for this cluster; a client needs its certificates.
         print(f"certificates: {db.certs_dir} (client.pem, admin.pem, ca.pem)")
@@ -185,6 +199,9 @@ def register(app: typer.Typer) -> None:
         for c, ep in zip(containers, endpoints):
             st = answers.get(ep) if ep else None
             role = st.get("role", "?") if st else "down"
+            if st and isinstance(st.get("shards"), dict):  # sharded: its groups, and how many it leads
+                led = sum(1 for g in st["shards"].values() if g.get("role") == "leader")
+                role = f"leads {led}/{len(st['shards'])}"
             term = str(st.get("term", "")) if st else ""
             leader = str(st.get("leader") or "") if st else ""
             print(f"{c.labels.get(LABEL_NODE, '?'):<6} {c.name:<22} {c.status:<9} {ep or '-':<20} "

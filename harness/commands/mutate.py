@@ -10,7 +10,8 @@ from typing import List, Optional
 import typer
 
 from ..cli import EXIT_CRASHED, EXIT_VALID, BadArgument
-from ..mutation.runner import DEFAULT_UNIT_TESTS
+from ..mutation.runner import DEFAULT_HARNESS_RUNS, DEFAULT_UNIT_TESTS
+from ..mutation.simbudget import DEFAULT_SIM_BUDGET
 
 
 def _project_root() -> Path:
@@ -37,8 +38,15 @@ def register(app: typer.Typer) -> None:
                                         "unit tests killed (faster; no harness-only kills are found)"),
         harness_run: Optional[List[str]] = typer.Option(
             None, help="one harness run per mutant as WORKLOAD/NEMESIS/SECONDS/SEED[/KEY=VALUE,...] (node "
-            "options; NEMESIS default = the run's default mix); repeatable "
-            "(default: register/partition,kill/15/1, register/kill-all/15/2, register/partition,pause/15/3)"),
+            "options, and nodes=N for the node count; NEMESIS default = the run's default mix); repeatable; "
+            "'none' = no real runs (default: " + ", ".join(r.label for r in DEFAULT_HARNESS_RUNS) + ")"),
+        harness_sim: str = typer.Option(DEFAULT_SIM_BUDGET.label, help="simulator part of the harness budget: "
+                                        "SEEDS[:SECONDS], SEEDS a count (16 = seeds 0-15), a range (0-15) or a "
+                                        "comma list, SECONDS each seed's wall limit (default 5x the slowest "
+                                        "unmutated seed, at least 30 s); 'none' = no sim"),
+        skip_runs_after_sim_kill: bool = typer.Option(False, "--skip-runs-after-sim-kill",
+                                                      help="a mutant the sim killed skips the real runs (faster; "
+                                                      "the report then cannot say what the real runs alone kill)"),
         unit_tests: str = typer.Option(",".join(DEFAULT_UNIT_TESTS),
                                        help="comma list of test files/directories for the unit step"),
         unit_timeout: float = typer.Option(0.0, help="seconds before a mutant's unit run counts as killed "
@@ -53,13 +61,16 @@ def register(app: typer.Typer) -> None:
         """Mutate Ukehi's code and count how many mutants the unit tests and the harness kill.
 
         Every mutant runs in a private copy of the project (from --rev), never in this tree.
-        Prints a table (mutants, killed by unit tests, killed by the harness, survived) and the
-        harness mutation score (mutants the harness kills / mutants the unit tests kill); the
-        last line is a JSON object with the figures. Exit 0 when the run completed, 255 when
+        The harness budget is a fixed set of simulator seeds (--harness-sim) and a few short
+        real runs (--harness-run). Prints a table (mutants, killed by unit tests, killed by the
+        harness, by real runs, by the sim, survived) and the harness mutation score (mutants the
+        harness kills / mutants the unit tests kill); the last line is a JSON object with the
+        figures. Exit 0 when the run completed, 255 when
         the unmutated code fails its own checks (baseline) or the copy cannot be made.
         """
         from ..mutation import (OPERATORS, BaselineFailed, Config, HarnessRun, WorkspaceError, DEFAULT_HARNESS_RUNS,
                                 list_mutants, run_mutation)
+        from ..mutation.simbudget import SimBudget
 
         root = _project_root()
         try:
@@ -73,7 +84,14 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"--harness-for {harness_for!r}: all or unit-killed")
             targets = [p.strip() for p in paths.split(",") if p.strip()]
             ops = list(OPERATORS) if operators.strip() == "all" else [o.strip() for o in operators.split(",") if o.strip()]
-            runs = [HarnessRun.parse(r) for r in harness_run] if harness_run else list(DEFAULT_HARNESS_RUNS)
+            if harness_run and [r.strip() for r in harness_run] == ["none"]:
+                runs = []
+            else:
+                runs = [HarnessRun.parse(r) for r in harness_run] if harness_run else list(DEFAULT_HARNESS_RUNS)
+            sim_budget = None if harness_sim.strip() == "none" else SimBudget.parse(harness_sim)
+            if not unit_only and not runs and sim_budget is None:
+                raise ValueError("--harness-run none and --harness-sim none leave the harness nothing to run: "
+                                 "give --unit-only, or keep one of them")
             tests = [t.strip() for t in unit_tests.split(",") if t.strip()]
             if list_only:
                 chosen, population, commit = list_mutants(root, targets, ops, seed=seed, sample=sample,
@@ -86,14 +104,18 @@ def register(app: typer.Typer) -> None:
             raise BadArgument(str(err)) from None
 
         cfg = Config(unit=not harness_only, harness=not unit_only, unit_tests=tests, unit_timeout=unit_timeout,
-                     harness_runs=runs, harness_for=harness_for, jobs=jobs, time_budget=time_budget)
+                     harness_runs=runs, harness_for=harness_for, jobs=jobs, time_budget=time_budget,
+                     sim=sim_budget, runs_after_sim_kill=not skip_runs_after_sim_kill)
         command = " ".join(["ukehi-jepsen", "mutate", "--paths", ",".join(targets)]
                            + ([] if mutant else ["--seed", str(seed), "--sample", str(sample)])
                            + (["--operators", ",".join(ops)] if operators.strip() != "all" else [])
                            + [f"--mutant {m}" for m in mutant or ()]
                            + (["--unit-only"] if unit_only else []) + (["--harness-only"] if harness_only else [])
                            + ([f"--harness-for {harness_for}"] if harness_for != "all" else [])
-                           + [f"--harness-run {r.label}" for r in runs if harness_run]
+                           + ([f"--harness-run {r.label}" for r in runs] or ["--harness-run none"] if harness_run else [])
+                           + ([f"--harness-sim {sim_budget.label if sim_budget else 'none'}"]
+                              if harness_sim != DEFAULT_SIM_BUDGET.label else [])
+                           + (["--skip-runs-after-sim-kill"] if skip_runs_after_sim_kill else [])
                            + ([f"--unit-tests {unit_tests}"] if tests != list(DEFAULT_UNIT_TESTS) else [])
                            + ([f"--unit-timeout {unit_timeout:g}"] if unit_timeout else [])
                            + ["--jobs", str(jobs)] + ([f"--time-budget {time_budget:g}"] if time_budget else [])

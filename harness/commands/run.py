@@ -10,6 +10,7 @@ import typer
 
 from ..cli import EXIT_BAD_ARGUMENT, EXIT_CRASHED, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, BadArgument
 from ..registry import DEFAULT_NEMESIS_INTERVAL, NEMESES, WORKLOADS, default_nemeses, parse_nemeses
+from ..sharding import DEFAULT_SHARDED_NEMESES, shard_options
 from ..spec import SpecError, TestSpec, default_node_names, parse_concurrency
 from ..store import StoreError, check_writable, resolve_run
 
@@ -42,9 +43,12 @@ def build_spec(*, workload: str, nemesis: Optional[str], nemesis_interval: Optio
                seed: int, backend: str, read_mode: str, corruption_policy: str, results_dir: str,
                leave_running: bool, name: Optional[str], node_option: list[str],
                workload_option: Optional[list[str]] = None,
-               ssh: Optional[dict[str, Any]] = None, insecure: bool = False) -> TestSpec:
+               ssh: Optional[dict[str, Any]] = None, insecure: bool = False,
+               shards: Optional[int] = None, replication_factor: Optional[int] = None) -> TestSpec:
     if workload not in WORKLOADS:
         raise SpecError(f"--workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
+    if nemesis is None and shards is not None:  # the faults a sharded run supports
+        nemesis = DEFAULT_SHARDED_NEMESES
     if nemesis is None:  # no --nemesis: the default mix (harness/registry.py default_nemeses)
         nemesis = ",".join(default_nemeses(workload, backend))
         nemesis_interval = DEFAULT_NEMESIS_INTERVAL if nemesis_interval is None else nemesis_interval
@@ -58,6 +62,7 @@ def build_spec(*, workload: str, nemesis: Optional[str], nemesis_interval: Optio
     except ValueError as err:
         raise SpecError(str(err)) from None
     options = check_node_options(_key_values("--node-option", node_option, "heartbeat=50"))
+    options.update(shard_options(shards, replication_factor, len(names), workload, nemeses))
     workload_options = _key_values("--workload-option", workload_option or [], "values=1000")
     clients = parse_concurrency(concurrency, len(names))
     try:  # the workload checks its options now, not after the cluster is up
@@ -135,6 +140,8 @@ def _node_option_kinds() -> dict[str, tuple[str, Any]]:
         "max_entries_per_message": _whole_number(1, " of entries"),
         "log_level": _one_of(LOG_LEVELS),
         "unsafe_bug": _one_of([*KNOWN_BUGS, *ALIASES]),
+        "shards": _whole_number(1, " of shards"),
+        "replication_factor": _whole_number(1, " of replicas"),
     }
 
 
@@ -221,6 +228,11 @@ def register(app: typer.Typer) -> None:
                                       "goes to stderr (CI)"),
         all_failures: bool = typer.Option(False, "--all-failures", help="name every key that fails "
                                           "linearizability (default: stop at the first violation)"),
+        shards: Optional[int] = typer.Option(None, "--shards", help="split the keys into S shards, each its own "
+                                             "Raft group (default: unsharded); register and kv workloads, "
+                                             "partition/kill/pause/clock/packet faults"),
+        replication_factor: Optional[int] = typer.Option(None, "--replication-factor", help="members of each "
+                                                         "shard's group (default 3, or the node count if fewer)"),
     ) -> None:
         """Start a cluster, run a workload under faults, check the history, write plots."""
         from ..run import run_test
@@ -242,7 +254,7 @@ def register(app: typer.Typer) -> None:
                                 read_mode=read_mode, corruption_policy=corruption_policy,
                                 results_dir=results_dir, leave_running=leave_running, name=name,
                                 node_option=node_option, workload_option=workload_option, ssh=ssh,
-                                insecure=insecure)
+                                insecure=insecure, shards=shards, replication_factor=replication_factor)
                      for i in range(test_count)]
         except (SpecError, StoreError) as err:
             raise BadArgument(str(err)) from None

@@ -23,16 +23,31 @@ def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
+def _unsure(r: MutantResult) -> str | None:
+    """Why the harness noticed a mutant without killing it: "crashed" (a crash, a timeout or a
+    node raise that does not count), "unknown", or None."""
+    if r.harness_killed:
+        return None
+    steps = (r.harness.status, r.sim.status)
+    if any(s in ("crashed", "timeout", "raised") for s in steps):
+        return "crashed"
+    if "unknown" in steps:
+        return "unknown"
+    return None
+
+
 def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> dict[str, Any]:
     unit = [r for r in results if r.unit.status != "skipped"]
-    harness = [r for r in results if r.harness.status != "skipped"]
+    harness = [r for r in results if r.harness_judged]
     unit_killed = [r for r in results if r.unit.status == "killed"]
-    # The score compares the harness with the unit tests on the mutants both judged.
-    both_ran = [r for r in unit_killed if r.harness.status != "skipped"]
-    both_killed = [r for r in both_ran if r.harness.status == "killed"]
-    noticed = [r for r in both_ran if r.harness.status in ("killed", "unknown", "crashed", "timeout")]
+    # The score compares the harness (real runs and sim together) with the unit tests on the
+    # mutants both judged.
+    both_ran = [r for r in unit_killed if r.harness_judged]
+    both_killed = [r for r in both_ran if r.harness_killed]
+    noticed = [r for r in both_ran if r.harness_killed or _unsure(r)]
     core_ran = [r for r in both_ran if r.mutant and is_core(r.mutant.path)]
-    core_killed = [r for r in core_ran if r.harness.status == "killed"]
+    core_killed = [r for r in core_ran if r.harness_killed]
+    both_steps = [r for r in results if r.harness.status != "skipped" and r.sim.status != "skipped"]
     return {
         "mutants": len(results),
         "not_run": len(not_run),
@@ -40,33 +55,62 @@ def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> 
         "unit_killed": len(unit_killed),
         "unit_errors": sum(r.unit.status == "error" for r in results),
         "harness_run": len(harness),
-        "harness_killed": sum(r.harness.status == "killed" for r in results),
-        "harness_unknown": sum(r.harness.status == "unknown" for r in results),
-        "harness_crashed": sum(r.harness.status in ("crashed", "timeout") for r in results),
+        "harness_killed": sum(r.harness_killed for r in results),
+        "harness_unknown": sum(_unsure(r) == "unknown" for r in results),
+        "harness_crashed": sum(_unsure(r) == "crashed" for r in results),
+        # the two parts of the harness budget
+        "runs_judged": sum(r.harness.status != "skipped" for r in results),
+        "runs_killed": sum(r.harness.counts_as_kill for r in results),
+        "sim_judged": sum(r.sim.status != "skipped" for r in results),
+        "sim_killed": sum(r.sim.status == "killed" for r in results),
+        "sim_raised": sum(r.sim.status == "raised" for r in results),
+        "sim_raised_killed": sum(r.sim.status == "raised" and r.sim.counts_as_kill for r in results),
+        "sim_timeout": sum(r.sim.status == "timeout" for r in results),
+        # among mutants both parts judged: what only one of them kills
+        "killed_by_sim_not_runs": sum(r.sim.counts_as_kill and not r.harness.counts_as_kill for r in both_steps),
+        "killed_by_runs_not_sim": sum(r.harness.counts_as_kill and not r.sim.counts_as_kill for r in both_steps),
         "killed_by_both": len(both_killed),
-        "killed_by_harness_only": sum(r.harness.status == "killed" and r.unit.status == "survived" for r in results),
+        "killed_by_harness_only": sum(r.harness_killed and r.unit.status == "survived" for r in results),
         "missed_by_harness": len(both_ran) - len(both_killed),
         "survived": sum(not r.killed for r in results),
         # mutants the harness kills / mutants the unit tests kill (both judged)
         "harness_score": _ratio(len(both_killed), len(both_ran)),
         "harness_score_core": _ratio(len(core_killed), len(core_ran)),
-        # counting unknown / crashed / timed-out harness runs as noticed (not kills: reported apart)
+        # counting unknown / crashed / timed-out / uncounted-raise harness outcomes as noticed (not kills)
         "harness_noticed": _ratio(len(noticed), len(both_ran)),
     }
 
 
+_COLUMNS = ("mutants", "killed by unit tests", "killed by harness", "by real runs", "by sim (checker)",
+            "sim: node raised", "harness unknown/crashed/timeout", "survived")
+
+
 def per_file(results: Sequence[MutantResult]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = defaultdict(lambda: {"mutants": 0, "unit_killed": 0, "harness_killed": 0,
+                                                          "runs_killed": 0, "sim_killed": 0, "sim_raised": 0,
                                                           "harness_unknown_or_crashed": 0, "survived": 0})
     for r in results:
         assert r.mutant is not None
         row = rows[r.mutant.path]
         row["mutants"] += 1
         row["unit_killed"] += r.unit.status == "killed"
-        row["harness_killed"] += r.harness.status == "killed"
-        row["harness_unknown_or_crashed"] += r.harness.status in ("unknown", "crashed", "timeout")
+        row["harness_killed"] += r.harness_killed
+        row["runs_killed"] += r.harness.counts_as_kill
+        row["sim_killed"] += r.sim.status == "killed"
+        row["sim_raised"] += r.sim.status == "raised"
+        row["harness_unknown_or_crashed"] += _unsure(r) is not None
         row["survived"] += not r.killed
     return [{"file": path, **row} for path, row in sorted(rows.items())]
+
+
+def _row_values(row: dict[str, Any]) -> list[Any]:
+    return [row["mutants"], row["unit_killed"], row["harness_killed"], row["runs_killed"], row["sim_killed"],
+            row["sim_raised"], row["harness_unknown_or_crashed"], row["survived"]]
+
+
+def _total(figs: dict[str, Any]) -> list[Any]:
+    return [figs["mutants"], figs["unit_killed"], figs["harness_killed"], figs["runs_killed"], figs["sim_killed"],
+            figs["sim_raised"], figs["harness_unknown"] + figs["harness_crashed"], figs["survived"]]
 
 
 def _cell(status: str, detail: str = "") -> str:
@@ -74,12 +118,9 @@ def _cell(status: str, detail: str = "") -> str:
 
 
 def plain_table(results: Sequence[MutantResult], figs: dict[str, Any]) -> str:
-    rows = per_file(results)
-    header = ("file", "mutants", "killed by unit tests", "killed by harness", "harness unknown/crashed", "survived")
-    body = [(r["file"], r["mutants"], r["unit_killed"], r["harness_killed"], r["harness_unknown_or_crashed"],
-             r["survived"]) for r in rows]
-    body.append(("total", figs["mutants"], figs["unit_killed"], figs["harness_killed"],
-                 figs["harness_unknown"] + figs["harness_crashed"], figs["survived"]))
+    header = ("file", *_COLUMNS)
+    body = [(r["file"], *_row_values(r)) for r in per_file(results)]
+    body.append(("total", *_total(figs)))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in (header, *body)]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -90,10 +131,15 @@ def _score_line(figs: dict[str, Any]) -> str:
     if figs["harness_score"] is None:
         return "Harness mutation score: n/a (needs mutants killed by the unit tests and run through the harness)."
     pct = lambda x: "n/a" if x is None else f"{100 * x:.0f}%"  # noqa: E731
-    return (f"Harness mutation score: {pct(figs['harness_score'])} ({figs['killed_by_both']} of the "
+    line = (f"Harness mutation score: {pct(figs['harness_score'])} ({figs['killed_by_both']} of the "
             f"{figs['killed_by_both'] + figs['missed_by_harness']} mutants the unit tests kill are killed by the "
             f"harness; Raft core, log and KV only: {pct(figs['harness_score_core'])}; counting unknown/crashed "
             f"harness runs as noticed: {pct(figs['harness_noticed'])}).")
+    if figs.get("sim_judged") and figs.get("runs_judged"):
+        line += (f" Real runs killed {figs['runs_killed']}, the sim {figs['sim_killed']} by a checker"
+                 f" + {figs['sim_raised_killed']} by a node raise (of {figs['sim_raised']} that raised);"
+                 f" only the sim: {figs['killed_by_sim_not_runs']}, only real runs: {figs['killed_by_runs_not_sim']}.")
+    return line
 
 
 def survivors(results: Sequence[MutantResult]) -> list[MutantResult]:
@@ -101,7 +147,7 @@ def survivors(results: Sequence[MutantResult]) -> list[MutantResult]:
 
 
 def missed_by_harness(results: Sequence[MutantResult]) -> list[MutantResult]:
-    return [r for r in results if r.unit.status == "killed" and r.harness.status not in ("killed", "skipped")]
+    return [r for r in results if r.unit.status == "killed" and r.harness_judged and not r.harness_killed]
 
 
 def markdown(results: Sequence[MutantResult], figs: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -110,13 +156,10 @@ def markdown(results: Sequence[MutantResult], figs: dict[str, Any], meta: dict[s
            f"Commit: `{meta.get('commit') or 'working tree (not a git checkout)'}`; seed {meta['seed']}; "
            f"{figs['mutants']} mutants run of {meta['population']} found"
            + (f", {figs['not_run']} not run (time budget)" if figs["not_run"] else "") + ".", "",
-           "| file | mutants | killed by unit tests | killed by harness | harness unknown/crashed | survived |",
-           "|---|---|---|---|---|---|"]
+           "| file | " + " | ".join(_COLUMNS) + " |", "|---" * (len(_COLUMNS) + 1) + "|"]
     for r in per_file(results):
-        out.append(f"| {r['file']} | {r['mutants']} | {r['unit_killed']} | {r['harness_killed']} | "
-                   f"{r['harness_unknown_or_crashed']} | {r['survived']} |")
-    out.append(f"| **total** | {figs['mutants']} | {figs['unit_killed']} | {figs['harness_killed']} | "
-               f"{figs['harness_unknown'] + figs['harness_crashed']} | {figs['survived']} |")
+        out.append(f"| {r['file']} | " + " | ".join(map(str, _row_values(r))) + " |")
+    out.append("| **total** | " + " | ".join(map(str, _total(figs))) + " |")
     out += ["", _score_line(figs), ""]
 
     def listing(title: str, rows: Sequence[MutantResult]) -> None:
@@ -124,12 +167,14 @@ def markdown(results: Sequence[MutantResult], figs: dict[str, Any], meta: dict[s
         if not rows:
             out.extend(["none", ""])
             return
-        out.extend(["| mutant | change | unit tests | harness |", "|---|---|---|---|"])
+        out.extend(["| mutant | change | unit tests | sim | real runs |", "|---|---|---|---|---|"])
         for r in rows:
             assert r.mutant is not None
             change = r.mutant.describe().replace("|", "\\|")
-            out.append(f"| `{r.mutant.id}` | `{change}` | {_cell(r.unit.status)} | "
-                       f"{_cell(r.harness.status, r.harness.detail)} |")
+            sim = _cell(r.sim.status, r.sim.detail) + (" (not counted)" if r.sim.status == "raised"
+                                                        and not r.sim.counts_as_kill else "")
+            out.append(f"| `{r.mutant.id}` | `{change}` | {_cell(r.unit.status)} | {sim.replace('|', '/')} | "
+                       f"{_cell(r.harness.status, r.harness.detail).replace('|', '/')} |")
         out.append("")
 
     listing("Survivors (killed by neither)", survivors(results))

@@ -5,13 +5,18 @@ For every mutant: copy the pristine snapshot, apply the mutant, then
 - unit: ``python -m pytest -x`` over a fast, relevant subset (the Raft core, storage, KV,
   fencing and node-driver tests), with a timeout. Killed = any failure, a collection error
   (the mutant broke an import) or the timeout.
+- sim (when a budget is given): a fixed set of ``python -m harness.cli sim --seed K`` runs
+  (``simbudget``); killed = a seed's verdict is invalid; a Python exception escaping node
+  code is its own category ("sim: node raised"), a kill only if the unmutated copy raised on
+  none of the seeds; a seed over its time limit is a timeout (not a kill).
 - harness: a few short ``python -m harness.cli run`` with fixed seeds (stop at the first one
   that kills). Killed = a verdict of invalid (exit 1). Unknown (exit 2), a crash (255) or a
   timeout do not count as kills; they are reported on their own.
 
-Before any mutant, the unmutated snapshot goes through the same steps (the baseline): if the
-unit tests fail or a harness run is not valid there, every mutant would look killed, so the
-run stops.
+The harness kills a mutant when the sim step or a real run does. Before any mutant, the
+unmutated snapshot goes through the same steps (the baseline): if the unit tests fail, a
+harness run is not valid or a sim seed is not valid there, every mutant would look killed,
+so the run stops.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .operators import Mutant
+from .simbudget import (BASELINE_SEED_TIMEOUT, SeedOutcome, SimBudget, classify_seed, run_seeds, seed_log,
+                        step_status)
 from .workspace import child_env, make_copy
 
 # Fast tests first: with -x a mutant dies at its first failing test.
@@ -49,7 +56,8 @@ class HarnessRun:
 
     NEMESIS ``default`` is the run's default fault mix; the optional last part gives node
     options (``--node-option``), e.g. ``snapshot_threshold=100`` so a short run compacts its
-    log and sends snapshots.
+    log and sends snapshots; ``nodes=N`` there is the run's node count (``--nodes N``, e.g.
+    5 for a membership run: 3 voters and 2 spares), not a node option.
     """
 
     workload: str
@@ -80,16 +88,22 @@ class HarnessRun:
     def argv(self, python: str, results_dir: Path) -> list[str]:
         # NEMESIS "default" leaves --nemesis out: the run's default fault mix.
         nemesis = [] if self.nemesis == "default" else ["--nemesis", self.nemesis]
-        options = [arg for o in self.node_options for arg in ("--node-option", o)]
+        options = [arg for o in self.node_options if not o.startswith("nodes=") for arg in ("--node-option", o)]
+        nodes = [arg for o in self.node_options if o.startswith("nodes=") for arg in ("--nodes", o.split("=", 1)[1])]
         return [python, "-m", "harness.cli", "run", "--workload", self.workload, *nemesis,
                 "--time-limit", f"{self.time_limit:g}", "--seed", str(self.seed),
-                "--results-dir", str(results_dir), *options]
+                "--results-dir", str(results_dir), *nodes, *options]
 
 
+# The default real runs, each aimed at code short runs of one fault mix never reach: the
+# default mix (leader-targeted partitions, kills, pauses, clocks, WAL damage), a follower
+# lagging past a compaction (InstallSnapshot and restore), and membership changes on 5
+# nodes (3 voters, 2 spares). Every run also gets the availability checker (a build that
+# never serves is invalid, not a crash). The simulator seeds (simbudget) come first.
 DEFAULT_HARNESS_RUNS: tuple[HarnessRun, ...] = (
-    HarnessRun("register", "partition,kill", 15, 1),
-    HarnessRun("register", "kill-all", 15, 2),
-    HarnessRun("register", "partition,pause", 15, 3),
+    HarnessRun("register", "default", 20, 1),
+    HarnessRun("register", "snapshot-lag", 20, 2),
+    HarnessRun("register", "membership", 20, 3, ("nodes=5",)),
 )
 # Start-up, teardown and checking on a loaded 2-core machine, on top of the main phase.
 HARNESS_OVERHEAD_S = 150.0
@@ -106,20 +120,40 @@ class Config:
     jobs: int = 1
     time_budget: float = 0.0           # seconds; 0 = no limit. Mutants not started by then are "not run".
     python: str = sys.executable
-    # Stand-in commands (tests only): argv lists run from the copy instead of pytest / the harness.
+    # The simulator budget (None: no sim step). sim_timeout is each seed's wall limit (0 =
+    # automatic, set from the baseline); sim_raise_kills is decided by the baseline (a raise
+    # counts as a kill only if the unmutated copy raised on none of the seeds).
+    sim: SimBudget | None = None
+    sim_timeout: float = 0.0
+    sim_raise_kills: bool = True
+    # False: a mutant the sim killed skips the real runs (faster; the report then cannot say
+    # which of the two would have caught it).
+    runs_after_sim_kill: bool = True
+    # Stand-in commands (tests only): argv lists run from the copy instead of pytest / the
+    # harness / the sim ("{seed}" in sim_command is replaced by the seed).
     unit_command: Sequence[str] | None = None
     harness_command: Sequence[str] | None = None
+    sim_command: Sequence[str] | None = None
 
 
 @dataclass
 class StepResult:
-    status: str                 # unit: killed|survived|error|skipped ; harness: killed|survived|unknown|crashed|timeout|skipped
+    # unit: killed|survived|error|skipped ; harness: killed|survived|unknown|crashed|timeout|skipped ;
+    # sim: the harness's statuses plus raised (node code raised; a kill only when `kill` says so)
+    status: str
     seconds: float = 0.0
     detail: str = ""
     runs: list[dict[str, Any]] = field(default_factory=list)
+    kill: bool | None = None    # None: killed iff status == "killed"
+
+    @property
+    def counts_as_kill(self) -> bool:
+        return self.status == "killed" if self.kill is None else self.kill
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 1), "detail": self.detail}
+        if self.kill is not None:
+            data["kill"] = self.kill
         if self.runs:
             data["runs"] = self.runs
         return data
@@ -129,15 +163,25 @@ class StepResult:
 class MutantResult:
     mutant: Mutant | None       # None = the baseline
     unit: StepResult
-    harness: StepResult
+    harness: StepResult         # the real runs
+    sim: StepResult = field(default_factory=lambda: StepResult("skipped"))
+
+    @property
+    def harness_killed(self) -> bool:
+        """Killed by the harness budget: a real run or the sim step."""
+        return self.harness.counts_as_kill or self.sim.counts_as_kill
+
+    @property
+    def harness_judged(self) -> bool:
+        return self.harness.status != "skipped" or self.sim.status != "skipped"
 
     @property
     def killed(self) -> bool:
-        return self.unit.status == "killed" or self.harness.status == "killed"
+        return self.unit.status == "killed" or self.harness_killed
 
     def to_json(self) -> dict[str, Any]:
         data = self.mutant.to_json() if self.mutant else {"id": "baseline"}
-        data.update(unit=self.unit.to_json(), harness=self.harness.to_json())
+        data.update(unit=self.unit.to_json(), harness=self.harness.to_json(), sim=self.sim.to_json())
         return data
 
 
@@ -185,11 +229,31 @@ def _tail(path: Path, pattern: str, limit: int = 200) -> str:
     return (lines[-1] if lines else "")[:limit]
 
 
-def run_unit(copy: Path, cfg: Config, log: Path) -> StepResult:
+def tests_nearest_first(tests: Sequence[str], mutant_path: str | None) -> list[str]:
+    """The unit test paths with those about the mutated module first (tests/raft for
+    ukehi/raft/core.py, tests/test_kv.py for ukehi/kv.py); options keep their place.
+
+    Only the order changes, never the set: a mutant is killed or not by the same tests, but
+    with -x it dies at its first failing test, and a Raft-core mutant no longer waits for
+    every storage and node test to pass first (on a loaded machine the whole subset takes
+    ten minutes)."""
+    if not mutant_path:
+        return list(tests)
+    topics = {part.removesuffix(".py") for part in Path(mutant_path).parts} - {"ukehi", "__init__"}
+
+    def near(test: str) -> bool:
+        words = {w for part in Path(test).parts for w in part.removesuffix(".py").split("_")}
+        return not test.startswith("-") and bool(topics & words)
+
+    return sorted(tests, key=lambda t: 0 if near(t) else 1)
+
+
+def run_unit(copy: Path, cfg: Config, log: Path, mutant: Mutant | None = None) -> StepResult:
     timeout = cfg.unit_timeout if cfg.unit_timeout > 0 else BASELINE_UNIT_TIMEOUT
     argv = list(cfg.unit_command) if cfg.unit_command else [
         cfg.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-        "-o", "addopts=", "--timeout", f"{timeout:g}", *cfg.unit_tests]
+        "-o", "addopts=", "--timeout", f"{timeout:g}",
+        *tests_nearest_first(cfg.unit_tests, mutant.path if mutant else None)]
     rc, seconds = _run(argv, cwd=copy, env=child_env(copy), timeout=timeout, log=log)
     if rc is None:
         return StepResult("killed", seconds, f"timeout after {timeout:g} s")
@@ -280,16 +344,52 @@ def run_harness(copy: Path, cfg: Config, logdir: Path) -> StepResult:
     return StepResult("survived", total, "", runs)
 
 
+def run_sim(copy: Path, cfg: Config, logdir: Path, *, baseline: bool = False) -> StepResult:
+    """The sim step: the budget's seeds, one process each, from the copy."""
+    assert cfg.sim is not None
+    env = child_env(copy)
+    timeout = BASELINE_SEED_TIMEOUT if baseline and not cfg.sim.seed_timeout else (cfg.sim_timeout or cfg.sim.seed_timeout
+                                                                                  or BASELINE_SEED_TIMEOUT)
+
+    def one(seed: int, limit: float) -> SeedOutcome:
+        argv = ([a.replace("{seed}", str(seed)) for a in cfg.sim_command] if cfg.sim_command
+                else cfg.sim.argv(cfg.python, seed))
+        log = seed_log(logdir, seed)
+        rc, seconds = _run(argv, cwd=copy, env=env, timeout=limit, log=log)
+        return classify_seed(seed, rc, log.read_text(encoding="utf-8", errors="replace"), seconds)
+
+    outcomes = run_seeds(cfg.sim, one, timeout=timeout, raise_kills=cfg.sim_raise_kills and not baseline,
+                         stop_early=not baseline)
+    status, kill, detail = step_status(outcomes, cfg.sim_raise_kills and not baseline)
+    return StepResult(status, sum(o.seconds for o in outcomes), detail, [o.to_json() for o in outcomes], kill=kill)
+
+
 def evaluate(pristine: Path, scratch: Path, logdir: Path, mutant: Mutant | None, cfg: Config) -> MutantResult:
-    """Copy, mutate, run the unit tests and/or the harness; the copy is removed afterwards."""
+    """Copy, mutate, run the unit tests, the sim budget and the real runs; the copy is removed afterwards."""
     copy = make_copy(pristine, Path(tempfile.mkdtemp(prefix="m-", dir=scratch)) / "project", mutant)
     try:
-        unit = run_unit(copy, cfg, logdir / "unit.log") if cfg.unit else StepResult("skipped")
+        if mutant is None and cfg.jobs > 1 and cfg.unit and cfg.harness:
+            # The baseline runs every step whatever the others find, and no mutant runs
+            # meanwhile: its unit tests and its harness budget share the job slots. (Each
+            # writes only its own files in the copy: pytest no cache, runs their results dir.)
+            with ThreadPoolExecutor(max_workers=1) as side:
+                pending = side.submit(run_unit, copy, cfg, logdir / "unit.log", None)
+                sim, harness = _harness_steps(copy, cfg, logdir, None)
+                return MutantResult(None, pending.result(), harness, sim)
+        unit = run_unit(copy, cfg, logdir / "unit.log", mutant) if cfg.unit else StepResult("skipped")
         wanted = cfg.harness and (cfg.harness_for == "all" or unit.status == "killed" or not cfg.unit or mutant is None)
-        harness = run_harness(copy, cfg, logdir) if wanted else StepResult("skipped")
-        return MutantResult(mutant, unit, harness)
+        sim, harness = _harness_steps(copy, cfg, logdir, mutant) if wanted else (StepResult("skipped"),) * 2
+        return MutantResult(mutant, unit, harness, sim)
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+def _harness_steps(copy: Path, cfg: Config, logdir: Path, mutant: Mutant | None) -> tuple[StepResult, StepResult]:
+    """(sim, real runs). The sim first: it is the cheaper part of the budget."""
+    sim = run_sim(copy, cfg, logdir, baseline=mutant is None) if cfg.sim else StepResult("skipped")
+    runs_wanted = bool(cfg.harness_runs) and (cfg.runs_after_sim_kill or not sim.counts_as_kill or mutant is None)
+    harness = run_harness(copy, cfg, logdir) if runs_wanted else StepResult("skipped")
+    return sim, harness
 
 
 def check_baseline(result: MutantResult) -> None:
@@ -299,13 +399,21 @@ def check_baseline(result: MutantResult) -> None:
     if result.harness.status not in ("survived", "skipped"):
         problems.append(f"a harness run is not valid on the unmutated code ({result.harness.status}: "
                         f"{result.harness.detail})")
+    # A raise alone does not stop the run: it only stops raises from counting as kills.
+    bad_seeds = [s for s in result.sim.runs if s["status"] not in ("survived", "raised")]
+    if bad_seeds:
+        listed = ", ".join(f"{s['seed']} {s['status']}" + (f" ({', '.join(s['failed_checkers'])})"
+                                                          if s.get("failed_checkers") else "") for s in bad_seeds)
+        problems.append(f"sim seeds are not valid on the unmutated code ({listed})")
     if problems:
         raise BaselineFailed("; ".join(problems) + ": every mutant would look killed, so nothing was measured")
 
 
 def run_mutants(pristine: Path, scratch: Path, logroot: Path, mutants: Sequence[Mutant], cfg: Config,
-                on_result: Callable[[int, MutantResult], None] | None = None) -> tuple[list[MutantResult], list[Mutant]]:
-    """Evaluate mutants with `cfg.jobs` workers; returns (results in mutant order, mutants not run)."""
+                on_result: Callable[[int, MutantResult], None] | None = None,
+                order: Sequence[int] | None = None) -> tuple[list[MutantResult], list[Mutant]]:
+    """Evaluate mutants with `cfg.jobs` workers, starting them in `order` (indexes; default the
+    list's order); returns (results in mutant order, mutants not run)."""
     deadline = time.monotonic() + cfg.time_budget if cfg.time_budget > 0 else None
     results: dict[int, MutantResult] = {}
     not_run: list[int] = []
@@ -325,7 +433,7 @@ def run_mutants(pristine: Path, scratch: Path, logroot: Path, mutants: Sequence[
 
     with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
         try:
-            for future in [pool.submit(work, i) for i in range(len(mutants))]:
+            for future in [pool.submit(work, i) for i in (order if order is not None else range(len(mutants)))]:
                 future.result()
         except KeyboardInterrupt:
             stop.set()  # mutants already running finish; no new one starts

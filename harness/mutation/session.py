@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from ..store import check_writable, timestamp
 from .operators import OPERATORS, Mutant, Validator, collect_mutants, select
 from .report import plain_table, write_report, _score_line
 from .runner import BaselineFailed, Config, MutantResult, check_baseline, evaluate, run_mutants
+from .simbudget import SeedOutcome, auto_timeout
 from .workspace import preflight, snapshot
 
 DEFAULT_TARGETS: tuple[str, ...] = ("ukehi/raft", "ukehi/storage", "ukehi/kv.py", "ukehi/fencing.py", "ukehi/node/driver.py")
@@ -67,11 +69,16 @@ def run_mutation(*, root: Path, results_dir: str, cfg: Config, targets: Sequence
                 "unit_tests": None if not cfg.unit else list(cfg.unit_command or cfg.unit_tests),
                 "harness_runs": None if not cfg.harness else
                 [" ".join(cfg.harness_command)] if cfg.harness_command else [r.label for r in cfg.harness_runs],
+                "sim": None if not cfg.harness or cfg.sim is None else
+                (" ".join(cfg.sim_command) + f" for seeds {cfg.sim.label}") if cfg.sim_command else cfg.sim.label,
+                "runs_after_sim_kill": cfg.runs_after_sim_kill,
                 "harness_for": cfg.harness_for, "jobs": cfg.jobs}
         say("mutate: baseline (the unmutated code through the same steps)")
         baseline = evaluate(pristine, scratch, where / "logs" / "baseline", None, cfg)
         say(f"mutate: baseline: unit {baseline.unit.status} ({baseline.unit.seconds:.0f} s), "
-            f"harness {baseline.harness.status} ({baseline.harness.seconds:.0f} s)")
+            f"harness {baseline.harness.status} ({baseline.harness.seconds:.0f} s)"
+            + (f", sim {baseline.sim.status} ({len(baseline.sim.runs)} seeds, {baseline.sim.seconds:.0f} s)"
+               if baseline.sim.status != "skipped" else ""))
         try:
             check_baseline(baseline)
         except BaselineFailed:
@@ -82,6 +89,17 @@ def run_mutation(*, root: Path, results_dir: str, cfg: Config, targets: Sequence
             cfg.unit_timeout = max(60.0, round(3 * baseline.unit.seconds))
             say(f"mutate: unit timeout per mutant: {cfg.unit_timeout:g} s (3x the baseline)")
         meta["unit_timeout"] = cfg.unit_timeout
+        if cfg.harness and cfg.sim is not None:
+            seeds = [SeedOutcome(r["seed"], r["status"], r["exit"], r["seconds"], r["failed_checkers"])
+                     for r in baseline.sim.runs]
+            cfg.sim_timeout = auto_timeout(cfg.sim, seeds)
+            raised = [r["seed"] for r in baseline.sim.runs if r["status"] == "raised"]
+            # A raise in node code is a kill only if the correct build never raises on these seeds.
+            cfg.sim_raise_kills = not raised
+            say(f"mutate: sim: each seed's limit {cfg.sim_timeout:g} s; node raises "
+                + ("count as kills (the unmutated copy raised on no seed)" if not raised else
+                   f"are NOT kills (the unmutated copy raised on seeds {', '.join(map(str, raised))})"))
+            meta.update(sim_timeout=cfg.sim_timeout, sim_raise_kills=cfg.sim_raise_kills)
         progress = where / "progress.jsonl"
 
         def on_result(index: int, result: MutantResult) -> None:
@@ -89,10 +107,16 @@ def run_mutation(*, root: Path, results_dir: str, cfg: Config, targets: Sequence
             with open(progress, "a", encoding="utf-8") as f:
                 f.write(json.dumps(result.to_json()) + "\n")
             say(f"[{index + 1:>3}/{len(chosen)}] {result.mutant.id}  unit={result.unit.status} "
-                f"({result.unit.seconds:.0f} s)  harness={result.harness.status} ({result.harness.seconds:.0f} s)"
-                + (f"  {result.harness.detail}" if result.harness.detail else ""))
+                f"({result.unit.seconds:.0f} s)"
+                + (f"  sim={result.sim.status} ({result.sim.seconds:.0f} s)" if result.sim.status != "skipped" else "")
+                + f"  runs={result.harness.status} ({result.harness.seconds:.0f} s)"
+                + "".join(f"  {d}" for d in (result.sim.detail, result.harness.detail) if d))
 
-        results, not_run = run_mutants(pristine, scratch, where / "logs", chosen, cfg, on_result)
+        # Started in a seeded random order (reported in id order): when --time-budget cuts the
+        # run short, the mutants left out are a random part of the sample, not its last files.
+        order = list(range(len(chosen)))
+        random.Random(seed).shuffle(order)
+        results, not_run = run_mutants(pristine, scratch, where / "logs", chosen, cfg, on_result, order)
         figs = write_report(results_dir, where, results, not_run, meta, baseline)
         say("")
         say(plain_table(results, figs))

@@ -52,8 +52,9 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 .legend .fault-key { color: #222; border: 1px solid; }
 .wrap { position: relative; margin-top: 12px; }
 .heads { display: flex; margin-left: %(gutter)dpx; position: sticky; top: 0; background: #fff; z-index: 6;
-         border-bottom: 1px solid #ccc; }
-.head { width: %(col)dpx; text-align: center; font-weight: 600; line-height: 1.2; padding: 2px 0; }
+         border-bottom: 1px solid #ccc; width: max-content; }
+.head { flex: 0 0 %(col)dpx; box-sizing: border-box; overflow: hidden; text-overflow: ellipsis;
+        text-align: center; font-weight: 600; line-height: 1.2; padding: 2px 0; }
 .head small { display: block; font-weight: 400; color: #555; font-size: 11px; }
 .body { position: relative; margin-left: %(gutter)dpx; }
 .col { position: absolute; top: 0; bottom: 0; width: %(col)dpx; border-left: 1px solid #e4e4e4; z-index: 1; }
@@ -227,9 +228,13 @@ def render_timeline(history: Sequence[Op], path: str | Path, specs: Iterable[Any
         sub = f"<small>→ {html.escape(node)}</small>" if node else ("<small>faults</small>" if p == NEMESIS else "")
         return f"<div class='head' data-process='{html.escape(str(p))}'>{html.escape(str(p))}{sub}</div>"
 
-    out.append("<div class='heads'>" + "".join(head(p) for p in processes) + "</div>")
-    out.append(f"<div class='body' style='height:{height}px;"
-               f"width:{max(len(processes), 1) * COLUMN_PX + (LABEL_MARGIN_PX if names else 0)}px'>")
+    # The heads keep their column's width however many processes there are (a flex row would
+    # shrink them to the window and part them from their columns), and the row is as wide as
+    # the body, so its white background stays behind every head while it sticks on scrolling.
+    width = max(len(processes), 1) * COLUMN_PX + (LABEL_MARGIN_PX if names else 0)
+    out.append(f"<div class='heads' style='min-width:{width}px'>"
+               + "".join(head(p) for p in processes) + "</div>")
+    out.append(f"<div class='body' style='height:{height}px;width:{width}px'>")
     # Bands run across every column and into a margin on the right, where their labels sit
     # clear of the boxes: one lane per fault name, so overlapping faults' labels do not collide.
     label_x = max(len(processes), 1) * COLUMN_PX + 8

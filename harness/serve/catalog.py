@@ -430,6 +430,12 @@ class Group:
     def flake_rate(self) -> str:
         return rate(self.invalid, self.total)
 
+    @property
+    def failed_cases(self) -> int:
+        """regress: the cases that failed the suite (an escape, a false alarm, an unknown). Its
+        invalid runs are mostly planted bugs caught, so the flake rate alone reads as alarming."""
+        return sum(1 for r in self.rows if not r.get("ok")) if self.kind == "regress" else 0
+
     @classmethod
     def test_count(cls, runs: list[Run]) -> "Group":
         first = runs[0]

@@ -68,7 +68,10 @@ CHILD = textwrap.dedent("""
 def start_child_harness(tmp_path: Path) -> tuple[subprocess.Popen[str], str, list[int]]:
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(repo=str(REPO), results=str(tmp_path / "run"), standin=str(STANDIN)))
-    child = subprocess.Popen([PY, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C, even if this test run inherited it ignored (a background
+    # job of a shell without job control): the child must not inherit SIG_IGN
+    child = subprocess.Popen([PY, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert child.stdout is not None
     line = child.stdout.readline()  # bounded by the child's own setup; it prints once ready
     if not line:

@@ -96,7 +96,9 @@ def test_ctrl_c_during_a_run_removes_the_containers(docker_client: Any, node_ima
     before = _labelled_containers(docker_client)
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", "docker", "--time-limit", "120",
                              "--results-dir", str(tmp_path / "results")], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # SIGINT as a terminal's Ctrl-C, even if this run inherited it ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         history = None

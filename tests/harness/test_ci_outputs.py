@@ -144,7 +144,7 @@ def test_regress_command_junit_and_json(monkeypatch, tmp_path, capsys):
     real = regress.run_suite
     monkeypatch.setattr(regress, "run_suite", lambda *a, **k: real(*a, **k, runner=runner))
     junit = tmp_path / "regress.xml"
-    code = main(["regress", "--quick", "--only", "stale-read,ack-before-commit", "--results-dir",
+    code = main(["regress", "--quick", "--no-sim", "--only", "stale-read,ack-before-commit", "--results-dir",
                  str(tmp_path / "results"), "--junit", str(junit), "--json"])
     out, err = capsys.readouterr()
     assert code == 1  # ack-before-commit "escaped" (the fake run was valid)

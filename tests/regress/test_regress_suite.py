@@ -93,13 +93,89 @@ def test_summary_and_table() -> None:
     assert "| stale-read | register | partition | 2 | 10 | detected | 3.0 | linearizable |" in table
 
 
+def test_a_missed_bug_is_run_again_with_the_next_seed_and_the_table_says_which_run_caught_it(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from harness.regress import ATTEMPT_SEED_STEP, escape_notes, run_suite
+
+    bug = Case("stale-read", "register", ("partition",), seed=11, time_limit=10, quick_time_limit=5)
+    never = Case("ack-before-commit", "register", ("partition",), seed=12, time_limit=10, quick_time_limit=5)
+    correct = Case(None, "register", ("kill",), seed=1, time_limit=10, quick_time_limit=5)
+    seeds: list[tuple[str, int]] = []
+
+    def runner(spec):  # stale-read is caught from its second seed on, ack-before-commit never
+        seeds.append((spec.name, spec.seed))
+        run = _history(tmp_path / f"{spec.name}-{spec.seed}", EVENTS)
+        caught = spec.name == "regress-stale-read" and spec.seed != 11
+        verdict = ({"valid": False, "checkers": {"linearizable": LINEAR_FAIL}} if caught
+                   else {"valid": True, "checkers": {}})
+        return SimpleNamespace(verdict=verdict, run=SimpleNamespace(path=run))
+
+    rows, summary, _ = run_suite(str(tmp_path / "results"), quick=True, cases=(correct, bug, never),
+                                 runner=runner, attempts=3, progress=lambda line: None)
+    step = ATTEMPT_SEED_STEP
+    assert seeds == [("regress-correct", 1), ("regress-stale-read", 11), ("regress-stale-read", 11 + step),
+                     ("regress-ack-before-commit", 12), ("regress-ack-before-commit", 12 + step),
+                     ("regress-ack-before-commit", 12 + 2 * step)]
+    by_bug = {r.bug: r for r in rows}
+    assert (by_bug["stale-read"].outcome, by_bug["stale-read"].runs, by_bug["stale-read"].seed) == (
+        "detected", 2, 11 + step)
+    assert by_bug["stale-read"].result == "detected (run 2)" and len(by_bug["stale-read"].earlier) == 1
+    assert (by_bug["ack-before-commit"].outcome, by_bug["ack-before-commit"].runs) == ("escaped", 3)
+    assert by_bug["ack-before-commit"].result == "escaped (3 runs)"
+    assert summary["ok"] is False and summary["escaped"] == ["ack-before-commit"]
+    assert (summary["detected"], summary["detected_first_run"], summary["bug_runs"]) == (1, 0, 5)
+    notes = escape_notes(rows)
+    assert any(n.startswith("stale-read detected on run 2 of 2; before it: run 1 (seed 11) escaped") for n in notes)
+    assert any(n.startswith("ack-before-commit escaped in all 3 runs") for n in notes)
+    assert "| stale-read | register | partition | 1011 | 5 | detected (run 2) |" in format_table(rows)
+
+
 def test_unknown_bug_name_is_a_bad_argument(tmp_path: Path) -> None:
     done = subprocess.run(CLI + ["regress", "--only", "no-such-bug", "--results-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 254 and "choose from correct" in done.stderr
+    done = subprocess.run(CLI + ["regress", "--attempts", "0", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 254 and "--attempts 0: give at least 1" in done.stderr
 
 
 _ok, _why = netns_support()
+
+TARGETED = frozenset({"double-vote", "figure-8", "stale-append"})
+
+
+def _run_path(cwd: Path, run_dir: str) -> Path:
+    return Path(run_dir) if Path(run_dir).is_absolute() else cwd / run_dir
+
+
+def _targeted_reached(run: Path) -> bool:
+    """True unless the run used a targeted nemesis and every completed op of it reports that it
+    was skipped or missed its interleaving (nemeses/targeted.py, figure_eight.py, stale_append.py)."""
+    ops = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
+    targeted = [op for op in ops if op.get("process") == "nemesis" and op.get("f") in TARGETED
+                and op.get("type") != "invoke"]
+    if not targeted:
+        return not any(op.get("process") == "nemesis" and op.get("f") in TARGETED for op in ops)
+    return any(isinstance(op.get("value"), dict) and not ({"missed", "skipped"} & set(op["value"]))
+               for op in targeted)
+
+
+def test_a_targeted_schedule_that_never_reached_its_interleaving_is_told_apart(tmp_path: Path) -> None:
+    def run_with(*values: dict) -> Path:
+        run = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        run.mkdir()
+        ops = [{"process": 0, "type": "ok", "f": "read"}]
+        for v in values:
+            ops += [{"process": "nemesis", "type": "invoke", "f": "double-vote", "value": {}},
+                    {"process": "nemesis", "type": "info", "f": "double-vote", "value": v}]
+        (run / "history.jsonl").write_text("\n".join(json.dumps(o) for o in ops) + "\n")
+        return run
+
+    assert _targeted_reached(run_with({"skipped": "no leader"}, {"missed": "x"})) is False
+    assert _targeted_reached(run_with({"missed": "x"}, {"voted_term": 2, "killed_pid": 7})) is True
+    assert _targeted_reached(run_with()) is True  # no targeted nemesis at all: nothing to excuse
 
 
 @pytest.mark.slow
@@ -112,7 +188,11 @@ def test_the_quick_suite_detects_the_planted_bugs_without_false_alarms(tmp_path:
     # landed outside the run, so the disk and LazyFS bugs escaped (issue 12).
     cwd = tmp_path / "a dir with spaces"
     cwd.mkdir()
-    done = subprocess.run(CLI + ["regress", "--quick"], cwd=cwd,
+    # --no-sim: the simulated column has its own test (tests/regress/test_regress_sim.py).
+    # The default --attempts 3: a real cluster reaches a bug's interleaving by chance, so a
+    # bug is re-run with the next seed until caught; each bug's one-shot escape rate (a few
+    # per cent) made a single-run suite fail CI on a different bug each time.
+    done = subprocess.run(CLI + ["regress", "--quick", "--no-sim"], cwd=cwd,
                           capture_output=True, text=True, timeout=1500)
     store = cwd / "results"
     stored = sorted(store.glob("regress/*/regress.json"))
@@ -127,15 +207,22 @@ def test_the_quick_suite_detects_the_planted_bugs_without_false_alarms(tmp_path:
     # Every bug must be detected, except those with a documented finding (harness/regress.py:
     # schedules that do not reach the bug in a short run); those are reported, never hidden.
     findings = known_findings()
-    missed = {b: o for b, o in outcomes.items() if o != ["detected"] and b not in findings}
+    # A targeted schedule (double-vote, figure-8, stale-append) that never reached its
+    # interleaving in a short run (every op 'missed' or 'skipped', recorded in the history)
+    # is no evidence either way: the bug was never exercised. An escape after the schedule
+    # did reach it fails the test.
+    unreached = {row["bug"] for row in table["rows"]
+                 if row["outcome"] == "escaped" and not _targeted_reached(_run_path(cwd, row["run_dir"]))}
+    missed = {b: o for b, o in outcomes.items() if o != ["detected"] and b not in findings and b not in unreached}
     assert missed == {}, done.stdout[-4000:]
     escaped = sorted(b for b, o in outcomes.items() if o != ["detected"])
     assert table["summary"]["escaped"] == escaped
     for bug in escaped:
-        assert f"{bug} escaped: known finding:" in done.stdout
+        if bug in findings:
+            assert f"{bug} escaped: known finding:" in done.stdout
     # Each node's log and WAL sit in its run's directory, where the faults and checkers look.
     for row in table["rows"]:
-        run = Path(row["run_dir"]) if Path(row["run_dir"]).is_absolute() else cwd / row["run_dir"]
+        run = _run_path(cwd, row["run_dir"])
         assert run.is_relative_to(store), row
         spec = json.loads((run / "test.json").read_text())
         for node in spec["nodes"]:

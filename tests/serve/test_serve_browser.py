@@ -174,3 +174,53 @@ def test_traversal_attempts_get_404(browser, server, path):
     browser.get(server + path)
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
     assert "SECRET" not in browser.page_source and "root:" not in browser.page_source
+
+
+def test_timeline_heads_stay_over_their_columns_when_processes_outgrow_the_window(browser, tmp_path: Path):
+    """30 processes are 3,600 px of columns in a 1,280 px window: each column's head must
+    still sit over it (a flex row shrank the heads to the window, so from the second column
+    on every head named another column's process)."""
+    from checkers.history import Op
+    from harness.report.timeline import COLUMN_PX, render_timeline
+
+    ms = 1_000_000
+    ops = []
+    for p in range(30):
+        node = {"node": f"n{p % 3 + 1}"}
+        ops += [Op(len(ops), p * 10 * ms, p, "invoke", "write", key=p % 3, value=p, extra=node),
+                Op(len(ops) + 1, (p * 10 + 5) * ms, p, "ok", "write", key=p % 3, value=p)]
+    page = render_timeline(ops, tmp_path / "timeline.html")
+    browser.get(page.as_uri())
+    heads = browser.find_elements(By.CSS_SELECTOR, ".head")
+    cols = browser.find_elements(By.CSS_SELECTOR, ".col")
+    assert len(heads) == len(cols) == 30
+    for head, col in zip(heads, cols):
+        h, c = head.rect, col.rect
+        assert abs(h["x"] - c["x"]) <= 1 and abs(h["width"] - COLUMN_PX) <= 1, (head.text, h, c)
+    # the last head is readable after scrolling right, on the sticky row's white background
+    last = heads[-1]
+    browser.execute_script("arguments[0].scrollIntoView({inline: 'end'})", last)
+    assert last.text.startswith("29")
+    row = browser.find_element(By.CSS_SELECTOR, ".heads")
+    assert row.rect["x"] + row.rect["width"] >= last.rect["x"] + last.rect["width"]
+
+
+def test_checker_explanations_wrap_inside_the_page(browser, server, store):
+    """A counterexample's long lines wrap in their cell: unwrapped, a <pre> in the checkers
+    table widened it past the window and pushed the seconds column off screen (seen on a real
+    stale-read run at 1,280 px)."""
+    _, ids = store
+    browser.set_window_size(900, 900)
+    try:
+        browser.get(f"{server}/run/{ids['invalid']}/")
+        shown = [p for p in browser.find_elements(By.CSS_SELECTOR, "#checkers pre") if p.is_displayed()]
+        assert len(shown) == 1 and "last linearized" in shown[0].text
+        pre = shown[0]
+        fits = browser.execute_script(
+            "const t = document.getElementById('checkers').getBoundingClientRect();"
+            "return [t.right, document.documentElement.clientWidth];")
+        assert fits[0] <= fits[1], f"the checkers table ends at {fits[0]} px in a {fits[1]} px page"
+        # wrapped, not cut: the whole explanation is still there
+        assert "could not linearize" in pre.text
+    finally:
+        browser.set_window_size(1280, 900)

@@ -1,0 +1,63 @@
+"""A broken build for the availability tests: imported at start-up by every Python process
+whose PYTHONPATH starts with this directory; acts only in node processes (`-m ukehi.cli`)
+and only when UKJ_TEST_BROKEN_BUILD names a breakage:
+
+- ``no-votes``: vote counting never reaches a decision, so nobody is ever elected
+  (the nodes run, talk and campaign forever);
+- ``crash-at-start``: building the Raft core raises, so every node dies at start with a
+  Python traceback;
+- ``port-in-use``: listening fails with EADDRINUSE, as when another process holds the port
+  (the machine's fault, not the build's);
+- ``drop-proposals``: the leader drops every client proposal (ProposalDropped), so every
+  write is refused while reads are served;
+- ``drop-conf-changes``: the leader drops every membership change (the node retries until
+  its proposal timeout), so no node is ever added or removed.
+
+The two ``drop-`` modes act in the simulator too (``-m harness.cli sim``: the node code runs
+in that process).
+"""
+
+import os
+import sys
+
+_MODE = os.environ.get("UKJ_TEST_BROKEN_BUILD")
+
+_ARGV = getattr(sys, "orig_argv", [])
+_SIM = "harness.cli" in _ARGV and "sim" in _ARGV
+
+if _MODE in ("drop-proposals", "drop-conf-changes") and ("ukehi.cli" in _ARGV or _SIM):
+    from ukehi.raft.core import RaftCore as _Core
+    from ukehi.raft.types import ProposalDropped as _Dropped
+
+    _NAME = "propose" if _MODE == "drop-proposals" else "propose_conf_change"
+
+    def _dropped(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._check_idle(f"{_NAME}()")
+        raise _Dropped(f"planted: {_MODE}")
+
+    setattr(_Core, _NAME, _dropped)
+
+if _MODE and "ukehi.cli" in _ARGV:
+    if _MODE == "no-votes":
+        import ukehi.raft.quorum as _quorum
+
+        def _never_decided(voters, votes):  # type: ignore[no-untyped-def]
+            return _quorum.VoteResult.PENDING if voters else _quorum.VoteResult.WON
+
+        _quorum._simple_vote = _never_decided
+    elif _MODE == "crash-at-start":
+        import ukehi.node.server as _server
+
+        def _broken_core(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise KeyError("planted: the core cannot be built")
+
+        _server.build_core = _broken_core
+    elif _MODE == "port-in-use":
+        import errno
+
+        import ukehi.server as _srv
+
+        async def _in_use(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise OSError(errno.EADDRINUSE, "address already in use")
+
+        _srv.NodeServer.start = _in_use

@@ -1,0 +1,336 @@
+"""The availability checker (checkers/availability.py): a build whose cluster never serves is
+invalid, not unknown, and a machine that cannot run the cluster is not blamed on the build.
+
+Hand-made histories and node logs for each rule, then real runs: the correct build, a build
+that never elects, one that dies at start with a traceback, and a port in use (the machine's
+fault: still a harness crash, exit 255). The broken builds come from
+``tests/harness/broken_build/sitecustomize.py``, loaded by the node processes only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from checkers.availability import check_availability, classify_exit
+from checkers.history import Op
+
+CLI = [sys.executable, "-m", "harness.cli"]
+BROKEN = Path(__file__).parent / "broken_build"
+S = 1_000_000_000
+
+
+def op(i: int, t_s: float, process: int | str, type_: str, f: str = "read", error: str | None = None) -> Op:
+    return Op(index=i, time=int(t_s * S), process=process, type=type_, f=f, key=0, error=error)
+
+
+def history(*pairs: tuple[float, float, str, str | None]) -> list[Op]:
+    """(invoked at s, completed at s, type, error) per op, each on its own process."""
+    out: list[Op] = []
+    for n, (start, end, type_, error) in enumerate(pairs):
+        out.append(op(len(out), start, n, "invoke"))
+        out.append(op(len(out), end, n, type_, error=error))
+    return out
+
+
+FACTS = {"main_end_ns": 10 * S, "final_start_ns": 11 * S, "final_leader": "n1", "exited": {},
+         "down_on_purpose": {}}
+
+
+def test_a_cluster_that_served_in_main_and_final_phase_is_valid():
+    h = history((1, 1.1, "ok", None), (2, 2.5, "info", "timeout"), (11.5, 11.6, "ok", None))
+    result = check_availability(h, FACTS)
+    assert result["valid"] is True, result
+    assert "2 of 3" in result["explanation"] and "1 of them in the final phase" in result["explanation"]
+
+
+def test_no_ok_operation_in_the_whole_run_is_invalid_and_says_what_failed():
+    h = history((1, 1.1, "fail", "not_leader"), (2, 4, "info", "timeout"), (12, 14, "info", "timeout"))
+    result = check_availability(h, FACTS)
+    assert result["valid"] is False
+    assert [v["rule"] for v in result["violations"]] == ["no-ok-op"]
+    assert "3 invoked, 1 failed, 2 unknown" in result["explanation"]
+    assert "'timeout' x2" in result["explanation"]
+
+
+def test_nothing_served_after_the_faults_healed_is_invalid_and_names_the_window():
+    h = history((1, 1.1, "ok", None), (11.2, 13.2, "info", "timeout"), (11.3, 11.4, "fail", "no leader"))
+    result = check_availability(h, {**FACTS, "final_leader": None, "final_leader_error": "no leader after 15 s"})
+    assert result["valid"] is False
+    (violation,) = result["violations"]
+    assert violation["rule"] == "final-phase"
+    assert "final phase from 11.0 s" in violation["what"] and "none of its 2 operations" in violation["what"]
+    assert "no leader was found (no leader after 15 s)" in violation["what"]
+
+
+def test_a_node_down_on_purpose_excuses_an_unavailable_final_phase():
+    h = history((1, 1.1, "ok", None), (11.2, 13.2, "info", "timeout"))
+    facts = {**FACTS, "down_on_purpose": {"n2": "refused to start (corruption policy refuse-start)",
+                                          "n3": "refused to start (corruption policy refuse-start)"}}
+    result = check_availability(h, facts)
+    assert result["valid"] is True, result
+    assert "n2 was down on purpose" in result["explanation"]
+
+
+def test_a_run_that_ended_before_any_final_op_judges_only_the_main_phase():
+    h = history((1, 1.1, "ok", None))
+    result = check_availability(h, FACTS)
+    assert result["valid"] is True and "no final-phase operations" in result["explanation"]
+
+
+def test_an_empty_history_without_a_startup_diagnosis_is_unknown():
+    assert check_availability([], FACTS)["valid"] == "unknown"
+
+
+def test_a_startup_the_build_broke_is_invalid_and_names_the_nodes():
+    facts = {"startup": {"cause": "build", "reason": "n2 exited at start: a Python traceback on its stderr: "
+                                                     "KeyError: 'x'",
+                         "nodes": {"n2": {"cause": "build", "reason": "exited at start: KeyError: 'x'"}}}}
+    result = check_availability([], facts)
+    assert result["valid"] is False
+    assert result["violations"][0]["rule"] == "startup" and result["violations"][0]["nodes"] == ["n2"]
+    assert "did not come up because of the build" in result["explanation"] and "KeyError" in result["explanation"]
+
+
+def test_without_facts_the_final_phase_is_what_came_after_the_time_limit():
+    h = history((1, 1.1, "ok", None), (21, 23, "info", "timeout"))
+    result = check_availability(h, None, time_limit_s=20)
+    assert result["valid"] is False and result["violations"][0]["rule"] == "final-phase"
+    assert check_availability(h, None)["valid"] is True  # no time limit known: main phase only
+
+
+LOG_START = ("ts=2026-12-06T10:00:00.000Z level=info node=n1 event=starting pid=7 listen=10.0.0.1:7000 "
+             "policy=truncate-to-last-good\n")
+
+
+@pytest.mark.parametrize("tail, status, cause, words", [
+    ('ts=x level=error node=n1 event=listen-failed address=a error="[Errno 98] address already in use"\n',
+     1, "environment", "port in use"),
+    ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+     "ModuleNotFoundError: No module named 'ukehi'\n", 1, "environment", "ModuleNotFoundError"),
+    ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nKeyError: 'planted'\n",
+     1, "build", "KeyError: 'planted'"),
+    ('ts=x level=fatal node=n1 event=fatal task=ready error="ZeroDivisionError()" traceback="..."\n',
+     1, "build", "event=fatal"),
+    ('ts=x level=fatal node=n1 event=invariant-violated invariant=log-matching term=3\n',
+     70, "build", "invariant"),
+    ('ts=x level=error node=n1 event=refuse-start reason="damaged"\n', 4, "expected", "refuse-start"),
+    ('ts=x level=error node=n1 event=storage-open-failed error="[Errno 13] Permission denied"\n',
+     1, "environment", "data directory"),
+    ("", 1, "unexplained", "nothing in its log"),
+])
+def test_classify_exit_tells_the_build_from_the_machine(tail, status, cause, words):
+    got, reason = classify_exit(LOG_START + tail, status)
+    assert got == cause, reason
+    assert words in reason
+
+
+def test_classify_exit_reads_only_the_last_process():
+    earlier = "Traceback (most recent call last):\nKeyError: 'old'\n"  # an earlier process's crash
+    later = LOG_START.replace("pid=7", "pid=8") + "ts=x level=error node=n1 event=refuse-start reason=r\n"
+    assert classify_exit(LOG_START + earlier + later, 4)[0] == "expected"
+
+
+def test_an_exited_node_is_judged_by_its_log(tmp_path):
+    (tmp_path / "nodes" / "n2").mkdir(parents=True)
+    (tmp_path / "nodes" / "n2" / "node.log").write_text(
+        LOG_START + 'ts=x level=fatal node=n2 event=invariant-violated invariant=commit-regress term=4\n')
+    (tmp_path / "nodes" / "n3").mkdir(parents=True)
+    (tmp_path / "nodes" / "n3" / "node.log").write_text(LOG_START + 'ts=x level=error node=n3 event=refuse-start\n')
+    h = history((1, 1.1, "ok", None), (11.5, 11.6, "ok", None))
+    result = check_availability(h, {**FACTS, "exited": {"n2": 70, "n3": 4}}, run_dir=tmp_path)
+    assert result["valid"] is False
+    (violation,) = result["violations"]
+    assert violation["rule"] == "node-exit" and violation["node"] == "n2"
+    assert "status 70" in violation["what"] and "invariant" in violation["what"]
+    assert any("n3" in note and "expected" in note for note in result["notes"])
+
+
+# ----------------------------------------------------------------------------- real runs
+
+def run(tmp_path: Path, *args: str, broken: str | None = None, timeout: float = 240) -> tuple[subprocess.CompletedProcess, Path]:
+    env = dict(os.environ)
+    if broken:
+        env["PYTHONPATH"] = os.pathsep.join([str(BROKEN), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["UKJ_TEST_BROKEN_BUILD"] = broken
+    results = tmp_path / "results"
+    proc = subprocess.run(CLI + ["run", "--workload", "register", "--nemesis", "none", "--results-dir",
+                                 str(results), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return proc, results
+
+
+def verdict(results: Path) -> dict:
+    return json.loads((results / "latest" / "results.json").read_text())
+
+
+def test_the_correct_build_is_available(tmp_path):
+    proc, results = run(tmp_path, "--time-limit", "5", "--seed", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    availability = verdict(results)["checkers"]["availability"]
+    assert availability["valid"] is True
+    facts = json.loads((results / "latest" / "availability.json").read_text())
+    assert facts["final_start_ns"] >= facts["main_end_ns"] > 0 and facts["exited"] == {}
+    final_ok = int(availability["explanation"].split(", ")[1].split(" of them")[0])
+    assert final_ok > 0, availability  # the final reads were served
+
+
+def test_a_build_that_never_elects_is_invalid_not_a_crash(tmp_path):
+    proc, results = run(tmp_path, "--time-limit", "5", "--seed", "3", broken="no-votes")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    result = verdict(results)
+    assert result["valid"] is False and result["ops"] == 0
+    availability = result["checkers"]["availability"]
+    assert availability["valid"] is False and availability["violations"][0]["rule"] == "startup"
+    assert "no leader elected in 30 s" in availability["explanation"]
+    assert "could reach every other" in availability["explanation"]
+    assert sorted(availability["violations"][0]["nodes"]) == ["n1", "n2", "n3"]
+
+
+def test_a_build_that_dies_at_start_is_invalid_with_its_traceback(tmp_path):
+    proc, results = run(tmp_path, "--time-limit", "5", broken="crash-at-start")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    availability = verdict(results)["checkers"]["availability"]
+    assert availability["valid"] is False
+    assert "exited at start" in availability["explanation"]
+    assert "KeyError" in availability["explanation"] and "planted" in availability["explanation"]
+
+
+def test_a_port_in_use_is_the_machine_not_the_build(tmp_path):
+    proc, results = run(tmp_path, "--time-limit", "5", broken="port-in-use")
+    assert proc.returncode == 255, proc.stdout + proc.stderr
+    assert "the cluster did not come up" in proc.stderr
+    assert "not blamed on the build under test (environment)" in proc.stderr
+    assert "port in use" in proc.stderr
+    assert not (results / "latest").exists()  # no verdict: the harness could not test
+
+
+def test_a_node_that_runs_but_does_not_answer_after_the_heal_is_invalid(tmp_path):
+    (tmp_path / "nodes" / "n1").mkdir(parents=True)
+    (tmp_path / "nodes" / "n1" / "node.log").write_text(
+        LOG_START + "ts=x level=info node=n1 event=snapshot-installed index=150 term=1\n")
+    h = history((1, 1.1, "ok", None), (11.5, 11.6, "ok", None))
+    why = "running but answered no status request for 20 s after the final phase"
+    result = check_availability(h, {**FACTS, "unresponsive": {"n1": why}}, run_dir=tmp_path)
+    assert result["valid"] is False
+    (violation,) = result["violations"]
+    assert violation["rule"] == "node-unresponsive" and violation["node"] == "n1"
+    assert why in violation["what"] and "event=snapshot-installed" in violation["what"]
+    assert check_availability(h, {**FACTS, "unresponsive": {}}, run_dir=tmp_path)["valid"] is True
+
+
+def test_a_kind_of_operation_never_answered_while_others_are_served_is_invalid():
+    reads = [(t, t + 0.1, "ok", None) for t in range(1, 6)]
+    writes = [(t + 0.5, t + 2.5, "info", "timeout") for t in range(10)]
+    h = history(*reads, *writes)
+    h = [Op(o.index, o.time, o.process, o.type, "write" if o.process >= 5 else "read", key=0, error=o.error)
+         for o in h]
+    result = check_availability(h, {**FACTS, "main_end_ns": 20 * S, "final_start_ns": 20 * S})
+    assert result["valid"] is False
+    (violation,) = result["violations"]
+    assert violation["rule"] == "kind-never-served" and violation["f"] == "write"
+    assert "10 invoked, all unknown ('timeout' x10), while read succeeded" in violation["what"]
+    # One refusal is an answer (a cas whose precondition failed): the kind was served.
+    refused = h[:-1] + [Op(h[-1].index, h[-1].time, h[-1].process, "fail", "write", key=0, error="precondition")]
+    assert check_availability(refused, {**FACTS, "main_end_ns": 20 * S, "final_start_ns": 20 * S})["valid"] is True
+    # Fewer than 10 attempts: too few to judge.
+    short = [o for o in h if not (o.f == "write" and o.process >= 14)]
+    assert check_availability(short, {**FACTS, "main_end_ns": 20 * S, "final_start_ns": 20 * S})["valid"] is True
+
+
+def _kinds(h: list[Op], write_from: int) -> list[Op]:
+    """The same ops with processes from ``write_from`` on made writes (the rest reads)."""
+    return [Op(o.index, o.time, o.process, o.type, "write" if o.process >= write_from else "read", key=0,
+               error=o.error) for o in h]
+
+
+WHOLE = {**FACTS, "main_end_ns": 20 * S, "final_start_ns": 20 * S}
+
+
+def test_a_kind_refused_as_not_served_every_time_while_others_are_served_is_invalid():
+    # A build whose leader refuses every write ("not_leader", "unavailable") while reads
+    # through the same leaders succeed: before, any refusal counted as an answer.
+    reads = [(t, t + 0.1, "ok", None) for t in range(1, 6)]
+    writes = [(t + 0.5, t + 0.6, "fail", "not_leader" if t % 2 else "unavailable") for t in range(8)]
+    writes += [(9.5, 11.5, "info", "timeout"), (12, 12.1, "fail", "recovering")]
+    h = _kinds(history(*reads, *writes), 5)
+    result = check_availability(h, WHOLE)
+    assert result["valid"] is False, result
+    (violation,) = result["violations"]
+    assert violation["rule"] == "kind-never-served" and violation["f"] == "write"
+    assert "10 invoked, 9 refused as not served now, 1 unknown" in violation["what"], violation
+    # One answer about the request itself (a failed cas precondition) means it was served.
+    answered = h[:-1] + [Op(h[-1].index, h[-1].time, h[-1].process, "fail", "write", key=0, error="cas_failed")]
+    assert check_availability(answered, WHOLE)["valid"] is True
+    # And one ok write, of course.
+    ok = h[:-1] + [Op(h[-1].index, h[-1].time, h[-1].process, "ok", "write", key=0)]
+    assert check_availability(ok, WHOLE)["valid"] is True
+
+
+def nemesis(i: int, t_s: float, f: str, type_: str, value: object = None) -> Op:
+    return Op(index=i, time=int(t_s * S), process="nemesis", type=type_, f=f, value=value)
+
+
+def membership_history(outcomes: list[dict], faults: list[tuple[float, float, str, str]] = ()) -> list[Op]:
+    """Served client reads, one membership change a second with OUTCOMES, and FAULTS
+    ((start s, stop s, start f, stop f) nemesis windows)."""
+    h = history(*[(t, t + 0.1, "ok", None) for t in range(1, 6)])
+    for k, value in enumerate(outcomes):
+        f = "add-node" if k % 2 else "remove-node"
+        h.append(nemesis(len(h), 1.0 + k, f, "invoke", {"seed": k}))
+        h.append(nemesis(len(h), 1.5 + k, f, "info", {"node": "n4", **value}))
+    for start, stop, f_start, f_stop in faults:
+        h.append(nemesis(len(h), start, f_start, "invoke", ["n1"]))
+        h.append(nemesis(len(h), start + 0.01, f_start, "info", ["n1"]))
+        h.append(nemesis(len(h), stop, f_stop, "invoke", ["n1"]))
+        h.append(nemesis(len(h), stop + 0.01, f_stop, "info", ["n1"]))
+    h.sort(key=lambda o: o.time)
+    return [Op(i, o.time, o.process, o.type, o.f, key=o.key, value=o.value, error=o.error) for i, o in enumerate(h)]
+
+
+REFUSED = {"outcome": "fail", "error": "unavailable", "message": "leadership is moving to None"}
+
+
+def test_every_membership_change_refused_with_no_fault_active_is_invalid():
+    result = check_availability(membership_history([REFUSED] * 4), FACTS)
+    assert result["valid"] is False, result
+    (violation,) = result["violations"]
+    assert violation["rule"] == "membership-refused" and violation["count"] == 4
+    assert "4 add/remove requests made while no other fault was active, 4 refused and 0 unanswered" \
+        in violation["what"]
+    assert "leadership is moving to None" in violation["what"]
+    # The simulator records the error code as the outcome itself.
+    sim = membership_history([{"outcome": "unavailable"}] * 3)
+    assert check_availability(sim, FACTS)["violations"][0]["rule"] == "membership-refused"
+    # A change that never commits times out at the client (the node retries for 30 s, the
+    # nemesis waits 15): unanswered changes count the same.
+    timeouts = [{"outcome": "unknown", "error": "timeout"}] * 2 + [{"outcome": "fail", "error": "timeout"}]
+    (violation,) = check_availability(membership_history(timeouts), FACTS)["violations"]
+    assert "0 refused and 3 unanswered" in violation["what"]
+
+
+def test_a_membership_request_still_unanswered_at_the_end_counts_as_unanswered():
+    h = membership_history([REFUSED] * 2)
+    h.append(nemesis(len(h), 9.0, "add-node", "invoke", {"node": "n5", "via": "n1"}))  # the run ended first
+    (violation,) = check_availability(h, FACTS)["violations"]
+    assert "2 refused and 1 unanswered" in violation["what"]
+
+
+def test_membership_refusals_are_excused_by_one_success_a_fault_or_too_few():
+    assert check_availability(membership_history([REFUSED] * 4 + [{"outcome": "ok"}]), FACTS)["valid"] is True
+    assert check_availability(membership_history([REFUSED] * 2), FACTS)["valid"] is True
+    # Refused while a partition (generic start-/stop- pair) or a kill was active: explained.
+    partitioned = membership_history([REFUSED] * 4, [(0.5, 2.8, "start-partition", "stop-partition")])
+    killed = membership_history([REFUSED] * 4, [(2.9, 9.0, "kill", "start")])
+    assert check_availability(partitioned, FACTS)["valid"] is True
+    assert check_availability(killed, FACTS)["valid"] is True
+    # A fault that started while the request was waiting for its answer explains it too.
+    late = membership_history([REFUSED] * 3, [(1.2, 1.3, "pause", "resume")])
+    assert check_availability(late, FACTS)["valid"] is True
+    # Skipped ops (no leader, no spare) asked nothing.
+    skipped = [{"skipped": "no spare node is running", "outcome": "fail"}] * 4
+    assert check_availability(membership_history(skipped), FACTS)["valid"] is True
