@@ -79,7 +79,8 @@ def run_case(spec: Any, verdict: Mapping[str, Any], run_dir: str, seconds: float
 
 def regress_cases(rows: Iterable[Any]) -> list[Case]:
     """One test case per regress row (harness/regress.py Row): detected / valid pass,
-    escaped and false alarms fail, a crashed case or an unknown verdict is an error."""
+    escaped and false alarms fail, a crashed case, an unknown verdict or a targeted schedule
+    that never reached its bug is an error."""
     cases = []
     for r in rows:
         props = {"run_dir": r.run_dir or "", "outcome": r.outcome, "workload": r.workload, "nemeses": r.nemeses,
@@ -88,7 +89,7 @@ def regress_cases(rows: Iterable[Any]) -> list[Case]:
                  "runs": str(getattr(r, "runs", 1))}
         if r.ok:
             status, message = "passed", ""
-        elif r.outcome in ("error", "unknown"):
+        elif r.outcome in ("error", "unknown", "not reached"):  # the run could not decide
             status, message = "error", f"{r.outcome}: {r.detail}".rstrip(": ")
         else:
             status, message = "failure", f"{r.outcome}: {r.detail or 'no checker found a violation'}"

@@ -6,10 +6,12 @@ Two kinds of cases, each a fixed, recorded test (seed, workload, faults, timing)
   valid (a false alarm fails the suite);
 - each planted bug (ukehi/bugs.py) with the workload and faults that expose it: every
   run must be invalid, and caught by the checker one would expect (a bug that slips
-  through, or is caught only by an unrelated checker, is "escaped"). A bug's schedule
-  reaches its interleaving by chance on a real cluster, so with ``--attempts N`` a bug
-  not detected is run again with the next seed, up to N runs; the table says which run
-  caught it, and the summary counts the bugs the first run caught.
+  through, or is caught only by an unrelated checker, is "escaped"; one whose targeted
+  schedule never reached its interleaving is "not reached": no evidence either way, and
+  still not detected). A bug's schedule reaches its interleaving by chance on a real
+  cluster, so with ``--attempts N`` a bug not detected is run again with the next seed, up
+  to N runs; the table says which run caught it, and the summary counts the bugs the first
+  run caught.
 
 For every case the table gives the verdict, the checker(s) that judged the run invalid,
 and the test seconds until the first violating operation: the history time of the op the
@@ -257,7 +259,7 @@ class Row:
     nemeses: str
     seed: int
     time_limit: float
-    outcome: str  # "detected" | "escaped" | "valid" | "FALSE ALARM" | "unknown" | "error"
+    outcome: str  # "detected" | "escaped" | "not reached" | "valid" | "FALSE ALARM" | "unknown" | "error"
     ok: bool  # what the suite wanted
     caught_by: list[str]
     first_violation_s: float | None
@@ -329,6 +331,29 @@ def first_violation_seconds(run_dir: Path, verdict: Mapping[str, Any]) -> tuple[
 
 WHITEBOX_CHECKERS = frozenset(whitebox.NAMES)
 
+#: Ops of the targeted schedules (nemeses/targeted.py, figure_eight.py, stale_append.py).
+#: Each completion records ``missed`` or ``skipped`` when it did not reach its interleaving.
+TARGETED_OPS = frozenset({"double-vote", "figure-8", "stale-append"})
+NOT_REACHED = "not reached"
+
+
+def targeted_reached(run_dir: Path) -> bool:
+    """False when the run used a targeted schedule and every completed op of it says it was
+    skipped or missed its interleaving: the bug was never exercised, so the run is no
+    evidence either way. True otherwise (no targeted schedule, or no history to read)."""
+    path = Path(run_dir) / "history.jsonl"
+    if not path.is_file():
+        return True
+    try:
+        history = load_jsonl(str(path))
+    except (OSError, ValueError):  # HistoryError is a ValueError: unreadable, so nothing is excused
+        return True
+    ops = [op for op in history if op.process == "nemesis" and op.f in TARGETED_OPS]
+    if not ops:
+        return True
+    done = [op for op in ops if op.type != "invoke"]
+    return any(isinstance(op.value, Mapping) and not ({"missed", "skipped"} & set(op.value)) for op in done)
+
 
 def judge(case: Case, verdict: Mapping[str, Any], run_dir: Path) -> tuple[str, bool, list[str], float | None, str]:
     valid = verdict.get("valid")
@@ -340,6 +365,10 @@ def judge(case: Case, verdict: Mapping[str, Any], run_dir: Path) -> tuple[str, b
             return "FALSE ALARM", False, failed, seconds, "the correct build was judged invalid"
         return "unknown", False, [], None, "the checker could not decide (unknown) on the correct build"
     if valid is not False:
+        if not targeted_reached(run_dir):
+            return NOT_REACHED, False, [], None, (f"verdict {valid!r}, but every op of its targeted schedule "
+                                                  "missed or skipped its interleaving: the bug was never "
+                                                  "exercised, no evidence either way")
         return "escaped", False, [], None, f"verdict {valid!r}"
     # A white-box checker (checkers/whitebox) judges Raft's own safety properties from the
     # nodes' files: any failure of one is the bug seen, whatever black-box checker the case
@@ -382,7 +411,9 @@ def escape_notes(rows: Iterable[Row]) -> list[str]:
         if r.bug == CORRECT:
             continue
         if not r.ok:
-            notes.append(f"{r.bug} escaped" + (f" in all {r.runs} runs" if r.runs > 1 else "") + ": "
+            # "not reached": the last run never exercised the bug (its targeted schedule missed).
+            word = "was not reached" if r.outcome == NOT_REACHED else "escaped"
+            notes.append(f"{r.bug} {word}" + (f" in all {r.runs} runs" if r.runs > 1 else "") + ": "
                          + (f"known finding: {findings[r.bug]}" if r.bug in findings
                             else (r.detail or "no checker found a violation")))
         elif r.earlier:
@@ -416,6 +447,8 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
         "detected_first_run": sum(1 for r in detected if r.runs == 1),
         "bug_runs": sum(r.runs for r in bug_rows),
         "escaped": sorted(r.bug for r in bug_rows if not r.ok),
+        # of those, the ones whose last run never exercised the bug (a targeted schedule missed)
+        "not_reached": sorted(r.bug for r in bug_rows if r.outcome == NOT_REACHED),
         "escaped_known_findings": sorted(r.bug for r in bug_rows if not r.ok and r.bug in known_findings()),
         "correct_runs": sum(1 for r in rows if r.bug == CORRECT),
         "false_alarms": sum(1 for r in rows if r.bug == CORRECT and not r.ok),

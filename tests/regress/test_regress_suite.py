@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.net import netns_support
-from harness.regress import (BUG_CASES, CORRECT, SUITE, Case, Row, format_table, judge, known_findings, summarize,
-                             violation_indexes)
+from harness.regress import (BUG_CASES, CORRECT, NOT_REACHED, SUITE, Case, Row, escape_notes, format_table, judge,
+                             known_findings, summarize, targeted_reached, violation_indexes)
 from ukehi.bugs import KNOWN_BUGS
 
 CLI = [sys.executable, "-m", "harness.cli"]
@@ -143,23 +143,10 @@ def test_unknown_bug_name_is_a_bad_argument(tmp_path: Path) -> None:
 
 _ok, _why = netns_support()
 
-TARGETED = frozenset({"double-vote", "figure-8", "stale-append"})
 
 
 def _run_path(cwd: Path, run_dir: str) -> Path:
     return Path(run_dir) if Path(run_dir).is_absolute() else cwd / run_dir
-
-
-def _targeted_reached(run: Path) -> bool:
-    """True unless the run used a targeted nemesis and every completed op of it reports that it
-    was skipped or missed its interleaving (nemeses/targeted.py, figure_eight.py, stale_append.py)."""
-    ops = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
-    targeted = [op for op in ops if op.get("process") == "nemesis" and op.get("f") in TARGETED
-                and op.get("type") != "invoke"]
-    if not targeted:
-        return not any(op.get("process") == "nemesis" and op.get("f") in TARGETED for op in ops)
-    return any(isinstance(op.get("value"), dict) and not ({"missed", "skipped"} & set(op["value"]))
-               for op in targeted)
 
 
 def test_a_targeted_schedule_that_never_reached_its_interleaving_is_told_apart(tmp_path: Path) -> None:
@@ -170,12 +157,24 @@ def test_a_targeted_schedule_that_never_reached_its_interleaving_is_told_apart(t
         for v in values:
             ops += [{"process": "nemesis", "type": "invoke", "f": "double-vote", "value": {}},
                     {"process": "nemesis", "type": "info", "f": "double-vote", "value": v}]
-        (run / "history.jsonl").write_text("\n".join(json.dumps(o) for o in ops) + "\n")
+        (run / "history.jsonl").write_text("\n".join(json.dumps({"index": i, "time": i * 1000, **o})
+                                                     for i, o in enumerate(ops)) + "\n")
         return run
 
-    assert _targeted_reached(run_with({"skipped": "no leader"}, {"missed": "x"})) is False
-    assert _targeted_reached(run_with({"missed": "x"}, {"voted_term": 2, "killed_pid": 7})) is True
-    assert _targeted_reached(run_with()) is True  # no targeted nemesis at all: nothing to excuse
+    unreached = run_with({"skipped": "no leader"}, {"missed": "x"})
+    reached = run_with({"missed": "x"}, {"voted_term": 2, "killed_pid": 7})
+    assert targeted_reached(unreached) is False
+    assert targeted_reached(reached) is True
+    assert targeted_reached(run_with()) is True  # no targeted nemesis at all: nothing to excuse
+    assert targeted_reached(tmp_path / "no-such-run") is True  # no history: nothing to excuse
+    # judge() tells the two apart: a bug whose schedule never reached it is not "escaped".
+    case = next(c for c in BUG_CASES if "double-vote" in c.nemeses)
+    word, ok, _, _, detail = judge(case, {"valid": True, "checkers": {}}, unreached)
+    assert (word, ok) == (NOT_REACHED, False) and "never exercised" in detail
+    assert judge(case, {"valid": True, "checkers": {}}, reached)[:2] == ("escaped", False)
+    row = Row(case.bug, case.workload, "double-vote", 1, 10.0, word, ok, [], None, str(unreached), 1.0, detail)
+    assert summarize([row])["not_reached"] == [case.bug] and summarize([row])["escaped"] == [case.bug]
+    assert escape_notes([row])[0].startswith(f"{case.bug} was not reached: ")
 
 
 @pytest.mark.slow
@@ -211,15 +210,15 @@ def test_the_quick_suite_detects_the_planted_bugs_without_false_alarms(tmp_path:
     # interleaving in a short run (every op 'missed' or 'skipped', recorded in the history)
     # is no evidence either way: the bug was never exercised. An escape after the schedule
     # did reach it fails the test.
-    unreached = {row["bug"] for row in table["rows"]
-                 if row["outcome"] == "escaped" and not _targeted_reached(_run_path(cwd, row["run_dir"]))}
+    unreached = {row["bug"] for row in table["rows"] if row["outcome"] == "not reached"}
+    assert sorted(unreached) == table["summary"]["not_reached"]
     missed = {b: o for b, o in outcomes.items() if o != ["detected"] and b not in findings and b not in unreached}
     assert missed == {}, done.stdout[-4000:]
     escaped = sorted(b for b, o in outcomes.items() if o != ["detected"])
     assert table["summary"]["escaped"] == escaped
     for bug in escaped:
         if bug in findings:
-            assert f"{bug} escaped: known finding:" in done.stdout
+            assert f"{bug} escaped: known finding:" in done.stdout or f"{bug} was not reached" in done.stdout
     # Each node's log and WAL sit in its run's directory, where the faults and checkers look.
     for row in table["rows"]:
         run = _run_path(cwd, row["run_dir"])
