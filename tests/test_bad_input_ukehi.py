@@ -118,6 +118,21 @@ def test_node_refuses_an_unresolvable_listen_host(tmp_path):
     assert "--listen 'no-such-host.invalid:7001'" in done.stderr and "does not resolve" in done.stderr
 
 
+@pytest.mark.parametrize("sharded", [False, True])
+def test_node_whose_port_is_taken_says_so_and_exits_1(tmp_path, sharded):
+    # Both node kinds (one Raft group, or a sharded host of many) share the listen step.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        shard_args = ["--shards", "2", "--replication-factor", "1"] if sharded else []
+        done = ukehi(tmp_path, "node", "--id", "n1", "--listen", f"127.0.0.1:{port}",
+                     "--peers", f"n1=127.0.0.1:{port}", "--data-dir", "data", "--insecure", *shard_args)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"ukehi node: cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "pick a free port or stop the process that holds it" in done.stderr
+
+
 # -- ukehi kv --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["http", "banner", "close", "silent"])

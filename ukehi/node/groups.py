@@ -62,7 +62,6 @@ import itertools
 import json
 import os
 import random
-import signal
 import sys
 from typing import Any, Callable
 
@@ -83,7 +82,7 @@ from ukehi.transport import PeerTransport
 
 from .api import Reply, err, partial
 from .io import NodeIO, ThreadDisk
-from .server import EXIT_START_FAILED, UkehiNode, raft_config
+from .server import EXIT_START_FAILED, UkehiNode, listen_or_explain, raft_config, stop_on_signals, tick_every
 
 # The node's --shards/--peers/--replication-factor give another map than the one the cluster
 # committed in its metadata group: a configuration error, as a bad flag is (nodecli's 254).
@@ -451,11 +450,7 @@ class ShardedNode:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
+        stop_on_signals(loop, self._stop)
         cfg = self.config
         hosted = sorted(r.shard for r in self.replicas.values() if r.shard is not None)
         self.log.info(
@@ -475,12 +470,8 @@ class ShardedNode:
         if self.bug is not None:
             self.log.warning("unsafe-bug", bug=self.bug, detail="THIS NODE IS INCORRECT ON PURPOSE; "
                              "for harness self-tests only")
-        try:
-            self.bound_address = await self.listener.start(*cfg.listen)
-        except OSError as e:
-            self.log.error("listen-failed", address=format_address(cfg.listen), error=str(e))
-            print(f"ukehi node: cannot listen on {format_address(cfg.listen)}: {e}; "
-                  "pick a free port or stop the process that holds it", file=sys.stderr)
+        self.bound_address = await listen_or_explain(self.listener, cfg, self.log)
+        if self.bound_address is None:
             return EXIT_START_FAILED
         self.log.info("listening", address=format_address(self.bound_address))
         try:
@@ -523,16 +514,11 @@ class ShardedNode:
         return code
 
     async def _tick_loop(self) -> None:
-        clock = self.clock
-        interval = self.config.tick_ms / 1000.0
-        next_at = clock.monotonic() + interval
-        while True:
-            await clock.sleep(max(0.0, next_at - clock.monotonic()))
-            # No catching up after a stall: a burst of ticks would look like a dead leader.
-            next_at = max(next_at + interval, clock.monotonic())
+        def tick() -> None:
             for r in list(self.replicas.values()):
                 if r.phase == "running":
                     r.driver.tick()
+        await tick_every(self.clock, self.config.tick_ms / 1000.0, tick)
 
     def _mismatch(self, committed: ShardMap) -> str:
         """Why the committed map cannot be this node's cluster ('' when it is)."""

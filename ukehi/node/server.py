@@ -80,6 +80,37 @@ class _Transport(PeerTransport):
         return list(self._links)
 
 
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (where this loop can take signal handlers)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+async def listen_or_explain(listener: NodeServer, cfg: NodeConfig, log: NodeLogger) -> tuple[str, int] | None:
+    """Start listening on ``cfg.listen``: the bound address, or None after a log line and a
+    one-line hint on stderr when the address cannot be had."""
+    try:
+        return await listener.start(*cfg.listen)
+    except OSError as e:
+        log.error("listen-failed", address=format_address(cfg.listen), error=str(e))
+        print(f"ukehi node: cannot listen on {format_address(cfg.listen)}: {e}; "
+              "pick a free port or stop the process that holds it", file=sys.stderr)
+        return None
+
+
+async def tick_every(clock: Any, interval_s: float, tick: Callable[[], None]) -> None:
+    """Call ``tick`` every ``interval_s`` seconds of ``clock``, forever (until cancelled)."""
+    next_at = clock.monotonic() + interval_s
+    while True:
+        await clock.sleep(max(0.0, next_at - clock.monotonic()))
+        # No catching up after a stall: a burst of ticks would look like a dead leader.
+        next_at = max(next_at + interval_s, clock.monotonic())
+        tick()
+
+
 class UkehiNode(ClientAPI, AdminAPI):
     """One node: storage, Raft core, transport, server, state machine.
 
@@ -159,20 +190,11 @@ class UkehiNode(ClientAPI, AdminAPI):
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         if self.io.signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                try:
-                    loop.add_signal_handler(sig, self._stop.set)
-                except (NotImplementedError, RuntimeError):
-                    pass
-        cfg = self.config
+            stop_on_signals(loop, self._stop)
         self._announce(loop)
         # Listen first: during replay every request gets a clear "recovering" answer.
-        try:
-            self.bound_address = await self.listener.start(*cfg.listen)
-        except OSError as e:
-            self.log.error("listen-failed", address=format_address(cfg.listen), error=str(e))
-            print(f"ukehi node: cannot listen on {format_address(cfg.listen)}: {e}; "
-                  "pick a free port or stop the process that holds it", file=sys.stderr)
+        self.bound_address = await listen_or_explain(self.listener, self.config, self.log)
+        if self.bound_address is None:
             return EXIT_START_FAILED
         if not self.hosted:
             self.log.info("listening", address=format_address(self.bound_address))
@@ -359,14 +381,7 @@ class UkehiNode(ClientAPI, AdminAPI):
             await self._drive(self.driver.cycle())
 
     async def _tick_loop(self) -> None:
-        clock = self.clock
-        interval = self.config.tick_ms / 1000.0
-        next_at = clock.monotonic() + interval
-        while True:
-            await clock.sleep(max(0.0, next_at - clock.monotonic()))
-            # No catching up after a stall: a burst of ticks would look like a dead leader.
-            next_at = max(next_at + interval, clock.monotonic())
-            self.driver.tick()
+        await tick_every(self.clock, self.config.tick_ms / 1000.0, self.driver.tick)
 
     async def _background_fsync(self) -> None:
         """lost-unfsynced only: fsync the WAL every BACKGROUND_FSYNC_S, long after the acks."""
