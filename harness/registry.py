@@ -159,8 +159,13 @@ def parse_nemeses(text: str) -> tuple[str, ...]:
         raise ValueError("--nemesis none cannot be combined with other faults")
     unknown = [n for n in names if n not in NEMESES]
     if unknown:
-        raise ValueError(f"unknown nemesis {', '.join(unknown)}; choose from "
-                         f"{', '.join(NEMESES)} (comma-separated) or none")
+        import difflib  # only on this error path
+
+        close = {n: difflib.get_close_matches(n, NEMESES, n=1) for n in unknown}
+        hints = [f"{n!r} -> {m[0]!r}" for n, m in close.items() if m]
+        raise ValueError(f"unknown nemesis {', '.join(unknown)}"
+                         + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                         + f"; choose from {', '.join(NEMESES)} (comma-separated) or none")
     mixed = [n for n in names if n in MIXES]
     if mixed and len(names) > 1:
         raise ValueError(f"--nemesis {text!r}: {mixed[0]} is a mix of faults already; give it alone")

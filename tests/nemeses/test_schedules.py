@@ -154,6 +154,12 @@ def test_registry_and_default_mix():
     assert "pause" in default_nemeses("fencing", "local", root=True, fuse=True)
     with pytest.raises(ValueError, match="mix of faults already"):
         parse_nemeses("mix,kill")
+    # A typo gets the name it was probably meant to be; a name like nothing gets no guess.
+    with pytest.raises(ValueError, match=r"unknown nemesis partiton \(did you mean 'partiton' -> 'partition'\?\)"):
+        parse_nemeses("partiton,kill")
+    with pytest.raises(ValueError) as refused:
+        parse_nemeses("meteor")
+    assert "did you mean" not in str(refused.value) and "choose from partition, kill" in str(refused.value)
     assert set(MIXES["lazyfs-mix"]) == set(MIX_MEMBERS) | {"lazyfs-after-ack"}
 
 
