@@ -11,6 +11,7 @@ from typing import Any
 
 from checkers.availability import availability_checker
 from checkers.results import merge_valid
+from checkers.shard_availability import unaffected_shards_checker, wanted as wants_unaffected_shards
 from checkers.whitebox import whitebox_checkers
 
 from .registry import SHADING, WORKLOADS, damages_wal, wal_policy_checker
@@ -22,11 +23,15 @@ from .store import RunDir, load_history, load_spec
 
 def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     """Checkers a run needs because of its faults, not its workload: after WAL damage, whether
-    each damaged node kept its CorruptionPolicy's promise (read from the node logs)."""
+    each damaged node kept its CorruptionPolicy's promise (read from the node logs); while the
+    rebalance nemesis moved shards, whether the other shards stayed available (the history)."""
+    out: dict[str, Any] = {}
+    if wants_unaffected_shards(spec.nemeses, spec.node_options):
+        out["unaffected-shards"] = unaffected_shards_checker(spec.workload, int(spec.node_options["shards"]))
     if not damages_wal(spec.nemeses):
-        return {}
+        return out
     logs = {n: run.path / "nodes" / n / "node.log" for n in spec.nodes}
-    return {"corruption-policy": wal_policy_checker(spec.nemeses, logs, spec.corruption_policy)}
+    return {**out, "corruption-policy": wal_policy_checker(spec.nemeses, logs, spec.corruption_policy)}
 
 
 def _run_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
