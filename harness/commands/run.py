@@ -30,8 +30,10 @@ def _verdict_word(valid: Any) -> str:
 def print_summary(verdict: dict[str, Any], run_path: str) -> None:
     partial = f" (incomplete: stopped by {verdict['interrupted_by']})" if verdict.get("incomplete") else ""
     print(f"{_verdict_word(verdict['valid'])}{partial}: {verdict.get('ops', 0)} client ops; results in {run_path}")
-    for name, result in verdict.get("checkers", {}).items():
-        line = f"  {name:<14} {_verdict_word(result.get('valid'))}"
+    checkers = verdict.get("checkers", {})
+    width = max((len(name) for name in checkers), default=0)  # one column, however long the names
+    for name, result in checkers.items():
+        line = f"  {name:<{width}}  {_verdict_word(result.get('valid'))}"
         explanation = result.get("explanation") or result.get("error")
         if explanation and result.get("valid") is not True:
             line += f": {explanation}"
