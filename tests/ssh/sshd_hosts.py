@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,3 +206,20 @@ def leftovers(hosts: SshdHosts) -> list[str]:
               if hosts.run_id in line]
     found += [line for line in run(["iptables", "-w", "-S", "FORWARD"]).stdout.splitlines() if hosts.run_id in line]
     return found
+
+
+@contextlib.contextmanager
+def checked_sshd_hosts(count: int, prefix: str) -> Iterator[SshdHosts]:
+    """``sshd_hosts`` in a temporary directory, then assert nothing of them is left behind
+    (the module fixtures of the end-to-end tests)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        with sshd_hosts(count, Path(tmp)) as made:
+            yield made
+        assert leftovers(made) == [], "the sshd fixture left kernel objects behind"
+
+
+def ssh_args(hosts: SshdHosts, known_hosts: Path, policy: str) -> list[str]:
+    """The `run` flags that point the SSH backend at these hosts."""
+    return ["--backend", "ssh", "--nodes", ",".join(hosts.addresses), "--ssh-user", "root",
+            "--ssh-key", str(hosts.client_key), "--ssh-port", "22", "--ssh-host-key-policy", policy,
+            "--ssh-known-hosts", str(known_hosts)]

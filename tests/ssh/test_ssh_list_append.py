@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sshd_hosts import SshdHosts, leftovers, sshd_hosts, sshd_missing_reason  # noqa: E402
+from sshd_hosts import SshdHosts, checked_sshd_hosts, ssh_args, sshd_missing_reason  # noqa: E402
 
 CLI = [sys.executable, "-m", "harness.cli"]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(sshd_missing_reason() is not None,
@@ -23,10 +22,8 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(sshd_missing_reason() is not 
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[SshdHosts]:
-    with tempfile.TemporaryDirectory(prefix="ukj-sshd-la-") as tmp:
-        with sshd_hosts(3, Path(tmp)) as made:
-            yield made
-        assert leftovers(made) == [], "the sshd fixture left kernel objects behind"
+    with checked_sshd_hosts(3, "ukj-sshd-la-") as made:
+        yield made
 
 
 @pytest.mark.slow
@@ -35,10 +32,7 @@ def test_list_append_under_partitions_and_kills_is_valid(hosts: SshdHosts, tmp_p
     proc = subprocess.run(CLI + ["run", "--workload", "list-append", "--nemesis", "partition,kill",
                                  "--nemesis-interval", "1.5", "--time-limit", "12", "--rate", "30",
                                  "--results-dir", str(results), "--ssh-node-port", "7311",
-                                 "--backend", "ssh", "--nodes", ",".join(hosts.addresses), "--ssh-user", "root",
-                                 "--ssh-key", str(hosts.client_key), "--ssh-port", "22",
-                                 "--ssh-host-key-policy", "strict",
-                                 "--ssh-known-hosts", str(hosts.known_hosts())],
+                                 *ssh_args(hosts, hosts.known_hosts(), "strict")],
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     run = (results / "latest").resolve()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +18,7 @@ import pytest
 from nemeses import partition
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sshd_hosts import SshdHosts, leftovers, sshd_hosts, sshd_missing_reason  # noqa: E402
+from sshd_hosts import SshdHosts, checked_sshd_hosts, ssh_args, sshd_missing_reason  # noqa: E402
 
 CLI = [sys.executable, "-m", "harness.cli"]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(sshd_missing_reason() is not None,
@@ -28,16 +27,8 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(sshd_missing_reason() is not 
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[SshdHosts]:
-    with tempfile.TemporaryDirectory(prefix="ukj-sshd-e2e-") as tmp:
-        with sshd_hosts(3, Path(tmp)) as made:
-            yield made
-        assert leftovers(made) == [], "the sshd fixture left kernel objects behind"
-
-
-def ssh_args(hosts: SshdHosts, known_hosts: Path, policy: str) -> list[str]:
-    return ["--backend", "ssh", "--nodes", ",".join(hosts.addresses), "--ssh-user", "root",
-            "--ssh-key", str(hosts.client_key), "--ssh-port", "22", "--ssh-host-key-policy", policy,
-            "--ssh-known-hosts", str(known_hosts)]
+    with checked_sshd_hosts(3, "ukj-sshd-e2e-") as made:
+        yield made
 
 
 def test_strict_run_against_unknown_hosts_stops_with_the_fix(hosts: SshdHosts, tmp_path: Path) -> None:

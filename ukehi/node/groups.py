@@ -73,16 +73,15 @@ from ukehi.raft.config import RaftConfig
 from ukehi.raft.confchange import ConfChange, ConfChangeType
 from ukehi.raft.messages import MessageError, message_from_dict
 from ukehi.raft.types import NotLeader, Role
-from ukehi.server import NodeServer
 from ukehi.shardmap import META_GROUP, META_KEY, ShardMap, ShardMapError, group_of, meta_members, request_keys
 from ukehi.storage.datadir import DataDir, GroupStorage
 from ukehi.storage.errors import StorageError
-from ukehi.tls import NodeTLS
 from ukehi.transport import PeerTransport
 
 from .api import Reply, err, partial
 from .io import NodeIO, ThreadDisk
-from .server import EXIT_START_FAILED, UkehiNode, listen_or_explain, raft_config, stop_on_signals, tick_every
+from .server import (EXIT_START_FAILED, UkehiNode, listen_or_explain, raft_config, stop_on_signals, tcp_endpoints,
+                     tick_every)
 
 # The node's --shards/--peers/--replication-factor give another map than the one the cluster
 # committed in its metadata group: a configuration error, as a bad flag is (nodecli's 254).
@@ -245,13 +244,7 @@ class ShardedNode:
         self.started_at = self.clock.time()
         self._stop = asyncio.Event()
         self._stopping = False
-        self.tls = None if config.insecure else NodeTLS.load(
-            config.node_id, str(config.tls_ca), str(config.tls_cert), str(config.tls_key))
-        self.listener = NodeServer(self, self.log, tls=self.tls.server if self.tls else None,
-                                   max_connections=config.max_connections, idle_timeout=config.idle_timeout_s)
-        self.transport = PeerTransport(config.node_id, self.log, self._on_unreachable,
-                                       advertise=format_address(config.advertise_address),
-                                       tls=self.tls.client if self.tls else None)
+        self.tls, self.listener, self.transport = tcp_endpoints(self, config, self.log, self._on_unreachable)
         self.replicas: dict[int, GroupReplica] = {}
         for s in sorted(self._wanted(self.shard_map)):
             self.replicas[group_of(s)] = self._make_replica(s)

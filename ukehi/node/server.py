@@ -73,11 +73,19 @@ EXIT_START_FAILED = 1
 EXIT_INVARIANT_VIOLATED = 70
 
 
-class _Transport(PeerTransport):
-    """The TCP peer links as the driver's Network."""
-
-    def linked_peers(self) -> list[str]:
-        return list(self._links)
+def tcp_endpoints(host: Any, config: NodeConfig, log: NodeLogger,
+                  on_unreachable: Callable[[str], None]) -> tuple[NodeTLS | None, NodeServer, PeerTransport]:
+    """One node process's real endpoints: its TLS identity (mutual TLS unless --insecure,
+    ukehi/tls.py; a certificate that is not this node's is refused here with TLSError, exit
+    254), the listener that serves ``host``, and the TCP peer links (the driver's Network)."""
+    tls = None if config.insecure else NodeTLS.load(
+        config.node_id, str(config.tls_ca), str(config.tls_cert), str(config.tls_key))
+    listener = NodeServer(host, log, tls=tls.server if tls else None,
+                          max_connections=config.max_connections, idle_timeout=config.idle_timeout_s)
+    transport = PeerTransport(config.node_id, log, on_unreachable,
+                              advertise=format_address(config.advertise_address),
+                              tls=tls.client if tls else None)
+    return tls, listener, transport
 
 
 def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -144,15 +152,7 @@ class UkehiNode(ClientAPI, AdminAPI):
             self.listener = self.io.make_listener(self)
             self.transport = self.io.make_network(self)
         else:
-            # Mutual TLS unless --insecure (ukehi/tls.py); files were checked by the config, and
-            # a certificate that is not this node's is refused here (TLSError, exit 254).
-            self.tls = None if config.insecure else NodeTLS.load(
-                config.node_id, str(config.tls_ca), str(config.tls_cert), str(config.tls_key))
-            self.listener = NodeServer(self, self.log, tls=self.tls.server if self.tls else None,
-                                       max_connections=config.max_connections, idle_timeout=config.idle_timeout_s)
-            self.transport = _Transport(config.node_id, self.log, self._on_unreachable,
-                                        advertise=format_address(config.advertise_address),
-                                        tls=self.tls.client if self.tls else None)
+            self.tls, self.listener, self.transport = tcp_endpoints(self, config, self.log, self._on_unreachable)
         self.driver.network = self.transport
         self.bound_address: tuple[str, int] | None = None
         self.pid = self.io.pid if self.io.pid is not None else os.getpid()
