@@ -80,8 +80,8 @@ from ukehi.transport import PeerTransport
 
 from .api import Reply, err, partial
 from .io import NodeIO, ThreadDisk
-from .server import (EXIT_START_FAILED, UkehiNode, listen_or_explain, raft_config, stop_on_signals, tcp_endpoints,
-                     tick_every)
+from .server import (EXIT_START_FAILED, UkehiNode, listen_or_explain, raft_config, report_loop_errors, stop_on_signals,
+                     tcp_endpoints, tick_every)
 
 # The node's --shards/--peers/--replication-factor give another map than the one the cluster
 # committed in its metadata group: a configuration error, as a bad flag is (nodecli's 254).
@@ -444,6 +444,7 @@ class ShardedNode:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         stop_on_signals(loop, self._stop)
+        report_loop_errors(loop, self.log)
         cfg = self.config
         hosted = sorted(r.shard for r in self.replicas.values() if r.shard is not None)
         self.log.info(

@@ -97,6 +97,32 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Non
             pass
 
 
+def known_asyncio_bug(context: dict[str, Any]) -> str | None:
+    """The upstream issue when an error the loop reports is CPython's own known bug, else None.
+
+    CPython gh-156512: a selector transport whose close is already scheduled can run
+    ``_call_connection_lost`` twice (seen here on a TLS peer link reset at shutdown); the
+    second call raises AttributeError on the torn-down socket. Nothing of the node is wrong,
+    but the default handler prints a traceback, which the node-health checker (rightly)
+    fails on."""
+    exc = context.get("exception")
+    if isinstance(exc, AttributeError) and "_call_connection_lost" in str(context.get("message", "")):
+        return "CPython gh-156512 (_call_connection_lost ran twice)"
+    return None
+
+
+def report_loop_errors(loop: asyncio.AbstractEventLoop, log: NodeLogger) -> None:
+    """Errors the event loop reports go to the default handler (a traceback on stderr), except
+    CPython's known harmless ones, which the node log names as a warning instead."""
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        upstream = known_asyncio_bug(context)
+        if upstream is None:
+            lp.default_exception_handler(context)
+        else:
+            log.warning("asyncio-known-bug", upstream=upstream, error=repr(context.get("exception"))[:200])
+    loop.set_exception_handler(handler)
+
+
 async def listen_or_explain(listener: NodeServer, cfg: NodeConfig, log: NodeLogger) -> tuple[str, int] | None:
     """Start listening on ``cfg.listen``: the bound address, or None after a log line and a
     one-line hint on stderr when the address cannot be had."""
@@ -189,8 +215,9 @@ class UkehiNode(ClientAPI, AdminAPI):
     # ================================================================== lifecycle
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        if self.io.signals:
+        if self.io.signals:  # a real process (the simulator owns its loop)
             stop_on_signals(loop, self._stop)
+            report_loop_errors(loop, self.log)
         self._announce(loop)
         # Listen first: during replay every request gets a clear "recovering" answer.
         self.bound_address = await listen_or_explain(self.listener, self.config, self.log)
