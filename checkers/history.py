@@ -183,6 +183,8 @@ def _op_of(d: Any, number: int) -> Op:
 # floats, blank or cut-off lines, CRLF) is read entirely by the general path below, so
 # errors and odd lines are handled there, by one piece of code.
 _J_INT = r"-?(?:0|[1-9][0-9]*)"
+_INT_START = frozenset("-0123456789")
+_INT_ARRAY = re.compile(rf"\[(?:{_J_INT}(?:,{_J_INT})*)?\]")
 _J_STR = r'"[^"\\\x00-\x1f]*"'
 # A key, value or error: a simple JSON value, an array or an object, checked by json.loads
 # afterwards (an array's or object's text is matched loosely here; json.loads rejects what
@@ -259,6 +261,13 @@ def _build_canonical(text: str, rows: list[tuple[str, ...]]) -> list[Op] | None:
     # can be shared by ops (an object, or an array holding one, is mutable: each op gets
     # its own, as from_dict gives it)
     def value(raw: str) -> tuple[Any, bool]:
+        # Integers and arrays of integers (register values, cas pairs: unique in a real run,
+        # so most are read once) by int(), about 5x cheaper than json.loads; the text was
+        # matched as JSON integers, so int() reads exactly what json.loads would.
+        if raw[0] in _INT_START:
+            return int(raw), True
+        if raw[0] == "[" and _INT_ARRAY.fullmatch(raw):
+            return (tuple(map(int, raw[1:-1].split(","))) if len(raw) > 2 else ()), True
         return _freeze(loads(raw)), "{" not in raw
 
     def error_value(raw: str) -> tuple[Any, bool]:  # from_dict does not freeze the error

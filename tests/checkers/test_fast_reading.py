@@ -97,6 +97,25 @@ def test_bad_and_torn_lines_keep_their_errors():
     assert len(read_jsonl_text(whole_without_newline, torn_tail="error")) == 21
 
 
+@pytest.mark.parametrize("value", ["[01]", "[1,01]", "[1,]", "[-]", "01", "-01"])
+def test_integers_json_refuses_are_refused_by_the_fast_path_too(value):
+    """Integers and arrays of integers are read with int(), which would take "01"; the line
+    must still fail as json.loads fails it, naming the line."""
+    text = harness_like_history(random.Random(7), 10)
+    bad = '{"index":10,"time":0,"process":0,"type":"ok","f":"read","value":%s}\n' % value
+    with pytest.raises(HistoryError, match="line 11: not valid JSON"):
+        read_jsonl_text(text + bad + text)
+
+
+def test_integer_values_read_exactly_as_json_reads_them():
+    values = [0, -0, 7, -7, 10**30, -(10**30), [], [0], [1, -2], [10**20, 3, -4, 5], [[1], 2], [1, None]]
+    text = "".join(compact({"index": i, "time": i, "process": i % 3, "type": "ok", "f": "cas", "key": i % 2,
+                            "value": v}) for i, v in enumerate(values * 3))
+    fast = _read_canonical(text)
+    assert fast is not None
+    same_ops(fast, reference(text))
+
+
 def test_ops_read_fast_are_frozen_and_hash_as_ops():
     ops = _read_canonical(compact({"index": 0, "time": 0, "process": 0, "type": "ok", "f": "read", "key": [1]}))
     assert ops is not None
