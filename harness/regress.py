@@ -136,6 +136,17 @@ STALE_APPEND_NODE_OPTIONS = {"election_timeout": "1000:2000", "heartbeat": 100, 
 # can be acknowledged without the new term's no-op.
 FIGURE_8_NODE_OPTIONS = {"max_inflight": 1, "max_entries_per_message": 1}
 
+# Sharded cases with the rebalance nemesis: 5 nodes, 8 shards of 3, so every shard has two
+# nodes outside it to move to; the simulator runs unsharded nodes.
+SHARDED_CASE: dict[str, Any] = {"node_count": 5, "node_options": {"shards": 8, "replication_factor": 3},
+                                "sim_workload": None, "sim_why": "the simulator runs unsharded nodes"}
+# The replica-move cases (and their control): keys of 20 ops, not the register's 150. With
+# 150, a 20 s run touches about 8 keys in all, one per shard, each written until the run ends,
+# so a moved shard carries one key that is rewritten at once and a replica that joined
+# without part of the shard's data is never read wrong. With 20, a shard holds keys nobody
+# writes any more, which the final reads read from whichever replica leads.
+MOVE_CASE: dict[str, Any] = {**SHARDED_CASE, "workload_options": {"ops_per_key": 20}}
+
 # The correct build: partitions, kills (or power cuts on LazyFS: the fault that exposes
 # lost-unfsynced) and pauses together, several seeds; each run must be valid.
 CORRECT_CASES: tuple[Case, ...] = tuple(
@@ -162,6 +173,11 @@ CORRECT_CASES: tuple[Case, ...] = tuple(
          node_count=3, concurrency=27, rate=200.0, node_options=STALE_APPEND_NODE_OPTIONS,
          workload_options=STALE_APPEND_WORKLOAD_OPTIONS,
          why="the accept-stale-term schedule on the correct build: a lower-term append changes nothing"),
+    # The control for the replica-move bugs: their schedule (moves of busy shards, the lead
+    # handed to the moved-in replicas) on the correct build.
+    Case(None, "register", ("rebalance",), seed=26, time_limit=30, quick_time_limit=20, nemesis_interval=3.0,
+         **MOVE_CASE, why="the replica-move bugs' schedule on the correct build: a moved-in replica holds "
+                              "the whole shard and a moved-away one serves it no more"),
 )
 
 BUG_CASES: tuple[Case, ...] = (
@@ -243,12 +259,27 @@ BUG_CASES: tuple[Case, ...] = (
          sim_why="the simulator runs unsharded nodes",
          why="a node serves keys of shards it does not host from one of its own groups: one key, two "
              "groups, reads that miss acknowledged writes"),
+    # Replica moves (issue 15): the rebalance nemesis moves replicas of shards the workload is
+    # using, most moves then hand the shard's lead to the replica that joined, and the final op
+    # hands each moved shard to the replica its last move brought in (nemeses/rebalance.py).
+    Case("serve-before-install", "register", ("rebalance",), seed=23, time_limit=30, quick_time_limit=20,
+         nemesis_interval=3.0, **MOVE_CASE,
+         why="a replica that joined by a move skips what the shard held before it: led by it, reads "
+             "(the final ones of every key above all) miss writes acknowledged before the move"),
+    Case("no-epoch-check", "register", ("rebalance",), seed=24, time_limit=30, quick_time_limit=20,
+         nemesis_interval=3.0, **MOVE_CASE,
+         why="a moved-away node serves clients still routing by the old map from its leftover copy: "
+             "their writes are acknowledged and never reach the shard's group"),
+    Case("drop-during-move", "register", ("rebalance",), seed=25, time_limit=30, quick_time_limit=20,
+         nemesis_interval=3.0, **MOVE_CASE,
+         why="a replica that joined by a move skips the writes committed while it was a learner: led "
+             "by it right after the move, reads of a key last written in the move's window miss it"),
 )
 
 SUITE: tuple[Case, ...] = CORRECT_CASES + BUG_CASES
 
 #: a bug's n-th run (``--attempts``) uses its case's seed + (n-1) * this: seeds of other cases
-#: (11-22) and of earlier runs never repeat
+#: (11-26) and of earlier runs never repeat
 ATTEMPT_SEED_STEP = 1000
 
 

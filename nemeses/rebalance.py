@@ -14,8 +14,22 @@ killed with SIGKILL a moment after the move starts and restarted a second later 
 the op's ``disrupted``): a move must survive, fail cleanly, or be finished or undone by the
 shard's next leader, and the map must still add up.
 
+Which shard moves: most moves (``BUSY_P``) take a shard the workload is writing to right now
+(its group's commit index grew over ``BUSY_SAMPLE_S``), as load-based rebalancers do (TiKV PD's
+hot-region scheduler, CockroachDB's load-based rebalancing): a move of a shard no client
+touches cannot show what a move does to requests. The op records the busy shards it chose from.
+
+After a finished move, most (``LEAD_P``) also hand the shard's leadership to the replica that
+just joined, as a leader balancer would (PD's balance-leader, CockroachDB's lease
+rebalancing), recorded in the op's ``leader_to_target``: the new replica then serves the
+shard's requests at once, so what it holds right after a move is read. Reads are served by a
+shard's leader only, so without this a moved-in replica's state machine is seldom read.
+
 The final op waits (bounded) until the newest map has no move in flight, and records it with
-every answering node's epoch (a node another fault still cuts off learns the map later).
+every answering node's epoch (a node another fault still cuts off learns the map later). Then
+each shard that moves changed is handed to the replica its last finished move brought in,
+where that one is still a member and running (``leaders_to_moved_in``): the workload's final
+reads of every key then read each moved shard from a replica that joined by a move.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import random
 import time
 from typing import Any, Mapping
 
+from ukehi import wire
 from ukehi.client import UkehiClient
 
 from .context import FaultContext
@@ -39,6 +54,12 @@ MOVE_TIMEOUT_S = 25.0
 DISRUPT_P = 0.4
 #: seconds the final op waits for the map to settle
 SETTLE_TIMEOUT_S = 20.0
+#: how often a move takes a shard the workload is using now (when one is), not any shard
+BUSY_P = 0.8
+#: seconds between the two looks at the shards' commit indexes that tell which are in use
+BUSY_SAMPLE_S = 0.5
+#: how often a finished move is followed by handing the shard's leadership to its new replica
+LEAD_P = 0.8
 
 
 def newest_map(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
@@ -68,6 +89,21 @@ async def shard_members(ctx: FaultContext, statuses: Mapping[str, Mapping[str, A
     return {}
 
 
+def shard_commits(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[int, int]:
+    """Each shard's highest commit index any answering node reports for its group."""
+    out: dict[int, int] = {}
+    for st in statuses.values():
+        for s, g in ((st or {}).get("shards") or {}).items():
+            if isinstance(g, dict):
+                out[int(s)] = max(out.get(int(s), 0), int(g.get("commit_index") or 0))
+    return out
+
+
+def busy_shards(before: Mapping[int, int], after: Mapping[int, int]) -> list[int]:
+    """The shards whose group committed entries between two looks: the ones clients use."""
+    return sorted(s for s, c in after.items() if c > before.get(s, c))
+
+
 def _leader_of(statuses: Mapping[str, Mapping[str, Any] | None], shard: int) -> str | None:
     best = max(((int(g.get("term") or 0), n) for n, st in statuses.items() if st
                 for s, g in (st.get("shards") or {}).items() if int(s) == shard and g.get("role") == "leader"),
@@ -76,6 +112,9 @@ def _leader_of(statuses: Mapping[str, Mapping[str, Any] | None], shard: int) -> 
 
 
 def package(ctx: FaultContext) -> NemesisPackage:
+    # shard -> the node its last finished move brought in (the final op hands it the lead)
+    moved_in: dict[int, str] = {}
+
     async def kill_mid_move(rng: random.Random, statuses: Mapping[str, Mapping[str, Any] | None], shard: int,
                             src: str, dst: str, call: "asyncio.Future[Any]") -> dict[str, Any]:
         """A restart in the middle of the move: once a node reports running it, kill -9 that
@@ -102,26 +141,44 @@ def package(ctx: FaultContext) -> NemesisPackage:
         out["pid"] = await ctx.start_node(victim)
         return out
 
+    async def lead_to(client: UkehiClient, shard: int, node: str) -> dict[str, Any]:
+        """Ask the shard's leader (by the nodes' statuses) to hand leadership to `node`. A
+        transfer needs `node` caught up; a refusal is recorded, not retried."""
+        leader = _leader_of(await ctx.statuses(), shard)
+        if leader is None:
+            return {"skipped": "no leader of the shard answered"}
+        if leader == node:
+            return {"outcome": "ok", "already": True}
+        moved = await client.request(wire.MsgType.TRANSFER_LEADER, {"node": node}, target=ctx.endpoint(leader),
+                                     shard=shard, timeout=5.0)
+        return {"from": leader, "outcome": moved.outcome, **({"error": moved.error} if moved.error else {})}
+
     def generator(rng: random.Random) -> OpDict:
         return {"f": MOVE, "value": {"seed": rng.getrandbits(32)}}
 
     async def move(rng: random.Random) -> dict[str, Any]:
+        first = shard_commits(await ctx.statuses())
+        await asyncio.sleep(BUSY_SAMPLE_S)
         statuses = await ctx.statuses()
+        busy = busy_shards(first, shard_commits(statuses))
         before = newest_map(statuses)
         if before is None:
             return {"skipped": "no sharded node answered"}
         members = await shard_members(ctx, statuses)
-        busy = {int(m["shard"]) for m in before["moves"]}
+        moving = {int(m["shard"]) for m in before["moves"]}
         running = sorted(n for n in ctx.nodes if ctx.nodes[n].is_running())
-        choices = [(s, dst) for s, ms in sorted(members.items()) if s not in busy
+        choices = [(s, dst) for s, ms in sorted(members.items()) if s not in moving
                    for dst in running if dst not in ms]
         if not choices:
             return {"skipped": "no shard without a move in flight has a running node outside it",
                     "epoch_before": before["epoch"]}
-        shard, dst = rng.choice(choices)
+        hot = [c for c in choices if c[0] in busy]
+        want_busy = rng.random() < BUSY_P
+        shard, dst = rng.choice(hot if want_busy and hot else choices)
         src = rng.choice(sorted(members[shard]))
+        lead = rng.random() < LEAD_P
         done: dict[str, Any] = {"shard": shard, "from": src, "to": dst, "epoch_before": before["epoch"],
-                                "members_before": sorted(members[shard])}
+                                "members_before": sorted(members[shard]), "busy_shards": busy}
         addresses = [ctx.endpoint(n) for n in running]
         disrupt = rng.random() < DISRUPT_P
         async with UkehiClient(addresses, timeout=MOVE_TIMEOUT_S, connect_timeout=0.5) as client:
@@ -129,6 +186,10 @@ def package(ctx: FaultContext) -> NemesisPackage:
             if disrupt:
                 done["disrupted"] = await kill_mid_move(rng, statuses, shard, src, dst, call)
             result = await call
+            if result.ok:
+                moved_in[shard] = dst
+            if result.ok and lead and ctx.nodes[dst].is_running():
+                done["leader_to_target"] = await lead_to(client, shard, dst)
         done["outcome"] = result.outcome
         if result.error is not None:
             done["error"] = result.error
@@ -153,9 +214,24 @@ def package(ctx: FaultContext) -> NemesisPackage:
                 # epochs are recorded, not waited for.
                 view["epochs"] = {n: st.get("epoch") for n, st in sorted(statuses.items())}
                 view["members"] = {str(s): m for s, m in sorted((await shard_members(ctx, statuses)).items())}
+                view["leaders_to_moved_in"] = await lead_moved_in(view["members"])
                 return {"settled": True, **view}
             await asyncio.sleep(0.2)
         return {"settled": False, **(view or {})}
+
+    async def lead_moved_in(members: Mapping[str, list[str]]) -> dict[str, Any]:
+        """Hand each moved shard's leadership to the replica its last finished move brought in
+        (still a member and running): the final reads then come from it."""
+        out: dict[str, Any] = {}
+        wanted = [(s, n) for s, n in sorted(moved_in.items())
+                  if n in members.get(str(s), []) and ctx.nodes[n].is_running()]
+        if not wanted:
+            return out
+        addresses = [ctx.endpoint(n) for n in sorted(ctx.nodes) if ctx.nodes[n].is_running()]
+        async with UkehiClient(addresses, timeout=5.0, connect_timeout=0.5) as client:
+            for shard, node in wanted:
+                out[str(shard)] = {"node": node, **await lead_to(client, shard, node)}
+        return out
 
     async def invoke(op: OpDict) -> Any:
         f = op["f"]

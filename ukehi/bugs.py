@@ -15,7 +15,8 @@ nothing else changes. Where the code path lives:
 - storage (ukehi/storage/scan.py): no-crc-check;
 - state machine (ukehi/kv.py): no-fencing-check;
 - transactions (ukehi/txnserve.py): txn-not-atomic, read-uncommitted-txn;
-- sharded nodes (ukehi/node/groups.py): no-shard-check.
+- sharded nodes (ukehi/node/groups.py): no-shard-check, serve-before-install, no-epoch-check,
+  drop-during-move.
 """
 
 from __future__ import annotations
@@ -66,6 +67,31 @@ KNOWN_BUGS: dict[str, str] = {
     # its own groups instead of refusing it (wrong_shard), so one key lives in two groups
     # (the class of bug where a node keeps serving a shard it does not own).
     "no-shard-check": "sharded node: serve a key of a shard it does not host from one of its own groups",
+    # Sharded clusters, replica moves: the new replica takes the shard's data as installed
+    # once it has the log positions, without the data. Its state machine skips what the group
+    # applied before this node was added (entries, or a snapshot's contents), so as the
+    # shard's leader it answers reads from a state that lacks the shard's earlier writes (the
+    # class of a new owner serving before its copy is loaded: 6.824 shardkv serving a shard
+    # before the migration arrived; a TiKV/CockroachDB peer acknowledging a snapshot before
+    # ingesting it).
+    "serve-before-install": "sharded node: a replica added by a move serves the shard without the data applied "
+                            "before it joined",
+    # Sharded clusters, replica moves: a node the map no longer names for a shard keeps the
+    # copy of the shard its removed replica held, and a request routed by an older map (that
+    # still named it an owner) is served from that copy instead of refused with the newer
+    # epoch: writes are applied there and acknowledged, and never reach the shard's group
+    # (the class of an old owner not fencing by configuration epoch: a 6.824 shardkv group
+    # taking Puts after the config moved the shard, a MongoDB donor shard writing after the
+    # chunk commit).
+    "no-epoch-check": "sharded node: a former owner of a shard serves requests routed by an older map (writes "
+                      "included) from its leftover copy",
+    # Sharded clusters, replica moves: the new replica does not apply the writes the group
+    # committed while it was a learner (between its addition and its promotion), as a
+    # migration that copies the shard as of the move's start and loses the modifications made
+    # during the copy (MongoDB's chunk migration "transfer mods", a snapshot-then-cutover
+    # without the tail). As the shard's leader it then answers reads without them.
+    "drop-during-move": "sharded node: a replica added by a move does not apply the writes committed while the "
+                        "move was in flight",
 }
 
 # Older names that still work, so existing scripts and tests keep running.

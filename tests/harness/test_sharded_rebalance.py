@@ -111,3 +111,20 @@ def test_replica_moves_alone_finish_and_keep_a_sharded_run_valid(tmp_path):
     print(f"rebalance: {len(moves)} moves ({len(finished)} ok), {len(killed)} with a node killed mid-move "
           f"({', '.join(k['role'] + '@' + str(k['step_seen']) for k in killed) or 'none'}), "
           f"final epoch {settle['epoch']}")
+
+
+def test_the_shards_in_use_are_those_whose_group_committed_between_two_looks():
+    """The rebalance nemesis moves a shard the workload is using when it can: one whose
+    commit index (the highest any node reports) grew between two looks at the statuses."""
+    from nemeses.rebalance import busy_shards, shard_commits
+
+    def status(**commits):
+        return {"sharded": True, "shards": {s[1:]: {"commit_index": c, "role": "follower"} for s, c in commits.items()}}
+
+    first = shard_commits({"n1": status(s0=10, s1=5), "n2": status(s0=12, s2=7), "n3": None})
+    assert first == {0: 12, 1: 5, 2: 7}
+    second = shard_commits({"n1": status(s0=12, s1=9), "n2": status(s0=11, s2=7, s3=4), "n3": status(s2=6)})
+    # Shard 0 only caught up on n1 (12 was already committed), shard 2 did not move, shard 3
+    # was not seen the first time (nothing to compare with): only shard 1 is in use.
+    assert busy_shards(first, second) == [1]
+    assert busy_shards(second, second) == []

@@ -68,6 +68,7 @@ from typing import Any, Callable
 from ukehi import wire
 from ukehi.bugs import canonical_bug
 from ukehi.config import NodeConfig, format_address
+from ukehi.kv import CommandError, KVStateMachine, encode_command, to_response
 from ukehi.nodelog import NodeLogger
 from ukehi.raft.config import RaftConfig
 from ukehi.raft.confchange import ConfChange, ConfChangeType
@@ -78,7 +79,7 @@ from ukehi.storage.datadir import DataDir, GroupStorage
 from ukehi.storage.errors import StorageError
 from ukehi.transport import PeerTransport
 
-from .api import Reply, err, partial
+from .api import _PLAIN_WRITES, Reply, err, partial
 from .io import NodeIO, ThreadDisk
 from .server import (EXIT_START_FAILED, UkehiNode, listen_or_explain, raft_config, report_loop_errors, stop_on_signals,
                      tcp_endpoints, tick_every)
@@ -171,6 +172,57 @@ class _HostListener:
         return dict(self._host.listener.counters())
 
 
+# Planted bugs of replica moves whose effect lives in a moved-in replica's state machine
+# (ukehi/bugs.py). The correct build never makes a _MovedInKV.
+_MOVED_IN_BUGS = frozenset({"serve-before-install", "drop-during-move"})
+
+
+class _MovedInKV(KVStateMachine):
+    """The state machine of a replica that joined its group by a move, on a node started with
+    ``serve-before-install`` or ``drop-during-move``: it skips the commands the group
+    committed before this node was in it (serve-before-install: the shard's data is taken as
+    installed once the log positions are there), or those that reach it while the move is in
+    flight (drop-during-move: entries from its addition on, while it is a learner at that
+    index or while the map this node knows still has the move to it in flight; the writes
+    of the move are taken as covered by the copy it joined with). A skipped entry still
+    advances the applied index, as a no-op would, so the replica goes on as if it had them.
+    Only the state machine is wrong: the log, the commit and what the node reports applying
+    are the group's."""
+
+    def __init__(self, replica: "GroupReplica", bug: str) -> None:
+        super().__init__()
+        self._replica = replica
+        self._bug = bug
+
+    def _skips(self, index: int) -> bool:
+        core = self._replica.core
+        if core is None:
+            return False  # start-up (WAL replay before the core exists): applied as is
+        at = core.log.membership_at(index)
+        me = self._replica.config.node_id
+        if self._bug == "serve-before-install":
+            return me not in at.all_nodes()
+        # Entries from before it joined are the copy it joins with, and are applied.
+        shard = self._replica.shard
+        move = self._replica.host.shard_map.move_of(shard) if shard is not None else None
+        return me in at.learners or (me in at.all_nodes() and move is not None and move[2] == me)
+
+    def apply(self, index: int, fencing_token: int, command: bytes,
+              decoded: dict[str, Any] | None = None) -> Any:
+        if len(command) and self._skips(index):
+            return super().apply(index, fencing_token, b"")
+        return super().apply(index, fencing_token, command, decoded=decoded)
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        core = self._replica.core
+        if (self._bug == "serve-before-install" and core is not None
+                and self._replica.config.node_id not in core.log.snapshot.membership.voters):
+            # The snapshot that brings a joining replica the shard: its position is taken, not
+            # its contents.
+            self._data, self._fences, self._locks = {}, {}, {}
+
+
 class GroupReplica(UkehiNode):
     """This node's member of one shard's Raft group, inside a :class:`ShardedNode`."""
 
@@ -180,6 +232,7 @@ class GroupReplica(UkehiNode):
                  join: bool = False) -> None:
         self.group_id = group_id
         self.shard = shard  # None: the metadata group
+        self.host = host
         cfg = host.config
         # The group's founders are its members: its initial configuration. A replica that
         # joins a group later (a replica move's target) starts with no configuration at all
@@ -192,6 +245,10 @@ class GroupReplica(UkehiNode):
         # Every node of the cluster listens at its --peers address: a member added by a move
         # is reachable from the start, whatever the group's founders were.
         self.driver.addresses.update(cfg.peers)
+        if join and shard is not None and self.bug in _MOVED_IN_BUGS:
+            bug = self.bug
+            self.driver.kv = _MovedInKV(self, bug)
+            self.driver.new_state_machine = lambda: _MovedInKV(self, bug)  # type: ignore[method-assign]
 
     def removed(self) -> bool:
         """Whether this replica has applied a configuration that no longer has this node."""
@@ -265,6 +322,9 @@ class ShardedNode:
         self._map_wanted = asyncio.Event()
         self._map_changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        # no-epoch-check (planted bug): shard -> (the epoch that took it from this node, the
+        # state machine its removed replica left behind). Empty in the correct build.
+        self._former: dict[int, tuple[int, KVStateMachine]] = {}
 
     # ------------------------------------------------------------------ the map
     def _map_path(self) -> str:
@@ -382,6 +442,7 @@ class ShardedNode:
                 continue
             replica = self._make_replica(shard)
             self.replicas[gid] = replica
+            self._former.pop(shard, None)
             self.log.info("group-hosted", group=gid, shard=shard, epoch=self.shard_map.epoch,
                           join=replica.config.join)
             self._start_group(gid, replica)
@@ -394,6 +455,8 @@ class ShardedNode:
         self._retiring.add(gid)
         del self.replicas[gid]
         removed = replica.removed()
+        if self.bug == "no-epoch-check" and replica.shard is not None:
+            self._former[replica.shard] = (self.shard_map.epoch, replica.kv)
         self.log.info("group-stopping", group=gid, shard=replica.shard, epoch=self.shard_map.epoch,
                       removed=removed)
         replica.stop()
@@ -799,12 +862,31 @@ class ShardedNode:
                                            f"{frame.group}")
         replica = self.replicas.get(gid)
         if replica is None or self.config.node_id not in smap.members[shard]:
+            former = self._former.get(shard)
+            if (self.bug == "no-epoch-check" and former is not None and frame.epoch < former[0]
+                    and (frame.type in _PLAIN_WRITES or frame.type is wire.MsgType.GET)):
+                # Planted bug: the request was routed by a map older than the one that took
+                # the shard from this node, and that is all it checks: it is served from the
+                # copy the removed replica left, writes applied and acknowledged there (an
+                # answer, not a refusal), so the client keeps coming back.
+                return None, self._serve_former_copy(former[1], frame)
             own = [r for r in self.replicas.values() if r.shard is not None]
             if self.bug == "no-shard-check" and own:
                 # Planted bug: no ownership check; the key is served by a group of another shard.
                 return min(own, key=lambda r: r.group_id), None
             return None, self._wrong_shard(shard, frame.epoch, f"does not serve shard {shard}")
         return replica, None
+
+    @staticmethod
+    def _serve_former_copy(kv: KVStateMachine, frame: wire.Frame) -> Reply:
+        """no-epoch-check: serve a read or apply a write on a former owner's leftover copy."""
+        if frame.type is wire.MsgType.GET:
+            return wire.MsgType.OK, wire.ok_body(kv.read(frame.body["key"]))
+        try:
+            data = encode_command({"op": frame.type.value, **frame.body})
+        except CommandError as e:
+            return err(wire.ErrorCode.BAD_REQUEST, str(e))
+        return to_response(kv.apply(kv.last_applied + 1, int(kv.last_token) + 1, data))
 
     def start_request(self, frame: wire.Frame, done: Callable[[wire.MsgType, dict[str, Any]], None]) -> bool:
         """The server's callback path: keyed requests go to their group's callback path (a
