@@ -6,13 +6,15 @@ re-checkable from ``test.json`` and ``history.jsonl`` alone.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from checkers.availability import availability_checker
 from checkers.results import merge_valid
 from checkers.shard_availability import unaffected_shards_checker, wanted as wants_unaffected_shards
-from checkers.whitebox import whitebox_checkers
+from checkers.whitebox import read_cluster, whitebox_checkers
+from checkers.whitebox.resolve import RESOLVABLE, Resolution, note_result, resolve_info
 
 from .registry import SHADING, WORKLOADS, damages_wal, wal_policy_checker
 from .report import render_all
@@ -40,12 +42,41 @@ def _run_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     return {"availability": availability_checker(run.path, spec.time_limit)}
 
 
+#: the workload checkers that judge the client history itself: they get the view where each
+#: info write the node data shows never committed is a fail (checkers/whitebox/resolve.py)
+JUDGE_RESOLVED_VIEW = ("linearizable", "elle")
+#: set (to anything but "" or 0) to judge the recorded history only, e.g. to measure what the
+#: resolution adds: `UKEHI_JEPSEN_NO_RESOLVE=1 ukehi-jepsen analyze RUN`
+NO_RESOLVE_ENV = "UKEHI_JEPSEN_NO_RESOLVE"
+
+
+def _resolution(spec: TestSpec, run: RunDir, history: list[Any]) -> Resolution | None:
+    """Which info writes of the run provably never committed, from every node's files; None when
+    not asked for (the environment variable) or not possible (no node files, a sharded run)."""
+    if os.environ.get(NO_RESOLVE_ENV, "") not in ("", "0"):
+        return None
+    base = run.path / "nodes"
+    if spec.workload not in RESOLVABLE or is_sharded(spec.node_options) or not base.is_dir():
+        return None
+    if spec.leave_running:
+        return Resolution(refused="the nodes were left running: their files may still change")
+    names = list(dict.fromkeys([*spec.nodes, *sorted(p.name for p in base.iterdir() if p.is_dir())]))
+    try:
+        return resolve_info(read_cluster(base, names), history, spec.workload, spec.nodes)
+    except Exception as err:  # noqa: BLE001 - no resolution is the safe answer, never a crash
+        return Resolution(refused=f"the node files could not be read ({type(err).__name__}: {err})")
+
+
 def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail: bool = False,
               all_failures: bool = True) -> dict[str, Any]:
     """Raises StoreError (one line) when test.json or the history cannot be read.
 
     ``all_failures`` (default, what regress relies on): the linearizability checker names
-    every failing key; False stops at the first violation (`ukehi-jepsen run` by default)."""
+    every failing key; False stops at the first violation (`ukehi-jepsen run` by default).
+
+    The checkers in ``JUDGE_RESOLVED_VIEW`` judge the history with each info write that the
+    node files show never committed turned into a fail (``results.json`` ``resolution`` says
+    how many; history.jsonl stays as recorded)."""
     spec = load_spec(run)
     history, history_note = load_history(run, ignore_torn_tail=ignore_torn_tail)
     # Only the checker list is needed here, not live clients.
@@ -57,16 +88,29 @@ def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail:
     # What the nodes persisted and logged; not for a sharded run (harness/sharding.py: the
     # white-box checkers read one Raft group per node, a sharded node has one per shard).
     whitebox = {} if is_sharded(spec.node_options) else whitebox_checkers(run.path, spec.nodes, spec.workload)
+    resolution = _resolution(spec, run, history)
+    view = resolution.view(history) if resolution is not None else history
+    used_by: list[str] = []
     for name, check in {**workload.checkers, **_fault_checkers(spec, run), **_run_checkers(spec, run), **whitebox}.items():
         started = time.monotonic()
         try:
-            result = check(history, options)
+            if resolution is not None and name in JUDGE_RESOLVED_VIEW and name in workload.checkers:
+                used_by.append(name)
+                # the recorded history, for "would it be valid without the resolution?" (no
+                # run_dir: its pages are the resolved view's)
+                raw_options = {k: v for k, v in options.items() if k != "run_dir"}
+                result = note_result(check(view, options), resolution,
+                                     lambda check=check: check(history, raw_options), history)
+            else:
+                result = check(history, options)
         except Exception as err:  # noqa: BLE001 - a checker crash is an unknown verdict, not a pass
             result = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
         result["seconds"] = round(time.monotonic() - started, 3)
         results[name] = result
     verdict = {"valid": merge_valid(r.get("valid", "unknown") for r in results.values()),
                "checkers": results, "ops": sum(1 for op in history if op.type == "invoke" and op.is_client)}
+    if resolution is not None:
+        verdict["resolution"] = {**resolution.summary(), "used_by": used_by}
     if history_note:
         verdict["history_note"] = history_note
     run.write_json("results.json", verdict)

@@ -103,7 +103,9 @@ def _check(history: Iterable[Op], model: str, wanted: tuple[str, ...], sequentia
         # history indexes at which each anomaly found became visible (its last transaction
         # completed): regress's "first violation" is the earliest
         "violation_indexes": first_seen,
-        "txns": {"ok": ok_count, "info": n - ok_count, "fail": len(failed)},
+        "txns": {"ok": ok_count, "info": n - ok_count, "fail": len(failed),
+                 # of the fails: info ones the node data shows never committed (whitebox/resolve.py)
+                 **({"resolved": resolved} if (resolved := sum(1 for t in failed if t.resolved)) else {})},
         "graph": {"nodes": graph.size, "edges": len(graph), "sccs": len(comps),
                   "seconds": {"build": round(built - started, 3), "scc": round(sccs - built, 3),
                               "total": round(time.monotonic() - started, 3)}},

@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 from checkers.elle.graph import RW, WR, WW, Graph
-from checkers.elle.txn import APPEND, READ, Txn, _show
+from checkers.elle.txn import APPEND, READ, Txn, _show, why_failed
 
 
 class ListAppend:
@@ -255,8 +255,9 @@ class ListAppend:
             if failed is not None:
                 self.anomalies["G1a"].append({
                     "txn": reader, "key": k, "element": e, "writer": failed.name,
+                    **({"resolved": True} if failed.resolved else {}),
                     "explanation": f"{reader} read key {k} as {_show(v)}, which holds {e}, appended "
-                                   f"only by {failed.name}, which failed (aborted)"})
+                                   f"only by {failed.name}, {why_failed(failed)}"})
             else:
                 self.anomalies["garbage-read"].append({
                     "txn": reader, "key": k, "element": e,

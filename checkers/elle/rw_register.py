@@ -25,7 +25,7 @@ from collections import defaultdict
 from typing import Any
 
 from checkers.elle.graph import RW, WR, WW, Graph, strongly_connected
-from checkers.elle.txn import APPEND, READ, WRITE, Txn, TxnError, _show
+from checkers.elle.txn import APPEND, READ, WRITE, Txn, TxnError, _show, why_failed
 
 INITIAL = "initial state"
 WFR = "writes follow reads"
@@ -252,8 +252,9 @@ class RwRegister:
         elif failed is not None:
             self.anomalies["G1a"].append({
                 "txn": reader, "key": k, "read": v, "writer": failed.name,
+                **({"resolved": True} if failed.resolved else {}),
                 "explanation": f"{reader} read key {k} as {_show(v)}, written only by {failed.name}, "
-                               f"which failed (aborted)"})
+                               f"{why_failed(failed)}"})
         elif inter is None:
             self.anomalies["garbage-read"].append({
                 "txn": reader, "key": k, "read": v,

@@ -7,7 +7,9 @@ histories read the same (``[:append 3 5]`` becomes ``("append", 3, 5)``).
 
 ``ok`` transactions took effect and their reads are known; ``info`` ones may have taken
 effect (their writes count when some read saw them) and their reads are unknown; ``fail``
-ones certainly did not. A completion may carry ``raft_index`` (an int for the whole
+ones certainly did not. A ``fail`` completion with ``resolved`` among its extra fields was an
+``info`` that the node data shows never committed (checkers/whitebox/resolve.py): the
+anomalies it takes part in say so. A completion may carry ``raft_index`` (an int for the whole
 transaction, or a list with one entry per micro-op): the position of its writes in the
 log, which is the exact version order of every key it wrote.
 """
@@ -30,11 +32,11 @@ class Txn:
     """One transaction: its micro-ops, how it ended and when (history indices)."""
 
     __slots__ = ("id", "process", "type", "mops", "invoke", "complete", "invoke_time",
-                 "complete_time", "raft_index")
+                 "complete_time", "raft_index", "resolved")
 
     def __init__(self, id: int, process: Any, type: str, mops: tuple, invoke: int,
                  complete: int | None, invoke_time: int, complete_time: int | None,
-                 raft_index: Any = None) -> None:
+                 raft_index: Any = None, resolved: str | None = None) -> None:
         self.id = id
         self.process = process
         self.type = type
@@ -44,6 +46,9 @@ class Txn:
         self.invoke_time = invoke_time
         self.complete_time = complete_time
         self.raft_index = raft_index
+        # a ``fail`` that was an ``info`` in the recorded history, which the node data shows
+        # never committed (checkers/whitebox/resolve.py): why, in words
+        self.resolved = resolved
 
     @property
     def name(self) -> str:
@@ -62,11 +67,20 @@ class Txn:
         return None
 
     def describe(self) -> str:
-        return f"{self.name} ({self.type}, process {self.process}): " + " ".join(
+        kind = "info, never committed" if self.resolved else self.type
+        return f"{self.name} ({kind}, process {self.process}): " + " ".join(
             describe_mop(m) for m in self.mops)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"<{self.describe()}>"
+
+
+def why_failed(t: Txn) -> str:
+    """How an anomaly names a failed writer: aborted, or resolved from the node data."""
+    if t.resolved:
+        return ("an info transaction whose writes never reached any node's log or state machine "
+                "(resolved from the node logs)")
+    return "which failed (aborted)"
 
 
 def describe_mop(mop: tuple) -> str:
@@ -154,7 +168,8 @@ def transactions(history: Iterable[Op]) -> tuple[list[Txn], list[Txn]]:
                                inv.time, comp.time, comp.extra.get("raft_index") if comp.extra else None))
         elif comp.type == "fail":
             failed.append(Txn(len(failed), inv.process, "fail", _mops(inv), inv.index, comp.index,
-                              inv.time, comp.time))
+                              inv.time, comp.time,
+                              resolved=comp.extra.get("resolved") if comp.extra else None))
         else:
             ok_info.append(Txn(len(ok_info), inv.process, "info", _mops(inv), inv.index, None,
                                inv.time, None))

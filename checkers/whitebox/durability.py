@@ -1,17 +1,9 @@
 """Durability: every write acknowledged to a client is in the committed log of a majority.
 
-Ukehi's KV commands carry no request id (``ukehi/kv.py``: ``{"op", "key", "value", ...}``;
-adding one would change the wire schema, the node and every client), so an acknowledged
-op is matched to log entries by what it wrote:
-
-- ``write``/``put`` -> ``put`` of the key and value; ``cas`` -> ``cas`` with expected and
-  new; ``delete`` -> ``delete`` of the key; ``fenced-put [value token]`` -> ``fenced_put``
-  of the key, value and token; ``acquire`` -> the ``acquire`` entry whose fencing token is
-  the token the client got back (tokens are unique, so this one is exact); ``txn``
-  (list-append, rw-register) -> the ``txn`` entry with the same micro-ops as sent (a
-  read's value None); read-only transactions write nothing and are not counted.
-- The history's key ``k`` is the node key ``<workload>/<k>`` (``register/``, ``kv/``,
-  ``fenced/``), as the shipped workloads name them.
+An acknowledged op is matched to log entries by what it wrote (``signatures.py``: a
+write to the ``put`` of its key and value, a transaction to the ``txn`` entry with the
+same micro-ops, an acquire to the entry with the token it got; read-only transactions
+write nothing and are not counted).
 
 Values repeat (the register workload draws from a handful), so the check counts: for
 every signature, the acknowledged ops with it must not outnumber the distinct indexes
@@ -33,95 +25,15 @@ whose command carries the leader's clock) are reported as ``unverifiable``, neve
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable, Mapping
 
 from .common import nothing_to_judge, result
 from .nodedata import LogEntry, NodeData, voters_at_end
+# The op <-> entry matching is shared with resolve.py; op_signature and signature_crc stay
+# importable from here.
+from .signatures import KEY_PREFIX, Signature, entry_signature, op_signature, show_signature, signature_crc
 
-KEY_PREFIX = {"register": "register/", "kv": "kv/", "fencing": "fenced/", "list-append": "la/",
-              "rw-register": "rw/"}
-Signature = tuple[Any, ...]
-
-
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def op_signature(op: Any, prefix: str) -> Signature | None:
-    """The signature of the log entry an acknowledged client op must have made; None for reads."""
-    key = f"{prefix}{op.key}"
-    f, value = op.f, op.value
-    if f in ("write", "put"):
-        return ("put", key, _canon(value))
-    if f == "cas" and isinstance(value, (list, tuple)) and len(value) == 2:
-        return ("cas", key, _canon(value[0]), _canon(value[1]))
-    if f == "delete":
-        return ("delete", key)
-    if f == "fenced-put" and isinstance(value, (list, tuple)) and len(value) == 2:
-        return ("fenced_put", key, _canon(value[0]), int(value[1]))
-    if f == "acquire" and isinstance(value, int):
-        return ("acquire", value)
-    if f == "txn" and isinstance(value, (list, tuple)):
-        # list-append / rw-register: the micro-ops as sent (a read's value is None in the
-        # command; the history holds what it saw), keys under the workload's prefix.
-        mops = [m for m in value if isinstance(m, (list, tuple)) and len(m) == 3]
-        if len(mops) != len(value) or all(m[0] == "r" for m in mops):
-            return None  # malformed, or read-only: nothing written
-        return ("txn", tuple((m[0], f"{prefix}{m[1]}", None if m[0] == "r" else _canon(m[2])) for m in mops))
-    return None
-
-
-def entry_signature(entry: LogEntry) -> Signature | None:
-    if entry.command[:1] != b"\x00" or len(entry.command) < 2:
-        return None
-    from ukehi.kv import CommandError, decode_command
-
-    try:
-        cmd = decode_command(entry.command[1:])
-    except CommandError:
-        return None
-    op = cmd.get("op")
-    if op == "put":
-        return ("put", cmd["key"], _canon(cmd["value"]))
-    if op == "cas":
-        return ("cas", cmd["key"], _canon(cmd["expected"]), _canon(cmd["new"]))
-    if op == "delete":
-        return ("delete", cmd["key"])
-    if op == "fenced_put":
-        return ("fenced_put", cmd["key"], _canon(cmd["value"]), int(cmd["token"]))
-    if op == "acquire":
-        return ("acquire", entry.token)
-    if op == "txn":
-        return ("txn", tuple((m[0], m[1], None if m[0] == "r" else _canon(m[2])) for m in cmd["ops"]))
-    return None
-
-
-def signature_crc(sig: Signature) -> int | None:
-    """CRC-32 of the WAL command bytes the node writes for SIG (``event=applied`` carries it).
-
-    The node builds ``{"op", **request fields}`` in the order the client sends them and
-    encodes it with msgpack (``ukehi/kv.py``); acquire carries the leader's clock and
-    cannot be rebuilt (None).
-    """
-    import zlib
-
-    import msgpack
-
-    op = sig[0]
-    if op == "put":
-        cmd = {"op": "put", "key": sig[1], "value": json.loads(sig[2])}
-    elif op == "cas":
-        cmd = {"op": "cas", "key": sig[1], "expected": json.loads(sig[2]), "new": json.loads(sig[3])}
-    elif op == "delete":
-        cmd = {"op": "delete", "key": sig[1]}
-    elif op == "fenced_put":
-        cmd = {"op": "fenced_put", "key": sig[1], "value": json.loads(sig[2]), "token": sig[3]}
-    elif op == "txn":
-        cmd = {"op": "txn", "ops": [[f, k, None if v is None else json.loads(v)] for f, k, v in sig[1]]}
-    else:
-        return None
-    return zlib.crc32(b"\x00" + msgpack.packb(cmd, use_bin_type=True))
+__all__ = ["check_durability", "op_signature", "entry_signature", "signature_crc", "KEY_PREFIX", "Signature"]
 
 
 def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str) -> dict[str, Any]:
@@ -220,7 +132,7 @@ def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], wo
         violations.append({
             "signature": list(sig), "acknowledged": len(ops), "on_majority": have,
             "op_indexes": [o.index for o in ops][:20],
-            "what": f"{missing} of {len(ops)} acknowledged {first.f} op(s) {_show(sig)} (e.g. history index "
+            "what": f"{missing} of {len(ops)} acknowledged {first.f} op(s) {show_signature(sig)} (e.g. history index "
                     f"{first.index}, process {first.process}) are not in the committed log of a majority of "
                     f"{','.join(sorted(voters))} at the end"
                     + (f"; committed on fewer nodes at index(es) {where[:10]}" if where else
@@ -231,10 +143,3 @@ def check_durability(cluster: Mapping[str, NodeData], history: Iterable[Any], wo
                   acknowledged=total, unverifiable=unverifiable, voters=sorted(voters),
                   excused=sorted(excused))
 
-
-def _show(sig: Signature) -> str:
-    if sig[0] == "acquire":
-        return f"acquire with token {sig[1]:#x}"
-    if sig[0] == "txn":
-        return "txn " + " ".join(f"[{f} {k}{'' if v is None else ' ' + v}]" for f, k, v in sig[1])
-    return f"{sig[0]} {sig[1]} " + " ".join(str(s) for s in sig[2:])
