@@ -35,6 +35,7 @@ from ukehi.sim.loop import EventBudgetExceeded
 from ukehi.storage import vfs
 from ukehi.sim.world import SimWorld, WorldOptions
 
+from .targeted import FAMILIES, make_families
 from .workloads import WorkloadClients, shrunk_schedule_step, workload_options
 
 __all__ = ["SimSettings", "SimResult", "swarm", "run_seed", "resolve_workload", "NEMESES", "WORKLOADS", "SWARM"]
@@ -47,13 +48,20 @@ __all__ = ["SimSettings", "SimResult", "swarm", "run_seed", "resolve_workload", 
 # node's WAL (bit flip, zeroed or copied chunk) before it restarts under the seed's
 # CorruptionPolicy.
 NEMESES = ("partition", "kill", "pause", "clock", "transfer", "snapshot", "membership",
-           "crash-after-vote", "crash-after-ack", "partition-in-flight", "damage", "slow")
+           "crash-after-vote", "crash-after-ack", "partition-in-flight", "damage", "slow",
+           *FAMILIES)
+# The leader-targeted families (harness.sim.targeted: fall-after-append, stale-leader,
+# vote-flip): the moments the real targeted nemeses (figure-8, stale-append, double-vote)
+# aim at, as general faults. Each is drawn with probability 1/2 from an RNG of their own
+# (before "slow"'s), so the seed's other option draws are unchanged and a seed that draws
+# none of them runs exactly as before they existed.
+TARGETED = tuple(FAMILIES)
 # "slow": one node's links (both ways, outbound or inbound) deliver every message 0.5-3
 # election timeouts late for a while, as a congested TCP link or netem delay does: messages
 # of a deposed leader, an old term's candidate or an old window arrive after elections moved
 # on, which per-message delays of at most 80 ms never produce. Drawn per seed from its own
 # RNG (after the others), so a seed that does not draw it runs exactly as before it existed.
-_OWN_DRAW = ("slow",)
+_OWN_DRAW = ("slow", *TARGETED)
 MIN_VOTERS = 3  # membership never leaves fewer voters (as nemeses.membership)
 # register has its own driver (_Clients below); the others run the real workload's
 # generator and clients over simulated links (harness.sim.workloads).
@@ -150,8 +158,10 @@ def swarm(seed: int, settings: SimSettings) -> dict[str, Any]:
     }
     drawn = tuple(n for n in settings.nemeses if n not in _OWN_DRAW)
     enabled = [n for n in drawn if rng.random() < 0.5] or ([rng.choice(drawn)] if drawn else [])
+    targeted = random.Random(seed * 3571 + 11)
+    enabled += [n for n in TARGETED if (targeted.random() < 0.5 or not enabled) and n in settings.nemeses]
     own = random.Random(seed * 2713 + 5)
-    enabled += [n for n in _OWN_DRAW if n in settings.nemeses and (own.random() < 0.5 or not enabled)]
+    enabled += [n for n in ("slow",) if n in settings.nemeses and (own.random() < 0.5 or not enabled)]
     opts.update({
         "faults": enabled,
         "fault_interval": rng.choice([0.3, 1.0, 2.0, 4.0]),
@@ -386,6 +396,7 @@ class _Nemesis:
         self.arm_ack = False
         self.damaged: str | None = None  # at most one node's disk is damaged per seed
         self.max_skew = 0.0  # seconds: the largest |node wall clock - true time| seen (note_skew)
+        self.families = make_families(self)
 
     def _leader(self) -> str | None:
         """The running leader of the highest term (a deposed one may not know it yet)."""
@@ -401,9 +412,16 @@ class _Nemesis:
 
     # ---- triggered faults: armed by a step, fired by what the cluster does next
     def _rearm_watch(self) -> None:
-        self.world.send_watch = self._watch if (self.arm_vote or self.arm_in_flight) and not self.closed else None
+        watching = self.arm_vote or self.arm_in_flight or any(f.watching for f in self.families.values())
+        self.world.send_watch = self._watch if watching and not self.closed else None
 
-    def _watch(self, src: str, dst: str, body: dict[str, Any]) -> None:
+    def _watch(self, src: str, dst: str, body: dict[str, Any]) -> bool:
+        """Every Raft message as it leaves its node (while a trigger is armed); False: the
+        message is lost (a family makes a leader die mid-send)."""
+        keep = True
+        for family in self.families.values():
+            if family.watching and family.on_send(src, dst, body) is False:
+                keep = False
         t = body.get("type")
         if self.arm_vote and t == "vote_response" and body.get("granted") and not body.get("pre_vote"):
             self.arm_vote = False
@@ -412,6 +430,7 @@ class _Nemesis:
             self.arm_in_flight = False
             self.world.loop.call_soon(self._isolate, src, "in-flight")
         self._rearm_watch()
+        return keep
 
     def acked(self, node: str) -> None:
         """A client just got ok for a write from ``node``."""
@@ -698,6 +717,8 @@ class _Nemesis:
             self.active.append(("slow", None))
         elif kind == "membership":
             self._membership()
+        elif kind in self.families:
+            self.families[kind].arm(random.Random(self.rng.getrandbits(64)))
         elif kind in ("transfer", "snapshot"):
             lead = self._leader()
             if lead is not None:
@@ -744,6 +765,8 @@ class _Nemesis:
     def heal_all(self) -> None:
         self.closed = True
         self.arm_vote = self.arm_in_flight = self.arm_ack = False
+        for family in self.families.values():
+            family.stop()  # its cuts and held links undone; its crashed nodes restart below
         self._rearm_watch()
         while self.active:
             self.undo(self.active.pop(0))

@@ -9,7 +9,9 @@ reordering, election timeouts, torn writes, fsync latency.
 Faults the world offers (the harness's sim runner schedules them):
 
 - network: ``block(src, dst)`` per directed link (any partition shape, one-way included),
-  ``heal()``; per-message delay (reordering follows from jitter), loss, duplication;
+  ``heal()``; per owner (``set_cuts``), so one fault's heal leaves another's cut alone;
+  ``hold``/``release`` a link (its messages queued, then delivered late, in order);
+  per-message delay (reordering follows from jitter), loss, duplication;
 - process: ``crash`` (power cut: un-fsynced bytes lost, maybe a torn tail; the node's
   files, network and log go dead at once), ``restart`` (a new incarnation replays the
   disk), ``pause``/``resume`` (SIGSTOP: timers, disk and inbound messages held);
@@ -240,7 +242,16 @@ class SimWorld:
         self._codec_p = 1.0 / self.wire_every
         self.loop = VirtualLoop()
         self.fs = SimFS()
+        # Links (src, dst) that drop what they carry: the union of every owner's cut.
+        # "partition" is the nemesis's partitions (``heal()`` clears it, as before); a
+        # leader-targeted fault family keeps its own owner, so healing one never undoes
+        # another's cut.
         self.blocked: set[tuple[str, str]] = set()
+        self._cuts: dict[str, set[tuple[str, str]]] = {}
+        # Links whose messages are held (queued, in order) instead of sent, as a TCP
+        # connection's unacknowledged bytes are while the peer is unreachable; ``release``
+        # delivers them late. Empty unless a fault holds a link.
+        self.holding: dict[tuple[str, str], list[bytes | Message]] = {}
         # Extra delay per link (src, dst) while a "slow" fault holds it: every message sent
         # then arrives that much later, as over a congested TCP link (late, never lost).
         self.slow: dict[tuple[str, str], float] = {}
@@ -249,9 +260,10 @@ class SimWorld:
         self.messages_delivered = 0
         self.messages_coded = 0  # sent through the wire codec (the rest as objects)
         self._decoded: dict[bytes, wire.Frame] = {}
-        # (src, dst, message body) -> None, called for every peer message sent; set by the
-        # harness's fault triggers, None when no trigger is armed (no decoding then).
-        self.send_watch: Callable[[str, str, dict[str, Any]], None] | None = None
+        # (src, dst, message body) -> False to lose the message (else it goes on), called for
+        # every peer message sent; set by the harness's fault triggers, None when no trigger
+        # is armed (no decoding then).
+        self.send_watch: Callable[[str, str, dict[str, Any]], bool | None] | None = None
         names = [f"n{i + 1}" for i in range(opts.nodes)]
         self.names = names
         addresses = {n: (f"10.0.0.{i + 1}", 7000) for i, n in enumerate(names)}
@@ -337,6 +349,8 @@ class SimWorld:
         inc.crashed = True
         h.up = False
         h.held.clear()
+        for link in [k for k in self.holding if k[0] == name]:
+            self.holding[link] = []  # its unsent bytes die with the machine; the hold stays
         lost = self.fs.crash(h.prefix, self.rng_disk, self.opts.torn_probability)
         h.paused = False
         if h.resumed is not None:
@@ -399,11 +413,42 @@ class SimWorld:
         return out
 
     # ------------------------------------------------------------------ network
-    def block(self, src: str, dst: str) -> None:
+    def block(self, src: str, dst: str, owner: str = "partition") -> None:
+        self._cuts.setdefault(owner, set()).add((src, dst))
         self.blocked.add((src, dst))
 
-    def heal(self) -> None:
-        self.blocked.clear()
+    def heal(self, owner: str = "partition") -> None:
+        """Undo ``owner``'s cuts (a link another owner still cuts stays cut)."""
+        self.set_cuts(owner, ())
+
+    def set_cuts(self, owner: str, links: Any) -> None:
+        """Make ``owner``'s cut exactly ``links`` (pairs (src, dst))."""
+        links = set(links)
+        if links:
+            self._cuts[owner] = links
+        else:
+            self._cuts.pop(owner, None)
+        self.blocked = set().union(*self._cuts.values()) if self._cuts else set()
+
+    def hold(self, src: str, dst: str) -> None:
+        """Queue what ``src`` sends ``dst`` from now on instead of sending it."""
+        self.holding.setdefault((src, dst), [])
+
+    def release(self, src: str, dst: str) -> int:
+        """Stop holding the link and deliver what it queued, in order, each after a fresh
+        network delay (late, never lost: a reconnected TCP stream retransmits it). Returns
+        how many messages were queued."""
+        queued = self.holding.pop((src, dst), None)
+        if not queued:
+            return 0
+        lo, hi = self.opts.delay
+        at = self.loop._now
+        for frame in queued:
+            # In send order: each no earlier than the one before it (one stream).
+            at = max(at, self.loop._now + lo + (hi - lo) * self.rng_net.random())
+            self.loop.call_at(at, self._deliver, src, dst, frame)
+        self.event(f"release {src}->{dst} {len(queued)}")
+        return len(queued)
 
     def slow_link(self, src: str, dst: str, extra: float) -> None:
         self.slow[(src, dst)] = extra
@@ -442,7 +487,13 @@ class SimWorld:
                     body = {}
             else:
                 body = message_to_dict(frame)
-            self.send_watch(src, dst, body)
+            if self.send_watch(src, dst, body) is False:
+                return
+        if self.holding:
+            queue = self.holding.get((src, dst))
+            if queue is not None:
+                queue.append(frame)
+                return
         if self.blocked and (src, dst) in self.blocked:
             return
         # One call per message hop: locals, and random.uniform / call_later inlined (the same
