@@ -14,7 +14,7 @@ from checkers.availability import availability_checker
 from checkers.results import merge_valid
 from checkers.shard_availability import unaffected_shards_checker, wanted as wants_unaffected_shards
 from checkers.whitebox import read_cluster, whitebox_checkers
-from checkers.whitebox.resolve import RESOLVABLE, Resolution, note_result, resolve_info
+from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, note_result, resolve_info
 
 from .registry import SHADING, WORKLOADS, damages_wal, wal_policy_checker
 from .report import render_all
@@ -42,9 +42,6 @@ def _run_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     return {"availability": availability_checker(run.path, spec.time_limit)}
 
 
-#: the workload checkers that judge the client history itself: they get the view where each
-#: info write the node data shows never committed is a fail (checkers/whitebox/resolve.py)
-JUDGE_RESOLVED_VIEW = ("linearizable", "elle")
 #: set (to anything but "" or 0) to judge the recorded history only, e.g. to measure what the
 #: resolution adds: `UKEHI_JEPSEN_NO_RESOLVE=1 ukehi-jepsen analyze RUN`
 NO_RESOLVE_ENV = "UKEHI_JEPSEN_NO_RESOLVE"

@@ -65,6 +65,9 @@ from .signatures import KEY_PREFIX, Signature, entry_signature, op_signature, sh
 #: rules were not reviewed for a view where an info fenced-put failed.
 RESOLVABLE = ("register", "kv", "list-append", "rw-register")
 MUTATING = frozenset({"write", "put", "cas", "delete", "txn"})
+#: the workload checkers that judge the client history itself, and so get the resolved view
+#: (real runs: harness/analysis.py; the simulator: harness/sim/runner.py)
+JUDGE_RESOLVED_VIEW = ("linearizable", "elle")
 #: the ``extra`` field a resolved completion carries in the view (the reason, in words)
 RESOLVED_FIELD = "resolved"
 SHOWN = 20  # resolved ops listed in results.json

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from checkers.history import Op, dumps_op
@@ -899,30 +900,21 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
     from checkers.locks import DEFAULT_SLACK_MS
 
     options = {"time_limit": 60.0, "clock_slack_ms": DEFAULT_SLACK_MS + opts.get("clock_skew_ms", 0.0)}
-    for name, check in workload.checkers.items():
-        try:
-            checkers[name] = check(ops, options)
-        except Exception as err:  # noqa: BLE001 - a crash is an unknown verdict
-            checkers[name] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
-    if settings.whitebox:
-        from checkers.whitebox import check_run_nodes
-
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        tmp = tempfile.mkdtemp(prefix="ukj-sim-", dir=base)
-        try:
-            world.export(os.path.join(tmp, "nodes"))
-            wb = check_run_nodes(tmp, world.names, ops, settings.workload)
-            checkers.update(wb)
-            if any(o.f == "corrupt-wal" and not o.is_client and o.type != "invoke" and (o.value or {}).get("nodes")
-                   for o in ops):
-                # As a real run with the disk nemesis: did each damaged node keep its policy's promise?
-                from checkers.policy import policy_checker
-
-                logs = {n: os.path.join(tmp, "nodes", n, "node.log") for n in world.names}
-                checkers["corruption-policy"] = policy_checker(logs, opts["corruption_policy"])(ops, options)
-        except Exception as err:  # noqa: BLE001
-            checkers["whitebox"] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
-        finally:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    tmp = tempfile.mkdtemp(prefix="ukj-sim-", dir=base) if settings.whitebox else None
+    try:
+        exported = None
+        if tmp is not None:
+            try:
+                world.export(os.path.join(tmp, "nodes"))
+                exported = tmp
+            except Exception as err:  # noqa: BLE001 - the white-box verdicts are unknown, not a crash
+                checkers["whitebox"] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
+        _judge_history(settings, world, ops, workload.checkers, options, exported, checkers)
+        if exported is not None:
+            _judge_nodes(settings, opts, world, ops, options, exported, checkers)
+    finally:
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     loop = world.loop
     if loop.max_steps is None or loop.steps <= loop.max_steps:  # a runaway's seed is unknown anyway
@@ -937,6 +929,53 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
     digest = world.digest(history_text(ops))
     return SimResult(seed=seed, valid=valid, digest=digest, options=opts, checkers=checkers, history=ops,
                      virtual_seconds=world.now(), ops=sum(1 for o in ops if o.type == "invoke" and o.is_client))
+
+
+def _judge_history(settings: SimSettings, world: SimWorld, ops: list[Op], workload_checkers: dict[str, Any],
+                   options: dict[str, Any], tmp: str | None, checkers: dict[str, Any]) -> None:
+    """The workload's checkers, as in a real run: linearizable and elle judge the view where
+    each info write that no node's files ever held is a fail (checkers/whitebox/resolve.py),
+    when the node files were exported."""
+    from checkers.whitebox import read_cluster
+    from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, note_result, resolve_info
+
+    resolution: Resolution | None = None
+    if tmp is not None and settings.workload in RESOLVABLE:
+        try:
+            resolution = resolve_info(read_cluster(Path(tmp) / "nodes", world.names), ops, settings.workload,
+                                      world.names)
+        except Exception as err:  # noqa: BLE001 - no resolution is the safe answer, never a crash
+            resolution = Resolution(refused=f"the node files could not be read ({type(err).__name__}: {err})")
+    view = resolution.view(ops) if resolution is not None else ops
+    for name, check in workload_checkers.items():
+        try:
+            if resolution is not None and name in JUDGE_RESOLVED_VIEW:
+                checkers[name] = note_result(check(view, options), resolution,
+                                             lambda check=check: check(ops, options), ops)
+            else:
+                checkers[name] = check(ops, options)
+        except Exception as err:  # noqa: BLE001 - a crash is an unknown verdict
+            checkers[name] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
+
+
+def _judge_nodes(settings: SimSettings, opts: dict[str, Any], world: SimWorld, ops: list[Op],
+                 options: dict[str, Any], tmp: str, checkers: dict[str, Any]) -> None:
+    """The white-box checkers over the exported node files, and the corruption-policy checker
+    after WAL damage, as in a real run with the disk nemesis."""
+    from checkers.whitebox import check_run_nodes
+
+    try:
+        wb = check_run_nodes(tmp, world.names, ops, settings.workload)
+        checkers.update(wb)
+        if any(o.f == "corrupt-wal" and not o.is_client and o.type != "invoke" and (o.value or {}).get("nodes")
+               for o in ops):
+            # As a real run with the disk nemesis: did each damaged node keep its policy's promise?
+            from checkers.policy import policy_checker
+
+            logs = {n: os.path.join(tmp, "nodes", n, "node.log") for n in world.names}
+            checkers["corruption-policy"] = policy_checker(logs, opts["corruption_policy"])(ops, options)
+    except Exception as err:  # noqa: BLE001
+        checkers["whitebox"] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
 
 
 def settings_dict(settings: SimSettings) -> dict[str, Any]:
