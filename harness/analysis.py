@@ -13,8 +13,8 @@ from typing import Any
 from checkers.availability import availability_checker
 from checkers.results import merge_valid
 from checkers.shard_availability import unaffected_shards_checker, wanted as wants_unaffected_shards
-from checkers.whitebox import read_cluster, whitebox_checkers
-from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, note_result, resolve_info
+from checkers.whitebox import whitebox_checkers
+from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, judge_resolved, resolve_from_files
 
 from .registry import SHADING, WORKLOADS, damages_wal, wal_policy_checker
 from .report import render_all
@@ -58,10 +58,7 @@ def _resolution(spec: TestSpec, run: RunDir, history: list[Any]) -> Resolution |
     if spec.leave_running:
         return Resolution(refused="the nodes were left running: their files may still change")
     names = list(dict.fromkeys([*spec.nodes, *sorted(p.name for p in base.iterdir() if p.is_dir())]))
-    try:
-        return resolve_info(read_cluster(base, names), history, spec.workload, spec.nodes)
-    except Exception as err:  # noqa: BLE001 - no resolution is the safe answer, never a crash
-        return Resolution(refused=f"the node files could not be read ({type(err).__name__}: {err})")
+    return resolve_from_files(base, names, history, spec.workload, spec.nodes)
 
 
 def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail: bool = False,
@@ -96,8 +93,7 @@ def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail:
                 # the recorded history, for "would it be valid without the resolution?" (no
                 # run_dir: its pages are the resolved view's)
                 raw_options = {k: v for k, v in options.items() if k != "run_dir"}
-                result = note_result(check(view, options), resolution,
-                                     lambda check=check: check(history, raw_options), history)
+                result = judge_resolved(check, history, view, resolution, options, raw_options)
             else:
                 result = check(history, options)
         except Exception as err:  # noqa: BLE001 - a checker crash is an unknown verdict, not a pass

@@ -54,9 +54,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .nodedata import NodeData
+from .nodedata import NodeData, read_cluster
 from .signatures import KEY_PREFIX, Signature, entry_signature, op_signature, show_signature, signature_crc
 
 #: workloads whose history checkers judge a resolved view (linearizability for register and
@@ -385,3 +386,23 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def resolve_from_files(nodes_dir: str | Path, names: Iterable[str], history: Sequence[Any], workload: str,
+                       expected_nodes: Iterable[str] = ()) -> Resolution:
+    """:func:`resolve_info` over the node files under NODES_DIR (a run's ``nodes/``); files that
+    cannot be read resolve nothing (``refused`` says why), never a crash."""
+    try:
+        return resolve_info(read_cluster(nodes_dir, list(names)), history, workload, expected_nodes)
+    except Exception as err:  # noqa: BLE001 - no resolution is the safe answer
+        return Resolution(refused=f"the node files could not be read ({type(err).__name__}: {err})")
+
+
+def judge_resolved(check: Callable[[Sequence[Any], Any], dict[str, Any]], history: Sequence[Any],
+                   view: Sequence[Any], resolution: Resolution, options: Any,
+                   raw_options: Any = None) -> dict[str, Any]:
+    """A history checker's verdict on the resolved VIEW, noted with what the resolution did
+    (:func:`note_result`); the recorded HISTORY is judged again (with RAW_OPTIONS, default
+    OPTIONS) only when the view is invalid, to say whether the verdict depends on it."""
+    recheck_options = options if raw_options is None else raw_options
+    return note_result(check(view, options), resolution, lambda: check(history, recheck_options), history)

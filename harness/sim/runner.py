@@ -26,7 +26,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable
 
 from checkers.history import Op, dumps_op
@@ -936,22 +935,16 @@ def _judge_history(settings: SimSettings, world: SimWorld, ops: list[Op], worklo
     """The workload's checkers, as in a real run: linearizable and elle judge the view where
     each info write that no node's files ever held is a fail (checkers/whitebox/resolve.py),
     when the node files were exported."""
-    from checkers.whitebox import read_cluster
-    from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, note_result, resolve_info
+    from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, judge_resolved, resolve_from_files
 
     resolution: Resolution | None = None
     if tmp is not None and settings.workload in RESOLVABLE:
-        try:
-            resolution = resolve_info(read_cluster(Path(tmp) / "nodes", world.names), ops, settings.workload,
-                                      world.names)
-        except Exception as err:  # noqa: BLE001 - no resolution is the safe answer, never a crash
-            resolution = Resolution(refused=f"the node files could not be read ({type(err).__name__}: {err})")
+        resolution = resolve_from_files(os.path.join(tmp, "nodes"), world.names, ops, settings.workload, world.names)
     view = resolution.view(ops) if resolution is not None else ops
     for name, check in workload_checkers.items():
         try:
             if resolution is not None and name in JUDGE_RESOLVED_VIEW:
-                checkers[name] = note_result(check(view, options), resolution,
-                                             lambda check=check: check(ops, options), ops)
+                checkers[name] = judge_resolved(check, ops, view, resolution, options)
             else:
                 checkers[name] = check(ops, options)
         except Exception as err:  # noqa: BLE001 - a crash is an unknown verdict
