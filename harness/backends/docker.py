@@ -447,10 +447,14 @@ class DockerNode(FakeClockVerbs, NodeHandle):
             [self.python, "-m", "harness.backends.delayer", *delayer_args(netem)], {},
             self.workdir / "delayer.pid", log)
         deadline = time.monotonic() + 15.0
+        text = ""
         while time.monotonic() < deadline:
-            with open(log, "rb") as f:
-                f.seek(mark)
-                text = f.read().decode(errors="replace")
+            # The log is made by the shell inside the container: on a loaded machine the first
+            # look can come before it exists (CI failed here with FileNotFoundError).
+            if log.exists():
+                with open(log, "rb") as f:
+                    f.seek(mark)
+                    text = f.read().decode(errors="replace")
             if "ready" in text.split():
                 return
             if not self._exec_info(self._delayer_exec).get("Running"):  # type: ignore[union-attr]
