@@ -49,6 +49,7 @@ EXAMPLES: dict[MsgType, dict[str, Any]] = {
     MsgType.TXN: {"ops": [["r", "k", None], ["append", "k", 4], ["w", "j", "v"]]},
     MsgType.SHARD_MAP: {},
     MsgType.MOVE_REPLICA: {"shard": 3, "from": "n1", "to": "n4"},
+    MsgType.CHECKSUM: {},
     MsgType.OK: {"value": {"role": "leader", "term": 4}},
     MsgType.ERROR: {"code": "not_leader", "message": "ask n2", "leader": "n2",
                     "leader_address": "127.0.0.1:7002"},

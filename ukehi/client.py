@@ -534,6 +534,12 @@ class UkehiClient:
             wire.MsgType.SNAPSHOT, {}, timeout=timeout, target=node, follow_redirects=node is None, shard=shard
         )
 
+    async def checksum(self, *, shard: int | None = None, timeout: float | None = None) -> Result:
+        """Admin: a consistency check. The leader (of `shard`'s group in a sharded cluster)
+        commits one entry; every replica that applies it logs ``state-digest`` with its
+        state's digest at that index. `value`: ``{"index", "digest", "keys"}``, the leader's."""
+        return await self.request(wire.MsgType.CHECKSUM, {}, timeout=timeout, shard=shard)
+
     async def move_replica(self, shard: int, src: str, dst: str, *, timeout: float | None = 60.0) -> Result:
         """Admin, sharded cluster: move `shard`'s replica from node `src` to node `dst` (the
         shard's leader runs it: learner, catch-up, joint change, map epoch bump). `value`:

@@ -11,6 +11,7 @@ Commands are msgpack maps with an ``op`` and per-op fields (see `COMMAND_SCHEMAS
     release      lock, owner, now_ms [, token]
     append       key, value                        -> {"index": log index}
     txn          ops: [[f, key, value], ...]       -> {"ops": [...], "index": log index}
+    checksum     (none)                            -> {"index", "digest", "keys"} of the state
 
 ``append`` makes a key's value a list (absent: ``[value]``) and refuses a key holding a
 scalar. ``txn`` applies its micro-ops (``r``: read, ``w``: write a scalar, ``append``) in
@@ -51,6 +52,7 @@ across the cluster and greater than every token granted before, whichever node l
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Iterable, Mapping
 
 import msgpack
@@ -64,6 +66,7 @@ __all__ = [
     "CommandError",
     "SnapshotFormatError",
     "COMMAND_SCHEMAS",
+    "CHECKSUM_COMMAND",
     "MAX_COMMAND_SIZE",
     "encode_command",
     "decode_command",
@@ -99,6 +102,9 @@ COMMAND_SCHEMAS: dict[str, Schema] = {
     "release": Schema(required={"lock": STR, "owner": STR, "now_ms": U64}, optional={"token": U64}),
     "append": Schema(required={"key": STR, "value": VALUE}),
     "txn": Schema(required={"ops": TXN_OPS}),
+    # A consistency check (CockroachDB's ComputeChecksum): applied at one log index on every
+    # replica, each computes the digest of its state there, so replicas can be compared.
+    "checksum": Schema(),
 }
 
 
@@ -141,6 +147,10 @@ def encode_command(op: Mapping[str, Any]) -> bytes:
     if len(data) > MAX_COMMAND_SIZE:
         raise CommandError(f"command is {len(data)} bytes, over the {MAX_COMMAND_SIZE}-byte limit")
     return data
+
+
+#: the log command of a consistency check (the same bytes on every node: one constant key)
+CHECKSUM_COMMAND = encode_command({"op": "checksum"})
 
 
 def decode_command(data: bytes) -> dict[str, Any]:
@@ -318,6 +328,8 @@ class KVStateMachine:
                 return err(ErrorCode.BAD_REQUEST, f"entry {index}: {exc}")
         if cmd["op"] in ("append", "txn"):
             return self._execute_txn(cmd, index)
+        if cmd["op"] == "checksum":
+            return ok({"index": index, "digest": self.digest(), "keys": len(self._data)})
         return self._execute(cmd, token)
 
     def _execute_txn(self, cmd: dict[str, Any], index: int) -> Result:
@@ -447,6 +459,11 @@ class KVStateMachine:
             ],
         }
         return msgpack.packb(state, use_bin_type=True)
+
+    def digest(self) -> str:
+        """A short hex digest of the whole state (the snapshot bytes, which are deterministic):
+        two replicas that applied the same log up to the same index have the same digest."""
+        return hashlib.blake2b(self.snapshot(), digest_size=8).hexdigest()
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's. On bad bytes raises SnapshotFormatError

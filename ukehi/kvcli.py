@@ -134,6 +134,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=int, metavar="S", help="sharded cluster: of shard S's group")
     p = sub.add_parser("snapshot", parents=[common], help="admin: take a snapshot now")
     p.add_argument("--shard", type=int, metavar="S", help="sharded cluster: of shard S's group")
+    p = sub.add_parser("checksum", parents=[common],
+                       help="admin: consistency check: every replica logs its state's digest at one log index "
+                            "(event=state-digest); prints the leader's index, digest and key count")
+    p.add_argument("--shard", type=int, metavar="S", help="sharded cluster: of shard S's group")
     p = sub.add_parser("move-replica", parents=[common],
                        help="admin, sharded cluster: move shard S's replica from node A to node B")
     p.add_argument("--shard", type=int, metavar="S", required=True)
@@ -235,6 +239,8 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
             return await c.transfer_leader(args.node, shard=args.shard), None
         if cmd == "snapshot":
             return await c.snapshot(shard=args.shard), None
+        if cmd == "checksum":
+            return await c.checksum(shard=args.shard), None
         if cmd == "move-replica":
             return await c.move_replica(args.shard, args.src, args.dst, timeout=max(args.timeout, 60.0)), None
         if cmd == "append":

@@ -106,6 +106,8 @@ class MsgType(str, enum.Enum):
     SHARD_MAP = "shard_map"
     # admin: move one replica of a shard from one node to another (the shard's leader runs it)
     MOVE_REPLICA = "move_replica"
+    # admin: a consistency check; one log entry at which every replica logs its state's digest
+    CHECKSUM = "checksum"
     # responses (carry the id of the request they answer)
     OK = "ok"
     ERROR = "error"
@@ -116,7 +118,7 @@ CLIENT_REQUESTS: frozenset[MsgType] = frozenset(
         MsgType.GET, MsgType.PUT, MsgType.CAS, MsgType.DELETE, MsgType.FENCED_PUT,
         MsgType.ACQUIRE, MsgType.RELEASE, MsgType.STATUS, MsgType.ADD_NODE,
         MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT,
-        MsgType.APPEND, MsgType.TXN, MsgType.SHARD_MAP, MsgType.MOVE_REPLICA,
+        MsgType.APPEND, MsgType.TXN, MsgType.SHARD_MAP, MsgType.MOVE_REPLICA, MsgType.CHECKSUM,
     }
 )
 
@@ -124,7 +126,8 @@ CLIENT_REQUESTS: frozenset[MsgType] = frozenset(
 # Requests that change the cluster itself rather than data: with mutual TLS only an admin
 # certificate may send them (ukehi/tls.py). An unsafe knob added to the protocol goes here.
 ADMIN_REQUESTS: frozenset[MsgType] = frozenset(
-    {MsgType.ADD_NODE, MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT, MsgType.MOVE_REPLICA}
+    {MsgType.ADD_NODE, MsgType.REMOVE_NODE, MsgType.TRANSFER_LEADER, MsgType.SNAPSHOT, MsgType.MOVE_REPLICA,
+     MsgType.CHECKSUM}
 )
 
 
@@ -250,6 +253,7 @@ SCHEMAS: dict[MsgType, Schema] = {
     MsgType.TXN: Schema(required={"ops": TXN_OPS}),
     MsgType.SHARD_MAP: Schema(),
     MsgType.MOVE_REPLICA: Schema(required={"shard": U64, "from": STR, "to": STR}),
+    MsgType.CHECKSUM: Schema(),
     MsgType.OK: Schema(optional={"value": ANY}),
     MsgType.ERROR: Schema(
         required={"code": ERROR_CODE},

@@ -20,6 +20,8 @@ catch-up               a node a fault brought back reaches what the cluster had 
                        within the nemesis's bound while no other fault is active (liveness;
                        the ``catch_up`` records of the snapshot-lag nemesis, checked
                        against the node's own log)
+replica-agreement      replicas that applied the same consistency-check entry hold the
+                       same state (digests the nodes log; harness/consistency.py)
 =====================  ==============================================================
 """
 
@@ -31,6 +33,7 @@ from typing import Any, Iterable, Mapping
 from .applied import check_state_machine_safety
 from .catchup import check_catch_up
 from .config import check_config_agreement
+from .digests import check_replica_agreement, replica_agreement_checker
 from .durability import check_durability
 from .election import check_election_safety
 from .health import EXPECTED, check_node_health
@@ -39,7 +42,7 @@ from .nodedata import NodeData, mark_damaged, read_cluster, read_node
 
 __all__ = ["EXPECTED", "NodeData", "check_catch_up", "check_durability", "check_election_safety", "check_log_matching",
            "check_config_agreement", "check_log_order", "check_node_health", "check_state_machine_safety",
-           "check_whitebox",
+           "check_replica_agreement", "check_whitebox", "replica_agreement_checker",
            "read_cluster", "read_node", "whitebox_checkers"]
 
 
@@ -56,6 +59,8 @@ def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], work
         "node-health": lambda: check_node_health(cluster),
         "config-agreement": lambda: check_config_agreement(history),
         "catch-up": lambda: check_catch_up(cluster, history),
+        "replica-agreement": lambda: check_replica_agreement(
+            {name: [e for p in node.processes for e in p.events] for name, node in cluster.items()}),
     }
     out: dict[str, dict[str, Any]] = {}
     for name, check in checks.items():
@@ -89,7 +94,7 @@ def check_run_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iterable
 
 
 NAMES = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order", "node-health",
-         "config-agreement", "catch-up")
+         "config-agreement", "catch-up", "replica-agreement")
 
 
 def whitebox_checkers(run_dir: str | Path, nodes: Iterable[str], workload: str) -> dict[str, Any]:

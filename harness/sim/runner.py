@@ -843,6 +843,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
                 await t
         else:
             await clients.final_phase(FINAL_PHASE_S)
+        await consistency_check(world, settle)
         await world.stop_all()
 
     world.loop.max_steps = settings.max_steps or auto_max_steps(duration)
@@ -875,6 +876,35 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     if keep_world:
         result.world = world
     return result
+
+
+async def consistency_check(world: SimWorld, settle: float, timeout: float = 5.0) -> bool:
+    """As at the end of a real run (harness/consistency.py): the leader commits one checksum
+    entry, every replica logs its state's digest there (the replica-agreement checker
+    compares them); then ``settle`` virtual seconds for the followers to apply it. True when a
+    leader answered. Asks each node in turn and follows a leader hint; a lost answer is asked
+    again (a second checksum entry is harmless)."""
+    deadline = world.now() + timeout
+    order = list(world.names)
+    done = False
+    while not done and world.now() < deadline:
+        node = order[0]
+        order = order[1:] + order[:1]
+        for _ in range(3):
+            reply = await world.request(node, wire.MsgType.CHECKSUM, {}, max(0.05, min(1.0, deadline - world.now())))
+            if reply is None:
+                break
+            kind, body = reply
+            if kind is wire.MsgType.OK:
+                done = True
+                break
+            err = body.get("error") if isinstance(body.get("error"), dict) else {}
+            leader = (err or {}).get("leader") or body.get("leader")
+            if leader not in world.nodes or leader == node:
+                break
+            node = leader
+    await asyncio.sleep(settle)
+    return done
 
 
 def auto_max_steps(duration: float) -> int:

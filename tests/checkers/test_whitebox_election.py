@@ -10,7 +10,8 @@ def test_healthy_cluster_passes_every_whitebox_checker(tmp_path):
     write_all(healthy(tmp_path))
     results = check_whitebox(read_cluster(tmp_path / "nodes"), HISTORY, "register")
     assert {name: r["valid"] for name, r in results.items()} == {name: True for name in results}
-    assert len(results) == 8  # the six node-data checkers, config-agreement and catch-up
+    # the six node-data checkers, config-agreement, catch-up and replica-agreement
+    assert len(results) == 9
 
 
 def test_two_leaders_in_one_term_are_caught_and_named(tmp_path):

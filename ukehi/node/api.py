@@ -167,6 +167,9 @@ class ClientAPI:
             return await self._transfer(body.get("node"))  # type: ignore[attr-defined]
         if t is wire.MsgType.SNAPSHOT:
             return await self._manual_snapshot()  # type: ignore[attr-defined]
+        if t is wire.MsgType.CHECKSUM:
+            # Through the log like a write: every replica computes its digest at this index.
+            return await self._write({"op": "checksum"})
         return err(wire.ErrorCode.BAD_REQUEST, f"request type {t.value} is not served by a node")
 
     # ------------------------------------------------------------------ callback path

@@ -39,7 +39,7 @@ from typing import Any, Callable, Generator
 
 from ukehi import wire
 from ukehi.config import format_address, parse_address
-from ukehi.kv import KVStateMachine, to_response
+from ukehi.kv import CHECKSUM_COMMAND, KVStateMachine, to_response
 from ukehi.nodelog import NodeLogger
 from ukehi.raft.confchange import decode_membership
 from ukehi.raft.core import RaftCore
@@ -478,6 +478,10 @@ class Driver:
             command = pre[2] if pre is not None and pre[0] == e.term and pre[1] is e.data else None
             result = kv.apply(e.index, e.fencing_token, data, decoded=command)
             self.applied = e.index
+            if data == CHECKSUM_COMMAND:
+                # A consistency check: this replica's own digest at this index, computed here
+                # from the state (not taken from apply's answer), for checkers/whitebox/digests.py.
+                self.log.info("state-digest", index=e.index, term=e.term, digest=kv.digest(), keys=len(kv))
             if data and _ADDRESS_KEY_BYTES in data:
                 addresses_changed = True
             self.proposals.applied(e.index, e.term, to_response(result))

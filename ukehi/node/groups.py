@@ -109,7 +109,7 @@ __all__ = ["ShardedNode", "GroupReplica", "GroupLogger"]
 _KEYED = frozenset({wire.MsgType.GET, wire.MsgType.PUT, wire.MsgType.CAS, wire.MsgType.DELETE,
                     wire.MsgType.FENCED_PUT, wire.MsgType.APPEND})  # the server's callback path
 # Requests about one group, named by the frame's group id.
-_PER_GROUP = frozenset({wire.MsgType.TRANSFER_LEADER, wire.MsgType.SNAPSHOT})
+_PER_GROUP = frozenset({wire.MsgType.TRANSFER_LEADER, wire.MsgType.SNAPSHOT, wire.MsgType.CHECKSUM})
 
 
 class GroupLogger(NodeLogger):
