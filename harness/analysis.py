@@ -13,7 +13,7 @@ from typing import Any
 from checkers.availability import availability_checker
 from checkers.results import merge_valid
 from checkers.shard_availability import unaffected_shards_checker, wanted as wants_unaffected_shards
-from checkers.whitebox import replica_agreement_checker, whitebox_checkers
+from checkers.whitebox import sharded_whitebox_checkers, whitebox_checkers
 from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, judge_resolved, resolve_from_files
 
 from .registry import SHADING, WORKLOADS, damages_wal, wal_policy_checker
@@ -79,12 +79,12 @@ def check_run(run: RunDir, *, time_limit: float | None = None, ignore_torn_tail:
     options = {"time_limit": time_limit if time_limit is not None else 120.0,
                "run_dir": str(run.path), "shading": shading, "all_failures": all_failures}
     results: dict[str, Any] = {}
-    # What the nodes persisted and logged; not for a sharded run (harness/sharding.py: the
-    # white-box checkers read one Raft group per node, a sharded node has one per shard).
-    whitebox = {} if is_sharded(spec.node_options) else whitebox_checkers(run.path, spec.nodes, spec.workload)
-    if is_sharded(spec.node_options) and (run.path / "nodes").is_dir():
-        # Reads only the node logs, so it judges every group of a sharded node too.
-        whitebox["replica-agreement"] = replica_agreement_checker(run.path, spec.nodes)
+    # What the nodes persisted and logged. A sharded node has a Raft log per group: each
+    # group is judged as its own cluster (checkers/whitebox check_sharded_nodes).
+    if is_sharded(spec.node_options):
+        whitebox = sharded_whitebox_checkers(run.path, spec.nodes, spec.workload, int(spec.node_options["shards"]))
+    else:
+        whitebox = whitebox_checkers(run.path, spec.nodes, spec.workload)
     resolution = _resolution(spec, run, history)
     view = resolution.view(history) if resolution is not None else history
     used_by: list[str] = []

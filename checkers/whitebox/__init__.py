@@ -43,7 +43,8 @@ from .nodedata import NodeData, mark_damaged, read_cluster, read_node
 __all__ = ["EXPECTED", "NodeData", "check_catch_up", "check_durability", "check_election_safety", "check_log_matching",
            "check_config_agreement", "check_log_order", "check_node_health", "check_state_machine_safety",
            "check_replica_agreement", "check_whitebox", "replica_agreement_checker",
-           "read_cluster", "read_node", "whitebox_checkers"]
+           "check_sharded_nodes", "read_cluster", "read_node", "sharded_whitebox_checkers", "whitebox_checkers",
+           "NAMES", "SHARDED_NAMES"]
 
 
 def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str) -> dict[str, dict[str, Any]]:
@@ -95,6 +96,93 @@ def check_run_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iterable
 
 NAMES = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order", "node-health",
          "config-agreement", "catch-up", "replica-agreement")
+
+
+#: the checkers a sharded run gets per Raft group (the rest judge the whole node or history)
+PER_GROUP = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order")
+SHARDED_NAMES = (*PER_GROUP, "node-health", "replica-agreement")
+
+
+def check_sharded_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iterable[Any], workload: str,
+                        shards: int) -> dict[str, dict[str, Any]]:
+    """The white-box checkers over a sharded run: each of ``PER_GROUP`` on every Raft group
+    (the metadata group 0 and each shard's group, read as its own cluster from every node's
+    ``data/group-<id>`` and the events the node tagged with that group), durability with
+    only the client ops whose key is in that shard; node-health and replica-agreement once
+    over the whole node logs. A checker's verdict merges its groups': the explanation names
+    the first failing group, ``groups`` gives every group's verdict."""
+    from checkers.results import merge_valid
+    from checkers.shard_availability import shard_of_key, workload_key_name
+    from ukehi.shardmap import group_of
+
+    from .nodedata import read_log
+
+    base = Path(run_dir) / "nodes"
+    names = list(dict.fromkeys([*nodes, *(sorted(p.name for p in base.iterdir() if p.is_dir())
+                                          if base.is_dir() else [])]))
+    history = list(history)
+    logs = {n: read_log(base / n / "node.log") for n in names}
+    damaged = damaged_restarts(history)
+    key_name = workload_key_name(workload)
+    per_group: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in PER_GROUP}
+    for gid in [0, *(group_of(s) for s in range(shards))]:
+        cluster = {n: read_node(n, base / n, group_id=gid, events=logs[n]) for n in names}
+        cluster = {n: d for n, d in cluster.items() if d.processes or d.has_data}  # its members, ever
+        if not cluster:
+            continue
+        mark_damaged(cluster, damaged)
+        ops = [op for op in history
+               if not op.is_client or (gid > 0 and shard_of_key(op.key, shards, key_name) == gid - 1)]
+        checks = {
+            "election-safety": lambda: check_election_safety(cluster),
+            "log-matching": lambda: check_log_matching(cluster),
+            "state-machine-safety": lambda: check_state_machine_safety(cluster),
+            "durability": lambda: check_durability(cluster, ops, workload),
+            "log-order": lambda: check_log_order(cluster),
+        }
+        for name, check in checks.items():
+            try:
+                per_group[name][gid] = check()
+            except Exception as err:  # noqa: BLE001 - a checker crash is an unknown verdict, not a pass
+                per_group[name][gid] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
+    out: dict[str, dict[str, Any]] = {}
+    for name, results in per_group.items():
+        merged: dict[str, Any] = {"valid": merge_valid(r.get("valid", "unknown") for r in results.values()),
+                                  "groups": {str(g): r.get("valid", "unknown") for g, r in sorted(results.items())}}
+        bad = [(g, r) for g, r in sorted(results.items()) if r.get("valid") is not True]
+        if bad:
+            g, r = next(((g, r) for g, r in bad if r.get("valid") is False), bad[0])
+            what = "the metadata group 0" if g == 0 else f"group {g} (shard {g - 1})"
+            merged["explanation"] = f"{what}: {r.get('explanation') or r.get('error') or r.get('valid')}"
+            merged["failing_groups"] = {str(g): r for g, r in bad[:5]}
+        else:
+            merged["explanation"] = f"every one of {len(results)} Raft groups passed"
+        out[name] = merged
+    whole = {n: read_node(n, base / n, events=logs[n]) for n in names}
+    for name, check in (("node-health", lambda: check_node_health(whole)),
+                        ("replica-agreement", lambda: check_replica_agreement(logs))):
+        try:
+            out[name] = check()
+        except Exception as err:  # noqa: BLE001
+            out[name] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
+    return out
+
+
+def sharded_whitebox_checkers(run_dir: str | Path, nodes: Iterable[str], workload: str,
+                              shards: int) -> dict[str, Any]:
+    """:func:`check_sharded_nodes` in the harness's shape (read once, on the first call)."""
+    if not (Path(run_dir) / "nodes").is_dir():
+        return {}
+    cache: dict[str, dict[str, Any]] = {}
+
+    def make(name: str) -> Any:
+        def check(history: Iterable[Any], options: Any = None) -> dict[str, Any]:
+            if not cache:
+                cache.update(check_sharded_nodes(run_dir, nodes, history, workload, shards))
+            return dict(cache[name])
+        return check
+
+    return {name: make(name) for name in SHARDED_NAMES}
 
 
 def whitebox_checkers(run_dir: str | Path, nodes: Iterable[str], workload: str) -> dict[str, Any]:

@@ -284,10 +284,38 @@ def split_processes(events: Iterable[dict[str, str]]) -> list[Process]:
     return processes
 
 
-def find_group_dir(node_dir: Path) -> Path | None:
+def group_events(events: Iterable[dict[str, str]], group: int) -> list[dict[str, str]]:
+    """One Raft group's view of a sharded node's log, shaped like an unsharded node's log.
+
+    A sharded node logs ``starting`` once per process, then ``group-starting group=G`` for
+    each group it hosts (and again when it joins a group later, by a move), and tags every
+    Raft event with ``group=G``. For group G this keeps the events tagged G and turns each
+    ``group-starting`` of G into the ``starting`` line the checkers split processes at (pid and
+    policy of the process it belongs to, ``peers`` = the group's founding members, ``join``):
+    a replica that joins mid-process is a new process of the group, and a fresh join after the
+    node left the group is a new incarnation, as for a wiped unsharded node."""
+    out: list[dict[str, str]] = []
+    process: dict[str, str] = {}
+    tag = str(group)
+    for e in events:
+        ev = e.get("event")
+        if ev == "starting":
+            process = e
+        elif ev == "group-starting":
+            if e.get("group") == tag:
+                out.append({"event": "starting", "ts": e.get("ts", ""), "level": "info",
+                            "pid": process.get("pid", ""), "policy": process.get("policy", ""),
+                            "join": e.get("join", "false"), "peers": e.get("members", ""),
+                            "_line": e.get("_line", "")})
+        elif e.get("group") == tag and out:
+            out.append(e)
+    return out
+
+
+def find_group_dir(node_dir: Path, group: str = GROUP) -> Path | None:
     """The group directory holding the node's files: ``data/group-0``, or the LazyFS backing's."""
     for name in ("data", "data.lazyfs-backing"):
-        candidate = node_dir / name / GROUP
+        candidate = node_dir / name / group
         if candidate.is_dir() and any(candidate.iterdir()):
             return candidate
     return None
@@ -309,15 +337,22 @@ def _read_snapshot(snap_dir: Path, node: NodeData) -> None:
     node.snapshot_index, node.snapshot_term, node.snapshot_config = snap.index, snap.term, snap.config
 
 
-def read_node(name: str, node_dir: str | Path, policy: str | None = None) -> NodeData:
-    """Read one node's log and data directory (missing pieces are left empty, never invented)."""
+def read_node(name: str, node_dir: str | Path, policy: str | None = None, *,
+              group_id: int | None = None, events: list[dict[str, str]] | None = None) -> NodeData:
+    """Read one node's log and data directory (missing pieces are left empty, never invented).
+
+    ``group_id``: one Raft group of a sharded node (its events, :func:`group_events`, and its
+    ``data/group-<id>`` directory); None: an unsharded node (group 0, every event).
+    ``events``: the node log already parsed (:func:`read_log`), to read several groups once."""
     node_dir = Path(node_dir)
     node = NodeData(name)
-    node.processes = split_processes(read_log(node_dir / "node.log"))
+    if events is None:
+        events = read_log(node_dir / "node.log")
+    node.processes = split_processes(events if group_id is None else group_events(events, group_id))
     if policy is None:
         policies = [p.policy for p in node.processes if p.policy]
         policy = policies[-1] if policies else CorruptionPolicy.TruncateToLastGood.value
-    group = find_group_dir(node_dir)
+    group = find_group_dir(node_dir, GROUP if group_id is None else f"group-{group_id}")
     if group is None:
         return node
     node.has_data = True
@@ -357,12 +392,13 @@ def read_node(name: str, node_dir: str | Path, policy: str | None = None) -> Nod
 
 
 def read_cluster(nodes_dir: str | Path, names: Iterable[str] | None = None,
-                 policy: str | None = None) -> dict[str, NodeData]:
-    """Every node under ``<run>/nodes/`` (or the NAMES given), read with :func:`read_node`."""
+                 policy: str | None = None, *, group_id: int | None = None) -> dict[str, NodeData]:
+    """Every node under ``<run>/nodes/`` (or the NAMES given), read with :func:`read_node`
+    (``group_id``: that Raft group of sharded nodes)."""
     nodes_dir = Path(nodes_dir)
     if names is None:
         names = sorted(p.name for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []
-    return {name: read_node(name, nodes_dir / name, policy) for name in names}
+    return {name: read_node(name, nodes_dir / name, policy, group_id=group_id) for name in names}
 
 
 def mark_damaged(cluster: Mapping[str, NodeData], damaged: Iterable[tuple[str, int]]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from checkers.history import load_jsonl
+from checkers.whitebox import SHARDED_NAMES as SHARDED_WHITEBOX
 from harness.commands.run import build_spec
 from harness.sharding import every_shard_led
 from harness.spec import SpecError
@@ -48,9 +49,11 @@ def test_five_nodes_sixteen_shards_under_partitions_and_kills_is_valid(tmp_path)
     spec = json.loads((run / "test.json").read_text())
     assert spec["node_options"]["shards"] == 16 and spec["node_options"]["replication_factor"] == 3
     verdict = json.loads((run / "results.json").read_text())
-    # Judged by the client history; the white-box checkers read one group per node and are left out.
-    assert set(verdict["checkers"]) == {"linearizable", "stats", "availability"}
+    # The client history, and the white-box checkers per Raft group (metadata + 16 shards).
+    assert set(verdict["checkers"]) == {"linearizable", "stats", "availability", *SHARDED_WHITEBOX}
     assert verdict["valid"] is True and verdict["checkers"]["linearizable"]["valid"] is True
+    assert len(verdict["checkers"]["log-matching"]["groups"]) == 17
+    assert verdict["checkers"]["replica-agreement"]["compared"] >= 17
     history = load_jsonl(str(run / "history.jsonl"))
     faults = {op.f for op in history if not op.is_client}
     assert {"start-partition", "kill"} & faults, f"no fault was injected: {faults}"
