@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from checkers.availability import availability_checker
+from checkers.probes import PROBES_FILE, probes_checker
 from checkers.results import merge_valid
 from checkers.shard_availability import unaffected_shards_checker, wanted as wants_unaffected_shards
 from checkers.whitebox import sharded_whitebox_checkers, whitebox_checkers
@@ -38,8 +39,13 @@ def _fault_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
 
 def _run_checkers(spec: TestSpec, run: RunDir) -> dict[str, Any]:
     """Checkers every run gets: did the cluster of the build under test serve at all
-    (checkers/availability.py; a build that never serves is invalid, not unknown)."""
-    return {"availability": availability_checker(run.path, spec.time_limit)}
+    (checkers/availability.py; a build that never serves is invalid, not unknown), and,
+    where the bad-input battery ran (a run older than it, or stopped before its final phase,
+    has no probes.jsonl), did every node refuse bad input (checkers/probes.py)."""
+    out = {"availability": availability_checker(run.path, spec.time_limit)}
+    if (run.path / PROBES_FILE).exists():
+        out["bad-input"] = probes_checker(run.path)
+    return out
 
 
 #: set (to anything but "" or 0) to judge the recorded history only, e.g. to measure what the

@@ -31,6 +31,7 @@ from .consistency import checksum_groups, summary
 from .db import DBError, UkehiDB, endpoint
 from .interpreter import Clock, Counters, Interpreter
 from .nodefiles import collect_node_files
+from .probes import run_probes
 from .progress import Progress
 from .registry import NEEDS_NETWORK_FAULTS, NEMESES, NEMESIS_NODE_OPTIONS, WORKLOADS, needs_fake_clock
 from .sharding import is_sharded
@@ -210,6 +211,7 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
             await interp.run_clients(workload.final_generator(), workload.open_client,
                                      deadline=time.monotonic() + spec.final_time_limit)
         await _consistency_check(spec, run, db)
+        await run_probes(run.path, db, spec)  # the bad-input battery (harness/probes.py), into probes.jsonl
         _note(run, down_on_purpose=await _down_on_purpose(db), unresponsive=await _unresponsive(db))
 
 

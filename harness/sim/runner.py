@@ -29,12 +29,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from checkers.history import Op, dumps_op
+from checkers.probes import check_probes
+from checkers.results import merge_valid
 from ukehi import wire
 from ukehi.raft.types import Role
 from ukehi.sim.loop import EventBudgetExceeded
 from ukehi.storage import vfs
 from ukehi.sim.world import SimWorld, WorldOptions
 
+from ..probes import run_sim_battery
 from .targeted import FAMILIES, make_families
 from .workloads import WorkloadClients, shrunk_schedule_step, workload_options
 
@@ -822,6 +825,8 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     duration = settings.duration
     settle = 3 * opts["election_ms"][1] / 1000.0
 
+    probes: list[dict[str, Any]] = []  # the bad-input battery's records (harness/probes.py)
+
     async def scenario() -> None:
         for n in world.names:
             world.start(n)
@@ -844,6 +849,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
         else:
             await clients.final_phase(FINAL_PHASE_S)
         await consistency_check(world, settle)
+        probes.extend(await run_sim_battery(world))
         await world.stop_all()
 
     world.loop.max_steps = settings.max_steps or auto_max_steps(duration)
@@ -859,6 +865,9 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     # Two leaders' clocks may be off in opposite directions: they disagree by up to twice that.
     opts["clock_skew_ms"] = round(2000 * nemesis.max_skew, 3)
     result = judge(seed, settings, opts, world, hist.ops)
+    if probes:  # judged as in a real run (checkers/probes.py)
+        result.checkers["bad-input"] = check_probes(probes)
+        result.valid = merge_valid(r.get("valid", "unknown") for r in result.checkers.values())
     if runaway is not None:
         # What happened up to the stop is still judged (a safety violation found there
         # stands); the seed as a whole is at most unknown, never valid.

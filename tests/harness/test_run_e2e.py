@@ -50,7 +50,7 @@ def assert_complete_run(run: Path, checkers: set[str]) -> dict:
     assert sum(1 for op in history if op.type == "invoke" and op.is_client) > 50
     results = json.loads((run / "results.json").read_text())
     # white-box checkers and availability judge every run
-    assert set(results["checkers"]) == checkers | set(WHITEBOX) | {"availability"}
+    assert set(results["checkers"]) == checkers | set(WHITEBOX) | {"availability", "bad-input"}
     assert "<html" in (run / "timeline.html").read_text().lower()
     for node in ("n1", "n2", "n3"):
         assert (run / "nodes" / node / "node.log").stat().st_size > 0
