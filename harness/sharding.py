@@ -14,10 +14,8 @@ What this module decides, in one place:
 - when a sharded cluster is up: every shard has a leader (``every_shard_led``), not only
   some node that leads something.
 
-The WAL-reading white-box checkers read group 0's files and one Raft log per node; a sharded
-node has a log per group, so harness/analysis.py leaves them out of a sharded run, which is
-judged by its client history (linearizability per key, availability) and by
-``replica-agreement``, which reads only the node logs (every group's state digests).
+The white-box checkers judge each Raft group of a sharded run as its own cluster
+(``checkers.whitebox.check_sharded_nodes``, chosen in harness/analysis.py).
 """
 
 from __future__ import annotations
