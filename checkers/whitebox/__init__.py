@@ -28,7 +28,7 @@ replica-agreement      replicas that applied the same consistency-check entry ho
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .applied import check_state_machine_safety
 from .catchup import check_catch_up
@@ -168,38 +168,33 @@ def check_sharded_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iter
     return out
 
 
+def _read_once(run_dir: str | Path, names: Iterable[str],
+               check_all: Callable[[Iterable[Any]], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """``{name: check(history, options)}`` for each of NAMES; ``check_all(history)`` (which
+    reads the node files) runs once, on the first call, and every checker judges that one
+    reading. A run without any ``nodes/`` directory (a history checked on its own) gets none."""
+    if not (Path(run_dir) / "nodes").is_dir():
+        return {}
+    cache: dict[str, dict[str, Any]] = {}
+
+    def make(name: str) -> Any:
+        def check(history: Iterable[Any], options: Any = None) -> dict[str, Any]:
+            if not cache:
+                cache.update(check_all(history))
+            return dict(cache[name])
+        return check
+
+    return {name: make(name) for name in names}
+
+
 def sharded_whitebox_checkers(run_dir: str | Path, nodes: Iterable[str], workload: str,
                               shards: int) -> dict[str, Any]:
     """:func:`check_sharded_nodes` in the harness's shape (read once, on the first call)."""
-    if not (Path(run_dir) / "nodes").is_dir():
-        return {}
-    cache: dict[str, dict[str, Any]] = {}
-
-    def make(name: str) -> Any:
-        def check(history: Iterable[Any], options: Any = None) -> dict[str, Any]:
-            if not cache:
-                cache.update(check_sharded_nodes(run_dir, nodes, history, workload, shards))
-            return dict(cache[name])
-        return check
-
-    return {name: make(name) for name in SHARDED_NAMES}
+    return _read_once(run_dir, SHARDED_NAMES,
+                      lambda history: check_sharded_nodes(run_dir, nodes, history, workload, shards))
 
 
 def whitebox_checkers(run_dir: str | Path, nodes: Iterable[str], workload: str) -> dict[str, Any]:
-    """The white-box checkers in the harness's shape, ``{name: check(history, options)}``.
-
-    The node files are read once, on the first call, and every checker judges that one
-    reading. A run without any ``nodes/`` directory (a history checked on its own) gets none.
-    """
-    if not (Path(run_dir) / "nodes").is_dir():
-        return {}
-    cache: dict[str, dict[str, Any]] = {}
-
-    def make(name: str) -> Any:
-        def check(history: Iterable[Any], options: Any = None) -> dict[str, Any]:
-            if not cache:
-                cache.update(check_run_nodes(run_dir, nodes, history, workload))
-            return dict(cache[name])
-        return check
-
-    return {name: make(name) for name in NAMES}
+    """The white-box checkers in the harness's shape, ``{name: check(history, options)}``
+    (the node files read once, on the first call)."""
+    return _read_once(run_dir, NAMES, lambda history: check_run_nodes(run_dir, nodes, history, workload))
