@@ -95,6 +95,9 @@ class NodeConfig:
     # its own Raft group of `replication_factor` founders placed by the partitioner.
     shards: int | None = None
     replication_factor: int = 3
+    # Replica moves in flight in the whole cluster at once (the moves the shard map records):
+    # a move asked for while this many are recorded is refused (ukehi/node/groups.py).
+    max_moves: int = 2
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -251,6 +254,7 @@ _KNOWN_KEYS = {
     "max_connections",
     "shards",
     "replication_factor",
+    "max_moves",
 }
 
 
@@ -344,9 +348,12 @@ def build_config(settings: Mapping[str, Any], environ: Mapping[str, str] | None 
     if not 0.1 <= idle <= 86400:
         raise ConfigError(f"--idle-timeout {idle:g} s must be between 0.1 and 86400")
     shards, replication_factor = _shard_settings(settings, peers, join)
+    if settings.get("max_moves") is not None and shards is None:
+        raise ConfigError("--max-moves only applies to a sharded cluster: give --shards S too")
     config = NodeConfig(
         shards=shards,
         replication_factor=replication_factor,
+        max_moves=_positive_int("--max-moves", settings.get("max_moves", 2)),
         idle_timeout_s=idle,
         max_connections=_positive_int("--max-connections", settings.get("max_connections", 512)),
         node_id=node_id,

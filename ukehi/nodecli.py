@@ -66,6 +66,7 @@ _FLAG_KEYS = {
     "max_connections": "max_connections",
     "shards": "shards",
     "replication_factor": "replication_factor",
+    "max_moves": "max_moves",
 }
 
 
@@ -126,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shard.add_argument("--replication-factor", type=int, metavar="R",
                        help="members of each shard's group, placed by consistent hashing over --peers "
                             "(default 3, or fewer founders)")
+    shard.add_argument("--max-moves", type=int, metavar="K",
+                       help="replica moves in flight in the whole cluster at once (default 2): a move "
+                            "asked for while K are in the shard map is refused, to be retried")
     parser.add_argument(
         "--unsafe-bug", metavar="NAME",
         help="TEST ONLY: plant a bug ("

@@ -1007,6 +1007,13 @@ class ShardedNode:
         if smap.move_of(shard) is not None:
             return err(wire.ErrorCode.CAS_FAILED, f"shard {shard} has a move in flight in the map "
                        f"({smap.move_of(shard)}); one move per shard at a time; nothing was done")
+        limit = self.config.max_moves
+        if len(smap.moves) >= limit:
+            # Exact, not a guess: the move is recorded by a compare-and-set from this very map,
+            # so two movers that both saw room cannot both record theirs.
+            return err(wire.ErrorCode.CAS_FAILED, f"{len(smap.moves)} replica moves are in flight at epoch "
+                       f"{smap.epoch} ({', '.join(f'shard {m[0]} {m[1]}->{m[2]}' for m in smap.moves)}); at "
+                       f"most {limit} at once (--max-moves); retry when one finishes; nothing was done")
         m = core.membership
         if m.joint or m.learners or set(m.voters) != set(members):
             return err(wire.ErrorCode.UNAVAILABLE, f"shard {shard}'s group has voters {sorted(m.voters)}, learners "
