@@ -1,5 +1,7 @@
 """Rebalancing a sharded cluster (issue 15): move one replica of a random shard to a node that
-does not host it, while the other faults run.
+does not host it, while the other faults run. Only shards with a majority of their members
+running are moved (a group that cannot commit cannot change its membership; the op is
+recorded as skipped rather than blocking the schedule for MOVE_TIMEOUT_S).
 
 Each op reads the shard map from the running nodes (the newest epoch any of them reports),
 picks a shard with no move in flight, one of its members as the source and a running node
@@ -104,6 +106,18 @@ def busy_shards(before: Mapping[int, int], after: Mapping[int, int]) -> list[int
     return sorted(s for s, c in after.items() if c > before.get(s, c))
 
 
+def move_choices(members: Mapping[int, list[str]], moving: set[int], running: list[str]) -> list[tuple[int, str]]:
+    """(shard, target) pairs a move may take: a shard with no move in flight and a majority of
+    its members running, to a running node outside it. A group with most of its members down
+    cannot change its membership: such a move would only wait out MOVE_TIMEOUT_S, and the
+    schedule's next op (the restart of those very nodes) with it. The source may be down:
+    moving a dead node's replica away is what an operator does."""
+    up = set(running)
+    return [(s, dst) for s, ms in sorted(members.items())
+            if s not in moving and 2 * sum(1 for n in ms if n in up) > len(ms)
+            for dst in running if dst not in ms]
+
+
 def _leader_of(statuses: Mapping[str, Mapping[str, Any] | None], shard: int) -> str | None:
     best = max(((int(g.get("term") or 0), n) for n, st in statuses.items() if st
                 for s, g in (st.get("shards") or {}).items() if int(s) == shard and g.get("role") == "leader"),
@@ -167,11 +181,11 @@ def package(ctx: FaultContext) -> NemesisPackage:
         members = await shard_members(ctx, statuses)
         moving = {int(m["shard"]) for m in before["moves"]}
         running = sorted(n for n in ctx.nodes if ctx.nodes[n].is_running())
-        choices = [(s, dst) for s, ms in sorted(members.items()) if s not in moving
-                   for dst in running if dst not in ms]
+        choices = move_choices(members, moving, running)
         if not choices:
-            return {"skipped": "no shard without a move in flight has a running node outside it",
-                    "epoch_before": before["epoch"]}
+            return {"skipped": "no shard without a move in flight has a majority of its members running "
+                               "and a running node outside it", "epoch_before": before["epoch"],
+                    "running": running}
         hot = [c for c in choices if c[0] in busy]
         want_busy = rng.random() < BUSY_P
         shard, dst = rng.choice(hot if want_busy and hot else choices)

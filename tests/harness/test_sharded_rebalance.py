@@ -128,3 +128,17 @@ def test_the_shards_in_use_are_those_whose_group_committed_between_two_looks():
     # was not seen the first time (nothing to compare with): only shard 1 is in use.
     assert busy_shards(first, second) == [1]
     assert busy_shards(second, second) == []
+
+
+def test_a_move_takes_only_a_shard_whose_group_has_a_majority_running():
+    """With most of a shard's members killed its group cannot change membership: the move would
+    only wait out its timeout and block the schedule (the restart of those nodes with it)."""
+    from nemeses.rebalance import move_choices
+
+    members = {0: ["n1", "n2", "n3"], 1: ["n3", "n4", "n5"], 2: ["n1", "n4", "n5"]}
+    # n1 and n2 down: shard 0 has one of three running; shard 2 keeps two of three (its dead
+    # member n1 may be the one moved away); shard 1 has a move in flight.
+    choices = move_choices(members, {1}, ["n3", "n4", "n5"])
+    assert choices == [(2, "n3")]
+    assert move_choices(members, set(), ["n4"]) == []
+    assert (0, "n4") in move_choices(members, set(), ["n1", "n2", "n3", "n4", "n5"])
