@@ -39,6 +39,7 @@ from .election import check_election_safety
 from .health import EXPECTED, check_node_health
 from .logs import check_log_matching, check_log_order
 from .nodedata import NodeData, mark_damaged, read_cluster, read_node
+from .ownership import check_shard_ownership
 
 __all__ = ["EXPECTED", "NodeData", "check_catch_up", "check_durability", "check_election_safety", "check_log_matching",
            "check_config_agreement", "check_log_order", "check_node_health", "check_state_machine_safety",
@@ -100,7 +101,7 @@ NAMES = ("election-safety", "log-matching", "state-machine-safety", "durability"
 
 #: the checkers a sharded run gets per Raft group (the rest judge the whole node or history)
 PER_GROUP = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order")
-SHARDED_NAMES = (*PER_GROUP, "node-health", "replica-agreement")
+SHARDED_NAMES = (*PER_GROUP, "node-health", "replica-agreement", "shard-ownership")
 
 
 def check_sharded_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iterable[Any], workload: str,
@@ -109,7 +110,8 @@ def check_sharded_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iter
     (the metadata group 0 and each shard's group, read as its own cluster from every node's
     ``data/group-<id>`` and the events the node tagged with that group), durability with
     only the client ops whose key is in that shard; node-health and replica-agreement once
-    over the whole node logs. A checker's verdict merges its groups': the explanation names
+    over the whole node logs; shard-ownership over every shard group's log (its keys are
+    its shard's). A checker's verdict merges its groups': the explanation names
     the first failing group, ``groups`` gives every group's verdict."""
     from checkers.results import merge_valid
     from checkers.shard_availability import shard_of_key, workload_key_name
@@ -125,12 +127,14 @@ def check_sharded_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iter
     damaged = damaged_restarts(history)
     key_name = workload_key_name(workload)
     per_group: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in PER_GROUP}
+    clusters: dict[int, dict[str, NodeData]] = {}
     for gid in [0, *(group_of(s) for s in range(shards))]:
         cluster = {n: read_node(n, base / n, group_id=gid, events=logs[n]) for n in names}
         cluster = {n: d for n, d in cluster.items() if d.processes or d.has_data}  # its members, ever
         if not cluster:
             continue
         mark_damaged(cluster, damaged)
+        clusters[gid] = cluster
         ops = [op for op in history
                if not op.is_client or (gid > 0 and shard_of_key(op.key, shards, key_name) == gid - 1)]
         checks = {
@@ -160,7 +164,8 @@ def check_sharded_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iter
         out[name] = merged
     whole = {n: read_node(n, base / n, events=logs[n]) for n in names}
     for name, check in (("node-health", lambda: check_node_health(whole)),
-                        ("replica-agreement", lambda: check_replica_agreement(logs))):
+                        ("replica-agreement", lambda: check_replica_agreement(logs)),
+                        ("shard-ownership", lambda: check_shard_ownership(clusters, shards))):
         try:
             out[name] = check()
         except Exception as err:  # noqa: BLE001

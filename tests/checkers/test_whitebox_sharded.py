@@ -103,3 +103,21 @@ def test_node_health_reads_the_whole_log(tmp_path):
     write(nodes)
     out = check_sharded_nodes(tmp_path, NAMES, [], "register", SHARDS)
     assert out["node-health"]["valid"] is False and "step-failed" in out["node-health"]["explanation"]
+
+
+def test_a_key_written_through_another_shards_group_is_caught(tmp_path):
+    k0, k1 = key_in(0), key_in(1)
+    logs = {0: term_entries(1, 1, [NOOP]),
+            1: term_entries(1, 1, [NOOP, put(f"register/{k0}", 5)]),
+            2: term_entries(1, 1, [NOOP, put(f"register/{k1}", 7)])}
+    write(sharded(tmp_path, logs))
+    out = check_sharded_nodes(tmp_path, NAMES, [], "register", SHARDS)
+    assert out["shard-ownership"]["valid"] is True and out["shard-ownership"]["groups"] == 2
+    # shard 1's key put through shard 0's group (group 1), as a node without the ownership check does
+    logs[1] = term_entries(1, 1, [NOOP, put(f"register/{k0}", 5), put(f"register/{k1}", 9)])
+    write(sharded(tmp_path / "b", logs))
+    out = check_sharded_nodes(tmp_path / "b", NAMES, [], "register", SHARDS)
+    own = out["shard-ownership"]
+    assert own["valid"] is False
+    assert f"group 1 (shard 0) holds a put of key 'register/{k1}' at index 3" in own["explanation"]
+    assert own["violations"][0]["key_shard"] == 1
