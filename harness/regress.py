@@ -363,7 +363,7 @@ def first_violation_seconds(run_dir: Path, verdict: Mapping[str, Any]) -> tuple[
     return (round(min(times) / 1e9, 1) if times else None), failed
 
 
-WHITEBOX_CHECKERS = frozenset(whitebox.NAMES)
+WHITEBOX_CHECKERS = frozenset(whitebox.NAMES) | frozenset(whitebox.SHARDED_NAMES)
 
 #: Ops of the targeted schedules (nemeses/targeted.py, figure_eight.py, stale_append.py).
 #: Each completion records ``missed`` or ``skipped`` when it did not reach its interleaving.
