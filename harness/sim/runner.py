@@ -54,10 +54,10 @@ NEMESES = ("partition", "kill", "pause", "clock", "transfer", "snapshot", "membe
            "crash-after-vote", "crash-after-ack", "partition-in-flight", "damage", "slow",
            *FAMILIES)
 # The leader-targeted families (harness.sim.targeted: fall-after-append, stale-leader,
-# vote-flip): the moments the real targeted nemeses (figure-8, stale-append, double-vote)
-# aim at, as general faults. Each is drawn with probability 1/2 from an RNG of their own
-# (before "slow"'s), so the seed's other option draws are unchanged and a seed that draws
-# none of them runs exactly as before they existed.
+# vote-flip, slow-leader-clock): the moments the real targeted nemeses (figure-8,
+# stale-append, double-vote, slow-leader) aim at, as general faults. Each is drawn with
+# probability 1/2 from an RNG of their own (before "slow"'s), so the seed's other option
+# draws are unchanged and a seed that draws none of them runs exactly as before they existed.
 TARGETED = tuple(FAMILIES)
 # "slow": one node's links (both ways, outbound or inbound) deliver every message 0.5-3
 # election timeouts late for a while, as a congested TCP link or netem delay does: messages

@@ -30,6 +30,16 @@ each Raft message as it leaves its node: ``SimWorld.send_watch``), never on a bu
   off; when a voter of the others' next election grants its vote, it is power-cut at once,
   restarts soon after, and comes back cut off from the others but linked to the cut-off old
   leader, which campaigns with it, for one to three election timeouts.
+- ``slow-leader-clock`` (a lease outliving its leader): the leader's clock rate drops to a
+  drawn 0.02-0.5 (log-uniform; the real ``slow-leader`` nemesis uses 0.02), and it is cut off
+  from the other nodes both ways; clients stay attached to it (the simulator's client links
+  are never cut). The others, on true clocks, time out, elect a leader and commit writes,
+  while the old one counts its lease and its check-quorum in ticks of its slow clock, so it
+  believes it leads, and its lease holds, for 1/rate times as long. After two to five
+  election timeouts the links heal and its clock runs at the true rate again, its wall clock
+  stepped forward to true time (as NTP would). This is the situation the ``clock`` family
+  (a random node, rates 0.5-2) almost never lines up: slow clock, leader, cut off, and
+  clients still reading from it, all at once.
 
 Each family cuts links under its own owner (``SimWorld.set_cuts``), so a partition's heal
 does not undo it, nor does it undo a partition; every step and what it saw is recorded in
@@ -46,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # pragma: no cover - the runner imports this module
     from .runner import _Nemesis
 
-__all__ = ["FAMILIES", "Family", "FallAfterAppend", "StaleLeader", "VoteFlip", "make_families"]
+__all__ = ["FAMILIES", "Family", "FallAfterAppend", "SlowLeaderClock", "StaleLeader", "VoteFlip", "make_families"]
 
 
 class Family(abc.ABC):
@@ -381,7 +391,55 @@ class VoteFlip(Family):
             self._bring_back(self.voter)
 
 
-FAMILIES: dict[str, type[Family]] = {c.name: c for c in (FallAfterAppend, StaleLeader, VoteFlip)}
+class SlowLeaderClock(Family):
+    """The leader's clock runs slow while it is cut off from the other nodes (clients still
+    reach it): the real ``slow-leader`` nemesis's situation, on any seed that draws it."""
+
+    name = "slow-leader-clock"
+    RATES = (0.02, 0.5)  # the clock rate is drawn log-uniformly between these
+
+    def start(self) -> bool:
+        lead = self.nem._leader()
+        if lead is None:
+            return False
+        w = self.world
+        lo, hi = self.RATES
+        rate = round(lo * (hi / lo) ** self.rng.random(), 4)
+        hold = round(self.rng.uniform(2.0, 5.0) * self._el()[1], 4)
+        self.old = lead
+        self.rate = rate
+        self.since = w.now()
+        self.why = "final heal"
+        # Clock first, as the real nemesis does: every tick the leader counts from here on
+        # (its lease, its check-quorum, its heartbeats) takes 1/rate times as long.
+        self.nem.note_skew()
+        w.set_clock(lead, rate=rate)
+        w.set_cuts(self.name, {(a, b) for a in w.names for b in w.names if a != b and lead in (a, b)})
+        self._record("start-slow-leader-clock", {"node": lead, "term": self._term(lead), "rate": rate,
+                                                 "for_s": hold})
+        self._later(hold, self._end, "held")
+        return True
+
+    def _end(self, why: str) -> None:
+        self.why = why
+        self.stop()
+
+    def finish(self) -> None:
+        self._record("stop-slow-leader-clock", {"node": self.old, "why": self.why})
+        # Back to the true rate, and the wall clock stepped forward by the lag this family
+        # made (as NTP would step it), measured first (note_skew) so the lock checker's slack
+        # covers it. The monotonic clock keeps the lag: only its differences matter. If a
+        # ``clock`` fault changed this node's rate meanwhile, its own undo resets it.
+        w = self.world
+        h = w.nodes[self.old]
+        if h.rate != self.rate:
+            return
+        self.nem.note_skew()
+        w.set_clock(self.old, rate=1.0, bump=(1.0 - self.rate) * (w.now() - self.since))
+        self.nem.note_skew()
+
+
+FAMILIES: dict[str, type[Family]] = {c.name: c for c in (FallAfterAppend, StaleLeader, VoteFlip, SlowLeaderClock)}
 
 
 def make_families(nemesis: "_Nemesis") -> dict[str, Family]:
