@@ -112,8 +112,25 @@ class _Incarnation:
         return EPOCH + self.handle.wall_offset + self.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        # The timer fires when this node's clock reaches the deadline, as a kernel timer on
+        # CLOCK_MONOTONIC does: a rate change while it waits (set_clock wakes every sleeper)
+        # moves the firing time, so a sleep begun under a slow clock does not overshoot, in the
+        # node's own time, once its clock runs true again (that would look like a stall).
         handle = self.handle
-        await asyncio.sleep(max(0.0, seconds) / handle.rate)
+        loop = self.world.loop
+        deadline = self.monotonic() + max(0.0, seconds)
+        while True:
+            left = deadline - self.monotonic()
+            if left <= 1e-9:
+                break
+            woken: asyncio.Future[None] = loop.create_future()
+            handle.sleepers.add(woken)
+            timer = loop.call_later(left / handle.rate, _wake, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                handle.sleepers.discard(woken)
         if handle.paused:
             await handle.gate()
 
@@ -202,6 +219,11 @@ class _NetworkView:
         return None
 
 
+def _wake(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 @dataclass
 class _NodeHandle:
     name: str
@@ -219,6 +241,7 @@ class _NodeHandle:
     current: _Incarnation | None = None
     held: list[Callable[[], None]] = field(default_factory=list)
     resumed: asyncio.Event | None = None
+    sleepers: set[asyncio.Future[None]] = field(default_factory=set)  # woken by a rate change
 
     async def gate(self) -> None:
         while self.paused and self.resumed is not None:
@@ -399,6 +422,8 @@ class SimWorld:
             h.mono_base += h.rate * (now - h.rate_since)
             h.rate_since = now
             h.rate = rate
+            for woken in list(h.sleepers):
+                _wake(woken)  # each sleeper recomputes its firing time at the new rate
         h.wall_offset += bump
         self.event(f"clock {name} rate={h.rate} offset={h.wall_offset:.3f}")
 
