@@ -134,6 +134,7 @@ class Driver:
         self.applied = 0
         self.inputs: deque[Input] = deque()
         self.pending_ticks = 0
+        self.stalled_ticks = 0  # ticks the timer missed (a stall): they age the lease only
         self.proposals = ProposalWaiters()
         # index -> (term, data, command) of this leader's proposals: the command validated at
         # propose time, used at apply only for that very entry (same term, same bytes object).
@@ -169,9 +170,17 @@ class Driver:
         return True
 
     def tick(self) -> None:
-        # No catching up after a stall: a burst of ticks would look like a dead leader.
+        # No catching up after a stall: a burst of ticks would look like a dead leader. The
+        # ticks not delivered still age the leader's lease (RaftCore.stalled).
         if self.pending_ticks < 3:
             self.pending_ticks += 1
+        else:
+            self.stalled_ticks += 1
+        self.wake()
+
+    def stall(self, ticks: int) -> None:
+        """The tick timer found it was ``ticks`` ticks late (the process was stopped)."""
+        self.stalled_ticks += ticks
         self.wake()
 
     def add_read(self, fut: Any) -> None:
@@ -181,6 +190,9 @@ class Driver:
     def feed_inputs(self) -> None:
         core = self.core
         assert core is not None
+        if self.stalled_ticks:
+            stalled, self.stalled_ticks = self.stalled_ticks, 0
+            core.stalled(stalled)
         ticks, self.pending_ticks = self.pending_ticks, 0
         for _ in range(ticks):
             core.tick()

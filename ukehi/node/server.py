@@ -135,13 +135,20 @@ async def listen_or_explain(listener: NodeServer, cfg: NodeConfig, log: NodeLogg
         return None
 
 
-async def tick_every(clock: Any, interval_s: float, tick: Callable[[], None]) -> None:
-    """Call ``tick`` every ``interval_s`` seconds of ``clock``, forever (until cancelled)."""
+async def tick_every(clock: Any, interval_s: float, tick: Callable[[], None],
+                     stalled: Callable[[int], None] | None = None) -> None:
+    """Call ``tick`` every ``interval_s`` seconds of ``clock``, forever (until cancelled).
+    After a stall (the process stopped, the event loop blocked) ``stalled(n)`` is told how
+    many whole ticks were missed, before the one ``tick``."""
     next_at = clock.monotonic() + interval_s
     while True:
         await clock.sleep(max(0.0, next_at - clock.monotonic()))
+        now = clock.monotonic()
+        missed = int((now - next_at) // interval_s)
+        if missed > 0 and stalled is not None:
+            stalled(missed)
         # No catching up after a stall: a burst of ticks would look like a dead leader.
-        next_at = max(next_at + interval_s, clock.monotonic())
+        next_at = max(next_at + interval_s, now)
         tick()
 
 
@@ -408,7 +415,7 @@ class UkehiNode(ClientAPI, AdminAPI):
             await self._drive(self.driver.cycle())
 
     async def _tick_loop(self) -> None:
-        await tick_every(self.clock, self.config.tick_ms / 1000.0, self.driver.tick)
+        await tick_every(self.clock, self.config.tick_ms / 1000.0, self.driver.tick, self.driver.stall)
 
     async def _background_fsync(self) -> None:
         """lost-unfsynced only: fsync the WAL every BACKGROUND_FSYNC_S, long after the acks."""

@@ -374,6 +374,22 @@ class RaftCore:
                 self.election_elapsed = 0
                 self._campaign(pre_vote=self.cfg.pre_vote)
 
+    def stalled(self, ticks: int) -> None:
+        """The node was stopped for about ``ticks`` ticks (SIGSTOP, a long GC pause, a
+        descheduled or swapped-out process, a Ready loop blocked that long): no timer fires for
+        them, since a burst of ticks would look like a dead leader, but the lease clock moves on.
+
+        The lease counts ticks from the send of the heartbeat a quorum acknowledged. Without
+        this a leader resumed after a stall longer than its lease still counts the lease valid
+        (its ticks stood still while the others' time ran, elected a new leader and wrote),
+        and serves a stale read under it; so does an acknowledgement of a heartbeat sent before
+        the stall that arrives after it."""
+        self._check_idle("stalled()")
+        if ticks <= 0:
+            return
+        self.ticks += ticks
+        self._vote_quiet = max(0, self._vote_quiet - ticks)
+
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
