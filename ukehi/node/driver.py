@@ -135,6 +135,10 @@ class Driver:
         self.inputs: deque[Input] = deque()
         self.pending_ticks = 0
         self.stalled_ticks = 0  # ticks the timer missed (a stall): they age the lease only
+        # Set by the node: seconds per tick, and when the last tick came, so that a stall
+        # (no tick for whole intervals) is counted even before the late tick arrives.
+        self.tick_s: float | None = None
+        self.ticked_at: float | None = None
         self.proposals = ProposalWaiters()
         # index -> (term, data, command) of this leader's proposals: the command validated at
         # propose time, used at apply only for that very entry (same term, same bytes object).
@@ -176,12 +180,24 @@ class Driver:
             self.pending_ticks += 1
         else:
             self.stalled_ticks += 1
+        if self.tick_s is not None:
+            now = self.clock.monotonic()
+            if self.ticked_at is not None:
+                # this tick stands for one interval; whole intervals beyond it went by unticked
+                self.stalled_ticks += max(0, int((now - self.ticked_at) // self.tick_s) - 1)
+            self.ticked_at = now
         self.wake()
 
-    def stall(self, ticks: int) -> None:
-        """The tick timer found it was ``ticks`` ticks late (the process was stopped)."""
-        self.stalled_ticks += ticks
-        self.wake()
+    def _note_stall(self) -> None:
+        """Before the core sees any input: the whole tick intervals gone by since the last tick
+        (a process stopped, an event loop blocked) age the lease at once, even when the input
+        (a read queued while the process was stopped) runs before the late tick's timer does."""
+        if self.tick_s is None or self.ticked_at is None:
+            return
+        missed = int((self.clock.monotonic() - self.ticked_at) // self.tick_s)
+        if missed > 0:
+            self.stalled_ticks += missed
+            self.ticked_at += missed * self.tick_s
 
     def add_read(self, fut: Any) -> None:
         self.read_batch.append(fut)
@@ -190,6 +206,7 @@ class Driver:
     def feed_inputs(self) -> None:
         core = self.core
         assert core is not None
+        self._note_stall()
         if self.stalled_ticks:
             stalled, self.stalled_ticks = self.stalled_ticks, 0
             core.stalled(stalled)

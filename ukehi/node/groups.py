@@ -575,12 +575,7 @@ class ShardedNode:
             for r in list(self.replicas.values()):
                 if r.phase == "running":
                     r.driver.tick()
-
-        def stalled(ticks: int) -> None:
-            for r in list(self.replicas.values()):
-                if r.phase == "running":
-                    r.driver.stall(ticks)
-        await tick_every(self.clock, self.config.tick_ms / 1000.0, tick, stalled)
+        await tick_every(self.clock, self.config.tick_ms / 1000.0, tick)
 
     def _mismatch(self, committed: ShardMap) -> str:
         """Why the committed map cannot be this node's cluster ('' when it is)."""

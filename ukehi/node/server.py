@@ -135,20 +135,14 @@ async def listen_or_explain(listener: NodeServer, cfg: NodeConfig, log: NodeLogg
         return None
 
 
-async def tick_every(clock: Any, interval_s: float, tick: Callable[[], None],
-                     stalled: Callable[[int], None] | None = None) -> None:
-    """Call ``tick`` every ``interval_s`` seconds of ``clock``, forever (until cancelled).
-    After a stall (the process stopped, the event loop blocked) ``stalled(n)`` is told how
-    many whole ticks were missed, before the one ``tick``."""
+async def tick_every(clock: Any, interval_s: float, tick: Callable[[], None]) -> None:
+    """Call ``tick`` every ``interval_s`` seconds of ``clock``, forever (until cancelled)."""
     next_at = clock.monotonic() + interval_s
     while True:
         await clock.sleep(max(0.0, next_at - clock.monotonic()))
-        now = clock.monotonic()
-        missed = int((now - next_at) // interval_s)
-        if missed > 0 and stalled is not None:
-            stalled(missed)
-        # No catching up after a stall: a burst of ticks would look like a dead leader.
-        next_at = max(next_at + interval_s, now)
+        # No catching up after a stall: a burst of ticks would look like a dead leader (the
+        # driver ages the lease by the ticks a stall swallowed: Driver.tick_s).
+        next_at = max(next_at + interval_s, clock.monotonic())
         tick()
 
 
@@ -179,6 +173,7 @@ class UkehiNode(ClientAPI, AdminAPI):
         self._fatal = False  # set on a fail-stop: shutdown then persists nothing
         self.driver = Driver(config.node_id, bug=self.bug, fsync=config.fsync, founders=dict(config.peers),
                              log=self.log, clock=self.clock, wake=self._wake.set)
+        self.driver.tick_s = config.tick_ms / 1000.0  # a stall ages the lease (Driver._note_stall)
         self.driver.on_progress = self._on_progress
         if self.io.make_listener is not None and self.io.make_network is not None:
             self.tls = None
@@ -415,7 +410,7 @@ class UkehiNode(ClientAPI, AdminAPI):
             await self._drive(self.driver.cycle())
 
     async def _tick_loop(self) -> None:
-        await tick_every(self.clock, self.config.tick_ms / 1000.0, self.driver.tick, self.driver.stall)
+        await tick_every(self.clock, self.config.tick_ms / 1000.0, self.driver.tick)
 
     async def _background_fsync(self) -> None:
         """lost-unfsynced only: fsync the WAL every BACKGROUND_FSYNC_S, long after the acks."""
