@@ -5,14 +5,19 @@ the spec's node options (so ``test.json`` records them and a stored run is re-ch
 What this module decides, in one place:
 
 - which settings can work: R <= the node count, the ``rebalance`` nemesis only with
-  ``--shards`` (it moves shard replicas between nodes), a workload whose operations each touch
-  one key (register, kv: per-key linearizability is checked as for an unsharded run; the
-  transactional and fencing workloads span keys, which may sit in different shards), and only
+  ``--shards`` (it moves shard replicas between nodes), a workload in SHARDED_WORKLOADS
+  (register, kv: one key per operation, per-key linearizability checked as for an unsharded
+  run; list-append, rw-register: transactions, each kept inside one shard, since a sharded
+  node refuses a transaction across shards; fencing spans keys and is refused), and only
   the nemeses that act on whole node processes or their network (partition, kill, pause,
   clock, packet); the others aim at one Raft group's leader, membership or WAL (group 0),
   which a sharded node does not have;
 - when a sharded cluster is up: every shard has a leader (``every_shard_led``), not only
-  some node that leads something.
+  some node that leads something;
+- what a sharded transactional workload is told: ``sharded_workload_options`` adds the
+  workload option ``shards`` (the shard count) for the workloads in SHARDED_TXN_WORKLOADS, so
+  their generator draws each transaction's keys from one shard (workloads/txn.py) and
+  ``test.json`` records it with the other workload options.
 
 The white-box checkers judge each Raft group of a sharded run as its own cluster
 (``checkers.whitebox.check_sharded_nodes``, chosen in harness/analysis.py).
@@ -24,10 +29,13 @@ from typing import Any, Iterable, Mapping
 
 from .spec import SpecError
 
-__all__ = ["SHARDED_WORKLOADS", "SHARDED_NEMESIS_FAMILIES", "SHARDED_ONLY_NEMESES", "DEFAULT_SHARDED_NEMESES",
-           "shard_options", "is_sharded", "every_shard_led"]
+__all__ = ["SHARDED_WORKLOADS", "SHARDED_TXN_WORKLOADS", "SHARDED_NEMESIS_FAMILIES", "SHARDED_ONLY_NEMESES",
+           "DEFAULT_SHARDED_NEMESES", "shard_options", "sharded_workload_options", "is_sharded", "every_shard_led"]
 
-SHARDED_WORKLOADS = ("register", "kv")
+# Transactional workloads: each transaction's keys in one shard, given the shard count
+# (the workload option "shards", set by sharded_workload_options).
+SHARDED_TXN_WORKLOADS = ("list-append", "rw-register")
+SHARDED_WORKLOADS = ("register", "kv", *SHARDED_TXN_WORKLOADS)
 SHARDED_NEMESIS_FAMILIES = ("partition", "kill", "pause", "clock", "packet", "rebalance")
 # Nemeses that need a sharded cluster: they move shard replicas.
 SHARDED_ONLY_NEMESES = ("rebalance",)
@@ -61,13 +69,35 @@ def shard_options(shards: int | None, replication_factor: int | None, node_count
                         "group has that many members")
     if workload not in SHARDED_WORKLOADS:
         raise SpecError(f"--workload {workload} with --shards: a sharded cluster runs {', '.join(SHARDED_WORKLOADS)} "
-                        "(one key per operation); transactions and fencing span keys in several shards")
+                        "(one key per operation, or transactions kept in one shard); fencing spans keys "
+                        "in several shards")
     unsupported = [n for n in nemeses if not _family(n)]
     if unsupported:
         raise SpecError(f"--nemesis {','.join(unsupported)} with --shards: a sharded run supports the "
                         f"{', '.join(SHARDED_NEMESIS_FAMILIES)} families (whole nodes and their network); "
                         "the others act on one group's leader, membership or WAL")
     return {"shards": shards, "replication_factor": rf}
+
+
+def sharded_workload_options(workload: str, node_options: Mapping[str, Any],
+                             workload_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The workload options of a run with these node options: for a transactional workload on
+    a sharded cluster, plus ``shards`` (the cluster's shard count), which makes its generator
+    keep each transaction in one shard; otherwise unchanged. SpecError when the user's own
+    ``shards`` workload option disagrees with ``--shards`` or comes without it."""
+    out = dict(workload_options)
+    given = out.get("shards")
+    if not is_sharded(node_options) or workload not in SHARDED_TXN_WORKLOADS:
+        if given is not None:
+            raise SpecError("--workload-option shards: set by --shards for a sharded list-append or "
+                            "rw-register run; give --shards S instead")
+        return out
+    shards = int(node_options["shards"])
+    if given is not None and str(given) != str(shards):
+        raise SpecError(f"--workload-option shards={given} disagrees with --shards {shards}; leave it out "
+                        "(--shards sets it)")
+    out["shards"] = shards
+    return out
 
 
 def is_sharded(node_options: Mapping[str, Any]) -> bool:

@@ -10,7 +10,7 @@ import typer
 
 from ..cli import EXIT_BAD_ARGUMENT, EXIT_CRASHED, EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID, BadArgument
 from ..registry import DEFAULT_NEMESIS_INTERVAL, NEMESES, WORKLOADS, default_nemeses, parse_nemeses
-from ..sharding import DEFAULT_SHARDED_NEMESES, shard_options
+from ..sharding import DEFAULT_SHARDED_NEMESES, shard_options, sharded_workload_options
 from ..spec import SpecError, TestSpec, default_node_names, parse_concurrency
 from ..store import StoreError, check_writable, resolve_run
 
@@ -66,6 +66,8 @@ def build_spec(*, workload: str, nemesis: Optional[str], nemesis_interval: Optio
     options = check_node_options(_key_values("--node-option", node_option, "heartbeat=50"))
     options.update(shard_options(shards, replication_factor, len(names), workload, nemeses))
     workload_options = _key_values("--workload-option", workload_option or [], "values=1000")
+    # a sharded list-append/rw-register run: its workload keeps each transaction in one shard
+    workload_options = sharded_workload_options(workload, options, workload_options)
     clients = parse_concurrency(concurrency, len(names))
     try:  # the workload checks its options now, not after the cluster is up
         WORKLOADS[workload]([], clients, workload_options)

@@ -101,13 +101,16 @@ def test_shard_settings_go_to_every_node_and_unsupported_ones_are_refused():
         ({"replication_factor": 6}, "--replication-factor 6: give 1 to the node count"),
         ({"shards": None}, "only applies to a sharded cluster"),
         ({"shards": 0}, "--shards 0"),
-        ({"workload": "list-append"}, "--workload list-append with --shards"),
+        ({"workload": "fencing"}, "--workload fencing with --shards"),
         ({"nemesis": "partition,membership"}, "--nemesis membership with --shards"),
         ({"nemesis": "disk"}, "--nemesis disk with --shards"),
     ]:
         with pytest.raises(SpecError, match=message):
             spec_of(**overrides)
     assert spec_of(nemesis="partition-majority,kill-one,pause,clock").nemeses[0] == "partition-majority"
+    # The transactional workloads run sharded: the harness tells them the shard count.
+    assert spec_of(workload="list-append", shards=8).workload_options == {"shards": 8}
+    assert spec_of(workload="register").workload_options == {}
 
 
 def test_run_refuses_a_replication_factor_above_the_node_count_with_254(tmp_path):
