@@ -343,8 +343,13 @@ def violation_indexes(name: str, result: Mapping[str, Any]) -> list[int]:
     linear = result.get("linearizability")
     if isinstance(linear, Mapping):
         out += violation_indexes(name, linear)
-    for node in (result.get("nodes") or {}).values():
-        out += [f["op"] for f in node.get("faults", ()) if f.get("valid") is False and isinstance(f.get("op"), int)]
+    nodes = result.get("nodes")
+    # the corruption-policy checker's per-node faults (other checkers, bad-input's among them,
+    # list the nodes they judged under "nodes")
+    for node in (nodes.values() if isinstance(nodes, Mapping) else ()):
+        if isinstance(node, Mapping):
+            out += [f["op"] for f in node.get("faults", ())
+                    if isinstance(f, Mapping) and f.get("valid") is False and isinstance(f.get("op"), int)]
     # elle: the history index at which each anomaly found became visible
     out += [i for i in result.get("violation_indexes") or () if isinstance(i, int)]
     return out
@@ -409,7 +414,9 @@ def judge(case: Case, verdict: Mapping[str, Any], run_dir: Path) -> tuple[str, b
     # A white-box checker (checkers/whitebox) judges Raft's own safety properties from the
     # nodes' files: any failure of one is the bug seen, whatever black-box checker the case
     # names (forget-vote shows as two leaders in one term, often before any client sees it).
-    expected = [n for n in failed if n in case.expected_checkers or n in WHITEBOX_CHECKERS]
+    # So does the bad-input battery: a probe accepted, or a probed key read back changed, is
+    # the node misbehaving (stale-read's followers answer the battery's read-back too).
+    expected = [n for n in failed if n in case.expected_checkers or n in WHITEBOX_CHECKERS or n == "bad-input"]
     if not expected:
         return "escaped", False, failed, seconds, (f"invalid, but only by {', '.join(failed)}; expected "
                                                    f"{' or '.join(case.expected_checkers)}")

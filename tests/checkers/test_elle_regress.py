@@ -65,3 +65,11 @@ def test_incompatible_order_names_the_first_read_that_disagrees() -> None:
     assert svg.startswith("<svg") and "T3" in svg and "T5" in svg
     assert svg.count('stroke="#d62728"') == 2 and 'fill="#eee"' not in svg
     assert svg in cycle_page(result, title="t")
+
+
+def test_a_failing_checker_that_lists_its_nodes_does_not_break_the_first_violation_time() -> None:
+    # bad-input's result has "nodes": the nodes it probed (a list), unlike corruption-policy's
+    # per-node map of faults; the regress table crashed on it (CI, quick suite, stale-read).
+    assert violation_indexes("bad-input", {"valid": False, "nodes": ["n1", "n2"], "probes": 88}) == []
+    faults = {"n2": {"faults": [{"op": 7, "valid": False}, {"op": 9, "valid": True}]}}
+    assert violation_indexes("corruption-policy", {"valid": False, "nodes": faults}) == [7]
