@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 FACTS_FILE = "availability.json"
 
@@ -200,24 +200,35 @@ def _served(op: Any) -> bool:
     return op.type == "fail" and op.error is not None and str(op.error) not in CANNOT_SERVE
 
 
-def _quiet_attempts(client: list[Any], history: list[Any], f: str) -> int:
-    """Invocations of kind ``f`` with no fault window overlapping them (to their completion,
-    or to the end of the run when none came)."""
+def _quiet_test(history: list[Any]) -> Callable[[Any, Any], bool]:
+    """``quiet(invoked, done)``: no fault window of the run overlaps the span from an
+    invocation to its completion (to the end of the run when ``done`` is None)."""
     from checkers.faults import fault_events
 
     windows, _ = fault_events(history, _fault_specs())
     end = max((op.time for op in history), default=0)
+
+    def quiet(invoked: Any, done: Any) -> bool:
+        lo, hi = invoked.time / 1e9, (done.time if done is not None else end) / 1e9
+        return not any(w.start_s <= hi and lo <= w.end_s for w in windows)
+    return quiet
+
+
+def _quiet_attempts(client: list[Any], history: list[Any], f: str) -> int:
+    """Invocations of kind ``f`` with no fault window overlapping them (to their completion,
+    or to the end of the run when none came)."""
+    quiet = _quiet_test(history)
     invoked: dict[Any, Any] = {}
-    spans: list[tuple[float, float]] = []
+    spans: list[tuple[Any, Any]] = []
     for op in client:
         if op.f != f:
             continue
         if op.type == "invoke":
             invoked[op.process] = op
         elif op.process in invoked:
-            spans.append((invoked.pop(op.process).time / 1e9, op.time / 1e9))
-    spans += [(op.time / 1e9, end / 1e9) for op in invoked.values()]
-    return sum(1 for lo, hi in spans if not any(w.start_s <= hi and lo <= w.end_s for w in windows))
+            spans.append((invoked.pop(op.process), op))
+    spans += [(op, None) for op in invoked.values()]
+    return sum(1 for inv, done in spans if quiet(inv, done))
 
 
 def _kinds_never_served(client: list[Any], history: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -317,18 +328,10 @@ def _membership_refused(history: list[Any]) -> list[dict[str, Any]]:
     """The membership-refused rule (module doc): the whole run's membership changes refused or
     unanswered, at least MEMBERSHIP_REFUSED_MIN of them while no other fault was active (from
     the request to its answer, or to the end of the run when none came)."""
-    from checkers.faults import fault_events
-
     attempts = _membership_attempts(history)
     if any(outcome == "ok" for _, _, outcome in attempts):
         return []
-    windows, _ = fault_events(history, _fault_specs())
-    end = max((op.time for op in history), default=0)
-
-    def quiet(invoked: Any, done: Any) -> bool:
-        lo, hi = invoked.time / 1e9, (done.time if done is not None else end) / 1e9
-        return not any(w.start_s <= hi and lo <= w.end_s for w in windows)
-
+    quiet = _quiet_test(history)
     judged = [(done, outcome) for invoked, done, outcome in attempts if quiet(invoked, done)]
     if len(judged) < MEMBERSHIP_REFUSED_MIN:
         return []

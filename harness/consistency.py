@@ -11,7 +11,7 @@ that applies it logs ``event=state-digest`` with the digest of its whole state a
 index. `checkers/whitebox/digests.py` then compares the digests from the node logs.
 
 What the harness asked and what the leaders answered goes to ``checksums.jsonl`` in the run
-directory (one line per group), for the checker's explanation.
+directory (one line per group).
 """
 
 from __future__ import annotations
@@ -73,24 +73,6 @@ async def checksum_groups(addresses: list[str], shards: int | None, run_dir: str
         for rec in records:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
     return records
-
-
-def read_checksums(run_dir: str | Path) -> list[dict[str, Any]] | None:
-    """The records of ``checksums.jsonl`` (None: the run has none, e.g. it predates the check)."""
-    path = Path(run_dir) / CHECKSUMS_FILE
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return None
-    out = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 def summary(records: Iterable[Mapping[str, Any]]) -> str:
