@@ -35,6 +35,11 @@ cluster in the same alternation. `--loop-ab` adds a plain-TCP cluster on uvloop 
 uses uvloop only without TLS; `pip install -e '.[fast]'`). `cpu ms/op` is the CPU time of
 the three node processes (user + system, from /proc) per completed operation.
 
+Sharded cell (issue 15): `--sharded` adds writes/s of sharded clusters, 1, 4 and 16 shards
+on 3 and 5 nodes (replication factor 3, fsync on, plain TCP, `--sharded-inflight` puts in
+flight over distinct keys from one client, `--duration` seconds each), the layouts in turn; it
+runs bench/sharded.py's `one()` for each. `--only-sharded` runs that cell alone.
+
 Every level runs for `--duration` seconds or `--max-ops` operations, whichever comes first;
 every process started here is killed on exit. Prints a table, then as the LAST line one JSON
 object with every figure.
@@ -611,6 +616,25 @@ def bench_pysyncobj(levels: list[int], duration: float, max_ops: int, value_size
 
 
 # ====================================================================== main
+def bench_sharded(layouts: list[tuple[int, ...]], duration: float, max_ops: int, value_size: int,
+                  inflight: int) -> dict[str, Any]:
+    """The sharded cell: writes/s per (nodes, shards) layout, from bench/sharded.py's `one()`
+    (its clusters: replication factor 3, fsync on, plain TCP, one client), printed as a table."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import sharded  # bench/sharded.py
+
+    print(f"sharded cell: replication factor 3 (or the node count), fsync on, plain TCP, {inflight} puts in flight "
+          f"over distinct keys, {duration:g} s per layout, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'nodes':>5} {'shards':>6} {'writes/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/w':>9} {'failed':>7}")
+    out: dict[str, Any] = {}
+    for nodes, shards in layouts:
+        r = sharded.one(nodes, shards, inflight, duration, max_ops, value_size)
+        out[f"{nodes}x{shards}"] = {"nodes": nodes, "shards": shards, **r}
+        print(f"{nodes:>5} {shards:>6} {r['writes_per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8} "
+              f"{r['cpu_ms_per_write']:>9} {r['failed']:>7}", flush=True)
+    return {"inflight": inflight, "layouts": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default="1,16,256", help="requests in flight, comma list")
@@ -632,6 +656,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loop-ab", action="store_true",
                    help="also run a plain-TCP cluster on uvloop (UKEHI_EVENT_LOOP=uvloop) beside the plain "
                         "stdlib one, interleaved, to show what uvloop adds (needs pip install -e '.[fast]')")
+    p.add_argument("--sharded", action="store_true",
+                   help="add the sharded cell: writes/s of 1, 4 and 16 shards on 3 and 5 nodes (bench/sharded.py)")
+    p.add_argument("--only-sharded", action="store_true", help="run the sharded cell alone")
+    p.add_argument("--sharded-layouts", default="3x1,3x4,3x16,5x1,5x4,5x16", metavar="NxS,...",
+                   help="the sharded cell's layouts: nodes x shards (default 3x1,3x4,3x16,5x1,5x4,5x16)")
+    p.add_argument("--sharded-inflight", type=int, default=64, help="the sharded cell's puts in flight (default 64)")
     p.add_argument("--pysyncobj-node", type=int, help=argparse.SUPPRESS)
     p.add_argument("--pysyncobj-no-batch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--pysyncobj-ports", help=argparse.SUPPRESS)
@@ -661,6 +691,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--baseline {a.baseline}: no ukehi package there; make one with "
                 "`mkdir DIR && git archive COMMIT ukehi | tar -x -C DIR`")
 
+    try:
+        layouts = [tuple(int(x) for x in part.lower().split("x")) for part in a.sharded_layouts.split(",") if part]
+        if not layouts or any(len(t) != 2 or t[0] < 1 or t[1] < 1 for t in layouts):
+            raise ValueError
+    except ValueError:
+        p.error("--sharded-layouts must be a comma list of NODESxSHARDS, e.g. 3x1,3x16,5x16")
+    if a.only_sharded:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        cell = bench_sharded(layouts, a.duration, a.max_ops, a.value_size, a.sharded_inflight)
+        print(json.dumps({"sharded": cell, "load_average": round(os.getloadavg()[0], 1),
+                          "value_size": a.value_size, "duration_s": a.duration}))
+        return 0
     etcd_skip = "--skip-etcd" if a.skip_etcd else etcd_missing()
     # SIGTERM (e.g. timeout(1)) ends the bench through its finally blocks, which kill every
     # process it started.
@@ -792,7 +834,9 @@ def main(argv: list[str] | None = None) -> int:
             ratios[str(n)] = round(uk["writes"][str(n)]["ops_per_s"] / best, 2)
     if ratios:
         print("ukehi / best pysyncobj writes/s: " + ", ".join(f"{k} in flight: {v}x" for k, v in ratios.items()))
-    print(json.dumps({"ukehi": uk, "etcd": etcd_run or {"skipped": etcd_skip}, "vs_etcd": vs_etcd,
+    sharded_cell = (bench_sharded(layouts, a.duration, a.max_ops, a.value_size, a.sharded_inflight)
+                    if a.sharded else {"skipped": True})
+    print(json.dumps({"ukehi": uk, "sharded": sharded_cell, "etcd": etcd_run or {"skipped": etcd_skip}, "vs_etcd": vs_etcd,
                       "load_average": round(os.getloadavg()[0], 1), "ukehi_plain_uvloop": uv_run or {"skipped": True}, "loop_gain": loop_gain,
                       "ukehi_insecure": plain, "ukehi_baseline": base_run or {"skipped": True},
                       "change": change, "tls_cost": tls_cost, "pysyncobj": pso if not a.skip_pysyncobj

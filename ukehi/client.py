@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ukehi import wire
-from ukehi.shardmap import ShardMap, ShardMapError, group_of, request_keys
+from ukehi.shardmap import ShardMap, ShardMapError, group_of, rebalance_plan, request_keys
 from ukehi.tls import ROLE_NODE, ClientTLS, TLSError, client_tls_for, identity_of
 
 __all__ = [
@@ -551,6 +551,48 @@ class UkehiClient:
             await self._refresh_map_from(addr, min(1.0, max(0.0, deadline - loop.time())))
         return await self.request(wire.MsgType.MOVE_REPLICA, {"shard": shard, "from": src, "to": dst},
                                   timeout=max(0.001, deadline - loop.time()), shard=shard)
+
+    async def rebalance_status(self, *, timeout: float | None = None) -> Result:
+        """Admin, sharded cluster: the node set and the rebalance that `add_node`/`remove_node`
+        started, from the newest map any address knows. `value`: ``{"epoch", "nodes",
+        "leaving", "rebalancing", "moves": [[shard, from, to]], "planned": [[shard, [from],
+        [to]]], "replicas_to_move"}``; done when ``rebalancing`` is false."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        for addr in self.addresses:
+            await self._refresh_map_from(addr, min(1.0, max(0.0, deadline - loop.time())))
+        # The metadata members hold the newest map (the others learn it within a second).
+        for name in list(self._meta_members):
+            addr = self._member_addresses.get(name)
+            if addr is not None and addr not in self.addresses:
+                await self._refresh_map_from(addr, min(1.0, max(0.0, deadline - loop.time())))
+        smap = self._shard_map
+        if smap is None:
+            return Result(FAIL, error=INVALID_ARGUMENT,
+                          message="no node answered with a shard map: the cluster is not sharded (or not reachable)")
+        pending = rebalance_plan(smap)
+        return Result(OK, value={"epoch": smap.epoch, "nodes": list(smap.nodes), "leaving": list(smap.leaving),
+                                 "rebalancing": smap.rebalancing, "moves": [list(m) for m in smap.moves],
+                                 "planned": [[m.shard, list(m.remove), list(m.add)] for m in pending],
+                                 "replicas_to_move": sum(len(m.add) for m in pending)})
+
+    async def wait_rebalanced(self, timeout: float, *, poll: float = 0.5) -> Result:
+        """Admin, sharded cluster: `rebalance_status` until the rebalance is done (`ok`) or
+        `timeout` seconds pass (a definite failure naming what is still to move)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = await self.rebalance_status(timeout=min(5.0, max(0.5, deadline - loop.time())))
+            if result.ok and not result.value["rebalancing"]:
+                return result
+            if loop.time() >= deadline:
+                if not result.ok:
+                    return result
+                return Result(FAIL, value=result.value, error=TIMEOUT,
+                              message=f"the rebalance is not done after {timeout:g} s: "
+                                      f"{result.value['replicas_to_move']} replicas still to move, "
+                                      f"{len(result.value['moves'])} moves in flight (it goes on)")
+            await asyncio.sleep(min(poll, max(0.0, deadline - loop.time())))
 
     # ------------------------------------------------------------------ machinery
     async def request(

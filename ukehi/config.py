@@ -347,7 +347,7 @@ def build_config(settings: Mapping[str, Any], environ: Mapping[str, str] | None 
         raise ConfigError(f"--idle-timeout must be a number of seconds, got {idle!r}") from None
     if not 0.1 <= idle <= 86400:
         raise ConfigError(f"--idle-timeout {idle:g} s must be between 0.1 and 86400")
-    shards, replication_factor = _shard_settings(settings, peers, join)
+    shards, replication_factor = _shard_settings(settings, peers, join, node_id)
     if settings.get("max_moves") is not None and shards is None:
         raise ConfigError("--max-moves only applies to a sharded cluster: give --shards S too")
     config = NodeConfig(
@@ -391,8 +391,12 @@ def build_config(settings: Mapping[str, Any], environ: Mapping[str, str] | None 
     return replace(config, **_tls_settings(settings, node_id))
 
 
-def _shard_settings(settings: Mapping[str, Any], peers: Mapping[str, Address], join: bool) -> tuple[int | None, int]:
-    """--shards S (None: unsharded) and --replication-factor R, checked against the founders."""
+def _shard_settings(settings: Mapping[str, Any], peers: Mapping[str, Address], join: bool,
+                    node_id: str) -> tuple[int | None, int]:
+    """--shards S (None: unsharded) and --replication-factor R, checked against the founders.
+    A node started with --join and --shards is a new node for a running sharded cluster: its
+    --peers are the cluster's founders (itself among them or not, as for an unsharded
+    --join), and it hosts no shard until `ukehi kv add-node` records it in the shard map."""
     from ukehi.shardmap import MAX_SHARDS
 
     raw_shards = settings.get("shards")
@@ -404,13 +408,12 @@ def _shard_settings(settings: Mapping[str, Any], peers: Mapping[str, Address], j
     shards = _positive_int("--shards", raw_shards)
     if shards > MAX_SHARDS:
         raise ConfigError(f"--shards {shards}: at most {MAX_SHARDS}")
-    rf = _positive_int("--replication-factor", raw_rf if raw_rf is not None else min(3, len(peers)))
-    if rf > len(peers):
+    founders = [n for n in peers if not (join and n == node_id)]
+    rf = _positive_int("--replication-factor", raw_rf if raw_rf is not None else min(3, len(founders)))
+    if rf > len(founders):
+        hint = ("give the cluster's --peers and --replication-factor" if join else "add nodes or lower it")
         raise ConfigError(f"--replication-factor {rf} needs at least {rf} founding nodes in --peers; "
-                          f"there are {len(peers)}: add nodes or lower it")
-    if join:
-        raise ConfigError("--join with --shards: adding a node to a sharded cluster (rebalancing) is not "
-                          "built yet; start every node as a founder listed in --peers")
+                          f"there are {len(founders)}: {hint}")
     return shards, rf
 
 

@@ -143,6 +143,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=int, metavar="S", required=True)
     p.add_argument("--from", dest="src", metavar="A", required=True, help="a member of the shard now")
     p.add_argument("--to", dest="dst", metavar="B", required=True, help="a node that does not host the shard")
+    p = sub.add_parser("rebalance", parents=[common],
+                       help="admin, sharded cluster: the node set and the replica moves that add-node/remove-node "
+                            "started (they run --max-moves at a time)")
+    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait until the rebalance is done")
     p = sub.add_parser("append", parents=[common], help="append VALUE to the list at KEY; prints the log index")
     p.add_argument("key")
     p.add_argument("value")
@@ -243,6 +247,10 @@ async def _run(args: argparse.Namespace) -> tuple[Result, Any]:
             return await c.checksum(shard=args.shard), None
         if cmd == "move-replica":
             return await c.move_replica(args.shard, args.src, args.dst, timeout=max(args.timeout, 60.0)), None
+        if cmd == "rebalance":
+            if args.wait is not None:
+                return await c.wait_rebalanced(args.wait), None
+            return await c.rebalance_status(), None
         if cmd == "append":
             return await c.append(args.key, _value(args.value, args.int)), None
         if cmd == "txn":

@@ -21,6 +21,11 @@ the caller owns the I/O and feeds the results back.
   old ones), so the shard is always served by a quorum of one configuration.
 - `next_moves(pending, in_flight, limit)`: throttling, at most `limit` moves at once, never
   two on one shard.
+- The node set: `with_node` (a node added, its address recorded: the map is the address book of
+  nodes added after the start), `draining` (a node leaving), each starting a rebalance;
+  `rebalance_plan(map)` is `plan` from the members to the placement of the nodes but the leaving
+  ones while it runs, and `rebalanced` ends it (the leaving nodes dropped). The founders (the
+  nodes the cluster was made with) name the cluster through all of it (`same_cluster`).
 
 Group ids: group 0 is the metadata group; shard s is Raft group s + 1. An unsharded cluster is
 the single group 0, as before sharding existed.
@@ -49,6 +54,7 @@ __all__ = [
     "plan",
     "move_steps",
     "next_moves",
+    "rebalance_plan",
     "request_keys",
 ]
 
@@ -157,6 +163,22 @@ class ShardMap:
     # hosts the shard's group (as a joining learner) while it is listed here; the shard's
     # members change only when the move is done (a later epoch).
     moves: tuple[tuple[int, str, str], ...] = ()
+    # Adding and removing nodes (all four absent from the JSON form while empty/false, so a
+    # map of a cluster that never changed its node set reads as it always did):
+    # - founders: the nodes the cluster was made with (the flags' --peers); with the shard
+    #   count and the replication factor they name the cluster (`same_cluster`), since `nodes`
+    #   changes. Empty means `nodes` (a map made by `initial`).
+    # - addresses: (node, "HOST:PORT") of the nodes added after the start. The map is the
+    #   address book for them: every node learns a new node's address from the committed map
+    #   (founders' addresses come from every node's --peers).
+    # - leaving: nodes being removed; placement leaves them out, and once they serve no shard
+    #   the rebalance drops them from `nodes`.
+    # - rebalancing: the node set changed and the shards are being moved to the partitioner's
+    #   placement of `nodes` minus `leaving` (`rebalance_plan`); cleared when it is reached.
+    founders: tuple[str, ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()
+    leaving: tuple[str, ...] = ()
+    rebalancing: bool = False
     _index: Mapping[str, frozenset[int]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +216,26 @@ class ShardMap:
                 raise ShardMapError(f"move of shard {shard} from {src!r} to {dst!r}: the source must be a member "
                                     f"and the target a node of the cluster that is not one "
                                     f"(members {list(self.members[shard])})")
+        if not self.founders:
+            object.__setattr__(self, "founders", tuple(self.nodes))
+        if len(set(self.founders)) != len(self.founders):
+            raise ShardMapError(f"founder names repeat in {list(self.founders)}")
+        object.__setattr__(self, "addresses", tuple(sorted(self.addresses)))
+        for name, address in self.addresses:
+            if name not in known:
+                raise ShardMapError(f"address of {name!r}: not a node of the cluster {list(self.nodes)}")
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ShardMapError(f"address of {name!r}: {address!r} is not HOST:PORT")
+        if len(dict(self.addresses)) != len(self.addresses):
+            raise ShardMapError("a node has two addresses in the map")
+        object.__setattr__(self, "leaving", tuple(sorted(set(self.leaving))))
+        strangers = [n for n in self.leaving if n not in known]
+        if strangers:
+            raise ShardMapError(f"leaving nodes {strangers} are not nodes of the cluster {list(self.nodes)}")
+        if len(self.nodes) - len(self.leaving) < self.replication_factor:
+            raise ShardMapError(f"with {list(self.leaving)} leaving, {len(self.nodes) - len(self.leaving)} nodes "
+                                f"remain for replication factor {self.replication_factor}")
         object.__setattr__(self, "_index", {n: frozenset(v) for n, v in index.items()})
 
     @classmethod
@@ -228,7 +270,61 @@ class ShardMap:
         """The next epoch's map with the same members per shard but a new node list: the first
         step of adding a node (it joins the cluster before any shard moves to it)."""
         names = tuple(sorted(set(nodes) | {n for group in self.members for n in group}))
-        return ShardMap(self.epoch + 1, self.replication_factor, names, self.members, self.moves)
+        return self._next(nodes=names, addresses=tuple(a for a in self.addresses if a[0] in names),
+                          leaving=tuple(n for n in self.leaving if n in names))
+
+    def _next(self, **changes: Any) -> "ShardMap":
+        """The next epoch's map with `changes` (fields of the dataclass)."""
+        fields = {"epoch": self.epoch + 1, "replication_factor": self.replication_factor, "nodes": self.nodes,
+                  "members": self.members, "moves": self.moves, "founders": self.founders,
+                  "addresses": self.addresses, "leaving": self.leaving, "rebalancing": self.rebalancing}
+        fields.update(changes)
+        return ShardMap(**fields)
+
+    # ------------------------------------------------------------------ node set
+    @property
+    def target_nodes(self) -> tuple[str, ...]:
+        """The nodes shards are placed on: the cluster's nodes but the leaving ones."""
+        return tuple(n for n in self.nodes if n not in self.leaving)
+
+    def address_of(self, node: str) -> str | None:
+        """The address the map records for `node` (added nodes only; founders: --peers)."""
+        return dict(self.addresses).get(node)
+
+    def with_node(self, node: str, address: str | None = None) -> "ShardMap":
+        """The next epoch's map with `node` in the node set (at `address`, when it is not a
+        founder) and a rebalance started: placement now includes it. A leaving node that is
+        added again stops leaving."""
+        try:
+            check_node_id("node", node)
+        except (TypeError, ValueError) as exc:
+            raise ShardMapError(str(exc)) from None
+        addresses = dict(self.addresses)
+        if address is not None and node not in self.founders:
+            addresses[node] = address
+        if node not in self.founders and node not in addresses:
+            raise ShardMapError(f"{node} is not a founder: give its address")
+        names = tuple(sorted(set(self.nodes) | {node}))
+        return self._next(nodes=names, addresses=tuple(addresses.items()),
+                          leaving=tuple(n for n in self.leaving if n != node), rebalancing=True)
+
+    def draining(self, node: str) -> "ShardMap":
+        """The next epoch's map with `node` leaving and a rebalance started: its replicas move
+        to the placement of the other nodes, then it is dropped (`rebalanced`)."""
+        if node not in self.nodes:
+            raise ShardMapError(f"{node} is not a node of the cluster {list(self.nodes)}")
+        return self._next(leaving=tuple(set(self.leaving) | {node}), rebalancing=True)
+
+    def rebalanced(self) -> "ShardMap":
+        """The next epoch's map once the rebalance is done (`rebalance_plan` is empty and no
+        move is in flight): the leaving nodes are dropped, the rebalance cleared."""
+        if self.moves or rebalance_plan(self):
+            raise ShardMapError(f"the rebalance is not done: {len(rebalance_plan(self))} shards still to move, "
+                                f"{len(self.moves)} moves in flight")
+        gone = set(self.leaving)
+        return self._next(nodes=tuple(n for n in self.nodes if n not in gone),
+                          addresses=tuple(a for a in self.addresses if a[0] not in gone), leaving=(),
+                          rebalancing=False)
 
     def after(self, move: ShardMove) -> "ShardMap":
         """The next epoch's map once `move` has finished in its shard's group."""
@@ -237,8 +333,7 @@ class ShardMap:
                                 f"not {list(move.old)}: the move was planned on an older map")
         members = list(self.members)
         members[move.shard] = move.new
-        return ShardMap(self.epoch + 1, self.replication_factor, self.nodes, tuple(members),
-                        tuple(m for m in self.moves if m[0] != move.shard))
+        return self._next(members=tuple(members), moves=tuple(m for m in self.moves if m[0] != move.shard))
 
     def without_node(self, node: str) -> "ShardMap":
         """The next epoch's map with `node` gone from the node list; it must serve no shard."""
@@ -246,8 +341,9 @@ class ShardMap:
             raise ShardMapError(f"{node} still serves shards {sorted(self.shards_of(node))}; move them first")
         if node not in self.nodes:
             raise ShardMapError(f"{node} is not a node of the cluster {list(self.nodes)}")
-        return ShardMap(self.epoch + 1, self.replication_factor,
-                        tuple(n for n in self.nodes if n != node), self.members, self.moves)
+        return self._next(nodes=tuple(n for n in self.nodes if n != node),
+                          addresses=tuple(a for a in self.addresses if a[0] != node),
+                          leaving=tuple(n for n in self.leaving if n != node))
 
     # ------------------------------------------------------------------ replica moves
     def move_of(self, shard: int) -> tuple[int, str, str] | None:
@@ -263,8 +359,7 @@ class ShardMap:
         recorded as in flight (the members unchanged)."""
         if self.move_of(shard) is not None:
             raise ShardMapError(f"shard {shard} already has a move in flight: {self.move_of(shard)}")
-        return ShardMap(self.epoch + 1, self.replication_factor, self.nodes, self.members,
-                        tuple(sorted(self.moves + ((shard, src, dst),))))
+        return self._next(moves=tuple(sorted(self.moves + ((shard, src, dst),))))
 
     def settled(self, shard: int, voters: Iterable[str]) -> "ShardMap":
         """The next epoch's map with `shard`'s members set to its group's `voters` (a move's
@@ -282,28 +377,50 @@ class ShardMap:
         out += new
         members = list(self.members)
         members[shard] = tuple(out)
-        return ShardMap(self.epoch + 1, self.replication_factor, self.nodes, tuple(members),
-                        tuple(m for m in self.moves if m[0] != shard))
+        return self._next(members=tuple(members), moves=tuple(m for m in self.moves if m[0] != shard))
 
     def same_cluster(self, other: "ShardMap") -> bool:
         """Whether `other` is a map of the same cluster (shard count, replication factor and
-        node set): any epoch of one cluster's map passes, another cluster's does not."""
-        return (self.shards, self.replication_factor, self.nodes) == (other.shards, other.replication_factor,
-                                                                       other.nodes)
+        founding nodes): any epoch of one cluster's map passes, also after nodes were added
+        or removed, another cluster's does not."""
+        return (self.shards, self.replication_factor, set(self.founders)) == (
+            other.shards, other.replication_factor, set(other.founders))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"epoch": self.epoch, "replication_factor": self.replication_factor,
                                "nodes": list(self.nodes), "members": [list(g) for g in self.members]}
         if self.moves:  # absent when none: a map without moves reads as it always did
             out["moves"] = [list(m) for m in self.moves]
+        if set(self.founders) != set(self.nodes):
+            out["founders"] = list(self.founders)
+        if self.addresses:
+            out["addresses"] = dict(self.addresses)
+        if self.leaving:
+            out["leaving"] = list(self.leaving)
+        if self.rebalancing:
+            out["rebalancing"] = True
         return out
 
     @classmethod
     def from_dict(cls, obj: Any) -> "ShardMap":
         """Parse the JSON form; anything else is a ShardMapError that names the field."""
         fields = {"epoch", "replication_factor", "nodes", "members"}
-        if not isinstance(obj, dict) or not fields <= set(obj) or not set(obj) <= fields | {"moves"}:
-            raise ShardMapError(f"a shard map is an object with exactly {sorted(fields)} (and 'moves')")
+        optional = {"moves", "founders", "addresses", "leaving", "rebalancing"}
+        if not isinstance(obj, dict) or not fields <= set(obj) or not set(obj) <= fields | optional:
+            raise ShardMapError(f"a shard map is an object with exactly {sorted(fields)} (and {sorted(optional)})")
+        extra: dict[str, Any] = {}
+        for name in ("founders", "leaving"):
+            value = obj.get(name, [])
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise ShardMapError(f"shard map field {name!r} must be a list of node names")
+            extra[name] = tuple(value)
+        addresses = obj.get("addresses", {})
+        if not isinstance(addresses, dict) or not all(isinstance(a, str) for a in addresses.values()):
+            raise ShardMapError("shard map field 'addresses' must map node names to HOST:PORT")
+        extra["addresses"] = tuple(addresses.items())
+        if not isinstance(obj.get("rebalancing", False), bool):
+            raise ShardMapError("shard map field 'rebalancing' must be true or false")
+        extra["rebalancing"] = obj.get("rebalancing", False)
         moves = obj.get("moves", [])
         if not isinstance(moves, list) or not all(
                 isinstance(m, list) and len(m) == 3 and isinstance(m[0], int) and isinstance(m[1], str)
@@ -316,7 +433,7 @@ class ShardMap:
                 isinstance(g, list) and all(isinstance(n, str) for n in g) for g in members):
             raise ShardMapError("shard map field 'members' must be a list (one per shard) of lists of node names")
         return cls(obj["epoch"], obj["replication_factor"], tuple(obj["nodes"]),
-                   tuple(tuple(g) for g in members), tuple(sorted((m[0], m[1], m[2]) for m in moves)))
+                   tuple(tuple(g) for g in members), tuple(sorted((m[0], m[1], m[2]) for m in moves)), **extra)
 
 
 def plan(current: ShardMap, nodes: Iterable[str], vnodes: int = 150) -> list[ShardMove]:
@@ -380,3 +497,13 @@ def next_moves(pending: Sequence[ShardMove], in_flight: Iterable[int], limit: in
         busy.add(move.shard)
         out.append(move)
     return out
+
+
+def rebalance_plan(current: ShardMap, vnodes: int = 150) -> list[ShardMove]:
+    """While `current` is rebalancing: the moves still to make, from its members to the
+    partitioner's placement of its target nodes (`plan`), in shard order; [] otherwise. Computed
+    afresh from every map, so a move that finished, failed or was undone, and a restart of any
+    node, leave nothing to resume but the map itself."""
+    if not current.rebalancing:
+        return []
+    return plan(current, current.target_nodes, vnodes)

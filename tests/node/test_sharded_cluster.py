@@ -193,7 +193,8 @@ def test_an_unsharded_node_has_no_map_and_refuses_shard_routing(make_cluster):
     ({"shards": 4, "replication_factor": 4}, "needs at least 4 founding nodes"),
     ({"shards": 0}, "--shards must be a whole number >= 1"),
     ({"shards": 5000}, "at most 4096"),
-    ({"shards": 4, "join": True}, "not built yet"),
+    ({"shards": 4, "join": True, "node_id": "n4", "listen": "127.0.0.1:4", "replication_factor": 4},
+     "needs at least 4 founding nodes in --peers; there are 3: give the cluster's --peers"),
 ])
 def test_bad_shard_settings_say_what_to_fix(settings, message, tmp_path):
     base = {"node_id": "n1", "peers": "n1=127.0.0.1:1,n2=127.0.0.1:2,n3=127.0.0.1:3",

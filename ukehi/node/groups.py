@@ -35,6 +35,24 @@ The map changes (replica moves, ``move_replica``):
   mover stopped (a restart, lost leadership) is finished in the map if the group changed, and
   undone (learner removed, record cleared) if it did not.
 
+Adding and removing nodes (admin ``add_node``/``remove_node`` on any node):
+
+- a new node starts with ``--join`` and the cluster's ``--shards``, ``--replication-factor``
+  and founders' ``--peers``; it hosts nothing and learns the map from the metadata members
+  (they answer it at the address its hello gave). ``add_node ID ADDRESS`` first asks it for its
+  map at that address (it must run, with this cluster's flags), then commits a map with it in
+  the node set, its address recorded (the map is the address book for nodes added after the
+  start: every node reaches them at the address the committed map gives) and ``rebalancing``
+  set. ``remove_node ID`` marks the node ``leaving`` (not a metadata member: that group's
+  members are fixed by the flags) and sets ``rebalancing``;
+- while the map is rebalancing, the partitioner's plan (``shardmap.rebalance_plan``: the
+  members -> the placement of the nodes but the leaving ones) says which replicas move; the
+  leaders of the first shards of the plan start them through the move above (the same
+  ``--max-moves`` cap, recorded in the map), one replica per move. Nothing else is kept: every
+  round plans from the newest map, so restarts of any node, the mover included, resume it;
+- when the plan is empty and no move is in flight, the metadata leader commits the end of the
+  rebalance: leaving nodes (which by then serve no shard) are dropped with their addresses.
+
 One process, one listener, one outbound transport, many groups:
 
 - each hosted group is a :class:`GroupReplica`, the unsharded node's class
@@ -67,14 +85,15 @@ from typing import Any, Callable
 
 from ukehi import wire
 from ukehi.bugs import canonical_bug
-from ukehi.config import NodeConfig, format_address
+from ukehi.config import NodeConfig, format_address, parse_address
 from ukehi.kv import CommandError, KVStateMachine, encode_command, to_response
 from ukehi.nodelog import NodeLogger
 from ukehi.raft.config import RaftConfig
 from ukehi.raft.confchange import ConfChange, ConfChangeType
 from ukehi.raft.messages import MessageError, message_from_dict
-from ukehi.raft.types import NotLeader, Role
-from ukehi.shardmap import META_GROUP, META_KEY, ShardMap, ShardMapError, group_of, meta_members, request_keys
+from ukehi.raft.types import NotLeader, Role, check_node_id
+from ukehi.shardmap import (META_GROUP, META_KEY, ShardMap, ShardMapError, ShardMove, group_of, meta_members,
+                            next_moves, rebalance_plan, request_keys)
 from ukehi.storage.datadir import DataDir, GroupStorage
 from ukehi.storage.errors import StorageError
 from ukehi.transport import PeerTransport
@@ -237,14 +256,16 @@ class GroupReplica(UkehiNode):
         # The group's founders are its members: its initial configuration. A replica that
         # joins a group later (a replica move's target) starts with no configuration at all
         # (join) and learns it from the group's leader, as a learner, by log or snapshot.
-        group_cfg = dataclasses.replace(cfg, peers={m: cfg.peers[m] for m in members}, join=join)
+        book = host.address_book()
+        group_cfg = dataclasses.replace(cfg, peers={m: book[m] for m in members if m in book}, join=join)
         io = NodeIO(clock=host.io.clock, disk=ThreadDisk(), rng=random.Random(),
                     make_network=lambda _node: _SharedNetwork(host.transport),
                     make_listener=lambda _node: _HostListener(host), signals=False, pid=host.pid)
         super().__init__(group_cfg, GroupLogger(host.log, self.group_id), io=io)
-        # Every node of the cluster listens at its --peers address: a member added by a move
-        # is reachable from the start, whatever the group's founders were.
-        self.driver.addresses.update(cfg.peers)
+        # Every node of the cluster listens at its --peers address (or, added later, at the
+        # address the map records): a member added by a move is reachable from the start,
+        # whatever the group's founders were.
+        self.driver.addresses.update(book)
         if join and shard is not None and self.bug in _MOVED_IN_BUGS:
             bug = self.bug
             self.driver.kv = _MovedInKV(self, bug)
@@ -295,7 +316,13 @@ class ShardedNode:
         self.bug = canonical_bug(config.unsafe_bug)
         # The map the flags give (epoch 1): each group's founders, and what the metadata group
         # must hold at epoch 1. The map routed by is the newest committed one this node knows.
-        self.initial_map = ShardMap.initial(config.peers, config.shards, config.replication_factor)
+        # The founders: --peers, without this node when it joins (a joining node may list
+        # itself there, as an unsharded one does). Their addresses are fixed by the flags; a node
+        # added later is reached at the address the map records (the map is the address book).
+        self.founder_peers = {n: a for n, a in config.peers.items() if not (config.join and n == config.node_id)}
+        self._heard: dict[str, tuple[str, int]] = {}  # peers' hello addresses, for nodes the map lacks
+        self._plan_cache: tuple[ShardMap, list[ShardMove]] | None = None
+        self.initial_map = ShardMap.initial(self.founder_peers, config.shards, config.replication_factor)
         self.shard_map = self._load_map() or self.initial_map
         self.bound_address: tuple[str, int] | None = None
         self.started_at = self.clock.time()
@@ -307,7 +334,7 @@ class ShardedNode:
             self.replicas[group_of(s)] = self._make_replica(s)
         # The metadata group (group 0) replicates the shard map; its members keep it and check
         # that the map this node computed from its own flags is the one the cluster committed.
-        self.meta_members = meta_members(config.peers, config.replication_factor)
+        self.meta_members = meta_members(self.founder_peers, config.replication_factor)
         if config.node_id in self.meta_members:
             self.replicas[META_GROUP] = GroupReplica(self, META_GROUP, self.meta_members, None)
         self.map_committed = False  # this node saw its map committed in the metadata group
@@ -382,8 +409,39 @@ class ShardedNode:
                       moves=";".join(f"{s}:{a}->{b}" for s, a, b in smap.moves) or "none")
         self._map_changed.set()
         self._map_changed = asyncio.Event()
+        book = self.address_book()
+        for r in list(self.replicas.values()):
+            for node, addr in book.items():
+                if node != self.config.node_id and r.driver.addresses.get(node) != addr:
+                    r.driver.addresses[node] = addr
         self._sync_hosting()
         return True
+
+    # ------------------------------------------------------------------ address book
+    def address_of(self, node: str) -> tuple[str, int] | None:
+        """Where `node` listens: a founder at its --peers address, an added node at the
+        address the committed map records; else what it said in its hello (a node not in the
+        map yet, e.g. one about to be added, so that it can be answered)."""
+        if node in self.founder_peers:
+            return self.founder_peers[node]
+        if node == self.config.node_id:
+            return self.config.advertise_address
+        recorded = self.shard_map.address_of(node)
+        if recorded is not None:
+            try:
+                return parse_address(recorded)
+            except ValueError:
+                return None
+        return self._heard.get(node)
+
+    def address_book(self) -> dict[str, tuple[str, int]]:
+        """Every node of the map (and every founder) with its address."""
+        book: dict[str, tuple[str, int]] = dict(self.founder_peers)
+        for node in self.shard_map.nodes:
+            addr = self.address_of(node)
+            if addr is not None:
+                book[node] = addr
+        return book
 
     def _wanted(self, smap: ShardMap) -> set[int]:
         """The shards whose groups this node hosts under `smap`: those it is a member of, and
@@ -583,7 +641,7 @@ class ShardedNode:
         if committed.same_cluster(mine) and (committed.epoch > 1 or committed == mine):
             return ""
         return (f"the cluster's map (epoch {committed.epoch}, {committed.shards} shards, replication factor "
-                f"{committed.replication_factor}, nodes {','.join(committed.nodes)}) is not the one this "
+                f"{committed.replication_factor}, founders {','.join(committed.founders)}) is not the one this "
                 f"node's flags give ({mine.shards} shards, replication factor "
                 f"{mine.replication_factor}, nodes {','.join(mine.nodes)})")
 
@@ -643,6 +701,9 @@ class ShardedNode:
                 committed = self._committed_map()
                 if committed is not None:
                     self.adopt(committed, "metadata")
+                    if (committed.rebalancing and not committed.moves and meta.core is not None
+                            and meta.core.role is Role.LEADER and not self._plan(committed)):
+                        await self._finish_rebalance(committed)
         while True:
             try:
                 async with asyncio.timeout(_MAP_POLL_S):
@@ -683,20 +744,22 @@ class ShardedNode:
                 r._on_unreachable(peer)
 
     # ------------------------------------------------------------------ node-to-node calls
-    def _send_rpc(self, peer: str, body: dict[str, Any]) -> bool:
-        address = self.config.peers.get(peer)
+    def _send_rpc(self, peer: str, body: dict[str, Any], address: tuple[str, int] | None = None) -> bool:
+        address = address or self.address_of(peer)
         if address is None:
             return False
         frame = wire.encode_frame(wire.MsgType.RAFT, 0, {"src": self.config.node_id, "dst": peer, **body})
         return bool(self.transport.send(peer, address, [frame]))
 
-    async def _rpc(self, peer: str, kind: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-        """One call to `peer` over the peer links; None when no answer came in time."""
+    async def _rpc(self, peer: str, kind: str, payload: dict[str, Any], timeout: float,
+                   address: tuple[str, int] | None = None) -> dict[str, Any] | None:
+        """One call to `peer` (at `address`, default its address) over the peer links; None
+        when no answer came in time."""
         rid = next(self._rpc_ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._rpc_waiting[rid] = fut
         try:
-            if not self._send_rpc(peer, {RPC_KEY: kind, "id": rid, **payload}):
+            if not self._send_rpc(peer, {RPC_KEY: kind, "id": rid, **payload}, address):
                 return None
             async with asyncio.timeout(timeout):
                 return await fut
@@ -809,6 +872,11 @@ class ShardedNode:
 
     # ------------------------------------------------------------------ peers
     def peer_hello(self, peer: str, address: str) -> None:
+        if peer not in self.founder_peers and self.shard_map.address_of(peer) is None:
+            try:
+                self._heard[peer] = parse_address(address)
+            except ValueError:
+                pass
         for r in list(self.replicas.values()):
             r.peer_hello(peer, address)
 
@@ -923,10 +991,10 @@ class ShardedNode:
                            f"{t.value} on a sharded node names one of its groups in the frame's group id; "
                            f"node {self.config.node_id} hosts groups {sorted(self.replicas)}, not {frame.group}")
             return await target.handle_request(frame)
-        if t in (wire.MsgType.ADD_NODE, wire.MsgType.REMOVE_NODE):
-            return err(wire.ErrorCode.BAD_REQUEST,
-                       f"{t.value}: adding or removing nodes of a sharded cluster is not built yet (move one "
-                       "shard replica at a time with move_replica); nothing was done")
+        if t is wire.MsgType.ADD_NODE:
+            return await self._add_node_request(frame.body["node"], frame.body["address"])
+        if t is wire.MsgType.REMOVE_NODE:
+            return await self._remove_node_request(frame.body["node"])
         return err(wire.ErrorCode.BAD_REQUEST, f"request type {t.value} is not served by a node")
 
     # ------------------------------------------------------------------ replica moves
@@ -951,6 +1019,9 @@ class ShardedNode:
         if unknown or src == dst:
             return err(wire.ErrorCode.BAD_REQUEST, f"move of shard {shard} from {src} to {dst}: name two different "
                        f"nodes of the cluster ({', '.join(smap.nodes)})")
+        if dst in smap.leaving:
+            return err(wire.ErrorCode.BAD_REQUEST, f"move of shard {shard} to {dst}: {dst} is being removed from "
+                       "the cluster (remove_node); move it to another node; nothing was done")
         r = self.replicas.get(group_of(shard))
         if r is None or r.core is None or r.phase != "running":
             return err(wire.ErrorCode.NOT_LEADER, f"node {self.config.node_id} does not host shard {shard}'s group; "
@@ -961,18 +1032,18 @@ class ShardedNode:
         if lock.locked():
             return err(wire.ErrorCode.CAS_FAILED, f"a move of shard {shard} is in flight ({self._moving.get(shard)}); "
                        "one move per shard at a time; nothing was done")
-        async def run() -> Reply:
-            async with lock:
-                self._moving[shard] = {"from": src, "to": dst, "step": "starting", "since": self.clock.time()}
-                try:
-                    return await self._move(r, shard, src, dst)
-                finally:
-                    self._moving.pop(shard, None)
-
         # The move goes on when the client goes away (a timeout, a cut connection): stopping
         # it half-way is safe (the reconciler finishes or undoes it) but wastes the work.
-        task = self._spawn(run(), f"move-{shard}")
+        task = self._spawn(self._run_move(r, shard, src, dst, lock), f"move-{shard}")
         return await asyncio.shield(task)
+
+    async def _run_move(self, r: GroupReplica, shard: int, src: str, dst: str, lock: asyncio.Lock) -> Reply:
+        async with lock:
+            self._moving[shard] = {"from": src, "to": dst, "step": "starting", "since": self.clock.time()}
+            try:
+                return await self._move(r, shard, src, dst)
+            finally:
+                self._moving.pop(shard, None)
 
     def _step(self, shard: int, step: str) -> None:
         self._moving[shard]["step"] = step
@@ -1126,9 +1197,13 @@ class ShardedNode:
         """On every shard leader, keep the map consistent with the group: a move whose mover
         stopped (a restart, lost leadership) is finished in the map if the group made the
         change, else undone (its learner removed); a map whose members are not the group's
-        voters is corrected. Never while this node runs a move of that shard."""
+        voters is corrected. Never while this node runs a move of that shard.
+
+        While the map is rebalancing (a node added or being removed), the shard leaders also
+        start the moves the partitioner's plan still needs (`_rebalance_step`)."""
         while True:
             await self.clock.sleep(_RECONCILE_S)
+            self._rebalance_step()
             for r in list(self.replicas.values()):
                 shard = r.shard
                 core = r.core
@@ -1156,11 +1231,167 @@ class ShardedNode:
                 except Exception as e:  # noqa: BLE001 - a failed repair is retried next round
                     self.log.warning("shard-reconcile-failed", shard=shard, error=repr(e))
 
+    # ------------------------------------------------------------------ adding and removing nodes
+    def _plan(self, smap: ShardMap) -> list[ShardMove]:
+        """`rebalance_plan(smap)`, computed once per map (a few ms: it builds the ring)."""
+        cached = self._plan_cache
+        if cached is None or cached[0] is not smap:
+            cached = self._plan_cache = (smap, rebalance_plan(smap))
+        return cached[1]
+
+    def _rebalance_step(self) -> None:
+        """Start, on this node, the rebalance moves it should run now: the moves the plan
+        (`rebalance_plan`: the map's members -> the partitioner's placement of the target
+        nodes) still needs, throttled to --max-moves in flight with the planner's shard order
+        (`next_moves`, so every node picks the same ones), of the shards this node leads and
+        whose group agrees with the map. One replica per move (the first the plan removes, to
+        the first it adds); a shard that needs more moves again. Nothing here is remembered:
+        the next round plans from the next map, so a move that failed, a mover that restarted
+        and a leadership that moved all come down to the map."""
+        smap = self.shard_map
+        if not smap.rebalancing:
+            return
+        pending = self._plan(smap)
+        for move in next_moves(pending, [m[0] for m in smap.moves], self.config.max_moves):
+            r = self.replicas.get(group_of(move.shard))
+            core = r.core if r is not None else None
+            if r is None or core is None or r.phase != "running" or core.role is not Role.LEADER:
+                continue
+            lock = self._move_locks.setdefault(move.shard, asyncio.Lock())
+            m = core.membership
+            if lock.locked() or m.joint or m.learners or set(m.voters) != set(smap.members[move.shard]):
+                continue  # a move runs, or the reconciler first makes map and group agree
+            src, dst = move.remove[0], move.add[0]
+            self.log.info("rebalance-move", shard=move.shard, src=src, dst=dst, epoch=smap.epoch,
+                          pending=len(pending), in_flight=len(smap.moves))
+
+            async def run(r: GroupReplica = r, move: ShardMove = move, src: str = src, dst: str = dst,
+                          lock: asyncio.Lock = lock) -> None:
+                msg_type, body = await self._run_move(r, move.shard, src, dst, lock)
+                if msg_type is not wire.MsgType.OK:
+                    self.log.info("rebalance-move-not-done", shard=move.shard, src=src, dst=dst,
+                                  code=body.get("code"), reason=body.get("message"))
+            self._spawn(run(), f"rebalance-{move.shard}")
+
+    async def _finish_rebalance(self, smap: ShardMap) -> None:
+        """On the metadata leader: the plan is empty and no move is in flight, so the
+        rebalance is done; the leaving nodes are dropped from the map."""
+        loop = asyncio.get_running_loop()
+        try:
+            done = smap.rebalanced()
+        except ShardMapError as e:  # cannot happen after the caller's checks; never stop the map loop
+            self.log.warning("rebalance-not-finished", epoch=smap.epoch, error=str(e))
+            return
+        if await self._map_cas(smap, done, loop.time() + _RPC_TIMEOUT_S):
+            self.log.info("rebalance-done", epoch=self.shard_map.epoch, nodes=",".join(self.shard_map.nodes),
+                          removed=",".join(smap.leaving) or "none")
+
+    def _rebalance_answer(self, smap: ShardMap, **extra: Any) -> Reply:
+        pending = self._plan(smap)
+        return wire.MsgType.OK, wire.ok_body({
+            **extra, "epoch": smap.epoch, "nodes": list(smap.nodes), "leaving": list(smap.leaving),
+            "rebalancing": smap.rebalancing, "max_moves": self.config.max_moves,
+            "planned": [[m.shard, list(m.remove), list(m.add)] for m in pending],
+            "replicas_to_move": sum(len(m.add) for m in pending)})
+
+    async def _change_node_set(self, change: Callable[[ShardMap], ShardMap | None], what: str) -> Reply:
+        """Commit `change(map)` (None: nothing to change) in the metadata group, from the newest
+        map this node can learn, retried while another change wins; the answer has the plan."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        if self.config.node_id not in self.meta_members:
+            await self._fetch_map()
+        while True:
+            smap = self.shard_map
+            try:
+                new = change(smap)
+            except ShardMapError as e:
+                return err(wire.ErrorCode.BAD_REQUEST, f"{what}: {e}; nothing was done")
+            if new is None:
+                return self._rebalance_answer(smap, already=True)
+            if await self._map_cas(smap, new, deadline):
+                self.log.info("node-set-changed", change=what, epoch=self.shard_map.epoch,
+                              nodes=",".join(new.nodes), leaving=",".join(new.leaving) or "none",
+                              replicas_to_move=sum(len(m.add) for m in rebalance_plan(new)))
+                return self._rebalance_answer(self.shard_map)
+            if loop.time() >= deadline:
+                return partial(f"{what}: the shard map could not be changed in time (is the metadata group "
+                               f"{','.join(self.meta_members)} up, with a quorum?); it may or may not have "
+                               "changed: asking again is harmless")
+            await self._learn_map(smap.epoch + 1, 0.5)
+
+    async def _add_node_request(self, node: str, address: str) -> Reply:
+        """Admin add_node on a sharded cluster: record `node` (at `address`) in the map's node
+        set, which starts a rebalance to the partitioner's placement of the new set. The node
+        must be running already (``ukehi node --join`` with this cluster's flags): it is asked
+        for its map first, over the peer links, at that address."""
+        smap = self.shard_map
+        try:
+            check_node_id("node", node)
+            addr = parse_address(address)
+        except (TypeError, ValueError) as e:
+            return err(wire.ErrorCode.BAD_REQUEST, f"add_node {node} {address}: {e}; nothing was done")
+        founder = self.founder_peers.get(node)
+        if founder is not None and founder != addr:
+            return err(wire.ErrorCode.BAD_REQUEST, f"{node} is a founder of the cluster, at "
+                       f"{format_address(founder)} by --peers; a founder's address cannot change; nothing was done")
+        start = (f"start it first: ukehi node --id {node} --listen {address} --join --shards {smap.shards} "
+                 f"--replication-factor {smap.replication_factor} --peers "
+                 + ",".join(f"{n}={format_address(a)}" for n, a in sorted(self.founder_peers.items())))
+        ans = None
+        for _ in range(3):  # a link just opened (or backing off after a refused connect) gets a moment
+            ans = await self._rpc(node, "map_get", {}, _RPC_TIMEOUT_S / 2, address=addr)
+            if ans is not None:
+                break
+        if ans is None:
+            return err(wire.ErrorCode.REFUSED, f"node {node} does not answer at {address} over the peer links; "
+                       f"{start} (with this cluster's TLS CA, or --insecure like the others); nothing was done")
+        try:
+            theirs = ShardMap.from_dict(ans.get("map"))
+        except ShardMapError as e:
+            return err(wire.ErrorCode.BAD_REQUEST, f"node {node} at {address} answered with no readable map ({e}); "
+                       "nothing was done")
+        if not theirs.same_cluster(self.initial_map):
+            return err(wire.ErrorCode.BAD_REQUEST, f"node {node} at {address} runs another cluster's flags "
+                       f"({theirs.shards} shards, replication factor {theirs.replication_factor}, founders "
+                       f"{','.join(theirs.founders)}); {start}; nothing was done")
+
+        def change(smap: ShardMap) -> ShardMap | None:
+            recorded = None if node in self.founder_peers else address
+            if node in smap.target_nodes and smap.address_of(node) == recorded:
+                return None
+            return smap.with_node(node, recorded)
+
+        return await self._change_node_set(change, f"add_node {node}")
+
+    async def _remove_node_request(self, node: str) -> Reply:
+        """Admin remove_node on a sharded cluster: mark `node` leaving, which starts a rebalance
+        that moves its replicas to the partitioner's placement of the other nodes; once it
+        serves no shard, the metadata leader drops it from the map (`rebalanced`)."""
+        smap = self.shard_map
+        if node not in smap.nodes:
+            return err(wire.ErrorCode.BAD_REQUEST, f"{node} is not a node of the cluster; nodes: "
+                       f"{','.join(smap.nodes)}; nothing was done")
+        if node in self.meta_members:
+            return err(wire.ErrorCode.BAD_REQUEST, f"{node} is a member of the metadata group "
+                       f"({','.join(self.meta_members)}), which is fixed by --peers; moving the metadata group "
+                       "is not built: remove a node outside it; nothing was done")
+
+        def change(smap: ShardMap) -> ShardMap | None:
+            if node in smap.leaving:
+                return None
+            if len(smap.target_nodes) - 1 < smap.replication_factor:
+                raise ShardMapError(f"removing {node} would leave {len(smap.target_nodes) - 1} nodes for replication "
+                                    f"factor {smap.replication_factor}: add a node first")
+            return smap.draining(node)
+
+        return await self._change_node_set(change, f"remove_node {node}")
+
     # ------------------------------------------------------------------ status
     def shard_map_body(self) -> dict[str, Any]:
         """The map and where every node of it listens: what a client routes by."""
         return {"map": self.shard_map.to_dict(),
-                "addresses": {n: format_address(a) for n, a in self.config.peers.items()},
+                "addresses": {n: format_address(a) for n, a in self.address_book().items()},
                 "committed": self.map_committed, "metadata_members": list(self.meta_members)}
     def _group_summary(self, r: GroupReplica) -> dict[str, Any]:
         st = r.status()
@@ -1217,6 +1448,12 @@ class ShardedNode:
             # Replica moves: those the map records as in flight (any node may run them), and
             # the ones this node runs now as a shard's leader, with the step they are at.
             "moves": [{"shard": s, "from": a, "to": b} for s, a, b in self.shard_map.moves],
+            # Adding and removing nodes: the node set, the nodes being removed, and while a
+            # rebalance runs the replica moves its plan still needs.
+            "nodes": list(self.shard_map.nodes),
+            "leaving": list(self.shard_map.leaving),
+            "rebalancing": self.shard_map.rebalancing,
+            "rebalance_pending": [[m.shard, list(m.remove), list(m.add)] for m in self._plan(self.shard_map)],
             "moving": {str(s): dict(m) for s, m in sorted(self._moving.items())},
             "shard_count": self.shard_map.shards,
             "replication_factor": self.shard_map.replication_factor,
