@@ -22,6 +22,18 @@ False``) when, and only when, the build under test did not do that:
   one of them was refused or went unanswered, and not one change in the whole run
   succeeded: the membership nemesis only asks once a leader outside joint consensus is
   seen, and a correct leader with a whole cluster accepts a change within the admin timeout;
+- **transfer-refused**: the same rule for leadership transfers (``transfer-leader``): at
+  least 3 asked for while no other fault was active, every one refused or unanswered, none
+  in the whole run done: a correct leader hands leadership to a caught-up voter of a whole
+  cluster within a few election timeouts (one that never sends TimeoutNow passes every
+  safety check, since each transfer gives up cleanly);
+- **majority-unserved** (simulator only, where the fault timeline is exact): in a span in
+  which a majority of the voters was up and connected (every link between them whole, their
+  clocks at the normal rate, every other voter down, paused or cut off from all of them
+  both ways), at least 3 client operations sent to nodes of that majority, invoked after a
+  grace of a few election timeouts from the span's start and answered within it, were all
+  unserved: Raft promises a leader to such a majority, so a build that needs more than a
+  majority (a quorum off by one) fails here while it serves whenever every node is up;
 - **final-phase**: after every fault was healed, the final phase's operations all failed
   (none ``ok``), unless a node was down on purpose (its corruption policy refused to
   start, or the harness could not restart it);
@@ -265,6 +277,8 @@ def _kinds_never_served(client: list[Any], history: list[Any] | None = None) -> 
 
 #: membership changes the nemesis asked for (nemeses.membership and the simulator's own)
 MEMBERSHIP_CHANGES = ("add-node", "remove-node")
+#: leadership transfers the nemesis asked for (the same two sources)
+TRANSFERS = ("transfer-leader",)
 #: refused or unanswered changes (with no other fault active, none accepted in the run) that fail a run
 MEMBERSHIP_REFUSED_MIN = 3
 # Fault windows the simulator records under names of its own (harness.sim.runner: kill and
@@ -301,14 +315,15 @@ def _membership_outcome(value: Any) -> str | None:
     return "refused"
 
 
-def _membership_attempts(history: list[Any]) -> list[tuple[Any, Any, str]]:
-    """(invocation, completion or None, outcome) of every membership change the nemesis asked
-    for. Completions pair with invocations of the same ``f`` in order (the simulator may have
-    several calls in flight); a call still unanswered when the run ended is ``unknown``."""
+def _admin_attempts(history: list[Any], changes: tuple[str, ...]) -> list[tuple[Any, Any, str]]:
+    """(invocation, completion or None, outcome) of every admin call in ``changes`` the nemesis
+    asked for. Completions pair with invocations of the same ``f`` in order (the simulator may
+    have several calls in flight); a call still unanswered when the run ended is ``unknown``.
+    A completion recorded without an outcome (an older history) is not judged."""
     pending: dict[str, list[Any]] = {}
     out: list[tuple[Any, Any, str]] = []
     for op in history:
-        if op.is_client or op.f not in MEMBERSHIP_CHANGES:
+        if op.is_client or op.f not in changes:
             continue
         if op.type == "invoke":
             pending.setdefault(op.f, []).append(op)
@@ -317,6 +332,8 @@ def _membership_attempts(history: list[Any]) -> list[tuple[Any, Any, str]]:
         if not queue:
             continue
         invoked = queue.pop(0)
+        if not (isinstance(op.value, dict) and "outcome" in op.value):
+            continue
         outcome = _membership_outcome(op.value)
         if outcome is not None:
             out.append((invoked, op, outcome))
@@ -324,11 +341,12 @@ def _membership_attempts(history: list[Any]) -> list[tuple[Any, Any, str]]:
     return out
 
 
-def _membership_refused(history: list[Any]) -> list[dict[str, Any]]:
-    """The membership-refused rule (module doc): the whole run's membership changes refused or
-    unanswered, at least MEMBERSHIP_REFUSED_MIN of them while no other fault was active (from
-    the request to its answer, or to the end of the run when none came)."""
-    attempts = _membership_attempts(history)
+def _admin_refused(history: list[Any], changes: tuple[str, ...], rule: str, what: str) -> list[dict[str, Any]]:
+    """The membership-refused and transfer-refused rules (module doc): the whole run's admin
+    calls of ``changes`` refused or unanswered, at least MEMBERSHIP_REFUSED_MIN of them while
+    no other fault was active (from the request to its answer, or to the end of the run when
+    none came). ``what``: the calls' name in the explanation."""
+    attempts = _admin_attempts(history, changes)
     if any(outcome == "ok" for _, _, outcome in attempts):
         return []
     quiet = _quiet_test(history)
@@ -342,10 +360,44 @@ def _membership_refused(history: list[Any]) -> list[dict[str, Any]]:
         key = str(value.get("message") or value.get("error") or value.get("outcome") or "no answer")[:120]
         reasons[key] = reasons.get(key, 0) + 1
     top = ", ".join(f"{r!r} x{n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
-    return [{"rule": "membership-refused", "count": len(judged),
-             "what": f"no membership change was ever accepted: {len(judged)} add/remove requests made while no "
+    return [{"rule": rule, "count": len(judged),
+             "what": f"no {what} was ever accepted: {len(judged)} requests made while no "
                      f"other fault was active, {len(refused)} refused and {len(judged) - len(refused)} unanswered "
                      f"({top}); {len(attempts)} requested in the whole run"}]
+
+
+#: unserved client operations in one healthy span (module doc) that fail a run
+MAJORITY_UNSERVED_MIN = 3
+
+
+def _majority_unserved(client: list[Any], healthy: Iterable[tuple[float, float, Any]],
+                       grace_s: float) -> list[dict[str, Any]]:
+    """The majority-unserved rule (module doc). ``healthy``: (start s, end s, down nodes) of
+    the spans in which a majority was up with nothing else wrong; an operation is judged when
+    its client's node (``node`` on the invocation) was up, it was invoked at least ``grace_s``
+    after the span began and its completion came before the span ended."""
+    invoked: dict[Any, Any] = {}
+    spans: list[tuple[Any, Any]] = []
+    for op in client:
+        if op.type == "invoke":
+            invoked[op.process] = op
+        elif op.process in invoked:
+            spans.append((invoked.pop(op.process), op))
+    out: list[dict[str, Any]] = []
+    for start, end, down in healthy:
+        judged = [(inv, done) for inv, done in spans
+                  if start + grace_s <= inv.time / 1e9 and done.time / 1e9 <= end
+                  and inv.extra.get("node") is not None and inv.extra.get("node") not in down]
+        if len(judged) < MAJORITY_UNSERVED_MIN or any(_served(done) for _, done in judged):
+            continue
+        out.append({"rule": "majority-unserved", "start_s": round(start, 3), "end_s": round(end, 3),
+                    "down": sorted(down), "count": len(judged),
+                    "what": f"from {start:.1f} s to {end:.1f} s a majority was up and connected "
+                            f"({', '.join(sorted(down)) or 'no node'} down or cut off, nothing else faulted), "
+                            f"yet none of the {len(judged)} operations sent to its nodes after a grace of "
+                            f"{grace_s:.1f} s was served ({_errors(done for _, done in judged)}): Raft must "
+                            f"elect a leader in such a majority and serve"})
+    return out
 
 
 def _seconds(ns: int) -> str:
@@ -353,13 +405,18 @@ def _seconds(ns: int) -> str:
 
 
 def check_availability(history: Iterable[Any], facts: Mapping[str, Any] | None, *,
-                       run_dir: str | Path | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
+                       run_dir: str | Path | None = None, time_limit_s: float | None = None,
+                       healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0) -> dict[str, Any]:
     """Judge a run's availability (module doc). ``facts``: the run's availability.json
     (None for an old run); ``run_dir``: where ``nodes/<node>/node.log`` are, to say why a
-    node exited; ``time_limit_s``: the main phase's length, for runs without facts."""
+    node exited; ``time_limit_s``: the main phase's length, for runs without facts;
+    ``healthy`` and ``grace_s``: the majority-unserved rule's spans (the simulator's)."""
     base = Path(run_dir) if run_dir is not None else None
     facts = dict(facts or {})
     history = list(history)
+    if not healthy and facts.get("healthy"):  # a stored simulated seed's spans (sim_facts)
+        healthy = [(a, b, frozenset(down)) for a, b, down in facts["healthy"]]
+        grace_s = float(facts.get("grace_s") or 0.0)
     client = [op for op in history if op.is_client]
     violations: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -382,7 +439,9 @@ def check_availability(history: Iterable[Any], facts: Mapping[str, Any] | None, 
 
     if counts["ok"]:
         violations.extend(_kinds_never_served(client, history))
-    violations.extend(_membership_refused(history))
+    violations.extend(_majority_unserved(client, healthy, grace_s))
+    violations.extend(_admin_refused(history, MEMBERSHIP_CHANGES, "membership-refused", "membership change (add/remove)"))
+    violations.extend(_admin_refused(history, TRANSFERS, "transfer-refused", "leadership transfer"))
 
     main_end = facts.get("main_end_ns")
     if main_end is None and time_limit_s is not None and not startup:
@@ -456,21 +515,30 @@ def down_from_logs(logs: Mapping[str, str]) -> dict[str, str]:
     return down
 
 
-def check_sim_availability(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float) -> dict[str, Any]:
+def check_sim_availability(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float, *,
+                           healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0) -> dict[str, Any]:
     """The availability verdict of a simulated seed (harness/sim/runner.py ``judge``): the same
     rules as a real run's, over facts the simulator knows. ``main_end_s``: virtual time the
     workload phase ended (no worker invokes after it; every fault is healed before the final
     phase, whose first invocation starts it); ``logs``: each node's log. The start-up,
     node-unresponsive and node-exit rules have no simulated counterpart here (a node that
     raises or stops itself fails ``node-health``); no-ok-op, kind-never-served,
-    membership-refused and final-phase apply as they are."""
+    membership-refused, transfer-refused and final-phase apply as they are, and
+    majority-unserved over ``healthy`` (harness/sim/runner.py ``healthy_stretches``)."""
     history = list(history)
+    return check_availability(history, sim_facts(history, logs, main_end_s, healthy=healthy, grace_s=grace_s))
+
+
+def sim_facts(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float, *,
+              healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0) -> dict[str, Any]:
+    """What a simulated seed knows in place of a real run's availability.json (the
+    simulator stores it with a failing seed, so ``analyze`` judges it the same way)."""
     main_end = int(main_end_s * 1e9)
     final_start = min((op.time for op in history if op.is_client and op.type == "invoke" and op.time >= main_end),
                       default=main_end)
-    facts = {"main_end_ns": main_end, "final_start_ns": final_start, "exited": {},
-             "down_on_purpose": down_from_logs(logs)}
-    return check_availability(history, facts)
+    return {"main_end_ns": main_end, "final_start_ns": final_start, "exited": {},
+            "down_on_purpose": down_from_logs(logs),
+            "healthy": [[round(a, 6), round(b, 6), sorted(down)] for a, b, down in healthy], "grace_s": grace_s}
 
 
 def availability_checker(run_dir: str | Path, time_limit_s: float | None = None) -> Any:
@@ -483,4 +551,4 @@ def availability_checker(run_dir: str | Path, time_limit_s: float | None = None)
 
 
 __all__ = ["FACTS_FILE", "availability_checker", "check_availability", "check_sim_availability", "classify_exit",
-           "down_from_logs", "load_facts"]
+           "down_from_logs", "load_facts", "sim_facts"]

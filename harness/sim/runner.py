@@ -304,7 +304,8 @@ class _Clients:
                 continue
             self.issued.append((worker, n))
             self.keys_used.add(op["key"])
-            self.hist.add(process, "invoke", op["f"], op["key"], op.get("value"))
+            self.hist.add(process, "invoke", op["f"], op["key"], op.get("value"),
+                          node=self.world.names[worker % len(self.world.names)])
             typ, value, error = await self.call(worker, op)
             if op["f"] == "read" and typ == "ok":
                 self.last_read[(worker, op["key"])] = value
@@ -642,6 +643,33 @@ class _Nemesis:
 
         w.loop.create_task(call())
 
+    def _transfer(self) -> None:
+        """Ask the leader to hand leadership to a voter; the answer is recorded when it comes
+        (the availability verdict's transfer-refused rule judges the outcomes)."""
+        w = self.world
+        lead = self._leader()
+        if lead is None:
+            return
+        inc = w.nodes[lead].current
+        assert inc is not None and inc.node is not None and inc.node.core is not None
+        # Any other node, as every seed drew it before transfers were judged (the same draw
+        # keeps every seed's schedule); a target that is no voter is refused by design and
+        # recorded as skipped, not judged.
+        n = self.rng.choice([n for n in w.names if n != lead])
+        voter = n in inc.node.core.membership.voters
+        self.hist.add("nemesis", "invoke", "transfer-leader", value={"node": n, "via": lead})
+
+        async def call() -> None:
+            reply = await w.request(lead, wire.MsgType.TRANSFER_LEADER, {"node": n}, 5.0)
+            outcome = "unknown" if reply is None else ("ok" if reply[0] is wire.MsgType.OK else _error_code(reply[1]))
+            value: dict[str, Any] = {"node": n, "via": lead, "outcome": outcome}
+            if not voter:
+                value["skipped"] = f"{n} was not a voter of {lead}'s configuration"
+            self.hist.add("nemesis", "info", "transfer-leader", value=value)
+            self.log.append(f"{w.now():.3f} transfer-leader to {n} via {lead}: {outcome}")
+
+        w.loop.create_task(call())
+
     def _partition(self) -> None:
         from nemeses.topology import bridge, grudge, halves, isolate_one, majorities_ring, random_minority
 
@@ -722,15 +750,13 @@ class _Nemesis:
             self._membership()
         elif kind in self.families:
             self.families[kind].arm(random.Random(self.rng.getrandbits(64)))
-        elif kind in ("transfer", "snapshot"):
+        elif kind == "transfer":
+            self._transfer()
+        elif kind == "snapshot":
             lead = self._leader()
             if lead is not None:
-                t = wire.MsgType.TRANSFER_LEADER if kind == "transfer" else wire.MsgType.SNAPSHOT
-                body: dict[str, Any] = {} if kind == "snapshot" else {"node": None}
-                if kind == "transfer":
-                    body = {"node": self.rng.choice([n for n in w.names if n != lead])}
-                w.loop.create_task(w.request(lead, t, body, 5.0))
-                self._record("transfer-leader" if kind == "transfer" else "snapshot", {"node": lead, **body})
+                w.loop.create_task(w.request(lead, wire.MsgType.SNAPSHOT, {}, 5.0))
+                self._record("snapshot", {"node": lead})
 
     def undo(self, fault: tuple[str, Any]) -> None:
         w = self.world
@@ -960,13 +986,72 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
         # kind of op, refused every membership change, or served nothing after the heal.
         from checkers.availability import check_sim_availability
 
-        settle = 3 * opts["election_ms"][1] / 1000.0  # run_seed: the first election's wait
-        logs = {n: world.nodes[n].log.getvalue() for n in world.names}
-        checkers["availability"] = check_sim_availability(ops, logs, settle + settings.duration)
+        checkers["availability"] = check_sim_availability(ops, **availability_inputs(world, ops, opts, settings))
     valid = merge_valid(r.get("valid", "unknown") for r in checkers.values())
     digest = world.digest(history_text(ops))
     return SimResult(seed=seed, valid=valid, digest=digest, options=opts, checkers=checkers, history=ops,
                      virtual_seconds=world.now(), ops=sum(1 for o in ops if o.type == "invoke" and o.is_client))
+
+
+#: how long, in maximum election timeouts, a majority of voters that is up with nothing
+#: impaired may go without serving before the liveness rule judges it
+LIVENESS_GRACE_TIMEOUTS = 3
+
+
+def availability_inputs(world: SimWorld, ops: list[Op], opts: dict[str, Any], settings: SimSettings) -> dict[str, Any]:
+    """The availability verdict's inputs for a simulated seed (``check_sim_availability``'s
+    keyword arguments besides the history; harness/sim/store.py stores them)."""
+    settle = 3 * opts["election_ms"][1] / 1000.0  # run_seed: the first election's wait
+    return {"logs": {n: world.nodes[n].log.getvalue() for n in world.names},
+            "main_end_s": settle + settings.duration,
+            "healthy": healthy_stretches(world, ops, opts, settle + settings.duration),
+            "grace_s": LIVENESS_GRACE_TIMEOUTS * opts["election_ms"][1] / 1000.0}
+
+
+def connected_majority(voters: set[str], down: frozenset[str], cut: frozenset[tuple[str, str]],
+                       slow: frozenset[tuple[str, str]], skewed: frozenset[str]) -> frozenset[str] | None:
+    """The voters Raft must let elect a leader in this fault state, or None: a majority M of
+    ``voters``, all up, with every link between two of them whole (not cut, held or slowed)
+    and clocks at the normal rate, and every other running voter cut off from every member of
+    M both ways. A voter that can still reach part of M (a bridge, a one-way cut) may keep
+    a leadership M cannot take over, so such states are not judged."""
+    up = {n for n in voters if n not in down}
+    # The running voters' groups: who can still exchange anything (cut one way is not cut).
+    groups: list[set[str]] = []
+    for n in sorted(up):
+        linked = [g for g in groups if any((n, m) not in cut or (m, n) not in cut for m in g)]
+        merged = {n}.union(*linked)
+        groups = [g for g in groups if g not in linked] + [merged]
+    for g in groups:
+        if 2 * len(g) > len(voters):
+            whole = not (g & skewed) and not any(a in g and b in g for a, b in cut | slow)
+            return frozenset(g) if whole else None
+    return None
+
+
+def healthy_stretches(world: SimWorld, ops: list[Op], opts: dict[str, Any],
+                      until: float) -> list[tuple[float, float, frozenset[str]]]:
+    """(start, end, nodes outside the majority) of the spans before ``until`` in which a
+    majority of the founding voters was up and connected (``connected_majority``): Raft
+    promises a leader there. None in a seed whose configuration changed (add/remove) or
+    whose disk was damaged (a recovering node does not vote): who may vote is then more than
+    this timeline knows."""
+    if any(not o.is_client and o.f in ("add-node", "remove-node", "wipe-and-rejoin", "corrupt-wal") for o in ops):
+        return []
+    voters = set(world.names[:opts["founders"]])
+    out: list[tuple[float, float, frozenset[str]]] = []
+    marks = [(t, connected_majority(voters, *state)) for t, *state in world.health]
+    marks.append((until, None))
+    for (t, majority), (t_next, _) in zip(marks, marks[1:]):
+        end = min(t_next, until)
+        if majority is None or end <= t:
+            continue
+        outside = frozenset(world.names) - majority
+        if out and out[-1][1] == t and out[-1][2] == outside:
+            out[-1] = (out[-1][0], end, outside)  # only the nodes outside it changed: one span
+        else:
+            out.append((t, end, outside))
+    return out
 
 
 def _judge_history(settings: SimSettings, world: SimWorld, ops: list[Op], workload_checkers: dict[str, Any],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .runner import SimResult, SimSettings, history_text, settings_dict
+from .runner import SimResult, SimSettings, availability_inputs, history_text, settings_dict
 
 
 def replay_command(seed: int, settings: SimSettings, schedule: str | None = None) -> str:
@@ -65,6 +65,12 @@ def store_result(result: SimResult, settings: SimSettings, results_dir: str,
     run.history.write_text(history_text(result.history), encoding="utf-8")
     run.mark_history_closed()
     world.export(str(run.path / "nodes"))
+    # The availability verdict's facts (as a real run's availability.json), so that analyze
+    # judges the stored seed as the simulator did.
+    from checkers.availability import FACTS_FILE, sim_facts
+
+    run.write_json(FACTS_FILE, sim_facts(result.history, **availability_inputs(world, result.history,
+                                                                              result.options, settings)))
     run.write_json("sim.json", {"seed": result.seed, "digest": result.digest, "faults": result.faults,
                                 "virtual_seconds": result.virtual_seconds, "sim_verdict": result.valid,
                                 "failing": result.failing_checkers(),

@@ -300,7 +300,7 @@ def test_every_membership_change_refused_with_no_fault_active_is_invalid():
     assert result["valid"] is False, result
     (violation,) = result["violations"]
     assert violation["rule"] == "membership-refused" and violation["count"] == 4
-    assert "4 add/remove requests made while no other fault was active, 4 refused and 0 unanswered" \
+    assert "membership change (add/remove) was ever accepted: 4 requests made while no other fault was active, 4 refused and 0 unanswered" \
         in violation["what"]
     assert "leadership is moving to None" in violation["what"]
     # The simulator records the error code as the outcome itself.
@@ -359,3 +359,88 @@ def test_a_kind_missed_only_while_faults_were_active_is_not_judged():
     assert three_quiet["valid"] is False
     (violation,) = three_quiet["violations"]
     assert violation["rule"] == "kind-never-served" and violation["quiet"] == 3
+
+
+def transfer_history(outcomes: list[dict], faults: list[tuple[float, float, str, str]] = ()) -> list[Op]:
+    """Served client reads, one leadership transfer a second with OUTCOMES, and FAULTS."""
+    h = history(*[(t, t + 0.1, "ok", None) for t in range(1, 6)])
+    for k, value in enumerate(outcomes):
+        h.append(nemesis(len(h), 1.0 + k, "transfer-leader", "invoke", {"node": "n2", "via": "n1"}))
+        h.append(nemesis(len(h), 1.8 + k, "transfer-leader", "info", {"node": "n2", "via": "n1", **value}))
+    for start, stop, f_start, f_stop in faults:
+        h.append(nemesis(len(h), start, f_start, "invoke", ["n1"]))
+        h.append(nemesis(len(h), start + 0.01, f_start, "info", ["n1"]))
+        h.append(nemesis(len(h), stop, f_stop, "invoke", ["n1"]))
+        h.append(nemesis(len(h), stop + 0.01, f_stop, "info", ["n1"]))
+    h.sort(key=lambda o: o.time)
+    return [Op(i, o.time, o.process, o.type, o.f, key=o.key, value=o.value, error=o.error) for i, o in enumerate(h)]
+
+
+TIMED_OUT = {"outcome": "timeout"}  # the simulator's record of "leadership did not move in time"
+
+
+def test_every_leadership_transfer_failing_with_no_fault_active_is_invalid():
+    result = check_availability(transfer_history([TIMED_OUT] * 3), FACTS)
+    assert result["valid"] is False, result
+    (violation,) = result["violations"]
+    assert violation["rule"] == "transfer-refused" and violation["count"] == 3
+    assert "no leadership transfer was ever accepted: 3 requests made while no other fault was active, " \
+           "0 refused and 3 unanswered" in violation["what"]
+    # A real run's record (nemeses.membership: outcome and error code apart) counts the same.
+    real = [{"outcome": "fail", "error": "timeout", "message": "leadership did not move to n2 in time"}] * 3
+    assert check_availability(transfer_history(real), FACTS)["violations"][0]["rule"] == "transfer-refused"
+
+
+def test_transfer_failures_are_excused_by_one_success_a_fault_a_skip_or_too_few():
+    assert check_availability(transfer_history([TIMED_OUT] * 4 + [{"outcome": "ok"}]), FACTS)["valid"] is True
+    assert check_availability(transfer_history([TIMED_OUT] * 2), FACTS)["valid"] is True
+    partitioned = transfer_history([TIMED_OUT] * 4, [(0.5, 3.9, "start-partition", "stop-partition")])
+    assert check_availability(partitioned, FACTS)["valid"] is True
+    # a target that was no voter is refused by design: recorded as skipped, never judged
+    skipped = [{"outcome": "bad_request", "skipped": "n2 was not a voter"}] * 4
+    assert check_availability(transfer_history(skipped), FACTS)["valid"] is True
+    # an older history whose transfers carry no outcome at all is not judged either
+    assert check_availability(transfer_history([{}] * 4), FACTS)["valid"] is True
+
+
+def pinned(i: int, t_s: float, process: int, type_: str, node: str, error: str | None = None) -> Op:
+    return Op(index=i, time=int(t_s * S), process=process, type=type_, f="write", key=0, error=error,
+              extra={"node": node} if type_ == "invoke" else {})
+
+
+def unserved_in_span(node: str = "n1", start: float = 3.0) -> list[Op]:
+    """An ok write at 0.5 s, then four writes sent to NODE from START s, one a second, each
+    timing out 0.5 s later."""
+    h = [pinned(0, 0.5, 0, "invoke", "n1"), pinned(1, 0.6, 0, "ok", "n1")]
+    for k in range(4):
+        h.append(pinned(len(h), start + k, 1 + k, "invoke", node))
+        h.append(pinned(len(h), start + k + 0.5, 1 + k, "info", node, error="timeout"))
+    return h
+
+
+HEALTHY = [(1.0, 9.0, frozenset({"n3"}))]  # only n3 down from 1 s to 9 s
+
+
+def test_a_majority_up_and_unimpaired_that_serves_nothing_after_the_grace_is_invalid():
+    result = check_availability(unserved_in_span(), FACTS, healthy=HEALTHY, grace_s=1.5)
+    assert result["valid"] is False, result
+    (violation,) = result["violations"]
+    assert violation["rule"] == "majority-unserved" and violation["count"] == 4 and violation["down"] == ["n3"]
+    assert "from 1.0 s to 9.0 s a majority was up and connected (n3 down or cut off" in violation["what"]
+    assert "none of the 4 operations sent to its nodes after a grace of 1.5 s was served" in violation["what"]
+
+
+def test_majority_unserved_judges_only_ops_to_running_nodes_after_the_grace_within_the_span():
+    # one of them served: the majority serves
+    h = unserved_in_span()
+    h[3] = pinned(3, 3.5, 1, "ok", "n1")
+    assert check_availability(h, FACTS, healthy=HEALTHY, grace_s=1.5)["valid"] is True
+    # sent to the node that was down: no evidence about the majority
+    assert check_availability(unserved_in_span(node="n3"), FACTS, healthy=HEALTHY, grace_s=1.5)["valid"] is True
+    # invoked within the grace (the span began at 1 s; 4 s of grace leaves two ops: too few)
+    assert check_availability(unserved_in_span(), FACTS, healthy=HEALTHY, grace_s=4.0)["valid"] is True
+    # the span ended before they were answered (a fault began at 5 s)
+    assert check_availability(unserved_in_span(), FACTS, healthy=[(1.0, 5.0, frozenset({"n3"}))],
+                              grace_s=1.5)["valid"] is True
+    # no spans (a real run, or a seed whose membership changed): the rule says nothing
+    assert check_availability(unserved_in_span(), FACTS)["valid"] is True

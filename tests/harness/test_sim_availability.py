@@ -96,3 +96,53 @@ def test_a_build_that_drops_every_membership_change_is_invalid_in_the_sim(tmp_pa
     assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
     (violation,) = verdict["checkers"]["availability"]["violations"]
     assert violation["rule"] == "membership-refused" and violation["count"] >= 3, violation
+
+
+def _cut(*groups: set[str]) -> frozenset[tuple[str, str]]:
+    """Both directions of every link between different GROUPS."""
+    return frozenset((a, b) for g in groups for h in groups if g is not h for a in g for b in h)
+
+
+def test_connected_majority_names_the_voters_raft_must_let_elect_a_leader():
+    from harness.sim.runner import connected_majority
+
+    five = {"n1", "n2", "n3", "n4", "n5"}
+    none: frozenset = frozenset()
+    assert connected_majority(five, none, none, none, none) == five
+    assert connected_majority(five, frozenset({"n1", "n2"}), none, none, none) == {"n3", "n4", "n5"}
+    assert connected_majority(five, frozenset({"n1", "n2", "n3"}), none, none, none) is None
+    # halves: the three are a majority, the two cut off both ways
+    halves = _cut({"n1", "n2"}, {"n3", "n4", "n5"})
+    assert connected_majority(five, none, halves, none, none) == {"n3", "n4", "n5"}
+    # a clock at another rate outside the majority does not matter; inside it does
+    assert connected_majority(five, none, halves, none, frozenset({"n1"})) == {"n3", "n4", "n5"}
+    assert connected_majority(five, none, halves, none, frozenset({"n4"})) is None
+    # a slowed link inside the majority: not judged
+    assert connected_majority(five, none, halves, frozenset({("n3", "n4")}), none) is None
+    # n1 cut off one way only: it can still reach them (or they it): not judged
+    one_way = frozenset((a, "n1") for a in five - {"n1"})
+    assert connected_majority(five, none, one_way, none, none) is None
+    # a bridge (n3 linked to both sides, the sides cut from each other): not judged
+    bridge = _cut({"n1", "n2"}, {"n4", "n5"})
+    assert connected_majority(five, none, bridge, none, none) is None
+
+
+UNANIMOUS_SEED = 1  # kills only; the first seed whose leader stays down long enough
+
+
+def test_a_build_whose_elections_need_every_voter_is_invalid_in_the_sim(tmp_path):
+    proc, verdict = sim(tmp_path, "unanimous-votes", UNANIMOUS_SEED, "kill")
+    assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
+    rules = [v["rule"] for v in verdict["checkers"]["availability"]["violations"]]
+    assert "majority-unserved" in rules, verdict["checkers"]["availability"]
+    assert [n for n, r in verdict["checkers"].items() if r.get("valid") is False] == ["availability"]
+    assert run_seed(UNANIMOUS_SEED, SimSettings(workload="register", nemeses=("kill",))).valid is True
+
+
+def test_a_build_that_never_hands_leadership_over_is_invalid_in_the_sim(tmp_path):
+    proc, verdict = sim(tmp_path, "no-timeout-now", 0, "transfer")
+    assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
+    (violation,) = verdict["checkers"]["availability"]["violations"]
+    assert violation["rule"] == "transfer-refused" and violation["count"] >= 3, violation
+    assert "leadership did not move" in violation["what"] or "unanswered" in violation["what"]
+    assert run_seed(0, SimSettings(workload="register", nemeses=("transfer",))).valid is True

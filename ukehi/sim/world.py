@@ -279,6 +279,11 @@ class SimWorld:
         # then arrives that much later, as over a congested TCP link (late, never lost).
         self.slow: dict[tuple[str, str], float] = {}
         self.events: list[str] = []
+        # The fault state each time it changes: (virtual time, nodes down or paused, links
+        # (src, dst) cut or held, links slowed, nodes whose clock runs at another rate). The
+        # harness's liveness verdict reads it (a majority up and connected must serve).
+        self.health: list[tuple[float, frozenset[str], frozenset[tuple[str, str]],
+                                frozenset[tuple[str, str]], frozenset[str]]] = []
         self.messages_sent = 0
         self.messages_delivered = 0
         self.messages_coded = 0  # sent through the wire codec (the rest as objects)
@@ -310,6 +315,14 @@ class SimWorld:
     # ------------------------------------------------------------------ time & trace
     def now(self) -> float:
         return self.loop.time()
+
+    def note_health(self) -> None:
+        """Append the fault state to ``health`` when it changed."""
+        state = (frozenset(n for n, h in self.nodes.items() if not h.up or h.paused),
+                 frozenset(self.blocked) | frozenset(self.holding), frozenset(self.slow),
+                 frozenset(n for n, h in self.nodes.items() if h.rate != 1.0))
+        if not self.health or self.health[-1][1:] != state:
+            self.health.append((self.loop.time(), *state))
 
     def event(self, text: str) -> None:
         self.events.append(f"{self.loop.time():.6f} {text}")
@@ -351,6 +364,7 @@ class SimWorld:
         node = UkehiNode(h.config, log, io=io_)
         inc.node = node
         self.event(f"start {name} pid={node.pid}")
+        self.note_health()
 
         async def main() -> None:
             code = await node.run()
@@ -360,6 +374,7 @@ class SimWorld:
                 h.up = False
                 inc.dead = True
                 self.event(f"exited {name} code={code}")
+                self.note_health()
 
         inc.task = self.loop.create_task(main(), name=f"node-{name}-{h.incarnations}")
 
@@ -381,6 +396,7 @@ class SimWorld:
         if inc.node is not None:
             inc.node.stop()
         self.event(f"crash {name} lost={lost}")
+        self.note_health()
         return lost
 
     def restart(self, name: str) -> None:
@@ -403,6 +419,7 @@ class SimWorld:
             h.paused = True
             h.resumed = asyncio.Event()
             self.event(f"pause {name}")
+            self.note_health()
 
     def resume(self, name: str) -> None:
         h = self.nodes[name]
@@ -414,6 +431,7 @@ class SimWorld:
             for deliver in held:
                 deliver()
             self.event(f"resume {name}")
+            self.note_health()
 
     def set_clock(self, name: str, *, rate: float | None = None, bump: float = 0.0) -> None:
         h = self.nodes[name]
@@ -426,6 +444,7 @@ class SimWorld:
                 _wake(woken)  # each sleeper recomputes its firing time at the new rate
         h.wall_offset += bump
         self.event(f"clock {name} rate={h.rate} offset={h.wall_offset:.3f}")
+        self.note_health()
 
     def damage(self, name: str, kind: str) -> dict[str, Any] | None:
         """Damage a synced WAL segment of a node (stopped or not) past its header."""
@@ -441,6 +460,7 @@ class SimWorld:
     def block(self, src: str, dst: str, owner: str = "partition") -> None:
         self._cuts.setdefault(owner, set()).add((src, dst))
         self.blocked.add((src, dst))
+        self.note_health()
 
     def heal(self, owner: str = "partition") -> None:
         """Undo ``owner``'s cuts (a link another owner still cuts stays cut)."""
@@ -454,16 +474,19 @@ class SimWorld:
         else:
             self._cuts.pop(owner, None)
         self.blocked = set().union(*self._cuts.values()) if self._cuts else set()
+        self.note_health()
 
     def hold(self, src: str, dst: str) -> None:
         """Queue what ``src`` sends ``dst`` from now on instead of sending it."""
         self.holding.setdefault((src, dst), [])
+        self.note_health()
 
     def release(self, src: str, dst: str) -> int:
         """Stop holding the link and deliver what it queued, in order, each after a fresh
         network delay (late, never lost: a reconnected TCP stream retransmits it). Returns
         how many messages were queued."""
         queued = self.holding.pop((src, dst), None)
+        self.note_health()
         if not queued:
             return 0
         lo, hi = self.opts.delay
@@ -477,9 +500,11 @@ class SimWorld:
 
     def slow_link(self, src: str, dst: str, extra: float) -> None:
         self.slow[(src, dst)] = extra
+        self.note_health()
 
     def unslow(self) -> None:
         self.slow.clear()
+        self.note_health()
 
     def encode(self, m: Message) -> bytes | Message:
         """The Network's encoder for the driver: the frame for a sampled message, else the

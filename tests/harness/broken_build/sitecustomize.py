@@ -11,10 +11,15 @@ and only when UKJ_TEST_BROKEN_BUILD names a breakage:
 - ``drop-proposals``: the leader drops every client proposal (ProposalDropped), so every
   write is refused while reads are served;
 - ``drop-conf-changes``: the leader drops every membership change (the node retries until
-  its proposal timeout), so no node is ever added or removed.
+  its proposal timeout), so no node is ever added or removed;
+- ``no-timeout-now``: a leader never sends TimeoutNow, so every leadership transfer gives
+  up cleanly after an election timeout (nothing unsafe happens; no transfer succeeds);
+- ``unanimous-votes``: an election needs every voter's vote instead of a majority (a quorum
+  off by one on 3 voters), so the cluster serves while every node runs and never elects
+  a leader while one is down.
 
-The two ``drop-`` modes act in the simulator too (``-m harness.cli sim``: the node code runs
-in that process).
+The two ``drop-`` modes, ``no-timeout-now`` and ``unanimous-votes`` act in the simulator too
+(``-m harness.cli sim``: the node code runs in that process).
 """
 
 import os
@@ -36,6 +41,28 @@ if _MODE in ("drop-proposals", "drop-conf-changes") and ("ukehi.cli" in _ARGV or
         raise _Dropped(f"planted: {_MODE}")
 
     setattr(_Core, _NAME, _dropped)
+
+if _MODE == "no-timeout-now" and ("ukehi.cli" in _ARGV or _SIM):
+    from ukehi.raft.core import RaftCore as _Core
+
+    def _never_sent(self, to):  # type: ignore[no-untyped-def]
+        self._lease_disabled = True
+
+    _Core._send_timeout_now = _never_sent
+
+if _MODE == "unanimous-votes" and ("ukehi.cli" in _ARGV or _SIM):
+    import ukehi.raft.quorum as _quorum
+
+    def _unanimous(voters, votes):  # type: ignore[no-untyped-def]
+        if not voters:
+            return _quorum.VoteResult.WON
+        if all(votes.get(v) is True for v in voters):
+            return _quorum.VoteResult.WON
+        if any(votes.get(v) is False for v in voters):
+            return _quorum.VoteResult.LOST
+        return _quorum.VoteResult.PENDING
+
+    _quorum._simple_vote = _unanimous
 
 if _MODE and "ukehi.cli" in _ARGV:
     if _MODE == "no-votes":
