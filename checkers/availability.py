@@ -23,10 +23,13 @@ False``) when, and only when, the build under test did not do that:
   succeeded: the membership nemesis only asks once a leader outside joint consensus is
   seen, and a correct leader with a whole cluster accepts a change within the admin timeout;
 - **transfer-refused**: the same rule for leadership transfers (``transfer-leader``): at
-  least 3 asked for while no other fault was active, every one refused or unanswered, none
-  in the whole run done: a correct leader hands leadership to a caught-up voter of a whole
-  cluster within a few election timeouts (one that never sends TimeoutNow passes every
-  safety check, since each transfer gives up cleanly);
+  least 3 asked for while no other fault was active (in the simulator also: while the
+  leader asked and the target were both in a connected majority, see majority-unserved),
+  every one refused or unanswered, none in the whole run done: a correct leader hands
+  leadership to a voter it can reach within a few election timeouts (one that never sends
+  TimeoutNow passes every safety check, since each transfer gives up cleanly); the
+  simulator asks for up to 3 at the end of every seed, after every fault healed, to a voter
+  that runs and is not recovering (``final``: always judged);
 - **majority-unserved** (simulator only, where the fault timeline is exact): in a span in
   which a majority of the voters was up and connected (every link between them whole, their
   clocks at the normal rate, every other voter down, paused or cut off from all of them
@@ -341,16 +344,33 @@ def _admin_attempts(history: list[Any], changes: tuple[str, ...]) -> list[tuple[
     return out
 
 
-def _admin_refused(history: list[Any], changes: tuple[str, ...], rule: str, what: str) -> list[dict[str, Any]]:
+def _in_healthy_span(healthy: Iterable[tuple[float, float, Any]], invoked: Any, done: Any) -> bool:
+    """Did one span of ``healthy`` (majority-unserved's) hold from the call to its answer,
+    with the node asked (``via``) and the one named (``node``) both in its majority?"""
+    value = invoked.value if isinstance(invoked.value, dict) else {}
+    nodes = {value.get("node"), value.get("via")}
+    if done is None or None in nodes:
+        return False
+    return any(start <= invoked.time / 1e9 and done.time / 1e9 <= end and not nodes & set(outside)
+               for start, end, outside in healthy)
+
+
+def _admin_refused(history: list[Any], changes: tuple[str, ...], rule: str, what: str,
+                   healthy: Iterable[tuple[float, float, Any]] = ()) -> list[dict[str, Any]]:
     """The membership-refused and transfer-refused rules (module doc): the whole run's admin
     calls of ``changes`` refused or unanswered, at least MEMBERSHIP_REFUSED_MIN of them while
     no other fault was active (from the request to its answer, or to the end of the run when
-    none came). ``what``: the calls' name in the explanation."""
+    none came), or, given ``healthy`` spans (the simulator's), while the node asked and the
+    node named were both in a connected majority. ``what``: the calls' name in the
+    explanation."""
     attempts = _admin_attempts(history, changes)
     if any(outcome == "ok" for _, _, outcome in attempts):
         return []
     quiet = _quiet_test(history)
-    judged = [(done, outcome) for invoked, done, outcome in attempts if quiet(invoked, done)]
+    healthy = list(healthy)
+    judged = [(done, outcome) for invoked, done, outcome in attempts
+              if quiet(invoked, done) or _in_healthy_span(healthy, invoked, done)
+              or (isinstance(invoked.value, dict) and invoked.value.get("final"))]
     if len(judged) < MEMBERSHIP_REFUSED_MIN:
         return []
     refused = [done for done, outcome in judged if outcome == "refused"]
@@ -439,9 +459,10 @@ def check_availability(history: Iterable[Any], facts: Mapping[str, Any] | None, 
 
     if counts["ok"]:
         violations.extend(_kinds_never_served(client, history))
+    healthy = list(healthy)
     violations.extend(_majority_unserved(client, healthy, grace_s))
     violations.extend(_admin_refused(history, MEMBERSHIP_CHANGES, "membership-refused", "membership change (add/remove)"))
-    violations.extend(_admin_refused(history, TRANSFERS, "transfer-refused", "leadership transfer"))
+    violations.extend(_admin_refused(history, TRANSFERS, "transfer-refused", "leadership transfer", healthy))
 
     main_end = facts.get("main_end_ns")
     if main_end is None and time_limit_s is not None and not startup:

@@ -84,6 +84,12 @@ SNAPSHOT_FORMAT = "ukehi-kv"
 SNAPSHOT_VERSION = 1
 
 
+
+def digest_of(snapshot: bytes) -> str:
+    """The digest ``digest()`` gives for the state these snapshot bytes hold (a snapshot
+    restored and taken again gives the same bytes, so the same digest)."""
+    return hashlib.blake2b(snapshot, digest_size=8).hexdigest()
+
 class CommandError(ValueError):
     """Command bytes or a command dict are malformed; the message says which field."""
 
@@ -463,7 +469,7 @@ class KVStateMachine:
     def digest(self) -> str:
         """A short hex digest of the whole state (the snapshot bytes, which are deterministic):
         two replicas that applied the same log up to the same index have the same digest."""
-        return hashlib.blake2b(self.snapshot(), digest_size=8).hexdigest()
+        return digest_of(self.snapshot())
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's. On bad bytes raises SnapshotFormatError

@@ -4,6 +4,11 @@ Every replica that applies a consistency-check entry (``ukehi kv checksum``; the
 commits one per Raft group after the final phase, harness/consistency.py) logs
 ``event=state-digest group=G index=I digest=D keys=K``: the digest of its whole key-value
 state (data, fences, locks, clock, last token, applied index) right after that index.
+Snapshots log digests too: the maker the digest of the bytes it saved
+(``event=snapshot-created``), and every node that restores one the digest of the state it
+restored (``snapshot-installed`` from a leader, ``snapshot-restored`` from its own disk at
+start), at the snapshot's index. A restore that loses or changes part of the state (a lock's
+owner read from the wrong field) so shows at once, even if the state converges again later.
 Raft makes every replica apply the same commands in the same order, so at one (group, index)
 every digest must be the same; two digests there mean one replica's state machine holds
 something else than the log says (a shard copied without the writes made during its move, a
@@ -26,6 +31,8 @@ from .nodedata import read_log, split_processes
 
 #: replay actions after which a node's state may differ from the log on purpose (a hole)
 HOLE_ACTIONS = frozenset({"dropped", "skipped", "kept"})
+#: log events that carry the digest of a node's whole state at an index (module doc)
+DIGEST_EVENTS = ("state-digest", "snapshot-created", "snapshot-installed", "snapshot-restored")
 
 
 def _excused(process_events: Iterable[Mapping[str, str]]) -> str | None:
@@ -48,11 +55,13 @@ def digests_of(node: str, events: list[dict[str, str]]) -> tuple[list[dict[str, 
         if process.incarnation != incarnation:
             incarnation, reason = process.incarnation, None  # a wiped node starts clean
         reason = reason or _excused(process.events)
-        for e in process.all("state-digest"):
+        for e in process.events:
+            if e.get("event") not in DIGEST_EVENTS or "digest" not in e:
+                continue
             try:
                 rec = {"node": node, "pid": process.pid, "group": int(e.get("group") or 0),
                        "index": int(e["index"]), "digest": e["digest"], "keys": int(e.get("keys") or 0),
-                       "line": int(e.get("_line") or 0)}
+                       "line": int(e.get("_line") or 0), "event": e["event"]}
             except (KeyError, ValueError):
                 continue
             (excused if reason else judged).append({**rec, "excused": reason} if reason else rec)
@@ -72,13 +81,15 @@ def check_replica_agreement(logs: Mapping[str, list[dict[str, str]]]) -> dict[st
     for (group, index), recs in sorted(at.items()):
         if len({r["digest"] for r in recs}) > 1:
             disagreements.append({"group": group, "index": index,
-                                  "replicas": [{k: r[k] for k in ("node", "pid", "digest", "keys")} for r in recs]})
+                                  "replicas": [{k: r[k] for k in ("node", "pid", "digest", "keys", "event")}
+                                               for r in recs]})
     compared = sum(1 for recs in at.values() if len(recs) > 1)
     out: dict[str, Any] = {"checkpoints": len(at), "compared": compared,
                            "digests": sum(len(r) for r in at.values()), "excused": excused_all[:20]}
     if disagreements:
         first = disagreements[0]
-        held = "; ".join(f"{r['node']} (pid {r['pid']}) digest {r['digest']} with {r['keys']} keys"
+        held = "; ".join(f"{r['node']} (pid {r['pid']}) digest {r['digest']}"
+                         + (f" with {r['keys']} keys" if r["event"] == "state-digest" else f" ({r['event']})")
                          for r in first["replicas"])
         out.update(valid=False, disagreements=disagreements[:20],
                    explanation=f"replicas of Raft group {first['group']} hold different states after applying the "

@@ -875,6 +875,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
         else:
             await clients.final_phase(FINAL_PHASE_S)
         await consistency_check(world, settle)
+        await final_transfers(world, nemesis, hist, opts)
         probes.extend(await run_sim_battery(world))
         await world.stop_all()
 
@@ -940,6 +941,47 @@ async def consistency_check(world: SimWorld, settle: float, timeout: float = 5.0
             node = leader
     await asyncio.sleep(settle)
     return done
+
+
+#: leadership transfers asked for at the end of every seed (the transfer-refused rule needs 3)
+FINAL_TRANSFERS = 3
+
+
+async def final_transfers(world: SimWorld, nemesis: "_Nemesis", hist: _History, opts: dict[str, Any]) -> None:
+    """With every fault healed, ask the leader to hand leadership to another running voter,
+    up to FINAL_TRANSFERS times (a new target each time) until one is done, each recorded as
+    a ``transfer-leader`` the availability verdict's transfer-refused rule judges: a whole
+    cluster hands leadership over, and a build that never does would otherwise pass every
+    seed whose nemesis drew no transfer in a quiet moment. The target runs, is not paused and
+    is not recovering from a WAL cut (it would not campaign); none is asked while the
+    configuration is joint or no such voter exists."""
+    el = opts["election_ms"][1] / 1000.0
+    for attempt in range(FINAL_TRANSFERS):
+        lead = nemesis._leader()
+        if lead is None:
+            await asyncio.sleep(el)
+            continue
+        inc = world.nodes[lead].current
+        assert inc is not None and inc.node is not None and inc.node.core is not None
+        membership = inc.node.core.membership
+        targets = [n for n in sorted(membership.voters) if n != lead and _can_lead(world, n)]
+        if membership.joint or not targets:
+            return
+        target = targets[attempt % len(targets)]
+        hist.add("nemesis", "invoke", "transfer-leader", value={"node": target, "via": lead, "final": True})
+        reply = await world.request(lead, wire.MsgType.TRANSFER_LEADER, {"node": target}, 4 * el + 1.0)
+        outcome = "unknown" if reply is None else ("ok" if reply[0] is wire.MsgType.OK else _error_code(reply[1]))
+        hist.add("nemesis", "info", "transfer-leader",
+                 value={"node": target, "via": lead, "final": True, "outcome": outcome})
+        if outcome == "ok":
+            return
+
+
+def _can_lead(world: SimWorld, name: str) -> bool:
+    h = world.nodes[name]
+    inc = h.current
+    core = inc.node.core if h.up and not h.paused and inc is not None and inc.node is not None else None
+    return core is not None and not core.recovering
 
 
 def auto_max_steps(duration: float) -> int:

@@ -103,3 +103,44 @@ def test_no_digest_is_valid_with_a_note(tmp_path):
     write_all(healthy(tmp_path))
     result = check_whitebox(read_cluster(tmp_path / "nodes"), HISTORY, "register")["replica-agreement"]
     assert result["valid"] is True and result["compared"] == 0 and "nothing compared" in result["note"]
+
+
+def test_a_lossy_snapshot_restore_is_caught_at_the_snapshot_index(tmp_path):
+    # n1 made a snapshot at 40 holding a lock; n3 installed it but its restore read the
+    # lock's owner from the wrong field: the two digests at index 40 differ, even though
+    # no consistency-check entry was ever applied.
+    kv = KVStateMachine()
+    kv.apply(1, 1, encode_command({"op": "acquire", "lock": "L", "owner": "c1", "ttl_ms": 60_000, "now_ms": 5}))
+    data = kv.snapshot()
+    from ukehi.kv import digest_of
+
+    restored = KVStateMachine()
+    restored.restore(data)
+    assert restored.digest() == digest_of(data)  # a faithful restore: the maker's digest
+    from ukehi.kv import LockInfo
+
+    held = restored._locks["L"]
+    restored._locks["L"] = LockInfo(str(held.token), held.token, held.expires_at_ms)
+    nodes = healthy(tmp_path)
+    nodes["n1"].log("snapshot-created", index=40, term=2, bytes=len(data), reason="threshold", digest=digest_of(data))
+    nodes["n3"].log("snapshot-installed", index=40, term=2, bytes=len(data), members="n1,n2,n3",
+                    digest=restored.digest())
+    write_all(nodes)
+    result = check_whitebox(read_cluster(tmp_path / "nodes"), HISTORY, "register")["replica-agreement"]
+    assert result["valid"] is False, result
+    assert "after applying the same log up to index 40" in result["explanation"]
+    assert "n1 (pid" in result["explanation"] and "snapshot-created" in result["explanation"]
+    assert "n3 (pid" in result["explanation"] and "snapshot-installed" in result["explanation"]
+
+
+def test_a_snapshot_restored_from_disk_is_compared_too(tmp_path):
+    nodes = healthy(tmp_path)
+    nodes["n1"].log("snapshot-created", index=40, term=2, bytes=10, reason="threshold", digest="aa")
+    nodes["n2"].log("snapshot-restored", index=40, term=2, bytes=10, digest="aa")
+    write_all(nodes)
+    result = check_whitebox(read_cluster(tmp_path / "nodes"), HISTORY, "register")["replica-agreement"]
+    assert result["valid"] is True and result["compared"] == 1, result
+    nodes["n2"].log("snapshot-restored", index=40, term=2, bytes=10, digest="ab")
+    write_all(nodes)
+    result = check_whitebox(read_cluster(tmp_path / "nodes"), HISTORY, "register")["replica-agreement"]
+    assert result["valid"] is False and "snapshot-restored" in result["explanation"], result

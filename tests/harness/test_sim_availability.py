@@ -146,3 +146,18 @@ def test_a_build_that_never_hands_leadership_over_is_invalid_in_the_sim(tmp_path
     assert violation["rule"] == "transfer-refused" and violation["count"] >= 3, violation
     assert "leadership did not move" in violation["what"] or "unanswered" in violation["what"]
     assert run_seed(0, SimSettings(workload="register", nemeses=("transfer",))).valid is True
+
+
+def test_the_transfers_asked_for_at_the_end_of_a_seed_catch_it_without_a_transfer_nemesis(tmp_path):
+    proc, verdict = sim(tmp_path, "no-timeout-now", 0, "partition")
+    assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
+    (violation,) = verdict["checkers"]["availability"]["violations"]
+    assert violation["rule"] == "transfer-refused" and violation["count"] == 3, violation
+    stored = sorted((tmp_path / "results").rglob("history.jsonl"))[-1]
+    transfers = [op for op in map(json.loads, stored.read_text().splitlines()) if op.get("f") == "transfer-leader"]
+    assert len(transfers) == 6 and all(op["value"]["final"] for op in transfers), transfers
+    # the correct build hands leadership over at the first of them
+    result = run_seed(0, SimSettings(workload="register", nemeses=("partition",)))
+    assert result.valid is True
+    finals = [op for op in result.history if op.f == "transfer-leader" and op.type == "info"]
+    assert [op.value["outcome"] for op in finals] == ["ok"], finals

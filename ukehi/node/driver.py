@@ -39,7 +39,7 @@ from typing import Any, Callable, Generator
 
 from ukehi import wire
 from ukehi.config import format_address, parse_address
-from ukehi.kv import CHECKSUM_COMMAND, KVStateMachine, to_response
+from ukehi.kv import CHECKSUM_COMMAND, KVStateMachine, digest_of, to_response
 from ukehi.nodelog import NodeLogger
 from ukehi.raft.confchange import decode_membership
 from ukehi.raft.core import RaftCore
@@ -454,8 +454,11 @@ class Driver:
             del self.decoded[i]
         self.refresh_addresses()
         self.sync_links(snap.meta.membership)
+        # The restored state's digest: the replica-agreement checker compares it with the one
+        # the snapshot's maker logged, so a restore that loses or changes anything shows.
         self.log.info("snapshot-installed", index=snap.meta.index, term=snap.meta.term, bytes=len(snap.data),
-                      members=",".join(sorted(snap.meta.membership.all_voters())))
+                      members=",".join(sorted(snap.meta.membership.all_voters())),
+                      **({"digest": self.kv.digest()} if snap.data else {}))
         self.reads.applied(self.applied)
 
     def _send_messages(self, rd: Ready) -> None:
@@ -570,7 +573,8 @@ class Driver:
         if core.report_snapshot_taken(index, data) is None:
             return None
         yield DiskWork("compact", lambda: storage.wal.compact_to(index))
-        self.log.info("snapshot-created", index=index, term=meta.term, bytes=len(data), reason=why)
+        self.log.info("snapshot-created", index=index, term=meta.term, bytes=len(data), reason=why,
+                      digest=digest_of(data))
         return index
 
     # ------------------------------------------------------------------ address book

@@ -52,6 +52,7 @@ def build_core(driver: Driver, storage: GroupStorage, cfg: NodeConfig, raft_cfg:
         snapshot = Snapshot(SnapshotMeta(s.index, s.term, membership_from_config(s.config)), bytes(s.data))
         if s.data:
             driver.kv.restore(bytes(s.data))
+            log.info("snapshot-restored", index=s.index, term=s.term, bytes=len(s.data), digest=driver.kv.digest())
         driver.applied = s.index
     # --- WAL entries -> core entries; a hole (AlertAndContinue) ends what Raft can use
     entries: list[Entry] = []
