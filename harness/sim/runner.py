@@ -207,6 +207,11 @@ def _error_code(body: dict[str, Any]) -> str:
     return str(body.get("code") or e or "error")
 
 
+def _outcome(reply: tuple[wire.MsgType, dict[str, Any]] | None) -> str:
+    """An admin call's outcome as the simulator records it: ok, the error code, or unknown."""
+    return "unknown" if reply is None else ("ok" if reply[0] is wire.MsgType.OK else _error_code(reply[1]))
+
+
 _DEFINITE = {c.value for c in wire.DEFINITE_ERRORS}
 
 
@@ -602,6 +607,15 @@ class _Nemesis:
         self.hist.add("nemesis", "info", f, value=value)
         self.log.append(f"{self.world.now():.3f} {f} {value}")
 
+    def _leader_membership(self) -> tuple[str, Any] | None:
+        """The leader (``_leader``) and the configuration its core holds; None: no leader."""
+        lead = self._leader()
+        if lead is None:
+            return None
+        inc = self.world.nodes[lead].current
+        assert inc is not None and inc.node is not None and inc.node.core is not None
+        return lead, inc.node.core.membership
+
     def _membership(self) -> None:
         """Add a spare (a node outside the configuration) or remove a voter (the leader
         too) while more than MIN_VOTERS remain; a removed node is stopped, its data dir
@@ -609,12 +623,10 @@ class _Nemesis:
         from ukehi.config import format_address
 
         w = self.world
-        lead = self._leader()
-        if lead is None:
+        found = self._leader_membership()
+        if found is None:
             return
-        inc = w.nodes[lead].current
-        assert inc is not None and inc.node is not None and inc.node.core is not None
-        m = inc.node.core.membership
+        lead, m = found
         if m.joint:
             return
         spares = [n for n in w.names if n not in m.all_nodes() and w.nodes[n].up]
@@ -631,8 +643,7 @@ class _Nemesis:
         self.hist.add("nemesis", "invoke", f, value={"node": n, "via": lead})
 
         async def call() -> None:
-            reply = await w.request(lead, t, body, 15.0)
-            outcome = "unknown" if reply is None else ("ok" if reply[0] is wire.MsgType.OK else _error_code(reply[1]))
+            outcome = _outcome(await w.request(lead, t, body, 15.0))
             self.hist.add("nemesis", "info", f, value={"node": n, "via": lead, "outcome": outcome})
             self.log.append(f"{w.now():.3f} {f} {n} via {lead}: {outcome}")
             if f == "remove-node" and outcome == "ok" and not self.closed and w.nodes[n].up:
@@ -647,21 +658,19 @@ class _Nemesis:
         """Ask the leader to hand leadership to a voter; the answer is recorded when it comes
         (the availability verdict's transfer-refused rule judges the outcomes)."""
         w = self.world
-        lead = self._leader()
-        if lead is None:
+        found = self._leader_membership()
+        if found is None:
             return
-        inc = w.nodes[lead].current
-        assert inc is not None and inc.node is not None and inc.node.core is not None
+        lead, membership = found
         # Any other node, as every seed drew it before transfers were judged (the same draw
         # keeps every seed's schedule); a target that is no voter is refused by design and
         # recorded as skipped, not judged.
         n = self.rng.choice([n for n in w.names if n != lead])
-        voter = n in inc.node.core.membership.voters
+        voter = n in membership.voters
         self.hist.add("nemesis", "invoke", "transfer-leader", value={"node": n, "via": lead})
 
         async def call() -> None:
-            reply = await w.request(lead, wire.MsgType.TRANSFER_LEADER, {"node": n}, 5.0)
-            outcome = "unknown" if reply is None else ("ok" if reply[0] is wire.MsgType.OK else _error_code(reply[1]))
+            outcome = _outcome(await w.request(lead, wire.MsgType.TRANSFER_LEADER, {"node": n}, 5.0))
             value: dict[str, Any] = {"node": n, "via": lead, "outcome": outcome}
             if not voter:
                 value["skipped"] = f"{n} was not a voter of {lead}'s configuration"
@@ -957,20 +966,17 @@ async def final_transfers(world: SimWorld, nemesis: "_Nemesis", hist: _History, 
     configuration is joint or no such voter exists."""
     el = opts["election_ms"][1] / 1000.0
     for attempt in range(FINAL_TRANSFERS):
-        lead = nemesis._leader()
-        if lead is None:
+        found = nemesis._leader_membership()
+        if found is None:
             await asyncio.sleep(el)
             continue
-        inc = world.nodes[lead].current
-        assert inc is not None and inc.node is not None and inc.node.core is not None
-        membership = inc.node.core.membership
+        lead, membership = found
         targets = [n for n in sorted(membership.voters) if n != lead and _can_lead(world, n)]
         if membership.joint or not targets:
             return
         target = targets[attempt % len(targets)]
         hist.add("nemesis", "invoke", "transfer-leader", value={"node": target, "via": lead, "final": True})
-        reply = await world.request(lead, wire.MsgType.TRANSFER_LEADER, {"node": target}, 4 * el + 1.0)
-        outcome = "unknown" if reply is None else ("ok" if reply[0] is wire.MsgType.OK else _error_code(reply[1]))
+        outcome = _outcome(await world.request(lead, wire.MsgType.TRANSFER_LEADER, {"node": target}, 4 * el + 1.0))
         hist.add("nemesis", "info", "transfer-leader",
                  value={"node": target, "via": lead, "final": True, "outcome": outcome})
         if outcome == "ok":

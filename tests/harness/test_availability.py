@@ -283,6 +283,11 @@ def membership_history(outcomes: list[dict], faults: list[tuple[float, float, st
         f = "add-node" if k % 2 else "remove-node"
         h.append(nemesis(len(h), 1.0 + k, f, "invoke", {"seed": k}))
         h.append(nemesis(len(h), 1.5 + k, f, "info", {"node": "n4", **value}))
+    return with_faults(h, faults)
+
+
+def with_faults(h: list[Op], faults: list[tuple[float, float, str, str]]) -> list[Op]:
+    """H with FAULTS ((start s, stop s, start f, stop f) nemesis windows on n1), in time order."""
     for start, stop, f_start, f_stop in faults:
         h.append(nemesis(len(h), start, f_start, "invoke", ["n1"]))
         h.append(nemesis(len(h), start + 0.01, f_start, "info", ["n1"]))
@@ -367,13 +372,7 @@ def transfer_history(outcomes: list[dict], faults: list[tuple[float, float, str,
     for k, value in enumerate(outcomes):
         h.append(nemesis(len(h), 1.0 + k, "transfer-leader", "invoke", {"node": "n2", "via": "n1"}))
         h.append(nemesis(len(h), 1.8 + k, "transfer-leader", "info", {"node": "n2", "via": "n1", **value}))
-    for start, stop, f_start, f_stop in faults:
-        h.append(nemesis(len(h), start, f_start, "invoke", ["n1"]))
-        h.append(nemesis(len(h), start + 0.01, f_start, "info", ["n1"]))
-        h.append(nemesis(len(h), stop, f_stop, "invoke", ["n1"]))
-        h.append(nemesis(len(h), stop + 0.01, f_stop, "info", ["n1"]))
-    h.sort(key=lambda o: o.time)
-    return [Op(i, o.time, o.process, o.type, o.f, key=o.key, value=o.value, error=o.error) for i, o in enumerate(h)]
+    return with_faults(h, faults)
 
 
 TIMED_OUT = {"outcome": "timeout"}  # the simulator's record of "leadership did not move in time"
