@@ -195,6 +195,10 @@ class UkehiDB:
         # later members' addresses only by applying the log, and it must answer a leader
         # that was not a founder before it can apply anything.
         listed = list(self.nodes) if name in self.joiners else self.founding_voters()
+        if name in self.joiners and is_sharded(self.node_options):
+            # A sharded joiner's --peers are the founders (and itself): they name the cluster
+            # (its placement and metadata group); later nodes' addresses are in the shard map.
+            listed = [n for n in self.nodes if n in self.founding_voters() or n == name]
         peers = ",".join(f"{n}={endpoint(self.nodes[n])}" for n in listed)
         # A backend whose nodes run elsewhere (a container, a remote host) names the
         # interpreter there as its handle's ``python``; otherwise it is this one.

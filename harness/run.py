@@ -34,7 +34,7 @@ from .nodefiles import collect_node_files
 from .probes import run_probes
 from .progress import Progress
 from .registry import NEEDS_NETWORK_FAULTS, NEMESES, NEMESIS_NODE_OPTIONS, WORKLOADS, needs_fake_clock
-from .sharding import is_sharded
+from .sharding import is_sharded, rebalance_founders
 from .spec import SpecError, TestSpec
 from .store import RunDir, new_run, point_latest
 
@@ -442,8 +442,10 @@ def _run_cluster(spec: TestSpec, run: RunDir, progress: Progress, counters: Coun
             raise SpecError(f"--nemesis {','.join(needs_net)} needs network namespaces "
                             f"(run as root with iproute2 and iptables); this run uses loopback: "
                             f"{getattr(cluster, 'loopback_reason', '')}")
-        # With membership changes the last nodes are spares (started with --join).
-        founders = membership.founding_voters(spec.nodes) if "membership" in spec.nemeses else None
+        # With membership changes the last nodes are spares (started with --join); so with
+        # the rebalance nemesis on a sharded run (its add-node ops add them).
+        founders = membership.founding_voters(spec.nodes) if "membership" in spec.nemeses else \
+            rebalance_founders(spec.nodes, spec.node_options, spec.nemeses)
         db_class = UkehiDB
         if any(n.startswith("lazyfs") for n in spec.nemeses):
             if spec.backend != "local":

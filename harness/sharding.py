@@ -14,6 +14,9 @@ What this module decides, in one place:
   which a sharded node does not have;
 - when a sharded cluster is up: every shard has a leader (``every_shard_led``), not only
   some node that leads something;
+- which nodes found a sharded cluster whose run has the ``rebalance`` nemesis
+  (``rebalance_founders``): all but the last REBALANCE_SPARES, which start with ``--join`` as
+  spares that its ``add-node`` ops add (while at least R founders are left);
 - what a sharded transactional workload is told: ``sharded_workload_options`` adds the
   workload option ``shards`` (the shard count) for the workloads in SHARDED_TXN_WORKLOADS, so
   their generator draws each transaction's keys from one shard (workloads/txn.py) and
@@ -30,7 +33,8 @@ from typing import Any, Iterable, Mapping
 from .spec import SpecError
 
 __all__ = ["SHARDED_WORKLOADS", "SHARDED_TXN_WORKLOADS", "SHARDED_NEMESIS_FAMILIES", "SHARDED_ONLY_NEMESES",
-           "DEFAULT_SHARDED_NEMESES", "shard_options", "sharded_workload_options", "is_sharded", "every_shard_led"]
+           "DEFAULT_SHARDED_NEMESES", "shard_options", "sharded_workload_options", "is_sharded", "every_shard_led",
+           "rebalance_founders", "REBALANCE_SPARES"]
 
 # Transactional workloads: each transaction's keys in one shard, given the shard count
 # (the workload option "shards", set by sharded_workload_options).
@@ -98,6 +102,25 @@ def sharded_workload_options(workload: str, node_options: Mapping[str, Any],
                         "(--shards sets it)")
     out["shards"] = shards
     return out
+
+
+#: nodes a sharded run with the rebalance nemesis starts as spares (``--join``), for add-node
+REBALANCE_SPARES = 1
+
+
+def rebalance_founders(nodes: Iterable[str], node_options: Mapping[str, Any],
+                       nemeses: Iterable[str]) -> list[str] | None:
+    """The founders of a sharded run with the ``rebalance`` nemesis: every node but the last
+    REBALANCE_SPARES, which start with ``--join`` as spares for its ``add-node`` ops; all of
+    them (None: every node founds) when fewer than R founders would be left, when the run is
+    not sharded, or without the rebalance nemesis. Five nodes with R = 3: four founders and
+    one spare (the metadata group is three of the founders, so one founder can be removed)."""
+    names = list(nodes)
+    if not is_sharded(node_options) or "rebalance" not in set(nemeses):
+        return None
+    rf = int(node_options.get("replication_factor") or min(3, len(names)))
+    founders = names[:len(names) - REBALANCE_SPARES]
+    return founders if len(founders) >= max(1, rf) and len(founders) < len(names) else None
 
 
 def is_sharded(node_options: Mapping[str, Any]) -> bool:

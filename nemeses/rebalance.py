@@ -27,7 +27,30 @@ rebalancing), recorded in the op's ``leader_to_target``: the new replica then se
 shard's requests at once, so what it holds right after a move is read. Reads are served by a
 shard's leader only, so without this a moved-in replica's state machine is seldom read.
 
-The final op waits (bounded) until the newest map has no move in flight, and records it with
+Adding and removing nodes (issue 15's "add a node, remove a node"): a sharded run with this
+nemesis starts its last node as a spare (``ukehi node --join``, harness/sharding.py
+``rebalance_founders``). An ``add-node`` op adds a running node the map does not have (the spare,
+or a node removed earlier) with the admin ``add_node``; a ``remove-node`` op marks a node of the
+map leaving with ``remove_node``: never a metadata-group member (the node refuses those) and
+never one that would leave fewer than R nodes. Either change starts a rebalance the shard leaders
+run by the partitioner's plan; the op waits (bounded, REBALANCE_WAIT_S) for it to end, and
+records the epoch before, the epoch the change committed at and the epoch after, the shards the
+plan moves (``planned``) and the shards whose members changed (``moved_shards``), with the admin
+call's honest outcome (ok / fail / unknown with the error), as the membership nemesis does, so
+the availability checker's membership-refused rule reads them. After a finished rebalance, most
+(``LEAD_P``) also hand each moved shard's leadership to the replica it gained (recorded in
+``leaders_to_moved_in``), as after a move; the final op does so for every moved shard. A removed node that the map no
+longer names is stopped and comes back as a fresh spare (data wiped, ``--join``), unless it is
+a founder: the founders name the cluster (``--peers``), and a founder started with ``--join`` would
+compute another cluster's map, so a removed founder keeps running with its data, hosting
+nothing, and may be added back as it is. A removal the rebalance has not finished in time leaves
+the node running (it still hosts replicas) and it is not wiped.
+
+Which kind of op comes next: OP_WEIGHTS among the kinds the map the last op saw allows
+(``feasible_kinds``): after a removal leaves R nodes every shard is on every node, so no move
+has a target and only an add can follow; with no node outside the map, no add.
+
+The final op waits (bounded) until the newest map has no move in flight and no rebalance running, and records it with
 every answering node's epoch (a node another fault still cuts off learns the map later). Then
 each shard that moves changed is handed to the replica its last finished move brought in,
 where that one is still a member and running (``leaders_to_moved_in``): the workload's final
@@ -39,7 +62,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ukehi import wire
 from ukehi.client import UkehiClient
@@ -48,14 +71,22 @@ from .context import FaultContext
 from .package import NemesisPackage, OpDict, Shading
 
 MOVE, SETTLE = "move-replica", "settle-shards"
-FS = (MOVE, SETTLE)
-SHADING = Shading("rebalance", instant=(MOVE,))
+# The membership nemesis's names: the availability checker reads both alike.
+ADD, REMOVE = "add-node", "remove-node"
+FS = (MOVE, ADD, REMOVE, SETTLE)
+SHADING = Shading("rebalance", instant=(MOVE, ADD, REMOVE))
+#: how often each kind of op is drawn (an infeasible one is recorded as skipped)
+OP_WEIGHTS = ((MOVE, 0.5), (ADD, 0.25), (REMOVE, 0.25))
+#: seconds an add_node/remove_node admin call may take (one map change in the metadata group)
+NODE_ADMIN_TIMEOUT_S = 12.0
+#: seconds an add-node/remove-node op waits for the rebalance it started to end
+REBALANCE_WAIT_S = 20.0
 #: seconds a move may take (learner catch-up included) before it is recorded as unknown
 MOVE_TIMEOUT_S = 25.0
 #: how often a move has a node killed and restarted in its middle
 DISRUPT_P = 0.4
-#: seconds the final op waits for the map to settle
-SETTLE_TIMEOUT_S = 20.0
+#: seconds the final op waits for the map to settle (no move in flight, no rebalance running)
+SETTLE_TIMEOUT_S = 30.0
 #: how often a move takes a shard the workload is using now (when one is), not any shard
 BUSY_P = 0.8
 #: seconds between the two looks at the shards' commit indexes that tell which are in use
@@ -74,11 +105,14 @@ def newest_map(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, An
     if best is None:
         return None
     return {"epoch": int(best.get("epoch") or 0), "shard_count": int(best.get("shard_count") or 0),
-            "moves": list(best.get("moves") or []), "reported_by": best.get("id")}
+            "moves": list(best.get("moves") or []), "nodes": sorted(best.get("nodes") or []),
+            "leaving": sorted(best.get("leaving") or []), "rebalancing": bool(best.get("rebalancing")),
+            "reported_by": best.get("id")}
 
 
-async def shard_members(ctx: FaultContext, statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[int, list[str]]:
-    """Each shard's members by the newest map a running node holds (its shard_map answer)."""
+async def newest_shard_map(ctx: FaultContext, statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
+    """The map (ShardMap.to_dict form) of the newest epoch a running node holds (its shard_map
+    answer); {} when none answers."""
     ranked = sorted(((int((st or {}).get("epoch") or 0), n) for n, st in statuses.items() if st), reverse=True)
     for _epoch, node in ranked:
         try:
@@ -87,8 +121,54 @@ async def shard_members(ctx: FaultContext, statuses: Mapping[str, Mapping[str, A
         except (OSError, asyncio.TimeoutError):
             continue
         if result.ok and isinstance(result.value, dict) and isinstance(result.value.get("map"), dict):
-            return {s: list(m) for s, m in enumerate(result.value["map"]["members"])}
+            return dict(result.value["map"])
     return {}
+
+
+def members_of(smap: Mapping[str, Any]) -> dict[int, list[str]]:
+    return {s: list(m) for s, m in enumerate(smap.get("members") or [])}
+
+
+async def shard_members(ctx: FaultContext, statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[int, list[str]]:
+    """Each shard's members by the newest map a running node holds (its shard_map answer)."""
+    return members_of(await newest_shard_map(ctx, statuses))
+
+
+def map_founders(smap: Mapping[str, Any]) -> list[str]:
+    """The nodes the cluster was made with (the map's ``founders``; absent while they are its
+    ``nodes``)."""
+    return sorted(smap.get("founders") or smap.get("nodes") or [])
+
+
+def add_choices(smap: Mapping[str, Any], running: list[str]) -> list[str]:
+    """Nodes an add-node may add: running, and not in the map's node set (a spare, or a node
+    removed earlier that the map has dropped). A node still leaving is not one: its removal
+    has not finished."""
+    known = set(smap.get("nodes") or [])
+    return sorted(n for n in running if n not in known)
+
+
+def remove_choices(smap: Mapping[str, Any]) -> list[str]:
+    """Nodes a remove-node may remove: in the map and not leaving already, outside the metadata
+    group (fixed by the founders; the node refuses to remove its members), and only while more
+    than R nodes would stay (fewer than R cannot hold a shard's replicas). A node that is down
+    may be removed: replacing a dead machine is what an operator does."""
+    from ukehi.shardmap import meta_members
+
+    nodes, leaving = list(smap.get("nodes") or []), set(smap.get("leaving") or [])
+    rf = int(smap.get("replication_factor") or 0)
+    staying = [n for n in nodes if n not in leaving]
+    if not staying or len(staying) - 1 < max(1, rf):
+        return []
+    meta = set(meta_members(map_founders(smap), rf))
+    return sorted(n for n in staying if n not in meta)
+
+
+def changed_shards(before: Mapping[int, list[str]], after: Mapping[int, list[str]]) -> list[int]:
+    """The shards whose member set differs between two maps (both known)."""
+    if not before or not after:
+        return []
+    return sorted(s for s in after if set(after[s]) != set(before.get(s, [])))
 
 
 def shard_commits(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[int, int]:
@@ -106,16 +186,43 @@ def busy_shards(before: Mapping[int, int], after: Mapping[int, int]) -> list[int
     return sorted(s for s, c in after.items() if c > before.get(s, c))
 
 
-def move_choices(members: Mapping[int, list[str]], moving: set[int], running: list[str]) -> list[tuple[int, str]]:
+def move_choices(members: Mapping[int, list[str]], moving: set[int], running: list[str],
+                 nodes: Sequence[str] | None = None) -> list[tuple[int, str]]:
     """(shard, target) pairs a move may take: a shard with no move in flight and a majority of
     its members running, to a running node outside it. A group with most of its members down
     cannot change its membership: such a move would only wait out MOVE_TIMEOUT_S, and the
     schedule's next op (the restart of those very nodes) with it. The source may be down:
-    moving a dead node's replica away is what an operator does."""
-    up = set(running)
+    moving a dead node's replica away is what an operator does. ``nodes``: the map's node set
+    less the leaving ones (a spare not added yet, or a node being removed, is no target)."""
+    up = set(running) if nodes is None else set(running) & set(nodes)
     return [(s, dst) for s, ms in sorted(members.items())
             if s not in moving and 2 * sum(1 for n in ms if n in up) > len(ms)
-            for dst in running if dst not in ms]
+            for dst in sorted(up) if dst not in ms]
+
+
+def feasible_kinds(smap: Mapping[str, Any], running: list[str]) -> set[str]:
+    """The kinds of op the map last seen allows: a move while the nodes that stay outnumber
+    R (with exactly R, every shard is on every node and has no node to move to), an add while a
+    running node is outside the map, a remove while remove_choices has one."""
+    staying = [n for n in smap.get("nodes") or [] if n not in set(smap.get("leaving") or [])]
+    kinds = {ADD} if add_choices(smap, running) else set()
+    if len(staying) > int(smap.get("replication_factor") or 0):
+        kinds.add(MOVE)
+    if remove_choices(smap):
+        kinds.add(REMOVE)
+    return kinds
+
+
+def choose_kind(rng: random.Random, feasible: set[str] | None = None) -> str:
+    """The next op's kind, by OP_WEIGHTS among the FEASIBLE ones (all when None or none is):
+    a kind the cluster's shape rules out would only be recorded as skipped."""
+    weights = [(k, w) for k, w in OP_WEIGHTS if not feasible or k in feasible] or list(OP_WEIGHTS)
+    roll, acc = rng.random() * sum(w for _, w in weights), 0.0
+    for kind, weight in weights:
+        acc += weight
+        if roll < acc:
+            return kind
+    return weights[-1][0]
 
 
 def _leader_of(statuses: Mapping[str, Mapping[str, Any] | None], shard: int) -> str | None:
@@ -128,6 +235,16 @@ def _leader_of(statuses: Mapping[str, Mapping[str, Any] | None], shard: int) -> 
 def package(ctx: FaultContext) -> NemesisPackage:
     # shard -> the node its last finished move brought in (the final op hands it the lead)
     moved_in: dict[int, str] = {}
+    # Non-founders an add-node may have put in the map, not wiped since: added again only
+    # after a fresh start (the map has dropped them, so no replica is lost by the wipe).
+    used: set[str] = set()
+    # What the last op saw (feasible_kinds of its map): the next op's kind is drawn from those.
+    feasible: set[str] = set()
+
+    def note(smap: Mapping[str, Any]) -> None:
+        if smap.get("nodes"):
+            feasible.clear()
+            feasible.update(feasible_kinds(smap, sorted(n for n in ctx.nodes if ctx.nodes[n].is_running())))
 
     async def kill_mid_move(rng: random.Random, statuses: Mapping[str, Mapping[str, Any] | None], shard: int,
                             src: str, dst: str, call: "asyncio.Future[Any]") -> dict[str, Any]:
@@ -155,10 +272,11 @@ def package(ctx: FaultContext) -> NemesisPackage:
         out["pid"] = await ctx.start_node(victim)
         return out
 
-    async def lead_to(client: UkehiClient, shard: int, node: str) -> dict[str, Any]:
+    async def lead_to(client: UkehiClient, shard: int, node: str,
+                      statuses: Mapping[str, Mapping[str, Any] | None] | None = None) -> dict[str, Any]:
         """Ask the shard's leader (by the nodes' statuses) to hand leadership to `node`. A
         transfer needs `node` caught up; a refusal is recorded, not retried."""
-        leader = _leader_of(await ctx.statuses(), shard)
+        leader = _leader_of(statuses if statuses is not None else await ctx.statuses(), shard)
         if leader is None:
             return {"skipped": "no leader of the shard answered"}
         if leader == node:
@@ -168,7 +286,7 @@ def package(ctx: FaultContext) -> NemesisPackage:
         return {"from": leader, "outcome": moved.outcome, **({"error": moved.error} if moved.error else {})}
 
     def generator(rng: random.Random) -> OpDict:
-        return {"f": MOVE, "value": {"seed": rng.getrandbits(32)}}
+        return {"f": choose_kind(rng, set(feasible)), "value": {"seed": rng.getrandbits(32)}}
 
     async def move(rng: random.Random) -> dict[str, Any]:
         first = shard_commits(await ctx.statuses())
@@ -178,10 +296,13 @@ def package(ctx: FaultContext) -> NemesisPackage:
         before = newest_map(statuses)
         if before is None:
             return {"skipped": "no sharded node answered"}
-        members = await shard_members(ctx, statuses)
+        smap = await newest_shard_map(ctx, statuses)
+        note(smap)
+        members = members_of(smap)
         moving = {int(m["shard"]) for m in before["moves"]}
         running = sorted(n for n in ctx.nodes if ctx.nodes[n].is_running())
-        choices = move_choices(members, moving, running)
+        targets = [n for n in smap.get("nodes") or ctx.nodes if n not in set(smap.get("leaving") or [])]
+        choices = move_choices(members, moving, running, targets)
         if not choices:
             return {"skipped": "no shard without a move in flight has a majority of its members running "
                                "and a running node outside it", "epoch_before": before["epoch"],
@@ -217,13 +338,134 @@ def package(ctx: FaultContext) -> NemesisPackage:
             done["epoch_after"] = after["epoch"] if after else None
         return done
 
+    def admin_addresses(smap: Mapping[str, Any]) -> list[str]:
+        """Running nodes to send a map change to, the metadata group's members first (the
+        change is a compare-and-set in that group), then the map's other nodes."""
+        from ukehi.shardmap import meta_members
+
+        founders = map_founders(smap)
+        meta = list(meta_members(founders, int(smap.get("replication_factor") or 1))) if founders else []
+        order = meta + [n for n in sorted(smap.get("nodes") or ctx.nodes) if n not in meta]
+        return [ctx.endpoint(n) for n in order if n in ctx.nodes and ctx.nodes[n].is_running()] or \
+            [ctx.endpoint(n) for n in sorted(ctx.nodes)]
+
+    async def wait_rebalanced(addresses: list[str]) -> dict[str, Any]:
+        """Until the rebalance a node change started has ended (bounded): its answer's epoch,
+        node set and leaving nodes, or why it did not end in time."""
+        async with UkehiClient(addresses, timeout=5.0, connect_timeout=0.5) as client:
+            result = await client.wait_rebalanced(REBALANCE_WAIT_S)
+        out: dict[str, Any] = {"rebalanced": bool(result.ok)}
+        if isinstance(result.value, dict):
+            out.update({f"{k}_rebalanced": result.value.get(k) for k in ("epoch", "replicas_to_move")
+                        if k in result.value})
+        if not result.ok:
+            out["wait_error"] = result.error or result.outcome
+        return out
+
+    async def change_nodes(f: str, rng: random.Random) -> dict[str, Any]:
+        """An add-node or remove-node op (module doc)."""
+        statuses = await ctx.statuses()
+        before = newest_map(statuses)
+        if before is None:
+            return {"skipped": "no sharded node answered"}
+        smap = await newest_shard_map(ctx, statuses)
+        if not smap:
+            return {"skipped": "no node answered with its shard map", "epoch_before": before["epoch"]}
+        note(smap)
+        running = sorted(n for n in ctx.nodes if ctx.nodes[n].is_running())
+        founders = map_founders(smap)
+        if f == ADD:
+            choices = add_choices(smap, running)
+            if not choices:
+                return {"skipped": "no running node outside the map's node set (a spare or a removed node)",
+                        "epoch_before": int(smap.get("epoch") or 0), "nodes": sorted(smap.get("nodes") or [])}
+        else:
+            choices = remove_choices(smap)
+            if not choices:
+                return {"skipped": "no node outside the metadata group can go while R nodes stay",
+                        "epoch_before": int(smap.get("epoch") or 0), "nodes": sorted(smap.get("nodes") or []),
+                        "leaving": sorted(smap.get("leaving") or [])}
+        node = rng.choice(choices)
+        members_before = members_of(smap)
+        done: dict[str, Any] = {"node": node, "founder": node in founders, "epoch_before": int(smap.get("epoch") or 0),
+                                "nodes_before": sorted(smap.get("nodes") or []),
+                                "leaving_before": sorted(smap.get("leaving") or [])}
+        if f == ADD and node in used and node not in founders:
+            # Removed earlier (the map no longer names it) but not wiped yet: it comes back new.
+            done["restarted_fresh_pid"] = await ctx.start_fresh(node)
+            used.discard(node)
+        if f == ADD and node not in founders:
+            used.add(node)
+        addresses = admin_addresses(smap)
+        async with UkehiClient(addresses, timeout=NODE_ADMIN_TIMEOUT_S, connect_timeout=0.5) as client:
+            if f == ADD:
+                result = await client.add_node(node, ctx.endpoint(node), timeout=NODE_ADMIN_TIMEOUT_S)
+            else:
+                result = await client.remove_node(node, timeout=NODE_ADMIN_TIMEOUT_S)
+        done["outcome"] = result.outcome
+        if result.error is not None:
+            done["error"] = result.error
+        if result.message:
+            done["message"] = result.message[:300]
+        if result.ok and isinstance(result.value, dict):
+            done["epoch_changed"] = result.value.get("epoch")
+            planned = result.value.get("planned") or []
+            done["planned"] = planned
+            done["planned_shards"] = sorted({int(p[0]) for p in planned})
+        if result.outcome != "fail":
+            # ok, or unknown (the change may still have committed): see where it went.
+            done.update(await wait_rebalanced(addresses))
+        after_statuses = await ctx.statuses()
+        after_map = await newest_shard_map(ctx, after_statuses)
+        if after_map:
+            note(after_map)
+            members_after = members_of(after_map)
+            done["epoch_after"] = int(after_map.get("epoch") or 0)
+            done["nodes_after"] = sorted(after_map.get("nodes") or [])
+            done["leaving_after"] = sorted(after_map.get("leaving") or [])
+            done["moved_shards"] = changed_shards(members_before, members_after)
+            done["members_after"] = {str(k): sorted(m) for k, m in members_after.items()}
+            # The replica each moved shard gained (the added node, or where a removed node's
+            # replica went): the final op hands it the lead, and most changes do so at once,
+            # as a leader balancer does after a scale-out (PD's balance-leader).
+            gained = {sh: n for sh in done["moved_shards"]
+                      for n in sorted(set(members_after[sh]) - set(members_before.get(sh, [])))[:1]}
+            moved_in.update(gained)
+            if gained and done.get("rebalanced") and rng.random() < LEAD_P:
+                done["leaders_to_moved_in"] = await lead_many(gained)
+        else:
+            view = newest_map(after_statuses)
+            done["epoch_after"] = view["epoch"] if view else None
+        if f == REMOVE and after_map and node not in (after_map.get("nodes") or []):
+            # Out of the map for good: no replica is left on it.
+            if node in founders:
+                done["kept"] = "a founder: it keeps its data and may be added back as it is"
+            elif node in ctx.nodes:
+                done["restarted_fresh_pid"] = await ctx.start_fresh(node)
+                used.discard(node)
+        return done
+
+    async def lead_many(wanted: Mapping[int, str]) -> dict[str, Any]:
+        """Hand each shard's leadership to its node (where that one runs), all at once, from one
+        look at the statuses: shard -> the transfer's record."""
+        wanted = {sh: n for sh, n in wanted.items() if n in ctx.nodes and ctx.nodes[n].is_running()}
+        if not wanted:
+            return {}
+        statuses = await ctx.statuses()
+        addresses = [ctx.endpoint(n) for n in sorted(ctx.nodes) if ctx.nodes[n].is_running()]
+        async with UkehiClient(addresses, timeout=5.0, connect_timeout=0.5) as client:
+            done = await asyncio.gather(*(lead_to(client, sh, n, statuses) for sh, n in sorted(wanted.items())),
+                                        return_exceptions=True)
+        return {str(sh): ({"node": n, **r} if isinstance(r, dict) else {"node": n, "error": f"{type(r).__name__}: {r}"})
+                for (sh, n), r in zip(sorted(wanted.items()), done)}
+
     async def settle() -> dict[str, Any]:
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         view: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             statuses = {n: st for n, st in (await ctx.statuses()).items() if st}
             view = newest_map(statuses)
-            if view is not None and not view["moves"]:
+            if view is not None and not view["moves"] and not view["rebalancing"]:
                 # Nodes still cut off by another fault learn the map when it heals: their
                 # epochs are recorded, not waited for.
                 view["epochs"] = {n: st.get("epoch") for n, st in sorted(statuses.items())}
@@ -251,6 +493,8 @@ def package(ctx: FaultContext) -> NemesisPackage:
         f = op["f"]
         if f == SETTLE:
             return await settle()
+        if f in (ADD, REMOVE):
+            return await change_nodes(f, random.Random(op["value"]["seed"]))
         if f != MOVE:
             raise ValueError(f"rebalance nemesis cannot perform {f!r}")
         return await move(random.Random(op["value"]["seed"]))

@@ -29,7 +29,7 @@ def spec_of(**overrides):
 
 
 def test_rebalance_is_a_sharded_nemesis_only():
-    assert "rebalance" in NEMESES and SHADING["rebalance"].instant == ("move-replica",)
+    assert "rebalance" in NEMESES and SHADING["rebalance"].instant == ("move-replica", "add-node", "remove-node")
     assert spec_of().nemeses == ("rebalance", "partition")
     with pytest.raises(SpecError, match="--nemesis rebalance moves shard replicas: give --shards"):
         spec_of(shards=None, replication_factor=None)
@@ -47,12 +47,22 @@ def check_moves(run) -> tuple[list, list, dict]:
     earlier moves left them) to those members less the source plus the target, two epochs on;
     a refused one changed nothing; the settled map is what the moves add up to."""
     history = load_jsonl(str(run / "history.jsonl"))
-    moves = [op.value for op in history if not op.is_client and op.f == "move-replica" and op.type != "invoke"]
-    placement = {s: sorted(m) for s, m in enumerate(ShardMap.initial(NODES, 8, 3).members)}
-    known = True  # no move of unknown outcome so far: the placement is exactly known
+    ops = [(op.f, op.value) for op in history if not op.is_client and op.type != "invoke"
+           and op.f in ("move-replica", "add-node", "remove-node")]
+    moves = [value for f, value in ops if f == "move-replica"]
+    # The last node starts as a spare (harness/sharding.py rebalance_founders): four founders.
+    placement = {s: sorted(m) for s, m in enumerate(ShardMap.initial(NODES[:4], 8, 3).members)}
+    known = True  # no op of unknown outcome so far: the placement is exactly known
     finished = []
-    for value in moves:
+    for f, value in ops:
         if "skipped" in value:
+            continue
+        if f != "move-replica":
+            # An add or remove: the map its rebalance ended at (test_sharded_nodes.py checks it).
+            if value.get("rebalanced") and "members_after" in value:
+                placement = {int(s): sorted(m) for s, m in value["members_after"].items()}
+            elif value.get("outcome") != "fail":
+                known = False
             continue
         shard = value["shard"]
         if known:
@@ -69,9 +79,9 @@ def check_moves(run) -> tuple[list, list, dict]:
     if known:
         assert {int(s): sorted(m) for s, m in settle[-1]["members"].items()} == placement, (settle, placement)
     assert settle[-1]["epoch"] >= 1 + 2 * len(finished), settle[-1]
-    # Each move is shaded on the plots (an instant of the rebalance family).
+    # Each move, add and remove is shaded on the plots (an instant of the rebalance family).
     _windows, instants = fault_events(history, [SHADING["rebalance"]])
-    assert sum(1 for i in instants if i.name == "rebalance") == len(moves), instants
+    assert sum(1 for i in instants if i.name == "rebalance") == len(ops), instants
     assert (run / "rate.png").exists() and (run / "latency.png").exists()
     return moves, finished, settle[-1]
 
@@ -106,9 +116,14 @@ def test_replica_moves_alone_finish_and_keep_a_sharded_run_valid(tmp_path):
     run = (results / "latest").resolve()
     assert json.loads((run / "results.json").read_text())["valid"] is True
     moves, finished, settle = check_moves(run)
-    assert len(finished) >= 2, moves  # only the nemesis's own mid-move restarts stand in their way
+    history = load_jsonl(str(run / "history.jsonl"))
+    changed = [op.value for op in history if not op.is_client and op.type != "invoke"
+               and op.f in ("add-node", "remove-node") and op.value.get("outcome") == "ok"]
+    # Only the nemesis's own mid-move restarts stand in their way (node changes take seconds
+    # each, so a 10 s run has fewer moves; tests/harness/test_sharded_nodes.py judges those).
+    assert len(finished) + len(changed) >= 2, (moves, changed)
     killed = [m["disrupted"] for m in moves if "killed" in m.get("disrupted", {})]
-    print(f"rebalance: {len(moves)} moves ({len(finished)} ok), {len(killed)} with a node killed mid-move "
+    print(f"rebalance: {len(moves)} moves ({len(finished)} ok), {len(changed)} node changes ok, {len(killed)} with a node killed mid-move "
           f"({', '.join(k['role'] + '@' + str(k['step_seen']) for k in killed) or 'none'}), "
           f"final epoch {settle['epoch']}")
 
