@@ -17,6 +17,7 @@ and the model, so nothing big is pickled; only outcomes travel back.
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -93,7 +94,8 @@ def _check_chunk(model: Model, chunk: list[tuple[int, list[Operation]]], deadlin
 
 def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
                         stop: StopFlag | None, stop_on_violation: bool, max_cache: int,
-                        handoff_after: float | None = None) -> tuple[list[tuple[int, SearchOutcome]], list[int]]:
+                        handoff_after: float | None = None,
+                        claim: Any = None) -> tuple[list[tuple[int, SearchOutcome]], list[int]]:
     """Check partitions in one process, interleaved round-robin.
 
     One hard partition must not hide an easy violation in another (Porcupine runs
@@ -107,14 +109,27 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
     up and their indices returned as the second value, to be checked in worker
     processes: only hard partitions are worth a process.  CPU time, not wall time,
     so that a busy machine does not make easy partitions look hard.
+
+    ``claim`` (shared with other processes, see :class:`_Claims`): ``chunk`` is then
+    every process's list, and this process takes its partitions from it a few at a time
+    as it gets through them, each new one getting its first slice before any partition
+    gets a second turn; so processes that run at different speeds (another job on a
+    core, pages copied after a fork) still finish together.
     """
     done: list[tuple[int, SearchOutcome]] = []
     queue: collections.deque[tuple[int, Generator[None, None, SearchOutcome], int]] = collections.deque(
-        (index, searcher(model, operations, max_cache=max_cache), _FIRST_SLICE) for index, operations in chunk)
+        (index, searcher(model, operations, max_cache=max_cache), _FIRST_SLICE)
+        for index, operations in (chunk if claim is None else ()))
     last_round: int | None = None  # after a violation: how many partitions get one last short slice
     turns = 0
     cpu_start = time.process_time()
-    while queue:
+    while True:
+        if claim is not None and last_round is None:
+            taken = claim.take() if not queue or queue[0][2] != _FIRST_SLICE else range(0)
+            queue.extendleft((index, searcher(model, operations, max_cache=max_cache), _FIRST_SLICE)
+                             for index, operations in reversed([chunk[i] for i in taken]))
+        if not queue:
+            break
         if last_round is not None:
             if last_round == 0:
                 break
@@ -129,6 +144,9 @@ def _check_sequentially(model: Model, chunk: list[tuple[int, list[Operation]]], 
             if outcome.result is CheckResult.ILLEGAL and stop_on_violation and last_round is None:
                 # Give every other partition one short slice, so that the violations
                 # that are quick to find are all reported, then stop.
+                if claim is not None:  # every partition no process has taken yet, too
+                    queue.extend((chunk[i][0], searcher(model, chunk[i][1], max_cache=max_cache), _FIRST_SLICE)
+                                 for i in claim.take_all())
                 last_round = len(queue)
         else:
             queue.append((index, gen, min(slice_ * 2, _MAX_SLICE)))
@@ -193,10 +211,35 @@ def _can_fork() -> bool:
     return hasattr(os, "fork")
 
 
+class _Claims:
+    """Which of ``n`` partitions (positions in a list every process holds) are taken: a
+    counter in shared memory.  Each take is a share of what is left (guided
+    self-scheduling: big at first, one at a time at the end), so many tiny partitions
+    cost few trips to the lock."""
+
+    def __init__(self, ctx: Any, n: int, n_workers: int) -> None:
+        self._next = ctx.Value("q", 0)
+        self._n = n
+        self._ways = 4 * n_workers
+
+    def take(self) -> range:
+        with self._next.get_lock():
+            start = self._next.value
+            end = min(self._n, start + max(1, (self._n - start) // self._ways))
+            self._next.value = end
+        return range(start, end)
+
+    def take_all(self) -> range:
+        with self._next.get_lock():
+            start = self._next.value
+            self._next.value = self._n
+        return range(start, self._n)
+
+
 def _forked_child(conn: Any, model: Model, chunk: list[tuple[int, list[Operation]]], deadline: float | None,
-                  stop: Any, stop_on_violation: bool, max_cache: int) -> None:
+                  stop: Any, stop_on_violation: bool, max_cache: int, claim: Any = None) -> None:
     try:
-        done, _ = _check_sequentially(model, chunk, deadline, stop, stop_on_violation, max_cache)
+        done, _ = _check_sequentially(model, chunk, deadline, stop, stop_on_violation, max_cache, claim=claim)
         conn.send((True, done))
     except BaseException as err:  # noqa: BLE001 - handed to the parent, which raises it
         try:
@@ -215,19 +258,23 @@ def _check_forked(model: Model, indexed: list[tuple[int, list[Operation]]], dead
 
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
-    chunks = _chunks(indexed, min(n_workers, len(indexed)))
+    # Every process holds the whole list (largest partitions first) and takes partitions
+    # from it as it goes, so none waits for another that drew the slow share.
+    shared = sorted(indexed, key=lambda pair: -len(pair[1]))
+    n_processes = min(n_workers, len(indexed))
+    claims = _Claims(ctx, len(shared), n_processes)
     children = []
-    for chunk in chunks[1:]:
+    for _ in range(n_processes - 1):
         receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_forked_child, args=(send, model, chunk, deadline, stop, stop_on_violation,
-                                                       max_cache), daemon=True)
+        proc = ctx.Process(target=_forked_child, args=(send, model, shared, deadline, stop, stop_on_violation,
+                                                       max_cache, claims), daemon=True)
         proc.start()
         send.close()
         children.append((proc, receive))
     outcomes: dict[int, SearchOutcome] = {}
     failure: BaseException | None = None
     try:
-        done, _ = _check_sequentially(model, chunks[0], deadline, stop, stop_on_violation, max_cache)
+        done, _ = _check_sequentially(model, shared, deadline, stop, stop_on_violation, max_cache, claim=claims)
         outcomes.update(done)
     except BaseException as err:
         stop.set()
@@ -235,9 +282,13 @@ def _check_forked(model: Model, indexed: list[tuple[int, list[Operation]]], dead
     for proc, receive in children:
         try:
             ok, payload = receive.recv()
+            # Its outcomes are in: the check need not wait while the child's memory is torn
+            # down (a finished child is reaped now if it has exited, else by multiprocessing
+            # at the next start or at exit).
+            proc.join(0)
         except EOFError:
+            proc.join()
             ok, payload = False, RuntimeError(f"a checker process died (exit code {proc.exitcode})")
-        proc.join()
         receive.close()
         if ok:
             outcomes.update(payload)
@@ -273,6 +324,22 @@ def _check_in_workers(model: Model, indexed: list[tuple[int, list[Operation]]], 
 
 def _run(model: Model, operations: Sequence[Operation], timeout: float | None, *,
          stop_on_violation: bool, workers: int | None, max_cache: int) -> LinearizationInfo:
+    # No cyclic garbage collection while checking: the search makes hundreds of thousands of
+    # small tuples (memo entries, stack frames), none in a cycle, and collections triggered by
+    # them would scan every object of the caller's heap again and again (and, in forked
+    # workers, copy the pages they touch); reference counting frees them all the same.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_gc_paused(model, operations, timeout, stop_on_violation=stop_on_violation,
+                              workers=workers, max_cache=max_cache)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _run_gc_paused(model: Model, operations: Sequence[Operation], timeout: float | None, *,
+                   stop_on_violation: bool, workers: int | None, max_cache: int) -> LinearizationInfo:
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
     started = time.monotonic()

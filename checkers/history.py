@@ -186,16 +186,23 @@ _J_INT = r"-?(?:0|[1-9][0-9]*)"
 _INT_START = frozenset("-0123456789")
 _INT_ARRAY = re.compile(rf"\[(?:{_J_INT}(?:,{_J_INT})*)?\]")
 _J_STR = r'"[^"\\\x00-\x1f]*"'
+# The same, possessive (``*+``: never given back, which saves the matcher its backtracking
+# points): an integer or a string matches the same text either way, as what may follow it
+# (``,``, ``}``, ``]``, ``:``) cannot continue it.
+_J_INT_P = r"-?+(?:0|[1-9][0-9]*+)"
+_J_STR_P = r'"[^"\\\x00-\x1f]*+"'
 # A key, value or error: a simple JSON value, an array or an object, checked by json.loads
 # afterwards (an array's or object's text is matched loosely here; json.loads rejects what
 # is not JSON).
-_J_VAL = rf"null|true|false|{_J_INT}|{_J_STR}|\[[^\n]*?\]|\{{[^\n]*?\}}"
+_J_VAL = rf"null|true|false|{_J_INT_P}|{_J_STR_P}|\[[^\n]*?\]|\{{[^\n]*?\}}"
 _CANONICAL_LINE = re.compile(
-    rf'^\{{"index":({_J_INT}),"time":({_J_INT}),"process":({_J_INT}|{_J_STR}),'
-    rf'"type":"(invoke|ok|fail|info)","f":({_J_STR})'
+    rf'^\{{"index":({_J_INT_P}),"time":({_J_INT_P}),"process":({_J_INT_P}|{_J_STR_P}),'
+    # type and f in one group ("ok\",\"f\":\"read"): one lookup gives both
+    rf'"type":"((?:invoke|ok|fail|info)","f":"[^"\\\x00-\x1f]*+)"'
     rf'(?:,"key":({_J_VAL}))?(?:,"value":({_J_VAL}))?(?:,"error":({_J_VAL}))?'
     # the harness's extra fields ("node": "n1"...), kept in Op.extra as from_dict keeps them
-    rf'((?:,{_J_STR}:(?:{_J_VAL}))*)\}}$', re.M)
+    rf'((?:,{_J_STR_P}:(?:{_J_VAL}))*)\}}$', re.M)
+_TYPE_F_SEPARATOR = '","f":"'
 
 
 class _OpUnderConstruction:
@@ -279,7 +286,6 @@ def _build_canonical(text: str, rows: list[tuple[str, ...]]) -> list[Op] | None:
     parsed = _Cache(value, {"": None, "null": None})
     errors = _Cache(error_value, {"": None, "null": None})
     processes = _Cache(process_value, {})
-    names = _Cache(lambda raw: (raw[1:-1], True), {})
     extras: dict[str, dict[str, Any]] = {}
 
     def extra_fields(raw: str) -> dict[str, Any]:
@@ -290,27 +296,37 @@ def _build_canonical(text: str, rows: list[tuple[str, ...]]) -> list[Op] | None:
             extras[raw] = got
         return dict(got)
 
-    new, building = object.__new__, _OpUnderConstruction
     types = {t: t for t in OP_TYPES}
+
+    def type_and_f(raw: str) -> tuple[tuple[str, str], bool]:
+        type_, _, f = raw.partition(_TYPE_F_SEPARATOR)
+        return (types[type_], f), True
+
+    type_fs = _Cache(type_and_f, {})
+    new, building = object.__new__, _OpUnderConstruction
     ops: list[Op] = []
     append = ops.append
     lines: list[str] | None = None
-    for number, (index, time_, process, type_, f, key, val, error, extra) in enumerate(rows, 1):
+    for index, time_, process, type_f, key, val, error, extra in rows:
         try:
             op = new(building)
             op.index = int(index)
             op.time = int(time_)
             op.process = processes[process]
-            op.type = types[type_]
-            op.f = names[f]
+            op.type, op.f = type_fs[type_f]
             op.key = parsed[key]
             op.value = parsed[val]
-            op.error = errors[error]
-            op.extra = {} if not extra else dict(extras[extra]) if extra in extras else extra_fields(extra)
+            if error or extra:
+                op.error = errors[error]
+                op.extra = (dict(extras[extra]) if extra in extras else extra_fields(extra)) if extra else {}
+            else:
+                op.error = None
+                op.extra = {}
             op.__class__ = Op  # type: ignore[assignment]
         except ValueError:
             # A nested array or object the loose match cut in the wrong place (or a known
             # field out of order): this line alone is read as the general path reads it.
+            number = len(ops) + 1
             lines = text.split("\n") if lines is None else lines
             try:
                 op = _op_of(loads(lines[number - 1]), number)

@@ -14,7 +14,10 @@ snapshot of the longest prefix costs nothing), and the linearized set is three i
 ``k`` (every completed op with id < k is linearized), ``window`` (a bitset of the
 linearized completed ops above k, relative to k, so it stays as small as the
 concurrency) and ``pending`` (a bitset over the pending ops).  The memo is a set of
-``(k, window, pending, state)`` tuples, exact, never a hash alone.
+``(k, window, pending, state)`` tuples, exact, never a hash alone; it is filled only from
+the first backtrack on (then with every configuration on the stack), since until then
+every configuration reached has one more op linearized than the one before it and cannot
+repeat: most easy partitions never pay for it.
 
 Pending operations (``return_time is None``) have no return entry: they may be
 linearized at any point after their call, or never, which is what an ``info`` op means.
@@ -116,7 +119,7 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
     positions: Sequence[int] = range(n_ops)
     if read_only is not None:
         reads = _read_flags(read_only, inputs)
-        if any(reads):
+        if any(reads) and any([o is UNKNOWN for o in outputs]):
             keep = [not (r and o is UNKNOWN) for r, o in zip(reads, outputs)]
             if not all(keep):
                 positions = list(compress(positions, keep))
@@ -206,14 +209,24 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
     # of its group that also returned before it (looking back a bounded way).  Returns
     # at equal times count in entry order, which is call order: ``<=``.
     members: dict[Any, list[int]] = {}
+    member_list = members.get
     for p in range(m) if all_done else compress(range(m), done):
         try:
-            group_members = members.setdefault((inputs[p], outputs[p]), [])
+            group = (inputs[p], outputs[p])
+            group_members = member_list(group)
         except TypeError:
             continue
-        if group_members:
-            r = rets[p]
-            for b in reversed(group_members[-_LOOK_BACK:]):
+        if group_members is None:
+            members[group] = [p]
+            continue
+        # the latest-called member first (it usually returned before p), then further back
+        b = group_members[-1]
+        r = rets[p]
+        if rets[b] <= r:
+            waits_for_done[p] = cid[b]
+            guard[p] = True
+        else:
+            for b in reversed(group_members[-_LOOK_BACK:-1]):
                 if rets[b] <= r:
                     waits_for_done[p] = cid[b]
                     guard[p] = True
@@ -336,6 +349,7 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     stack: tuple | None = None  # (entry, state, k, window, pending, parent)
     depth = 0
     best_depth = -1
+    remembering = False  # the memo is filled from the first backtrack on
     best_stack: tuple | None = None
     best_blocked = -1
     steps = 0
@@ -403,7 +417,12 @@ def searcher(model: Model, operations: Sequence[Operation], *,
                     nk, nw, npend = k + t, x >> t, pending
                 else:
                     nk, nw, npend = k, window | (1 << (i - k)), pending
-                if hashable:
+                if not remembering:
+                    # no backtracking yet: every configuration so far lies on the one path
+                    # taken, each with one more op linearized than the last, so this one
+                    # cannot have been seen (they go into the memo at the first backtrack)
+                    fresh = True
+                elif hashable:
                     # one hash: a set that grows got a new configuration
                     size = len(cache)
                     memo_add((nk, nw, npend, new_state))
@@ -441,6 +460,25 @@ def searcher(model: Model, operations: Sequence[Operation], *,
             # A return whose operation is not linearized yet: this prefix is a dead end.
             if depth > best_depth:
                 best_depth, best_stack, best_blocked = depth, stack, entry
+            if not remembering and stack is not None:
+                # The first backtrack: the memo gets every configuration reached so far
+                # (this one and those on the stack, but not the initial one), as if each had
+                # gone in when it was reached.
+                remembering = True
+                frame = stack
+                remembered = [(k, window, pending, state)]
+                while frame is not None and frame[5] is not None:
+                    remembered.append((frame[2], frame[3], frame[4], frame[1]))
+                    frame = frame[5]
+                # frame[1..4] of a frame is the configuration before its op was lifted: the
+                # one after the frame below it was lifted
+                if hashable:
+                    cache.update(remembered)
+                else:
+                    for ck, cw, cp, cs in remembered:
+                        bucket = cache_eq.setdefault((ck, cw, cp), [])
+                        if not any(equal(s, cs) for s in bucket):  # type: ignore[misc]
+                            bucket.append(cs)
             if stack is None:
                 return _outcome(CheckResult.ILLEGAL, best_stack, best_blocked, m, positions, steps,
                                 len(cache) + len(cache_eq))
