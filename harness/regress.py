@@ -204,7 +204,7 @@ BUG_CASES: tuple[Case, ...] = (
              "applied, so a failed cas reads as ok"),
     Case("commit-old-term", "register", ("figure-8",), seed=13, time_limit=60, quick_time_limit=30,
          nemesis_interval=1.0, node_count=3, node_options=FIGURE_8_NODE_OPTIONS,
-         workload_options=FIGURE_8_WORKLOAD_OPTIONS,
+         workload_options=FIGURE_8_WORKLOAD_OPTIONS, sim_found_within=118,
          why="targeted: the Raft paper's figure 8 (nemeses/figure_eight.py). The cut-off leader's "
              "unreplicated tail is sent to the voter one entry per round trip (stop-and-wait replication, "
              "--max-inflight 1 --max-entries-per-message 1): a counting leader commits and acknowledges "
@@ -213,7 +213,7 @@ BUG_CASES: tuple[Case, ...] = (
              "and the no-op travel together and the bug stays masked"),
     Case("forget-vote", "register", ("double-vote",), seed=14, time_limit=40, quick_time_limit=20,
          nemesis_interval=1.0, node_count=3, concurrency=6,
-         sim_found_within=8,
+         sim_found_within=9,
          why="targeted: the leader is cut off, a voter is killed and restarted right after granting "
              "its vote for the next term (the link that carries its grant and the new leader's first "
              "append is delayed), then the cut-off node asks it for the same term: a voter that forgot "
@@ -221,7 +221,7 @@ BUG_CASES: tuple[Case, ...] = (
     Case("accept-stale-term", "register", ("stale-append",), seed=15, time_limit=120, quick_time_limit=60,
          nemesis_interval=1.0, node_count=3, concurrency=27, rate=200.0,
          node_options=STALE_APPEND_NODE_OPTIONS, workload_options=STALE_APPEND_WORKLOAD_OPTIONS,
-         sim_found_within=19,
+         sim_found_within=89,
          why="targeted (nemeses/stale_append.py): the leader's packets are dropped and it is paused with "
              "an unreplicated tail; the next leader's first writes reach a lagging follower under the old "
              "commit index (the links between them are delayed), are acknowledged, and the next leader "

@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
                                                "fencing, list-append or rw-register (the real workload's ops and "
                                                "checkers); default: each seed draws one (replay names it)"),
         nemesis: str = typer.Option("partition,kill,pause,clock,transfer,snapshot,membership,crash-after-vote,crash-after-ack,"
-                                    "partition-in-flight,damage,slow,fall-after-append,stale-leader,vote-flip,slow-leader-clock",
+                                    "partition-in-flight,damage,slow,fall-after-append,stale-leader,vote-flip,slow-leader-clock,"
+                                    "figure-eight",
                                     help="faults the swarm may draw from (comma list)"),
         duration: float = typer.Option(10.0, help="virtual seconds of workload and faults per seed"),
         node_option: list[str] = typer.Option([], "--node-option", help="NAME=VALUE for every node, e.g. "
