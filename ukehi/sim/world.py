@@ -280,10 +280,11 @@ class SimWorld:
         self.slow: dict[tuple[str, str], float] = {}
         self.events: list[str] = []
         # The fault state each time it changes: (virtual time, nodes down or paused, links
-        # (src, dst) cut or held, links slowed, nodes whose clock runs at another rate). The
-        # harness's liveness verdict reads it (a majority up and connected must serve).
+        # (src, dst) cut or held, links slowed, nodes whose clock runs at another rate,
+        # whether a fault trigger watches every message). The harness's liveness verdict
+        # reads it (a majority up and connected must serve).
         self.health: list[tuple[float, frozenset[str], frozenset[tuple[str, str]],
-                                frozenset[tuple[str, str]], frozenset[str]]] = []
+                                frozenset[tuple[str, str]], frozenset[str], bool]] = []
         self.messages_sent = 0
         self.messages_delivered = 0
         self.messages_coded = 0  # sent through the wire codec (the rest as objects)
@@ -320,7 +321,7 @@ class SimWorld:
         """Append the fault state to ``health`` when it changed."""
         state = (frozenset(n for n, h in self.nodes.items() if not h.up or h.paused),
                  frozenset(self.blocked) | frozenset(self.holding), frozenset(self.slow),
-                 frozenset(n for n, h in self.nodes.items() if h.rate != 1.0))
+                 frozenset(n for n, h in self.nodes.items() if h.rate != 1.0), self.send_watch is not None)
         if not self.health or self.health[-1][1:] != state:
             self.health.append((self.loop.time(), *state))
 
