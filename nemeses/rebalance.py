@@ -95,6 +95,16 @@ BUSY_SAMPLE_S = 0.5
 LEAD_P = 0.8
 
 
+
+def _result_fields(result: Any) -> dict[str, Any]:
+    """An admin call's outcome as an op records it: ok/fail/unknown, the error code, the message."""
+    out: dict[str, Any] = {"outcome": result.outcome}
+    if result.error is not None:
+        out["error"] = result.error
+    if result.message:
+        out["message"] = result.message[:300]
+    return out
+
 def newest_map(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
     """The newest map the answering nodes report: epoch, moves in flight and each shard's
     hosts as the node with that epoch sees them (None: no sharded node answered)."""
@@ -325,11 +335,7 @@ def package(ctx: FaultContext) -> NemesisPackage:
                 moved_in[shard] = dst
             if result.ok and lead and ctx.nodes[dst].is_running():
                 done["leader_to_target"] = await lead_to(client, shard, dst)
-        done["outcome"] = result.outcome
-        if result.error is not None:
-            done["error"] = result.error
-        if result.message:
-            done["message"] = result.message[:300]
+        done.update(_result_fields(result))
         if result.ok and isinstance(result.value, dict):
             done["epoch_after"] = result.value.get("epoch")
             done["members_after"] = sorted(result.value.get("members") or [])
@@ -402,11 +408,7 @@ def package(ctx: FaultContext) -> NemesisPackage:
                 result = await client.add_node(node, ctx.endpoint(node), timeout=NODE_ADMIN_TIMEOUT_S)
             else:
                 result = await client.remove_node(node, timeout=NODE_ADMIN_TIMEOUT_S)
-        done["outcome"] = result.outcome
-        if result.error is not None:
-            done["error"] = result.error
-        if result.message:
-            done["message"] = result.message[:300]
+        done.update(_result_fields(result))
         if result.ok and isinstance(result.value, dict):
             done["epoch_changed"] = result.value.get("epoch")
             planned = result.value.get("planned") or []
