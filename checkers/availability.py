@@ -27,9 +27,10 @@ False``) when, and only when, the build under test did not do that:
   leader asked and the target were both in a connected majority, see majority-unserved),
   every one refused or unanswered, none in the whole run done: a correct leader hands
   leadership to a voter it can reach within a few election timeouts (one that never sends
-  TimeoutNow passes every safety check, since each transfer gives up cleanly); the
-  simulator asks for up to 3 at the end of every seed, after every fault healed, to a voter
-  that runs and is not recovering (``final``: always judged);
+  TimeoutNow passes every safety check, since each transfer gives up cleanly); every
+  unsharded real run (after its final phase) and every simulated seed (at its end) asks for
+  up to 3, after every fault healed, until one is done, each to a voter that runs and is not
+  recovering (``final``: always judged);
 - **majority-unserved** (simulator only, where the fault timeline is exact): in a span in
   which a majority of the voters was up and connected (every link between them whole, their
   clocks at the normal rate, every other voter down, paused or cut off from all of them

@@ -210,9 +210,24 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
                 _note(run, final_leader=None, final_leader_error=str(err).splitlines()[0])
             await interp.run_clients(workload.final_generator(), workload.open_client,
                                      deadline=time.monotonic() + spec.final_time_limit)
+        if not is_sharded(spec.node_options):  # a sharded run's groups each have their own leader
+            await _final_transfers(interp, run_ctx)
         await _consistency_check(spec, run, db)
         await run_probes(run.path, db, spec)  # the bad-input battery (harness/probes.py), into probes.jsonl
         _note(run, down_on_purpose=await _down_on_purpose(db), unresponsive=await _unresponsive(db))
+
+
+async def _final_transfers(interp: Interpreter, ctx: RunContext) -> None:
+    """Up to membership.FINAL_TRANSFERS leadership transfers after the final phase, until one
+    is done or none can be asked for (nemeses/membership.py ``final_transfer_package``);
+    judged by the availability verdict's transfer-refused rule."""
+    package = membership.final_transfer_package(ctx)
+    for attempt in range(membership.FINAL_TRANSFERS):
+        done = await interp.nemesis_op(package, {"f": membership.TRANSFER,
+                                                 "value": {"final": True, "attempt": attempt}})
+        value = done.value if isinstance(done.value, dict) else {}
+        if value.get("outcome") == "ok" or "skipped" in value or done.error:
+            return
 
 
 #: how long a running node may take to answer a status request after the final phase

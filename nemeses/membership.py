@@ -246,3 +246,40 @@ def package(ctx: FaultContext, kinds: Sequence[str] = (ADD, REMOVE, TRANSFER),
         shading=SHADING,
         fs=frozenset(FS),
     )
+
+
+#: leadership transfers asked for after the final phase (until one is done)
+FINAL_TRANSFERS = 3
+#: seconds one final transfer may take: the leader catches the target up, then hands over
+FINAL_TRANSFER_TIMEOUT_S = 8.0
+
+
+def final_transfer_package(ctx: FaultContext) -> NemesisPackage:
+    """The transfers a real run asks for once every fault has healed and the final phase is
+    over, as the simulator does at every seed's end (``harness/sim/runner.py``
+    ``final_transfers``): each op asks the leader to hand leadership to another voter that
+    answers status and is not recovering (attempt k takes the k-th such voter, round robin),
+    and records ``node``, ``via``, ``final`` and the outcome. The availability verdict's
+    transfer-refused rule judges every final transfer: a healthy cluster that never hands
+    leadership over fails the run, even when its nemesis drew no transfer at a quiet moment.
+    An op with no leader, a joint configuration or no other voter is recorded as skipped."""
+
+    async def invoke(op: OpDict) -> Any:
+        attempt = int(op["value"].get("attempt", 0))
+        view = await settled_view(ctx)
+        leader = view["leader"]
+        if leader is None or view["joint"]:
+            return {"skipped": "no leader outside joint consensus", "final": True, "before": view}
+        statuses = await ctx.statuses([n for n in view["voters"] if n in ctx.nodes])
+        targets = [n for n in view["voters"] if n != leader and statuses.get(n)
+                   and not (statuses[n] or {}).get("recovering")]
+        if not targets:
+            return {"skipped": "no other running voter to hand leadership to", "final": True, "before": view}
+        target = targets[attempt % len(targets)]
+        async with UkehiClient([ctx.endpoint(leader)], timeout=FINAL_TRANSFER_TIMEOUT_S) as client:
+            result = await client.transfer_leader(target)
+        return {"node": target, "via": leader, "final": True, **_outcome(result)}
+
+    return NemesisPackage(name="final-transfer", generator=lambda rng: None, final=lambda: [],
+                          invoke=invoke, shading=Shading("membership", instant=(TRANSFER,)),
+                          fs=frozenset({TRANSFER}))

@@ -177,6 +177,28 @@ def test_the_correct_build_is_available(tmp_path):
     assert facts["final_start_ns"] >= facts["main_end_ns"] > 0 and facts["exited"] == {}
     final_ok = int(availability["explanation"].split(", ")[1].split(" of them")[0])
     assert final_ok > 0, availability  # the final reads were served
+    transfers = final_transfers(results)
+    assert transfers and transfers[-1]["outcome"] == "ok", transfers  # leadership was handed over
+
+
+def final_transfers(results: Path) -> list[dict]:
+    """The completions of the leadership transfers the run asked for after its final phase."""
+    ops = [json.loads(line) for line in (results / "latest" / "history.jsonl").read_text().splitlines() if line]
+    return [op["value"] for op in ops if op["process"] == "nemesis" and op["f"] == "transfer-leader"
+            and op["type"] == "info" and (op.get("value") or {}).get("final")]
+
+
+def test_a_build_that_never_hands_leadership_over_is_invalid_in_a_real_run(tmp_path):
+    """No nemesis ever transfers leadership here: the transfers every run asks for after its
+    final phase are what judge it (transfer-refused), as the simulator's do at a seed's end."""
+    proc, results = run(tmp_path, "--time-limit", "5", "--seed", "3", broken="no-timeout-now")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    availability = verdict(results)["checkers"]["availability"]
+    assert availability["valid"] is False
+    assert [v["rule"] for v in availability["violations"]] == ["transfer-refused"], availability
+    transfers = final_transfers(results)
+    assert len(transfers) == 3 and all(t["outcome"] != "ok" for t in transfers), transfers
+    assert len({t["node"] for t in transfers}) == 2  # round robin over the other two voters
 
 
 def test_a_build_that_never_elects_is_invalid_not_a_crash(tmp_path):
