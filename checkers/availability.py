@@ -44,6 +44,13 @@ False``) when, and only when, the build under test did not do that:
 - **node-unresponsive**: after the final phase a node runs (not paused) but answers no
   status request for 20 s: hung (a correct node answers even while it replays or recovers,
   since it listens first);
+- **busy-when-idle**: once every running node had applied what the leader committed after
+  the final phase (no client, no fault), a node handled more Readies or sent more peer
+  messages per second over a 2 s window than IDLE_BUDGET times its heartbeat rate (per
+  peer) plus IDLE_FLOOR_PER_S: an idle correct node only ticks, heartbeats and answers
+  heartbeats (measured: 16-33 per second on 3 nodes), while a Ready loop that never
+  settles or a message storm (a resend or probe loop) runs hundreds to thousands per
+  second; a node that had not caught up in 10 s is not judged (catch-up traffic is work);
 - **node-exit**: a node process had exited on its own when the run ended, and its log says
   the build did it (a traceback, ``event=fatal``, ``event=invariant-violated``: exit
   statuses 1 and 70).
@@ -425,6 +432,32 @@ def _seconds(ns: int) -> str:
     return f"{ns / 1e9:.1f} s"
 
 
+#: busy-when-idle: an idle node may do this many times its heartbeat work per peer, plus a floor
+IDLE_BUDGET, IDLE_FLOOR_PER_S = 5.0, 50.0
+
+
+def _busy_when_idle(idle: Mapping[str, Any] | None, notes: list[str]) -> list[dict[str, Any]]:
+    """The busy-when-idle rule (module doc) over availability.json's ``idle`` record."""
+    if not idle or not idle.get("nodes"):
+        return []
+    if not idle.get("caught_up"):
+        notes.append("idle work not judged: the nodes had not caught up with the leader")
+        return []
+    out = []
+    for node, rec in sorted(idle["nodes"].items()):
+        heartbeats = 1000.0 / max(1.0, float(rec.get("heartbeat_ms") or 50))
+        budget = IDLE_BUDGET * heartbeats * max(1, int(rec.get("peers") or 0)) + IDLE_FLOOR_PER_S
+        busy = {what: rec[what] for what in ("readies_per_s", "messages_per_s") if float(rec.get(what) or 0) > budget}
+        if busy:
+            said = " and ".join(f"{v:g} {k.replace('_per_s', '').replace('_', ' ')} a second" for k, v in busy.items())
+            out.append({"rule": "busy-when-idle", "node": node,
+                        "what": f"node {node} ({rec.get('role')}) handled {said} over {idle.get('window_s')} s "
+                                f"with no client and no fault active and every node caught up, more than "
+                                f"{budget:g} ({IDLE_BUDGET:g} times its heartbeat work with {rec.get('peers')} "
+                                f"peers): a loop that never settles or a message storm"})
+    return out
+
+
 def check_availability(history: Iterable[Any], facts: Mapping[str, Any] | None, *,
                        run_dir: str | Path | None = None, time_limit_s: float | None = None,
                        healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0) -> dict[str, Any]:
@@ -495,6 +528,8 @@ def check_availability(history: Iterable[Any], facts: Mapping[str, Any] | None, 
         violations.append({"rule": "node-unresponsive", "node": node,
                            "what": f"node {node} {why} (every fault was healed: a correct node answers, even "
                                    f"while it replays or recovers){_last_line(base, node)}"})
+
+    violations.extend(_busy_when_idle(facts.get("idle"), notes))
 
     for node, status in sorted((facts.get("exited") or {}).items()):
         cause, reason = classify_exit(_node_log(base, node), status, fresh=False)

@@ -215,6 +215,8 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
         await _consistency_check(spec, run, db)
         await run_probes(run.path, db, spec)  # the bad-input battery (harness/probes.py), into probes.jsonl
         _note(run, down_on_purpose=await _down_on_purpose(db), unresponsive=await _unresponsive(db))
+        if not is_sharded(spec.node_options):
+            _note(run, idle=await _idle_work(db))
 
 
 async def _final_transfers(interp: Interpreter, ctx: RunContext) -> None:
@@ -264,6 +266,46 @@ async def _unresponsive(db: UkehiDB) -> dict[str, str]:
         await asyncio.sleep(0.5)
     return {n: f"running but answered no status request for {UNRESPONSIVE_WAIT_S:g} s after the final phase"
             for n in waiting}
+
+
+#: busy-when-idle (checkers/availability.py): the longest wait for every running node to apply
+#: what the leader committed, then the window in which each node's work is counted
+IDLE_SETTLE_S, IDLE_WINDOW_S = 10.0, 2.0
+
+
+async def _idle_work(db: UkehiDB) -> dict[str, Any]:
+    """Each running node's Readies handled and peer messages sent per second over
+    IDLE_WINDOW_S, after the final phase, the transfers, the checksum and the probes, once every
+    running node has applied what the leader committed (or IDLE_SETTLE_S passed): no client
+    and no fault is active then, so a correct node only ticks, heartbeats and answers them.
+    A node restarted between the two status rounds (its counters went back) is left out."""
+    names = [n for n, h in db.nodes.items() if h.is_running() and h.process_state() not in ("T", "t")]
+    deadline = time.monotonic() + IDLE_SETTLE_S
+    caught_up = False
+    while names:
+        first = {n: s for n, s in (await db.statuses(timeout=STATUS_TIMEOUT_S, names=names)).items() if s}
+        commits = [int(s.get("commit_index") or 0) for s in first.values() if s.get("role") == "leader"]
+        caught_up = bool(commits) and all(int(s.get("applied_index") or 0) >= max(commits) for s in first.values())
+        if caught_up or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        return {"nodes": {}, "caught_up": False, "window_s": 0.0}
+    first = {n: s for n, s in first.items() if "readies" in s}
+    start = time.monotonic()
+    await asyncio.sleep(IDLE_WINDOW_S)
+    second = await db.statuses(timeout=STATUS_TIMEOUT_S, names=list(first))
+    window = time.monotonic() - start
+    nodes: dict[str, Any] = {}
+    for name, a in first.items():
+        b = second.get(name)
+        if not b or int(b.get("readies", -1)) < int(a["readies"]):
+            continue
+        nodes[name] = {"role": b.get("role"), "peers": max(0, len(b.get("members") or []) - 1),
+                       "readies_per_s": round((int(b["readies"]) - int(a["readies"])) / window, 1),
+                       "messages_per_s": round((int(b["messages_sent"]) - int(a["messages_sent"])) / window, 1),
+                       "heartbeat_ms": b.get("heartbeat_ms"), "election_timeout_ms": b.get("election_timeout_ms")}
+    return {"nodes": nodes, "caught_up": caught_up, "window_s": round(window, 3)}
 
 
 async def _down_on_purpose(db: UkehiDB) -> dict[str, str]:

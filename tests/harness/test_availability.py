@@ -151,6 +151,34 @@ def test_an_exited_node_is_judged_by_its_log(tmp_path):
     assert any("n3" in note and "expected" in note for note in result["notes"])
 
 
+def idle_facts(caught_up: bool = True, **rates: tuple[float, float]) -> dict:
+    """FACTS with an idle record: node -> (readies per s, messages per s), 2 peers, 50 ms heartbeats."""
+    nodes = {n: {"role": "leader" if n == "n1" else "follower", "peers": 2, "heartbeat_ms": 50,
+                 "readies_per_s": r, "messages_per_s": m} for n, (r, m) in rates.items()}
+    return {**FACTS, "idle": {"nodes": nodes, "caught_up": caught_up, "window_s": 2.0}}
+
+
+def test_a_node_busy_with_no_client_and_no_fault_is_invalid():
+    h = history((1, 1.1, "ok", None), (11.5, 11.6, "ok", None))
+    quiet = idle_facts(n1=(16.5, 33.1), n2=(16.5, 16.5), n3=(16.5, 16.5))
+    assert check_availability(h, quiet)["valid"] is True
+    # budget with 2 peers at 50 ms heartbeats: 5 x 20 x 2 + 50 = 250 a second
+    assert check_availability(h, idle_facts(n1=(16.5, 250.0), n2=(250.0, 16.5)))["valid"] is True
+    result = check_availability(h, idle_facts(n1=(16.5, 251.0), n2=(900.0, 16.5), n3=(16.5, 16.5)))
+    assert result["valid"] is False
+    assert [(v["rule"], v["node"]) for v in result["violations"]] == [("busy-when-idle", "n1"),
+                                                                     ("busy-when-idle", "n2")]
+    assert "251 messages a second" in result["violations"][0]["what"]
+    assert "900 readies a second" in result["violations"][1]["what"]
+
+
+def test_idle_work_is_not_judged_before_the_nodes_caught_up():
+    h = history((1, 1.1, "ok", None), (11.5, 11.6, "ok", None))
+    result = check_availability(h, idle_facts(caught_up=False, n1=(16.5, 5000.0)))
+    assert result["valid"] is True
+    assert any("not caught up" in note for note in result["notes"]), result
+
+
 # ----------------------------------------------------------------------------- real runs
 
 def run(tmp_path: Path, *args: str, broken: str | None = None, timeout: float = 240) -> tuple[subprocess.CompletedProcess, Path]:
@@ -179,6 +207,9 @@ def test_the_correct_build_is_available(tmp_path):
     assert final_ok > 0, availability  # the final reads were served
     transfers = final_transfers(results)
     assert transfers and transfers[-1]["outcome"] == "ok", transfers  # leadership was handed over
+    idle = facts["idle"]
+    assert idle["caught_up"] and sorted(idle["nodes"]) == ["n1", "n2", "n3"], idle
+    assert all(0 < n["messages_per_s"] <= 100 for n in idle["nodes"].values()), idle  # heartbeats only
 
 
 def final_transfers(results: Path) -> list[dict]:
@@ -186,6 +217,17 @@ def final_transfers(results: Path) -> list[dict]:
     ops = [json.loads(line) for line in (results / "latest" / "history.jsonl").read_text().splitlines() if line]
     return [op["value"] for op in ops if op["process"] == "nemesis" and op["f"] == "transfer-leader"
             and op["type"] == "info" and (op.get("value") or {}).get("final")]
+
+
+def test_a_message_storm_on_an_idle_cluster_is_invalid_in_a_real_run(tmp_path):
+    """append-echo: the leader answers each append response with another append. Every
+    request is served and nothing unsafe happens; only the idle window shows it."""
+    proc, results = run(tmp_path, "--time-limit", "5", "--seed", "3", broken="append-echo")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    availability = verdict(results)["checkers"]["availability"]
+    assert {v["rule"] for v in availability["violations"]} == {"busy-when-idle"}, availability
+    leader = next(v for v in availability["violations"] if "(leader)" in v["what"])
+    assert "messages a second" in leader["what"] and "no client and no fault" in leader["what"]
 
 
 def test_a_build_that_never_hands_leadership_over_is_invalid_in_a_real_run(tmp_path):

@@ -304,6 +304,9 @@ class ClientAPI:
             # leader's check-quorum tolerates).
             "election_timeout_ms": list(self.config.election_timeout_ms),
             "heartbeat_ms": self.config.heartbeat_ms,
+            # counters since start (driver.py): how busy the node is when nothing happens
+            "readies": driver.readies,
+            "messages_sent": driver.messages_sent,
         }
         if core is None:
             base.update(role="follower", term=0, leader=None, leader_address=None, commit_index=0,

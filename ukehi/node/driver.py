@@ -152,6 +152,11 @@ class Driver:
         self.last_soft: tuple[str, str | None, int] | None = None
         self.was_recovering = False
         self.bad_peer_messages = 0
+        # Work done since start, reported by status: an idle cluster (no client, no fault)
+        # handles a few Readies and sends a few messages per heartbeat; a node that keeps
+        # handling Readies or sending with nothing to do spins (the harness's busy-when-idle).
+        self.readies = 0
+        self.messages_sent = 0
         self._bad_peer_logged_at = -BAD_PEER_LOG_INTERVAL
         self._bad_peer_unlogged = 0
         # Called after every Ready that changed the applied index, the role or the leader,
@@ -309,6 +314,7 @@ class Driver:
         self.feed_inputs()
         while core.has_ready():
             rd = core.ready()
+            self.readies += 1
             yield from self.handle_ready(rd)
             core.advance(rd)
             if rd.snapshot_request is not None:
@@ -468,6 +474,7 @@ class Driver:
         # objects and samples the codec: ukehi.sim.world); a real one sends these frames.
         encode: Callable[[Message], Any] = getattr(network, "encode", None) or encode_message
         per_peer: dict[str, list[Any]] = {}
+        self.messages_sent += len(rd.messages)
         for m in rd.messages:
             try:
                 frame = encode(m)

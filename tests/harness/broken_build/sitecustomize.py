@@ -16,7 +16,11 @@ and only when UKJ_TEST_BROKEN_BUILD names a breakage:
   up cleanly after an election timeout (nothing unsafe happens; no transfer succeeds);
 - ``unanimous-votes``: an election needs every voter's vote instead of a majority (a quorum
   off by one on 3 voters), so the cluster serves while every node runs and never elects
-  a leader while one is down.
+  a leader while one is down;
+- ``append-echo``: the leader answers every successful append response with another
+  append, empty when the follower has everything (a "send more" test off by one): a
+  message storm at the round-trip rate that breaks no safety property and serves every
+  request.
 
 The two ``drop-`` modes, ``no-timeout-now`` and ``unanimous-votes`` act in the simulator too
 (``-m harness.cli sim``: the node code runs in that process).
@@ -63,6 +67,19 @@ if _MODE == "unanimous-votes" and ("ukehi.cli" in _ARGV or _SIM):
         return _quorum.VoteResult.PENDING
 
     _quorum._simple_vote = _unanimous
+
+if _MODE == "append-echo" and "ukehi.cli" in _ARGV:
+    from ukehi.raft.core import RaftCore as _Core
+    from ukehi.raft.messages import AppendResponse as _AppendResponse
+
+    _step_leader = _Core._step_leader
+
+    def _echo(self, m):  # type: ignore[no-untyped-def]
+        _step_leader(self, m)
+        if isinstance(m, _AppendResponse) and m.success and m.src in self.prs:
+            self._must_send.add(m.src)
+
+    _Core._step_leader = _echo
 
 if _MODE and "ukehi.cli" in _ARGV:
     if _MODE == "no-votes":
