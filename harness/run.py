@@ -276,7 +276,8 @@ IDLE_SETTLE_S, IDLE_WINDOW_S = 10.0, 2.0
 async def _idle_work(db: UkehiDB) -> dict[str, Any]:
     """Each running node's Readies handled and peer messages sent per second over
     IDLE_WINDOW_S, after the final phase, the transfers, the checksum and the probes, once every
-    running node has applied what the leader committed (or IDLE_SETTLE_S passed): no client
+    running member of the leader's configuration has applied what the leader committed (or
+    IDLE_SETTLE_S passed): no client
     and no fault is active then, so a correct node only ticks, heartbeats and answers them.
     A node restarted between the two status rounds (its counters went back) is left out."""
     names = [n for n, h in db.nodes.items() if h.is_running() and h.process_state() not in ("T", "t")]
@@ -284,8 +285,12 @@ async def _idle_work(db: UkehiDB) -> dict[str, Any]:
     caught_up = False
     while names:
         first = {n: s for n, s in (await db.statuses(timeout=STATUS_TIMEOUT_S, names=names)).items() if s}
-        commits = [int(s.get("commit_index") or 0) for s in first.values() if s.get("role") == "leader"]
-        caught_up = bool(commits) and all(int(s.get("applied_index") or 0) >= max(commits) for s in first.values())
+        leaders = sorted(((int(s.get("term") or 0), n) for n, s in first.items() if s.get("role") == "leader"))
+        if leaders:  # the newest term's leader; nodes outside its configuration (spares) apply nothing
+            lead = first[leaders[-1][1]]
+            members = set(lead.get("members") or []) | set(lead.get("learners") or [])
+            caught_up = all(int(s.get("applied_index") or 0) >= int(lead.get("commit_index") or 0)
+                            for n, s in first.items() if n in members)
         if caught_up or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.2)
