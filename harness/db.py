@@ -43,6 +43,7 @@ NODE_OPTION_FLAGS = {
     "heartbeat": "--heartbeat",
     "snapshot_threshold": "--snapshot-threshold",
     "snapshot_chunk_size": "--snapshot-chunk-size",
+    "wal_segment_size": "--wal-segment-size",
     "max_inflight": "--max-inflight",
     "max_entries_per_message": "--max-entries-per-message",
     "log_level": "--log-level",

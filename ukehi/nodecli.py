@@ -49,6 +49,7 @@ _FLAG_KEYS = {
     "read_mode": "read_mode",
     "snapshot_threshold": "snapshot_threshold",
     "snapshot_chunk_size": "snapshot_chunk_size",
+    "wal_segment_size": "wal_segment_size",
     "max_inflight": "max_inflight",
     "max_entries_per_message": "max_entries_per_message",
     "election_timeout": "election_timeout",
@@ -92,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compact the log once N applied entries sit in it (default 10000)")
     parser.add_argument("--snapshot-chunk-size", type=int, metavar="BYTES",
                         help="bytes of a snapshot per InstallSnapshot message (default 1048576)")
+    parser.add_argument("--wal-segment-size", type=int, metavar="BYTES",
+                        help="bytes per WAL segment before it rotates (default 67108864, at least 1024)")
     parser.add_argument("--max-inflight", type=int, metavar="N",
                         help="AppendEntries a leader keeps unacknowledged per follower (default 256; "
                              "1 = stop-and-wait)")

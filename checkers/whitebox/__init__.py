@@ -22,6 +22,9 @@ catch-up               a node a fault brought back reaches what the cluster had 
                        against the node's own log)
 replica-agreement      replicas that applied the same consistency-check entry hold the
                        same state (digests the nodes log; harness/consistency.py)
+wal-retention          after a node logged a compaction to index C (snapshot taken or
+                       installed), no WAL segment wholly at or below C that compact_to must
+                       remove is left on disk (retention.py; needs the node directories)
 =====================  ==============================================================
 """
 
@@ -40,6 +43,7 @@ from .health import EXPECTED, check_node_health
 from .logs import check_log_matching, check_log_order
 from .nodedata import NodeData, mark_damaged, read_cluster, read_node
 from .ownership import check_shard_ownership
+from .retention import check_cluster_retention
 
 __all__ = ["EXPECTED", "NodeData", "check_catch_up", "check_durability", "check_election_safety", "check_log_matching",
            "check_config_agreement", "check_log_order", "check_node_health", "check_state_machine_safety",
@@ -48,8 +52,12 @@ __all__ = ["EXPECTED", "NodeData", "check_catch_up", "check_durability", "check_
            "NAMES", "SHARDED_NAMES"]
 
 
-def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str) -> dict[str, dict[str, Any]]:
-    """Every white-box checker over one cluster's node data: {checker name: result}."""
+def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], workload: str,
+                   node_dirs: Mapping[str, str | Path] | None = None) -> dict[str, dict[str, Any]]:
+    """Every white-box checker over one cluster's node data: {checker name: result}.
+
+    ``node_dirs`` ({node: its ``nodes/<node>`` directory}) adds wal-retention, which reads
+    the WAL's segment files themselves (NodeData keeps only their entries)."""
     history = list(history)
     mark_damaged(cluster, damaged_restarts(history))
     checks = {
@@ -64,6 +72,8 @@ def check_whitebox(cluster: Mapping[str, NodeData], history: Iterable[Any], work
         "replica-agreement": lambda: check_replica_agreement(
             {name: [e for p in node.processes for e in p.events] for name, node in cluster.items()}),
     }
+    if node_dirs is not None:
+        checks["wal-retention"] = lambda: check_cluster_retention(cluster, node_dirs, history)
     out: dict[str, dict[str, Any]] = {}
     for name, check in checks.items():
         try:
@@ -92,15 +102,15 @@ def check_run_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iterable
     base = Path(run_dir) / "nodes"
     names = list(dict.fromkeys([*nodes, *(sorted(p.name for p in base.iterdir() if p.is_dir())
                                           if base.is_dir() else [])]))
-    return check_whitebox(read_cluster(base, names), history, workload)
+    return check_whitebox(read_cluster(base, names), history, workload, {n: base / n for n in names})
 
 
 NAMES = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order", "node-health",
-         "config-agreement", "catch-up", "replica-agreement")
+         "config-agreement", "catch-up", "replica-agreement", "wal-retention")
 
 
 #: the checkers a sharded run gets per Raft group (the rest judge the whole node or history)
-PER_GROUP = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order")
+PER_GROUP = ("election-safety", "log-matching", "state-machine-safety", "durability", "log-order", "wal-retention")
 SHARDED_NAMES = (*PER_GROUP, "node-health", "replica-agreement", "shard-ownership")
 
 
@@ -143,6 +153,8 @@ def check_sharded_nodes(run_dir: str | Path, nodes: Iterable[str], history: Iter
             "state-machine-safety": lambda: check_state_machine_safety(cluster),
             "durability": lambda: check_durability(cluster, ops, workload),
             "log-order": lambda: check_log_order(cluster),
+            "wal-retention": lambda: check_cluster_retention(cluster, {n: base / n for n in cluster}, history,
+                                                             group=gid),
         }
         for name, check in checks.items():
             try:

@@ -66,6 +66,10 @@ def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> 
         "sim_raised": sum(r.sim.status == "raised" for r in results),
         "sim_raised_killed": sum(r.sim.status == "raised" and r.sim.counts_as_kill for r in results),
         "sim_timeout": sum(r.sim.status == "timeout" for r in results),
+        # over the limit with the limit >= 10x the clean run of the same seed / run: kills
+        "sim_hung": sum(r.sim.status == "hung" for r in results),
+        "runs_hung": sum(r.harness.status == "hung" for r in results),
+        "hung_killed": sum(r.sim.status == "hung" or r.harness.status == "hung" for r in results),
         # among mutants both parts judged: what only one of them kills
         "killed_by_sim_not_runs": sum(r.sim.counts_as_kill and not r.harness.counts_as_kill for r in both_steps),
         "killed_by_runs_not_sim": sum(r.harness.counts_as_kill and not r.sim.counts_as_kill for r in both_steps),
@@ -82,13 +86,25 @@ def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> 
 
 
 _COLUMNS = ("mutants", "killed by unit tests", "killed by harness", "by real runs", "by sim (checker)",
-            "sim: node raised", "harness unknown/crashed/timeout", "survived")
+            "sim: node raised", "hung (killed)", "harness unknown/crashed/timeout", "survived")
+
+# What the table's columns mean, printed under it in mutation.md.
+LEGEND = ("Columns: *by real runs* = a real run's verdict was invalid (or it hung); *by sim (checker)* = "
+          "a sim seed's verdict was invalid; *sim: node raised* = node code raised on a seed and no checker "
+          "failed (a kill only when the unmutated copy raised on none of the seeds); *hung (killed)* = a sim "
+          "seed or real run outlived its wall limit and that limit was at least {factor:g}x the unmutated "
+          "copy's time on the same seed or run (mutmut's rule: a mutant that hangs code which is fast "
+          "unmutated is killed; the margin is per seed, so a loaded machine's slowness, about 3-5x here, "
+          "does not make kills); *harness unknown/crashed/timeout* = the harness noticed something without "
+          "a kill: an unknown verdict, a crash, an uncounted raise, or a timeout where that margin did not "
+          "hold.")
 
 
 def per_file(results: Sequence[MutantResult]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = defaultdict(lambda: {"mutants": 0, "unit_killed": 0, "harness_killed": 0,
                                                           "runs_killed": 0, "sim_killed": 0, "sim_raised": 0,
-                                                          "harness_unknown_or_crashed": 0, "survived": 0})
+                                                          "hung": 0, "harness_unknown_or_crashed": 0,
+                                                          "survived": 0})
     for r in results:
         assert r.mutant is not None
         row = rows[r.mutant.path]
@@ -98,6 +114,7 @@ def per_file(results: Sequence[MutantResult]) -> list[dict[str, Any]]:
         row["runs_killed"] += r.harness.counts_as_kill
         row["sim_killed"] += r.sim.status == "killed"
         row["sim_raised"] += r.sim.status == "raised"
+        row["hung"] += r.sim.status == "hung" or r.harness.status == "hung"
         row["harness_unknown_or_crashed"] += _unsure(r) is not None
         row["survived"] += not r.killed
     return [{"file": path, **row} for path, row in sorted(rows.items())]
@@ -105,12 +122,13 @@ def per_file(results: Sequence[MutantResult]) -> list[dict[str, Any]]:
 
 def _row_values(row: dict[str, Any]) -> list[Any]:
     return [row["mutants"], row["unit_killed"], row["harness_killed"], row["runs_killed"], row["sim_killed"],
-            row["sim_raised"], row["harness_unknown_or_crashed"], row["survived"]]
+            row["sim_raised"], row["hung"], row["harness_unknown_or_crashed"], row["survived"]]
 
 
 def _total(figs: dict[str, Any]) -> list[Any]:
     return [figs["mutants"], figs["unit_killed"], figs["harness_killed"], figs["runs_killed"], figs["sim_killed"],
-            figs["sim_raised"], figs["harness_unknown"] + figs["harness_crashed"], figs["survived"]]
+            figs["sim_raised"], figs["hung_killed"], figs["harness_unknown"] + figs["harness_crashed"],
+            figs["survived"]]
 
 
 def _cell(status: str, detail: str = "") -> str:
@@ -137,7 +155,8 @@ def _score_line(figs: dict[str, Any]) -> str:
             f"harness runs as noticed: {pct(figs['harness_noticed'])}).")
     if figs.get("sim_judged") and figs.get("runs_judged"):
         line += (f" Real runs killed {figs['runs_killed']}, the sim {figs['sim_killed']} by a checker"
-                 f" + {figs['sim_raised_killed']} by a node raise (of {figs['sim_raised']} that raised);"
+                 f" + {figs['sim_raised_killed']} by a node raise (of {figs['sim_raised']} that raised)"
+                 f" + {figs['sim_hung']} by a hang;"
                  f" only the sim: {figs['killed_by_sim_not_runs']}, only real runs: {figs['killed_by_runs_not_sim']}.")
     return line
 
@@ -160,7 +179,9 @@ def markdown(results: Sequence[MutantResult], figs: dict[str, Any], meta: dict[s
     for r in per_file(results):
         out.append(f"| {r['file']} | " + " | ".join(map(str, _row_values(r))) + " |")
     out.append("| **total** | " + " | ".join(map(str, _total(figs))) + " |")
-    out += ["", _score_line(figs), ""]
+    from .simbudget import TIMEOUT_KILL_FACTOR
+
+    out += ["", LEGEND.format(factor=TIMEOUT_KILL_FACTOR), "", _score_line(figs), ""]
 
     def listing(title: str, rows: Sequence[MutantResult]) -> None:
         out.extend([f"## {title} ({len(rows)})", ""])

@@ -8,10 +8,15 @@ For every mutant: copy the pristine snapshot, apply the mutant, then
 - sim (when a budget is given): a fixed set of ``python -m harness.cli sim --seed K`` runs
   (``simbudget``); killed = a seed's verdict is invalid; a Python exception escaping node
   code is its own category ("sim: node raised"), a kill only if the unmutated copy raised on
-  none of the seeds; a seed over its time limit is a timeout (not a kill).
+  none of the seeds; a seed over its time limit is ``hung`` (a kill) when that limit is at
+  least 10x (``TIMEOUT_KILL_FACTOR``) the unmutated copy's time on the same seed, else a
+  ``timeout`` (not a kill).
 - harness: a few short ``python -m harness.cli run`` with fixed seeds (stop at the first one
-  that kills). Killed = a verdict of invalid (exit 1). Unknown (exit 2), a crash (255) or a
-  timeout do not count as kills; they are reported on their own.
+  that kills). Killed = a verdict of invalid (exit 1), or ``hung``: the run outlived its
+  limit and that limit is at least 10x the unmutated copy's time for the same run (the
+  same rule as the sim's; with the default limit, time limit + 150 s, it rarely holds).
+  Unknown (exit 2), a crash (255) or any other timeout do not count as kills; they are
+  reported on their own.
 
 The harness kills a mutant when the sim step or a real run does. Before any mutant, the
 unmutated snapshot goes through the same steps (the baseline): if the unit tests fail, a
@@ -37,8 +42,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .operators import Mutant
-from .simbudget import (BASELINE_SEED_TIMEOUT, SeedOutcome, SimBudget, classify_seed, run_seeds, seed_log,
-                        step_status)
+from .simbudget import (BASELINE_SEED_TIMEOUT, TIMEOUT_KILL_FACTOR, SeedOutcome, SimBudget, classify_seed,
+                        judge_timeout, run_seeds, seed_log, step_status, timeout_is_kill)
 from .workspace import child_env, make_copy
 
 # Fast tests first: with -x a mutant dies at its first failing test.
@@ -126,6 +131,11 @@ class Config:
     sim: SimBudget | None = None
     sim_timeout: float = 0.0
     sim_raise_kills: bool = True
+    # The unmutated copy's wall time per sim seed and per real run (label), from the
+    # baseline: a mutant's timeout is a kill ("hung") only with a limit >= 10x that time.
+    # Empty (the baseline itself): no timeout is a kill.
+    sim_clean_seconds: dict[int, float] = field(default_factory=dict)
+    run_clean_seconds: dict[str, float] = field(default_factory=dict)
     # False: a mutant the sim killed skips the real runs (faster; the report then cannot say
     # which of the two would have caught it).
     runs_after_sim_kill: bool = True
@@ -138,7 +148,7 @@ class Config:
 
 @dataclass
 class StepResult:
-    # unit: killed|survived|error|skipped ; harness: killed|survived|unknown|crashed|timeout|skipped ;
+    # unit: killed|survived|error|skipped ; harness: killed|hung|survived|unknown|crashed|timeout|skipped ;
     # sim: the harness's statuses plus raised (node code raised; a kill only when `kill` says so)
     status: str
     seconds: float = 0.0
@@ -314,10 +324,13 @@ def run_harness(copy: Path, cfg: Config, logdir: Path) -> StepResult:
         results_dir.mkdir(parents=True, exist_ok=True)
         argv = list(cfg.harness_command) if cfg.harness_command else spec.argv(cfg.python, results_dir)
         log = logdir / f"harness-{i}.log"
-        rc, seconds = _run(argv, cwd=copy, env=env, timeout=spec.time_limit + HARNESS_OVERHEAD_S, log=log,
-                           interrupt_first=True)
+        limit = spec.time_limit + HARNESS_OVERHEAD_S
+        rc, seconds = _run(argv, cwd=copy, env=env, timeout=limit, log=log, interrupt_first=True)
         total += seconds
         status = {0: "survived", 1: "killed", 2: "unknown"}.get(rc, "timeout" if rc is None else "crashed")
+        clean = cfg.run_clean_seconds.get(spec.label)
+        if status == "timeout" and timeout_is_kill(limit, clean):
+            status = "hung"  # the same rule as a sim seed's (simbudget.judge_timeout)
         if rc is None or rc not in (0, 1, 2):
             _cleanup_runs(copy, cfg, state_dir)
         failed, run_dir = _failed_checkers(results_dir, log)
@@ -325,14 +338,20 @@ def run_harness(copy: Path, cfg: Config, logdir: Path) -> StepResult:
             shutil.copy(Path(run_dir) / "results.json", logdir / f"harness-{i}-results.json")
         entry = {"run": spec.label, "exit": rc, "status": status, "seconds": round(seconds, 1),
                  "failed_checkers": failed}
-        if status in ("crashed", "timeout"):
+        if status in ("crashed", "timeout", "hung"):
             # e.g. "the cluster did not come up: no leader after 30 s": the mutant broke liveness
             entry["error"] = _harness_error(log)
+        if status in ("timeout", "hung"):
+            entry["error"] = (f"outlived its {limit:g} s limit; clean run "
+                              + (f"{clean:g} s" if clean is not None else "not measured")
+                              + (f" (limit >= {TIMEOUT_KILL_FACTOR:g}x: a kill)" if status == "hung"
+                                 else f" (limit < {TIMEOUT_KILL_FACTOR:g}x: not a kill)")
+                              + (f"; {entry['error']}" if entry.get("error") else ""))
         runs.append(entry)
         statuses.append(status)
-        if status == "killed":
+        if status in ("killed", "hung"):
             break
-    for status in ("killed", "crashed", "timeout", "unknown"):
+    for status in ("killed", "hung", "crashed", "timeout", "unknown"):
         if status in statuses:
             first = next(r for r in runs if r["status"] == status)
             detail = f"{first['run']}: exit {first['exit']}"
@@ -340,7 +359,7 @@ def run_harness(copy: Path, cfg: Config, logdir: Path) -> StepResult:
                 detail += f" ({', '.join(first['failed_checkers'])})"
             if first.get("error"):
                 detail += f": {first['error']}"
-            return StepResult(status, total, detail, runs)
+            return StepResult(status, total, detail, runs, kill=True if status == "hung" else None)
     return StepResult("survived", total, "", runs)
 
 
@@ -356,7 +375,8 @@ def run_sim(copy: Path, cfg: Config, logdir: Path, *, baseline: bool = False) ->
                 else cfg.sim.argv(cfg.python, seed))
         log = seed_log(logdir, seed)
         rc, seconds = _run(argv, cwd=copy, env=env, timeout=limit, log=log)
-        return classify_seed(seed, rc, log.read_text(encoding="utf-8", errors="replace"), seconds)
+        outcome = classify_seed(seed, rc, log.read_text(encoding="utf-8", errors="replace"), seconds)
+        return judge_timeout(outcome, limit, None if baseline else cfg.sim_clean_seconds.get(seed))
 
     outcomes = run_seeds(cfg.sim, one, timeout=timeout, raise_kills=cfg.sim_raise_kills and not baseline,
                          stop_early=not baseline)

@@ -14,7 +14,7 @@ from ..store import check_writable, timestamp
 from .operators import OPERATORS, Mutant, Validator, collect_mutants, select
 from .report import plain_table, write_report, _score_line
 from .runner import BaselineFailed, Config, MutantResult, check_baseline, evaluate, run_mutants
-from .simbudget import SeedOutcome, auto_timeout
+from .simbudget import TIMEOUT_KILL_FACTOR, SeedOutcome, auto_timeout
 from .workspace import preflight, snapshot
 
 DEFAULT_TARGETS: tuple[str, ...] = ("ukehi/raft", "ukehi/storage", "ukehi/kv.py", "ukehi/fencing.py", "ukehi/node/driver.py")
@@ -100,6 +100,12 @@ def run_mutation(*, root: Path, results_dir: str, cfg: Config, targets: Sequence
                 + ("count as kills (the unmutated copy raised on no seed)" if not raised else
                    f"are NOT kills (the unmutated copy raised on seeds {', '.join(map(str, raised))})"))
             meta.update(sim_timeout=cfg.sim_timeout, sim_raise_kills=cfg.sim_raise_kills)
+            # A mutant's seed over its limit is a kill ("hung") when the limit is >= 10x this.
+            cfg.sim_clean_seconds = {int(r["seed"]): float(r["seconds"]) for r in baseline.sim.runs}
+        if cfg.harness:
+            cfg.run_clean_seconds = {str(r["run"]): float(r["seconds"]) for r in baseline.harness.runs
+                                     if r.get("status") == "survived"}
+        meta.update(timeout_kill_factor=TIMEOUT_KILL_FACTOR)
         progress = where / "progress.jsonl"
 
         def on_result(index: int, result: MutantResult) -> None:

@@ -13,14 +13,21 @@ What a seed's process printed decides its outcome:
   build, but the simulator is not a real process: it counts as a kill only when the
   unmutated copy raised on none of the same seeds (decided by the baseline), and it is
   reported as its own category ("sim: node raised") either way.
-- ``timeout``: the seed's process outlived its time limit (a mutant that hangs the loop or
-  makes it crawl). Reported apart, never a kill, like ``unknown``.
+- ``hung``: the seed's process outlived its time limit, and that limit is at least
+  ``TIMEOUT_KILL_FACTOR`` (10) times what the unmutated copy took on the *same* seed in the
+  baseline: a kill (mutmut's rule: a mutant that hangs code which is fast unmutated is
+  killed). The margin is per seed, so a seed that is slow unmutated never turns a loaded
+  machine's slowness into a kill; this machine's load varies a run's wall time by about
+  3-5x (1-3 s quiet, ~15 s loaded), well under 10x.
+- ``timeout``: the seed's process outlived its time limit where that margin does not hold
+  (no baseline time for the seed, or a limit under 10x it). Reported apart, never a kill,
+  like ``unknown``.
 - ``unknown``: ``seed K: UNKNOWN`` (a checker could not decide).
 - ``crashed``: anything else (no verdict, no traceback: e.g. a bad argument).
 - ``survived``: ``seed K: VALID`` and nothing raised.
 
 Seeds run in order and the step stops at the first seed that kills (or raises, when a raise
-counts, or times out: the next seed would most likely hang too). The seed set is fixed and
+counts, or hangs or times out: the next seed would most likely hang too). The seed set is fixed and
 never depends on results, so two measurements on the same commit run the same schedules.
 """
 
@@ -36,6 +43,9 @@ from typing import Any, Callable, Sequence
 BASELINE_SEED_TIMEOUT = 300.0
 MIN_SEED_TIMEOUT = 30.0
 SEED_TIMEOUT_FACTOR = 5.0
+# A timeout is a kill ("hung") only when the limit is at least this many times the
+# unmutated copy's own time on the same seed (or the same real run): see the docstring.
+TIMEOUT_KILL_FACTOR = 10.0
 
 _RAISE_MARKERS = ("Traceback (most recent call last)", "Exception in callback", "Task exception was never retrieved",
                   "ukehi node: fatal error")
@@ -147,17 +157,20 @@ def _ranges(seeds: Sequence[int]) -> str:
 @dataclass
 class SeedOutcome:
     seed: int
-    status: str                       # killed | raised | timeout | unknown | crashed | survived
+    status: str                       # killed | hung | raised | timeout | unknown | crashed | survived
     exit: int | None
     seconds: float
     failed_checkers: list[str]
     raised: str = ""                  # the exception line, when node code raised
+    hung_margin: str = ""             # why a timeout is (or is not) a kill: limit vs the clean run
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"seed": self.seed, "status": self.status, "exit": self.exit,
                                 "seconds": round(self.seconds, 1), "failed_checkers": self.failed_checkers}
         if self.raised:
             data["raised"] = self.raised
+        if self.hung_margin:
+            data["hung_margin"] = self.hung_margin
         return data
 
 
@@ -188,14 +201,34 @@ def classify_seed(seed: int, rc: int | None, output: str, seconds: float = 0.0) 
     return SeedOutcome(seed, status, rc, seconds, failed, raised)
 
 
+def timeout_is_kill(limit: float, clean_seconds: float | None) -> bool:
+    """A run that outlived ``limit`` is killed when the unmutated copy's run of the same seed
+    (or the same real run) took ``clean_seconds`` and ``limit >= TIMEOUT_KILL_FACTOR * clean_seconds``.
+    No clean time (the baseline itself, or a seed it did not run): never a kill."""
+    return clean_seconds is not None and clean_seconds > 0 and limit >= TIMEOUT_KILL_FACTOR * clean_seconds
+
+
+def judge_timeout(outcome: SeedOutcome, limit: float, clean_seconds: float | None) -> SeedOutcome:
+    """``outcome`` with a ``timeout`` turned into ``hung`` (a kill) when :func:`timeout_is_kill`."""
+    if outcome.status != "timeout":
+        return outcome
+    clean = "no clean time for this seed" if clean_seconds is None else f"clean run {clean_seconds:g} s"
+    if timeout_is_kill(limit, clean_seconds):
+        outcome.status = "hung"
+        outcome.hung_margin = f"limit {limit:g} s >= {TIMEOUT_KILL_FACTOR:g}x the {clean}"
+    else:
+        outcome.hung_margin = f"limit {limit:g} s < {TIMEOUT_KILL_FACTOR:g}x the {clean}: not a kill"
+    return outcome
+
+
 # Which seed outcome names the whole step, strongest first. A raise that does not count
 # (the baseline raised too) is still reported, below timeouts and above unknowns.
-_ORDER = ("killed", "raised", "timeout", "unknown", "crashed")
+_ORDER = ("killed", "hung", "raised", "timeout", "unknown", "crashed")
 
 
 def step_status(outcomes: Sequence[SeedOutcome], raise_kills: bool) -> tuple[str, bool, str]:
     """(status, counts as a kill, detail) of the sim step over its seeds."""
-    order = _ORDER if raise_kills else ("killed", "timeout", "raised", "unknown", "crashed")
+    order = _ORDER if raise_kills else ("killed", "hung", "timeout", "raised", "unknown", "crashed")
     for status in order:
         hit = next((o for o in outcomes if o.status == status), None)
         if hit is None:
@@ -205,7 +238,9 @@ def step_status(outcomes: Sequence[SeedOutcome], raise_kills: bool) -> tuple[str
             detail += f" ({', '.join(hit.failed_checkers)})"
         if hit.raised:
             detail += f": {hit.raised}"
-        kill = status == "killed" or (status == "raised" and raise_kills)
+        if hit.hung_margin:
+            detail += f" ({hit.hung_margin})"
+        kill = status in ("killed", "hung") or (status == "raised" and raise_kills)
         return status, kill, detail
     return "survived", False, ""
 
@@ -218,7 +253,7 @@ def run_seeds(budget: SimBudget, run_one: Callable[[int, float], SeedOutcome], *
     for seed in budget.seeds:
         out = run_one(seed, timeout)
         outcomes.append(out)
-        if stop_early and (out.status in ("killed", "timeout") or (out.status == "raised" and raise_kills)):
+        if stop_early and (out.status in ("killed", "hung", "timeout") or (out.status == "raised" and raise_kills)):
             break
     return outcomes
 

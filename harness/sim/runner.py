@@ -141,6 +141,10 @@ def resolve_workload(seed: int, settings: SimSettings) -> SimSettings:
     return replace(settings, workload=drawn)
 
 
+# WAL segment sizes a seed draws from (bytes; 1024 is the WAL's minimum, the last the node's default).
+WAL_SEGMENT_SIZES = (1024, 4096, 16384, 64 * 1024 * 1024)
+
+
 def swarm(seed: int, settings: SimSettings) -> dict[str, Any]:
     """The per-seed options ("swarm testing"): no hand tuning per bug."""
     settings = resolve_workload(seed, settings)
@@ -184,6 +188,10 @@ def swarm(seed: int, settings: SimSettings) -> dict[str, Any]:
         opts["workload_options"] = workload_options(settings.workload, seed, opts["op_timeout"])
     n = opts["nodes"]
     opts["founders"] = max(MIN_VOTERS, n - 2) if "membership" in enabled and n > MIN_VOTERS else n
+    # Small WAL segments so a compaction removes whole segments within a seed (with the
+    # node's 64 MB default a seed's WAL never rotates, so compact_to never removes one and
+    # the wal-retention checker has nothing to judge). Its own RNG: other draws unchanged.
+    opts["wal_segment_size"] = random.Random(seed * 1543 + 29).choice(WAL_SEGMENT_SIZES)
     return opts
 
 
@@ -834,6 +842,7 @@ def _world_options(opts: dict[str, Any], settings: SimSettings) -> WorldOptions:
         duplicate=opts["duplicate"], torn_probability=opts["torn_probability"],
         founders=opts["founders"], unsafe_bug=settings.option("unsafe_bug"), read_mode=settings.option("read_mode", "readindex"),
         corruption_policy=opts["corruption_policy"],
+        wal_segment_size=opts.get("wal_segment_size", WorldOptions.wal_segment_size),
     )
 
 

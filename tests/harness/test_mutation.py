@@ -302,3 +302,20 @@ def test_harness_runs_parse_into_the_run_command():
                                                 "--node-option", "max_inflight=1"]
     with pytest.raises(ValueError, match="KEY=VALUE"):
         HarnessRun.parse("register/kill/15/4/snapshots")
+
+
+@pytest.mark.parametrize("clean_seconds,status", [(0.2, "hung"), (0.5, "timeout"), (None, "timeout")])
+def test_a_real_run_over_its_limit_is_hung_only_with_10x_margin_over_its_clean_run(tmp_path, monkeypatch,
+                                                                                    clean_seconds, status):
+    # Same rule as a sim seed: limit (1 s run + 2 s overhead here) >= 10x the clean run of that run.
+    from harness.mutation import runner
+
+    monkeypatch.setattr(runner, "HARNESS_OVERHEAD_S", 2.0)
+    spec = HarnessRun("register", "none", 1, 0)
+    cfg = Config(harness_runs=[spec], harness_command=[sys.executable, "-c", "import time; time.sleep(30)"],
+                 run_clean_seconds={} if clean_seconds is None else {spec.label: clean_seconds})
+    (tmp_path / "logs").mkdir()
+    step = runner.run_harness(tmp_path, cfg, tmp_path / "logs")
+    assert step.status == status and step.counts_as_kill == (status == "hung")
+    assert "outlived its 3 s limit" in step.runs[0]["error"]
+    assert ("a kill" if status == "hung" else "not a kill") in step.runs[0]["error"]

@@ -287,7 +287,8 @@ class GroupReplica(UkehiNode):
 
     def _open_storage(self) -> GroupStorage:
         return DataDir(self.config.data_dir).open_group(
-            self.group_id, self.config.corruption_policy, unsafe_skip_crc=self.bug == "no-crc-check")
+            self.group_id, self.config.corruption_policy, unsafe_skip_crc=self.bug == "no-crc-check",
+            segment_size=self.config.wal_segment_size)
 
     def _raft_config(self) -> RaftConfig:
         return dataclasses.replace(raft_config(self.config, self.bug), group_id=self.group_id)

@@ -27,7 +27,8 @@ __all__ = ["open_storage", "log_corruption_report", "build_core"]
 def open_storage(cfg: NodeConfig, bug: str | None) -> GroupStorage:
     """Open (and replay) this node's group directory; raises CorruptionRefusedError,
     StorageError, OSError or ValueError."""
-    return DataDir(cfg.data_dir).open_group(GROUP_ID, cfg.corruption_policy, unsafe_skip_crc=bug == "no-crc-check")
+    return DataDir(cfg.data_dir).open_group(GROUP_ID, cfg.corruption_policy, unsafe_skip_crc=bug == "no-crc-check",
+                                             segment_size=cfg.wal_segment_size)
 
 
 def log_corruption_report(log: Any, policy: str, report: Any) -> None:

@@ -68,6 +68,7 @@ class WorldOptions:
     election_ms: tuple[int, int] = (1000, 2000)
     heartbeat_ms: int = 100
     snapshot_threshold: int = 10_000
+    wal_segment_size: int = 64 * 1024 * 1024
     max_entries_per_message: int = 64
     max_inflight: int = 256
     read_mode: str = "readindex"
@@ -306,7 +307,7 @@ class SimWorld:
             cfg = NodeConfig(node_id=n, listen=addresses[n], peers=peers, data_dir=f"{prefix}/data",
                              join=n not in peers,
                              corruption_policy=opts.corruption_policy, read_mode=opts.read_mode,
-                             snapshot_threshold=opts.snapshot_threshold,
+                             snapshot_threshold=opts.snapshot_threshold, wal_segment_size=opts.wal_segment_size,
                              max_inflight=opts.max_inflight, max_entries_per_message=opts.max_entries_per_message,
                              election_timeout_ms=opts.election_ms, heartbeat_ms=opts.heartbeat_ms,
                              unsafe_bug=opts.unsafe_bug, insecure=True)
