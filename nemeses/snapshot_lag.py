@@ -58,7 +58,9 @@ SHADING = Shading("snapshot-lag", start=(LAG,), stop=(STOP_LAG,))
 #: compaction every 50 entries, which a 20 s run of the register workload passes many times,
 #: and InstallSnapshot chunks of 48 bytes, so a register snapshot (a few hundred bytes) takes
 #: several chunks and the multi-chunk path (offsets, acks, resume after a lost chunk) runs
-NODE_OPTIONS = {"snapshot_threshold": 50, "snapshot_chunk_size": 48}
+# Small WAL segments too, so each compaction removes whole segments (wal-retention judges that;
+# with the node's 64 MB default a short run's WAL never rotates).
+NODE_OPTIONS = {"snapshot_threshold": 50, "snapshot_chunk_size": 48, "wal_segment_size": 4096}
 
 
 def _elapsed_ms(t0: float) -> float:

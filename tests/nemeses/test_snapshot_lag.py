@@ -27,17 +27,19 @@ def test_registered_with_its_node_options():
     assert parse_nemeses("snapshot-lag") == ("snapshot-lag",)
     assert NEMESES["snapshot-lag"] is snapshot_lag.snapshot_lag_package
     assert SHADING["snapshot-lag"].start == (snapshot_lag.LAG,) and SHADING["snapshot-lag"].stop == (snapshot_lag.STOP_LAG,)
-    assert NEMESIS_NODE_OPTIONS["snapshot-lag"] == {"snapshot_threshold": 50, "snapshot_chunk_size": 48}
+    assert NEMESIS_NODE_OPTIONS["snapshot-lag"] == {"snapshot_threshold": 50, "snapshot_chunk_size": 48,
+                                                    "wal_segment_size": 4096}
     assert "snapshot-lag" not in NEEDS_NETWORK_FAULTS  # a kill: works on loopback too
 
 
 def test_the_schedule_sets_a_low_threshold_unless_the_user_gave_one():
     base = TestSpec(name="t", workload="register", nodes=("n1", "n2", "n3"), nemeses=("snapshot-lag",))
-    assert with_schedule_options(base).node_options == {"snapshot_threshold": 50, "snapshot_chunk_size": 48}
+    assert with_schedule_options(base).node_options == {"snapshot_threshold": 50, "snapshot_chunk_size": 48,
+                                                        "wal_segment_size": 4096}
     mine = TestSpec(name="t", workload="register", nodes=("n1", "n2", "n3"), nemeses=("snapshot-lag",),
                     node_options={"snapshot_threshold": 200, "heartbeat": 50})
     assert with_schedule_options(mine).node_options == {"snapshot_threshold": 200, "heartbeat": 50,
-                                                        "snapshot_chunk_size": 48}
+                                                        "snapshot_chunk_size": 48, "wal_segment_size": 4096}
     other = TestSpec(name="t", workload="register", nodes=("n1", "n2", "n3"), nemeses=("kill",))
     assert with_schedule_options(other) is other
 
@@ -72,6 +74,9 @@ def test_a_lagging_follower_installs_the_leaders_snapshot(tmp_path):
     spec = json.loads((run / "test.json").read_text())
     assert spec["node_options"]["snapshot_threshold"] == 50  # set for the schedule, recorded
     assert spec["node_options"]["snapshot_chunk_size"] == 48
+    # small WAL segments: every compaction removes whole segments, and wal-retention judges them
+    retention = json.loads((run / "results.json").read_text())["checkers"]["wal-retention"]
+    assert retention["valid"] is True and retention["compactions"] > 0, retention
     ops = [op for op in load_jsonl(str(run / "history.jsonl"))
            if not op.is_client and op.f == snapshot_lag.LAG and op.type != "invoke"]
     done = [op.value for op in ops if op.value.get("installed")]
