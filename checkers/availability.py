@@ -50,7 +50,10 @@ False``) when, and only when, the build under test did not do that:
   peer) plus IDLE_FLOOR_PER_S: an idle correct node only ticks, heartbeats and answers
   heartbeats (measured: 16-33 per second on 3 nodes), while a Ready loop that never
   settles or a message storm (a resend or probe loop) runs hundreds to thousands per
-  second; a node that had not caught up in 10 s is not judged (catch-up traffic is work);
+  second; a node that had not caught up in 10 s is not judged (catch-up traffic is work).
+  The simulator counts the same over 2 virtual seconds at every seed's end, where there is
+  no scheduling noise but round trips take milliseconds, so its budget is tighter
+  (IDLE_BUDGET_VIRTUAL, IDLE_FLOOR_PER_S_VIRTUAL);
 - **node-exit**: a node process had exited on its own when the run ended, and its log says
   the build did it (a traceback, ``event=fatal``, ``event=invariant-violated``: exit
   statuses 1 and 70).
@@ -432,8 +435,11 @@ def _seconds(ns: int) -> str:
     return f"{ns / 1e9:.1f} s"
 
 
-#: busy-when-idle: an idle node may do this many times its heartbeat work per peer, plus a floor
+#: busy-when-idle: an idle node may do this many times its heartbeat work per peer, plus a floor;
+#: in virtual time (the simulator: no scheduling noise, but round trips of milliseconds, so a
+#: storm may run only ~10 times the heartbeat rate) the budget is tighter
 IDLE_BUDGET, IDLE_FLOOR_PER_S = 5.0, 50.0
+IDLE_BUDGET_VIRTUAL, IDLE_FLOOR_PER_S_VIRTUAL = 2.0, 10.0
 
 
 def _busy_when_idle(idle: Mapping[str, Any] | None, notes: list[str]) -> list[dict[str, Any]]:
@@ -443,17 +449,19 @@ def _busy_when_idle(idle: Mapping[str, Any] | None, notes: list[str]) -> list[di
     if not idle.get("caught_up"):
         notes.append("idle work not judged: the nodes had not caught up with the leader")
         return []
+    factor, floor = (IDLE_BUDGET_VIRTUAL, IDLE_FLOOR_PER_S_VIRTUAL) if idle.get("virtual") else (IDLE_BUDGET,
+                                                                                               IDLE_FLOOR_PER_S)
     out = []
     for node, rec in sorted(idle["nodes"].items()):
         heartbeats = 1000.0 / max(1.0, float(rec.get("heartbeat_ms") or 50))
-        budget = IDLE_BUDGET * heartbeats * max(1, int(rec.get("peers") or 0)) + IDLE_FLOOR_PER_S
+        budget = factor * heartbeats * max(1, int(rec.get("peers") or 0)) + floor
         busy = {what: rec[what] for what in ("readies_per_s", "messages_per_s") if float(rec.get(what) or 0) > budget}
         if busy:
             said = " and ".join(f"{v:g} {k.replace('_per_s', '').replace('_', ' ')} a second" for k, v in busy.items())
             out.append({"rule": "busy-when-idle", "node": node,
                         "what": f"node {node} ({rec.get('role')}) handled {said} over {idle.get('window_s')} s "
                                 f"with no client and no fault active and every node caught up, more than "
-                                f"{budget:g} ({IDLE_BUDGET:g} times its heartbeat work with {rec.get('peers')} "
+                                f"{budget:g} ({factor:g} times its heartbeat work with {rec.get('peers')} "
                                 f"peers): a loop that never settles or a message storm"})
     return out
 
@@ -573,7 +581,8 @@ def down_from_logs(logs: Mapping[str, str]) -> dict[str, str]:
 
 
 def check_sim_availability(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float, *,
-                           healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0) -> dict[str, Any]:
+                           healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0,
+                           idle: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The availability verdict of a simulated seed (harness/sim/runner.py ``judge``): the same
     rules as a real run's, over facts the simulator knows. ``main_end_s``: virtual time the
     workload phase ended (no worker invokes after it; every fault is healed before the final
@@ -581,13 +590,16 @@ def check_sim_availability(history: Iterable[Any], logs: Mapping[str, str], main
     node-unresponsive and node-exit rules have no simulated counterpart here (a node that
     raises or stops itself fails ``node-health``); no-ok-op, kind-never-served,
     membership-refused, transfer-refused and final-phase apply as they are, and
-    majority-unserved over ``healthy`` (harness/sim/runner.py ``healthy_stretches``)."""
+    majority-unserved over ``healthy`` (harness/sim/runner.py ``healthy_stretches``), and
+    busy-when-idle over ``idle`` (``idle_work`` there, in virtual seconds)."""
     history = list(history)
-    return check_availability(history, sim_facts(history, logs, main_end_s, healthy=healthy, grace_s=grace_s))
+    return check_availability(history, sim_facts(history, logs, main_end_s, healthy=healthy, grace_s=grace_s,
+                                                 idle=idle))
 
 
 def sim_facts(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float, *,
-              healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0) -> dict[str, Any]:
+              healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0,
+              idle: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a simulated seed knows in place of a real run's availability.json (the
     simulator stores it with a failing seed, so ``analyze`` judges it the same way)."""
     main_end = int(main_end_s * 1e9)
@@ -595,7 +607,8 @@ def sim_facts(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float
                       default=main_end)
     return {"main_end_ns": main_end, "final_start_ns": final_start, "exited": {},
             "down_on_purpose": down_from_logs(logs),
-            "healthy": [[round(a, 6), round(b, 6), sorted(down)] for a, b, down in healthy], "grace_s": grace_s}
+            "healthy": [[round(a, 6), round(b, 6), sorted(down)] for a, b, down in healthy], "grace_s": grace_s,
+            **({"idle": dict(idle)} if idle else {})}
 
 
 def availability_checker(run_dir: str | Path, time_limit_s: float | None = None) -> Any:

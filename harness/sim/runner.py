@@ -122,6 +122,7 @@ class SimResult:
     world: Any = field(default=None, repr=False)
     fault_steps: int = 0  # nemesis steps taken (skipped ones included)
     client_ops: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (worker, n) issued
+    idle: dict[str, Any] = field(default_factory=dict, repr=False)  # idle_work's record (busy-when-idle)
 
     @property
     def failed(self) -> bool:
@@ -871,6 +872,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     settle = 3 * opts["election_ms"][1] / 1000.0
 
     probes: list[dict[str, Any]] = []  # the bad-input battery's records (harness/probes.py)
+    idle: dict[str, Any] = {}  # each node's work in the idle window (busy-when-idle)
 
     async def scenario() -> None:
         for n in world.names:
@@ -896,6 +898,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
         await consistency_check(world, settle)
         await final_transfers(world, nemesis, hist, opts)
         probes.extend(await run_sim_battery(world))
+        idle.update(await idle_work(world, nemesis, settle))
         await world.stop_all()
 
     world.loop.max_steps = settings.max_steps or auto_max_steps(duration)
@@ -910,7 +913,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     nemesis.note_skew()
     # Two leaders' clocks may be off in opposite directions: they disagree by up to twice that.
     opts["clock_skew_ms"] = round(2000 * nemesis.max_skew, 3)
-    result = judge(seed, settings, opts, world, hist.ops)
+    result = judge(seed, settings, opts, world, hist.ops, idle=idle)
     if probes:  # judged as in a real run (checkers/probes.py)
         result.checkers["bad-input"] = check_probes(probes)
         result.valid = merge_valid(r.get("valid", "unknown") for r in result.checkers.values())
@@ -927,6 +930,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     result.faults = nemesis.log
     result.fault_steps = nemesis.steps
     result.client_ops = clients.issued
+    result.idle = idle
     result.wall_seconds = time.monotonic() - started
     if keep_world:
         result.world = world
@@ -993,6 +997,51 @@ async def final_transfers(world: SimWorld, nemesis: "_Nemesis", hist: _History, 
             return
 
 
+#: busy-when-idle (checkers/availability.py): virtual seconds each node's work is counted, as
+#: in a real run (harness/run.py IDLE_WINDOW_S)
+IDLE_WINDOW_S = 2.0
+
+
+async def idle_work(world: SimWorld, nemesis: "_Nemesis", settle: float) -> dict[str, Any]:
+    """As at the end of a real run (harness/run.py ``_idle_work``): once every running
+    member of the leader's configuration has applied what the leader committed (or
+    ``settle`` virtual seconds passed), each running node's Readies handled and peer
+    messages sent per virtual second over IDLE_WINDOW_S, with no client and no fault."""
+    def running() -> dict[str, Any]:
+        return {n: h.current.node for n in world.names
+                if (h := world.nodes[n]).up and not h.paused and h.current is not None and h.current.node is not None}
+
+    deadline = world.now() + settle
+    caught_up = False
+    while True:
+        found = nemesis._leader_membership()
+        nodes = running()
+        if found is not None:
+            lead, membership = found
+            commit = nodes[lead].core.status().commit
+            members = membership.voters | membership.outgoing | membership.learners
+            caught_up = all(node.driver.applied >= commit for n, node in nodes.items() if n in members)
+        if caught_up or world.now() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    before = {n: (node.driver.readies, node.driver.messages_sent, node.driver) for n, node in nodes.items()}
+    start = world.now()
+    await asyncio.sleep(IDLE_WINDOW_S)
+    window = world.now() - start
+    out: dict[str, Any] = {}
+    for n, node in running().items():
+        if n not in before or before[n][2] is not node.driver:
+            continue  # restarted in the window: counters started again
+        core = node.core
+        st = core.status() if core is not None else None
+        members = (st.membership.voters | st.membership.outgoing) if st is not None else set()
+        out[n] = {"role": st.role.value if st is not None else None, "peers": max(0, len(members) - 1),
+                  "readies_per_s": round((node.driver.readies - before[n][0]) / window, 1),
+                  "messages_per_s": round((node.driver.messages_sent - before[n][1]) / window, 1),
+                  "heartbeat_ms": node.config.heartbeat_ms}
+    return {"nodes": out, "caught_up": caught_up, "window_s": round(window, 3), "virtual": True}
+
+
 def _can_lead(world: SimWorld, name: str) -> bool:
     h = world.nodes[name]
     inc = h.current
@@ -1010,7 +1059,8 @@ def history_text(ops: list[Op]) -> str:
     return "".join(dumps_op(op) + "\n" for op in ops)
 
 
-def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorld, ops: list[Op]) -> SimResult:
+def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorld, ops: list[Op], *,
+          idle: dict[str, Any] | None = None) -> SimResult:
     from checkers.results import merge_valid
     from harness.registry import WORKLOADS as REGISTRY
 
@@ -1044,7 +1094,8 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
         # kind of op, refused every membership change, or served nothing after the heal.
         from checkers.availability import check_sim_availability
 
-        checkers["availability"] = check_sim_availability(ops, **availability_inputs(world, ops, opts, settings))
+        checkers["availability"] = check_sim_availability(ops, **availability_inputs(world, ops, opts, settings),
+                                                          idle=idle)
     valid = merge_valid(r.get("valid", "unknown") for r in checkers.values())
     digest = world.digest(history_text(ops))
     return SimResult(seed=seed, valid=valid, digest=digest, options=opts, checkers=checkers, history=ops,

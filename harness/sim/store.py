@@ -70,7 +70,8 @@ def store_result(result: SimResult, settings: SimSettings, results_dir: str,
     from checkers.availability import FACTS_FILE, sim_facts
 
     run.write_json(FACTS_FILE, sim_facts(result.history, **availability_inputs(world, result.history,
-                                                                              result.options, settings)))
+                                                                              result.options, settings),
+                                         idle=result.idle))
     run.write_json("sim.json", {"seed": result.seed, "digest": result.digest, "faults": result.faults,
                                 "virtual_seconds": result.virtual_seconds, "sim_verdict": result.valid,
                                 "failing": result.failing_checkers(),

@@ -172,6 +172,15 @@ def test_a_node_busy_with_no_client_and_no_fault_is_invalid():
     assert "900 readies a second" in result["violations"][1]["what"]
 
 
+def test_idle_work_in_virtual_time_has_the_tighter_budget():
+    h = history((1, 1.1, "ok", None), (11.5, 11.6, "ok", None))
+    facts = idle_facts(n1=(16.5, 91.0), n2=(16.5, 16.5))
+    assert check_availability(h, facts)["valid"] is True  # wall clock: 250 a second
+    facts["idle"]["virtual"] = True  # simulator: 2 x 20 x 2 + 10 = 90 a second
+    result = check_availability(h, facts)
+    assert [(v["rule"], v["node"]) for v in result["violations"]] == [("busy-when-idle", "n1")], result
+
+
 def test_idle_work_is_not_judged_before_the_nodes_caught_up():
     h = history((1, 1.1, "ok", None), (11.5, 11.6, "ok", None))
     result = check_availability(h, idle_facts(caught_up=False, n1=(16.5, 5000.0)))

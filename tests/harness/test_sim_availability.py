@@ -161,3 +161,21 @@ def test_the_transfers_asked_for_at_the_end_of_a_seed_catch_it_without_a_transfe
     assert result.valid is True
     finals = [op for op in result.history if op.f == "transfer-leader" and op.type == "info"]
     assert [op.value["outcome"] for op in finals] == ["ok"], finals
+
+
+def test_a_message_storm_on_an_idle_cluster_is_invalid_in_the_sim(tmp_path):
+    """append-echo (the leader answers every append response with another append) serves
+    everything and breaks no safety property; every seed's idle window at its end shows it,
+    and the stored run carries the window so analyze judges it the same way."""
+    proc, verdict = sim(tmp_path, "append-echo", 0, "partition")
+    assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
+    violations = verdict["checkers"]["availability"]["violations"]
+    assert violations and {v["rule"] for v in violations} == {"busy-when-idle"}, violations
+    assert [n for n, r in verdict["checkers"].items() if r.get("valid") is False] == ["availability"]
+    facts = json.loads(sorted((tmp_path / "results").rglob("availability.json"))[-1].read_text())
+    assert facts["idle"]["virtual"] is True and facts["idle"]["caught_up"] is True
+    # the correct build at the same seed: heartbeats only, within the budget
+    result = run_seed(0, SimSettings(workload="register", nemeses=("partition",)))
+    assert result.valid is True and result.idle["caught_up"] is True and result.idle["nodes"], result.idle
+    for rec in result.idle["nodes"].values():
+        assert rec["messages_per_s"] <= max(1, rec["peers"]) * 1000 / rec["heartbeat_ms"] + 1, rec

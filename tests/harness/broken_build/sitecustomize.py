@@ -22,7 +22,7 @@ and only when UKJ_TEST_BROKEN_BUILD names a breakage:
   message storm at the round-trip rate that breaks no safety property and serves every
   request.
 
-The two ``drop-`` modes, ``no-timeout-now`` and ``unanimous-votes`` act in the simulator too
+The two ``drop-`` modes, ``no-timeout-now``, ``unanimous-votes`` and ``append-echo`` act in the simulator too
 (``-m harness.cli sim``: the node code runs in that process).
 """
 
@@ -68,7 +68,7 @@ if _MODE == "unanimous-votes" and ("ukehi.cli" in _ARGV or _SIM):
 
     _quorum._simple_vote = _unanimous
 
-if _MODE == "append-echo" and "ukehi.cli" in _ARGV:
+if _MODE == "append-echo" and ("ukehi.cli" in _ARGV or _SIM):
     from ukehi.raft.core import RaftCore as _Core
     from ukehi.raft.messages import AppendResponse as _AppendResponse
 
