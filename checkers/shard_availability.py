@@ -73,7 +73,7 @@ NS_PER_S = 1_000_000_000
 
 #: workloads of a sharded run (harness/sharding.py SHARDED_WORKLOADS) -> the module whose
 #: ``key_name`` turns a history key into the key the client sends
-_KEY_NAME_MODULES = {"register": "workloads.register", "kv": "workloads.kv",
+_KEY_NAME_MODULES = {"register": "workloads.register", "kv": "workloads.kv", "fencing": "workloads.fencing",
                      "list-append": "workloads.list_append", "rw-register": "workloads.rw_register"}
 
 

@@ -8,7 +8,10 @@ What this module decides, in one place:
   ``--shards`` (it moves shard replicas between nodes), a workload in SHARDED_WORKLOADS
   (register, kv: one key per operation, per-key linearizability checked as for an unsharded
   run; list-append, rw-register: transactions, each kept inside one shard, since a sharded
-  node refuses a transaction across shards; fencing spans keys and is refused), and only
+  node refuses a transaction across shards; fencing: a lock and its key, which the workload
+  names so that they share a shard, ``lock/{fenced/K}`` placed by its hash tag ``fenced/K``,
+  so the group that mints a token is the one that judges the fenced writes made with it),
+  and only
   the nemeses that act on whole node processes or their network (partition, kill, pause,
   clock, packet); the others aim at one Raft group's leader, membership or WAL (group 0),
   which a sharded node does not have;
@@ -17,10 +20,12 @@ What this module decides, in one place:
 - which nodes found a sharded cluster whose run has the ``rebalance`` nemesis
   (``rebalance_founders``): all but the last REBALANCE_SPARES, which start with ``--join`` as
   spares that its ``add-node`` ops add (while at least R founders are left);
-- what a sharded transactional workload is told: ``sharded_workload_options`` adds the
-  workload option ``shards`` (the shard count) for the workloads in SHARDED_TXN_WORKLOADS, so
-  their generator draws each transaction's keys from one shard (workloads/txn.py) and
-  ``test.json`` records it with the other workload options.
+- what a sharded workload is told: ``sharded_workload_options`` adds the workload option
+  ``shards`` (the shard count) for the workloads in SHARDED_COUNTED_WORKLOADS, recorded in
+  ``test.json`` with the other workload options: the transactional ones' generator draws
+  each transaction's keys from one shard (workloads/txn.py); fencing judges token order and
+  uniqueness per lock, since tokens are per Raft group (``term << 32 | seq`` of the lock's
+  group) and two shards' groups hand out equal tokens.
 
 The white-box checkers judge each Raft group of a sharded run as its own cluster
 (``checkers.whitebox.check_sharded_nodes``, chosen in harness/analysis.py).
@@ -32,14 +37,17 @@ from typing import Any, Iterable, Mapping
 
 from .spec import SpecError
 
-__all__ = ["SHARDED_WORKLOADS", "SHARDED_TXN_WORKLOADS", "SHARDED_NEMESIS_FAMILIES", "SHARDED_ONLY_NEMESES",
+__all__ = ["SHARDED_WORKLOADS", "SHARDED_TXN_WORKLOADS", "SHARDED_COUNTED_WORKLOADS", "SHARDED_NEMESIS_FAMILIES", "SHARDED_ONLY_NEMESES",
            "DEFAULT_SHARDED_NEMESES", "shard_options", "sharded_workload_options", "is_sharded", "every_shard_led",
            "rebalance_founders", "REBALANCE_SPARES"]
 
 # Transactional workloads: each transaction's keys in one shard, given the shard count
 # (the workload option "shards", set by sharded_workload_options).
 SHARDED_TXN_WORKLOADS = ("list-append", "rw-register")
-SHARDED_WORKLOADS = ("register", "kv", *SHARDED_TXN_WORKLOADS)
+# fencing: a lock and its key in one shard (the lock's name has the key as its hash tag).
+SHARDED_WORKLOADS = ("register", "kv", "fencing", *SHARDED_TXN_WORKLOADS)
+# Workloads told the shard count (the workload option "shards").
+SHARDED_COUNTED_WORKLOADS = (*SHARDED_TXN_WORKLOADS, "fencing")
 SHARDED_NEMESIS_FAMILIES = ("partition", "kill", "pause", "clock", "packet", "rebalance")
 # Nemeses that need a sharded cluster: they move shard replicas.
 SHARDED_ONLY_NEMESES = ("rebalance",)
@@ -73,8 +81,7 @@ def shard_options(shards: int | None, replication_factor: int | None, node_count
                         "group has that many members")
     if workload not in SHARDED_WORKLOADS:
         raise SpecError(f"--workload {workload} with --shards: a sharded cluster runs {', '.join(SHARDED_WORKLOADS)} "
-                        "(one key per operation, or transactions kept in one shard); fencing spans keys "
-                        "in several shards")
+                        "(one key per operation, a lock with its key, or transactions kept in one shard)")
     unsupported = [n for n in nemeses if not _family(n)]
     if unsupported:
         raise SpecError(f"--nemesis {','.join(unsupported)} with --shards: a sharded run supports the "
@@ -85,16 +92,17 @@ def shard_options(shards: int | None, replication_factor: int | None, node_count
 
 def sharded_workload_options(workload: str, node_options: Mapping[str, Any],
                              workload_options: Mapping[str, Any]) -> dict[str, Any]:
-    """The workload options of a run with these node options: for a transactional workload on
-    a sharded cluster, plus ``shards`` (the cluster's shard count), which makes its generator
-    keep each transaction in one shard; otherwise unchanged. SpecError when the user's own
-    ``shards`` workload option disagrees with ``--shards`` or comes without it."""
+    """The workload options of a run with these node options: for a transactional or fencing
+    workload on a sharded cluster, plus ``shards`` (the cluster's shard count), which makes a
+    transactional generator keep each transaction in one shard and the fencing checker judge
+    tokens per lock; otherwise unchanged. SpecError when the user's own ``shards`` workload
+    option disagrees with ``--shards`` or comes without it."""
     out = dict(workload_options)
     given = out.get("shards")
-    if not is_sharded(node_options) or workload not in SHARDED_TXN_WORKLOADS:
+    if not is_sharded(node_options) or workload not in SHARDED_COUNTED_WORKLOADS:
         if given is not None:
-            raise SpecError("--workload-option shards: set by --shards for a sharded list-append or "
-                            "rw-register run; give --shards S instead")
+            raise SpecError("--workload-option shards: set by --shards for a sharded list-append, "
+                            "rw-register or fencing run; give --shards S instead")
         return out
     shards = int(node_options["shards"])
     if given is not None and str(given) != str(shards):

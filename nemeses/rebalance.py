@@ -31,8 +31,9 @@ Adding and removing nodes (issue 15's "add a node, remove a node"): a sharded ru
 nemesis starts its last node as a spare (``ukehi node --join``, harness/sharding.py
 ``rebalance_founders``). An ``add-node`` op adds a running node the map does not have (the spare,
 or a node removed earlier) with the admin ``add_node``; a ``remove-node`` op marks a node of the
-map leaving with ``remove_node``: never a metadata-group member (the node refuses those) and
-never one that would leave fewer than R nodes. Either change starts a rebalance the shard leaders
+map leaving with ``remove_node``: any node, a metadata-group member included (its replica of
+the metadata group moves first, by the same steps as a shard replica), but never one that would
+leave fewer than R nodes. Either change starts a rebalance the shard leaders
 run by the partitioner's plan; the op waits (bounded, REBALANCE_WAIT_S) for it to end, and
 records the epoch before, the epoch the change committed at and the epoch after, the shards the
 plan moves (``planned``) and the shards whose members changed (``moved_shards``), with the admin
@@ -40,10 +41,9 @@ call's honest outcome (ok / fail / unknown with the error), as the membership ne
 the availability checker's membership-refused rule reads them. After a finished rebalance, most
 (``LEAD_P``) also hand each moved shard's leadership to the replica it gained (recorded in
 ``leaders_to_moved_in``), as after a move; the final op does so for every moved shard. A removed node that the map no
-longer names is stopped and comes back as a fresh spare (data wiped, ``--join``), unless it is
-a founder: the founders name the cluster (``--peers``), and a founder started with ``--join`` would
-compute another cluster's map, so a removed founder keeps running with its data, hosting
-nothing, and may be added back as it is. A removal the rebalance has not finished in time leaves
+longer names is stopped and comes back as a fresh spare (data wiped, ``--join``), a founder
+too (a ``--join`` node names the cluster by the founders up to itself, so a founder rejoins
+fresh). A removal the rebalance has not finished in time leaves
 the node running (it still hosts replicas) and it is not wiped.
 
 Which kind of op comes next: OP_WEIGHTS among the kinds the map the last op saw allows
@@ -158,20 +158,28 @@ def add_choices(smap: Mapping[str, Any], running: list[str]) -> list[str]:
     return sorted(n for n in running if n not in known)
 
 
-def remove_choices(smap: Mapping[str, Any]) -> list[str]:
-    """Nodes a remove-node may remove: in the map and not leaving already, outside the metadata
-    group (fixed by the founders; the node refuses to remove its members), and only while more
-    than R nodes would stay (fewer than R cannot hold a shard's replicas). A node that is down
-    may be removed: replacing a dead machine is what an operator does."""
+def metadata_members(smap: Mapping[str, Any]) -> list[str]:
+    """The metadata group's members by a map's JSON form: its ``meta`` once a metadata
+    replica has moved, else the founders' bootstrap placement (``ShardMap.metadata_members``)."""
     from ukehi.shardmap import meta_members
 
+    if smap.get("meta"):
+        return list(smap["meta"])
+    founders = map_founders(smap)
+    return list(meta_members(founders, int(smap.get("replication_factor") or 1))) if founders else []
+
+
+def remove_choices(smap: Mapping[str, Any]) -> list[str]:
+    """Nodes a remove-node may remove: in the map and not leaving already, metadata-group
+    members included (the node moves their metadata replica first), and only while more than R
+    nodes would stay (fewer than R cannot hold a shard's replicas). A node that is down may be
+    removed: replacing a dead machine is what an operator does."""
     nodes, leaving = list(smap.get("nodes") or []), set(smap.get("leaving") or [])
     rf = int(smap.get("replication_factor") or 0)
     staying = [n for n in nodes if n not in leaving]
     if not staying or len(staying) - 1 < max(1, rf):
         return []
-    meta = set(meta_members(map_founders(smap), rf))
-    return sorted(n for n in staying if n not in meta)
+    return sorted(staying)
 
 
 def changed_shards(before: Mapping[int, list[str]], after: Mapping[int, list[str]]) -> list[int]:
@@ -245,7 +253,7 @@ def _leader_of(statuses: Mapping[str, Mapping[str, Any] | None], shard: int) -> 
 def package(ctx: FaultContext) -> NemesisPackage:
     # shard -> the node its last finished move brought in (the final op hands it the lead)
     moved_in: dict[int, str] = {}
-    # Non-founders an add-node may have put in the map, not wiped since: added again only
+    # Nodes an add-node may have put in the map, not wiped since: added again only
     # after a fresh start (the map has dropped them, so no replica is lost by the wipe).
     used: set[str] = set()
     # What the last op saw (feasible_kinds of its map): the next op's kind is drawn from those.
@@ -347,10 +355,7 @@ def package(ctx: FaultContext) -> NemesisPackage:
     def admin_addresses(smap: Mapping[str, Any]) -> list[str]:
         """Running nodes to send a map change to, the metadata group's members first (the
         change is a compare-and-set in that group), then the map's other nodes."""
-        from ukehi.shardmap import meta_members
-
-        founders = map_founders(smap)
-        meta = list(meta_members(founders, int(smap.get("replication_factor") or 1))) if founders else []
+        meta = metadata_members(smap)
         order = meta + [n for n in sorted(smap.get("nodes") or ctx.nodes) if n not in meta]
         return [ctx.endpoint(n) for n in order if n in ctx.nodes and ctx.nodes[n].is_running()] or \
             [ctx.endpoint(n) for n in sorted(ctx.nodes)]
@@ -388,7 +393,7 @@ def package(ctx: FaultContext) -> NemesisPackage:
         else:
             choices = remove_choices(smap)
             if not choices:
-                return {"skipped": "no node outside the metadata group can go while R nodes stay",
+                return {"skipped": "no node can go while R nodes stay",
                         "epoch_before": int(smap.get("epoch") or 0), "nodes": sorted(smap.get("nodes") or []),
                         "leaving": sorted(smap.get("leaving") or [])}
         node = rng.choice(choices)
@@ -396,11 +401,11 @@ def package(ctx: FaultContext) -> NemesisPackage:
         done: dict[str, Any] = {"node": node, "founder": node in founders, "epoch_before": int(smap.get("epoch") or 0),
                                 "nodes_before": sorted(smap.get("nodes") or []),
                                 "leaving_before": sorted(smap.get("leaving") or [])}
-        if f == ADD and node in used and node not in founders:
+        if f == ADD and node in used:
             # Removed earlier (the map no longer names it) but not wiped yet: it comes back new.
             done["restarted_fresh_pid"] = await ctx.start_fresh(node)
             used.discard(node)
-        if f == ADD and node not in founders:
+        if f == ADD:
             used.add(node)
         addresses = admin_addresses(smap)
         async with UkehiClient(addresses, timeout=NODE_ADMIN_TIMEOUT_S, connect_timeout=0.5) as client:
@@ -439,10 +444,9 @@ def package(ctx: FaultContext) -> NemesisPackage:
             view = newest_map(after_statuses)
             done["epoch_after"] = view["epoch"] if view else None
         if f == REMOVE and after_map and node not in (after_map.get("nodes") or []):
-            # Out of the map for good: no replica is left on it.
-            if node in founders:
-                done["kept"] = "a founder: it keeps its data and may be added back as it is"
-            elif node in ctx.nodes:
+            # Out of the map for good: no replica is left on it (nor a metadata replica), so it
+            # comes back fresh, a founder too (with --join it names the cluster up to itself).
+            if node in ctx.nodes:
                 done["restarted_fresh_pid"] = await ctx.start_fresh(node)
                 used.discard(node)
         return done

@@ -35,3 +35,13 @@ def test_all_nodes_give_a_leader_per_shard_at_the_highest_term() -> None:
     assert "shard    0 leader n1" in lines[1] and "term 3" in lines[1] and "hosts n1,n2" in lines[1]
     assert "shard    1 leader n2" in lines[2] and "term 5" in lines[2]
     assert "shard    2 leader none" in lines[3] and "(none answered)" in lines[3]
+
+
+def test_a_metadata_move_shows_in_flight_and_on_the_node_that_runs_it() -> None:
+    st = {**status("n1", {"0": ("leader", 4)}), "metadata_move": ["n2", "n3"],
+          "moving": {"-1": {"from": "n2", "to": "n3", "step": "catch-up"}, "0": {"from": "n1", "to": "n4",
+                                                                                  "step": "joint"}}}
+    lines = shard_lines(st)
+    assert "  move in flight (epoch 1): metadata group 0 from n2 to n3" in lines
+    assert lines[-2] == "  this node runs the move of the metadata group from n2 to n3: step catch-up"
+    assert lines[-1] == "  this node runs the move of shard 0 from n1 to n4: step joint"

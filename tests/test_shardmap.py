@@ -11,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from ukehi.raft.confchange import ConfChangeType, enter_config, leave_joint
 from ukehi.raft.types import Membership
-from ukehi.shardmap import (META_KEY, ShardMap, ShardMapError, ShardMove, group_of, meta_members, move_steps,
-                            next_moves, placement, plan, request_keys, shard_of)
+from ukehi.shardmap import (META_KEY, ShardMap, ShardMapError, ShardMove, group_of, hash_tag, meta_members,
+                            move_steps, next_moves, placement, plan, request_keys, shard_of)
 
 FIVE = [f"n{i}" for i in range(1, 6)]
 
@@ -23,6 +23,31 @@ def test_keys_map_to_shards_stably_and_evenly() -> None:
     assert set(counts) == set(range(16))
     assert max(counts.values()) < 1.15 * 1000 and min(counts.values()) > 0.85 * 1000, counts
     assert group_of(0) == 1  # group 0 is the metadata group
+
+
+def test_a_hash_tag_places_a_key_by_the_tag_alone() -> None:
+    # Redis Cluster's rule: the characters between the first "{" and the first "}" after it.
+    assert hash_tag("lock/{fenced/0}") == "fenced/0"
+    assert hash_tag(b"lock/{fenced/0}") == b"fenced/0"
+    assert hash_tag("a{b}c{d}") == "b"  # the first tag only
+    assert hash_tag("a{b{c}d") == "b{c"  # the first "}" after the first "{"
+    for whole in ("fenced/0", "a{}b", "a{b", "a}b{", "}{x"):  # no tag, or an empty one: the whole key
+        assert hash_tag(whole) == whole
+    # The workload's lock and key share a shard at every shard count, while the tags spread.
+    from workloads.fencing import key_name, lock_name
+
+    for shards in (1, 4, 16, 256):
+        for k in range(50):
+            assert shard_of(lock_name(k), shards) == shard_of(key_name(k), shards), (k, shards)
+    assert shard_of("x{fenced/1}y", 4096) == shard_of("fenced/1", 4096) == shard_of(b"{fenced/1}", 4096)
+    assert len({shard_of(f"lock/{{t{i}}}", 16) for i in range(200)}) == 16
+    # Untagged keys place as before tags existed (a stored map's keys do not move).
+    from ukehi.partitioner import stable_hash64
+
+    assert all(shard_of(f"k{i}", 16) == stable_hash64(f"k{i}") % 16 for i in range(100))
+    # A map routes a tagged key to the tag's shard (node and client both route by shard_for).
+    smap = ShardMap.initial(FIVE, shards=16, replication_factor=3)
+    assert smap.owners("lock/{fenced/2}") == smap.owners("fenced/2")
 
 
 def test_placement_depends_on_the_set_of_nodes_not_their_order() -> None:
@@ -89,8 +114,13 @@ def test_any_rebalance_ends_at_the_target_through_valid_configurations(old: set[
         current = current.after(move)
     assert [set(m) for m in current.members] == [set(m) for m in target]
     for gone in sorted(old - new):
+        if gone in current.metadata_members:  # its metadata replica moves first
+            dst = next(n for n in sorted(new) if n not in current.metadata_members)
+            moving = current.with_meta_move(gone, dst)
+            current = moving.meta_settled(set(current.metadata_members) - {gone} | {dst})
         current = current.without_node(gone)
     assert set(current.nodes) == new
+    assert set(current.metadata_members) <= new
 
 
 def test_epochs_grow_and_a_stale_plan_is_refused() -> None:
@@ -161,3 +191,51 @@ def test_request_keys_are_what_node_and_client_route_by() -> None:
     assert request_keys("txn", {"ops": [["r", "a", None], ["w", "b", 1]]}) == ["a", "b"]
     assert request_keys("status", {}) is None and request_keys("transfer_leader", {}) is None
     assert META_KEY.startswith("\x00ukehi/")
+
+
+def test_the_metadata_group_moves_one_replica_at_a_time_and_the_map_names_its_members() -> None:
+    smap = ShardMap.initial(FIVE, shards=8, replication_factor=3)
+    boot = meta_members(FIVE, 3)
+    assert smap.metadata_members == boot and "meta" not in smap.to_dict()  # bootstrap: from the founders
+    leaving = smap.draining(boot[0])
+    assert leaving.meta_leaving == (boot[0],)
+    dst = leaving.meta_target()
+    assert dst is not None and dst not in boot and dst != boot[0]
+    # The same target on every node: the partitioner's ranking of the staying nodes.
+    ranked = meta_members([n for n in FIVE if n != boot[0]], 4)
+    assert dst == next(n for n in ranked if n not in boot)
+    with pytest.raises(ShardMapError, match="metadata members leaving"):
+        leaving.rebalanced()
+    moving = leaving.with_meta_move(boot[0], dst)
+    assert moving.meta_move == (boot[0], dst) and moving.epoch == leaving.epoch + 1
+    with pytest.raises(ShardMapError, match="already has a move"):
+        moving.with_meta_move(boot[1], dst)
+    with pytest.raises(ShardMapError, match="the source must be a member"):
+        leaving.with_meta_move(dst, boot[0])
+    settled = moving.meta_settled({*boot[1:], dst})
+    assert settled.metadata_members == (*boot[1:], dst) and not settled.meta_move and not settled.meta_leaving
+    assert ShardMap.from_dict(json.loads(json.dumps(settled.to_dict()))) == settled
+    assert ShardMap.from_dict(json.loads(json.dumps(moving.to_dict()))) == moving
+    # With the shards moved off it too, the leaving node is dropped, and the group keeps its members.
+    for move in plan(settled, settled.target_nodes):
+        settled = settled.after(move)
+    done = settled.rebalanced()
+    assert boot[0] not in done.nodes and done.metadata_members == (*boot[1:], dst)
+    # A metadata member that serves no shard still cannot be dropped before its replica moves.
+    first = meta_members(["a", "b", "c"], 1)[0]
+    bare = ShardMap(1, 1, ("a", "b", "c"), ((next(n for n in "abc" if n != first),),))
+    with pytest.raises(ShardMapError, match="metadata group"):
+        bare.without_node(bare.metadata_members[0])
+    with pytest.raises(ShardMapError, match="metadata members"):
+        ShardMap.from_dict({**smap.to_dict(), "meta": ["n1", "n9"]})
+
+
+def test_a_joining_node_names_the_cluster_up_to_itself() -> None:
+    cluster = ShardMap.initial(["n1", "n2", "n3", "n4"], shards=4, replication_factor=3)
+    # A founder (n1) that rejoins fresh with --join leaves itself out of its founders.
+    rejoiner = ShardMap.initial(["n2", "n3", "n4"], shards=4, replication_factor=3)
+    assert not rejoiner.same_cluster(cluster)
+    assert rejoiner.same_cluster(cluster, joining="n1") and cluster.same_cluster(rejoiner, joining="n1")
+    # Only up to that node: another founder missing is another cluster.
+    assert not rejoiner.same_cluster(cluster, joining="n2")
+    assert not ShardMap.initial(["n2", "n3", "n4"], shards=8, replication_factor=3).same_cluster(cluster, joining="n1")

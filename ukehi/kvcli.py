@@ -346,8 +346,13 @@ def shard_lines(status: dict[str, Any]) -> list[str]:
     for move in status.get("moves") or []:
         out.append(f"  move in flight (epoch {status.get('epoch')}): shard {move.get('shard')} from "
                    f"{move.get('from')} to {move.get('to')}")
+    if status.get("metadata_move"):
+        src, dst = status["metadata_move"]
+        out.append(f"  move in flight (epoch {status.get('epoch')}): metadata group 0 from {src} to {dst}")
     for shard, move in sorted((status.get("moving") or {}).items(), key=lambda kv: int(kv[0])):
-        out.append(f"  this node runs the move of shard {shard} from {move.get('from')} to {move.get('to')}: "
+        # -1: the metadata group's own replica (run by its leader when a member is removed)
+        what = "the metadata group" if int(shard) < 0 else f"shard {shard}"
+        out.append(f"  this node runs the move of {what} from {move.get('from')} to {move.get('to')}: "
                    f"step {move.get('step')}")
     return out
 

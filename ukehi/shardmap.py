@@ -7,7 +7,8 @@ an epoch) is itself replicated, in the metadata group, so every node and client 
 This module is the part of that which needs no network and no disk, in the etcd-raft spirit:
 the caller owns the I/O and feeds the results back.
 
-- `shard_of(key, shards)`: which shard holds a key (a stable hash, the same in every process).
+- `shard_of(key, shards)`: which shard holds a key (a stable hash, the same in every process,
+  of the key's hash tag: a key with ``{tag}`` is placed by the tag alone, `hash_tag`).
 - `ShardMap`: epoch, shard count, replication factor, the cluster's nodes, each shard's
   members and the replica moves in flight (`moves`: (shard, from, to), at most one per
   shard; `with_move` records one, `settled` sets a shard's members to its group's voters
@@ -26,6 +27,10 @@ the caller owns the I/O and feeds the results back.
   `rebalance_plan(map)` is `plan` from the members to the placement of the nodes but the leaving
   ones while it runs, and `rebalanced` ends it (the leaving nodes dropped). The founders (the
   nodes the cluster was made with) name the cluster through all of it (`same_cluster`).
+- The metadata group's own members (`metadata_members`): the founders' bootstrap placement
+  (`meta_members`) until a member leaves; then one replica at a time moves (`with_meta_move`,
+  `meta_settled`, to `meta_target`) and the map records the group's voters (`meta`), so the
+  map names the group that holds it.
 
 Group ids: group 0 is the metadata group; shard s is Raft group s + 1. An unsharded cluster is
 the single group 0, as before sharding existed.
@@ -49,6 +54,7 @@ __all__ = [
     "ShardMap",
     "ShardMove",
     "shard_of",
+    "hash_tag",
     "group_of",
     "placement",
     "plan",
@@ -77,10 +83,30 @@ def _check_count(name: str, value: object, lo: int, hi: int) -> int:
     return value
 
 
+def hash_tag(key: str | bytes) -> str | bytes:
+    """The part of `key` that places it: Redis Cluster's hash tag rule. When the key has a
+    ``{`` followed later by a ``}`` with at least one character between the first ``{`` and
+    the first ``}`` after it, only those characters are hashed; otherwise the whole key.
+
+    So keys that must live in one Raft group can say so: the lock ``lock/{fenced/0}`` and the
+    key ``fenced/0`` are in one shard, and a fenced write is judged by the group that minted
+    its token (tokens are per group: ``term << 32 | seq`` of that group's log). ``{}`` and a
+    ``{`` with no ``}`` after it place the whole key, as in Redis."""
+    opening, closing = ("{", "}") if isinstance(key, str) else (b"{", b"}")
+    start = key.find(opening)  # type: ignore[arg-type]
+    if start < 0:
+        return key
+    end = key.find(closing, start + 1)  # type: ignore[arg-type]
+    if end <= start + 1:
+        return key
+    return key[start + 1:end]
+
+
 def shard_of(key: str | bytes, shards: int) -> int:
-    """The shard that holds `key`: a stable 64-bit hash modulo the (fixed) shard count."""
+    """The shard that holds `key`: a stable 64-bit hash of its hash tag (`hash_tag`: the
+    whole key unless it has a ``{tag}``) modulo the (fixed) shard count."""
     _check_count("shards", shards, 1, MAX_SHARDS)
-    return stable_hash64(key) % shards
+    return stable_hash64(hash_tag(key)) % shards
 
 
 # Requests about one key (by wire type name) and about one lock: routed to its shard.
@@ -179,7 +205,14 @@ class ShardMap:
     addresses: tuple[tuple[str, str], ...] = ()
     leaving: tuple[str, ...] = ()
     rebalancing: bool = False
+    # The metadata group's voters, once they differ from the bootstrap placement (empty: the
+    # partitioner's `meta_members` of the founders, what every node computes from its flags),
+    # and its replica move in flight ((from, to), or empty). Both absent from the JSON form
+    # while empty, as above.
+    meta: tuple[str, ...] = ()
+    meta_move: tuple[str, ...] = ()
     _index: Mapping[str, frozenset[int]] = field(default_factory=dict, repr=False, compare=False)
+    _meta_cache: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_count("epoch", self.epoch, 1, (1 << 63) - 1)
@@ -236,6 +269,17 @@ class ShardMap:
         if len(self.nodes) - len(self.leaving) < self.replication_factor:
             raise ShardMapError(f"with {list(self.leaving)} leaving, {len(self.nodes) - len(self.leaving)} nodes "
                                 f"remain for replication factor {self.replication_factor}")
+        if len(set(self.meta)) != len(self.meta) or any(n not in known for n in self.meta):
+            raise ShardMapError(f"metadata members {list(self.meta)} must be distinct nodes of the cluster "
+                                f"{list(self.nodes)}")
+        if self.meta_move:
+            if len(self.meta_move) != 2:
+                raise ShardMapError(f"a metadata move is (from, to), got {list(self.meta_move)}")
+            src, dst = self.meta_move
+            current = self.metadata_members
+            if src not in current or dst in current or dst not in known:
+                raise ShardMapError(f"metadata move from {src!r} to {dst!r}: the source must be a member "
+                                    f"and the target a node of the cluster that is not one (members {list(current)})")
         object.__setattr__(self, "_index", {n: frozenset(v) for n, v in index.items()})
 
     @classmethod
@@ -277,7 +321,8 @@ class ShardMap:
         """The next epoch's map with `changes` (fields of the dataclass)."""
         fields = {"epoch": self.epoch + 1, "replication_factor": self.replication_factor, "nodes": self.nodes,
                   "members": self.members, "moves": self.moves, "founders": self.founders,
-                  "addresses": self.addresses, "leaving": self.leaving, "rebalancing": self.rebalancing}
+                  "addresses": self.addresses, "leaving": self.leaving, "rebalancing": self.rebalancing,
+                  "meta": self.meta, "meta_move": self.meta_move}
         fields.update(changes)
         return ShardMap(**fields)
 
@@ -318,9 +363,10 @@ class ShardMap:
     def rebalanced(self) -> "ShardMap":
         """The next epoch's map once the rebalance is done (`rebalance_plan` is empty and no
         move is in flight): the leaving nodes are dropped, the rebalance cleared."""
-        if self.moves or rebalance_plan(self):
+        if self.moves or rebalance_plan(self) or self.meta_move or self.meta_leaving:
             raise ShardMapError(f"the rebalance is not done: {len(rebalance_plan(self))} shards still to move, "
-                                f"{len(self.moves)} moves in flight")
+                                f"{len(self.moves)} moves in flight, metadata members leaving "
+                                f"{list(self.meta_leaving)}, metadata move {list(self.meta_move) or 'none'}")
         gone = set(self.leaving)
         return self._next(nodes=tuple(n for n in self.nodes if n not in gone),
                           addresses=tuple(a for a in self.addresses if a[0] not in gone), leaving=(),
@@ -339,6 +385,8 @@ class ShardMap:
         """The next epoch's map with `node` gone from the node list; it must serve no shard."""
         if self.shards_of(node):
             raise ShardMapError(f"{node} still serves shards {sorted(self.shards_of(node))}; move them first")
+        if node in self.metadata_members:
+            raise ShardMapError(f"{node} is a member of the metadata group; move its replica first")
         if node not in self.nodes:
             raise ShardMapError(f"{node} is not a node of the cluster {list(self.nodes)}")
         return self._next(nodes=tuple(n for n in self.nodes if n != node),
@@ -379,12 +427,56 @@ class ShardMap:
         members[shard] = tuple(out)
         return self._next(members=tuple(members), moves=tuple(m for m in self.moves if m[0] != shard))
 
-    def same_cluster(self, other: "ShardMap") -> bool:
+    # ------------------------------------------------------------------ the metadata group
+    @property
+    def metadata_members(self) -> tuple[str, ...]:
+        """The metadata group's voters: those a metadata move left (`meta`), else the
+        bootstrap placement of the founders (what every node computes from its flags)."""
+        if self.meta:
+            return self.meta
+        if not self._meta_cache:  # the ring is built once per map, not per call
+            object.__setattr__(self, "_meta_cache", meta_members(self.founders, self.replication_factor))
+        return self._meta_cache
+
+    @property
+    def meta_leaving(self) -> tuple[str, ...]:
+        """The metadata members being removed: each one's replica must move before it goes."""
+        return tuple(n for n in self.metadata_members if n in self.leaving)
+
+    def meta_target(self, vnodes: int = 150) -> str | None:
+        """Where a leaving metadata member's replica goes: the node the partitioner ranks first
+        for the metadata group among the target nodes that are not members already (the same
+        on every node); None when there is none."""
+        current = set(self.metadata_members)
+        ranked = meta_members(self.target_nodes, len(self.target_nodes), vnodes)
+        return next((n for n in ranked if n not in current), None)
+
+    def with_meta_move(self, src: str, dst: str) -> "ShardMap":
+        """The next epoch's map with the move of the metadata group's replica from `src` to
+        `dst` recorded as in flight (`dst` hosts the group as a joining learner meanwhile)."""
+        if self.meta_move:
+            raise ShardMapError(f"the metadata group already has a move in flight: {list(self.meta_move)}")
+        return self._next(meta_move=(src, dst))
+
+    def meta_settled(self, voters: Iterable[str]) -> "ShardMap":
+        """The next epoch's map with the metadata members set to the group's `voters` and no
+        metadata move in flight (a move's end, its undoing, or a repair)."""
+        want = set(voters)
+        old = self.metadata_members
+        ordered = tuple(n for n in old if n in want) + tuple(sorted(want - set(old)))
+        return self._next(meta=ordered, meta_move=())
+
+    def same_cluster(self, other: "ShardMap", joining: str | None = None) -> bool:
         """Whether `other` is a map of the same cluster (shard count, replication factor and
         founding nodes): any epoch of one cluster's map passes, also after nodes were added
-        or removed, another cluster's does not."""
-        return (self.shards, self.replication_factor, set(self.founders)) == (
-            other.shards, other.replication_factor, set(other.founders))
+        or removed, another cluster's does not. `joining`: a node started with ``--join``
+        leaves itself out of its founders, so a founder that rejoins fresh still computes its
+        cluster's identity up to itself; that node is left out of both sides."""
+        mine, theirs = set(self.founders), set(other.founders)
+        if joining is not None:
+            mine.discard(joining)
+            theirs.discard(joining)
+        return (self.shards, self.replication_factor, mine) == (other.shards, other.replication_factor, theirs)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"epoch": self.epoch, "replication_factor": self.replication_factor,
@@ -399,17 +491,21 @@ class ShardMap:
             out["leaving"] = list(self.leaving)
         if self.rebalancing:
             out["rebalancing"] = True
+        if self.meta:
+            out["meta"] = list(self.meta)
+        if self.meta_move:
+            out["meta_move"] = list(self.meta_move)
         return out
 
     @classmethod
     def from_dict(cls, obj: Any) -> "ShardMap":
         """Parse the JSON form; anything else is a ShardMapError that names the field."""
         fields = {"epoch", "replication_factor", "nodes", "members"}
-        optional = {"moves", "founders", "addresses", "leaving", "rebalancing"}
+        optional = {"moves", "founders", "addresses", "leaving", "rebalancing", "meta", "meta_move"}
         if not isinstance(obj, dict) or not fields <= set(obj) or not set(obj) <= fields | optional:
             raise ShardMapError(f"a shard map is an object with exactly {sorted(fields)} (and {sorted(optional)})")
         extra: dict[str, Any] = {}
-        for name in ("founders", "leaving"):
+        for name in ("founders", "leaving", "meta", "meta_move"):
             value = obj.get(name, [])
             if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
                 raise ShardMapError(f"shard map field {name!r} must be a list of node names")

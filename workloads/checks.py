@@ -52,12 +52,15 @@ def stats() -> Check:
     return check
 
 
-def fencing() -> Check:
-    """Token uniqueness and order, stale writes, and fenced-register linearizability."""
+def fencing(per_lock_tokens: bool = False) -> Check:
+    """Token uniqueness and order, stale writes, and fenced-register linearizability.
+    ``per_lock_tokens``: tokens are unique and ordered per lock, not across locks (a sharded
+    cluster: each shard's Raft group mints its own tokens)."""
 
     def check(history: Sequence[Op], options: Mapping[str, Any]) -> dict[str, Any]:
         linear = _linearizability(history, "fenced-register", options)
-        return check_fencing(history, time_limit=options.get("time_limit"), linearizability=linear)
+        return check_fencing(history, time_limit=options.get("time_limit"), linearizability=linear,
+                             per_key_tokens=per_lock_tokens)
 
     return check
 

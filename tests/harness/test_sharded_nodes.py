@@ -21,7 +21,7 @@ from harness.registry import SHADING
 from harness.report.faults import fault_events
 from harness.sharding import rebalance_founders
 from nemeses.rebalance import (ADD, MOVE, OP_WEIGHTS, REMOVE, add_choices, changed_shards, choose_kind,
-                               feasible_kinds, move_choices, remove_choices)
+                               feasible_kinds, metadata_members, move_choices, remove_choices)
 from ukehi.shardmap import ShardMap, meta_members, placement
 
 CLI = [sys.executable, "-m", "harness.cli"]
@@ -54,7 +54,7 @@ def test_a_sharded_spare_joins_with_the_founders_as_its_peers(tmp_path):
 
         assert "--join" in db.argv("n5") and peers("n5") == FIVE
         assert "--join" not in db.argv("n1") and peers("n1") == FIVE[:4]
-        db.joiners.add("n4")  # a founder wiped (never done for a sharded founder): still the founders
+        db.joiners.add("n4")  # a founder removed and wiped (it rejoins with --join): still the founders
         assert peers("n4") == FIVE[:4]
         unsharded = UkehiDB(cluster, founders=FIVE[:3], insecure=True)
         argv = unsharded.argv("n5")  # an unsharded joiner still lists every node
@@ -76,15 +76,19 @@ def test_node_ops_choose_only_changes_the_cluster_can_make():
     # Add: a running node the map lacks (the spare); not a node down, not one of the map's.
     assert add_choices(smap, FIVE) == ["n5"]
     assert add_choices(smap, FIVE[:4]) == []
-    # Remove: outside the metadata group only, and never below R nodes.
-    assert remove_choices(smap) == outside
-    assert remove_choices(map_dict([*founders, "n5"], founders)) == sorted([*outside, "n5"])
+    # Remove: any node, metadata members too (their metadata replica moves first), never
+    # below R nodes.
+    assert remove_choices(smap) == founders
+    assert remove_choices(map_dict([*founders, "n5"], founders)) == FIVE
     assert remove_choices(map_dict(founders, leaving=outside)) == []  # 3 would stay less one
     gone = [n for n in founders if n not in outside]
     assert remove_choices(map_dict(gone, founders)) == []  # R nodes left: none may go
     # A node still leaving is neither added (its removal is not done) nor removed again.
     leaving = map_dict([*founders, "n5"], founders, leaving=["n5"])
-    assert add_choices(leaving, FIVE) == [] and remove_choices(leaving) == outside
+    assert add_choices(leaving, FIVE) == [] and remove_choices(leaving) == founders
+    # The metadata members the admin calls go to first: the map's own once one has moved.
+    assert metadata_members(smap) == list(meta_members(founders, 3))
+    assert metadata_members({**smap, "meta": ["n4", "n2", "n3"]}) == ["n4", "n2", "n3"]
     # Moves go only to the map's nodes less the leaving ones: not to a spare not yet added.
     members = {0: ["n1", "n2", "n3"]}
     assert move_choices(members, set(), FIVE, founders) == [(0, "n4")]
@@ -134,8 +138,8 @@ def node_ops(history, f: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_nodes_added_and_removed_mid_run_keep_a_sharded_run_valid(tmp_path):
-    """On real processes: the spare and a removed founder are added, a founder outside the
-    metadata group removed; every rebalance ends at the partitioner's placement of the nodes
+    """On real processes: the spare and a removed founder are added, founders removed (a
+    metadata member among them when the draw picks one); every rebalance ends at the partitioner's placement of the nodes
     that stay, and every checker passes."""
     results = tmp_path / "results"
     done = run_cli(results, "--nemesis", "rebalance", "--nemesis-interval", "2", "--time-limit", "20", "--seed", "1")
@@ -151,7 +155,6 @@ def test_nodes_added_and_removed_mid_run_keep_a_sharded_run_valid(tmp_path):
     ok_adds = [v for v in adds if v.get("outcome") == "ok"]
     ok_removes = [v for v in removes if v.get("outcome") == "ok"]
     assert ok_adds and ok_removes, (adds, removes)
-    meta = set(meta_members(FIVE[:4], 3))
     for v in ok_adds + ok_removes:
         assert v["epoch_changed"] > v["epoch_before"], v
         assert v["rebalanced"] is True, v
@@ -170,10 +173,10 @@ def test_nodes_added_and_removed_mid_run_keep_a_sharded_run_valid(tmp_path):
         assert all(v["node"] in v["members_after"][str(s)] for s in v["planned_shards"]), v
         assert all(t["node"] == v["node"] for t in v.get("leaders_to_moved_in", {}).values()), v
     for v in ok_removes:
-        assert v["node"] not in meta and v["node"] not in v["nodes_after"], v
+        assert v["node"] not in v["nodes_after"], v
         assert all(v["node"] not in m for m in v["members_after"].values()), v
-        # A founder stays as it is; any other node comes back as a fresh spare.
-        assert ("kept" in v) == v["founder"] and ("restarted_fresh_pid" in v) == (not v["founder"]), v
+        # Out of the map, any node (a founder too) comes back as a fresh spare (--join).
+        assert "restarted_fresh_pid" in v and "kept" not in v, v
     settle = node_ops(history, "settle-shards")
     assert settle and settle[-1]["settled"] is True and not settle[-1]["moves"], settle
     # Every rebalance op is shaded on the plots (an instant of the rebalance family).

@@ -101,7 +101,6 @@ def test_shard_settings_go_to_every_node_and_unsupported_ones_are_refused():
         ({"replication_factor": 6}, "--replication-factor 6: give 1 to the node count"),
         ({"shards": None}, "only applies to a sharded cluster"),
         ({"shards": 0}, "--shards 0"),
-        ({"workload": "fencing"}, "--workload fencing with --shards"),
         ({"nemesis": "partition,membership"}, "--nemesis membership with --shards"),
         ({"nemesis": "disk"}, "--nemesis disk with --shards"),
     ]:
@@ -111,6 +110,11 @@ def test_shard_settings_go_to_every_node_and_unsupported_ones_are_refused():
     # The transactional workloads run sharded: the harness tells them the shard count.
     assert spec_of(workload="list-append", shards=8).workload_options == {"shards": 8}
     assert spec_of(workload="register").workload_options == {}
+    # Fencing runs sharded too (its lock names carry the key as a hash tag), told the shard
+    # count so its checker judges tokens per lock (tokens are per Raft group).
+    assert spec_of(workload="fencing").node_options == {"shards": 16, "replication_factor": 3}
+    assert spec_of(workload="fencing").workload_options == {"shards": 16}
+    assert spec_of(workload="fencing", shards=None, replication_factor=None).workload_options == {}
 
 
 def test_run_refuses_a_replication_factor_above_the_node_count_with_254(tmp_path):

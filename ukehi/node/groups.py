@@ -43,15 +43,28 @@ Adding and removing nodes (admin ``add_node``/``remove_node`` on any node):
   map at that address (it must run, with this cluster's flags), then commits a map with it in
   the node set, its address recorded (the map is the address book for nodes added after the
   start: every node reaches them at the address the committed map gives) and ``rebalancing``
-  set. ``remove_node ID`` marks the node ``leaving`` (not a metadata member: that group's
-  members are fixed by the flags) and sets ``rebalancing``;
+  set. ``remove_node ID`` marks the node ``leaving`` and sets ``rebalancing``;
 - while the map is rebalancing, the partitioner's plan (``shardmap.rebalance_plan``: the
   members -> the placement of the nodes but the leaving ones) says which replicas move; the
   leaders of the first shards of the plan start them through the move above (the same
   ``--max-moves`` cap, recorded in the map), one replica per move. Nothing else is kept: every
   round plans from the newest map, so restarts of any node, the mover included, resume it;
+- a leaving node that is a metadata member first has its metadata replica moved, by the
+  metadata group's leader, with the same steps as a shard replica (``_meta_move``: record
+  the move in the map, add the target as a learner, catch up, one joint change, the map takes
+  the group's voters as ``meta``); the target is the node the partitioner ranks first for the
+  metadata group among those staying. The metadata members are the map's (its ``meta``, else
+  the founders' bootstrap placement); a node hosts group 0 while the committed map it knows
+  names it there (or as a metadata move's target), and every node asks the members of the
+  newest map it knows (and the flags' bootstrap members) for the map, members included (a
+  member that missed its own removal reads a stale replica);
 - when the plan is empty and no move is in flight, the metadata leader commits the end of the
   rebalance: leaving nodes (which by then serve no shard) are dropped with their addresses.
+- a node started with ``--join`` leaves itself out of its founders (so a spare that lists
+  itself in ``--peers`` computes the cluster's identity); a founder that was removed and
+  rejoins fresh with ``--join`` does too, and the cluster compares identities up to the
+  joining node (``ShardMap.same_cluster(joining=...)``), so it can be added back. A ``--join``
+  node hosts every group as a joiner (no configuration of its own);
 
 One process, one listener, one outbound transport, many groups:
 
@@ -321,6 +334,8 @@ class ShardedNode:
         # itself there, as an unsharded one does). Their addresses are fixed by the flags; a node
         # added later is reached at the address the map records (the map is the address book).
         self.founder_peers = {n: a for n, a in config.peers.items() if not (config.join and n == config.node_id)}
+        # A --join node is not a founder of its own map; compared with the cluster's maps up to itself.
+        self._joining_self = config.node_id if config.join else None
         self._heard: dict[str, tuple[str, int]] = {}  # peers' hello addresses, for nodes the map lacks
         self._plan_cache: tuple[ShardMap, list[ShardMove]] | None = None
         self.initial_map = ShardMap.initial(self.founder_peers, config.shards, config.replication_factor)
@@ -335,14 +350,15 @@ class ShardedNode:
             self.replicas[group_of(s)] = self._make_replica(s)
         # The metadata group (group 0) replicates the shard map; its members keep it and check
         # that the map this node computed from its own flags is the one the cluster committed.
-        self.meta_members = meta_members(self.founder_peers, config.replication_factor)
-        if config.node_id in self.meta_members:
-            self.replicas[META_GROUP] = GroupReplica(self, META_GROUP, self.meta_members, None)
+        # Its members are the map's (`meta_members`): the founders' placement until one moves.
+        if self._hosts_meta(self.shard_map):
+            self.replicas[META_GROUP] = self._make_meta_replica()
         self.map_committed = False  # this node saw its map committed in the metadata group
         self._exit_code: int | None = None  # set when the node stops itself (a map mismatch)
         self._tasks: dict[int, asyncio.Task[int]] = {}
         self._retiring: set[int] = set()  # groups being stopped on purpose (not a failure)
         self._move_locks: dict[int, asyncio.Lock] = {}
+        self._meta_lock = asyncio.Lock()  # the metadata group's replica move or repair, one at a time
         self._moving: dict[int, dict[str, Any]] = {}  # shard -> the move this node runs
         self._rpc_ids = itertools.count(1)
         self._rpc_waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -355,6 +371,31 @@ class ShardedNode:
         self._former: dict[int, tuple[int, KVStateMachine]] = {}
 
     # ------------------------------------------------------------------ the map
+    @property
+    def meta_members(self) -> tuple[str, ...]:
+        """The metadata group's members by the newest committed map this node knows (the
+        flags' bootstrap placement until a metadata replica moves)."""
+        return self.shard_map.metadata_members
+
+    def _same_cluster(self, smap: ShardMap) -> bool:
+        return smap.same_cluster(self.initial_map, joining=self._joining_self)
+
+    def _hosts_meta(self, smap: ShardMap) -> bool:
+        """Whether this node hosts the metadata group under `smap`: a member, or the target of
+        the metadata group's move (a joining learner)."""
+        me = self.config.node_id
+        return me in smap.metadata_members or (bool(smap.meta_move) and smap.meta_move[1] == me)
+
+    def _make_meta_replica(self) -> GroupReplica:
+        """This node's replica of the metadata group: a bootstrap member by the flags that never
+        left it starts from the bootstrap configuration; any other joins (no configuration
+        until the group's leader sends one), as a shard replica does."""
+        me = self.config.node_id
+        boot = self.initial_map.metadata_members
+        join = self.config.join or me not in boot or self._retired_before(META_GROUP)
+        members = boot if not join else tuple(sorted(set(self.shard_map.metadata_members) | {me}))
+        return GroupReplica(self, META_GROUP, members, None, join=join)
+
     def _map_path(self) -> str:
         return os.path.join(self.config.data_dir, MAP_FILE)
 
@@ -367,7 +408,7 @@ class ShardedNode:
         except (OSError, ValueError, ShardMapError) as e:
             self.log.warning("shard-map-unreadable", path=self._map_path(), error=str(e))
             return None
-        if not saved.same_cluster(self.initial_map):
+        if not self._same_cluster(saved):
             # Another cluster's map (other flags): the metadata group decides (a member stops on
             # a mismatch); this node starts from its flags' map.
             self.log.warning("shard-map-ignored", path=self._map_path(), epoch=saved.epoch,
@@ -394,7 +435,7 @@ class ShardedNode:
         here: read from the metadata group's state machine, directly or through a member)."""
         if smap.epoch <= self.shard_map.epoch:
             return False
-        if not smap.same_cluster(self.initial_map):
+        if not self._same_cluster(smap):
             self.log.warning("shard-map-ignored", epoch=smap.epoch, source=source,
                              detail="not a map of this node's cluster")
             return False
@@ -407,7 +448,9 @@ class ShardedNode:
         changed = [s for s in range(smap.shards) if smap.members[s] != old.members[s]]
         self.log.info("shard-map-changed", epoch=smap.epoch, previous=old.epoch, source=source,
                       changed=",".join(f"{s}:{'+'.join(smap.members[s])}" for s in changed) or "none",
-                      moves=";".join(f"{s}:{a}->{b}" for s, a, b in smap.moves) or "none")
+                      moves=";".join(f"{s}:{a}->{b}" for s, a, b in smap.moves) or "none",
+                      metadata_members=",".join(smap.metadata_members),
+                      metadata_move="->".join(smap.meta_move) or "none")
         self._map_changed.set()
         self._map_changed = asyncio.Event()
         book = self.address_book()
@@ -495,6 +538,14 @@ class ShardedNode:
         for gid, r in list(self.replicas.items()):
             if r.shard is not None and r.shard not in wanted:
                 self._stop_group(gid, r)
+        meta = self.replicas.get(META_GROUP)
+        if meta is not None and not self._hosts_meta(self.shard_map):
+            self._stop_group(META_GROUP, meta)  # a metadata move took this node's replica away
+        elif meta is None and self._hosts_meta(self.shard_map) and META_GROUP not in self._retiring:
+            meta = self.replicas[META_GROUP] = self._make_meta_replica()
+            self.log.info("group-hosted", group=META_GROUP, shard="metadata", epoch=self.shard_map.epoch,
+                          join=meta.config.join)
+            self._start_group(META_GROUP, meta)
         for shard in sorted(wanted):
             gid = group_of(shard)
             if gid in self.replicas or gid in self._retiring:
@@ -639,7 +690,7 @@ class ShardedNode:
     def _mismatch(self, committed: ShardMap) -> str:
         """Why the committed map cannot be this node's cluster ('' when it is)."""
         mine = self.initial_map
-        if committed.same_cluster(mine) and (committed.epoch > 1 or committed == mine):
+        if self._same_cluster(committed) and (committed.epoch > 1 or committed == mine):
             return ""
         return (f"the cluster's map (epoch {committed.epoch}, {committed.shards} shards, replication factor "
                 f"{committed.replication_factor}, founders {','.join(committed.founders)}) is not the one this "
@@ -659,25 +710,52 @@ class ShardedNode:
         except (ShardMapError, ValueError, TypeError):
             return None
 
+    def _meta_replica(self) -> GroupReplica | None:
+        """This node's running replica of the metadata group, unless it has applied its own
+        removal (then it reads a map that no longer changes: it asks the members instead)."""
+        meta = self.replicas.get(META_GROUP)
+        if meta is None or meta.phase != "running" or meta.core is None or meta.removed():
+            return None
+        return meta
+
     async def _map_loop(self) -> None:
         """Keep this node's map the newest committed one.
 
         A metadata-group member first publishes the flags' map if the group holds none yet (a
-        create-if-absent, so two leaders of two terms cannot both write one) and checks that
-        the committed map is of this node's cluster (a node whose flags give another one stops
-        with 254); then it reads the map from its own replica of the group. Any other node
-        asks a metadata member (``map_get`` over the peer links) every second, and at once when
-        something shows its map is old (a request or a Raft message for a group it does not
-        host)."""
-        meta = self.replicas.get(META_GROUP)
-        if meta is not None:
-            while not self.map_committed:
-                await self.clock.sleep(_MAP_CHECK_S)
-                if meta.phase != "running" or meta.core is None:
-                    continue
+        create-if-absent, so two leaders of two terms cannot both write one; a bootstrap member
+        only) and checks that the committed map is of this node's cluster (a node whose flags
+        give another one stops with 254); then it reads the map from its own replica of the
+        group, and as the group's leader ends a finished rebalance and moves or repairs the
+        group's own replicas (`_meta_round`). Every node, members included, asks the metadata
+        members (``map_get`` over the peer links) every second, and at once when something
+        shows its map is old (a request or a Raft message for a group it does not host): a
+        member that missed its own removal would otherwise read a stale replica for ever."""
+        loop = asyncio.get_running_loop()
+        polled = float("-inf")
+        while True:
+            meta = self.replicas.get(META_GROUP)
+            if meta is None or meta.removed():
+                try:
+                    async with asyncio.timeout(_MAP_POLL_S):
+                        await self._map_wanted.wait()
+                except TimeoutError:
+                    pass
+                self._map_wanted.clear()
+                polled = loop.time()
+                await self._fetch_map()
+                continue
+            await self.clock.sleep(_MAP_CHECK_S)
+            if loop.time() - polled >= _MAP_POLL_S or self._map_wanted.is_set():
+                self._map_wanted.clear()
+                polled = loop.time()
+                self._spawn(self._fetch_map(), "map-fetch")
+            if self._meta_replica() is not meta:
+                continue
+            assert meta.core is not None
+            if not self.map_committed:
                 held = meta.kv.read(META_KEY)
                 if held is None:
-                    if meta.core.lead == self.config.node_id:
+                    if meta.core.lead == self.config.node_id and not meta.config.join:
                         await meta._write({"op": "cas", "key": META_KEY, "expected": None,
                                            "new": json.dumps(self.initial_map.to_dict(), sort_keys=True)})
                     continue
@@ -697,22 +775,34 @@ class ShardedNode:
                 self.map_committed = True
                 self.log.info("shard-map-committed", epoch=committed.epoch, shards=committed.shards)
                 self.adopt(committed, "metadata")
-            while True:
-                await self.clock.sleep(_MAP_CHECK_S)
-                committed = self._committed_map()
-                if committed is not None:
-                    self.adopt(committed, "metadata")
-                    if (committed.rebalancing and not committed.moves and meta.core is not None
-                            and meta.core.role is Role.LEADER and not self._plan(committed)):
-                        await self._finish_rebalance(committed)
-        while True:
-            try:
-                async with asyncio.timeout(_MAP_POLL_S):
-                    await self._map_wanted.wait()
-            except TimeoutError:
-                pass
-            self._map_wanted.clear()
-            await self._fetch_map()
+                continue
+            committed = self._committed_map()
+            if committed is not None:
+                self.adopt(committed, "metadata")
+                if meta.core.role is Role.LEADER:
+                    await self._meta_round(meta, committed)
+
+    async def _meta_round(self, meta: GroupReplica, committed: ShardMap) -> None:
+        """On the metadata group's leader, with the map its replica holds: end a finished
+        rebalance; else repair the group's membership in the map (a metadata move whose
+        mover stopped is finished if the group changed, undone if not); else start moving
+        the replica of a leaving metadata member (`_meta_move`, in the background)."""
+        core = meta.core
+        if core is None or self._meta_lock.locked() or core.membership.joint:
+            return
+        voters = set(core.membership.voters)
+        if committed.meta_move or core.membership.learners or set(committed.metadata_members) != voters:
+            self._spawn(self._meta_repair(meta), "meta-repair")
+            return
+        if not committed.rebalancing:
+            return
+        if committed.meta_leaving:
+            src, dst = committed.meta_leaving[0], committed.meta_target()
+            if dst is not None:
+                self._spawn(self._run_meta_move(meta, src, dst), "meta-move")
+            return
+        if not committed.moves and not self._plan(committed):
+            await self._finish_rebalance(committed)
 
     async def _fetch_map(self) -> None:
         """Ask every metadata member for its map at once; adopt any newer answer."""
@@ -724,7 +814,10 @@ class ShardedNode:
                 except ShardMapError:
                     pass
 
-        await asyncio.gather(*(ask(m) for m in self.meta_members if m != self.config.node_id))
+        # The members by the newest map this node knows, and the flags' bootstrap members (a
+        # hint that outlives a stale map: a moved-away member still answers with what it knows).
+        asked = dict.fromkeys([*self.meta_members, *self.initial_map.metadata_members])
+        await asyncio.gather(*(ask(m) for m in asked if m != self.config.node_id))
 
     async def _learn_map(self, epoch: int, timeout: float) -> None:
         """Wait (up to `timeout`) until this node knows a map of at least `epoch`."""
@@ -1120,23 +1213,7 @@ class ShardedNode:
             if bad is not None:
                 raise _MoveFailed(f"adding {dst} as a learner: {bad[1].get('message', bad[1])}")
             self._step(shard, "catch-up")
-            last_match, progress_at = -1, loop.time()
-            while True:
-                st = core.status()
-                pr = st.progress.get(dst)
-                if st.role is not Role.LEADER:
-                    raise _MoveFailed("leadership lost while the learner caught up")
-                match = pr.match if pr is not None else 0
-                if match > 0 and match >= st.commit - 1:
-                    break
-                if match != last_match:
-                    last_match, progress_at = match, loop.time()
-                stalled = loop.time() - progress_at > _CATCH_UP_STALL_S
-                if loop.time() > deadline or stalled:
-                    raise _MoveFailed(f"{dst} did not catch up ({'no progress for' if stalled else 'in'} "
-                                      f"{_CATCH_UP_STALL_S if stalled else MOVE_TIMEOUT_S:.0f} s: match {match}, "
-                                      f"commit {st.commit})")
-                await r._wait_progress(0.05)
+            await self._catch_up(r, dst, deadline)
             self._step(shard, "joint")
             bad = await r._conf_change([ConfChange(ConfChangeType.ADD_VOTER, dst),
                                         ConfChange(ConfChangeType.REMOVE, src)], deadline)
@@ -1161,6 +1238,135 @@ class ShardedNode:
                       members=",".join(settled.members[shard]))
         return wire.MsgType.OK, wire.ok_body({"shard": shard, "epoch": settled.epoch,
                                              "members": list(settled.members[shard])})
+
+    async def _catch_up(self, r: GroupReplica, dst: str, deadline: float) -> None:
+        """Wait, as `r`'s group leader, until the learner `dst` has caught up (log or snapshot);
+        _MoveFailed when leadership is lost, the deadline passes or its log stops growing."""
+        loop = asyncio.get_running_loop()
+        core = r.core
+        assert core is not None
+        last_match, progress_at = -1, loop.time()
+        while True:
+            st = core.status()
+            pr = st.progress.get(dst)
+            if st.role is not Role.LEADER:
+                raise _MoveFailed("leadership lost while the learner caught up")
+            match = pr.match if pr is not None else 0
+            if match > 0 and match >= st.commit - 1:
+                return
+            if match != last_match:
+                last_match, progress_at = match, loop.time()
+            stalled = loop.time() - progress_at > _CATCH_UP_STALL_S
+            if loop.time() > deadline or stalled:
+                raise _MoveFailed(f"{dst} did not catch up ({'no progress for' if stalled else 'in'} "
+                                  f"{_CATCH_UP_STALL_S if stalled else MOVE_TIMEOUT_S:.0f} s: match {match}, "
+                                  f"commit {st.commit})")
+            await r._wait_progress(0.05)
+
+    # ------------------------------------------------------------------ the metadata group's replicas
+    async def _run_meta_move(self, meta: GroupReplica, src: str, dst: str) -> None:
+        async with self._meta_lock:
+            self._moving[-1] = {"from": src, "to": dst, "step": "starting", "since": self.clock.time(),
+                                "group": META_GROUP}
+            try:
+                done = await self._meta_move(meta, src, dst)
+                self.log.info("meta-move-done" if done else "meta-move-not-done", src=src, dst=dst,
+                              epoch=self.shard_map.epoch, members=",".join(self.meta_members))
+            except Exception as e:  # noqa: BLE001 - the next round repairs or retries from the map
+                self.log.warning("meta-move-failed", src=src, dst=dst, error=repr(e))
+            finally:
+                self._moving.pop(-1, None)
+
+    async def _meta_move(self, meta: GroupReplica, src: str, dst: str) -> bool:
+        """Move the metadata group's replica from `src` to `dst`, on the group's leader, by the
+        steps of a shard replica's move (`_move`): record it in the map (`dst` starts hosting
+        the group as a joiner), add `dst` as a learner, wait for it to catch up, one joint
+        change (`dst` in, `src` out), then the map's ``meta`` takes the group's voters. A
+        leader that is `src` hands leadership on first (the next leader moves it). The map
+        lives in this very group, so each map change is a write in it; a failure before the
+        joint change undoes the learner and the record. True once the map shows the move."""
+        me = self.config.node_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MOVE_TIMEOUT_S
+        core = meta.core
+        assert core is not None
+        smap = self.shard_map
+        if src not in smap.metadata_members or dst in smap.metadata_members or smap.meta_move:
+            return False
+        if src == me:
+            st = core.status()
+            others = [(pr.match, n) for n, pr in st.progress.items() if n in core.membership.voters and n != me]
+            if others:
+                await meta._transfer(max(others)[1])
+            return False
+        self._step(-1, "record")
+        if not await self._confirm_lead(meta):
+            return False
+        if not await self._map_cas(smap, smap.with_meta_move(src, dst), min(deadline, loop.time() + _RECORD_TIMEOUT_S)):
+            return False
+        self.log.info("meta-move-started", src=src, dst=dst, epoch=self.shard_map.epoch)
+        try:
+            self._step(-1, "learner")
+            bad = await meta._conf_change([ConfChange(ConfChangeType.ADD_LEARNER, dst)], deadline)
+            if bad is not None:
+                raise _MoveFailed(f"adding {dst} as a learner: {bad[1].get('message', bad[1])}")
+            self._step(-1, "catch-up")
+            await self._catch_up(meta, dst, deadline)
+            self._step(-1, "joint")
+            bad = await meta._conf_change([ConfChange(ConfChangeType.ADD_VOTER, dst),
+                                           ConfChange(ConfChangeType.REMOVE, src)], deadline)
+            if bad is not None and dst not in core.membership.all_voters():
+                raise _MoveFailed(f"the joint change {src} -> {dst}: {bad[1].get('message', bad[1])}")
+        except _MoveFailed as e:
+            self.log.warning("meta-move-failed", src=src, dst=dst, reason=str(e))
+            self._step(-1, "undo")
+            await self._undo_learner(meta, dst, loop.time() + 10.0)
+            await self._meta_settle(meta, loop.time() + 10.0)
+            return False
+        self._step(-1, "settle")
+        settled = await self._meta_settle(meta, loop.time() + 15.0)
+        return settled is not None and dst in settled.metadata_members
+
+    async def _meta_settle(self, meta: GroupReplica, deadline: float) -> ShardMap | None:
+        """Make the map's metadata members the group's voters (and clear its move), as the
+        group's confirmed leader; the map that holds them, or None."""
+        loop = asyncio.get_running_loop()
+        core = meta.core
+        while loop.time() < deadline and core is not None:
+            if core.role is not Role.LEADER:
+                return None
+            if core.membership.joint:
+                await meta._wait_progress(0.05)
+                continue
+            if not await self._confirm_lead(meta):
+                return None
+            voters = set(core.membership.voters)
+            smap = self.shard_map
+            if set(smap.metadata_members) == voters and not smap.meta_move:
+                return smap
+            if await self._map_cas(smap, smap.meta_settled(voters), deadline):
+                return self.shard_map
+            await self._learn_map(smap.epoch + 1, 0.5)
+        return None
+
+    async def _meta_repair(self, meta: GroupReplica) -> None:
+        """The metadata group's reconciler: stray learners removed, the map's members set to the
+        group's voters (a metadata move whose mover stopped: finished or undone)."""
+        async with self._meta_lock:
+            core = meta.core
+            if core is None or core.role is not Role.LEADER:
+                return
+            deadline = asyncio.get_running_loop().time() + 10.0
+            self.log.info("meta-reconcile", epoch=self.shard_map.epoch, map_members=",".join(self.meta_members),
+                          voters=",".join(sorted(core.membership.voters)),
+                          learners=",".join(sorted(core.membership.learners)) or "none",
+                          move="->".join(self.shard_map.meta_move) or "none")
+            try:
+                for node in sorted(core.membership.learners):
+                    await self._undo_learner(meta, node, deadline)
+                await self._meta_settle(meta, deadline)
+            except Exception as e:  # noqa: BLE001 - retried next round
+                self.log.warning("meta-reconcile-failed", error=repr(e))
 
     async def _undo_learner(self, r: GroupReplica, node: str, deadline: float) -> None:
         core = r.core
@@ -1352,7 +1558,7 @@ class ShardedNode:
         except ShardMapError as e:
             return err(wire.ErrorCode.BAD_REQUEST, f"node {node} at {address} answered with no readable map ({e}); "
                        "nothing was done")
-        if not theirs.same_cluster(self.initial_map):
+        if not theirs.same_cluster(self.initial_map, joining=node):
             return err(wire.ErrorCode.BAD_REQUEST, f"node {node} at {address} runs another cluster's flags "
                        f"({theirs.shards} shards, replication factor {theirs.replication_factor}, founders "
                        f"{','.join(theirs.founders)}); {start}; nothing was done")
@@ -1367,16 +1573,14 @@ class ShardedNode:
 
     async def _remove_node_request(self, node: str) -> Reply:
         """Admin remove_node on a sharded cluster: mark `node` leaving, which starts a rebalance
-        that moves its replicas to the partitioner's placement of the other nodes; once it
-        serves no shard, the metadata leader drops it from the map (`rebalanced`)."""
+        that moves its replicas to the partitioner's placement of the other nodes (and, when it
+        is a metadata member, its metadata replica to another node: `_meta_move`); once it
+        serves no shard and no metadata replica, the metadata leader drops it from the map
+        (`rebalanced`)."""
         smap = self.shard_map
         if node not in smap.nodes:
             return err(wire.ErrorCode.BAD_REQUEST, f"{node} is not a node of the cluster; nodes: "
                        f"{','.join(smap.nodes)}; nothing was done")
-        if node in self.meta_members:
-            return err(wire.ErrorCode.BAD_REQUEST, f"{node} is a member of the metadata group "
-                       f"({','.join(self.meta_members)}), which is fixed by --peers; moving the metadata group "
-                       "is not built: remove a node outside it; nothing was done")
 
         def change(smap: ShardMap) -> ShardMap | None:
             if node in smap.leaving:
@@ -1462,6 +1666,7 @@ class ShardedNode:
             # The metadata group: its members, this node's view of it when it is one, and
             # whether this node saw its own map committed there.
             "metadata_members": list(self.meta_members),
+            "metadata_move": list(self.shard_map.meta_move) or None,
             "metadata": self._group_summary(meta) if meta is not None else None,
             "shard_map_committed": self.map_committed,
         }
