@@ -6,6 +6,10 @@ Invalid, naming the probe, the node and the answer, when
   (the connection closed, or ``bad_request`` with a message); ``not_leader``, ``timeout`` or
   ``unavailable`` to a malformed request mean the node got as far as proposing it;
 - a refusal came without a message (an empty ``bad_request``);
+- a well-formed request of an answer scenario (``level`` ``answer``: a get of a key never
+  written, a cas on a missing key, a release of a lock nobody holds, a release by the holder
+  with its token, ...) got another answer than the one the API determines, which its record
+  carries in ``expected`` (:func:`answer_matches`);
 - the node neither answered nor closed within the probe's timeout (hung);
 - a probed key does not hold what it held before the battery (a probe changed data);
 - a node that was probed no longer runs or answers a status request afterwards, unless the
@@ -14,8 +18,9 @@ Invalid, naming the probe, the node and the answer, when
   up without its ``bad-frame`` log line saying why).
 
 Not blamed (counted as ``inconclusive``): ``recovering`` answers (a node replaying its WAL
-answers that before it reads a request), a leader-only probe that met a node no longer
-leading, a probe whose connection could not be opened. Unknown when the battery itself
+answers that before it reads a request), a leader-only probe (the answer scenarios' steps
+among them) that met a node no longer leading (``not_leader``, ``unavailable``, ``timeout``),
+a probe whose connection could not be opened. Unknown when the battery itself
 failed or did not finish, or when every probe was inconclusive. Valid otherwise, with the
 number of probes (0, with a note, when no node was running to probe).
 """
@@ -26,7 +31,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-__all__ = ["PROBES_FILE", "check_probes", "probes_checker", "read_probes"]
+__all__ = ["PROBES_FILE", "answer_matches", "check_probes", "probes_checker", "read_probes"]
 
 PROBES_FILE = "probes.jsonl"
 #: answers that mean "refused before doing anything" for any request
@@ -67,8 +72,60 @@ def _show(answer: Mapping[str, Any]) -> str:
     return f"{outcome}" + (f" ({detail})" if detail else "")
 
 
+def _same(a: Any, b: Any) -> bool:
+    # JSON-exact: False is not 0, 1 is not 1.0 (the wire keeps the types apart too)
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def answer_matches(expected: Mapping[str, Any], answer: Mapping[str, Any]) -> bool:
+    """Whether ``answer`` (an answer record, harness/probes.py) is the ``expected`` one of an
+    answer scenario's step: ``{"type": "ok", "value": V}``, ``{"type": "ok", "token_above":
+    N}``, ``{"type": "ok", "fields": {...}}`` or ``{"type": "error", "code": C}``."""
+    if answer.get("outcome") != "answered":
+        return False
+    if expected.get("type") == "error":
+        return answer.get("type") == "error" and answer.get("code") == expected.get("code")
+    if answer.get("type") != "ok":
+        return False
+    value = answer.get("value")
+    if "token_above" in expected:
+        return isinstance(value, int) and not isinstance(value, bool) and value > expected["token_above"]
+    if "fields" in expected:
+        return isinstance(value, dict) and all(_same(value.get(k), v) for k, v in expected["fields"].items())
+    return _same(value, expected.get("value"))
+
+
+def _show_expected(expected: Mapping[str, Any]) -> str:
+    if expected.get("type") == "error":
+        return f"error {expected.get('code')}"
+    if "token_above" in expected:
+        return f"ok with a token above {expected['token_above']}"
+    if "fields" in expected:
+        return f"ok with {json.dumps(expected['fields'])}"
+    return f"ok {json.dumps(expected.get('value'))}"
+
+
+def _judge_answer(record: Mapping[str, Any]) -> tuple[str, str | None]:
+    """An answer scenario's step: ("answered" | "inconclusive" | "problem", the problem)."""
+    answer = record.get("answer") or {}
+    expected = record.get("expected") or {}
+    if answer_matches(expected, answer):
+        return "answered", None
+    outcome = answer.get("outcome")
+    if outcome == "connect-failed":
+        return "inconclusive", None
+    if outcome == "no-answer":
+        return "problem", f"hung: {_show(answer)}"
+    code = answer.get("code") if answer.get("type") == "error" else None
+    if code in _NOT_BLAMED or code in _LEADER_MOVED:
+        return "inconclusive", None  # nothing known was done: the scenario stopped there
+    return "problem", f"wrong answer: expected {_show_expected(expected)}, got {_show(answer)}"
+
+
 def _judge_probe(record: Mapping[str, Any]) -> tuple[str, str | None]:
-    """("refused" | "inconclusive" | "problem", the problem in words)."""
+    """("refused" | "answered" | "inconclusive" | "problem", the problem in words)."""
+    if record.get("expect") == "answer":
+        return _judge_answer(record)
     answer = record.get("answer") or {}
     outcome = answer.get("outcome")
     if outcome == "closed":
@@ -103,7 +160,7 @@ def check_probes(records: Iterable[Mapping[str, Any]] | None,
         kinds.setdefault(str(r.get("kind")), []).append(r)
     start = (kinds.get("start") or [{}])[0]
     problems: list[dict[str, Any]] = []
-    counts = {"refused": 0, "inconclusive": 0, "problem": 0}
+    counts = {"refused": 0, "answered": 0, "inconclusive": 0, "problem": 0}
     closed: dict[str, int] = {}
     for r in kinds.get("probe", []):
         verdict, why = _judge_probe(r)
@@ -111,9 +168,11 @@ def check_probes(records: Iterable[Mapping[str, Any]] | None,
         if (r.get("answer") or {}).get("outcome") == "closed":
             closed[r.get("node")] = closed.get(r.get("node"), 0) + 1
         if why is not None:
+            expected = ("the connection closed" if r.get("expect") == "close" else
+                        _show_expected(r.get("expected") or {}) if r.get("expect") == "answer" else
+                        "error bad_request with a message")
             problems.append({"probe": r.get("probe"), "node": r.get("node"), "sent": r.get("what"),
-                             "expected": "the connection closed" if r.get("expect") == "close" else
-                             "error bad_request with a message", "answer": r.get("answer"), "problem": why})
+                             "expected": expected, "answer": r.get("answer"), "problem": why})
     before = start.get("bad_frames_before") or {}
     for r in kinds.get("alive", []):
         node = r.get("node")
@@ -143,7 +202,7 @@ def check_probes(records: Iterable[Mapping[str, Any]] | None,
                                         f"not {json.dumps(r.get('expected'))}"})
     out: dict[str, Any] = {"probes": len(kinds.get("probe", [])), "battery": start.get("battery"),
                            "nodes": start.get("nodes", []), "refused": counts["refused"],
-                           "inconclusive": counts["inconclusive"]}
+                           "answered": counts["answered"], "inconclusive": counts["inconclusive"]}
     unwritten = [r.get("key") for r in kinds.get("setup", []) if r.get("put") is not None
                  and (r.get("answer") or {}).get("type") != "ok"]
     if unwritten or (kinds.get("setup") and not any(r.get("put") is not None for r in kinds["setup"])):
@@ -162,7 +221,7 @@ def check_probes(records: Iterable[Mapping[str, Any]] | None,
         out.update(valid="unknown", error=f"the battery failed: {kinds['error'][0].get('error')}")
     elif not kinds.get("end"):
         out.update(valid="unknown", error="the battery did not finish (the run was stopped during it)")
-    elif out["probes"] and not counts["refused"]:
+    elif out["probes"] and not counts["refused"] and not counts["answered"]:
         out.update(valid="unknown", error="no probe met a refusal or a problem (every one inconclusive, e.g. no "
                                           "connection could be opened): nothing was tested")
     else:

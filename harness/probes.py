@@ -24,6 +24,19 @@ held to (``checkers/probes.py`` judges the records):
 - afterwards the node still runs and answers a valid request, and every key a probe aimed at
   holds what it held before (read back at the leader).
 
+The malformed probes only show that bad input is refused. The answer scenarios
+(:data:`SCENARIOS`) then send the leader well-formed but unusual requests whose answers the
+API fully determines, in a fresh key prefix (``probe/fresh/<term>-<commit index>/``): a
+get, delete and cas of a key never written, create-if-absent twice, a fenced put below,
+at and (after a delete) below the key's fence, a txn reading its own write; and a lock
+nobody holds released with and without a token, acquired, refused to another owner,
+released by the wrong owner or token, renewed, released by the holder with its token,
+released again, taken by the other owner and released by it without a token. Each step's
+record carries its expected answer; a scenario stops at the first answer that differs.
+The workloads never send most of these (no workload releases a lock it does not hold on
+purpose, or deletes a key never written), so a node answering them wrongly passed every
+run before (the release mutant ``kv.py:441:16:and_or`` among them).
+
 The probes use keys of their own (``probe/...``) and a lock of their own; their requests and
 answers go to ``probes.jsonl`` in the run directory, never to ``history.jsonl``, so the
 workload's checkers never see them (the white-box checkers' signatures cover only the
@@ -33,13 +46,15 @@ Record kinds in ``probes.jsonl`` (one JSON object a line): ``start`` (battery ve
 probed and not, leader, each node's ``bad_frames`` before), ``setup`` (each probed key read
 before, and the valid writes of the scalars the probes aim at), ``probe`` (one probe to one
 node: name, level, expected refusal, answer; a node's first unanswered probe is its last),
-``alive`` (the node afterwards: running, status answered, ``bad_frames`` after), ``data`` (a
+``probe`` records of the answer scenarios (level ``answer``, with ``expected``, ``scenario``
+and ``step``), ``alive`` (the node afterwards: running, status answered, ``bad_frames`` after), ``data`` (a
 probed key read back: expected and got), ``end``; ``error`` when the battery itself failed.
 Sharded runs get no battery (and no file): a sharded node routes keyed requests by group.
 
 Cost: 44 probes per node, one TLS connection each, nodes in parallel: about 0.6 s for 3
-nodes and 0.8 s for 5 on the loaded 2-core test machine; in the simulator about 0.02 s of
-wall time per seed (no network, a few Raft writes and reads).
+nodes and 0.8 s for 5 on the loaded 2-core test machine, then the 33 scenario steps at the
+leader one after another (each a Raft write or read); in the simulator a few hundredths of
+a second of wall time per seed (no network).
 """
 
 from __future__ import annotations
@@ -55,14 +70,15 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import msgpack
 
-from checkers.probes import PROBES_FILE
+from checkers.probes import PROBES_FILE, answer_matches
 from ukehi import wire
 from ukehi.node.driver import ADDRESS_KEY_PREFIX
 
 log = logging.getLogger("ukehi_jepsen.probes")
 
 #: bumped when the battery changes, so a stored probes.jsonl says which battery it ran
-BATTERY_VERSION = 1
+#: (2: the answer scenarios, :data:`SCENARIOS`)
+BATTERY_VERSION = 2
 #: every key a probe aims at starts with this (never a workload's prefix: register/, kv/, ...)
 PROBE_PREFIX = "probe/"
 #: the scalars the probes aim at, each written first by a valid put: one for the stateless
@@ -87,6 +103,7 @@ _LEN = struct.Struct(">I")
 # Expected refusals.
 CLOSE = "close"              # the connection is closed with a bad-frame log line, no answer
 BAD_REQUEST = "bad_request"  # an error answer with code bad_request and a message
+ANSWER = "answer"            # a well-formed request: the exact answer in the record's ``expected``
 
 
 @dataclass(frozen=True)
@@ -234,6 +251,160 @@ EXPECTED_AFTER: dict[str, Any] = {k: (SCALAR_VALUE if k in SCALAR_KEYS else None
                                   for p in BATTERY for k in p.keys}
 
 
+# ---------------------------------------------------------------------------- answer scenarios
+#: the lease the lock scenario's acquires ask for: far longer than the battery, so no lease
+#: runs out inside it (a clock fault's 60 s bump included) and every answer is determined
+SCENARIO_TTL_MS = 600_000
+OWNER_A, OWNER_B = "probe-a", "probe-b"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One well-formed request of a scenario and the one answer the API allows at that point.
+
+    ``body`` and ``expected`` are functions of ``(ns, got)``: the scenario's fresh key prefix
+    and the values earlier steps saved (``save``: the ok value is kept under that name, e.g.
+    an acquire's token). ``expected`` is ``{"type": "ok", "value": V}`` (exactly V),
+    ``{"type": "ok", "token_above": N}`` (an int above N), ``{"type": "ok", "fields": {...}}``
+    (a map holding those fields; others, such as a txn's log index, not judged) or
+    ``{"type": "error", "code": C}`` (checkers/probes.py, ``answer_matches``)."""
+
+    name: str
+    what: str
+    t: wire.MsgType
+    body: Callable[[str, Mapping[str, Any]], dict[str, Any]]
+    expected: Callable[[str, Mapping[str, Any]], dict[str, Any]]
+    save: str | None = None
+
+
+def _ok(value: Any = None) -> Callable[[str, Mapping[str, Any]], dict[str, Any]]:
+    return lambda ns, got: {"type": "ok", "value": value}
+
+
+def _error(code: wire.ErrorCode) -> Callable[[str, Mapping[str, Any]], dict[str, Any]]:
+    return lambda ns, got: {"type": "error", "code": code.value}
+
+
+def _release(owner: str, token: Callable[[Mapping[str, Any]], int | None] = lambda got: None) -> Callable[..., dict]:
+    def body(ns: str, got: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"lock": f"{ns}lock", "owner": owner}
+        t = token(got)
+        if t is not None:
+            out["token"] = t
+        return out
+    return body
+
+
+def _acquire(owner: str) -> Callable[[str, Mapping[str, Any]], dict[str, Any]]:
+    return lambda ns, got: {"lock": f"{ns}lock", "owner": owner, "ttl_ms": SCENARIO_TTL_MS}
+
+
+def _scenarios() -> dict[str, tuple[Step, ...]]:
+    G, D, C, F, A, R, X = (wire.MsgType.GET, wire.MsgType.DELETE, wire.MsgType.CAS, wire.MsgType.FENCED_PUT,
+                           wire.MsgType.ACQUIRE, wire.MsgType.RELEASE, wire.MsgType.TXN)
+    NLH, HELD = wire.ErrorCode.NOT_LOCK_HOLDER, wire.ErrorCode.LOCK_HELD
+    CAS_FAILED, REFUSED = wire.ErrorCode.CAS_FAILED, wire.ErrorCode.REFUSED
+    key = lambda ns, got: {"key": f"{ns}k"}  # noqa: E731
+    fkey = lambda ns, got: {"key": f"{ns}fenced"}  # noqa: E731
+    keys = (
+        Step("get-never-written", "a get of a key never written: ok, nil", G, key, _ok(None)),
+        Step("delete-missing", "a delete of a key never written: ok, false (nothing existed)", D, key, _ok(False)),
+        Step("cas-missing", "a cas expecting a value of a missing key: cas_failed", C,
+             lambda ns, got: {"key": f"{ns}k", "expected": "probe-x", "new": CHANGED}, _error(CAS_FAILED)),
+        Step("get-after-failed-cas", "a get after the failed cas: still nil", G, key, _ok(None)),
+        Step("cas-create", "a cas from nil (create if absent): ok", C,
+             lambda ns, got: {"key": f"{ns}k", "expected": None, "new": "probe-v1"}, _ok(None)),
+        Step("cas-create-again", "a second create-if-absent: cas_failed (it exists now)", C,
+             lambda ns, got: {"key": f"{ns}k", "expected": None, "new": CHANGED}, _error(CAS_FAILED)),
+        Step("cas-swap", "a cas from the value it holds: ok", C,
+             lambda ns, got: {"key": f"{ns}k", "expected": "probe-v1", "new": "probe-v2"}, _ok(None)),
+        Step("get-after-cas", "a get: the swapped value", G, key, _ok("probe-v2")),
+        Step("delete-present", "a delete of the key: ok, true (it existed)", D, key, _ok(True)),
+        Step("get-after-delete", "a get after the delete: nil", G, key, _ok(None)),
+        Step("fenced-put-5", "a fenced put with token 5 on a fresh key: ok", F,
+             lambda ns, got: {"key": f"{ns}fenced", "value": "probe-f5", "token": 5}, _ok(None)),
+        Step("fenced-put-lower", "a fenced put with token 4 after 5: refused", F,
+             lambda ns, got: {"key": f"{ns}fenced", "value": CHANGED, "token": 4}, _error(REFUSED)),
+        Step("fenced-put-equal", "a fenced put with token 5 again (the same holder writing again): ok", F,
+             lambda ns, got: {"key": f"{ns}fenced", "value": "probe-f5b", "token": 5}, _ok(None)),
+        Step("get-fenced", "a get of the fenced key: the second token-5 value", G, fkey, _ok("probe-f5b")),
+        Step("delete-fenced", "a delete of the fenced key: ok, true", D, fkey, _ok(True)),
+        Step("fenced-put-lower-after-delete", "a fenced put with token 3 after the delete: refused (the key's "
+             "fence survives a delete)", F, lambda ns, got: {"key": f"{ns}fenced", "value": CHANGED, "token": 3},
+             _error(REFUSED)),
+        Step("get-fenced-after-delete", "a get of the fenced key: nil", G, fkey, _ok(None)),
+        Step("txn-reads-own-write", "a txn reading, writing, reading a fresh key: the second read sees the write", X,
+             lambda ns, got: {"ops": [["r", f"{ns}txn", None], ["w", f"{ns}txn", "probe-t1"],
+                                      ["r", f"{ns}txn", None]]},
+             lambda ns, got: {"type": "ok", "fields": {"ops": [["r", f"{ns}txn", None], ["w", f"{ns}txn", "probe-t1"],
+                                                              ["r", f"{ns}txn", "probe-t1"]]}}),
+        Step("get-after-txn", "a get of the txn's key: its write", G, lambda ns, got: {"key": f"{ns}txn"},
+             _ok("probe-t1")),
+    )
+    t1 = lambda got: got["t1"]  # noqa: E731
+    t2 = lambda got: got["t2"]  # noqa: E731
+    lock = (
+        Step("release-free", "a release (no token) of a lock nobody holds: not_lock_holder", R, _release(OWNER_A),
+             _error(NLH)),
+        Step("release-free-token", "a release with token 1 of a lock nobody holds: not_lock_holder", R,
+             _release(OWNER_A, lambda got: 1), _error(NLH)),
+        Step("acquire-free", "an acquire of the free lock by a: ok, a token", A, _acquire(OWNER_A),
+             lambda ns, got: {"type": "ok", "token_above": 0}, save="t1"),
+        Step("acquire-held", "an acquire by b while a holds it: lock_held", A, _acquire(OWNER_B), _error(HELD)),
+        Step("release-by-other", "a release (no token) by b, who does not hold it: not_lock_holder", R,
+             _release(OWNER_B), _error(NLH)),
+        Step("release-by-other-token", "a release by b with a's token: not_lock_holder", R, _release(OWNER_B, t1),
+             _error(NLH)),
+        Step("release-wrong-token", "a release by a with another token than its own: not_lock_holder", R,
+             _release(OWNER_A, lambda got: got["t1"] + 1), _error(NLH)),
+        Step("acquire-renew", "a re-acquire by the holder a: ok, a newer token", A, _acquire(OWNER_A),
+             lambda ns, got: {"type": "ok", "token_above": got["t1"]}, save="t2"),
+        Step("release-old-token", "a release by a with its token from before the renewal: not_lock_holder", R,
+             _release(OWNER_A, t1), _error(NLH)),
+        Step("release-holder-token", "a release by the holder a with its token: ok", R, _release(OWNER_A, t2),
+             _ok(None)),
+        Step("release-again", "the same release again: not_lock_holder (released already)", R,
+             _release(OWNER_A, t2), _error(NLH)),
+        Step("acquire-after-release", "an acquire by b of the released lock: ok, a newer token", A, _acquire(OWNER_B),
+             lambda ns, got: {"type": "ok", "token_above": got["t2"]}, save="t3"),
+        Step("release-holder-no-token", "a release (no token) by the holder b: ok", R, _release(OWNER_B), _ok(None)),
+        Step("release-no-token-again", "the same release again: not_lock_holder", R, _release(OWNER_B), _error(NLH)),
+    )
+    return {"keys": keys, "lock": lock}
+
+
+#: well-formed requests whose answers the API fully determines, sent in order to the leader
+#: in a key prefix of their own (``probe/fresh/<term>-<commit index>/``, new for each
+#: battery on a cluster); a scenario stops at its first answer that is not the expected one
+SCENARIOS: dict[str, tuple[Step, ...]] = _scenarios()
+SCENARIO_STEPS = sum(len(steps) for steps in SCENARIOS.values())
+
+
+async def run_scenarios(transport: "Transport", leader: str, status: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """:data:`SCENARIOS` at ``leader``, one request per fresh connection, each step's record
+    with its expected answer. A scenario stops at the first answer that is not the expected
+    one (what follows would be judged against a state nobody knows), a wrong one included."""
+    status = status or {}
+    ns = f"{PROBE_PREFIX}fresh/{status.get('term', 0)}-{status.get('commit_index', 0)}/"
+    records: list[dict[str, Any]] = []
+    for scenario, steps in SCENARIOS.items():
+        got: dict[str, Any] = {}
+        for i, step in enumerate(steps, 1):
+            body = step.body(ns, got)
+            expected = step.expected(ns, got)
+            t0 = time.monotonic()
+            reply = await _valid(transport, leader, step.t, body)
+            records.append({"kind": "probe", "probe": f"{scenario}/{step.name}", "level": "answer", "node": leader,
+                            "what": f"{step.what} ({step.t.value} {json.dumps(jsonable(body), sort_keys=True)})",
+                            "expect": ANSWER, "expected": expected, "leader_only": True, "scenario": scenario,
+                            "step": i, "answer": reply, "ms": round(1000 * (time.monotonic() - t0), 1)})
+            if not answer_matches(expected, reply):
+                break
+            if step.save is not None:
+                got[step.save] = reply.get("value")
+    return records
+
+
 # ---------------------------------------------------------------------------- transports
 def answer(outcome: str, frame: wire.Frame | None = None, **extra: Any) -> dict[str, Any]:
     """An answer record: ``answered`` (``type``, ``code``, ``message``, ``value``), ``closed``
@@ -359,6 +530,11 @@ async def run_battery(transport: Transport, nodes: Sequence[str], write: Callabl
     transport.close_reasons(per_node)
     for records in per_node.values():
         for record in records:
+            write(record)
+    # Then the answer scenarios at the leader of now (the malformed probes may have moved it).
+    lead = await _leader(transport, running)
+    if lead is not None:
+        for record in await run_scenarios(transport, lead, await _status(transport, lead)):
             write(record)
     for node in running:
         status = await _status(transport, node)

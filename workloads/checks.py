@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from checkers.fencing import check_fencing
 from checkers.history import Op
 from checkers.linearizability import analyze
-from checkers.locks import DEFAULT_SLACK_MS, check_lock_exclusion
+from checkers.locks import check_lock_exclusion, clock_slack_from_history
 from checkers.stats import check_stats
 from checkers.visualize import visualize
 
@@ -69,9 +69,12 @@ def lock_exclusion(ttl_ms: float) -> Check:
     """No two owners' leases of one lock overlap; a free lock is not refused (checkers/locks.py).
 
     Option ``clock_slack_ms``: how far the nodes' clocks may disagree (lease TTLs are stamped
-    with the leader's clock, so a clock fault can shorten a lease, and the checker reports that)."""
+    with the leader's clock, so a clock fault can shorten a lease); without it, the slack the
+    run's own clock faults call for (``clock_slack_from_history``)."""
 
     def check(history: Sequence[Op], options: Mapping[str, Any]) -> dict[str, Any]:
-        return check_lock_exclusion(history, ttl_ms=ttl_ms, clock_slack_ms=options.get("clock_slack_ms", DEFAULT_SLACK_MS))
+        slack = options.get("clock_slack_ms")
+        return check_lock_exclusion(history, ttl_ms=ttl_ms, clock_slack_ms=(
+            slack if slack is not None else clock_slack_from_history(history, ttl_ms)))
 
     return check

@@ -6,25 +6,48 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from checkers.probes import check_probes
-from harness.probes import (APPEND_SCALAR_KEY, BATTERY, SCALAR_KEYS, SCALAR_VALUE, TXN_SCALAR_KEY, answer,
-                            run_battery)
+from harness.probes import (APPEND_SCALAR_KEY, BATTERY, SCALAR_KEYS, SCALAR_VALUE, SCENARIO_STEPS, SCENARIOS,
+                            TXN_SCALAR_KEY, answer, run_battery)
 from ukehi import wire
+from ukehi.kv import KVStateMachine, encode_command, err, ok
 from ukehi.node.driver import ADDRESS_KEY_PREFIX
 
 
+class AcceptsAppendToScalar(KVStateMachine):
+    """The state machine with the append-to-scalar refusal gone (plain appends and txns)."""
+
+    def _append_refused(self, key: str) -> None:
+        return None
+
+    def _execute_txn(self, cmd: dict[str, Any], index: int) -> Any:
+        if cmd["op"] == "txn":
+            for f, k, _ in cmd["ops"]:
+                if f == "append" and isinstance(self._data.get(k), str):
+                    self._data[k] = [self._data[k]]  # appended to as if it were a list
+        return super()._execute_txn(cmd, index)
+
+
 class Scripted:
-    """Three nodes, n1 leads; a dict for the data; the codec's refusals close the connection
-    (and count a bad frame) as the server does. ``setup_fails``: puts answer not_leader."""
+    """Three nodes, n1 leads and applies every write to a real KV state machine; any node
+    answers reads from it; the codec's refusals close the connection (and count a bad frame)
+    as the server does. ``setup_fails``: puts answer not_leader; ``sm``: the state machine."""
 
     counts_bad_frames = True
 
-    def __init__(self, *, setup_fails: bool = False, accept_append_to_scalar: bool = False) -> None:
-        self.data: dict[str, Any] = {}
+    def __init__(self, *, setup_fails: bool = False, accept_append_to_scalar: bool = False,
+                 sm: KVStateMachine | None = None) -> None:
+        self.sm = sm if sm is not None else (AcceptsAppendToScalar() if accept_append_to_scalar else KVStateMachine())
+        self.index = 0
         self.bad_frames = {"n1": 0, "n2": 0, "n3": 0}
         self.setup_fails = setup_fails
-        self.accept_append_to_scalar = accept_append_to_scalar
         self.sent: list[tuple[str, str]] = []
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self.sm.items())
 
     def is_running(self, node: str) -> bool:
         return True
@@ -45,30 +68,30 @@ class Scripted:
         self.sent.append((node, t.value))
 
         def reply(msg_type: wire.MsgType, out: dict[str, Any]) -> dict[str, Any]:
-            return answer("answered", wire.Frame(msg_type, frame.id, out))
+            # through the codec, as off a socket (a FencingToken arrives as a plain int)
+            return answer("answered", wire.decode_frame(wire.encode_frame(msg_type, frame.id, out)))
 
         if t is wire.MsgType.STATUS:
             return reply(wire.MsgType.OK, wire.ok_body({"role": "leader" if node == "n1" else "follower", "term": 2,
+                                                        "commit_index": self.index,
                                                         "bad_frames": self.bad_frames[node]}))
         keys = [body["key"]] if "key" in body else [m[1] for m in body.get("ops", [])]
         if t is not wire.MsgType.GET and any(k.startswith(ADDRESS_KEY_PREFIX) for k in keys):
             return reply(wire.MsgType.ERROR, wire.error_body(wire.ErrorCode.BAD_REQUEST, "reserved"))
-        if node != "n1" and t is not wire.MsgType.GET:
-            return reply(wire.MsgType.ERROR, wire.error_body(wire.ErrorCode.NOT_LEADER, "n1 leads"))
         if t is wire.MsgType.GET:
-            return reply(wire.MsgType.OK, wire.ok_body(self.data.get(body["key"])))
-        if t is wire.MsgType.PUT:
-            if self.setup_fails:
-                return reply(wire.MsgType.ERROR, wire.error_body(wire.ErrorCode.NOT_LEADER, "lost it"))
-            self.data[body["key"]] = body["value"]
-            return reply(wire.MsgType.OK, {})
-        # append / txn: an absent key takes an append; a scalar refuses it (unless told not to)
-        for f, k, v in ([["append", body["key"], body["value"]]] if t is wire.MsgType.APPEND else body["ops"]):
-            if f == "append" and isinstance(self.data.get(k), str) and not self.accept_append_to_scalar:
-                return reply(wire.MsgType.ERROR, wire.error_body(wire.ErrorCode.BAD_REQUEST, "holds a scalar"))
-        for f, k, v in ([["append", body["key"], body["value"]]] if t is wire.MsgType.APPEND else body["ops"]):
-            self.data[k] = [*(self.data.get(k) or [])] + [v] if f == "append" else v
-        return reply(wire.MsgType.OK, wire.ok_body({"index": 9}))
+            return reply(wire.MsgType.OK, wire.ok_body(self.sm.read(body["key"])))
+        if node != "n1":
+            return reply(wire.MsgType.ERROR, wire.error_body(wire.ErrorCode.NOT_LEADER, "n1 leads"))
+        if t is wire.MsgType.PUT and self.setup_fails:
+            return reply(wire.MsgType.ERROR, wire.error_body(wire.ErrorCode.NOT_LEADER, "lost it"))
+        command = {"op": t.value, **body}
+        if t in (wire.MsgType.ACQUIRE, wire.MsgType.RELEASE):
+            command["now_ms"] = 1000 + self.index  # the leader's clock
+        self.index += 1
+        result = self.sm.apply(self.index, self.index, encode_command(command))
+        if result["ok"]:
+            return reply(wire.MsgType.OK, wire.ok_body(result["value"]))
+        return reply(wire.MsgType.ERROR, wire.error_body(wire.ErrorCode(result["error"]), result["message"]))
 
 
 def battery(transport: Scripted) -> list[dict[str, Any]]:
@@ -83,12 +106,12 @@ def test_every_node_gets_the_stateless_probes_and_the_leader_the_stateful_ones()
     probes = [r for r in records if r["kind"] == "probe"]
     stateful = {p.name for p in BATTERY if p.leader_only}
     assert {r["node"] for r in probes if r["probe"] in stateful} == {"n1"}
-    assert len(probes) == 3 * (len(BATTERY) - len(stateful)) + len(stateful)
+    assert len(probes) == 3 * (len(BATTERY) - len(stateful)) + len(stateful) + SCENARIO_STEPS
     assert {t.data[k] for k in SCALAR_KEYS} == {SCALAR_VALUE}
     data = {r["key"]: r for r in records if r["kind"] == "data"}
     assert set(data) >= set(SCALAR_KEYS) and all(r["read"]["value"] == r["expected"] for r in data.values())
     got = check_probes(records)
-    assert got["valid"] is True and got["probes"] == len(probes)
+    assert got["valid"] is True and got["probes"] == len(probes) and got["answered"] == SCENARIO_STEPS
 
 
 def test_a_failed_setup_write_skips_the_probes_that_need_it_instead_of_a_false_alarm():
@@ -108,3 +131,97 @@ def test_an_append_to_a_scalar_that_is_taken_is_caught_with_the_changed_value():
     problems = {(p.get("probe"), p.get("key")) for p in got["problems"]}
     assert ("append-to-scalar", None) in problems and ("txn-append-to-scalar", None) in problems
     assert (None, APPEND_SCALAR_KEY) in problems and (None, TXN_SCALAR_KEY) in problems
+
+
+# ---- the answer scenarios (well-formed requests with determined answers) ----
+
+class RefusesTokenedReleases(KVStateMachine):
+    """The mutant kv.py:441:16:and_or: every release carrying a token is refused."""
+
+    def _execute(self, cmd: dict[str, Any], token: Any) -> Any:
+        if cmd["op"] == "release" and "token" in cmd:
+            return err(wire.ErrorCode.NOT_LOCK_HOLDER, "not held with that token")
+        return super()._execute(cmd, token)
+
+
+class ReleaseKeepsTheLock(KVStateMachine):
+    """release answers ok and leaves the lock held (its ``del`` dropped)."""
+
+    def _execute(self, cmd: dict[str, Any], token: Any) -> Any:
+        kept = self._locks.get(cmd.get("lock", ""))
+        result = super()._execute(cmd, token)
+        if cmd["op"] == "release" and kept is not None:
+            self._locks[cmd["lock"]] = kept
+        return result
+
+
+class DeleteSaysExisted(KVStateMachine):
+    """delete answers the opposite of whether the key existed."""
+
+    def _execute(self, cmd: dict[str, Any], token: Any) -> Any:
+        result = super()._execute(cmd, token)
+        return ok(not result["value"]) if cmd["op"] == "delete" else result
+
+
+def scenario_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["kind"] == "probe" and r["level"] == "answer"]
+
+
+def test_every_scenario_step_goes_to_the_leader_in_a_fresh_prefix_and_gets_its_answer():
+    records = battery(Scripted())
+    steps = scenario_records(records)
+    assert [r["probe"] for r in steps] == [f"{s}/{step.name}" for s, all_ in SCENARIOS.items() for step in all_]
+    assert {r["node"] for r in steps} == {"n1"} and all(r["expect"] == "answer" for r in steps)
+    assert all("probe/fresh/2-" in r["what"] for r in steps)
+    tokens = [r["answer"]["value"] for r in steps
+              if r["probe"].startswith("lock/acquire") and r["answer"]["type"] == "ok"]
+    assert len(tokens) == 3 and tokens == sorted(set(tokens))  # granted, renewed, re-granted: each newer
+
+
+@pytest.mark.parametrize("sm, probe, got", [
+    (RefusesTokenedReleases, "lock/release-holder-token", "error not_lock_holder"),
+    (ReleaseKeepsTheLock, "lock/release-again", "ok null"),  # still held: released "again"
+    (DeleteSaysExisted, "keys/delete-missing", "ok true"),
+])
+def test_a_wrong_answer_fails_the_battery_and_stops_its_scenario(sm, probe, got):
+    records = battery(Scripted(sm=sm()))
+    verdict = check_probes(records)
+    assert verdict["valid"] is False
+    wrong = [p for p in verdict["problems"] if p.get("probe") == probe]
+    assert len(wrong) == 1 and f", got {got}" in wrong[0]["problem"] and wrong[0]["node"] == "n1"
+    assert probe in verdict["explanation"]
+    scenario = probe.split("/")[0]
+    sent = [r["probe"] for r in scenario_records(records) if r["scenario"] == scenario]
+    assert sent[-1] == probe  # nothing after the wrong answer: its state is unknown
+
+
+class LosesLeadership(Scripted):
+    """n1 stops leading at the n-th lock scenario request: not_leader from then on."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    async def exchange(self, node: str, data: bytes, *, cut: int | None = None, timeout: float = 5.0) -> dict[str, Any]:
+        frame = None if cut is not None else _decodes(data)
+        if frame is not None and frame.type in (wire.MsgType.ACQUIRE, wire.MsgType.RELEASE):
+            self.after -= 1
+            if self.after < 0:
+                return answer("answered", wire.Frame(wire.MsgType.ERROR, frame.id,
+                                                     wire.error_body(wire.ErrorCode.NOT_LEADER, "moved")))
+        return await super().exchange(node, data, cut=cut, timeout=timeout)
+
+
+def _decodes(data: bytes) -> wire.Frame | None:
+    try:
+        return wire.decode_frame(data)
+    except wire.ProtocolError:
+        return None
+
+
+def test_a_leader_change_inside_a_scenario_is_inconclusive_and_stops_it():
+    records = battery(LosesLeadership(after=4))
+    verdict = check_probes(records)
+    assert verdict["valid"] is True and verdict["inconclusive"] == 1
+    lock = [r["probe"] for r in scenario_records(records) if r["scenario"] == "lock"]
+    assert len(lock) == 5 and lock[-1] == "lock/release-by-other"  # the 5th lock request: not_leader

@@ -1,5 +1,6 @@
 """The bad-input battery in one real run (harness/probes.py from harness/run.py): real node
-processes, the run's TLS client certificate, every probe refused, nothing in the history."""
+processes, the run's TLS client certificate, every malformed probe refused, every scenario
+step answered as the API says, nothing in the history."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from checkers.history import load_jsonl
 from checkers.probes import PROBES_FILE, read_probes
-from harness.probes import BATTERY, PROBE_PREFIX
+from harness.probes import BATTERY, PROBE_PREFIX, SCENARIO_STEPS
 
 
 def test_a_real_run_probes_every_node_and_the_correct_build_refuses_everything(tmp_path: Path):
@@ -22,8 +23,9 @@ def test_a_real_run_probes_every_node_and_the_correct_build_refuses_everything(t
     verdict = json.loads((run / "results.json").read_text())["checkers"]["bad-input"]
     assert verdict["valid"] is True, verdict
     leader_only = sum(1 for p in BATTERY if p.leader_only)
-    assert verdict["probes"] == 3 * (len(BATTERY) - leader_only) + leader_only
-    assert verdict["refused"] == verdict["probes"]
+    assert verdict["probes"] == 3 * (len(BATTERY) - leader_only) + leader_only + SCENARIO_STEPS
+    # the malformed probes are refused; the well-formed scenario steps answered as expected
+    assert verdict["answered"] == SCENARIO_STEPS and verdict["refused"] + verdict["answered"] == verdict["probes"]
     records = read_probes(run / PROBES_FILE)
     assert records is not None and records[-1]["kind"] == "end"
     # the frame-level refusals carry the node's own bad-frame reason, matched by port

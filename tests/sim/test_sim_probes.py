@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.probes import BATTERY, PROBE_PREFIX, RESERVED_KEY
+from harness.probes import BATTERY, PROBE_PREFIX, RESERVED_KEY, SCENARIO_STEPS
 from harness.sim.runner import SimSettings, run_seed
 from ukehi import kv
 from ukehi.node import api
+from ukehi.wire import ErrorCode
 
 
 def test_a_correct_seed_refuses_every_probe_and_the_probes_stay_out_of_the_history():
@@ -18,8 +19,10 @@ def test_a_correct_seed_refuses_every_probe_and_the_probes_stay_out_of_the_histo
     nodes = len(verdict["nodes"])
     assert nodes >= 3
     leader_only = sum(1 for p in BATTERY if p.leader_only)
-    assert verdict["probes"] == nodes * (len(BATTERY) - leader_only) + leader_only
-    assert verdict["refused"] + verdict["inconclusive"] == verdict["probes"] and verdict["refused"] > 0
+    assert verdict["probes"] == nodes * (len(BATTERY) - leader_only) + leader_only + SCENARIO_STEPS
+    assert verdict["answered"] == SCENARIO_STEPS  # every well-formed step got its determined answer
+    assert verdict["refused"] + verdict["answered"] + verdict["inconclusive"] == verdict["probes"]
+    assert verdict["refused"] > 0
     assert result.valid is True
     for op in result.history:
         assert not str(op.key).startswith(PROBE_PREFIX) and op.key != RESERVED_KEY
@@ -47,3 +50,21 @@ def test_a_node_that_lets_a_reserved_key_through_is_caught(monkeypatch: pytest.M
     # answered ok by the leader, not_leader by the followers: both are named
     answers = {p["answer"].get("type") for p in verdict["problems"] if p.get("probe") == "put-reserved-key"}
     assert "ok" in answers
+
+
+def test_a_state_machine_that_refuses_the_holders_tokened_release_is_caught(monkeypatch: pytest.MonkeyPatch):
+    # the mutant kv.py:441:16:and_or (``"token" in cmd and ...`` -> ``or``): every release
+    # with a token is refused; no register seed releases a lock at all
+    real = kv.KVStateMachine._execute
+
+    def refuse_tokened_releases(self: kv.KVStateMachine, cmd: dict, token: int) -> dict:
+        if cmd["op"] == "release" and "token" in cmd:
+            return kv.err(ErrorCode.NOT_LOCK_HOLDER, "not held with that token")
+        return real(self, cmd, token)
+
+    monkeypatch.setattr(kv.KVStateMachine, "_execute", refuse_tokened_releases)
+    result = run_seed(1, SimSettings(duration=4.0))
+    verdict = result.checkers["bad-input"]
+    assert verdict["valid"] is False and result.valid is False
+    (wrong,) = [p for p in verdict["problems"] if p.get("probe") == "lock/release-holder-token"]
+    assert "expected ok null, got error not_lock_holder" in wrong["problem"]
