@@ -23,8 +23,9 @@ import os
 import shutil
 
 from ukehi.client import UkehiClient
-from ukehi.shardmap import ShardMap, meta_members, placement
+from ukehi.shardmap import meta_members, placement
 
+from test_shard_add_remove import final_map as settled_map
 from test_shard_moves import writer
 
 SHARDS, RF = 8, 3
@@ -38,14 +39,6 @@ async def wait_led(cluster, ids, timeout: float = 45.0) -> None:
         return set(ids) <= set(statuses) and leaders == set(range(SHARDS))
 
     await cluster.wait_until(led, timeout, "a leader in every shard", ids)
-
-
-async def settled_map(addresses) -> ShardMap:
-    async with UkehiClient(addresses, timeout=5.0) as c:
-        r = await c.rebalance_status()
-        assert r.ok and not r.value["rebalancing"], r
-        assert c.shard_map is not None
-        return c.shard_map
 
 
 def test_a_metadata_member_is_removed_and_rejoins_fresh_and_the_map_keeps_changing(make_cluster):
