@@ -201,11 +201,17 @@ def classify_seed(seed: int, rc: int | None, output: str, seconds: float = 0.0) 
     return SeedOutcome(seed, status, rc, seconds, failed, raised)
 
 
+#: the baseline stores each run's seconds rounded to 0.1 s: a recorded time may be this much short
+CLEAN_SECONDS_ROUNDING = 0.05
+
+
 def timeout_is_kill(limit: float, clean_seconds: float | None) -> bool:
     """A run that outlived ``limit`` is killed when the unmutated copy's run of the same seed
-    (or the same real run) took ``clean_seconds`` and ``limit >= TIMEOUT_KILL_FACTOR * clean_seconds``.
-    No clean time (the baseline itself, or a seed it did not run): never a kill."""
-    return clean_seconds is not None and clean_seconds > 0 and limit >= TIMEOUT_KILL_FACTOR * clean_seconds
+    (or the same real run) took ``clean_seconds`` (as recorded, rounded to 0.1 s: its upper
+    bound is used, so a fast seed recorded as 0 s still has a margin) and ``limit >=
+    TIMEOUT_KILL_FACTOR`` times that. No clean time (the baseline itself, or a seed it did not
+    run): never a kill."""
+    return clean_seconds is not None and limit >= TIMEOUT_KILL_FACTOR * (clean_seconds + CLEAN_SECONDS_ROUNDING)
 
 
 def judge_timeout(outcome: SeedOutcome, limit: float, clean_seconds: float | None) -> SeedOutcome:

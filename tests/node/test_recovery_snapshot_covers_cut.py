@@ -13,6 +13,7 @@ import os
 import random
 from types import SimpleNamespace
 
+from ukehi.config import DEFAULT_WAL_SEGMENT_SIZE
 from ukehi.kv import KVStateMachine, encode_command
 from ukehi.node.driver import Driver, membership_to_config
 from ukehi.node.recovery import build_core, open_storage
@@ -52,7 +53,7 @@ def _recover(data_dir: str, snapshot_index: int) -> tuple[list[str], bool]:
     driver = Driver("n1", bug=None, fsync=True, founders=dict(PEERS), log=log, clock=None, wake=lambda: None)
     driver.network = _NoNetwork()
     cfg = SimpleNamespace(node_id="n1", data_dir=data_dir, corruption_policy="truncate-to-last-good",
-                          join=False, peers=dict(PEERS))
+                          join=False, peers=dict(PEERS), wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE)
     storage = open_storage(cfg, None)
     assert storage.recovered.recovering, "the zeroed chunk must make the policy cut the WAL"
     core = build_core(driver, storage, cfg, RaftConfig(), random.Random(1))

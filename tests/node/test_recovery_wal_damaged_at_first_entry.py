@@ -17,6 +17,7 @@ import os
 import random
 from types import SimpleNamespace
 
+from ukehi.config import DEFAULT_WAL_SEGMENT_SIZE
 from ukehi.kv import encode_command
 from ukehi.node.driver import Driver
 from ukehi.node.recovery import build_core, open_storage
@@ -60,7 +61,7 @@ def _damaged_node(data_dir: str, zero_from: int, keep_tail: int):
                     clock=None, wake=lambda: None)
     driver.network = _NoNetwork()
     cfg = SimpleNamespace(node_id="n1", data_dir=data_dir, corruption_policy="truncate-to-last-good",
-                          join=False, peers=dict(PEERS))
+                          join=False, peers=dict(PEERS), wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE)
     storage = open_storage(cfg, None)
     core = build_core(driver, storage, cfg, RaftConfig(), random.Random(1))
     storage.close()
