@@ -158,6 +158,10 @@ def test_wrong_ca_expired_certificate_and_plain_tcp_are_refused(make_cluster, tm
     async def scenario() -> None:
         leader = await cluster.wait_for_leader()
         addr = cluster.nodes[leader].address
+        # Every node must know the leader before the state is compared: a follower that had
+        # not heard the first heartbeat yet reads term 0 and no leader, then rightly changes.
+        await cluster.wait_until(lambda s: all(x.get("leader") == leader for x in s.values()), 10,
+                                 "every node to know the leader")
         before = await _snapshot_of_state(cluster)
         for name, tls in (("wrong CA", wrong_ca), ("expired", expired), ("plain TCP", None)):
             async with UkehiClient([addr], timeout=2.0, connect_timeout=1.0, tls=tls) as c:
