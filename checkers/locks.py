@@ -246,6 +246,12 @@ def _nonholder_released(r: Release, acquires: Sequence[Acquire],
     return None
 
 
+def _release_by(v: dict[str, Any]) -> str:
+    """"lock L, owner O, token T" (or "no token") of a judged release, for explanations."""
+    return f"lock {v['lock']!r}, owner {v['owner']!r}, " + (
+        f"token {v['token']}" if v['token'] is not None else "no token")
+
+
 def check_lock_exclusion(history: Sequence[Op], *, ttl_ms: float | None = None,
                          clock_slack_ms: float = DEFAULT_SLACK_MS) -> dict[str, Any]:
     """Exclusion, refusal of free locks and answers to releases (see the module doc). ``ttl_ms``: for acquires
@@ -316,19 +322,15 @@ def check_lock_exclusion(history: Sequence[Op], *, ttl_ms: float | None = None,
                         f"lock, e.g. {r['owner']!r} on {r['lock']!r} (op index {r['index']})")
     if holder_refused:
         v = holder_refused[0]
-        problems.append(f"{len(holder_refused)} release(s) by the holder refused as not_lock_holder: lock "
-                        f"{v['lock']!r}, owner {v['owner']!r}, "
-                        + (f"token {v['token']}" if v['token'] is not None else "no token")
-                        + f" (holding token {v['held_token']}, acquired at {v['acquired_ms']} ms, op index "
+        problems.append(f"{len(holder_refused)} release(s) by the holder refused as not_lock_holder: "
+                        + _release_by(v) + f" (holding token {v['held_token']}, acquired at {v['acquired_ms']} ms, op index "
                         f"{v['acquire_index']}, lease surely until {v['lease_until_ms']} ms), release invoked at "
                         f"{v['release_invoked_ms']} ms and refused at {v['refused_ms']} ms (op index {v['index']}), "
                         "with nothing else able to change the lock in between")
     if nonholder_released:
         v = nonholder_released[0]
         problems.append(f"{len(nonholder_released)} release(s) granted to an owner that surely did not hold the "
-                        f"lock: lock {v['lock']!r}, owner {v['owner']!r}, "
-                        + (f"token {v['token']}" if v['token'] is not None else "no token")
-                        + f", release invoked at {v['release_invoked_ms']} ms, ok at {v['released_ms']} ms "
+                        "lock: " + _release_by(v) + f", release invoked at {v['release_invoked_ms']} ms, ok at {v['released_ms']} ms "
                         f"(op index {v['index']}): {v['why']}")
     granted = sum(1 for a in acquires if a.type == "ok")
     return {

@@ -210,12 +210,15 @@ async def _drive(spec: TestSpec, run: RunDir, cluster: Cluster, db: UkehiDB, pro
                 _note(run, final_leader=None, final_leader_error=str(err).splitlines()[0])
             await interp.run_clients(workload.final_generator(), workload.open_client,
                                      deadline=time.monotonic() + spec.final_time_limit)
-        if not is_sharded(spec.node_options):  # a sharded run's groups each have their own leader
+        # A sharded run's groups each have their own leader and counters: neither the final
+        # transfers nor the idle window (busy-when-idle) judge them.
+        unsharded = not is_sharded(spec.node_options)
+        if unsharded:
             await _final_transfers(interp, run_ctx)
         await _consistency_check(spec, run, db)
         await run_probes(run.path, db, spec)  # the bad-input battery (harness/probes.py), into probes.jsonl
         _note(run, down_on_purpose=await _down_on_purpose(db), unresponsive=await _unresponsive(db))
-        if not is_sharded(spec.node_options):
+        if unsharded:
             _note(run, idle=await _idle_work(db))
 
 
@@ -277,8 +280,8 @@ async def _idle_work(db: UkehiDB) -> dict[str, Any]:
     """Each running node's Readies handled and peer messages sent per second over
     IDLE_WINDOW_S, after the final phase, the transfers, the checksum and the probes, once every
     running member of the leader's configuration has applied what the leader committed (or
-    IDLE_SETTLE_S passed): no client
-    and no fault is active then, so a correct node only ticks, heartbeats and answers them.
+    IDLE_SETTLE_S passed): no client and no fault is active then, so a correct node only
+    ticks, heartbeats and answers them.
     A node restarted between the two status rounds (its counters went back) is left out."""
     names = [n for n, h in db.nodes.items() if h.is_running() and h.process_state() not in ("T", "t")]
     deadline = time.monotonic() + IDLE_SETTLE_S
