@@ -112,6 +112,8 @@ def regress_sim_cases(rows: Iterable[Any]) -> list[Case]:
         props = {"outcome": r.outcome, "workload": r.workload, "start_seed": str(r.start_seed),
                  "budget": str(r.budget), "seeds_run": str(r.seeds_run), "caught_by": ",".join(r.caught_by),
                  "first_failing_seed": "" if r.first_failing_seed is None else str(r.first_failing_seed),
+                 "first_failing_family": getattr(r, "first_failing_family", None) or "",
+                 "family_seeds": str(getattr(r, "family_seeds", 0)),
                  "seeds_to_first_failure": "" if r.seeds_to_first_failure is None else str(r.seeds_to_first_failure),
                  "run_dir": r.run_dir or ""}
         if r.outcome == "not run":
@@ -120,8 +122,10 @@ def regress_sim_cases(rows: Iterable[Any]) -> list[Case]:
             status, message = "passed", ""
         else:
             status, message = "failure", f"{r.outcome}: {r.detail}"
-        text = (f"{r.bug} in the simulator ({r.workload}, seeds {r.start_seed}..{r.start_seed + r.budget - 1}): "
-                f"{r.outcome}" + (f" at seed {r.first_failing_seed}" if r.first_failing_seed is not None else "")
+        family = getattr(r, "first_failing_family", None)
+        text = (f"{r.bug} in the simulator ({r.workload}, seeds {r.span}): "
+                f"{r.outcome}" + (f" at {family + '@' if family else 'seed '}{r.first_failing_seed}"
+                                  if r.first_failing_seed is not None else "")
                 + (f", caught by {', '.join(r.caught_by)}" if r.caught_by else "")
                 + (f"\n{r.detail}" if r.detail else "") + (f"\nreplay: {r.replay}" if r.replay else "")
                 + (f"\nresults in {r.run_dir}" if r.run_dir else ""))

@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
                                       "to stderr (CI)"),
         sim_seeds: Optional[int] = typer.Option(None, help="the simulated column's budget: seeds per bug and for "
                                                 "the correct build, from seed 0 (default 30, 10 with --quick)"),
+        sim_family_seeds: Optional[int] = typer.Option(None, help="then seeds 0..N-1 of each targeted fault "
+                                                       "family of the simulator alone (figure-eight, stale-leader, "
+                                                       "...; default 3, 1 with --quick, 0: none)"),
         attempts: int = typer.Option(3, help="runs per planted bug: a run that misses its bug is followed by one "
                                      "with the next seed, until one detects it (the table says which did; "
                                      "the correct build always runs once)"),
@@ -48,17 +51,23 @@ def register(app: typer.Typer) -> None:
         from ..regress import escape_notes, format_table, run_suite
         from ..store import StoreError, check_writable
 
-        from ..regress_sim import SIM_SEEDS, SIM_SEEDS_QUICK, format_sim_table, sim_notes
+        from ..regress_sim import (SIM_FAMILY_SEEDS, SIM_FAMILY_SEEDS_QUICK, SIM_SEEDS, SIM_SEEDS_QUICK,
+                                   format_sim_table, sim_notes)
 
         if no_sim and sim_only:
             raise BadArgument("--no-sim and --sim-only exclude each other: give one")
         if sim_seeds is not None and (sim_seeds < 1 or no_sim):
             raise BadArgument(f"--sim-seeds {sim_seeds}: give a count of at least 1 (and not with --no-sim)")
+        if sim_family_seeds is not None and (sim_family_seeds < 0 or no_sim):
+            raise BadArgument(f"--sim-family-seeds {sim_family_seeds}: give a count of at least 0 (0: no family "
+                              "runs alone; and not with --no-sim)")
         if attempts < 1:
             raise BadArgument(f"--attempts {attempts}: give at least 1 (1: every bug gets one run)")
         if sim_workers < 1:
             raise BadArgument(f"--sim-workers {sim_workers}: give at least 1")
         budget = None if no_sim else (sim_seeds or (SIM_SEEDS_QUICK if quick else SIM_SEEDS))
+        family_seeds = 0 if no_sim else (sim_family_seeds if sim_family_seeds is not None
+                                         else SIM_FAMILY_SEEDS_QUICK if quick else SIM_FAMILY_SEEDS)
         names = tuple(n.strip() for n in (only or "").split(",") if n.strip())
         unknown = [n for n in names if n != "correct" and n not in KNOWN_BUGS]
         if unknown:
@@ -77,6 +86,7 @@ def register(app: typer.Typer) -> None:
         except CIError as err:
             raise BadArgument(str(err)) from None
         rows, summary, stored = run_suite(results_dir, quick=quick, only=names, sim_seeds=budget,
+                                          sim_family_seeds=family_seeds,
                                           sim_only=sim_only, sim_workers=sim_workers, attempts=attempts)
         if rows:
             print()
@@ -95,7 +105,7 @@ def register(app: typer.Typer) -> None:
         sim = summary.get("sim")
         sim_rows = [SimRow(**r) for r in sim["rows"]] if sim else []
         if sim:
-            print(f"\nsimulated column ({budget} seeds from seed {sim['start_seed']} per row):\n")
+            print(f"\nsimulated column (seeds {sim_rows[0].span if sim_rows else budget} per row):\n")
             print(format_sim_table(sim_rows))
             print()
             for note in sim_notes(sim_rows):

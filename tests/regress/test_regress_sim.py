@@ -130,7 +130,8 @@ def test_summary_table_and_junit_of_the_column() -> None:
 
 
 def test_sim_options_are_checked(tmp_path: Path) -> None:
-    for args, words in ((["--no-sim", "--sim-only"], "exclude each other"), (["--sim-seeds", "0"], "at least 1")):
+    for args, words in ((["--no-sim", "--sim-only"], "exclude each other"), (["--sim-seeds", "0"], "at least 1"),
+                        (["--sim-family-seeds", "-1"], "at least 0")):
         done = subprocess.run(CLI + ["regress", *args, "--results-dir", str(tmp_path)], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 254 and words in done.stderr, done.stderr
@@ -141,7 +142,8 @@ def test_the_sim_column_for_real_finds_quick_bugs_and_passes_the_correct_build(t
     # As CI runs it: --sim-only, a small budget, bugs the simulator finds on the first seeds,
     # from a relative results dir. Deterministic: the same seeds fail every time.
     done = subprocess.run(CLI + ["regress", "--sim-only", "--only", "correct,stale-read,ack-before-commit",
-                                 "--sim-seeds", "2", "--results-dir", "results", "--junit", "regress.xml",
+                                 "--sim-seeds", "2", "--sim-family-seeds", "1", "--results-dir", "results",
+                                 "--junit", "regress.xml",
                                  "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=580)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     doc = json.loads(done.stdout)
@@ -149,7 +151,12 @@ def test_the_sim_column_for_real_finds_quick_bugs_and_passes_the_correct_build(t
     rows = {(r["bug"], r["workload"]): r for r in sim["rows"]}
     assert rows[("stale-read", "register")]["outcome"] == "found"
     assert rows[("ack-before-commit", "register")]["outcome"] == "found"
-    assert rows[(CORRECT, "register")]["outcome"] == "clean" and rows[(CORRECT, "register")]["seeds_run"] == 2
+    from harness.sim.runner import TARGETED
+
+    # two swarm seeds, then seed 0 of each targeted family alone
+    assert rows[(CORRECT, "register")]["outcome"] == "clean"
+    assert rows[(CORRECT, "register")]["seeds_run"] == 2 + len(TARGETED)
+    assert rows[(CORRECT, "register")]["families"] == list(TARGETED)
     # the other workloads' correct-build rows: clean, or not run while the simulator lacks them
     assert all(r["outcome"] in ("clean", "not run") for r in sim["rows"] if r["bug"] == CORRECT), sim["rows"]
     assert doc["rows"] == [] and doc["ok"] is True
@@ -229,3 +236,80 @@ def test_real_rows_carry_their_bug_s_sim_cell_and_both_tables_are_stored(tmp_pat
     assert "| sim: first failing seed (seeds run of budget) |" in md and "| seed 0 (1 of 1) |" in md
     assert "| stale-read | register | 0..0 | found | 1 | 0 | linearizable |" in md
     assert json.loads((stored / "regress.json").read_text())["summary"]["sim"]["rows"][0]["outcome"] == "found"
+
+
+def scripted_probes(failing: dict[str, list[str]]):
+    """As ``scripted``, keyed by probe label: ``"7"`` for swarm seed 7, ``"figure-eight@0"``
+    for seed 0 of that family alone (read from the job's settings, as the worker would run it)."""
+    from harness.sim.runner import NEMESES
+
+    jobs_seen: list[str] = []
+
+    def run(jobs: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        out = []
+        for seed, settings, _results, counts in jobs:
+            label = str(seed) if settings.nemeses == NEMESES else f"{','.join(settings.nemeses)}@{seed}"
+            jobs_seen.append(label)
+            names = failing.get(label, [])
+            out.append({"seed": seed, "valid": False if names else True, "failing": names,
+                        "counting": bool(names) and (counts is None or any(n in counts for n in names)),
+                        "wall": 0.1, "replay": f"ukehi-jepsen sim --seed {seed} --nemesis {','.join(settings.nemeses)}",
+                        "run": ""})
+        return out
+
+    return run, jobs_seen
+
+
+def test_each_targeted_family_runs_alone_after_the_swarm_and_a_find_there_is_named_by_it() -> None:
+    from harness.regress_sim import probe_plan
+    from harness.sim.runner import TARGETED
+
+    assert "figure-eight" in TARGETED and TARGETED.index("figure-eight") == len(TARGETED) - 1
+    plan = probe_plan(3, 2)
+    assert plan[:3] == [(None, 0), (None, 1), (None, 2)]
+    assert plan[3:] == [(f, s) for f in TARGETED for s in (0, 1)]
+    case = Case("commit-old-term", "register", ("figure-8",), seed=1, time_limit=10, quick_time_limit=5)
+    run, seen = scripted_probes({"figure-eight@1": ["state-machine-safety"], "vote-flip@0": ["availability"]})
+    row = search(case, "register", 3, run, 2, None, family_seeds=2)
+    position = 3 + 2 * (len(TARGETED) - 1) + 2
+    assert (row.outcome, row.first_failing_family, row.first_failing_seed, row.seeds_to_first_failure) == \
+        ("found", "figure-eight", 1, position)
+    assert row.cell == f"figure-eight@1 ({position} of {3 + 2 * len(TARGETED)})"
+    assert "--nemesis figure-eight" in row.replay
+    assert seen[:3] == ["0", "1", "2"] and seen[-1] == "figure-eight@1"  # stopped at the find
+    assert "vote-flip@0" in seen  # ran, but failed only by a checker that does not name this bug
+    # without family seeds the same row is the old swarm-only search
+    run, seen = scripted_probes({"figure-eight@1": ["state-machine-safety"]})
+    swarm = search(case, "register", 3, run, 2, None)
+    assert (swarm.outcome, swarm.cell, seen) == ("not found (sim)", "not found (sim) in 3", ["0", "1", "2"])
+
+
+def test_a_family_record_not_found_when_its_probe_runs_is_lost_and_a_failing_family_seed_is_a_false_alarm() -> None:
+    recorded = Case("commit-old-term", "register", ("figure-8",), seed=1, time_limit=10, quick_time_limit=5,
+                    sim_found_by_family="figure-eight@0")
+    run, _ = scripted_probes({})
+    lost = search(recorded, "register", 2, run, 2, None, family_seeds=1)
+    assert (lost.outcome, lost.ok) == ("LOST", False) and "figure-eight@0" in lost.detail
+    assert lost.cell.startswith("LOST") and "was figure-eight@0" in lost.cell
+    # a budget that does not run that probe expects nothing from it
+    assert search(recorded, "register", 2, run, 2, None).outcome == "not found (sim)"
+    run, _ = scripted_probes({"vote-flip@0": ["election-safety"]})
+    alarm = search(None, "register", 2, run, 2, None, family_seeds=1)
+    assert (alarm.outcome, alarm.ok, alarm.failing_seeds) == ("FALSE ALARM", False, ["vote-flip@0"])
+    assert (alarm.first_failing_family, alarm.first_failing_seed) == ("vote-flip", 0)
+    assert "--nemesis vote-flip" in alarm.replay and "--seed 0" in alarm.replay
+
+
+@pytest.mark.timeout(600)
+def test_commit_old_term_is_found_by_the_figure_eight_family_alone_for_real() -> None:
+    # The swarm's seed 0 does not find commit-old-term (its record is seed 117); the
+    # figure-eight family run alone does at its seed 0, as the case table records.
+    case = next(c for c in BUG_CASES if c.bug == "commit-old-term")
+    assert case.sim_found_by_family == "figure-eight@0"
+    rows = run_sim_column(1, cases=[case], only=["commit-old-term"], workers=1, results_dir=None,
+                          family_seeds=1, progress=lambda _: None)
+    [row] = rows
+    assert (row.outcome, row.ok, row.first_failing_family, row.first_failing_seed) == \
+        ("found", True, "figure-eight", 0), (row.outcome, row.detail)
+    assert "--nemesis figure-eight" in row.replay and "unsafe_bug=commit-old-term" in row.replay
+    assert row.span == "0..0, then seeds 0 of each of 5 families alone"
