@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import EXIT_CRASHED, EXIT_VALID, BadArgument
+from ..cli import EXIT_CRASHED, EXIT_INVALID, EXIT_VALID, BadArgument
 from ..mutation.runner import DEFAULT_HARNESS_RUNS, DEFAULT_UNIT_TESTS
 from ..mutation.simbudget import DEFAULT_SIM_BUDGET
 
@@ -41,9 +41,17 @@ def register(app: typer.Typer) -> None:
             "options, and nodes=N for the node count; NEMESIS default = the run's default mix); repeatable; "
             "'none' = no real runs (default: " + ", ".join(r.label for r in DEFAULT_HARNESS_RUNS) + ")"),
         harness_sim: str = typer.Option(DEFAULT_SIM_BUDGET.label, help="simulator part of the harness budget: "
-                                        "SEEDS[:SECONDS], SEEDS a count (16 = seeds 0-15), a range (0-15) or a "
-                                        "comma list, SECONDS each seed's wall limit (default 5x the slowest "
-                                        "unmutated seed, at least 30 s); 'none' = no sim"),
+                                        "SEEDS[:SECONDS], SEEDS a count (16 = swarm seeds 0-15) or a comma list "
+                                        "of swarm seeds and ranges (0-15) and NAME@RANGE parts, each seed of them "
+                                        "run as `sim --nemesis NAME` alone (figure-eight@0-2); SECONDS each "
+                                        "seed's wall limit (default 5x the slowest unmutated seed, at least "
+                                        "30 s); 'none' = no sim"),
+        triage: str = typer.Option("", help="the triage registry (TOML, [[mutant]] tables); default "
+                                   "harness/mutation/triage.toml; 'none' = no triage"),
+        check_triage: bool = typer.Option(False, "--check-triage",
+                                          help="match the triage registry against every mutant of --paths at "
+                                          "--rev, print what each entry marks, exit 1 if an entry is stale "
+                                          "(matches no mutant) or ambiguous"),
         skip_runs_after_sim_kill: bool = typer.Option(False, "--skip-runs-after-sim-kill",
                                                       help="a mutant the sim killed skips the real runs (faster; "
                                                       "the report then cannot say what the real runs alone kill)"),
@@ -64,13 +72,17 @@ def register(app: typer.Typer) -> None:
         The harness budget is a fixed set of simulator seeds (--harness-sim) and a few short
         real runs (--harness-run). Prints a table (mutants, killed by unit tests, killed by the
         harness, by real runs, by the sim, survived) and the harness mutation score (mutants the
-        harness kills / mutants the unit tests kill); the last line is a JSON object with the
+        harness kills / mutants the unit tests kill), and beside it the score without the
+        mutants the triage registry (--triage) marks equivalent; every miss is listed with its
+        triage category and reason, or "untriaged". The last line is a JSON object with the
         figures. Exit 0 when the run completed, 255 when
         the unmutated code fails its own checks (baseline) or the copy cannot be made.
         """
         from ..mutation import (OPERATORS, BaselineFailed, Config, HarnessRun, WorkspaceError, DEFAULT_HARNESS_RUNS,
-                                list_mutants, run_mutation)
+                                run_mutation)
         from ..mutation.simbudget import SimBudget
+        from ..mutation.session import list_with_triage
+        from ..mutation.triage import load_registry
 
         root = _project_root()
         try:
@@ -93,11 +105,29 @@ def register(app: typer.Typer) -> None:
                 raise ValueError("--harness-run none and --harness-sim none leave the harness nothing to run: "
                                  "give --unit-only, or keep one of them")
             tests = [t.strip() for t in unit_tests.split(",") if t.strip()]
+            registry = load_registry(triage or None)
+            if check_triage:
+                _, population, commit, matching = list_with_triage(root, targets, ops, sample=1, rev=rev,
+                                                                   triage=registry)
+                for entry, ids in matching.hits:
+                    print(f"{(ids[0] if len(ids) == 1 else 'STALE' if not ids else 'AMBIGUOUS'):<48} "
+                          f"{entry.category:<11} {entry.label}")
+                for problem in matching.problems():
+                    print(problem)
+                print(f"{len(matching.hits)} triage entries about --paths, {len(matching.stale)} stale, "
+                      f"{len(matching.ambiguous)} ambiguous ({registry.source or 'no registry'}; "
+                      f"{population} mutants at {commit or root})")
+                raise typer.Exit(EXIT_INVALID if matching.problems() else EXIT_VALID)
             if list_only:
-                chosen, population, commit = list_mutants(root, targets, ops, seed=seed, sample=sample,
-                                                          ids=mutant or (), rev=rev)
+                chosen, population, commit, matching = list_with_triage(root, targets, ops, seed=seed,
+                                                                         sample=sample, ids=mutant or (),
+                                                                         rev=rev, triage=registry)
                 for m in chosen:
-                    print(f"{m.id}  {m.describe()}")
+                    entry = matching.by_id.get(m.id)
+                    print(f"{m.id}  {m.describe()}" + (f"  [triaged {entry.category}: {entry.reason}]"
+                                                       if entry else ""))
+                for problem in matching.problems():
+                    print(problem)
                 print(f"{len(chosen)} of {population} mutants at {commit or root}")
                 raise typer.Exit(EXIT_VALID)
         except (ValueError, WorkspaceError) as err:
@@ -116,6 +146,7 @@ def register(app: typer.Typer) -> None:
                            + ([f"--harness-sim {sim_budget.label if sim_budget else 'none'}"]
                               if harness_sim != DEFAULT_SIM_BUDGET.label else [])
                            + (["--skip-runs-after-sim-kill"] if skip_runs_after_sim_kill else [])
+                           + ([f"--triage {triage}"] if triage else [])
                            + ([f"--unit-tests {unit_tests}"] if tests != list(DEFAULT_UNIT_TESTS) else [])
                            + ([f"--unit-timeout {unit_timeout:g}"] if unit_timeout else [])
                            + ["--jobs", str(jobs)] + ([f"--time-budget {time_budget:g}"] if time_budget else [])
@@ -123,7 +154,7 @@ def register(app: typer.Typer) -> None:
         try:
             outcome = run_mutation(root=root, results_dir=results_dir, cfg=cfg, targets=targets, operators=ops,
                                    seed=seed, sample=sample, ids=mutant or (), rev=rev, command=command,
-                                   say=lambda line: print(line, flush=True))
+                                   say=lambda line: print(line, flush=True), triage=registry)
         except ValueError as err:
             raise BadArgument(str(err)) from None
         except (BaselineFailed, WorkspaceError) as err:

@@ -10,6 +10,10 @@ from typing import Any, Sequence
 
 from .operators import Mutant
 from .runner import MutantResult
+from .triage import Entry, triage_counts
+
+# mutant id -> its triage entry (from the registry, triage.toml)
+TriageMap = dict[str, Entry]
 
 # The part of Ukehi the issue's goal is about: the Raft core, the log (in memory and on disk), the KV.
 CORE_PREFIXES: tuple[str, ...] = ("ukehi/raft/", "ukehi/storage/wal.py", "ukehi/kv.py")
@@ -36,7 +40,13 @@ def _unsure(r: MutantResult) -> str | None:
     return None
 
 
-def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> dict[str, Any]:
+def _category(r: MutantResult, triage: TriageMap | None) -> str | None:
+    entry = (triage or {}).get(r.mutant.id) if r.mutant else None
+    return entry.category if entry else None
+
+
+def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = (),
+            triage: TriageMap | None = None) -> dict[str, Any]:
     unit = [r for r in results if r.unit.status != "skipped"]
     harness = [r for r in results if r.harness_judged]
     unit_killed = [r for r in results if r.unit.status == "killed"]
@@ -48,6 +58,10 @@ def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> 
     core_ran = [r for r in both_ran if r.mutant and is_core(r.mutant.path)]
     core_killed = [r for r in core_ran if r.harness_killed]
     both_steps = [r for r in results if r.harness.status != "skipped" and r.sim.status != "skipped"]
+    # The issue's score keeps every unit-killed mutant in the denominator; the second figure
+    # leaves out only the mutants the registry marks equivalent (performance and limit stay).
+    equivalent = [r for r in both_ran if _category(r, triage) == "equivalent"]
+    missed = [r for r in both_ran if not r.harness_killed]
     return {
         "mutants": len(results),
         "not_run": len(not_run),
@@ -82,6 +96,17 @@ def figures(results: Sequence[MutantResult], not_run: Sequence[Mutant] = ()) -> 
         "harness_score_core": _ratio(len(core_killed), len(core_ran)),
         # counting unknown / crashed / timed-out / uncounted-raise harness outcomes as noticed (not kills)
         "harness_noticed": _ratio(len(noticed), len(both_ran)),
+        # the triage registry: the score without the mutants marked equivalent, and what the misses are
+        "equivalent_left_out": len(equivalent),
+        "killed_without_equivalent": len(both_killed) - sum(r.harness_killed for r in equivalent),
+        "judged_without_equivalent": len(both_ran) - len(equivalent),
+        "harness_score_without_equivalent": _ratio(len(both_killed) - sum(r.harness_killed for r in equivalent),
+                                                   len(both_ran) - len(equivalent)),
+        "missed_by_harness_triage": triage_counts([_category(r, triage) for r in missed]),
+        "survivors_triage": triage_counts([_category(r, triage) for r in results if not r.killed]),
+        # triaged, yet the harness killed it: the entry is wrong (equivalent) or obsolete
+        "triaged_but_killed": [r.mutant.id for r in results
+                               if r.mutant and r.harness_killed and _category(r, triage) is not None],
     }
 
 
@@ -153,6 +178,13 @@ def _score_line(figs: dict[str, Any]) -> str:
             f"{figs['killed_by_both'] + figs['missed_by_harness']} mutants the unit tests kill are killed by the "
             f"harness; Raft core, log and KV only: {pct(figs['harness_score_core'])}; counting unknown/crashed "
             f"harness runs as noticed: {pct(figs['harness_noticed'])}).")
+    if "harness_score_without_equivalent" in figs:
+        line += (f" Without the {figs['equivalent_left_out']} triaged equivalent: "
+                 f"{pct(figs['harness_score_without_equivalent'])} ({figs['killed_without_equivalent']} of "
+                 f"{figs['judged_without_equivalent']}).")
+        missed = figs["missed_by_harness_triage"]
+        if figs["missed_by_harness"]:
+            line += (" Misses by triage: " + ", ".join(f"{n} {c}" for c, n in missed.items() if n) + ".")
     if figs.get("sim_judged") and figs.get("runs_judged"):
         line += (f" Real runs killed {figs['runs_killed']}, the sim {figs['sim_killed']} by a checker"
                  f" + {figs['sim_raised_killed']} by a node raise (of {figs['sim_raised']} that raised)"
@@ -169,7 +201,25 @@ def missed_by_harness(results: Sequence[MutantResult]) -> list[MutantResult]:
     return [r for r in results if r.unit.status == "killed" and r.harness_judged and not r.harness_killed]
 
 
-def markdown(results: Sequence[MutantResult], figs: dict[str, Any], meta: dict[str, Any]) -> str:
+def triage_cell(r: MutantResult, triage: TriageMap | None) -> str:
+    """``category: reason`` of the mutant's triage entry, or ``untriaged``."""
+    entry = (triage or {}).get(r.mutant.id) if r.mutant else None
+    return f"{entry.category}: {entry.reason}" if entry else "untriaged"
+
+
+def triage_lines(results: Sequence[MutantResult], triage: TriageMap | None) -> list[str]:
+    """The printed listing: every mutant the harness missed, and every survivor, with its triage."""
+    out: list[str] = []
+    for title, rows in (("killed by the unit tests, missed by the harness", missed_by_harness(results)),
+                        ("survivors (killed by neither)", survivors(results))):
+        if rows:
+            out.append(f"{title} ({len(rows)}):")
+            out += [f"  {r.mutant.id}  [{triage_cell(r, triage)}]" for r in rows if r.mutant]
+    return out
+
+
+def markdown(results: Sequence[MutantResult], figs: dict[str, Any], meta: dict[str, Any],
+             triage: TriageMap | None = None) -> str:
     out = ["# Mutation run", "",
            f"Command: `{meta['command']}`", "",
            f"Commit: `{meta.get('commit') or 'working tree (not a git checkout)'}`; seed {meta['seed']}; "
@@ -188,29 +238,43 @@ def markdown(results: Sequence[MutantResult], figs: dict[str, Any], meta: dict[s
         if not rows:
             out.extend(["none", ""])
             return
-        out.extend(["| mutant | change | unit tests | sim | real runs |", "|---|---|---|---|---|"])
+        out.extend(["| mutant | change | unit tests | sim | real runs | triage |", "|---|---|---|---|---|---|"])
         for r in rows:
             assert r.mutant is not None
             change = r.mutant.describe().replace("|", "\\|")
             sim = _cell(r.sim.status, r.sim.detail) + (" (not counted)" if r.sim.status == "raised"
                                                         and not r.sim.counts_as_kill else "")
             out.append(f"| `{r.mutant.id}` | `{change}` | {_cell(r.unit.status)} | {sim.replace('|', '/')} | "
-                       f"{_cell(r.harness.status, r.harness.detail).replace('|', '/')} |")
+                       f"{_cell(r.harness.status, r.harness.detail).replace('|', '/')} | "
+                       f"{triage_cell(r, triage).replace('|', '/')} |")
         out.append("")
 
     listing("Survivors (killed by neither)", survivors(results))
     listing("Killed by the unit tests, missed by the harness", missed_by_harness(results))
     listing("All mutants", list(results))
+    info = meta.get("triage") or {}
+    if info.get("stale") or info.get("ambiguous") or figs.get("triaged_but_killed"):
+        out.extend(["## Triage registry problems", ""])
+        out += [f"- stale (matches no mutant): {label}" for label in info.get("stale", [])]
+        out += [f"- ambiguous: {label}" for label in info.get("ambiguous", [])]
+        out += [f"- triaged, yet killed by the harness (check the entry): `{i}`" for i in figs.get("triaged_but_killed", [])]
+        out.append("")
     return "\n".join(out)
 
 
 def write_report(results_dir: str | os.PathLike[str], where: Path, results: Sequence[MutantResult],
-                 not_run: Sequence[Mutant], meta: dict[str, Any], baseline: MutantResult | None) -> dict[str, Any]:
-    figs = figures(results, not_run)
-    (where / "mutation.md").write_text(markdown(results, figs, meta) + "\n", encoding="utf-8")
+                 not_run: Sequence[Mutant], meta: dict[str, Any], baseline: MutantResult | None,
+                 triage: TriageMap | None = None) -> dict[str, Any]:
+    figs = figures(results, not_run, triage)
+    (where / "mutation.md").write_text(markdown(results, figs, meta, triage) + "\n", encoding="utf-8")
+
+    def mutant_json(r: MutantResult) -> dict[str, Any]:
+        entry = (triage or {}).get(r.mutant.id) if r.mutant else None
+        return {**r.to_json(), "triage": entry.to_json() if entry else None}
+
     data = {**meta, "figures": figs, "per_file": per_file(results),
             "baseline": baseline.to_json() if baseline else None,
-            "mutants": [r.to_json() for r in results], "not_run": [m.id for m in not_run]}
+            "mutants": [mutant_json(r) for r in results], "not_run": [m.id for m in not_run]}
     (where / "mutation.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     base = where.parent
     link, tmp = base / "latest", base / f".latest.tmp{os.getpid()}"

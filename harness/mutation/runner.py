@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .operators import Mutant
-from .simbudget import (BASELINE_SEED_TIMEOUT, TIMEOUT_KILL_FACTOR, SeedOutcome, SimBudget, classify_seed,
+from .simbudget import (BASELINE_SEED_TIMEOUT, TIMEOUT_KILL_FACTOR, SeedOutcome, SimBudget, SimSeed, classify_seed,
                         judge_timeout, run_seeds, seed_log, step_status, timeout_is_kill)
 from .workspace import child_env, make_copy
 
@@ -134,13 +134,14 @@ class Config:
     # The unmutated copy's wall time per sim seed and per real run (label), from the
     # baseline: a mutant's timeout is a kill ("hung") only with a limit >= 10x that time.
     # Empty (the baseline itself): no timeout is a kill.
-    sim_clean_seconds: dict[int, float] = field(default_factory=dict)
+    sim_clean_seconds: dict[str, float] = field(default_factory=dict)   # by seed key: "K" or "NAME@K"
     run_clean_seconds: dict[str, float] = field(default_factory=dict)
     # False: a mutant the sim killed skips the real runs (faster; the report then cannot say
     # which of the two would have caught it).
     runs_after_sim_kill: bool = True
     # Stand-in commands (tests only): argv lists run from the copy instead of pytest / the
-    # harness / the sim ("{seed}" in sim_command is replaced by the seed).
+    # harness / the sim ("{seed}" in sim_command is replaced by the seed, "{nemesis}" by the
+    # nemesis of a NAME@K seed, "" for a swarm seed).
     unit_command: Sequence[str] | None = None
     harness_command: Sequence[str] | None = None
     sim_command: Sequence[str] | None = None
@@ -370,13 +371,13 @@ def run_sim(copy: Path, cfg: Config, logdir: Path, *, baseline: bool = False) ->
     timeout = BASELINE_SEED_TIMEOUT if baseline and not cfg.sim.seed_timeout else (cfg.sim_timeout or cfg.sim.seed_timeout
                                                                                   or BASELINE_SEED_TIMEOUT)
 
-    def one(seed: int, limit: float) -> SeedOutcome:
-        argv = ([a.replace("{seed}", str(seed)) for a in cfg.sim_command] if cfg.sim_command
-                else cfg.sim.argv(cfg.python, seed))
-        log = seed_log(logdir, seed)
+    def one(run: SimSeed, limit: float) -> SeedOutcome:
+        argv = ([a.replace("{seed}", str(run.seed)).replace("{nemesis}", run.nemesis) for a in cfg.sim_command]
+                if cfg.sim_command else cfg.sim.argv(cfg.python, run))
+        log = seed_log(logdir, run)
         rc, seconds = _run(argv, cwd=copy, env=env, timeout=limit, log=log)
-        outcome = classify_seed(seed, rc, log.read_text(encoding="utf-8", errors="replace"), seconds)
-        return judge_timeout(outcome, limit, None if baseline else cfg.sim_clean_seconds.get(seed))
+        outcome = classify_seed(run.seed, rc, log.read_text(encoding="utf-8", errors="replace"), seconds, run.nemesis)
+        return judge_timeout(outcome, limit, None if baseline else cfg.sim_clean_seconds.get(run.label))
 
     outcomes = run_seeds(cfg.sim, one, timeout=timeout, raise_kills=cfg.sim_raise_kills and not baseline,
                          stop_early=not baseline)
@@ -422,7 +423,7 @@ def check_baseline(result: MutantResult) -> None:
     # A raise alone does not stop the run: it only stops raises from counting as kills.
     bad_seeds = [s for s in result.sim.runs if s["status"] not in ("survived", "raised")]
     if bad_seeds:
-        listed = ", ".join(f"{s['seed']} {s['status']}" + (f" ({', '.join(s['failed_checkers'])})"
+        listed = ", ".join(f"{SimSeed(s['seed'], s.get('nemesis', '')).label} {s['status']}" + (f" ({', '.join(s['failed_checkers'])})"
                                                           if s.get("failed_checkers") else "") for s in bad_seeds)
         problems.append(f"sim seeds are not valid on the unmutated code ({listed})")
     if problems:

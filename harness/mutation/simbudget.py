@@ -1,7 +1,10 @@
 """The simulator part of a mutant's harness budget: a fixed set of `ukehi-jepsen sim` seeds.
 
 Each seed runs as its own ``python -m harness.cli sim --seed K --no-store --shrink-budget 0``
-from the mutant's copy (the same PYTHONPATH isolation as the real runs), so a seed that
+(the swarm: every fault family may be drawn), or, for a ``NAME@K`` seed, ``... --nemesis NAME``
+(one fault family alone: the simulator's targeted families each come up with probability 1/2
+per swarm seed and the moments they aim at rarely line up, so a family alone finds at seed 0
+what the swarm first finds at seed 117), from the mutant's copy (the same PYTHONPATH isolation as the real runs), so a seed that
 hangs the simulated cluster is cut off by its own time limit and the others still run.
 What a seed's process printed decides its outcome:
 
@@ -91,65 +94,135 @@ def _without_teardown_noise(lines: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class SimSeed:
+    """One seed of the budget: ``K`` (the swarm) or ``NAME@K`` (the sim's --nemesis NAME alone)."""
+
+    seed: int
+    nemesis: str = ""    # "" = the swarm; else a --nemesis value ("+" in the spec joins several)
+
+    @property
+    def label(self) -> str:
+        return f"{self.nemesis.replace(',', '+')}@{self.seed}" if self.nemesis else str(self.seed)
+
+
+# The default: the swarm's seeds 0-15 (every fault family may be drawn), then each targeted
+# fault family of the simulator (harness/sim/targeted.py) alone on a few seeds. Measured on
+# the unmutated build at e899b9e: each family valid alone on seeds 0-7 (no raise); the
+# commit-old-term mutant (core.py `_maybe_commit` without its current-term check) is
+# killed by figure-eight@0, which the swarm draw first reaches at seed 117.
+TARGETED_FAMILIES: tuple[str, ...] = ("figure-eight", "stale-leader", "fall-after-append", "vote-flip",
+                                      "slow-leader-clock")
+DEFAULT_SWARM_SEEDS = 16
+DEFAULT_FAMILY_SEEDS = 3
+
+
+def _nemesis_names() -> tuple[str, ...]:
+    from harness.sim.runner import NEMESES  # the sim's own list (imported late: it pulls in the node)
+
+    return tuple(NEMESES)
+
+
+@dataclass(frozen=True)
 class SimBudget:
     """``SEEDS[:SECONDS]``: which seeds, and the wall-clock limit of each (0 = automatic).
 
-    SEEDS is a count ``N`` (seeds 0..N-1), a range ``A-B`` (inclusive), or a comma list of
-    seeds and ranges (``0-9,100-104``). SECONDS bounds each seed's process; without it the
-    limit is 5x the slowest seed of the unmutated copy, at least 30 s.
+    SEEDS is a count ``N`` (swarm seeds 0..N-1), or a comma list whose parts are a swarm seed
+    ``K`` or range ``A-B`` (inclusive), or ``NAME@K`` / ``NAME@A-B``: seeds of the sim's
+    ``--nemesis NAME`` alone (``NAME`` a sim nemesis, several joined with ``+``), e.g.
+    ``0-15,figure-eight@0-2``. Swarm seeds run first, then the family seeds in the order
+    given. SECONDS bounds each seed's process; without it the limit is 5x the slowest seed of
+    the unmutated copy, at least 30 s.
     """
 
     seeds: tuple[int, ...]
     seed_timeout: float = 0.0
+    families: tuple[SimSeed, ...] = ()
+
+    @property
+    def runs(self) -> tuple[SimSeed, ...]:
+        """Every seed in run order: the swarm's, then the families'."""
+        return tuple(SimSeed(k) for k in self.seeds) + self.families
 
     @classmethod
-    def parse(cls, text: str) -> "SimBudget":
+    def parse(cls, text: str, nemeses: Sequence[str] | None = None) -> "SimBudget":
+        """NEMESES: the names a NAME may be (default: the simulator's own list)."""
         spec, sep, secs = text.strip().partition(":")
-        hint = (f"--harness-sim {text!r}: write SEEDS[:SECONDS], SEEDS a count (20 = seeds 0-19), a range (0-19) "
-                "or a comma list (0-9,100,101), SECONDS the wall limit of each seed")
+        hint = (f"--harness-sim {text!r}: write SEEDS[:SECONDS], SEEDS a count (20 = swarm seeds 0-19) or a comma "
+                "list of swarm seeds and ranges (0-9,100,101) and NAME@RANGE parts for one sim nemesis alone "
+                "(0-15,figure-eight@0-2,stale-leader@4), SECONDS the wall limit of each seed")
         seeds: list[int] = []
+        families: list[SimSeed] = []
+
+        def span(part: str) -> range:
+            lo, dash, hi = part.partition("-")
+            a, b = int(lo), int(hi) if dash else int(lo)
+            if a < 0 or b < a:
+                raise ValueError
+            return range(a, b + 1)
+
         try:
             items = [s.strip() for s in spec.split(",")]
-            if len(items) == 1 and "-" not in items[0]:
+            if len(items) == 1 and "-" not in items[0] and "@" not in items[0]:
                 count = int(items[0])
                 if count < 1:
                     raise ValueError
                 seeds = list(range(count))
             else:
                 for item in items:
-                    lo, dash, hi = item.partition("-")
-                    a, b = int(lo), int(hi) if dash else int(lo)
-                    if a < 0 or b < a:
-                        raise ValueError
-                    seeds.extend(range(a, b + 1))
+                    name, at, rest = item.rpartition("@")
+                    if not at:
+                        seeds.extend(span(item))
+                        continue
+                    names = [n.strip() for n in name.split("+")]
+                    known = tuple(nemeses) if nemeses is not None else _nemesis_names()
+                    bad = [n for n in names if n not in known]
+                    if bad:
+                        raise ValueError(f"{hint}; {'+'.join(bad) or repr(name)} before @ is not a sim nemesis: "
+                                         f"choose from {', '.join(known)} (e.g. figure-eight@0-2)")
+                    families.extend(SimSeed(k, ",".join(names)) for k in span(rest.strip()))
             timeout = float(secs) if sep else 0.0
-        except ValueError:
-            raise ValueError(hint) from None
+        except ValueError as err:
+            raise ValueError(str(err) if str(err).startswith(hint) else hint) from None
         if timeout < 0 or (sep and timeout == 0):
             raise ValueError(hint)
-        return cls(tuple(dict.fromkeys(seeds)), timeout)
+        return cls(tuple(dict.fromkeys(seeds)), timeout, tuple(dict.fromkeys(families)))
 
     @property
     def label(self) -> str:
-        return _ranges(self.seeds) + (f":{self.seed_timeout:g}" if self.seed_timeout else "")
+        parts = [_ranges(self.seeds)] if self.seeds else []
+        i = 0
+        fams = self.families
+        while i < len(fams):  # consecutive seeds of one nemesis share a part: figure-eight@0-2
+            j = i
+            while j + 1 < len(fams) and fams[j + 1].nemesis == fams[i].nemesis:
+                j += 1
+            name = fams[i].nemesis.replace(",", "+")
+            parts += [f"{name}@{r}" for r in _ranges([s.seed for s in fams[i:j + 1]], keep_range=True).split(",")]
+            i = j + 1
+        return ",".join(parts) + (f":{self.seed_timeout:g}" if self.seed_timeout else "")
 
-    def argv(self, python: str, seed: int) -> list[str]:
+    def argv(self, python: str, seed: "SimSeed | int") -> list[str]:
+        run = seed if isinstance(seed, SimSeed) else SimSeed(seed)
         # Shrinking would spend minutes re-running a failing seed; only the verdict matters here.
-        return [python, "-m", "harness.cli", "sim", "--seed", str(seed), "--no-store", "--shrink-budget", "0"]
+        return [python, "-m", "harness.cli", "sim", "--seed", str(run.seed), "--no-store", "--shrink-budget", "0",
+                *(["--nemesis", run.nemesis] if run.nemesis else [])]
 
 
-DEFAULT_SIM_BUDGET = SimBudget(tuple(range(16)))
+DEFAULT_SIM_BUDGET = SimBudget(tuple(range(DEFAULT_SWARM_SEEDS)), 0.0,
+                               tuple(SimSeed(k, name) for name in TARGETED_FAMILIES
+                                     for k in range(DEFAULT_FAMILY_SEEDS)))
 
 
-def _ranges(seeds: Sequence[int]) -> str:
-    """0,1,2,3,7 -> '0-3,7' (a single run of seeds keeps the range form, so it parses back)."""
+def _ranges(seeds: Sequence[int], keep_range: bool = False) -> str:
+    """0,1,2,3,7 -> '0-3,7' (a single run of seeds keeps the range form, so it parses back;
+    KEEP_RANGE: a lone seed too, as 'K', which after NAME@ is a seed, not a count)."""
     parts: list[str] = []
     i = 0
     while i < len(seeds):
         j = i
         while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
             j += 1
-        parts.append(f"{seeds[i]}-{seeds[j]}" if j > i or len(seeds) == 1 else str(seeds[i]))
+        parts.append(f"{seeds[i]}-{seeds[j]}" if j > i or (len(seeds) == 1 and not keep_range) else str(seeds[i]))
         i = j + 1
     return ",".join(parts)
 
@@ -163,10 +236,18 @@ class SeedOutcome:
     failed_checkers: list[str]
     raised: str = ""                  # the exception line, when node code raised
     hung_margin: str = ""             # why a timeout is (or is not) a kill: limit vs the clean run
+    nemesis: str = ""                 # "" = a swarm seed; else the --nemesis it ran with alone
+
+    @property
+    def key(self) -> str:
+        """The seed as the budget writes it: ``K`` or ``NAME@K`` (baseline times are per key)."""
+        return SimSeed(self.seed, self.nemesis).label
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"seed": self.seed, "status": self.status, "exit": self.exit,
                                 "seconds": round(self.seconds, 1), "failed_checkers": self.failed_checkers}
+        if self.nemesis:
+            data["nemesis"] = self.nemesis
         if self.raised:
             data["raised"] = self.raised
         if self.hung_margin:
@@ -174,8 +255,9 @@ class SeedOutcome:
         return data
 
 
-def classify_seed(seed: int, rc: int | None, output: str, seconds: float = 0.0) -> SeedOutcome:
-    """One seed's outcome from its process's exit code (None = timed out) and output."""
+def classify_seed(seed: int, rc: int | None, output: str, seconds: float = 0.0, nemesis: str = "") -> SeedOutcome:
+    """One seed's outcome from its process's exit code (None = timed out) and output
+    (NEMESIS: the --nemesis it ran with alone, "" for the swarm)."""
     verdict = re.search(rf"^seed {seed}: (VALID|INVALID|UNKNOWN)\b", output, re.M)
     failed_line = re.search(r"^\s+failed checkers: (.+)$", output, re.M)
     failed = [c.strip() for c in failed_line.group(1).split(",")] if failed_line else []
@@ -198,7 +280,7 @@ def classify_seed(seed: int, rc: int | None, output: str, seconds: float = 0.0) 
         status = "survived"
     else:
         status = "crashed"
-    return SeedOutcome(seed, status, rc, seconds, failed, raised)
+    return SeedOutcome(seed, status, rc, seconds, failed, raised, nemesis=nemesis)
 
 
 #: the baseline stores each run's seconds rounded to 0.1 s: a recorded time may be this much short
@@ -239,7 +321,7 @@ def step_status(outcomes: Sequence[SeedOutcome], raise_kills: bool) -> tuple[str
         hit = next((o for o in outcomes if o.status == status), None)
         if hit is None:
             continue
-        detail = f"sim seed {hit.seed}: {status}"
+        detail = f"sim seed {hit.key}: {status}"
         if hit.failed_checkers:
             detail += f" ({', '.join(hit.failed_checkers)})"
         if hit.raised:
@@ -251,12 +333,12 @@ def step_status(outcomes: Sequence[SeedOutcome], raise_kills: bool) -> tuple[str
     return "survived", False, ""
 
 
-def run_seeds(budget: SimBudget, run_one: Callable[[int, float], SeedOutcome], *, timeout: float,
+def run_seeds(budget: SimBudget, run_one: Callable[[SimSeed, float], SeedOutcome], *, timeout: float,
               raise_kills: bool, stop_early: bool = True) -> list[SeedOutcome]:
-    """Run the budget's seeds in order with `run_one(seed, timeout)`; stop at the first kill
-    (a raise too, when raises count) or timeout unless `stop_early` is off (the baseline)."""
+    """Run the budget's seeds in order (`budget.runs`) with `run_one(seed, timeout)`; stop at the first
+    kill (a raise too, when raises count) or timeout unless `stop_early` is off (the baseline)."""
     outcomes: list[SeedOutcome] = []
-    for seed in budget.seeds:
+    for seed in budget.runs:
         out = run_one(seed, timeout)
         outcomes.append(out)
         if stop_early and (out.status in ("killed", "hung", "timeout") or (out.status == "raised" and raise_kills)):
@@ -272,5 +354,6 @@ def auto_timeout(budget: SimBudget, baseline: Sequence[SeedOutcome]) -> float:
     return max(MIN_SEED_TIMEOUT, round(SEED_TIMEOUT_FACTOR * slowest))
 
 
-def seed_log(logdir: Path, seed: int) -> Path:
-    return logdir / f"sim-seed-{seed}.log"
+def seed_log(logdir: Path, seed: "SimSeed | int") -> Path:
+    label = seed.label.replace("@", "-").replace("+", "-") if isinstance(seed, SimSeed) else str(seed)
+    return logdir / f"sim-seed-{label}.log"

@@ -13,7 +13,9 @@ from harness.cli import EXIT_BAD_ARGUMENT, main
 from harness.mutation import BaselineFailed, Config, HarnessRun, run_mutation
 from harness.mutation.report import figures
 from harness.mutation.runner import MutantResult, StepResult, check_baseline
-from harness.mutation.simbudget import SimBudget, auto_timeout, classify_seed, run_seeds, step_status
+from harness.mutation.simbudget import SimBudget, SimSeed, auto_timeout, classify_seed, run_seeds, step_status
+
+NAMES = ("figure-eight", "stale-leader", "vote-flip", "partition", "kill")
 
 # --- parsing ----------------------------------------------------------------------------
 
@@ -104,15 +106,30 @@ def test_step_status_counts_a_raise_as_a_kill_only_when_the_baseline_allows_it()
 
 def test_seeds_stop_at_the_first_kill_or_timeout_except_in_the_baseline():
     plan = {0: "survived", 1: "killed", 2: "survived"}
-    ran: list[int] = []
 
-    def one(seed: int, limit: float):
-        ran.append(seed)
-        return _outcomes(*[plan[s] for s in range(seed + 1)])[seed]
+    def one(seed: SimSeed, limit: float):
+        return _outcomes(*[plan[s] for s in range(seed.seed + 1)])[seed.seed]
 
     budget = SimBudget((0, 1, 2))
     assert [o.seed for o in run_seeds(budget, one, timeout=9, raise_kills=True)] == [0, 1]
     assert len(run_seeds(budget, one, timeout=9, raise_kills=True, stop_early=False)) == 3
+
+
+def test_family_seeds_run_after_the_swarm_seeds_and_the_first_kill_stops_them():
+    ran: list[str] = []
+
+    def one(seed: SimSeed, limit: float):
+        ran.append(seed.label)
+        killed = seed.nemesis == "figure-eight" and seed.seed == 1
+        return classify_seed(seed.seed, 1 if killed else 0,
+                             f"seed {seed.seed}: {'INVALID' if killed else 'VALID'}\n", 1.0, seed.nemesis)
+
+    budget = SimBudget.parse("0-1,stale-leader@0,figure-eight@0-2,vote-flip@0", nemeses=NAMES)
+    outcomes = run_seeds(budget, one, timeout=9, raise_kills=True)
+    assert ran == ["0", "1", "stale-leader@0", "figure-eight@0", "figure-eight@1"]
+    status, kill, detail = step_status(outcomes, raise_kills=True)
+    assert (status, kill) == ("killed", True) and detail.startswith("sim seed figure-eight@1: killed")
+    assert outcomes[-1].to_json()["nemesis"] == "figure-eight" and "nemesis" not in outcomes[0].to_json()
 
 
 def test_automatic_seed_limit_is_five_times_the_slowest_clean_seed():
