@@ -58,7 +58,23 @@ def snapshot(root: Path, dest: Path, rev: str | None = "HEAD") -> str | None:
             tar.extractall(dest, filter="data")
     else:
         shutil.copytree(root, dest, ignore=_IGNORED, symlinks=True)
+    _byte_compile(dest)
     return commit
+
+
+#: the project's packages, byte-compiled once in the pristine copy
+_PACKAGES = ("ukehi", "harness", "checkers", "nemeses", "workloads")
+
+
+def _byte_compile(dest: Path) -> None:
+    """Compile the snapshot's packages once. Every process run from a copy has
+    PYTHONDONTWRITEBYTECODE set, so without this each simulator seed and node process would
+    compile every module it imports again (about 0.6 s a process; a mutant runs dozens)."""
+    import compileall
+
+    for package in _PACKAGES:
+        if (dest / package).is_dir():
+            compileall.compile_dir(str(dest / package), quiet=2)
 
 
 def make_copy(pristine: Path, dest: Path, mutant: Mutant | None) -> Path:
@@ -68,6 +84,11 @@ def make_copy(pristine: Path, dest: Path, mutant: Mutant | None) -> Path:
         target = dest / mutant.path
         source = target.read_text(encoding="utf-8")
         target.write_text(apply(source, mutant), encoding="utf-8")
+        # Its bytecode compiled from the unmutated source must never run: Python would
+        # recompile on a changed mtime or size anyway, but a mutant may keep the size and
+        # land in the same second.
+        for stale in (target.parent / "__pycache__").glob(f"{target.stem}.*.pyc"):
+            stale.unlink()
     return dest
 
 

@@ -149,7 +149,13 @@ def test_a_mutant_applied_in_a_copy_leaves_the_project_untouched_and_is_what_get
     snapshot(REPO, pristine, "HEAD" if git_commit(REPO) else None)
     src = (pristine / rel).read_text(encoding="utf-8")
     mutant = next(m for m in find_mutants(src, rel, ["floordiv_plus1"]) if "n // 2" in m.original)
+    # the snapshot is byte-compiled once (PYTHONDONTWRITEBYTECODE holds in every child)
+    assert list((pristine / "ukehi/raft/__pycache__").glob("quorum.*.pyc"))
     copy = make_copy(pristine, tmp_path / "copy", mutant)
+    # The unmutated module's bytecode is gone from the copy (a mutant of the same size written
+    # in the same second would pass Python's mtime-and-size check); the others' stays.
+    assert not list((copy / "ukehi/raft/__pycache__").glob("quorum.*.pyc"))
+    assert list((copy / "ukehi/raft/__pycache__").glob("core.*.pyc"))
 
     assert _digest(REPO, rel) == before
     assert (copy / rel).read_text(encoding="utf-8") != src
