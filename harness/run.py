@@ -281,19 +281,17 @@ async def _idle_work(db: UkehiDB) -> dict[str, Any]:
     IDLE_WINDOW_S, after the final phase, the transfers, the checksum and the probes, once every
     running member of the leader's configuration has applied what the leader committed (or
     IDLE_SETTLE_S passed): no client and no fault is active then, so a correct node only
-    ticks, heartbeats and answers them.
+    ticks, heartbeats and answers them. The record and the caught-up test are the
+    simulator's too (checkers/availability.py ``idle_record``, ``idle_caught_up``).
     A node restarted between the two status rounds (its counters went back) is left out."""
+    from checkers.availability import idle_caught_up, idle_record
+
     names = [n for n, h in db.nodes.items() if h.is_running() and h.process_state() not in ("T", "t")]
     deadline = time.monotonic() + IDLE_SETTLE_S
     caught_up = False
     while names:
         first = {n: s for n, s in (await db.statuses(timeout=STATUS_TIMEOUT_S, names=names)).items() if s}
-        leaders = sorted(((int(s.get("term") or 0), n) for n, s in first.items() if s.get("role") == "leader"))
-        if leaders:  # the newest term's leader; nodes outside its configuration (spares) apply nothing
-            lead = first[leaders[-1][1]]
-            members = set(lead.get("members") or []) | set(lead.get("learners") or [])
-            caught_up = all(int(s.get("applied_index") or 0) >= int(lead.get("commit_index") or 0)
-                            for n, s in first.items() if n in members)
+        caught_up = idle_caught_up(first)
         if caught_up or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.2)
@@ -303,17 +301,7 @@ async def _idle_work(db: UkehiDB) -> dict[str, Any]:
     start = time.monotonic()
     await asyncio.sleep(IDLE_WINDOW_S)
     second = await db.statuses(timeout=STATUS_TIMEOUT_S, names=list(first))
-    window = time.monotonic() - start
-    nodes: dict[str, Any] = {}
-    for name, a in first.items():
-        b = second.get(name)
-        if not b or int(b.get("readies", -1)) < int(a["readies"]):
-            continue
-        nodes[name] = {"role": b.get("role"), "peers": max(0, len(b.get("members") or []) - 1),
-                       "readies_per_s": round((int(b["readies"]) - int(a["readies"])) / window, 1),
-                       "messages_per_s": round((int(b["messages_sent"]) - int(a["messages_sent"])) / window, 1),
-                       "heartbeat_ms": b.get("heartbeat_ms"), "election_timeout_ms": b.get("election_timeout_ms")}
-    return {"nodes": nodes, "caught_up": caught_up, "window_s": round(window, 3)}
+    return idle_record(first, second, time.monotonic() - start, caught_up=caught_up)
 
 
 async def _down_on_purpose(db: UkehiDB) -> dict[str, str]:

@@ -1002,44 +1002,49 @@ async def final_transfers(world: SimWorld, nemesis: "_Nemesis", hist: _History, 
 IDLE_WINDOW_S = 2.0
 
 
+def _idle_status(node: Any) -> dict[str, Any]:
+    """What idle_work needs of a running node's status, under the names of ukehi's status
+    answer (ukehi/node/api.py), so a real run's helpers (checkers/availability.py
+    ``idle_caught_up``, ``idle_record``) read it the same way."""
+    from ukehi.node.driver import ROLE_NAMES
+
+    st = node.core.status() if node.core is not None else None
+    out: dict[str, Any] = {"readies": node.driver.readies, "messages_sent": node.driver.messages_sent,
+                           "heartbeat_ms": node.config.heartbeat_ms,
+                           "election_timeout_ms": list(node.config.election_timeout_ms),
+                           "applied_index": node.driver.applied}
+    if st is None:  # no core yet: as the status answer of a node still opening its data
+        return {**out, "role": "follower", "term": 0, "commit_index": 0, "members": [], "learners": []}
+    return {**out, "role": ROLE_NAMES.get(st.role, st.role.value), "term": st.term, "commit_index": st.commit,
+            "members": sorted(st.membership.voters | st.membership.outgoing),
+            "learners": sorted(st.membership.learners)}
+
+
 async def idle_work(world: SimWorld, nemesis: "_Nemesis", settle: float) -> dict[str, Any]:
-    """As at the end of a real run (harness/run.py ``_idle_work``): once every running
-    member of the leader's configuration has applied what the leader committed (or
-    ``settle`` virtual seconds passed), each running node's Readies handled and peer
-    messages sent per virtual second over IDLE_WINDOW_S, with no client and no fault."""
+    """As at the end of a real run (harness/run.py ``_idle_work``, with the same record and
+    caught-up test): once every running member of the leader's configuration has applied
+    what the leader committed (or ``settle`` virtual seconds passed), each running node's
+    Readies handled and peer messages sent per virtual second over IDLE_WINDOW_S, with no
+    client and no fault."""
+    from checkers.availability import idle_caught_up, idle_record
+
     def running() -> dict[str, Any]:
         return {n: h.current.node for n in world.names
                 if (h := world.nodes[n]).up and not h.paused and h.current is not None and h.current.node is not None}
 
     deadline = world.now() + settle
-    caught_up = False
     while True:
-        found = nemesis._leader_membership()
         nodes = running()
-        if found is not None:
-            lead, membership = found
-            commit = nodes[lead].core.status().commit
-            members = membership.voters | membership.outgoing | membership.learners
-            caught_up = all(node.driver.applied >= commit for n, node in nodes.items() if n in members)
+        first = {n: _idle_status(node) for n, node in nodes.items()}
+        caught_up = idle_caught_up(first)
         if caught_up or world.now() >= deadline:
             break
         await asyncio.sleep(0.05)
-    before = {n: (node.driver.readies, node.driver.messages_sent, node.driver) for n, node in nodes.items()}
     start = world.now()
     await asyncio.sleep(IDLE_WINDOW_S)
-    window = world.now() - start
-    out: dict[str, Any] = {}
-    for n, node in running().items():
-        if n not in before or before[n][2] is not node.driver:
-            continue  # restarted in the window: counters started again
-        core = node.core
-        st = core.status() if core is not None else None
-        members = (st.membership.voters | st.membership.outgoing) if st is not None else set()
-        out[n] = {"role": st.role.value if st is not None else None, "peers": max(0, len(members) - 1),
-                  "readies_per_s": round((node.driver.readies - before[n][0]) / window, 1),
-                  "messages_per_s": round((node.driver.messages_sent - before[n][1]) / window, 1),
-                  "heartbeat_ms": node.config.heartbeat_ms}
-    return {"nodes": out, "caught_up": caught_up, "window_s": round(window, 3), "virtual": True}
+    # a node restarted in the window has a new driver whose counters started again: left out
+    second = {n: _idle_status(node) for n, node in running().items() if n in nodes and node.driver is nodes[n].driver}
+    return idle_record(first, second, world.now() - start, caught_up=caught_up, virtual=True)
 
 
 def _can_lead(world: SimWorld, name: str) -> bool:

@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from checkers.availability import check_sim_availability, down_from_logs
+from checkers.availability import IDLE_BUDGET_VIRTUAL, IDLE_FLOOR_PER_S_VIRTUAL, check_sim_availability, \
+    down_from_logs, idle_destinations
 from checkers.history import Op
 from harness.sim.runner import SimSettings, run_seed
 BROKEN = Path(__file__).parent / "broken_build"
@@ -177,5 +178,24 @@ def test_a_message_storm_on_an_idle_cluster_is_invalid_in_the_sim(tmp_path):
     # the correct build at the same seed: heartbeats only, within the budget
     result = run_seed(0, SimSettings(workload="register", nemeses=("partition",)))
     assert result.valid is True and result.idle["caught_up"] is True and result.idle["nodes"], result.idle
-    for rec in result.idle["nodes"].values():
-        assert rec["messages_per_s"] <= max(1, rec["peers"]) * 1000 / rec["heartbeat_ms"] + 1, rec
+    for rec in result.idle["nodes"].values():  # one message per heartbeat to each node it talks to
+        assert rec["messages_per_s"] <= idle_destinations(rec) * 1000 / rec["heartbeat_ms"] + 1, rec
+
+
+def test_twice_the_heartbeat_work_on_an_idle_cluster_is_invalid_in_the_sim(tmp_path):
+    """heartbeat-probe (the leader answers every heartbeat answer with an append: one more
+    append and answer per heartbeat and follower) serves everything and breaks nothing; the
+    per-role budget of virtual time flags every node, where the older one (2 x heartbeats x
+    peers + 10 for every role) let the leader's 2 messages per heartbeat and peer through."""
+    proc, verdict = sim(tmp_path, "heartbeat-probe", 0, "partition")
+    assert proc.returncode == 1 and "failed checkers: availability" in proc.stdout, proc.stdout
+    assert [n for n, r in verdict["checkers"].items() if r.get("valid") is False] == ["availability"]
+    violations = verdict["checkers"]["availability"]["violations"]
+    assert {v["rule"] for v in violations} == {"busy-when-idle"}, violations
+    idle = json.loads(sorted((tmp_path / "results").rglob("availability.json"))[-1].read_text())["idle"]
+    assert sorted(v["node"] for v in violations) == sorted(idle["nodes"]), (violations, idle)
+    for rec in idle["nodes"].values():
+        heartbeats = 1000 / rec["heartbeat_ms"]
+        # about twice one message per heartbeat and destination: over 1.5 x + floor, under the old budget
+        assert IDLE_BUDGET_VIRTUAL * heartbeats * idle_destinations(rec) + IDLE_FLOOR_PER_S_VIRTUAL \
+            < rec["messages_per_s"] <= 2.0 * heartbeats * max(1, rec["peers"]) + 10.0, rec

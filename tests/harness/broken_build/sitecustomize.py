@@ -20,9 +20,15 @@ and only when UKJ_TEST_BROKEN_BUILD names a breakage:
 - ``append-echo``: the leader answers every successful append response with another
   append, empty when the follower has everything (a "send more" test off by one): a
   message storm at the round-trip rate that breaks no safety property and serves every
-  request.
+  request;
+- ``heartbeat-probe``: the leader answers every heartbeat response with an append, empty
+  when the follower has everything: one more append and answer per heartbeat and
+  follower, twice an idle node's work (what mutant core.py:681:17:and_or was first thought
+  to do), which the simulator's per-role busy-when-idle budget catches and the older
+  2x-per-peer budget did not.
 
-The two ``drop-`` modes, ``no-timeout-now``, ``unanimous-votes`` and ``append-echo`` act in the simulator too
+The two ``drop-`` modes, ``no-timeout-now``, ``unanimous-votes``, ``append-echo`` and
+``heartbeat-probe`` act in the simulator too
 (``-m harness.cli sim``: the node code runs in that process).
 """
 
@@ -105,3 +111,16 @@ if _MODE and "ukehi.cli" in _ARGV:
             raise OSError(errno.EADDRINUSE, "address already in use")
 
         _srv.NodeServer.start = _in_use
+
+if _MODE == "heartbeat-probe" and ("ukehi.cli" in _ARGV or _SIM):
+    from ukehi.raft.core import RaftCore as _Core
+    from ukehi.raft.messages import HeartbeatResponse as _HeartbeatResponse
+
+    _step_leader_hb = _Core._step_leader
+
+    def _probe_each_heartbeat(self, m):  # type: ignore[no-untyped-def]
+        _step_leader_hb(self, m)
+        if isinstance(m, _HeartbeatResponse) and m.src in self.prs:
+            self._must_send.add(m.src)
+
+    _Core._step_leader = _probe_each_heartbeat
