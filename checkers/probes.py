@@ -8,8 +8,8 @@ Invalid, naming the probe, the node and the answer, when
 - a refusal came without a message (an empty ``bad_request``);
 - a well-formed request of an answer scenario (``level`` ``answer``: a get of a key never
   written, a cas on a missing key, a release of a lock nobody holds, a release by the holder
-  with its token, ...) got another answer than the one the API determines, which its record
-  carries in ``expected`` (:func:`answer_matches`);
+  with its token, an add_node of a 300-character node id, ...) got another answer than the
+  one the API determines, which its record carries in ``expected`` (:func:`answer_matches`);
 - the node neither answered nor closed within the probe's timeout (hung);
 - a probed key does not hold what it held before the battery (a probe changed data);
 - a node that was probed no longer runs or answers a status request afterwards, unless the
@@ -20,7 +20,9 @@ Invalid, naming the probe, the node and the answer, when
 Not blamed (counted as ``inconclusive``): ``recovering`` answers (a node replaying its WAL
 answers that before it reads a request), a leader-only probe (the answer scenarios' steps
 among them) that met a node no longer leading (``not_leader``, ``unavailable``, ``timeout``),
-a probe whose connection could not be opened. Unknown when the battery itself
+except a step whose record says ``leader_only`` false (a refusal that comes before any
+node looks at its role: there, those answers are wrong), a probe whose connection could not
+be opened. Unknown when the battery itself
 failed or did not finish, or when every probe was inconclusive. Valid otherwise, with the
 number of probes (0, with a note, when no node was running to probe).
 """
@@ -117,7 +119,9 @@ def _judge_answer(record: Mapping[str, Any]) -> tuple[str, str | None]:
     if outcome == "no-answer":
         return "problem", f"hung: {_show(answer)}"
     code = answer.get("code") if answer.get("type") == "error" else None
-    if code in _NOT_BLAMED or code in _LEADER_MOVED:
+    # A step every node refuses before it looks at its role (an unusable node id) has no
+    # leadership excuse; records of battery 2 carry leader_only true on every step.
+    if code in _NOT_BLAMED or (record.get("leader_only", True) and code in _LEADER_MOVED):
         return "inconclusive", None  # nothing known was done: the scenario stopped there
     return "problem", f"wrong answer: expected {_show_expected(expected)}, got {_show(answer)}"
 

@@ -31,11 +31,19 @@ get, delete and cas of a key never written, create-if-absent twice, a fenced put
 at and (after a delete) below the key's fence, a txn reading its own write; and a lock
 nobody holds released with and without a token, acquired, refused to another owner,
 released by the wrong owner or token, renewed, released by the holder with its token,
-released again, taken by the other owner and released by it without a token. Each step's
-record carries its expected answer; a scenario stops at the first answer that differs.
-The workloads never send most of these (no workload releases a lock it does not hold on
-purpose, or deletes a key never written), so a node answering them wrongly passed every
-run before (the release mutant ``kv.py:441:16:and_or`` among them).
+released again, taken by the other owner and released by it without a token; and admin
+requests naming a node id no node can have (300 characters, over the Raft core's bound of
+256; empty; holding a tab) or a well-formed id of no member: add_node, remove_node and
+transfer_leader are each answered ``bad_request`` (an add_node taken instead adds a learner
+that can never join, and answers late), and the refused add_node's address key stays
+unwritten (read back). Each step's record carries its expected answer; a scenario stops at
+the first answer that differs. The workloads never send most of these (no workload releases
+a lock it does not hold on purpose, deletes a key never written, or names a bad node id), so
+a node answering them wrongly passed every run before (the release mutant
+``kv.py:441:16:and_or`` and the node-id mutant ``raft/types.py:53:8:drop_stmt`` among them).
+The admin steps go over the run's admin certificate (``Transport.exchange(admin=True)``);
+those refused before the node looks at its role (an unusable id) have no leadership excuse
+(``Step.leader_only``).
 
 The probes use keys of their own (``probe/...``) and a lock of their own; their requests and
 answers go to ``probes.jsonl`` in the run directory, never to ``history.jsonl``, so the
@@ -52,9 +60,9 @@ probed key read back: expected and got), ``end``; ``error`` when the battery its
 Sharded runs get no battery (and no file): a sharded node routes keyed requests by group.
 
 Cost: 44 probes per node, one TLS connection each, nodes in parallel: about 0.6 s for 3
-nodes and 0.8 s for 5 on the loaded 2-core test machine, then the 33 scenario steps at the
-leader one after another (each a Raft write or read); in the simulator a few hundredths of
-a second of wall time per seed (no network).
+nodes and 0.8 s for 5 on the loaded 2-core test machine, then the 41 scenario steps at the
+leader one after another (each a Raft write or read, or an admin request refused before
+either); in the simulator a few hundredths of a second of wall time per seed (no network).
 """
 
 from __future__ import annotations
@@ -73,12 +81,13 @@ import msgpack
 from checkers.probes import PROBES_FILE, answer_matches
 from ukehi import wire
 from ukehi.node.driver import ADDRESS_KEY_PREFIX
+from ukehi.raft.types import MAX_NODE_ID_LEN
 
 log = logging.getLogger("ukehi_jepsen.probes")
 
 #: bumped when the battery changes, so a stored probes.jsonl says which battery it ran
-#: (2: the answer scenarios, :data:`SCENARIOS`)
-BATTERY_VERSION = 2
+#: (2: the answer scenarios, :data:`SCENARIOS`; 3: their admin scenario)
+BATTERY_VERSION = 3
 #: every key a probe aims at starts with this (never a workload's prefix: register/, kv/, ...)
 PROBE_PREFIX = "probe/"
 #: the scalars the probes aim at, each written first by a valid put: one for the stateless
@@ -256,6 +265,12 @@ EXPECTED_AFTER: dict[str, Any] = {k: (SCALAR_VALUE if k in SCALAR_KEYS else None
 #: runs out inside it (a clock fault's 60 s bump included) and every answer is determined
 SCENARIO_TTL_MS = 600_000
 OWNER_A, OWNER_B = "probe-a", "probe-b"
+#: the admin scenario's ids: one over the Raft core's bound (check_node_id), one well formed
+#: that no run names a node, and the (valid) address its add_nodes give: nothing listens there
+LONG_NODE_ID_LEN = 300
+LONG_NODE_ID = "p" * LONG_NODE_ID_LEN
+NO_MEMBER = "probe-no-member"
+PROBE_NODE_ADDRESS = "127.0.0.1:1"
 
 
 @dataclass(frozen=True)
@@ -267,7 +282,10 @@ class Step:
     an acquire's token). ``expected`` is ``{"type": "ok", "value": V}`` (exactly V),
     ``{"type": "ok", "token_above": N}`` (an int above N), ``{"type": "ok", "fields": {...}}``
     (a map holding those fields; others, such as a txn's log index, not judged) or
-    ``{"type": "error", "code": C}`` (checkers/probes.py, ``answer_matches``)."""
+    ``{"type": "error", "code": C}`` (checkers/probes.py, ``answer_matches``).
+    ``leader_only``: the answer depends on leading (a node that no longer leads answers
+    ``not_leader``, which is then inconclusive); False for a refusal every node gives before
+    it looks at its role (an unusable node id), where any other answer is wrong."""
 
     name: str
     what: str
@@ -275,6 +293,7 @@ class Step:
     body: Callable[[str, Mapping[str, Any]], dict[str, Any]]
     expected: Callable[[str, Mapping[str, Any]], dict[str, Any]]
     save: str | None = None
+    leader_only: bool = True
 
 
 def _ok(value: Any = None) -> Callable[[str, Mapping[str, Any]], dict[str, Any]]:
@@ -370,7 +389,32 @@ def _scenarios() -> dict[str, tuple[Step, ...]]:
         Step("release-holder-no-token", "a release (no token) by the holder b: ok", R, _release(OWNER_B), _ok(None)),
         Step("release-no-token-again", "the same release again: not_lock_holder", R, _release(OWNER_B), _error(NLH)),
     )
-    return {"keys": keys, "lock": lock}
+    # Admin requests naming a node id no node can have: refused before anything is written
+    # (ukehi/node/admin.py, node_id_refusal), whoever leads; and ids that are well formed but
+    # name no member, which only the leader judges. None of them changes the configuration.
+    AN, RN, TL, BAD = (wire.MsgType.ADD_NODE, wire.MsgType.REMOVE_NODE, wire.MsgType.TRANSFER_LEADER,
+                       wire.ErrorCode.BAD_REQUEST)
+    node = lambda name: lambda ns, got: {"node": name}  # noqa: E731
+    add = lambda name: lambda ns, got: {"node": name, "address": PROBE_NODE_ADDRESS}  # noqa: E731
+    admin = (
+        Step("add-node-long-id", f"an add_node of a {LONG_NODE_ID_LEN}-character id (at most "
+             f"{MAX_NODE_ID_LEN}): bad_request", AN, add(LONG_NODE_ID), _error(BAD), leader_only=False),
+        Step("get-address-of-long-id", "a get of the address key the refused add_node would have written: nil", G,
+             lambda ns, got: {"key": ADDRESS_KEY_PREFIX + LONG_NODE_ID}, _ok(None)),
+        Step("add-node-empty-id", "an add_node of an empty id: bad_request", AN, add(""), _error(BAD),
+             leader_only=False),
+        Step("add-node-tab-id", "an add_node of an id holding a tab (no node can start so named): bad_request", AN,
+             add("probe\tnode"), _error(BAD), leader_only=False),
+        Step("remove-node-long-id", f"a remove_node of a {LONG_NODE_ID_LEN}-character id: bad_request", RN,
+             node(LONG_NODE_ID), _error(BAD), leader_only=False),
+        Step("remove-node-not-member", "a remove_node of a well-formed id that is no member: bad_request", RN,
+             node(NO_MEMBER), _error(BAD)),
+        Step("transfer-leader-long-id", f"a transfer_leader to a {LONG_NODE_ID_LEN}-character id: bad_request", TL,
+             node(LONG_NODE_ID), _error(BAD), leader_only=False),
+        Step("transfer-leader-not-member", "a transfer_leader to a well-formed id that is no member: bad_request",
+             TL, node(NO_MEMBER), _error(BAD)),
+    )
+    return {"keys": keys, "lock": lock, "admin": admin}
 
 
 #: well-formed requests whose answers the API fully determines, sent in order to the leader
@@ -396,7 +440,8 @@ async def run_scenarios(transport: "Transport", leader: str, status: Mapping[str
             reply = await _valid(transport, leader, step.t, body)
             records.append({"kind": "probe", "probe": f"{scenario}/{step.name}", "level": "answer", "node": leader,
                             "what": f"{step.what} ({step.t.value} {json.dumps(jsonable(body), sort_keys=True)})",
-                            "expect": ANSWER, "expected": expected, "leader_only": True, "scenario": scenario,
+                            "expect": ANSWER, "expected": expected, "leader_only": step.leader_only,
+                            "scenario": scenario,
                             "step": i, "answer": reply, "ms": round(1000 * (time.monotonic() - t0), 1)})
             if not answer_matches(expected, reply):
                 break
@@ -440,9 +485,10 @@ class Transport(Protocol):
     counts_bad_frames: bool
 
     async def exchange(self, node: str, data: bytes, *, cut: int | None = None,
-                       timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
+                       timeout: float = PROBE_TIMEOUT_S, admin: bool = False) -> dict[str, Any]:
         """Send ``data`` (only ``cut`` bytes of it, then hang up) on a fresh connection to
-        ``node``; the answer to request id ``_REQUEST_ID`` (see :func:`answer`)."""
+        ``node`` (``admin``: presenting the admin certificate, for an admin request); the
+        answer to request id ``_REQUEST_ID`` (see :func:`answer`)."""
         ...
 
     def is_running(self, node: str) -> bool:
@@ -455,7 +501,10 @@ class Transport(Protocol):
 
 
 async def _valid(transport: Transport, node: str, t: wire.MsgType, body: Mapping[str, Any]) -> dict[str, Any]:
-    return await transport.exchange(node, wire.encode_frame(t, _REQUEST_ID, body))
+    data = wire.encode_frame(t, _REQUEST_ID, body)
+    if t in wire.ADMIN_REQUESTS:  # over the admin certificate, as `ukehi admin` sends them
+        return await transport.exchange(node, data, admin=True)
+    return await transport.exchange(node, data)
 
 
 async def _status(transport: Transport, node: str) -> dict[str, Any] | None:
@@ -567,14 +616,14 @@ class NodeTransport:
         return self.running(node)
 
     async def exchange(self, node: str, data: bytes, *, cut: int | None = None,
-                       timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
+                       timeout: float = PROBE_TIMEOUT_S, admin: bool = False) -> dict[str, Any]:
         from ukehi.client import parse_cluster
         from ukehi.tls import client_tls_for
 
         address = self.addresses[node]
         host, port = parse_cluster([address])[0]
         tls = client_tls_for(address)
-        ctx: ssl.SSLContext | None = tls.context(False) if tls is not None else None
+        ctx: ssl.SSLContext | None = tls.context(admin) if tls is not None else None
         extra: dict[str, Any] = {"ssl": ctx, "ssl_handshake_timeout": timeout} if ctx is not None else {}
         try:
             async with asyncio.timeout(timeout):
@@ -709,7 +758,8 @@ class SimTransport:
         return None  # the reason is the decoder's error, recorded as the probe is closed
 
     async def exchange(self, node: str, data: bytes, *, cut: int | None = None,
-                       timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
+                       timeout: float = PROBE_TIMEOUT_S, admin: bool = False) -> dict[str, Any]:
+        # No certificates in the simulator: ``admin`` changes nothing.
         if not self.is_running(node):
             return answer("connect-failed", message=f"{node} is not running")
         target = self.world.nodes[node].current.node

@@ -14,14 +14,41 @@ from typing import Any
 from ukehi import wire
 from ukehi.config import parse_address
 from ukehi.raft.confchange import ConfChange, ConfChangeType
-from ukehi.raft.types import NotLeader, ProposalDropped, Role
+from ukehi.raft.types import NotLeader, ProposalDropped, Role, check_node_id
 from ukehi.storage.errors import StorageError
 
 from .api import Reply, err, partial
 from .driver import ADDRESS_KEY_PREFIX, PROPOSAL_TIMEOUT
 from .inputs import ProposeConfChange, TakeSnapshot, TransferLeader
 
-__all__ = ["AdminAPI"]
+__all__ = ["AdminAPI", "node_id_refusal"]
+
+#: what the admin refuses in a node id besides what ``check_node_id`` does (empty, too long):
+#: the separators of ``--peers`` and of the status' member lists, and blanks (``ukehi node
+#: --id`` refuses the same characters, so a node so named could never start and join)
+_ID_FORBIDDEN = "=,: \t\n"
+_ID_RULE = "without '=', ',', ':', spaces, tabs or newlines"
+
+
+def _shown(node: str) -> str:
+    """A node id for a message: an over-long one cut short, with its length."""
+    return repr(node) if len(node) <= 40 else f"{node[:24]!r}... ({len(node)} chars)"
+
+
+def node_id_refusal(what: str, node: str) -> Reply | None:
+    """The ``bad_request`` answer to an admin request (``what``) naming an unusable node id,
+    else None. One rule for every admin request, checked before anything is written: the
+    Raft core's (``check_node_id``: a non-empty string of bounded length) and the admin's
+    own characters (``_ID_FORBIDDEN``)."""
+    try:
+        check_node_id("a node id", node)
+    except (TypeError, ValueError) as e:
+        shown = _shown(node) if isinstance(node, str) else type(node).__name__
+        return err(wire.ErrorCode.BAD_REQUEST, f"{what}: {e}, {_ID_RULE}; got {shown}; nothing was done")
+    if any(c in node for c in _ID_FORBIDDEN):
+        return err(wire.ErrorCode.BAD_REQUEST, f"{what}: node id {_shown(node)} must be {_ID_RULE}; "
+                   "nothing was done")
+    return None
 
 
 class AdminAPI:
@@ -72,8 +99,10 @@ class AdminAPI:
             parse_address(address)
         except ValueError as e:
             return err(wire.ErrorCode.BAD_REQUEST, str(e))
-        if node == "" or any(c in node for c in "=,: "):
-            return err(wire.ErrorCode.BAD_REQUEST, f"node id {node!r} must not contain '=', ',', ':' or spaces")
+        # Before the address key is written: nothing of a refused request reaches the log.
+        refused = node_id_refusal("add_node", node)
+        if refused is not None:
+            return refused
         async with self._admin_lock:  # type: ignore[attr-defined]
             core = self.driver.core
             assert core is not None
@@ -114,6 +143,12 @@ class AdminAPI:
             return wire.MsgType.OK, wire.ok_body({"members": members})
 
     async def _remove_node(self, node: str) -> Reply:
+        refused = node_id_refusal("remove_node", node)
+        core = self.driver.core
+        # A member stays removable whatever its name (a learner an older build added with a
+        # tab in its id, say); the core keeps every member within check_node_id's bound.
+        if refused is not None and (core is None or node not in core.membership.all_nodes()):
+            return refused
         async with self._admin_lock:  # type: ignore[attr-defined]
             core = self.driver.core
             assert core is not None
@@ -131,6 +166,10 @@ class AdminAPI:
             return wire.MsgType.OK, wire.ok_body({"members": members})
 
     async def _transfer(self, target: str | None) -> Reply:
+        if target is not None:
+            refused = node_id_refusal("transfer_leader", target)
+            if refused is not None:
+                return refused
         core = self.driver.core
         assert core is not None
         st = core.status()

@@ -104,13 +104,14 @@ from ukehi.nodelog import NodeLogger
 from ukehi.raft.config import RaftConfig
 from ukehi.raft.confchange import ConfChange, ConfChangeType
 from ukehi.raft.messages import MessageError, message_from_dict
-from ukehi.raft.types import NotLeader, Role, check_node_id
+from ukehi.raft.types import NotLeader, Role
 from ukehi.shardmap import (META_GROUP, META_KEY, ShardMap, ShardMapError, ShardMove, group_of, meta_members,
                             next_moves, rebalance_plan, request_keys)
 from ukehi.storage.datadir import DataDir, GroupStorage
 from ukehi.storage.errors import StorageError
 from ukehi.transport import PeerTransport
 
+from .admin import node_id_refusal
 from .api import _PLAIN_WRITES, Reply, err, partial
 from .io import NodeIO, ThreadDisk
 from .server import (EXIT_START_FAILED, UkehiNode, listen_or_explain, raft_config, report_loop_errors, stop_on_signals,
@@ -1533,8 +1534,10 @@ class ShardedNode:
         must be running already (``ukehi node --join`` with this cluster's flags): it is asked
         for its map first, over the peer links, at that address."""
         smap = self.shard_map
+        refused = node_id_refusal("add_node", node)  # the unsharded admin's rule: ukehi/node/admin.py
+        if refused is not None:
+            return refused
         try:
-            check_node_id("node", node)
             addr = parse_address(address)
         except (TypeError, ValueError) as e:
             return err(wire.ErrorCode.BAD_REQUEST, f"add_node {node} {address}: {e}; nothing was done")
