@@ -113,15 +113,18 @@ class ReadWaiters:
     """Linearizable reads: ctx -> futures until the read state arrives, then by index."""
 
     def __init__(self) -> None:
-        self._by_ctx: dict[bytes, tuple[list[asyncio.Future[Any]], float]] = {}
+        # ctx -> (futures, deadline, (the term the read was handed to the core in, the
+        # driver's tick count then): what the driver judges an expired read by)
+        self._by_ctx: dict[bytes, tuple[list[asyncio.Future[Any]], float, tuple[int, int]]] = {}
         self._ready: list[_ReadAt] = []  # heap by index
         self._seq = 0
 
     def __len__(self) -> int:
-        return sum(len(f) for f, _ in self._by_ctx.values()) + sum(len(r.futures) for r in self._ready)
+        return sum(len(f) for f, _, _ in self._by_ctx.values()) + sum(len(r.futures) for r in self._ready)
 
-    def add(self, ctx: bytes, futures: list[asyncio.Future[Any]], deadline: float) -> None:
-        self._by_ctx[ctx] = (futures, deadline)
+    def add(self, ctx: bytes, futures: list[asyncio.Future[Any]], deadline: float,
+            started: tuple[int, int] = (0, 0)) -> None:
+        self._by_ctx[ctx] = (futures, deadline, started)
 
     def read_state(self, ctx: bytes, index: int, applied: int) -> None:
         entry = self._by_ctx.pop(ctx, None)
@@ -145,15 +148,21 @@ class ReadWaiters:
                 if not fut.done():
                     fut.set_result(True)
 
-    def expire(self, now: float) -> None:
-        for ctx in [c for c, (_, d) in self._by_ctx.items() if d <= now]:
-            for fut in self._by_ctx.pop(ctx)[0]:
+    def expire(self, now: float) -> list[tuple[bytes, tuple[int, int]]]:
+        """Answer the reads whose read state never came by their deadline (not confirmed);
+        returns (ctx, what ``add`` was given as ``started``) of each, for the driver to judge."""
+        expired = []
+        for ctx in [c for c, (_, d, _) in self._by_ctx.items() if d <= now]:
+            futures, _, started = self._by_ctx.pop(ctx)
+            expired.append((ctx, started))
+            for fut in futures:
                 if not fut.done():
                     fut.set_result(False)
+        return expired
 
     def fail_all(self) -> None:
         pending, self._by_ctx = self._by_ctx, {}
-        for futs, _ in pending.values():
+        for futs, _, _ in pending.values():
             for fut in futs:
                 if not fut.done():
                     fut.set_result(False)

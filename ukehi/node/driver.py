@@ -68,6 +68,9 @@ ADDRESS_KEY_PREFIX = "\x00ukehi/addr/"
 _ADDRESS_KEY_BYTES = ADDRESS_KEY_PREFIX.encode()
 PROPOSAL_TIMEOUT = 30.0  # a waiting client gets "timeout" (unknown) after this
 READ_TIMEOUT = 10.0
+# A read expired at a leader that kept its term through this many election timeouts of
+# ticks since the read started was lost by the core (Driver.expire logs "read-lost").
+READ_LOST_TIMEOUTS = 4
 MAX_INPUTS = 50_000  # peer messages beyond this are dropped (Raft retransmits)
 BAD_PEER_LOG_INTERVAL = 1.0  # at most one bad-peer-message warning a second (the rest counted)
 
@@ -144,6 +147,7 @@ class Driver:
         # propose time, used at apply only for that very entry (same term, same bytes object).
         self.decoded: dict[int, tuple[int, bytes, dict[str, Any]]] = {}
         self.reads = ReadWaiters()
+        self.core_ticks = 0  # ticks delivered to the core (a stopped process gets few: tick())
         self.read_batch: list[Any] = []
         self.snapshot_waiters: list[Any] = []
         self.read_seq = 0
@@ -216,6 +220,7 @@ class Driver:
             stalled, self.stalled_ticks = self.stalled_ticks, 0
             core.stalled(stalled)
         ticks, self.pending_ticks = self.pending_ticks, 0
+        self.core_ticks += ticks
         for _ in range(ticks):
             core.tick()
         inputs = self.inputs
@@ -299,12 +304,27 @@ class Driver:
             for f in batch:
                 f.set_exception(e)
             return
-        self.reads.add(ctx, batch, self.clock.monotonic() + READ_TIMEOUT)
+        self.reads.add(ctx, batch, self.clock.monotonic() + READ_TIMEOUT, (core.term, self.core_ticks))
 
     def expire(self) -> None:
         now = self.clock.monotonic()
         self.proposals.expire(now)
-        self.reads.expire(now)
+        core = self.core
+        for ctx, (term, ticks) in self.reads.expire(now):
+            ticked = self.core_ticks - ticks
+            if (core is not None and core.role is Role.LEADER and core.term == term
+                    and ticked >= READ_LOST_TIMEOUTS * core.cfg.election_tick):
+                # The core must answer every read it took (a read state) or drop it (when it
+                # steps down, which ends the term). A leader that kept its term through
+                # several election timeouts of ticks had a quorum all along (check-quorum
+                # steps it down otherwise), so a read it never confirmed was lost inside the
+                # core: an invariant broken, not a slow cluster. (Ticks, not seconds: a
+                # process stopped for longer than READ_TIMEOUT gets only a few ticks, so a
+                # leader paused with its majority is not judged.)
+                self.log.error("read-lost", term=term, waited_s=READ_TIMEOUT, ticks=ticked, ctx=ctx.hex(),
+                               commit=core.log.committed,
+                               reason="the Raft core neither confirmed nor dropped this read while it led, "
+                                      "in the term the read was started in")
 
     # ------------------------------------------------------------------ the Ready loop
     def cycle(self) -> Work:

@@ -27,8 +27,12 @@ and only when UKJ_TEST_BROKEN_BUILD names a breakage:
   to do), which the simulator's per-role busy-when-idle budget catches and the older
   2x-per-peer budget did not.
 
-The two ``drop-`` modes, ``no-timeout-now``, ``unanimous-votes``, ``append-echo`` and
-``heartbeat-probe`` act in the simulator too
+- ``forget-reads``: the leader's core takes every fifth linearizable read and never
+  confirms or drops it (a lost read context): clients see timeouts, which lost replies also
+  cause, and the driver's "read-lost" error (node-health) is what names it.
+
+The two ``drop-`` modes, ``no-timeout-now``, ``unanimous-votes``, ``append-echo``,
+``heartbeat-probe`` and ``forget-reads`` act in the simulator too
 (``-m harness.cli sim``: the node code runs in that process).
 """
 
@@ -124,3 +128,17 @@ if _MODE == "heartbeat-probe" and ("ukehi.cli" in _ARGV or _SIM):
             self._must_send.add(m.src)
 
     _Core._step_leader = _probe_each_heartbeat
+
+if _MODE == "forget-reads" and ("ukehi.cli" in _ARGV or _SIM):
+    from ukehi.raft.core import RaftCore as _Core
+    from ukehi.raft.types import Role as _Role
+
+    _read_index = _Core.read_index
+
+    def _forgetful_read_index(self, ctx):  # type: ignore[no-untyped-def]
+        self._planted_reads = getattr(self, "_planted_reads", 0) + 1
+        if self.role is _Role.LEADER and self._planted_reads % 5 == 0:
+            return  # taken, never answered nor dropped
+        _read_index(self, ctx)
+
+    _Core.read_index = _forgetful_read_index
