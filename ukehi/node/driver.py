@@ -312,7 +312,7 @@ class Driver:
         core = self.core
         for ctx, (term, ticks) in self.reads.expire(now):
             ticked = self.core_ticks - ticks
-            if (core is not None and core.role is Role.LEADER and core.term == term
+            if (core is not None and core.role is Role.LEADER and core.term == term and core.cfg.check_quorum
                     and ticked >= READ_LOST_TIMEOUTS * core.cfg.election_tick):
                 # The core must answer every read it took (a read state) or drop it (when it
                 # steps down, which ends the term). A leader that kept its term through
