@@ -287,3 +287,11 @@ def test_family_seeds_kill_what_the_swarm_seeds_miss_and_the_report_shows_triage
     assert any("stale triage entry" in line for line in lines)
     assert any("Without the 0 triaged equivalent: 100%" in line for line in lines)
     assert (project / "seeds-run.txt").exists() is False  # everything ran in copies
+
+
+def test_the_default_budget_names_every_targeted_family_of_the_simulator():
+    # simbudget restates the names (import cost at CLI start): a family added to the
+    # simulator must join mutate's default budget too
+    from harness.sim.runner import TARGETED
+
+    assert set(TARGETED_FAMILIES) == set(TARGETED) and len(TARGETED_FAMILIES) == len(TARGETED)
