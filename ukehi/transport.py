@@ -3,9 +3,14 @@
 With mutual TLS each link presents this node's certificate and accepts only the peer's own
 node certificate (CN = the peer's id, OU = node; see ukehi/tls.py).
 
-The node hands each Ready's messages to `PeerTransport.send_batch`; every message for one
-peer is appended to that peer's buffer and the link's writer task writes everything buffered
-in one `write` + `drain` (batching per Ready, and across Readies while a drain is slow).
+The node hands each Ready's messages for one peer to `PeerTransport.send` in one list.
+While the connection keeps up (nothing waiting in the link's buffer, the socket's write
+buffer below its high-water mark) they are written to the socket at once, in one `write`:
+no task hand-off, which at one write in flight was a pump wake-up, a new waiter Task and an
+`asyncio.wait` per peer per Ready (issue 17: a write passes through several such hand-offs
+on each node). Otherwise they are appended to the link's buffer and the link's writer task
+writes everything buffered in one `write` + `drain` (batching across Readies while a drain
+is slow). Order is kept either way: a direct write happens only when the buffer is empty.
 
 Raft tolerates lost messages, so a link never blocks the node: while a peer is unreachable
 its buffer is dropped (and `on_unreachable(peer)` tells the core to slow down replication to
@@ -28,6 +33,11 @@ __all__ = ["PeerTransport", "PeerLink"]
 
 Address = tuple[str, int]
 
+#: Frames go straight to the socket while its write buffer holds less than this (asyncio's
+#: default high-water mark); above it they wait in the link's buffer for the writer task,
+#: whose `drain` is the flow control (and the bound: `max_buffer_bytes`).
+_DIRECT_WRITE_LIMIT = 64 * 1024
+
 
 class PeerLink:
     """The connection to one peer and its bounded send buffer."""
@@ -44,6 +54,8 @@ class PeerLink:
         self._buf: list[bytes] = []
         self._buf_bytes = 0
         self._wake = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None  # set while connected: direct writes
+        self.direct_writes = 0
         self.connected = False
         self.backing_off = False
         self.dropped = 0
@@ -57,6 +69,15 @@ class PeerLink:
             # (bounded) buffer: a candidate's first vote requests must not be lost.
             self.dropped += len(frames)
             return
+        if not frames:
+            return
+        writer = self._writer
+        if writer is not None and not self._buf:
+            transport = writer.transport
+            if not transport.is_closing() and transport.get_write_buffer_size() < _DIRECT_WRITE_LIMIT:
+                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                self.direct_writes += 1
+                return
         for f in frames:
             if self._buf_bytes + len(f) > self.owner.max_buffer_bytes:
                 self.dropped += 1
@@ -112,6 +133,7 @@ class PeerLink:
                 was_connected_once = True
                 backoff = self.owner.min_backoff
                 log.info("peer-connected", peer=self.peer, address=f"{self.address[0]}:{self.address[1]}")
+                self._writer = writer
                 await self._pump(reader, writer)
             except asyncio.CancelledError:
                 if writer is not None:
@@ -129,6 +151,7 @@ class PeerLink:
                 elif not was_connected_once:
                     log.debug("peer-connect-failed", peer=self.peer, reason=str(e) or type(e).__name__)
             finally:
+                self._writer = None
                 if self.connected:
                     self.connected = False
                 self.dropped += len(self._buf)
