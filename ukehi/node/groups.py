@@ -126,6 +126,9 @@ _MAP_CHECK_S = 0.2
 MAP_FILE = "shardmap.json"
 _MAP_POLL_S = 1.0  # a node outside the metadata group asks a member for the map this often
 _RECONCILE_S = 0.5  # a shard leader compares its group's voters with the map this often
+#: How long a move_replica request waits for a reconciler repair of its shard to end (a
+#: repair gives itself 10 s) before it is refused as busy.
+_REPAIR_WAIT_S = 15.0
 _RPC_TIMEOUT_S = 2.0
 MOVE_TIMEOUT_S = 20.0  # a replica move that has not finished by then is undone (or left to repair)
 # Recording a move in the map needs the metadata group's quorum: without it, give up soon
@@ -361,6 +364,7 @@ class ShardedNode:
         self._move_locks: dict[int, asyncio.Lock] = {}
         self._meta_lock = asyncio.Lock()  # the metadata group's replica move or repair, one at a time
         self._moving: dict[int, dict[str, Any]] = {}  # shard -> the move this node runs
+        self._repairing: set[int] = set()  # shards the reconciler is repairing (it holds the move lock)
         self._rpc_ids = itertools.count(1)
         self._rpc_waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._meta_leader: str | None = None  # a guess: where map changes go first
@@ -1104,7 +1108,7 @@ class ShardedNode:
         except (NotLeader, TimeoutError):
             return False
 
-    async def _move_request(self, frame: wire.Frame) -> Reply:
+    async def _move_request(self, frame: wire.Frame, repair_deadline: float | None = None) -> Reply:
         body = frame.body
         shard, src, dst = body["shard"], body["from"], body["to"]
         smap = self.shard_map
@@ -1124,9 +1128,22 @@ class ShardedNode:
         if r.core.role is not Role.LEADER:
             return r._not_leader("move_replica")
         lock = self._move_locks.setdefault(shard, asyncio.Lock())
+        if lock.locked() and shard in self._repairing:
+            # The reconciler is making group and map agree (after an interrupted move): a
+            # short, bounded repair, not a move. Wait for it rather than refuse, then look
+            # again (leadership or the map may have changed meanwhile).
+            clock = self.clock
+            deadline = repair_deadline if repair_deadline is not None else clock.monotonic() + _REPAIR_WAIT_S
+            while shard in self._repairing and clock.monotonic() < deadline:
+                await clock.sleep(0.05)
+            if shard not in self._repairing:
+                return await self._move_request(frame, deadline)
         if lock.locked():
-            return err(wire.ErrorCode.CAS_FAILED, f"a move of shard {shard} is in flight ({self._moving.get(shard)}); "
-                       "one move per shard at a time; nothing was done")
+            what = (f"the move {self._moving[shard]}" if shard in self._moving
+                    else "a repair of the group against the map" if shard in self._repairing
+                    else "a rebalance move")
+            return err(wire.ErrorCode.CAS_FAILED, f"shard {shard} is busy with {what}; one move per shard at a "
+                       "time; nothing was done; try again when it is over")
         # The move goes on when the client goes away (a timeout, a cut connection): stopping
         # it half-way is safe (the reconciler finishes or undoes it) but wastes the work.
         task = self._spawn(self._run_move(r, shard, src, dst, lock), f"move-{shard}")
@@ -1427,6 +1444,7 @@ class ShardedNode:
                     continue
                 try:
                     async with lock:
+                        self._repairing.add(shard)
                         self.log.info("shard-reconcile", shard=shard, epoch=smap.epoch,
                                       map_members=",".join(smap.members[shard]),
                                       voters=",".join(sorted(core.membership.voters)),
@@ -1438,6 +1456,8 @@ class ShardedNode:
                         await self._settle(r, shard, deadline)
                 except Exception as e:  # noqa: BLE001 - a failed repair is retried next round
                     self.log.warning("shard-reconcile-failed", shard=shard, error=repr(e))
+                finally:
+                    self._repairing.discard(shard)
 
     # ------------------------------------------------------------------ adding and removing nodes
     def _plan(self, smap: ShardMap) -> list[ShardMove]:
