@@ -21,10 +21,15 @@ temporary directory against ``../shared/porcupine`` (Go Porcupine's library file
 copied here); without ``go`` or that folder the Go column is skipped with the reason.
 Verdicts must agree.  It also times reading a 100,000-op JSONL history and Porcupine's kv
 files (against the reading of before issue 17), and ``ukehi-jepsen check`` process start-up
-against a bare ``python -c pass`` in the same run (wall and CPU milliseconds).
+against a bare ``python -c pass`` in the same run (wall and CPU milliseconds).  Reading is
+timed three ways, alternating in one run: the default reader (the compiled one,
+``checkers._fastread``, when it is built), the pure-Python reader (what
+``UKEHI_PURE_PYTHON=1`` or an install without a C compiler reads with) and the reading of
+before issue 17.  ``--reading-only`` times just that.
 
     .venv/bin/python bench/checker.py [--quick] [--budget S] [--file PATH ...]
     .venv/bin/python bench/checker.py --vs-go [--reps 3] [--corpus DIR ...]
+    .venv/bin/python bench/checker.py --reading-only [--reps 5]
 
 Prints a table, and as the last line one JSON object with every figure.
 """
@@ -282,24 +287,95 @@ def _read_jsonl_before(path: Path) -> list[Any]:
         return [Op.from_dict(json.loads(line), n) for n, line in enumerate(f, 1) if line.strip()]
 
 
-def time_reading(tmp: Path, reps: int) -> dict[str, float]:
+def time_reading(tmp: Path, reps: int) -> dict[str, Any]:
     """Median wall and CPU seconds to read a 100,000-op JSONL history (200,000 lines) with
-    read_history, and with the reading of before issue 17, alternating (CPU time as well:
-    on a shared machine the wall time also counts other people's work)."""
+    read_history (the compiled reader when it is built), with the pure-Python reader, and
+    with the reading of before issue 17, alternating (CPU time as well: on a shared machine
+    the wall time also counts other people's work).  ``compiled`` says whether the first
+    used the compiled reader, or why not."""
+    import checkers.history as history
     from checkers.history import dumps_op
-    history = generate_history("cas-register", n_ops=TARGET["ops"], n_processes=TARGET["processes"],
-                               n_keys=TARGET["keys"], info_fraction=0.05, seed=1)
+
+    history_ops = generate_history("cas-register", n_ops=TARGET["ops"], n_processes=TARGET["processes"],
+                                   n_keys=TARGET["keys"], info_fraction=0.05, seed=1)
     path = tmp / "history-100k.jsonl"
-    path.write_text("".join(dumps_op(op) + "\n" for op in history))
-    runs: dict[str, list[float]] = {"read_s": [], "before_s": [], "read_cpu_s": [], "before_cpu_s": []}
+    path.write_text("".join(dumps_op(op) + "\n" for op in history_ops))
+    del history_ops
+    compiled = history.compiled_reader()
+    if compiled is not None:
+        why_not = ""
+    elif os.environ.get(history.PURE_PYTHON_ENV, "") not in ("", "0"):
+        why_not = f"{history.PURE_PYTHON_ENV} is set"
+    else:
+        why_not = "checkers._fastread is not built (no C compiler or Python headers at install time?)"
+
+    def read_with(module: Any) -> Callable[[], Any]:
+        def read() -> Any:
+            saved = history._compiled
+            history._compiled = module if module is not None else False
+            try:
+                return read_history(str(path))
+            finally:
+                history._compiled = saved
+        return read
+
+    readers: list[tuple[str, Callable[[], Any]]] = [("read", read_with(compiled))]
+    if compiled is not None:
+        readers.append(("python", read_with(None)))
+    readers.append(("before", lambda: _read_jsonl_before(path)))
+    runs: dict[str, list[float]] = {f"{name}{unit}": [] for name, _ in readers for unit in ("_s", "_cpu_s")}
     for _ in range(reps):
-        for name, read in (("read", lambda: read_history(str(path))), ("before", lambda: _read_jsonl_before(path))):
+        for name, read in readers:
             gc.collect()
             started, cpu = time.perf_counter(), time.process_time()
-            read()
+            ops = read()
             runs[f"{name}_s"].append(time.perf_counter() - started)
             runs[f"{name}_cpu_s"].append(time.process_time() - cpu)
-    return {name: statistics.median(values) for name, values in runs.items()}
+            del ops
+    out: dict[str, Any] = {name: statistics.median(values) for name, values in runs.items()}
+    if compiled is None:  # the default reader is the pure-Python one
+        out["python_s"], out["python_cpu_s"] = out["read_s"], out["read_cpu_s"]
+    out["compiled"] = why_not or True
+    out["reps"] = reps
+    return out
+
+
+def report_reading(reading: dict[str, Any]) -> dict[str, Any]:
+    """Print the reading figures; their part of the JSON summary."""
+    before, before_cpu = reading["before_s"], reading["before_cpu_s"]
+    speedup, cpu_speedup = before / reading["read_s"], before_cpu / reading["read_cpu_s"]
+    python_speedup = before / reading["python_s"]
+    print(f"reading a {TARGET['ops']:,}-op JSONL history (median of {reading['reps']} alternating runs):")
+    print(f"{'reader':<34}{'wall s':>9}{'CPU s':>9}{'vs before':>11}{'CPU vs before':>15}")
+    shown = [("compiled (checkers._fastread)" if reading["compiled"] is True else "default (pure Python)", "read")]
+    if reading["compiled"] is True:
+        shown.append(("pure Python (UKEHI_PURE_PYTHON=1)", "python"))
+    shown.append(("before issue 17", "before"))
+    for label, name in shown:
+        print(f"{label:<34}{reading[f'{name}_s']:>9.3f}{reading[f'{name}_cpu_s']:>9.3f}"
+              f"{before / reading[f'{name}_s']:>10.2f}x{before_cpu / reading[f'{name}_cpu_s']:>14.2f}x")
+    if reading["compiled"] is not True:
+        print(f"compiled reader not used: {reading['compiled']}")
+    print(f"reading: {speedup:.2f}x faster than before issue 17, {cpu_speedup:.2f}x in CPU "
+          f"(goal >= {GOAL_READ_SPEEDUP:g}x: {'met' if speedup >= GOAL_READ_SPEEDUP else 'NOT met'}); "
+          f"pure Python {python_speedup:.2f}x")
+    return {"read_100k_s": round(reading["read_s"], 3), "read_100k_before_s": round(before, 3),
+            "read_100k_cpu_s": round(reading["read_cpu_s"], 3), "read_100k_before_cpu_s": round(before_cpu, 3),
+            "read_100k_python_s": round(reading["python_s"], 3),
+            "read_100k_python_cpu_s": round(reading["python_cpu_s"], 3),
+            "read_speedup": round(speedup, 2), "read_cpu_speedup": round(cpu_speedup, 2),
+            "read_python_speedup": round(python_speedup, 2),
+            "read_python_cpu_speedup": round(before_cpu / reading["python_cpu_s"], 2),
+            "read_compiled": reading["compiled"], "read_reps": reading["reps"],
+            "read_goal_met": speedup >= GOAL_READ_SPEEDUP}
+
+
+def reading_only(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="checker-bench-") as tmp_name:
+        reading = time_reading(Path(tmp_name), args.reps)
+    summary = report_reading(reading)
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
 
 
 def time_kv_reading(corpus: list[Path], reps: int) -> tuple[float, float, int] | None:
@@ -423,12 +499,7 @@ def vs_go(args: argparse.Namespace) -> int:
               f"{'-' if go is None else f'{go:.3f} s'}: {shown}")
     if driver is None:
         print(f"Go column skipped: {why_not}")
-    speedup = reading["before_s"] / reading["read_s"]
-    cpu_speedup = reading["before_cpu_s"] / reading["read_cpu_s"]
-    print(f"reading a {TARGET['ops']:,}-op JSONL history: {reading['read_s']:.3f} s "
-          f"({reading['read_cpu_s']:.3f} s CPU), the reading of before issue 17 {reading['before_s']:.3f} s "
-          f"({reading['before_cpu_s']:.3f} s CPU): {speedup:.2f}x faster, {cpu_speedup:.2f}x in CPU "
-          f"(goal >= {GOAL_READ_SPEEDUP:g}x: {'met' if speedup >= GOAL_READ_SPEEDUP else 'NOT met'})")
+    reading_summary = report_reading(reading)
     if kv_reading is not None:
         kv_now, kv_before, kv_files = kv_reading
         print(f"reading Porcupine's {kv_files} kv files: {kv_now:.3f} s CPU, through the EDN reader as "
@@ -448,10 +519,7 @@ def vs_go(args: argparse.Namespace) -> int:
     if mismatches:
         print(f"VERDICTS DIFFER: {', '.join(mismatches)}")
     summary = {"reps": args.reps, "budget_s": args.budget, "go": why_not or "ok", "groups": groups,
-               "read_100k_s": round(reading["read_s"], 3), "read_100k_before_s": round(reading["before_s"], 3),
-               "read_100k_cpu_s": round(reading["read_cpu_s"], 3),
-               "read_100k_before_cpu_s": round(reading["before_cpu_s"], 3),
-               "read_speedup": round(speedup, 2), "read_cpu_speedup": round(cpu_speedup, 2),
+               **reading_summary,
                "kv_read_cpu_s": None if kv_reading is None else round(kv_reading[0], 4),
                "kv_read_before_cpu_s": None if kv_reading is None else round(kv_reading[1], 4),
                "check_start_ms": None if start["why"] else round(start["check_ms"], 1),
@@ -476,14 +544,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", action="append", default=[], metavar="DIR",
                         help="--vs-go: a folder with Porcupine's jepsen/*.log and kv/*.txt (repeatable; "
                              f"default {DEFAULT_CORPUS})")
-    parser.add_argument("--reps", type=int, default=3, help="--vs-go: runs per file, median taken (default 3)")
+    parser.add_argument("--reps", type=int, default=3, help="--vs-go, --reading-only: runs per file, median taken "
+                        "(default 3)")
     parser.add_argument("--no-synthetic", action="store_true", help="--vs-go: leave out the 100k-op history")
+    parser.add_argument("--reading-only", action="store_true", help="time only the reading of a 100k-op JSONL "
+                        "history: compiled, pure Python and before issue 17 (--reps runs, alternating)")
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error("--budget must be positive seconds")
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    if args.reading_only:
+        return reading_only(args)
     if args.vs_go:
-        if args.reps < 1:
-            parser.error("--reps must be at least 1")
         for d in args.corpus:
             if not Path(d).is_dir():
                 parser.error(f"--corpus {d}: no such folder")

@@ -19,6 +19,7 @@ import contextlib
 import gc
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, Iterable, Iterator, Literal
@@ -248,8 +249,57 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# ---- the compiled reader (optional) ----
+#
+# checkers/_fastread.c (built by setup.py where a C compiler and Python's headers exist)
+# reads the lines dumps_op writes and builds their Ops in C; any other line it hands to
+# _line_op below, which reads it as the general path does, or answers None: then the whole
+# text goes through the Python paths, so errors, blank and torn lines keep one
+# implementation.  Without the extension, or with UKEHI_PURE_PYTHON set (to anything but
+# "" or "0"), the pure-Python fast path below reads with the same results.
+PURE_PYTHON_ENV = "UKEHI_PURE_PYTHON"
+_compiled: Any = None  # the extension module once looked for; False when not used
+
+
+def compiled_reader() -> Any:
+    """The compiled reader module, or None when it is not built or UKEHI_PURE_PYTHON is set.
+    Looked for once, on first use (an import of a small shared library)."""
+    global _compiled
+    if _compiled is None:
+        _compiled = False
+        if os.environ.get(PURE_PYTHON_ENV, "") in ("", "0"):
+            try:
+                from checkers import _fastread  # type: ignore[attr-defined]
+            except ImportError:  # not built (no compiler at install time), or built for another Python
+                pass
+            else:
+                _compiled = _fastread
+    return _compiled or None
+
+
+def _line_op(line: str, number: int) -> Op | None:
+    """A line the compiled reader does not take, as the general path reads it; None if the
+    general path must decide (not JSON, not an op, blank or cut off)."""
+    try:
+        return _op_of(json.loads(line), number)
+    except ValueError:  # JSONDecodeError and HistoryError are ValueErrors
+        return None
+
+
 def _read_canonical(text: str) -> list[Op] | None:
-    """The ops of ``text`` if every line is a line as dumps_op writes it, else None."""
+    """The ops of ``text`` if its lines are read by a fast path (every line as dumps_op
+    writes it; with the compiled reader, any line that decodes to an op), else None."""
+    compiled = compiled_reader()
+    if compiled is not None:
+        with _gc_paused():
+            ops: list[Op] | None = compiled.read(text, Op, _line_op)
+        return ops
+    return _read_canonical_python(text)
+
+
+def _read_canonical_python(text: str) -> list[Op] | None:
+    """The pure-Python fast path: the ops of ``text`` if every line is a line as dumps_op
+    writes it, else None."""
     if not text.endswith("\n"):
         return None  # a last line without newline may be torn: the general path decides
     rows = _CANONICAL_LINE.findall(text)

@@ -1,0 +1,15 @@
+"""Build hook for the one optional C extension; everything else is in pyproject.toml.
+
+``checkers._fastread`` (checkers/_fastread.c, plain CPython C API) reads JSONL histories
+5x to 7x faster than the pure-Python reader (issue 17; ``bench/checker.py --reading-only``).
+It is optional: where no C compiler or Python headers exist, ``pip install`` warns and goes
+on, and ``checkers.history`` reads in Python with the same results (``UKEHI_PURE_PYTHON=1``
+forces that).
+
+The node image's wheel (harness/image.py) is built from a copy of the sources without this
+file, so it stays pure Python: the nodes never read histories.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("checkers._fastread", ["checkers/_fastread.c"], optional=True)])
