@@ -10,6 +10,13 @@ The node image's wheel (harness/image.py) is built from a copy of the sources wi
 file, so it stays pure Python: the nodes never read histories.
 """
 
+import os
+
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("checkers._fastread", ["checkers/_fastread.c"], optional=True)])
+# UKEHI_PURE_PYTHON=1 at build time leaves the extension out: the SSH backend's node wheel
+# (harness/backends/ssh.py) is built that way, so it stays pure Python (py3-none-any) and
+# needs no compiler (the nodes never read histories).
+_PURE = os.environ.get("UKEHI_PURE_PYTHON", "") not in ("", "0")
+
+setup(ext_modules=[] if _PURE else [Extension("checkers._fastread", ["checkers/_fastread.c"], optional=True)])

@@ -446,3 +446,13 @@ def test_an_unsafe_remote_directory_is_refused(hosts: SshdHosts, wheel: Path, tm
         with cluster:
             pass
     assert list(real.iterdir()) == [], "nothing may be created under a refused directory"
+
+
+def test_the_node_wheel_is_pure_python_without_the_checkers_c_reader(wheel: Path) -> None:
+    # The hosts may run another Python or architecture: the node wheel must not carry the
+    # checker's optional C extension (setup.py leaves it out under UKEHI_PURE_PYTHON=1).
+    import zipfile
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))], names
+    assert "ukehi/node/server.py" in names
