@@ -15,6 +15,15 @@ Durability model (LazyFS-like, per file and per directory):
 - a crashed node's subtree is *dead* until it restarts: every call under it fails (EIO),
   so nothing the dying process still tries to do reaches the disk.
 
+Wasted work: an ``fsync`` of a regular file that had no write, truncation or ``O_TRUNC``
+open since its last fsync (a *clean* file) changes nothing and is the most expensive call
+a node makes; each one is counted in ``clean_fsyncs`` (path -> [count, first time]), which
+the harness's ``redundant-fsync`` checker (checkers/whitebox/wasted.py) judges. A file is
+dirty from its creation until its first fsync, and again after a fault rewrote it (a
+crash's revert, damage, an overwrite): a recovering process may sync what it found.
+Directories are not counted (a directory fsync makes entries durable, which a file write
+never marks).
+
 Every choice (torn length, where damage lands) comes from the random generator the
 simulation passes in, so a seed decides it.
 """
@@ -36,6 +45,9 @@ __all__ = ["SimFS"]
 class _Inode:
     data: bytearray = field(default_factory=bytearray)
     synced: bytes = b""
+    # Written (or truncated, or made) since the last fsync; an fsync of a clean file is
+    # counted as wasted work (``SimFS.clean_fsyncs``).
+    dirty: bool = True
 
 
 @dataclass
@@ -111,6 +123,9 @@ class SimFS:
         self._generation: dict[str, int] = {}
         self.fsyncs = 0
         self.bytes_written = 0
+        # Regular files fsynced while clean: path -> [count, virtual time of the first].
+        self.clean_fsyncs: dict[str, list[float]] = {}
+        self.clock: Any = None  # the world's virtual clock (a callable), for the times above
 
     # ------------------------------------------------------------------ tree
     @staticmethod
@@ -192,6 +207,7 @@ class SimFS:
             raise _err(errno.EISDIR, path)
         if isinstance(node, _Inode) and flags & self.O_TRUNC and writable:
             del node.data[:]
+            node.dirty = True
         prefix = self._prefix_of(path)
         fd = self._next_fd
         self._next_fd += 1
@@ -214,6 +230,7 @@ class SimFS:
             raise _err(errno.EBADF, h.path)
         b = bytes(data)
         buf = h.node.data
+        h.node.dirty = True
         if h.append:
             buf += b
         else:
@@ -239,11 +256,19 @@ class SimFS:
         if isinstance(h.node, _Dir):
             h.node.durable = dict(h.node.entries)
         else:
+            if not h.node.dirty:
+                seen = self.clean_fsyncs.get(h.path)
+                if seen is None:
+                    self.clean_fsyncs[h.path] = [1, self.clock() if self.clock is not None else 0.0]
+                else:
+                    seen[0] += 1
+            h.node.dirty = False
             h.node.synced = bytes(h.node.data)
 
     def ftruncate(self, fd: int, size: int) -> None:
         h = self._handle(fd)
         buf = h.node.data
+        h.node.dirty = True
         if size < len(buf):
             del buf[size:]
         else:
@@ -315,6 +340,7 @@ class SimFS:
             lost["bytes"] += abs(len(data) - len(keep))
             child.data = bytearray(keep)
             child.synced = bytes(keep)
+            child.dirty = True
 
     def revive(self, prefix: str) -> None:
         self._dead.discard(posixpath.normpath(prefix))
@@ -335,6 +361,7 @@ class SimFS:
             raise _err(errno.ENOENT, path)
         node.data = bytearray(data)
         node.synced = bytes(data)
+        node.dirty = True
 
     def read_bytes(self, path: str) -> bytes | None:
         """The current bytes of ``path`` (a harness's look, not a process's read); None if absent."""
@@ -383,6 +410,7 @@ class SimFS:
         else:
             raise ValueError(f"unknown damage kind {kind!r}")
         node.synced = bytes(node.data)
+        node.dirty = True
         return {"path": path, "kind": kind, "offset": at, "length": length}
 
     def export(self, prefix: str, target: str) -> int:

@@ -44,17 +44,20 @@ from ukehi.config import NodeConfig
 from ukehi.node import NodeIO, UkehiNode
 from ukehi.node.driver import encode_message
 from ukehi.node.io import DiskWork
-from ukehi.raft.messages import Message, message_to_dict
+from ukehi.raft.config import RaftConfig
+from ukehi.raft.messages import AppendEntries, AppendResponse, Message, message_to_dict
 from ukehi.nodelog import NodeLogger
 from ukehi.storage import vfs
 
 from .fs import SimFS
 from .loop import VirtualLoop
 
-__all__ = ["SimWorld", "WorldOptions", "EPOCH"]
+__all__ = ["SimWorld", "WorldOptions", "WasteWatch", "EPOCH"]
 
 EPOCH = 1_700_000_000.0  # the simulated wall clock starts here (2023-11-14)
 _SEG_HEADER = 12
+# The core's per-AppendEntries byte cap (RaftConfig's default; the node config has no knob).
+_MAX_BYTES_PER_MESSAGE: int = RaftConfig.__dataclass_fields__["max_bytes_per_message"].default
 _FSYNCING = frozenset(("persist", "snapshot-save", "compact", "sync", "open"))
 # Decoded peer frames by their bytes: about half the frames a seed sends are byte-identical
 # repeats (heartbeats and their answers), and decoding is a pure function of the bytes
@@ -89,6 +92,169 @@ class WorldOptions:
     # 1 in this many peer messages goes through the wire codec (1: all, as between real
     # nodes); None: drawn from the seed (1 in an eighth of the seeds, else 8).
     wire_every: int | None = None
+
+
+def _add_span(spans: list[list[float]], lo: int, hi: int, t: float) -> None:
+    """Add entries lo..hi (sent first at ``t``) to ``spans``: sorted, disjoint
+    ``[lo, hi, first time]`` lists (nearly always one: a leader sends in order)."""
+    for s in spans:
+        if lo <= s[1] + 1 and hi >= s[0] - 1:  # touches or overlaps: merge (the usual case)
+            s[0] = min(s[0], lo)
+            s[1] = max(s[1], hi)
+            s[2] = min(s[2], t)
+            break
+    else:
+        spans.append([lo, hi, t])
+        spans.sort()
+        return
+    if len(spans) > 1:
+        spans.sort()
+        merged = [spans[0]]
+        for s in spans[1:]:
+            last = merged[-1]
+            if s[0] <= last[1] + 1:
+                last[1] = max(last[1], s[1])
+                last[2] = min(last[2], s[2])
+            else:
+                merged.append(s)
+        spans[:] = merged
+
+
+def _overlap(spans: list[list[float]], lo: int, hi: int) -> list[float] | None:
+    """The first span holding an index in lo..hi, or None."""
+    for s in spans:
+        if lo <= s[1] and hi >= s[0]:
+            return s
+    return None
+
+
+class WasteWatch:
+    """Wasted replication work, seen from the network (the harness's ``redundant-replication``
+    checker, checkers/whitebox/wasted.py, judges what this records). Pure bookkeeping over
+    the events the world reports (no RNG, no effect on any message), cheap per message.
+
+    Three rules, each a fact of an efficient Raft leader that the simulator sees whole:
+
+    - ``oversized``: an AppendEntries carries at most ``max_entries`` entries, and more than
+      one entry only when their data is at most ``max_bytes`` bytes in all (the node's
+      ``max_entries_per_message`` / ``max_bytes_per_message``);
+    - ``unprompted``: leader L in term T sends follower F an entry it already sent F in T
+      while nothing from F reached L since that earlier send (no answer, heartbeat answer,
+      rejection, nothing): L learnt nothing that could call for a resend;
+    - ``replicating``: L in term T sends F entry I a second time after F acknowledged to L
+      an index newer than any F had acknowledged to L in T before (from then on L knows
+      where F's log matches and streams to it), both sends after that acknowledgement, with
+      no *reset* in between: F restarted or installed a snapshot, F rejected an append of
+      L's (the rejection sent or received), or a message between L and F was lost (L's only
+      signs that F may lack entries it was sent). A streaming leader sends each entry once
+      and goes back only on a rejection; only a probing one retries on heartbeat answers,
+      and the resend when an acknowledged probe turns into streaming (from the acknowledged
+      index on) re-sends copies made *before* that acknowledgement, which this rule allows.
+    """
+
+    __slots__ = ("max_entries", "max_bytes", "clock", "pairs", "violations", "counts", "appends",
+                 "entries_sent")
+
+    #: violations kept per rule (the rest are counted)
+    KEEP = 50
+
+    def __init__(self, max_entries: int, max_bytes: int, clock: Callable[[], float] | None = None) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.clock = clock or (lambda: 0.0)
+        # (leader, follower) -> [term, spans sent since the leader last heard from the
+        # follower, streaming since (time of the advancing ack, or None), spans sent since,
+        # highest index the follower acknowledged to the leader in the term]
+        # spans: sorted disjoint [first index, last index, time of the first send]
+        self.pairs: dict[tuple[str, str], list[Any]] = {}
+        self.violations: dict[str, list[dict[str, Any]]] = {"oversized": [], "unprompted": [], "replicating": []}
+        self.counts: dict[str, int] = {"oversized": 0, "unprompted": 0, "replicating": 0}
+        self.appends = 0  # AppendEntries with entries sent
+        self.entries_sent = 0
+
+    def _violation(self, rule: str, record: dict[str, Any]) -> None:
+        self.counts[rule] += 1
+        if len(self.violations[rule]) < self.KEEP:
+            self.violations[rule].append(record)
+
+    @staticmethod
+    def _reset(pair: list[Any] | None) -> None:
+        if pair is not None and pair[2] is not None:
+            pair[2] = None
+            pair[3] = []
+
+    # ---- events the world reports
+    def sent_append(self, leader: str, follower: str, term: int, prev: int, count: int, data_bytes: int) -> None:
+        """Leader sent an AppendEntries (whatever then became of it)."""
+        if count > self.max_entries or (count > 1 and data_bytes > self.max_bytes):
+            self._violation("oversized", {
+                "t": self.clock(), "leader": leader, "follower": follower, "term": term, "first": prev + 1,
+                "last": prev + count, "entries": count, "bytes": data_bytes,
+                "max_entries": self.max_entries, "max_bytes": self.max_bytes})
+        if not count:
+            return
+        self.appends += 1
+        self.entries_sent += count
+        lo, hi = prev + 1, prev + count
+        now = self.clock()
+        pair = self.pairs.get((leader, follower))
+        if pair is None or pair[0] != term:
+            if pair is not None and pair[0] > term:
+                return  # an older term's leader (the pair follows the newest)
+            pair = self.pairs[(leader, follower)] = [term, [], None, [], 0]
+        earlier = _overlap(pair[1], lo, hi)
+        if earlier is not None:
+            self._violation("unprompted", {
+                "t": now, "leader": leader, "follower": follower, "term": term,
+                "index": max(lo, int(earlier[0])), "first": lo, "last": hi, "earlier_t": earlier[2]})
+        _add_span(pair[1], lo, hi, now)
+        if pair[2] is not None:
+            old = _overlap(pair[3], lo, hi)
+            if old is not None:
+                self._violation("replicating", {
+                    "t": now, "leader": leader, "follower": follower, "term": term,
+                    "index": max(lo, int(old[0])), "first": lo, "last": hi, "earlier_t": old[2],
+                    "acked": pair[4], "acked_t": pair[2]})
+            _add_span(pair[3], lo, hi, now)
+
+    def delivered_response(self, follower: str, leader: str, term: int, success: bool, index: int) -> None:
+        """An AppendResponse from ``follower`` reached ``leader``."""
+        pair = self.pairs.get((leader, follower))
+        if pair is None:
+            return
+        if not success:
+            self._reset(pair)
+        elif term == pair[0] and index > pair[4]:
+            # Newer than anything F acknowledged to L in this term: L streams to F from now.
+            pair[4] = index
+            if pair[2] is None:
+                pair[2] = self.clock()
+
+    def heard(self, follower: str, leader: str) -> None:
+        """Any message from ``follower`` reached ``leader``."""
+        pair = self.pairs.get((leader, follower))
+        if pair is not None and pair[1]:
+            pair[1] = []
+
+    def sent_rejection(self, follower: str, leader: str) -> None:
+        self._reset(self.pairs.get((leader, follower)))
+
+    def dropped(self, src: str, dst: str) -> None:
+        """A message between src and dst was lost (loss, a cut, a dead end)."""
+        pairs = self.pairs
+        self._reset(pairs.get((src, dst)))
+        self._reset(pairs.get((dst, src)))
+
+    def lost_log(self, follower: str) -> None:
+        """The follower restarted (its WAL may be cut) or installed a snapshot."""
+        for (leader, f), pair in self.pairs.items():
+            if f == follower:
+                self._reset(pair)
+
+    def summary(self) -> dict[str, Any]:
+        return {"violations": {k: list(v) for k, v in self.violations.items()}, "counts": dict(self.counts),
+                "appends": self.appends, "entries_sent": self.entries_sent,
+                "max_entries": self.max_entries, "max_bytes": self.max_bytes}
 
 
 class _Incarnation:
@@ -266,6 +432,10 @@ class SimWorld:
         self._codec_p = 1.0 / self.wire_every
         self.loop = VirtualLoop()
         self.fs = SimFS()
+        self.fs.clock = self.loop.time
+        # Wasted replication work (WasteWatch): fed by _transmit/_deliver, read by the harness.
+        self.waste: WasteWatch | None = WasteWatch(opts.max_entries_per_message, _MAX_BYTES_PER_MESSAGE,
+                                                   self.loop.time)
         # Links (src, dst) that drop what they carry: the union of every owner's cut.
         # "partition" is the nemesis's partitions (``heal()`` clears it, as before); a
         # leader-targeted fault family keeps its own owner, so healing one never undoes
@@ -359,6 +529,8 @@ class SimWorld:
         h.paused = False
         h.resumed = asyncio.Event()
         self.fs.revive(h.prefix)
+        if self.waste is not None:
+            self.waste.lost_log(name)
         rng = random.Random(self.rng_core_seed ^ (h.index << 20) ^ h.incarnations)
         log = NodeLogger(name, h.config.log_level, stream=inc, clock=inc.time)  # type: ignore[arg-type]
         io_ = NodeIO(clock=inc, disk=inc, rng=rng, make_network=lambda node: _NetworkView(inc),
@@ -390,8 +562,12 @@ class SimWorld:
         h.up = False
         h.held.clear()
         for link in [k for k in self.holding if k[0] == name]:
+            if self.holding[link] and self.waste is not None:
+                self.waste.dropped(*link)
             self.holding[link] = []  # its unsent bytes die with the machine; the hold stays
         lost = self.fs.crash(h.prefix, self.rng_disk, self.opts.torn_probability)
+        if self.waste is not None:
+            self.waste.lost_log(name)
         h.paused = False
         if h.resumed is not None:
             h.resumed.set()
@@ -527,8 +703,60 @@ class SimWorld:
             cache[frame] = decoded
         return decoded
 
+    def _waste_fields(self, frame: bytes | Message) -> tuple[str, Any]:
+        """(message type, the message or its decoded body) for the WasteWatch."""
+        if isinstance(frame, bytes):
+            try:
+                body = self.decode(frame).body
+            except (ValueError, wire.ProtocolError):
+                return "", None
+            return body.get("type", ""), body
+        return frame.type, frame
+
+    def _waste_sent(self, src: str, dst: str, frame: bytes | Message) -> None:
+        waste = self.waste
+        assert waste is not None
+        kind = type(frame)
+        if kind is AppendEntries:
+            m: Any = frame
+            entries = m.entries
+            waste.sent_append(src, dst, m.term, m.prev_index, len(entries), sum(len(e.data) for e in entries))
+        elif kind is AppendResponse:
+            if not frame.success:  # type: ignore[union-attr]
+                waste.sent_rejection(src, dst)
+        elif kind is bytes:
+            t, body = self._waste_fields(frame)
+            if t == "append_entries":
+                entries = body.get("entries") or []
+                waste.sent_append(src, dst, body.get("term", 0), body.get("prev_index", 0), len(entries),
+                                  sum(len(e[3]) for e in entries if len(e) > 3 and isinstance(e[3], bytes)))
+            elif t == "append_response" and not body.get("success"):
+                waste.sent_rejection(src, dst)
+
+    def _waste_delivered(self, src: str, dst: str, frame: bytes | Message) -> None:
+        waste = self.waste
+        assert waste is not None
+        waste.heard(src, dst)
+        kind = type(frame)
+        if kind is bytes:
+            t, m = self._waste_fields(frame)
+            get = m.get if m is not None else None
+        else:
+            t, m = frame.type, frame  # type: ignore[union-attr]
+            get = None
+        if t == "append_response":
+            if get is not None:
+                waste.delivered_response(src, dst, get("term", 0), bool(get("success")), get("index", 0))
+            else:
+                waste.delivered_response(src, dst, m.term, m.success, m.index)
+        elif t == "install_snapshot":
+            waste.lost_log(dst)
+
     def _transmit(self, src: str, dst: str, frame: bytes | Message) -> None:
         self.messages_sent += 1
+        waste = self.waste
+        if waste is not None:
+            self._waste_sent(src, dst, frame)
         if self.send_watch is not None:
             # Fault triggers ("crash a voter right after it voted", "cut the leader off
             # while entries are in flight") see each Raft message as it leaves its node.
@@ -540,6 +768,8 @@ class SimWorld:
             else:
                 body = message_to_dict(frame)
             if self.send_watch(src, dst, body) is False:
+                if waste is not None:
+                    waste.dropped(src, dst)
                 return
         if self.holding:
             queue = self.holding.get((src, dst))
@@ -547,6 +777,8 @@ class SimWorld:
                 queue.append(frame)
                 return
         if self.blocked and (src, dst) in self.blocked:
+            if waste is not None:
+                waste.dropped(src, dst)
             return
         # One call per message hop: locals, and random.uniform / call_later inlined (the same
         # arithmetic, so the same draws and times).
@@ -554,6 +786,8 @@ class SimWorld:
         rng = self.rng_net
         loss = opts.loss
         if loss and rng.random() < loss:
+            if waste is not None:
+                waste.dropped(src, dst)
             return
         dup = opts.duplicate
         copies = 2 if dup and rng.random() < dup else 1
@@ -568,14 +802,24 @@ class SimWorld:
 
     def _deliver(self, src: str, dst: str, frame: bytes | Message) -> None:
         h = self.nodes.get(dst)
+        waste = self.waste
         if h is None or not h.up or h.current is None or h.current.node is None:
+            if waste is not None:
+                waste.dropped(src, dst)
             return
         if self.blocked and (src, dst) in self.blocked:
+            if waste is not None:
+                waste.dropped(src, dst)
             return  # cut while in flight
         if h.paused:
             h.held.append(lambda: self._deliver(src, dst, frame))
             return
         self.messages_delivered += 1
+        if waste is not None:
+            if h.current.node.phase != "running":
+                waste.dropped(src, dst)  # a starting node ignores Raft traffic
+            else:
+                self._waste_delivered(src, dst, frame)
         if not isinstance(frame, bytes):
             h.current.node.handle_peer_message(frame)
             return
