@@ -27,6 +27,17 @@ async def _connected_link(port: int) -> tuple[PeerTransport, object]:
     return transport, link
 
 
+async def _collect(reader: asyncio.StreamReader, received: bytearray, want: int, got_all: asyncio.Event) -> None:
+    """Read until the peer closes, setting `got_all` once `want` bytes have come."""
+    while True:
+        chunk = await reader.read(1 << 20)
+        if not chunk:
+            break
+        received.extend(chunk)
+        if len(received) >= want:
+            got_all.set()
+
+
 def _hello_length() -> int:
     return len(wire.encode_frame(wire.MsgType.HELLO, 0, {"role": "peer", "version": wire.PROTOCOL_VERSION, "node": "n1"}))
 
@@ -39,13 +50,7 @@ def test_a_connected_link_writes_directly_and_the_peer_gets_every_frame_in_order
         expected = b"".join(frames)
 
         async def on_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                received.extend(chunk)
-                if len(received) >= _hello_length() + len(expected):
-                    got_all.set()
+            await _collect(reader, received, _hello_length() + len(expected), got_all)
 
         server = await asyncio.start_server(on_peer, "127.0.0.1", 0)
         transport, link = await _connected_link(server.sockets[0].getsockname()[1])
@@ -72,13 +77,7 @@ def test_a_link_whose_peer_stops_reading_buffers_and_still_delivers_in_order() -
 
         async def on_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reading.wait()  # a peer that stops reading: the sender's socket buffer fills
-            while True:
-                chunk = await reader.read(1 << 20)
-                if not chunk:
-                    break
-                received.extend(chunk)
-                if len(received) >= _hello_length() + len(expected):
-                    got_all.set()
+            await _collect(reader, received, _hello_length() + len(expected), got_all)
 
         server = await asyncio.start_server(on_peer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
