@@ -1108,6 +1108,16 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
 
         checkers.update(check_wasted_work(world.fs.clean_fsyncs, {n: h.prefix for n, h in world.nodes.items()},
                                           world.waste.summary()))
+    if settings.whitebox:
+        # Replay never drops fsynced, undamaged bytes (checkers/whitebox/durable_cut.py); log
+        # lines find their incarnation by the simulated pid (sim_pid(index, k), SimWorld.start).
+        from checkers.whitebox.durable_cut import NAME as DURABLE_CUT, check_durable_cut
+        from ukehi.sim.world import sim_pid
+
+        checkers[DURABLE_CUT] = check_durable_cut(
+            {n: h.log.getvalue() for n, h in world.nodes.items()},
+            {n: world.fs.starts.get(h.prefix, []) for n, h in world.nodes.items()}, world.fs.damaged,
+            {n: sim_pid(h.index, 0) for n, h in world.nodes.items()})
     valid = merge_valid(r.get("valid", "unknown") for r in checkers.values())
     digest = world.digest(history_text(ops))
     return SimResult(seed=seed, valid=valid, digest=digest, options=opts, checkers=checkers, history=ops,

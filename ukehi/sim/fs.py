@@ -24,6 +24,15 @@ crash's revert, damage, an overwrite): a recovering process may sync what it fou
 Directories are not counted (a directory fsync makes entries durable, which a file write
 never marks).
 
+Durable bytes (the ``durable-cut`` checker, checkers/whitebox/durable_cut.py): each file
+keeps the length it had at its last fsync (``fsynced_len``; a crash's torn tail survives
+above it but was never synced) and its *live damage*: each damage fault's offset, with the
+file's length at the first node start after it (the bytes a recovering replay saw damaged;
+bytes appended after that replay are not excused by it). A truncation below a damaged
+offset removes that damage. At each node start (:meth:`revive`) ``starts`` records per file
+(fsynced length, live damage as (offset, extent) pairs).
+``damaged`` keeps every damage fault's (virtual time, offset) by path.
+
 Every choice (torn length, where damage lands) comes from the random generator the
 simulation passes in, so a seed decides it.
 """
@@ -48,6 +57,10 @@ class _Inode:
     # Written (or truncated, or made) since the last fsync; an fsync of a clean file is
     # counted as wasted work (``SimFS.clean_fsyncs``).
     dirty: bool = True
+    # Length at the last fsync (what a crash cannot take away; a torn tail lies above it).
+    fsynced_len: int = 0
+    # Live damage: [offset, file length at the first start after it (None until then)].
+    damage: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +139,11 @@ class SimFS:
         # Regular files fsynced while clean: path -> [count, virtual time of the first].
         self.clean_fsyncs: dict[str, list[float]] = {}
         self.clock: Any = None  # the world's virtual clock (a callable), for the times above
+        # Node prefix -> one record per start (revive): (virtual time, {file path: (fsynced
+        # length, live damage as (offset, extent) pairs)}); path -> [(virtual time, offset)]
+        # of every damage fault to the file (the durable-cut checker's inputs).
+        self.starts: dict[str, list[tuple[float, dict[str, tuple[int, tuple[tuple[int, int], ...]]]]]] = {}
+        self.damaged: dict[str, list[tuple[float, int]]] = {}
 
     # ------------------------------------------------------------------ tree
     @staticmethod
@@ -208,6 +226,7 @@ class SimFS:
         if isinstance(node, _Inode) and flags & self.O_TRUNC and writable:
             del node.data[:]
             node.dirty = True
+            node.damage = []
         prefix = self._prefix_of(path)
         fd = self._next_fd
         self._next_fd += 1
@@ -264,6 +283,7 @@ class SimFS:
                     seen[0] += 1
             h.node.dirty = False
             h.node.synced = bytes(h.node.data)
+            h.node.fsynced_len = len(h.node.data)
 
     def ftruncate(self, fd: int, size: int) -> None:
         h = self._handle(fd)
@@ -271,6 +291,7 @@ class SimFS:
         h.node.dirty = True
         if size < len(buf):
             del buf[size:]
+            h.node.damage = [[d, e if e is None else min(e, size)] for d, e in h.node.damage if d < size]
         else:
             buf.extend(b"\0" * (size - len(buf)))
 
@@ -343,7 +364,22 @@ class SimFS:
             child.dirty = True
 
     def revive(self, prefix: str) -> None:
-        self._dead.discard(posixpath.normpath(prefix))
+        prefix = posixpath.normpath(prefix)
+        self._dead.discard(prefix)
+        now = self.clock() if self.clock is not None else 0.0
+        record: dict[str, tuple[int, tuple[tuple[int, int], ...]]] = {}
+        for p in self.files(prefix):
+            node = self._lookup(p)
+            for dmg in node.damage:
+                if dmg[1] is None:
+                    dmg[1] = len(node.data)  # what this start's replay finds damaged
+            record[p] = (min(node.fsynced_len, len(node.data)), tuple((d, e) for d, e in node.damage))
+        self.starts.setdefault(prefix, []).append((now, record))
+
+    def _note_damage(self, node: _Inode, path: str, offset: int) -> None:
+        node.damage.append([offset, None])
+        now = self.clock() if self.clock is not None else 0.0
+        self.damaged.setdefault(posixpath.normpath(path), []).append((now, offset))
 
     def wipe(self, path: str) -> None:
         """``rm -rf path`` made durable (an operator wiping a stopped node's data dir)."""
@@ -359,8 +395,13 @@ class SimFS:
         node = self._lookup(path)
         if not isinstance(node, _Inode):
             raise _err(errno.ENOENT, path)
+        old = bytes(node.data)
+        first = next((i for i, (a, b) in enumerate(zip(old, data)) if a != b), min(len(old), len(data)))
+        if old != bytes(data):
+            self._note_damage(node, path, first)
         node.data = bytearray(data)
         node.synced = bytes(data)
+        node.fsynced_len = len(data)
         node.dirty = True
 
     def read_bytes(self, path: str) -> bytes | None:
@@ -411,6 +452,7 @@ class SimFS:
             raise ValueError(f"unknown damage kind {kind!r}")
         node.synced = bytes(node.data)
         node.dirty = True
+        self._note_damage(node, path, at)
         return {"path": path, "kind": kind, "offset": at, "length": length}
 
     def export(self, prefix: str, target: str) -> int:

@@ -415,6 +415,12 @@ class _NodeHandle:
             await self.resumed.wait()
 
 
+def sim_pid(index: int, incarnation: int) -> int:
+    """The simulated pid of a node's incarnation: node logs carry it (`starting pid=...`), and
+    the durable-cut checker maps log lines to incarnations by it."""
+    return 1000 * (index + 1) + incarnation
+
+
 class SimWorld:
     def __init__(self, seed: int, opts: WorldOptions) -> None:
         self.seed = seed
@@ -534,7 +540,7 @@ class SimWorld:
         rng = random.Random(self.rng_core_seed ^ (h.index << 20) ^ h.incarnations)
         log = NodeLogger(name, h.config.log_level, stream=inc, clock=inc.time)  # type: ignore[arg-type]
         io_ = NodeIO(clock=inc, disk=inc, rng=rng, make_network=lambda node: _NetworkView(inc),
-                     make_listener=lambda node: inc, signals=False, pid=1000 * (h.index + 1) + h.incarnations)
+                     make_listener=lambda node: inc, signals=False, pid=sim_pid(h.index, h.incarnations))
         node = UkehiNode(h.config, log, io=io_)
         inc.node = node
         self.event(f"start {name} pid={node.pid}")
