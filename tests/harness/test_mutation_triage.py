@@ -14,7 +14,7 @@ from harness.cli import EXIT_BAD_ARGUMENT, EXIT_INVALID, EXIT_VALID, main
 from harness.mutation import Config, find_mutants, run_mutation
 from harness.mutation.report import figures
 from harness.mutation.runner import MutantResult, StepResult
-from harness.mutation.simbudget import DEFAULT_SIM_BUDGET, TARGETED_FAMILIES, SimBudget, SimSeed
+from harness.mutation.simbudget import DEFAULT_SIM_BUDGET, DISK_FAMILIES, TARGETED_FAMILIES, SimBudget, SimSeed
 from harness.mutation.triage import DEFAULT_TRIAGE_PATH, Registry
 
 NAMES = ("figure-eight", "stale-leader", "vote-flip", "partition", "kill")
@@ -54,7 +54,9 @@ def test_the_default_budget_is_the_swarm_plus_each_targeted_family_alone():
     # The names are the simulator's own (parsing checks them against harness.sim.runner.NEMESES).
     assert SimBudget.parse(DEFAULT_SIM_BUDGET.label) == DEFAULT_SIM_BUDGET
     assert DEFAULT_SIM_BUDGET.seeds == tuple(range(16))
-    assert {s.nemesis for s in DEFAULT_SIM_BUDGET.families} == set(TARGETED_FAMILIES)
+    assert {s.nemesis for s in DEFAULT_SIM_BUDGET.families} == set(TARGETED_FAMILIES) | set(DISK_FAMILIES)
+    # disk damage alone: a repair at restart meets the WAL recovery code (durable-cut)
+    assert SimSeed(1, "damage") in DEFAULT_SIM_BUDGET.families
     # figure-eight alone kills commit-old-term (core.py `_maybe_commit`) at seed 0
     assert SimSeed(0, "figure-eight") in DEFAULT_SIM_BUDGET.families
     assert main(["mutate", "--harness-sim", "0-3,figure-eigth@0", "--list"]) == EXIT_BAD_ARGUMENT
