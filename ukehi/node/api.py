@@ -109,7 +109,7 @@ class ClientAPI:
         if self.phase != "running":
             return
         if msg.dst != self.config.node_id or msg.group_id != self.group_id:
-            self.log.debug("misrouted-message", src=msg.src, dst=msg.dst, group=msg.group_id)
+            self.log.debug("misrouted-message", src=msg.src, dst=msg.dst, msg_group=msg.group_id)
             return
         self.driver.push_peer_message(Step(msg))
 

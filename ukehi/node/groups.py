@@ -157,7 +157,10 @@ class GroupLogger(NodeLogger):
         self.group = group
 
     def log(self, level: str, event: str, **fields: Any) -> None:
-        super().log(level, event, group=self.group, **fields)
+        # A caller's own `group` field wins (a line about another group's message): passing
+        # both raised TypeError, which turned a misrouted peer message into a "bad raft
+        # message" that closed the whole peer connection.
+        super().log(level, event, **{"group": self.group, **fields})
 
 
 class _SharedNetwork:
