@@ -39,6 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """N distinct free ports: every socket stays bound until all are picked (one at a time,
+    a port closed at once could be handed out again: CI once gave two nodes one port)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 @dataclass
 class NodeProc:
     node_id: str
@@ -148,7 +161,7 @@ class LocalCluster:
         self.env = dict(env or {})
         self.nodes: dict[str, NodeProc] = {}
         founders = [f"n{i}" for i in range(1, size + 1)]
-        ports = {nid: free_port() for nid in founders}
+        ports = dict(zip(founders, free_ports(len(founders))))
         self.peers_arg = ",".join(f"{nid}=127.0.0.1:{ports[nid]}" for nid in founders)
         for nid in founders:
             self.nodes[nid] = self._make(nid, ports[nid], self.peers_arg, join=False)
