@@ -1101,13 +1101,12 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
 
         checkers["availability"] = check_sim_availability(ops, **availability_inputs(world, ops, opts, settings),
                                                           idle=idle)
-    if world.waste is not None:
-        # Wasted work no other verdict sees (checkers/whitebox/wasted.py): fsyncs of clean
-        # files, needless re-sends and oversized appends, from the simulator's own records.
-        from checkers.whitebox.wasted import check_wasted_work
+    # Wasted work no other verdict sees (checkers/whitebox/wasted.py): fsyncs of clean
+    # files, needless re-sends and oversized appends, from the simulator's own records.
+    from checkers.whitebox.wasted import check_wasted_work
 
-        checkers.update(check_wasted_work(world.fs.clean_fsyncs, {n: h.prefix for n, h in world.nodes.items()},
-                                          world.waste.summary()))
+    checkers.update(check_wasted_work(world.fs.clean_fsyncs, {n: h.prefix for n, h in world.nodes.items()},
+                                      world.waste.summary()))
     if settings.whitebox:
         # Replay never drops fsynced, undamaged bytes (checkers/whitebox/durable_cut.py); log
         # lines find their incarnation by the simulated pid (sim_pid(index, k), SimWorld.start).

@@ -440,7 +440,7 @@ class SimWorld:
         self.fs = SimFS()
         self.fs.clock = self.loop.time
         # Wasted replication work (WasteWatch): fed by _transmit/_deliver, read by the harness.
-        self.waste: WasteWatch | None = WasteWatch(opts.max_entries_per_message, _MAX_BYTES_PER_MESSAGE,
+        self.waste = WasteWatch(opts.max_entries_per_message, _MAX_BYTES_PER_MESSAGE,
                                                    self.loop.time)
         # Links (src, dst) that drop what they carry: the union of every owner's cut.
         # "partition" is the nemesis's partitions (``heal()`` clears it, as before); a
@@ -535,8 +535,7 @@ class SimWorld:
         h.paused = False
         h.resumed = asyncio.Event()
         self.fs.revive(h.prefix)
-        if self.waste is not None:
-            self.waste.lost_log(name)
+        self.waste.lost_log(name)
         rng = random.Random(self.rng_core_seed ^ (h.index << 20) ^ h.incarnations)
         log = NodeLogger(name, h.config.log_level, stream=inc, clock=inc.time)  # type: ignore[arg-type]
         io_ = NodeIO(clock=inc, disk=inc, rng=rng, make_network=lambda node: _NetworkView(inc),
@@ -568,12 +567,11 @@ class SimWorld:
         h.up = False
         h.held.clear()
         for link in [k for k in self.holding if k[0] == name]:
-            if self.holding[link] and self.waste is not None:
+            if self.holding[link]:
                 self.waste.dropped(*link)
             self.holding[link] = []  # its unsent bytes die with the machine; the hold stays
         lost = self.fs.crash(h.prefix, self.rng_disk, self.opts.torn_probability)
-        if self.waste is not None:
-            self.waste.lost_log(name)
+        self.waste.lost_log(name)
         h.paused = False
         if h.resumed is not None:
             h.resumed.set()
@@ -721,7 +719,6 @@ class SimWorld:
 
     def _waste_sent(self, src: str, dst: str, frame: bytes | Message) -> None:
         waste = self.waste
-        assert waste is not None
         kind = type(frame)
         if kind is AppendEntries:
             m: Any = frame
@@ -741,7 +738,6 @@ class SimWorld:
 
     def _waste_delivered(self, src: str, dst: str, frame: bytes | Message) -> None:
         waste = self.waste
-        assert waste is not None
         waste.heard(src, dst)
         kind = type(frame)
         if kind is bytes:
@@ -761,8 +757,7 @@ class SimWorld:
     def _transmit(self, src: str, dst: str, frame: bytes | Message) -> None:
         self.messages_sent += 1
         waste = self.waste
-        if waste is not None:
-            self._waste_sent(src, dst, frame)
+        self._waste_sent(src, dst, frame)
         if self.send_watch is not None:
             # Fault triggers ("crash a voter right after it voted", "cut the leader off
             # while entries are in flight") see each Raft message as it leaves its node.
@@ -774,8 +769,7 @@ class SimWorld:
             else:
                 body = message_to_dict(frame)
             if self.send_watch(src, dst, body) is False:
-                if waste is not None:
-                    waste.dropped(src, dst)
+                waste.dropped(src, dst)
                 return
         if self.holding:
             queue = self.holding.get((src, dst))
@@ -783,8 +777,7 @@ class SimWorld:
                 queue.append(frame)
                 return
         if self.blocked and (src, dst) in self.blocked:
-            if waste is not None:
-                waste.dropped(src, dst)
+            waste.dropped(src, dst)
             return
         # One call per message hop: locals, and random.uniform / call_later inlined (the same
         # arithmetic, so the same draws and times).
@@ -792,8 +785,7 @@ class SimWorld:
         rng = self.rng_net
         loss = opts.loss
         if loss and rng.random() < loss:
-            if waste is not None:
-                waste.dropped(src, dst)
+            waste.dropped(src, dst)
             return
         dup = opts.duplicate
         copies = 2 if dup and rng.random() < dup else 1
@@ -810,22 +802,19 @@ class SimWorld:
         h = self.nodes.get(dst)
         waste = self.waste
         if h is None or not h.up or h.current is None or h.current.node is None:
-            if waste is not None:
-                waste.dropped(src, dst)
+            waste.dropped(src, dst)
             return
         if self.blocked and (src, dst) in self.blocked:
-            if waste is not None:
-                waste.dropped(src, dst)
+            waste.dropped(src, dst)
             return  # cut while in flight
         if h.paused:
             h.held.append(lambda: self._deliver(src, dst, frame))
             return
         self.messages_delivered += 1
-        if waste is not None:
-            if h.current.node.phase != "running":
-                waste.dropped(src, dst)  # a starting node ignores Raft traffic
-            else:
-                self._waste_delivered(src, dst, frame)
+        if h.current.node.phase != "running":
+            waste.dropped(src, dst)  # a starting node ignores Raft traffic
+        else:
+            self._waste_delivered(src, dst, frame)
         if not isinstance(frame, bytes):
             h.current.node.handle_peer_message(frame)
             return
