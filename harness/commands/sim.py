@@ -180,11 +180,17 @@ def register(app: typer.Typer) -> None:
         # semaphore keeps at most two seeds per worker queued, so the budget is checked when a
         # seed is about to start.
         slots = threading.BoundedSemaphore(2 * workers)
+        # Set to end the sweep early (--stop-at-first): the feeder thread may be waiting on
+        # ``slots`` in jobs(), and Pool.terminate() joins that thread, so it must be woken to
+        # return first (it waited forever there: `sim --stop-at-first` hung at its first find).
+        stopping = threading.Event()
 
         def jobs() -> Any:
             k = start_seed
             while seeds is None or k < start_seed + seeds:
                 slots.acquire()
+                if stopping.is_set():
+                    return
                 if time_budget is not None and time.monotonic() - started > time_budget:
                     return
                 yield (k, settings, results_dir, check_determinism, store, shrink_budget)
@@ -216,6 +222,11 @@ def register(app: typer.Typer) -> None:
                     print(f"[{wall:6.1f} s] {done} seeds ({done / wall:.2f}/s), virtual {virtual:.0f} s "
                           f"({virtual / wall:.0f}x), failures {failures}", file=sys.stderr, flush=True)
                 if stop_at_first and failures:
+                    stopping.set()
+                    try:
+                        slots.release()  # wake the feeder if it waits: it sees ``stopping`` and ends
+                    except ValueError:
+                        pass  # every slot free: the feeder is not waiting (it already ended)
                     pool.terminate()
                     break
         wall = time.monotonic() - started
