@@ -195,6 +195,23 @@ def test_a_time_budget_stops_the_sweep_instead_of_running_every_queued_seed(tmp_
     assert 1 <= seeds <= 40, summary  # ~2 s of 2-virtual-second seeds plus the two queued
 
 
+def test_stop_at_first_ends_the_sweep_at_its_first_failing_seed(tmp_path):
+    """--stop-at-first used to hang after its first find: Pool.terminate() joined the feeder
+    thread while that thread waited for a free slot that the stopped loop never released."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "sim", "--seeds", "30", "--workers", "1",
+                           "--stop-at-first", "--workload", "register", "--duration", "4", "--no-store",
+                           "--shrink-budget", "0", "--node-option", "unsafe_bug=stale-read"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "UKEHI_I_KNOW_THIS_IS_UNSAFE": "1"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = [line for line in done.stdout.splitlines() if line.startswith("sim: ")]
+    assert summary and summary[-1].endswith(", 1 failing"), done.stdout
+    assert int(summary[-1].split()[1]) < 30  # it stopped: not every seed ran
+
+
 def test_without_a_workload_each_seed_draws_one_and_its_replay_names_it(tmp_path):
     """`sim` without --workload: the seed draws its workload (all five over a few seeds),
     records it in its options, and the replay command names it, so replaying with that
@@ -267,3 +284,46 @@ def test_a_seed_that_does_not_draw_the_slow_family_runs_as_without_it():
         else:
             assert opts == swarm(seed, without)
     assert 5 < drew < 35
+
+
+def test_a_peer_link_delivers_in_send_order_whatever_the_jitter():
+    """A peer link is one ordered stream (the real node's TCP connection): with delays drawn
+    from 1 to 50 ms and duplication, no message overtakes one sent before it on its link.
+    (Each message arriving after its own delay shuffled 256-entry windows; sim seed 8082.)"""
+    from ukehi.sim.world import SimWorld, WorldOptions
+
+    world = SimWorld(3, WorldOptions(delay=(0.001, 0.05), duplicate=0.2, heartbeat_ms=20))
+    keep: list[object] = []  # every frame stays alive, so an id names one object
+    sent: dict[tuple[str, str], dict[int, list[int]]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    delivered: dict[tuple[str, str], list[int]] = {}
+    transmit, deliver = world._transmit, world._deliver
+
+    def spy_transmit(src: str, dst: str, frame: object) -> None:
+        keep.append(frame)
+        n = counts[(src, dst)] = counts.get((src, dst), 0) + 1
+        sent.setdefault((src, dst), {}).setdefault(id(frame), []).append(n)
+        transmit(src, dst, frame)  # type: ignore[arg-type]
+
+    def spy_deliver(src: str, dst: str, frame: object) -> None:
+        delivered.setdefault((src, dst), []).append(id(frame))
+        deliver(src, dst, frame)  # type: ignore[arg-type]
+
+    world._transmit = spy_transmit  # type: ignore[method-assign]
+    world._deliver = spy_deliver  # type: ignore[method-assign]
+    for n in world.names:
+        world.start(n)
+    world.run_until(6.0)
+    world.run(world.stop_all())
+    busy = [link for link, ids in delivered.items() if len(ids) > 50]
+    assert len(busy) >= 4  # the leader's links both ways
+    for link in busy:
+        at, repeats = 0, 0
+        for ident in delivered[link]:
+            # the earliest send of this object not before the last delivered one: a copy of
+            # the same send may arrive again (duplication), an earlier send may not
+            later = [k for k in sent[link][ident] if k >= at]
+            assert later, f"{link}: a message sent before #{at} arrived after it"
+            repeats += later[0] == at
+            at = later[0]
+        assert repeats > 0, link  # duplicates did arrive, right after their original

@@ -274,7 +274,7 @@ def test_vote_flip_crashes_a_voter_right_after_its_grant_and_it_rejoins_on_the_o
 
 
 @pytest.mark.parametrize("family,bug,seed", [
-    ("stale-leader", "accept-stale-term", 2),
+    ("stale-leader", "accept-stale-term", 1),
     ("vote-flip", "forget-vote", 6),
     ("fall-after-append", "commit-old-term", 10),
 ])

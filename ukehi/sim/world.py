@@ -3,15 +3,21 @@
 Every node is a real :class:`ukehi.node.UkehiNode` (Raft core, driver, KV state machine,
 fencing, storage code) whose I/O interfaces (``ukehi.node.io``) are the simulated ones
 below, on one :class:`~ukehi.sim.loop.VirtualLoop`. One ``random.Random`` per concern,
-all derived from the seed, decides everything: message delays, loss, duplication and
-reordering, election timeouts, torn writes, fsync latency.
+all derived from the seed, decides everything: message delays, loss, duplication,
+election timeouts, torn writes, fsync latency.
 
 Faults the world offers (the harness's sim runner schedules them):
 
 - network: ``block(src, dst)`` per directed link (any partition shape, one-way included),
   ``heal()``; per owner (``set_cuts``), so one fault's heal leaves another's cut alone;
   ``hold``/``release`` a link (its messages queued, then delivered late, in order);
-  per-message delay (reordering follows from jitter), loss, duplication;
+  per-message delay, loss, duplication. A peer link delivers in send order, as the real
+  node's peer link (one TCP stream per direction) does: packet reordering on the wire
+  (the ``packet`` nemesis's netem reorder) reaches the node as delay, never as an
+  overtaken frame. Each message's delay is drawn as before and then held to no earlier
+  than the link's previous delivery. (Until 2026-12-07 each message arrived after its own
+  delay, so a window of 256 single-entry appends arrived shuffled, something no real
+  link does; the core's rejections then kept a few seeds in probe/replicate loops.)
 - process: ``crash`` (power cut: un-fsynced bytes lost, maybe a torn tail; the node's
   files, network and log go dead at once), ``restart`` (a new incarnation replays the
   disk), ``pause``/``resume`` (SIGSTOP: timers, disk and inbound messages held);
@@ -455,6 +461,9 @@ class SimWorld:
         # Extra delay per link (src, dst) while a "slow" fault holds it: every message sent
         # then arrives that much later, as over a congested TCP link (late, never lost).
         self.slow: dict[tuple[str, str], float] = {}
+        # Per link (src, dst): when its last message is due, so the next is due no
+        # earlier (a link is one ordered stream; see the module docstring).
+        self._link_due: dict[tuple[str, str], float] = {}
         self.events: list[str] = []
         # The fault state each time it changes: (virtual time, nodes down or paused, links
         # (src, dst) cut or held, links slowed, nodes whose clock runs at another rate,
@@ -672,10 +681,15 @@ class SimWorld:
         if not queued:
             return 0
         lo, hi = self.opts.delay
-        at = self.loop._now
+        link = (src, dst)
+        due = self._link_due
         for frame in queued:
             # In send order: each no earlier than the one before it (one stream).
-            at = max(at, self.loop._now + lo + (hi - lo) * self.rng_net.random())
+            at = self.loop._now + lo + (hi - lo) * self.rng_net.random()
+            prev = due.get(link, 0.0)
+            if at < prev:
+                at = prev
+            due[link] = at
             self.loop.call_at(at, self._deliver, src, dst, frame)
         self.event(f"release {src}->{dst} {len(queued)}")
         return len(queued)
@@ -795,8 +809,16 @@ class SimWorld:
             hi += self.slow.get((src, dst), 0.0)
         loop = self.loop
         deliver = self._deliver
+        link = (src, dst)
+        due = self._link_due
+        prev = due.get(link, 0.0)
         for _ in range(copies):
-            loop.call_at(loop._now + (lo + (hi - lo) * rng.random()), deliver, src, dst, frame)
+            at = loop._now + (lo + (hi - lo) * rng.random())
+            if at < prev:
+                at = prev  # one ordered stream: never ahead of what was sent before it
+            prev = at
+            loop.call_at(at, deliver, src, dst, frame)
+        due[link] = prev
 
     def _deliver(self, src: str, dst: str, frame: bytes | Message) -> None:
         h = self.nodes.get(dst)
