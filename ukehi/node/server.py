@@ -483,6 +483,10 @@ def run_node(config: NodeConfig) -> int:
     except ValueError as e:
         print(f"ukehi node: {e}", file=sys.stderr)
         return EXIT_START_FAILED
+    # The WAL thread hands each finished persist back to the event loop; while the loop is
+    # busy, CPython lets a waiting thread take the GIL only every switch interval (5 ms by
+    # default), so a completed fsync could sit that long before its acks went out.
+    sys.setswitchinterval(0.0005)
     node: Any
     if config.shards is not None:
         from .groups import ShardedNode  # one process, a Raft group per hosted shard
