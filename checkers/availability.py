@@ -12,7 +12,8 @@ False``) when, and only when, the build under test did not do that:
   bound while every node ran and answered and every node could reach every other one;
 - **no-ok-op**: clients invoked operations and not one of them succeeded, in the whole run;
 - **kind-never-served**: one kind of operation (e.g. ``write``) was invoked at least 10 times,
-  at least 3 of them with no fault active from invocation to completion, and never served (every attempt unknown, or refused with an error that only says the
+  at least 3 of them with no fault active from invocation to completion (in the simulator
+  also none ended within one election timeout before it), and never served (every attempt unknown, or refused with an error that only says the
   cluster could not serve it now: ``not_leader``, ``unavailable``, ``recovering``,
   ``timeout``, ``internal``; never ``ok``, never an answer from the state machine such as a
   failed cas precondition) while other kinds succeeded: reads and writes both need a leader
@@ -234,9 +235,10 @@ def _served(op: Any) -> bool:
     return op.type == "fail" and op.error is not None and str(op.error) not in CANNOT_SERVE
 
 
-def _quiet_test(history: list[Any]) -> Callable[[Any, Any], bool]:
+def _quiet_test(history: list[Any], recovery_s: float = 0.0) -> Callable[[Any, Any], bool]:
     """``quiet(invoked, done)``: no fault window of the run overlaps the span from an
-    invocation to its completion (to the end of the run when ``done`` is None)."""
+    invocation to its completion (to the end of the run when ``done`` is None), nor ended
+    less than ``recovery_s`` before the invocation."""
     from checkers.faults import fault_events
 
     windows, _ = fault_events(history, _fault_specs())
@@ -244,14 +246,14 @@ def _quiet_test(history: list[Any]) -> Callable[[Any, Any], bool]:
 
     def quiet(invoked: Any, done: Any) -> bool:
         lo, hi = invoked.time / 1e9, (done.time if done is not None else end) / 1e9
-        return not any(w.start_s <= hi and lo <= w.end_s for w in windows)
+        return not any(w.start_s <= hi and lo <= w.end_s + recovery_s for w in windows)
     return quiet
 
 
-def _quiet_attempts(client: list[Any], history: list[Any], f: str) -> int:
+def _quiet_attempts(client: list[Any], history: list[Any], f: str, recovery_s: float = 0.0) -> int:
     """Invocations of kind ``f`` with no fault window overlapping them (to their completion,
-    or to the end of the run when none came)."""
-    quiet = _quiet_test(history)
+    or to the end of the run when none came) or ending within ``recovery_s`` before them."""
+    quiet = _quiet_test(history, recovery_s)
     invoked: dict[Any, Any] = {}
     spans: list[tuple[Any, Any]] = []
     for op in client:
@@ -265,7 +267,8 @@ def _quiet_attempts(client: list[Any], history: list[Any], f: str) -> int:
     return sum(1 for inv, done in spans if quiet(inv, done))
 
 
-def _kinds_never_served(client: list[Any], history: list[Any] | None = None) -> list[dict[str, Any]]:
+def _kinds_never_served(client: list[Any], history: list[Any] | None = None,
+                        recovery_s: float = 0.0) -> list[dict[str, Any]]:
     """Kinds of operation (``f``) the cluster never served while it served others: at least
     NEVER_SERVED_MIN invoked, not one ``ok`` and not one answer about the request (a cas whose
     precondition failed is one; a ``not_leader`` or ``unavailable`` refusal is not). A correct
@@ -273,7 +276,11 @@ def _kinds_never_served(client: list[Any], history: list[Any] | None = None) -> 
     whole run they are served in the same windows; one that refuses every write as "not the
     leader" while reads through the same leaders succeed is broken, as much as one that lets
     every write time out. At least NEVER_SERVED_QUIET_MIN of the attempts must have run while
-    no fault was active (``history``: where the fault windows come from; None: all quiet)."""
+    no fault was active (``history``: where the fault windows come from; None: all quiet), and
+    not within ``recovery_s`` after one ended: a node just reconnected or restarted knows no
+    leader until the next heartbeat or election, and refuses as ``not_leader`` meanwhile (sim
+    seed 686: all 4 "quiet" writes of 26 fell in the second after a fault, while cas and reads
+    before and between them succeeded)."""
     by_f: dict[str, dict[str, int]] = {}
     answered: dict[str, int] = {}
     for op in client:
@@ -284,7 +291,7 @@ def _kinds_never_served(client: list[Any], history: list[Any] | None = None) -> 
     out = []
     for f, c in sorted(by_f.items()):
         if c["invoke"] >= NEVER_SERVED_MIN and not answered.get(f):
-            quiet = _quiet_attempts(client, history, f) if history is not None else c["invoke"]
+            quiet = _quiet_attempts(client, history, f, recovery_s) if history is not None else c["invoke"]
             if quiet < NEVER_SERVED_QUIET_MIN:
                 continue
             errors = _errors(op for op in client if op.f == f)
@@ -580,7 +587,9 @@ def check_availability(history: Iterable[Any], facts: Mapping[str, Any] | None, 
                                    f"{counts['fail']} failed, {counts['info']} unknown ({_errors(client)})"})
 
     if counts["ok"]:
-        violations.extend(_kinds_never_served(client, history))
+        # A fault's effect outlasts its window by up to an election (facts["recovery_s"]: the
+        # simulator's longest election timeout; real runs give none and count from the window).
+        violations.extend(_kinds_never_served(client, history, float(facts.get("recovery_s") or 0.0)))
     healthy = list(healthy)
     violations.extend(_majority_unserved(client, healthy, grace_s))
     violations.extend(_admin_refused(history, MEMBERSHIP_CHANGES, "membership-refused", "membership change (add/remove)"))
@@ -662,7 +671,7 @@ def down_from_logs(logs: Mapping[str, str]) -> dict[str, str]:
 
 def check_sim_availability(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float, *,
                            healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0,
-                           idle: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                           idle: Mapping[str, Any] | None = None, recovery_s: float = 0.0) -> dict[str, Any]:
     """The availability verdict of a simulated seed (harness/sim/runner.py ``judge``): the same
     rules as a real run's, over facts the simulator knows. ``main_end_s``: virtual time the
     workload phase ended (no worker invokes after it; every fault is healed before the final
@@ -674,12 +683,12 @@ def check_sim_availability(history: Iterable[Any], logs: Mapping[str, str], main
     busy-when-idle over ``idle`` (``idle_work`` there, in virtual seconds)."""
     history = list(history)
     return check_availability(history, sim_facts(history, logs, main_end_s, healthy=healthy, grace_s=grace_s,
-                                                 idle=idle))
+                                                 idle=idle, recovery_s=recovery_s))
 
 
 def sim_facts(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float, *,
               healthy: Iterable[tuple[float, float, Any]] = (), grace_s: float = 0.0,
-              idle: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              idle: Mapping[str, Any] | None = None, recovery_s: float = 0.0) -> dict[str, Any]:
     """What a simulated seed knows in place of a real run's availability.json (the
     simulator stores it with a failing seed, so ``analyze`` judges it the same way)."""
     main_end = int(main_end_s * 1e9)
@@ -688,6 +697,7 @@ def sim_facts(history: Iterable[Any], logs: Mapping[str, str], main_end_s: float
     return {"main_end_ns": main_end, "final_start_ns": final_start, "exited": {},
             "down_on_purpose": down_from_logs(logs),
             "healthy": [[round(a, 6), round(b, 6), sorted(down)] for a, b, down in healthy], "grace_s": grace_s,
+            "recovery_s": recovery_s,
             **({"idle": dict(idle)} if idle else {})}
 
 

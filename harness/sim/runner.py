@@ -1140,7 +1140,9 @@ def availability_inputs(world: SimWorld, ops: list[Op], opts: dict[str, Any], se
     return {"logs": {n: world.nodes[n].log.getvalue() for n in world.names},
             "main_end_s": settle + settings.duration,
             "healthy": healthy_stretches(world, ops, opts, settle + settings.duration),
-            "grace_s": timeouts * opts["election_ms"][1] / 1000.0}
+            "grace_s": timeouts * opts["election_ms"][1] / 1000.0,
+            # kind-never-served: how long after a fault window ends its effect may last
+            "recovery_s": opts["election_ms"][1] / 1000.0}
 
 
 def connected_majority(voters: set[str], down: frozenset[str], cut: frozenset[tuple[str, str]],

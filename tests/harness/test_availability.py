@@ -518,6 +518,15 @@ def test_a_kind_missed_only_while_faults_were_active_is_not_judged():
     assert three_quiet["valid"] is False
     (violation,) = three_quiet["violations"]
     assert violation["rule"] == "kind-never-served" and violation["quiet"] == 3
+    # A fault's effect outlasts its window by up to an election (the simulator gives its
+    # longest election timeout as recovery_s; sim seed 686): with 0.6 s of recovery the write
+    # invoked 0.5 s after the window of 0-7 ends is not quiet, the two after it still are.
+    recovering = check_availability(with_faults([(0.0, 7.0)]), {**WHOLE, "recovery_s": 0.6})
+    assert recovering["valid"] is True, recovering
+    # Recovery counts after a window, never before it: a window that starts right after the
+    # three quiet writes' last answer (11.5) leaves them quiet.
+    after = check_availability(with_faults([(0.0, 7.0), (11.6, 12.0)]), {**WHOLE, "recovery_s": 0.05})
+    assert after["valid"] is False and after["violations"][0]["quiet"] == 3
 
 
 def transfer_history(outcomes: list[dict], faults: list[tuple[float, float, str, str]] = ()) -> list[Op]:
