@@ -294,6 +294,7 @@ def time_reading(tmp: Path, reps: int) -> dict[str, Any]:
     the wall time also counts other people's work).  ``compiled`` says whether the first
     used the compiled reader, or why not."""
     import checkers.history as history
+    from checkers import native
     from checkers.history import dumps_op
 
     history_ops = generate_history("cas-register", n_ops=TARGET["ops"], n_processes=TARGET["processes"],
@@ -304,8 +305,8 @@ def time_reading(tmp: Path, reps: int) -> dict[str, Any]:
     compiled = history.compiled_reader()
     if compiled is not None:
         why_not = ""
-    elif os.environ.get(history.PURE_PYTHON_ENV, "") not in ("", "0"):
-        why_not = f"{history.PURE_PYTHON_ENV} is set"
+    elif os.environ.get(native.PURE_PYTHON_ENV, "") not in ("", "0"):
+        why_not = f"{native.PURE_PYTHON_ENV} is set"
     else:
         why_not = "checkers._fastread is not built (no C compiler or Python headers at install time?)"
 

@@ -19,10 +19,11 @@ import contextlib
 import gc
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, Iterable, Iterator, Literal
+
+from checkers import native
 
 OpType = Literal["invoke", "ok", "fail", "info"]
 OP_TYPES: frozenset[str] = frozenset({"invoke", "ok", "fail", "info"})
@@ -257,7 +258,6 @@ def _gc_paused() -> Iterator[None]:
 # text goes through the Python paths, so errors, blank and torn lines keep one
 # implementation.  Without the extension, or with UKEHI_PURE_PYTHON set (to anything but
 # "" or "0"), the pure-Python fast path below reads with the same results.
-PURE_PYTHON_ENV = "UKEHI_PURE_PYTHON"
 _compiled: Any = None  # the extension module once looked for; False when not used
 
 
@@ -266,14 +266,7 @@ def compiled_reader() -> Any:
     Looked for once, on first use (an import of a small shared library)."""
     global _compiled
     if _compiled is None:
-        _compiled = False
-        if os.environ.get(PURE_PYTHON_ENV, "") in ("", "0"):
-            try:
-                from checkers import _fastread  # type: ignore[attr-defined]
-            except ImportError:  # not built (no compiler at install time), or built for another Python
-                pass
-            else:
-                _compiled = _fastread
+        _compiled = native.extension("checkers._fastread") or False
     return _compiled or None
 
 

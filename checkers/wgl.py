@@ -25,6 +25,14 @@ linearized at any point after their call, or never, which is what an ``info`` op
 Beyond Porcupine: reads (``Model.read_only``) that fit are taken before any other op
 is tried and never re-tried later, reads of unknown value are dropped, and identical
 ops are taken in a fixed order where a swap argument shows that loses nothing.
+
+The loop also exists in C (``checkers/_fastwgl.c``, built by setup.py where a compiler
+exists): the same moves, memo, step counts and pauses over C arrays and 64-bit words,
+used for models with hashable states when the partition fits those words (at most 64
+pending ops, a window of at most 64 bits).  Without it, with ``UKEHI_PURE_PYTHON`` set,
+or for other partitions, :func:`_search_python` runs with the same outcomes.  The same
+extension reads the ops' fields for the layout in one pass (most of the cost on large easy
+histories is that set-up, not the search).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, compress, islice
 from typing import Any, Callable, Generator, NamedTuple, Protocol, Sequence
 
-from checkers import models
+from checkers import models, native
 from checkers.model import UNKNOWN, CheckResult, Model, Operation
 
 # How many search steps between looks at the clock and the stop flag.
@@ -77,8 +85,7 @@ class _Layout(NamedTuple):
     """
 
     m: int
-    nxt: list[int]
-    prv: list[int]
+    order: list[int]        # the entries in time order (see _links)
     typ: list[int]          # 0 = return, 1 = call of a read-only op, 2 = another call, 3 = tail
     match: list[int]        # call entry -> its return entry, -1 when pending
     inputs: list[Any]
@@ -93,6 +100,28 @@ class _Layout(NamedTuple):
     waits_for_done: list[int]  # completed op: id of the same-group op that must go first
     positions: Sequence[int]   # op -> its position in the partition's operation list
     has_reads: bool
+
+    @property
+    def nxt(self) -> list[int]:
+        """The linked list's forward links (built on demand: the compiled search builds its own)."""
+        return _links(self.order, self.m)[0]
+
+
+def _links(order: list[int], m: int) -> tuple[list[int], list[int]]:
+    """The doubly-linked list of entries in ``order``: (nxt, prv), head ``2m``, tail ``2m + 1``."""
+    head, tail = 2 * m, 2 * m + 1
+    nxt = [0] * (2 * m + 2)
+    prv = [0] * (2 * m + 2)
+    before = head
+    for e in order:
+        nxt[before] = e
+        prv[e] = before
+        before = e
+    nxt[before] = tail
+    prv[tail] = before
+    nxt[tail] = tail
+    prv[head] = -1
+    return nxt, prv
 
 
 def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
@@ -111,27 +140,48 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
     on large easy histories this setup, not the search, is most of the cost.
     """
     n_ops = len(operations)
-    ops: Sequence[Operation] = operations
-    inputs = [op.input for op in ops]
-    outputs = [op.output for op in ops]
+    ops = operations
     read_only = model.read_only
     reads: list[bool] | None = None
     positions: Sequence[int] = range(n_ops)
-    if read_only is not None:
-        reads = _read_flags(read_only, inputs)
-        if any(reads) and any([o is UNKNOWN for o in outputs]):
-            keep = [not (r and o is UNKNOWN) for r, o in zip(reads, outputs)]
-            if not all(keep):
-                positions = list(compress(positions, keep))
-                ops = [ops[p] for p in positions]
-                inputs = list(compress(inputs, keep))
-                outputs = list(compress(outputs, keep))
-                reads = list(compress(reads, keep))
-    m = len(ops)
+    compiled = compiled_search()
+    if compiled is not None and read_only is models.is_read:
+        # One pass in C over the ops' slots (each op touched once): the lists below, the
+        # shipped models' read flags, and reads of unknown value left out, as below.
+        got = compiled.read_fields(ops, Operation, models.READ, UNKNOWN)
+        if got is not None:
+            kept, inputs, outputs, calls, rets, reads = got
+            if kept is not None:
+                positions = kept
+    if reads is None:  # not read in C above
+        got = compiled.fields(ops, Operation) if compiled is not None else None
+        calls_rets: list[Any] | None = None
+        if got is not None:
+            inputs, outputs, *calls_rets = got
+        else:
+            inputs = [op.input for op in ops]
+            outputs = [op.output for op in ops]
+        if read_only is not None:
+            reads = _read_flags(read_only, inputs)
+            if any(reads) and any([o is UNKNOWN for o in outputs]):
+                keep = [not (r and o is UNKNOWN) for r, o in zip(reads, outputs)]
+                if not all(keep):
+                    positions = list(compress(positions, keep))
+                    if calls_rets is None:
+                        ops = [ops[p] for p in positions]
+                    else:
+                        calls_rets = [list(compress(seq, keep)) for seq in calls_rets]
+                    inputs = list(compress(inputs, keep))
+                    outputs = list(compress(outputs, keep))
+                    reads = list(compress(reads, keep))
+        if calls_rets is None:
+            calls = [op.call for op in ops]
+            rets = [op.return_time for op in ops]
+        else:
+            calls, rets = calls_rets
+    m = len(inputs)
     if m == 0:
         return None
-    calls = [op.call for op in ops]
-    rets = [op.return_time for op in ops]
     done = [r is not None for r in rets]
     all_done = all(done)
     if all_done:
@@ -139,13 +189,13 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
     else:
         late = any(map(operator.lt, compress(rets, done), compress(calls, done)))
     if late:
-        for p, op in enumerate(ops):
+        for position in positions:
+            op = operations[position]
             if op.return_time is not None and op.return_time < op.call:
-                raise ValueError(f"operation {op.index if op.index >= 0 else positions[p]} returns "
+                raise ValueError(f"operation {op.index if op.index >= 0 else position} returns "
                                  f"(time {op.return_time}) before it is called (time {op.call})")
     if any(map(operator.gt, calls, islice(calls, 1, None))):  # not in call order: sort (stable)
         perm = sorted(range(m), key=calls.__getitem__)
-        ops = [ops[p] for p in perm]
         inputs, outputs, calls, rets, done = ([seq[p] for p in perm] for seq in (inputs, outputs, calls, rets, done))
         if reads is not None:
             reads = [reads[p] for p in perm]
@@ -153,7 +203,7 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
 
     # Entries in time order: calls are entries 0..m-1 (already in call order), returns
     # m+p; the stable sort keeps calls before returns at equal times, then call order.
-    head, tail = 2 * m, 2 * m + 1
+    # The linked list itself is built by the search that runs (_links, or the C one).
     if all_done:
         order = list(range(2 * m))
     else:
@@ -161,17 +211,6 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
         order += compress(range(m, 2 * m), done)
     times = calls + rets
     order.sort(key=times.__getitem__)
-    nxt = [0] * (2 * m + 2)
-    prv = [0] * (2 * m + 2)
-    before = head
-    for e in order:
-        nxt[before] = e
-        prv[e] = before
-        before = e
-    nxt[before] = tail
-    prv[tail] = before
-    nxt[tail] = tail
-    prv[head] = -1
 
     typ = ([2] * m if reads is None else [1 if r else 2 for r in reads]) + [0] * m + [0, 3]
     if all_done:
@@ -237,7 +276,7 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
     arg_a: list[Any] = [None] * m
     arg_b: list[Any] = [None] * m
     _inline(model.step, inputs, outputs, code, arg_a, arg_b)
-    return _Layout(m, nxt, prv, typ, match, inputs, outputs, code, arg_a, arg_b, cid, pbit, guard,
+    return _Layout(m, order, typ, match, inputs, outputs, code, arg_a, arg_b, cid, pbit, guard,
                    waits_for, waits_for_done, positions, bool(reads) and any(reads))
 
 
@@ -331,8 +370,69 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     lay = _layout(model, operations)
     if lay is None:
         return SearchOutcome(CheckResult.OK)
-    (m, nxt, prv, typ, match, inputs, outputs, code, arg_a, arg_b, cid, pbit, guard, waits_for,
+    state = model.init()
+    compiled = compiled_search() if model.equal is None else None
+    if compiled is not None:
+        try:
+            fast = compiled.Search(lay.m, lay.order, lay.typ, lay.match, lay.cid, lay.pbit, lay.guard,
+                                   lay.waits_for, lay.waits_for_done, lay.code, lay.arg_a, lay.arg_b,
+                                   lay.inputs, lay.outputs, model.step, state, lay.has_reads, max_cache,
+                                   CHECK_EVERY)
+        except OverflowError:  # more pending ops or a wider window than 64-bit words hold
+            pass
+        else:
+            return (yield from _search_compiled(fast, lay.m, lay.positions))
+    return (yield from _search_python(model, lay, state, max_cache))
+
+
+# ---- the compiled loop (optional) ----
+#
+# checkers/_fastwgl.c, built by setup.py where a C compiler and Python's headers exist.
+# Without it, or with UKEHI_PURE_PYTHON set (to anything but "" or "0", as for the
+# compiled reader in checkers.history), every partition goes through _search_python.
+_compiled: Any = None  # the extension module once looked for; False when not used
+
+
+def compiled_search() -> Any:
+    """The compiled search module, or None when it is not built or UKEHI_PURE_PYTHON is set.
+    Looked for once, on first use."""
+    global _compiled
+    if _compiled is None:
+        _compiled = native.extension("checkers._fastwgl") or False
+    return _compiled or None
+
+
+def _search_compiled(fast: Any, m: int, positions: Sequence[int]) -> Generator[None, None, SearchOutcome]:
+    """Drive a compiled search: it pauses where the Python loop yields, so drivers see the
+    same generator."""
+    run = fast.run
+    while True:
+        done = run()
+        if done is not None:
+            break
+        try:
+            yield
+        except Abandon:
+            entries, blocked, steps, cache_size = fast.best()
+            return _entries_outcome(CheckResult.UNKNOWN, entries, blocked, m, positions, steps, cache_size)
+    result, entries, blocked, steps, cache_size = done
+    if result == 0:
+        return SearchOutcome(CheckResult.OK, steps=steps, cache_size=cache_size)
+    return _entries_outcome(CheckResult.ILLEGAL, entries, blocked, m, positions, steps, cache_size)
+
+
+def _entries_outcome(result: CheckResult, entries: list[int], blocked_entry: int, m: int,
+                     positions: Sequence[int], steps: int, cache_size: int) -> SearchOutcome:
+    blocked = positions[blocked_entry % m] if blocked_entry >= 0 else -1  # a return entry is m + op
+    return SearchOutcome(result, [positions[e] for e in entries], blocked, steps, cache_size)
+
+
+def _search_python(model: Model, lay: _Layout, state: Any,
+                   max_cache: int) -> Generator[None, None, SearchOutcome]:
+    """The search loop in Python (see :func:`searcher`), from the initial ``state``."""
+    (m, order, typ, match, inputs, outputs, code, arg_a, arg_b, cid, pbit, guard, waits_for,
      waits_for_done, positions, has_reads) = lay
+    nxt, prv = _links(order, m)
     head = 2 * m
 
     step = model.step
@@ -342,7 +442,6 @@ def searcher(model: Model, operations: Sequence[Operation], *,
     equal = model.equal
     memo_add = cache.add
 
-    state = model.init()
     k = 0
     window = 0
     pending = 0
