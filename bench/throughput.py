@@ -13,8 +13,10 @@ grpcio (`pip install -e .[bench]`) are installed, three members on loopback with
 default fsync (no unsafe flags), heartbeat 100 ms, started and killed by the bench, driven at
 their leader over gRPC by the same closed loop in the same client processes (Put; linearizable
 Range for reads), interleaved with the Ukehi clusters at every level. Without them the column
-is skipped with the reason (`--skip-etcd` leaves it out). etcd runs plain TCP, so compare it
-with the plain-TCP Ukehi cluster as well as the TLS one (both ratios are printed).
+is skipped with the reason (`--skip-etcd` leaves it out). Two etcd clusters run, as two Ukehi
+clusters do: one with mutual TLS on its client and peer ports (a CA made for the run,
+`--client-cert-auth`, `--peer-client-cert-auth`; `--skip-etcd-tls` leaves it out) and one on
+plain TCP; the TLS Ukehi cluster is compared with TLS etcd, the plain one with plain etcd.
 
 PySyncObj (PyPI `pysyncobj`, `pip install -e .[bench]`): three processes with its file
 journal (`journalFile`, an mmap that it never flushes, so no fsync), a replicated `set`
@@ -278,30 +280,65 @@ def etcd_missing() -> str | None:
     return None
 
 
-def start_etcd(procs: Processes, base: str) -> list[str]:
+def start_etcd(procs: Processes, base: str, tls: bool = False) -> tuple[list[str], str | None]:
     """Three etcd members on loopback (fsync on: etcd's default, no unsafe flag); returns
-    their client endpoints."""
+    their client endpoints and, with TLS, the directory of the client's certificate.
+
+    TLS: mutual TLS on both the client and the peer ports, as the Ukehi node's default is
+    (a CA made for the run, a certificate per member for 127.0.0.1, one for the client), so
+    the TLS columns compare like with like."""
     os.makedirs(base, exist_ok=True)
     names = [f"e{i + 1}" for i in range(3)]
     client = [free_port() for _ in names]
     peer = [free_port() for _ in names]
-    cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer))
+    scheme = "https" if tls else "http"
+    cluster = ",".join(f"{n}={scheme}://127.0.0.1:{p}" for n, p in zip(names, peer))
     token = f"bench-{os.getpid()}-{client[0]}"  # one per cluster: members check it when they meet
+    certs_dir: str | None = None
+    if tls:
+        from ukehi import certs
+
+        certs_dir = os.path.join(base, "certs")
+        certs.init_ca(certs_dir)
+        certs.issue(certs_dir, "bench", "client", file_stem="client")
+        for n in names:
+            certs.issue(certs_dir, n, "node", sans=["127.0.0.1"], file_stem=n)
     for n, c, p in zip(names, client, peer):
+        security: list[str] = []
+        if certs_dir is not None:
+            cert, key, ca = (os.path.join(certs_dir, f) for f in (f"{n}.pem", f"{n}.key", "ca.pem"))
+            security = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+                        "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+                        "--peer-client-cert-auth"]
         procs.start(
             ["etcd", "--name", n, "--data-dir", os.path.join(base, n),
-             "--listen-client-urls", f"http://127.0.0.1:{c}", "--advertise-client-urls", f"http://127.0.0.1:{c}",
-             "--listen-peer-urls", f"http://127.0.0.1:{p}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}",
+             "--listen-client-urls", f"{scheme}://127.0.0.1:{c}", "--advertise-client-urls", f"{scheme}://127.0.0.1:{c}",
+             "--listen-peer-urls", f"{scheme}://127.0.0.1:{p}", "--initial-advertise-peer-urls", f"{scheme}://127.0.0.1:{p}",
              "--initial-cluster", cluster, "--initial-cluster-state", "new",
              "--initial-cluster-token", token,
              # the same timers as the Ukehi clusters here (heartbeat 100 ms, election 300+ ms)
-             "--heartbeat-interval", "100", "--election-timeout", "600", "--log-level", "warn"],
+             "--heartbeat-interval", "100", "--election-timeout", "600", "--log-level", "warn", *security],
             os.path.join(base, f"{n}.log"),
         )
-    return [f"127.0.0.1:{c}" for c in client]
+    return [f"127.0.0.1:{c}" for c in client], certs_dir
 
 
-async def etcd_leader(endpoints: list[str], timeout: float = 30.0) -> str:
+def etcd_channel(endpoint: str, certs_dir: str | None) -> Any:
+    """A grpc.aio channel to one etcd member: plain, or with the bench's client certificate."""
+    import grpc
+
+    if certs_dir is None:
+        return grpc.aio.insecure_channel(endpoint)
+    with open(os.path.join(certs_dir, "ca.pem"), "rb") as f:
+        ca = f.read()
+    with open(os.path.join(certs_dir, "client.key"), "rb") as f:
+        key = f.read()
+    with open(os.path.join(certs_dir, "client.pem"), "rb") as f:
+        cert = f.read()
+    return grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(ca, key, cert))
+
+
+async def etcd_leader(endpoints: list[str], timeout: float = 30.0, certs_dir: str | None = None) -> str:
     """The client endpoint of the current etcd leader (asked through Maintenance/Status)."""
     import grpc
 
@@ -310,7 +347,7 @@ async def etcd_leader(endpoints: list[str], timeout: float = 30.0) -> str:
     while time.monotonic() < deadline:
         for ep in endpoints:
             try:
-                async with grpc.aio.insecure_channel(ep) as ch:
+                async with etcd_channel(ep, certs_dir) as ch:
                     raw = await ch.unary_unary(ETCD_STATUS)(b"", timeout=2.0)
             except grpc.RpcError as e:
                 last = f"{ep}: {e.code()}"
@@ -323,12 +360,12 @@ async def etcd_leader(endpoints: list[str], timeout: float = 30.0) -> str:
     raise RuntimeError(f"the etcd cluster elected no leader within {timeout:g} s ({last}); see the etcd logs")
 
 
-async def etcd_wait_ready(endpoints: list[str], timeout: float = 30.0) -> None:
+async def etcd_wait_ready(endpoints: list[str], certs_dir: str | None = None, timeout: float = 30.0) -> None:
     import grpc
 
-    leader = await etcd_leader(endpoints, timeout)
+    leader = await etcd_leader(endpoints, timeout, certs_dir)
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(leader) as ch:
+    async with etcd_channel(leader, certs_dir) as ch:
         put = ch.unary_unary(ETCD_PUT)
         while time.monotonic() < deadline:
             try:
@@ -349,8 +386,8 @@ async def _etcd_load(endpoints: list[str], op: str, inflight: int, duration: flo
     ok = failed = 0
     issued = 0
     value_b = value.encode()
-    leader = await etcd_leader(endpoints)
-    async with grpc.aio.insecure_channel(leader) as ch:
+    leader = await etcd_leader(endpoints, certs_dir=tls_dir)
+    async with etcd_channel(leader, tls_dir) as ch:
         put = ch.unary_unary(ETCD_PUT)
         rng = ch.unary_unary(ETCD_RANGE)
         await put(_pb_bytes(1, f"{key_prefix}-probe".encode()) + _pb_bytes(2, value_b), timeout=10.0)
@@ -442,11 +479,13 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def bench_ukehi(levels: list[int], duration: float, max_ops: int, value_size: int,
                 client_procs: int, insecure_too: bool = True,
-                baseline: str | None = None, loop_ab: bool = False, etcd: bool = False) -> dict[str, dict[str, Any]]:
+                baseline: str | None = None, loop_ab: bool = False, etcd: bool = False,
+                etcd_tls: bool = True) -> dict[str, dict[str, Any]]:
     """Figures of the TLS cluster ("tls"), and from the same run of a plain-TCP cluster
     ("plain", with INSECURE_TOO) and of a TLS cluster running the code under BASELINE
     ("baseline", another source tree: the before of a change) and, with ETCD, of a 3-member
-    etcd cluster ("etcd", plain TCP, fsync on).
+    etcd cluster ("etcd", plain TCP, fsync on) and, with ETCD_TLS too, of one with mutual TLS
+    on its client and peer ports ("etcd-tls").
 
     All clusters are up at once and each level alternates between them (e.g. TLS, plain,
     plain, TLS; half the duration each), so load from elsewhere on a shared machine falls on
@@ -471,12 +510,14 @@ def bench_ukehi(levels: list[int], duration: float, max_ops: int, value_size: in
             start("plain-uvloop", False, REPO, {"UKEHI_EVENT_LOOP": "uvloop"})
         if baseline is not None:
             start("baseline", True, os.path.abspath(baseline))
-        if etcd:
-            before = len(procs.procs)
-            clusters["etcd"] = (start_etcd(procs, os.path.join(base, "etcd")), None)
-            pids["etcd"] = [p.pid for p in procs.procs[before:]]
+        for name, with_tls in (("etcd", False), ("etcd-tls", True)):
+            if etcd and (etcd_tls or not with_tls):
+                before = len(procs.procs)
+                clusters[name] = start_etcd(procs, os.path.join(base, name), with_tls)
+                pids[name] = [p.pid for p in procs.procs[before:]]
         for name, (addresses, tls_dir) in clusters.items():
-            asyncio.run(etcd_wait_ready(addresses) if name == "etcd" else wait_ready(addresses, tls_dir))
+            asyncio.run(etcd_wait_ready(addresses, tls_dir) if name.startswith("etcd")
+                        else wait_ready(addresses, tls_dir))
         value = "v" * value_size
         names = list(clusters)
         order = names + names[::-1]
@@ -487,7 +528,7 @@ def bench_ukehi(levels: list[int], duration: float, max_ops: int, value_size: in
                 addresses, tls_dir = clusters[which]
                 cpu0 = cpu_seconds(pids[which])
                 got = ukehi_level(addresses, op, n, duration / 2, max(1, max_ops // 2), value, client_procs, tls_dir,
-                                  kind="etcd" if which == "etcd" else "ukehi")
+                                  kind="etcd" if which.startswith("etcd") else "ukehi")
                 cpu = cpu_seconds(pids[which]) - cpu0
                 got["cpu_ms_per_op"] = round(cpu * 1000 / got["ok"], 3) if got["ok"] else None
                 parts[which].setdefault(key, []).append(got)
@@ -645,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-pysyncobj", action="store_true")
     p.add_argument("--skip-etcd", action="store_true",
                    help="leave out the etcd cluster (run when `etcd` and grpcio are installed)")
+    p.add_argument("--skip-etcd-tls", action="store_true",
+                   help="leave out the etcd cluster with mutual TLS (the TLS Ukehi cluster is then compared "
+                        "with plain-TCP etcd)")
     p.add_argument("--skip-insecure", action="store_true",
                    help="leave out the plain-TCP cluster that shows the cost of TLS")
     p.add_argument("--pysyncobj-tick-ms", type=float, default=50.0,
@@ -709,9 +753,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs = bench_ukehi(levels, a.duration, a.max_ops, a.value_size, a.client_procs,
                        insecure_too=not a.skip_insecure, baseline=a.baseline, loop_ab=a.loop_ab,
-                       etcd=etcd_skip is None)
+                       etcd=etcd_skip is None, etcd_tls=not a.skip_etcd_tls)
     uk, plain = runs["tls"], runs.get("plain", {"skipped": True})
     etcd_run = runs.get("etcd")
+    etcd_tls_run = runs.get("etcd-tls")
     base_run = runs.get("baseline")
     uv_run = runs.get("plain-uvloop")
     pso: dict[str, Any] = {}
@@ -725,8 +770,8 @@ def main(argv: list[str] | None = None) -> int:
             pso["batch_on" if batch else "batch_off"] = got
 
     print(f"3 nodes on loopback, {a.value_size}-byte values, {a.duration:g} s per level, cores={os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.1f}; ukehi with fsync and mutual TLS, etcd with fsync on plain TCP "
-          "at its leader, pysyncobj without fsync, driven at its leader")
+          f"load average {os.getloadavg()[0]:.1f}; ukehi and etcd with fsync, each with mutual TLS and on plain TCP, "
+          "etcd driven at its leader, pysyncobj without fsync, driven at its leader")
     print(f"{'system':<20} {'in flight':>9} {'writes/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/op':>9} {'failed':>7}")
 
     def row(name: str, n: int, w: dict[str, Any]) -> None:
@@ -741,8 +786,10 @@ def main(argv: list[str] | None = None) -> int:
         systems.append(("ukehi plain uvloop", uv_run))
     if base_run is not None:
         systems.append(("ukehi (baseline)", base_run))
+    if etcd_tls_run is not None:
+        systems.append(("etcd TLS", etcd_tls_run))
     if etcd_run is not None:
-        systems.append(("etcd", etcd_run))
+        systems.append(("etcd plain TCP", etcd_run))
     for key, label in (("batch_on", "pysyncobj batch on"), ("batch_off", "pysyncobj batch off")):
         if "writes" in pso.get(key, {}):
             systems.append((label, pso[key]))
@@ -765,20 +812,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"etcd linearizable reads/s at {max(levels)} in flight: {er['ops_per_s']:.1f} "
               f"(p50 {er['p50_ms']:.2f} ms, p99 {er['p99_ms']:.2f} ms)")
         # Goal (issue 17): Ukehi >= 1.0x etcd writes/s at every level, p50 at 1 in flight <= etcd's.
-        mine = [("tls", uk)] + ([("plain", plain)] if "writes" in plain else [])
-        print("ukehi / etcd, same run, levels interleaved (etcd runs plain TCP; 'plain' is Ukehi --insecure):")
+        # Like is compared with like: the TLS cluster with etcd on mutual TLS (when it ran),
+        # the plain-TCP cluster with etcd on plain TCP.
+        pairs = [("tls", uk, etcd_tls_run or etcd_run)] + ([("plain", plain, etcd_run)] if "writes" in plain else [])
+        print("ukehi / etcd, same run, levels interleaved ('tls': both with mutual TLS"
+              + ("" if etcd_tls_run else ", but etcd on plain TCP here (--skip-etcd-tls)")
+              + "; 'plain': both on plain TCP, Ukehi --insecure):")
         for n in [*levels, "reads"]:
             e = etcd_run["reads"] if n == "reads" else etcd_run["writes"][str(n)]
             cell: dict[str, Any] = {"etcd_ops_per_s": e["ops_per_s"], "etcd_p50_ms": e["p50_ms"],
                                     "etcd_cpu_ms_per_op": e.get("cpu_ms_per_op")}
+            if etcd_tls_run is not None:
+                et = etcd_tls_run["reads"] if n == "reads" else etcd_tls_run["writes"][str(n)]
+                cell.update({"etcd_tls_ops_per_s": et["ops_per_s"], "etcd_tls_p50_ms": et["p50_ms"],
+                             "etcd_tls_cpu_ms_per_op": et.get("cpu_ms_per_op")})
             text = []
-            for name, run in mine:
+            for name, run, other in pairs:
                 t = run["reads"] if n == "reads" else run["writes"][str(n)]
-                ratio = round(t["ops_per_s"] / e["ops_per_s"], 3) if e["ops_per_s"] else None
+                o = other["reads"] if n == "reads" else other["writes"][str(n)]
+                ratio = round(t["ops_per_s"] / o["ops_per_s"], 3) if o["ops_per_s"] else None
                 cell[f"{name}_ratio"] = ratio
                 cell[f"{name}_p50_ms"] = t["p50_ms"]
-                text.append(f"{name} {ratio}x (p50 {t['p50_ms']:.2f} vs {e['p50_ms']:.2f} ms, cpu/op "
-                            f"{t.get('cpu_ms_per_op')} vs {e.get('cpu_ms_per_op')} ms)")
+                cell[f"{name}_cpu_ms_per_op"] = t.get("cpu_ms_per_op")
+                text.append(f"{name} {ratio}x (p50 {t['p50_ms']:.2f} vs {o['p50_ms']:.2f} ms, cpu/op "
+                            f"{t.get('cpu_ms_per_op')} vs {o.get('cpu_ms_per_op')} ms)")
             vs_etcd[str(n)] = cell
             label = f"{n}" if n != "reads" else f"reads@{max(levels)}"
             print(f"  {label:>9}: " + "; ".join(text))
@@ -836,7 +893,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ukehi / best pysyncobj writes/s: " + ", ".join(f"{k} in flight: {v}x" for k, v in ratios.items()))
     sharded_cell = (bench_sharded(layouts, a.duration, a.max_ops, a.value_size, a.sharded_inflight)
                     if a.sharded else {"skipped": True})
-    print(json.dumps({"ukehi": uk, "sharded": sharded_cell, "etcd": etcd_run or {"skipped": etcd_skip}, "vs_etcd": vs_etcd,
+    print(json.dumps({"ukehi": uk, "sharded": sharded_cell, "etcd": etcd_run or {"skipped": etcd_skip},
+                      "etcd_tls": etcd_tls_run or {"skipped": etcd_skip or "--skip-etcd-tls"}, "vs_etcd": vs_etcd,
                       "load_average": round(os.getloadavg()[0], 1), "ukehi_plain_uvloop": uv_run or {"skipped": True}, "loop_gain": loop_gain,
                       "ukehi_insecure": plain, "ukehi_baseline": base_run or {"skipped": True},
                       "change": change, "tls_cost": tls_cost, "pysyncobj": pso if not a.skip_pysyncobj

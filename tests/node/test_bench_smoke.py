@@ -39,3 +39,13 @@ def test_throughput_bench_smoke():
         for level in ("1", "4"):
             assert etcd["writes"][level]["ok"] > 0 and etcd["writes"][level]["failed"] == 0
         assert etcd["reads"]["ok"] > 0 and figures["vs_etcd"]["1"]["tls_ratio"] > 0
+        # the TLS Ukehi cluster is compared with etcd on mutual TLS, the plain one with plain etcd
+        etcd_tls = figures["etcd_tls"]
+        assert etcd_tls["tls"] is True and etcd["tls"] is False
+        for level in ("1", "4"):
+            assert etcd_tls["writes"][level]["ok"] > 0 and etcd_tls["writes"][level]["failed"] == 0
+        cell = figures["vs_etcd"]["1"]
+        assert cell["tls_ratio"] == round(figures["ukehi"]["writes"]["1"]["ops_per_s"]
+                                          / etcd_tls["writes"]["1"]["ops_per_s"], 3)
+        assert cell["plain_ratio"] == round(figures["ukehi_insecure"]["writes"]["1"]["ops_per_s"]
+                                            / etcd["writes"]["1"]["ops_per_s"], 3)
