@@ -664,73 +664,34 @@ slot_offset(PyTypeObject *type, const char *name)
     return def->offset;
 }
 
-static PyObject *
-fields(PyObject *module, PyObject *args)
+/* One pass over OPS (exactly op_type objects) reading the four fields of each from its slots.
+ * KIND_READ NULL: every op is kept, lists[0..3] filled, *kept stays NULL.  Otherwise also
+ * lists[4] = the truth of ``input[0] == kind_read`` per op kept, the reads whose output is
+ * UNKNOWN are left out, and *kept is the positions kept (NULL when all are).
+ * Returns 1 done (lists owned by the caller, sized to the ops kept), 0 not ours (an item is
+ * not exactly op_type, a slot is unset, op_type has no such slots), -1 error; on 0 and -1
+ * nothing is left to free. */
+static int
+take_fields(PyObject *ops, PyTypeObject *op_type, PyObject *kind_read, PyObject *unknown,
+            PyObject *lists[5], PyObject **kept, const char *what)
 {
-    PyObject *ops;
-    PyTypeObject *op_type;
-    if (!PyArg_ParseTuple(args, "OO!:fields", &ops, &PyType_Type, &op_type))
-        return NULL;
     static const char *names[4] = {"input", "output", "call", "return_time"};
     Py_ssize_t offsets[4];
+    const int n_lists = kind_read == NULL ? 4 : 5;
+    *kept = NULL;
+    for (int f = 0; f < 5; f++)
+        lists[f] = NULL;
     for (int f = 0; f < 4; f++)
         if ((offsets[f] = slot_offset(op_type, names[f])) < 0)
-            Py_RETURN_NONE;
-    PyObject *seq = PySequence_Fast(ops, "fields: a sequence of operations expected");
+            return 0;
+    PyObject *seq = PySequence_Fast(ops, what);
     if (seq == NULL)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    PyObject *lists[4] = {NULL, NULL, NULL, NULL};
-    for (int f = 0; f < 4; f++)
-        if ((lists[f] = PyList_New(n)) == NULL)
-            goto error;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *op = items[i];
-        if (Py_TYPE(op) != op_type)
-            goto not_ours;
-        for (int f = 0; f < 4; f++) {
-            PyObject *v = *(PyObject **)((char *)op + offsets[f]);
-            if (v == NULL)
-                goto not_ours;
-            Py_INCREF(v);
-            PyList_SET_ITEM(lists[f], i, v);
-        }
-    }
-    Py_DECREF(seq);
-    return Py_BuildValue("(NNNN)", lists[0], lists[1], lists[2], lists[3]);
-not_ours:
-    for (int f = 0; f < 4; f++)
-        Py_XDECREF(lists[f]);
-    Py_DECREF(seq);
-    Py_RETURN_NONE;
-error:
-    for (int f = 0; f < 4; f++)
-        Py_XDECREF(lists[f]);
-    Py_DECREF(seq);
-    return NULL;
-}
-
-static PyObject *
-read_fields(PyObject *module, PyObject *args)
-{
-    PyObject *ops, *kind_read, *unknown;
-    PyTypeObject *op_type;
-    if (!PyArg_ParseTuple(args, "OO!OO:read_fields", &ops, &PyType_Type, &op_type, &kind_read, &unknown))
-        return NULL;
-    static const char *names[4] = {"input", "output", "call", "return_time"};
-    Py_ssize_t offsets[4];
-    for (int f = 0; f < 4; f++)
-        if ((offsets[f] = slot_offset(op_type, names[f])) < 0)
-            Py_RETURN_NONE;
-    PyObject *seq = PySequence_Fast(ops, "read_fields: a sequence of operations expected");
-    if (seq == NULL)
-        return NULL;
+        return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), kept_n = 0;
     PyObject **items = PySequence_Fast_ITEMS(seq);
-    PyObject *lists[5] = {NULL, NULL, NULL, NULL, NULL}, *kept = NULL, *zero = NULL;
-    int rc = -1; /* -1 error, 0 not ours, 1 done */
-    for (int f = 0; f < 5; f++)
+    PyObject *zero = NULL;
+    int rc = -1;
+    for (int f = 0; f < n_lists; f++)
         if ((lists[f] = PyList_New(n)) == NULL)
             goto out;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -745,51 +706,54 @@ read_fields(PyObject *module, PyObject *args)
                 rc = 0;
                 goto out;
             }
-        /* input[0] == kind_read, as _read_flags evaluates it */
-        PyObject *first;
-        if (PyTuple_CheckExact(v[0]) && PyTuple_GET_SIZE(v[0]) > 0) {
-            first = PyTuple_GET_ITEM(v[0], 0);
-            Py_INCREF(first);
-        } else {
-            if (zero == NULL && (zero = PyLong_FromLong(0)) == NULL)
-                goto out;
-            if ((first = PyObject_GetItem(v[0], zero)) == NULL)
-                goto out;
-        }
-        int read = compare(first, kind_read, Py_EQ);
-        Py_DECREF(first);
-        if (read < 0)
-            goto out;
-        if (read && v[1] == unknown) { /* a read of unknown value: left out */
-            if (kept == NULL) {
-                if ((kept = PyList_New(0)) == NULL)
+        int read = 0;
+        if (kind_read != NULL) {
+            /* input[0] == kind_read, as _read_flags evaluates it */
+            PyObject *first;
+            if (PyTuple_CheckExact(v[0]) && PyTuple_GET_SIZE(v[0]) > 0) {
+                first = PyTuple_GET_ITEM(v[0], 0);
+                Py_INCREF(first);
+            } else {
+                if (zero == NULL && (zero = PyLong_FromLong(0)) == NULL)
                     goto out;
-                for (Py_ssize_t j = 0; j < i; j++) {
-                    PyObject *pos = PyLong_FromSsize_t(j);
-                    if (pos == NULL || PyList_Append(kept, pos) < 0) {
-                        Py_XDECREF(pos);
-                        goto out;
-                    }
-                    Py_DECREF(pos);
-                }
+                if ((first = PyObject_GetItem(v[0], zero)) == NULL)
+                    goto out;
             }
-            continue;
-        }
-        if (kept != NULL) {
-            PyObject *pos = PyLong_FromSsize_t(i);
-            if (pos == NULL || PyList_Append(kept, pos) < 0) {
-                Py_XDECREF(pos);
+            read = compare(first, kind_read, Py_EQ);
+            Py_DECREF(first);
+            if (read < 0)
                 goto out;
+            if (read && v[1] == unknown) { /* a read of unknown value: left out */
+                if (*kept == NULL) {
+                    if ((*kept = PyList_New(0)) == NULL)
+                        goto out;
+                    for (Py_ssize_t j = 0; j < i; j++) {
+                        PyObject *pos = PyLong_FromSsize_t(j);
+                        if (pos == NULL || PyList_Append(*kept, pos) < 0) {
+                            Py_XDECREF(pos);
+                            goto out;
+                        }
+                        Py_DECREF(pos);
+                    }
+                }
+                continue;
             }
-            Py_DECREF(pos);
+            if (*kept != NULL) {
+                PyObject *pos = PyLong_FromSsize_t(i);
+                if (pos == NULL || PyList_Append(*kept, pos) < 0) {
+                    Py_XDECREF(pos);
+                    goto out;
+                }
+                Py_DECREF(pos);
+            }
+            PyObject *flag = read ? Py_True : Py_False;
+            Py_INCREF(flag);
+            PyList_SET_ITEM(lists[4], kept_n, flag);
         }
         for (int f = 0; f < 4; f++) {
             Py_INCREF(v[f]);
             PyList_SET_ITEM(lists[f], kept_n, v[f]);
         }
-        PyObject *flag = read ? Py_True : Py_False;
-        Py_INCREF(flag);
-        PyList_SET_ITEM(lists[4], kept_n, flag);
         kept_n++;
     }
     rc = 1;
@@ -797,20 +761,49 @@ out:
     Py_XDECREF(zero);
     Py_DECREF(seq);
     if (rc == 1) {
-        for (int f = 0; f < 5; f++)
+        for (int f = 0; f < n_lists; f++)
             Py_SET_SIZE(lists[f], kept_n); /* the slots past kept_n were never filled */
-        if (kept == NULL) {
-            Py_INCREF(Py_None);
-            kept = Py_None;
-        }
-        return Py_BuildValue("(NNNNNN)", kept, lists[0], lists[1], lists[2], lists[3], lists[4]);
+        return 1;
     }
-    Py_XDECREF(kept);
+    Py_CLEAR(*kept);
     for (int f = 0; f < 5; f++)
-        Py_XDECREF(lists[f]);
+        Py_CLEAR(lists[f]);
+    return rc;
+}
+
+static PyObject *
+fields(PyObject *module, PyObject *args)
+{
+    PyObject *ops, *lists[5], *kept;
+    PyTypeObject *op_type;
+    if (!PyArg_ParseTuple(args, "OO!:fields", &ops, &PyType_Type, &op_type))
+        return NULL;
+    int rc = take_fields(ops, op_type, NULL, NULL, lists, &kept, "fields: a sequence of operations expected");
+    if (rc < 0)
+        return NULL;
     if (rc == 0)
         Py_RETURN_NONE;
-    return NULL;
+    return Py_BuildValue("(NNNN)", lists[0], lists[1], lists[2], lists[3]);
+}
+
+static PyObject *
+read_fields(PyObject *module, PyObject *args)
+{
+    PyObject *ops, *kind_read, *unknown, *lists[5], *kept;
+    PyTypeObject *op_type;
+    if (!PyArg_ParseTuple(args, "OO!OO:read_fields", &ops, &PyType_Type, &op_type, &kind_read, &unknown))
+        return NULL;
+    int rc = take_fields(ops, op_type, kind_read, unknown, lists, &kept,
+                         "read_fields: a sequence of operations expected");
+    if (rc < 0)
+        return NULL;
+    if (rc == 0)
+        Py_RETURN_NONE;
+    if (kept == NULL) {
+        Py_INCREF(Py_None);
+        kept = Py_None;
+    }
+    return Py_BuildValue("(NNNNNN)", kept, lists[0], lists[1], lists[2], lists[3], lists[4]);
 }
 
 static PyMethodDef module_methods[] = {

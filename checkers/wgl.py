@@ -101,11 +101,6 @@ class _Layout(NamedTuple):
     positions: Sequence[int]   # op -> its position in the partition's operation list
     has_reads: bool
 
-    @property
-    def nxt(self) -> list[int]:
-        """The linked list's forward links (built on demand: the compiled search builds its own)."""
-        return _links(self.order, self.m)[0]
-
 
 def _links(order: list[int], m: int) -> tuple[list[int], list[int]]:
     """The doubly-linked list of entries in ``order``: (nxt, prv), head ``2m``, tail ``2m + 1``."""
@@ -124,6 +119,42 @@ def _links(order: list[int], m: int) -> tuple[list[int], list[int]]:
     return nxt, prv
 
 
+def _fields(read_only: Callable[[Any], bool] | None, ops: Sequence[Operation]
+            ) -> tuple[Sequence[int], list[Any], list[Any], list[Any], list[Any], list[bool] | None]:
+    """(positions, inputs, outputs, calls, return times, read flags) of the ops a partition
+    keeps: every op but the reads of unknown value (see _layout); the flags are None for a
+    model without ``read_only``.  Read in one pass in C when the compiled module is there,
+    the ops are Operations and the model is a shipped one, else the fields in C and the
+    flags in Python, else all in Python: the same lists every way."""
+    compiled = compiled_search()
+    got = None
+    if compiled is not None:
+        if read_only is models.is_read:
+            both = compiled.read_fields(ops, Operation, models.READ, UNKNOWN)
+            if both is not None:
+                kept, inputs, outputs, calls, rets, reads = both
+                return (range(len(ops)) if kept is None else kept), inputs, outputs, calls, rets, reads
+        got = compiled.fields(ops, Operation)
+    if got is not None:
+        inputs, outputs, calls, rets = got
+    else:
+        inputs = [op.input for op in ops]
+        outputs = [op.output for op in ops]
+        calls = [op.call for op in ops]
+        rets = [op.return_time for op in ops]
+    positions: Sequence[int] = range(len(ops))
+    if read_only is None:
+        return positions, inputs, outputs, calls, rets, None
+    reads = _read_flags(read_only, inputs)
+    if any(reads) and any([o is UNKNOWN for o in outputs]):
+        keep = [not (r and o is UNKNOWN) for r, o in zip(reads, outputs)]
+        if not all(keep):
+            positions = list(compress(positions, keep))
+            inputs, outputs, calls, rets, reads = (
+                list(compress(seq, keep)) for seq in (inputs, outputs, calls, rets, reads))
+    return positions, inputs, outputs, calls, rets, reads
+
+
 def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
     """Lay out a partition for :func:`searcher`; None when nothing is left to check.
 
@@ -139,46 +170,7 @@ def _layout(model: Model, operations: Sequence[Operation]) -> _Layout | None:
     Built with comprehensions and C-level sorts rather than one Python loop per entry:
     on large easy histories this setup, not the search, is most of the cost.
     """
-    n_ops = len(operations)
-    ops = operations
-    read_only = model.read_only
-    reads: list[bool] | None = None
-    positions: Sequence[int] = range(n_ops)
-    compiled = compiled_search()
-    if compiled is not None and read_only is models.is_read:
-        # One pass in C over the ops' slots (each op touched once): the lists below, the
-        # shipped models' read flags, and reads of unknown value left out, as below.
-        got = compiled.read_fields(ops, Operation, models.READ, UNKNOWN)
-        if got is not None:
-            kept, inputs, outputs, calls, rets, reads = got
-            if kept is not None:
-                positions = kept
-    if reads is None:  # not read in C above
-        got = compiled.fields(ops, Operation) if compiled is not None else None
-        calls_rets: list[Any] | None = None
-        if got is not None:
-            inputs, outputs, *calls_rets = got
-        else:
-            inputs = [op.input for op in ops]
-            outputs = [op.output for op in ops]
-        if read_only is not None:
-            reads = _read_flags(read_only, inputs)
-            if any(reads) and any([o is UNKNOWN for o in outputs]):
-                keep = [not (r and o is UNKNOWN) for r, o in zip(reads, outputs)]
-                if not all(keep):
-                    positions = list(compress(positions, keep))
-                    if calls_rets is None:
-                        ops = [ops[p] for p in positions]
-                    else:
-                        calls_rets = [list(compress(seq, keep)) for seq in calls_rets]
-                    inputs = list(compress(inputs, keep))
-                    outputs = list(compress(outputs, keep))
-                    reads = list(compress(reads, keep))
-        if calls_rets is None:
-            calls = [op.call for op in ops]
-            rets = [op.return_time for op in ops]
-        else:
-            calls, rets = calls_rets
+    positions, inputs, outputs, calls, rets, reads = _fields(model.read_only, operations)
     m = len(inputs)
     if m == 0:
         return None

@@ -174,12 +174,8 @@ def _reference_waits_for_done(lay: wgl._Layout) -> list[int]:
     """The plain loop the layout used before (setdefault per op, slice of the last 32)."""
     m = lay.m
     rets = {p: None for p in range(m)}
-    # rebuild each op's return time order from the linked list: entries in time order
-    order = []
-    e = lay.nxt[2 * m]
-    while e != 2 * m + 1:
-        order.append(e)
-        e = lay.nxt[e]
+    # each op's return time rank, from the entries in time order
+    order = lay.order
     rank = {e: i for i, e in enumerate(order)}
     for p in range(m):
         rets[p] = rank[lay.match[p]] if lay.match[p] >= 0 else None
