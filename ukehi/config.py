@@ -142,12 +142,17 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+#: the longest node id ``ukehi node --id`` (and a certificate's name) accepts; the admin's
+#: add_node refuses longer ones (ukehi/node/admin.py), since no node so named could start
+MAX_NODE_NAME_LEN = 64
+
+
 def _check_node_id(node_id: object) -> str:
     if not isinstance(node_id, str) or not node_id:
         raise ConfigError(f"node id {node_id!r} must be a non-empty string such as n1")
-    if any(c in node_id for c in "=,: \t\n") or len(node_id) > 64:
+    if any(c in node_id for c in "=,: \t\n") or len(node_id) > MAX_NODE_NAME_LEN:
         raise ConfigError(
-            f"node id {node_id!r} must be at most 64 characters without '=', ',', ':' or spaces"
+            f"node id {node_id!r} must be at most {MAX_NODE_NAME_LEN} characters without '=', ',', ':' or spaces"
         )
     return node_id
 

@@ -17,6 +17,7 @@ from ukehi.node.driver import ADDRESS_KEY_PREFIX
 from ukehi.raft.types import MAX_NODE_ID_LEN
 
 LONG = "x" * 300
+UNSTARTABLE = "y" * 65  # within the core's bound, beyond what `ukehi node --id` accepts
 NOWHERE = "127.0.0.1:1"  # a valid address: only the id is wrong
 
 
@@ -32,6 +33,7 @@ def test_bad_node_ids_are_refused_before_anything_is_written(make_cluster):
         async with cluster.client([cluster.nodes[leader].address], timeout=10.0) as c:
             answers = {
                 "add-long": await c.add_node(LONG, NOWHERE),
+                "add-unstartable": await c.add_node(UNSTARTABLE, NOWHERE),
                 "add-empty": await c.add_node("", NOWHERE),
                 "add-colon": await c.add_node("n:9", NOWHERE),
                 "add-tab": await c.add_node("n\t9", NOWHERE),
@@ -50,11 +52,12 @@ def test_bad_node_ids_are_refused_before_anything_is_written(make_cluster):
                 assert f"at most {MAX_NODE_ID_LEN} chars" in message and "':'" in message, (what, message)
                 assert "nothing was done" in message, (what, message)
             assert "(300 chars)" in answers["add-long"].message
+            assert "64 characters `ukehi node --id` accepts" in answers["add-unstartable"].message
             assert "':'" in answers["add-colon"].message and "':'" in answers["add-tab"].message
             assert "not a member" in answers["remove-nobody"].message
             assert "not a voter" in answers["transfer-nobody"].message
             # nothing written: no address key, and the leader's log did not grow
-            for node in (LONG, "", "n:9", "n\t9"):
+            for node in (LONG, UNSTARTABLE, "", "n:9", "n\t9"):
                 got = await c.get(ADDRESS_KEY_PREFIX + node)
                 assert got.ok and got.value is None, (node, got)
         after = (await cluster.statuses([leader]))[leader]

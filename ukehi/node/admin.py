@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from ukehi import wire
-from ukehi.config import parse_address
+from ukehi.config import MAX_NODE_NAME_LEN, parse_address
 from ukehi.raft.confchange import ConfChange, ConfChangeType
 from ukehi.raft.types import NotLeader, ProposalDropped, Role, check_node_id
 from ukehi.storage.errors import StorageError
@@ -35,11 +35,14 @@ def _shown(node: str) -> str:
     return repr(node) if len(node) <= 40 else f"{node[:24]!r}... ({len(node)} chars)"
 
 
-def node_id_refusal(what: str, node: str) -> Reply | None:
+def node_id_refusal(what: str, node: str, *, new_member: bool = False) -> Reply | None:
     """The ``bad_request`` answer to an admin request (``what``) naming an unusable node id,
     else None. One rule for every admin request, checked before anything is written: the
     Raft core's (``check_node_id``: a non-empty string of bounded length) and the admin's
-    own characters (``_ID_FORBIDDEN``)."""
+    own characters (``_ID_FORBIDDEN``). NEW_MEMBER (add_node): also no longer than
+    ``ukehi node --id`` accepts (``MAX_NODE_NAME_LEN``), or the member added could never
+    start; removals and transfers keep the core's bound, so a member an older build let in
+    with a longer id can still be removed."""
     try:
         check_node_id("a node id", node)
     except (TypeError, ValueError) as e:
@@ -48,6 +51,10 @@ def node_id_refusal(what: str, node: str) -> Reply | None:
     if any(c in node for c in _ID_FORBIDDEN):
         return err(wire.ErrorCode.BAD_REQUEST, f"{what}: node id {_shown(node)} must be {_ID_RULE}; "
                    "nothing was done")
+    if new_member and len(node) > MAX_NODE_NAME_LEN:
+        return err(wire.ErrorCode.BAD_REQUEST,
+                   f"{what}: node id {_shown(node)} is longer than the {MAX_NODE_NAME_LEN} characters "
+                   "`ukehi node --id` accepts, so no node so named could start; nothing was done")
     return None
 
 
@@ -100,7 +107,7 @@ class AdminAPI:
         except ValueError as e:
             return err(wire.ErrorCode.BAD_REQUEST, str(e))
         # Before the address key is written: nothing of a refused request reaches the log.
-        refused = node_id_refusal("add_node", node)
+        refused = node_id_refusal("add_node", node, new_member=True)
         if refused is not None:
             return refused
         async with self._admin_lock:  # type: ignore[attr-defined]

@@ -1557,7 +1557,7 @@ class ShardedNode:
         must be running already (``ukehi node --join`` with this cluster's flags): it is asked
         for its map first, over the peer links, at that address."""
         smap = self.shard_map
-        refused = node_id_refusal("add_node", node)  # the unsharded admin's rule: ukehi/node/admin.py
+        refused = node_id_refusal("add_node", node, new_member=True)  # the unsharded admin's rule: ukehi/node/admin.py
         if refused is not None:
             return refused
         try:
