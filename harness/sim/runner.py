@@ -116,7 +116,8 @@ class SimResult:
     checkers: dict[str, Any]
     history: list[Op] = field(repr=False)
     virtual_seconds: float = 0.0
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # the whole seed: simulation and judging
+    judge_seconds: float = 0.0  # of which judging (export, checkers, digest)
     ops: int = 0
     faults: list[str] = field(default_factory=list)
     world: Any = field(default=None, repr=False)
@@ -913,6 +914,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     nemesis.note_skew()
     # Two leaders' clocks may be off in opposite directions: they disagree by up to twice that.
     opts["clock_skew_ms"] = round(2000 * nemesis.max_skew, 3)
+    judging = time.monotonic()
     result = judge(seed, settings, opts, world, hist.ops, idle=idle)
     if probes:  # judged as in a real run (checkers/probes.py)
         result.checkers["bad-input"] = check_probes(probes)
@@ -932,6 +934,7 @@ def run_seed(seed: int, settings: SimSettings = SimSettings(), *, keep_world: bo
     result.client_ops = clients.issued
     result.idle = idle
     result.wall_seconds = time.monotonic() - started
+    result.judge_seconds = result.wall_seconds - (judging - started)
     if keep_world:
         result.world = world
     return result
@@ -1087,9 +1090,10 @@ def judge(seed: int, settings: SimSettings, opts: dict[str, Any], world: SimWorl
                 exported = tmp
             except Exception as err:  # noqa: BLE001 - the white-box verdicts are unknown, not a crash
                 checkers["whitebox"] = {"valid": "unknown", "error": f"{type(err).__name__}: {err}"}
-        _judge_history(settings, world, ops, workload.checkers, options, exported, checkers)
+        cluster = _read_cluster(world, exported, settings.workload)
+        _judge_history(settings, world, ops, workload.checkers, options, exported, checkers, cluster)
         if exported is not None:
-            _judge_nodes(settings, opts, world, ops, options, exported, checkers)
+            _judge_nodes(settings, opts, world, ops, options, exported, checkers, cluster)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -1195,16 +1199,51 @@ def healthy_stretches(world: SimWorld, ops: list[Op], opts: dict[str, Any],
     return out
 
 
+def _read_cluster(world: SimWorld, tmp: str | None, workload: str) -> Any:
+    """The exported node files read once (``checkers.whitebox.read_cluster``) for both readers
+    below, or None: the resolution of info writes (``resolve_from_files``) and the white-box
+    checkers (``check_run_nodes``) each read and parse every node's files, the same files
+    under the same names, and parsing the logs was a tenth of a seed's judging. Shared, as
+    both functions' own bodies would read it: neither reader changes the cluster but for
+    ``mark_damaged``, which both apply with the same history (idempotent), so the second
+    reader sees what a fresh read would give it. None (each reads on its own, as before)
+    when only one of them reads (a workload without a resolution), the export failed, or
+    reading fails (each then reports the failure its own way)."""
+    from checkers.whitebox import read_cluster
+    from checkers.whitebox.resolve import RESOLVABLE
+
+    if tmp is None or workload not in RESOLVABLE:
+        return None
+    base = os.path.join(tmp, "nodes")
+    # check_run_nodes reads the names it is given plus every other directory there: the same
+    # list here, or no sharing.
+    dirs = sorted(e.name for e in os.scandir(base) if e.is_dir()) if os.path.isdir(base) else []
+    if list(dict.fromkeys([*world.names, *dirs])) != list(world.names):
+        return None
+    try:
+        return read_cluster(base, list(world.names))
+    except Exception:  # noqa: BLE001 - the readers below meet the same failure and report it
+        return None
+
+
 def _judge_history(settings: SimSettings, world: SimWorld, ops: list[Op], workload_checkers: dict[str, Any],
-                   options: dict[str, Any], tmp: str | None, checkers: dict[str, Any]) -> None:
+                   options: dict[str, Any], tmp: str | None, checkers: dict[str, Any], cluster: Any = None) -> None:
     """The workload's checkers, as in a real run: linearizable and elle judge the view where
     each info write that no node's files ever held is a fail (checkers/whitebox/resolve.py),
-    when the node files were exported."""
-    from checkers.whitebox.resolve import JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, judge_resolved, resolve_from_files
+    when the node files were exported (``cluster``: those files already read, _read_cluster)."""
+    from checkers.whitebox.resolve import (JUDGE_RESOLVED_VIEW, RESOLVABLE, Resolution, judge_resolved,
+                                           resolve_from_files, resolve_info)
 
     resolution: Resolution | None = None
     if tmp is not None and settings.workload in RESOLVABLE:
-        resolution = resolve_from_files(os.path.join(tmp, "nodes"), world.names, ops, settings.workload, world.names)
+        if cluster is not None:
+            try:  # as resolve_from_files over files already read
+                resolution = resolve_info(cluster, ops, settings.workload, world.names)
+            except Exception as err:  # noqa: BLE001 - no resolution is the safe answer
+                resolution = Resolution(refused=f"the node files could not be read ({type(err).__name__}: {err})")
+        else:
+            resolution = resolve_from_files(os.path.join(tmp, "nodes"), world.names, ops, settings.workload,
+                                            world.names)
     view = resolution.view(ops) if resolution is not None else ops
     for name, check in workload_checkers.items():
         try:
@@ -1217,13 +1256,20 @@ def _judge_history(settings: SimSettings, world: SimWorld, ops: list[Op], worklo
 
 
 def _judge_nodes(settings: SimSettings, opts: dict[str, Any], world: SimWorld, ops: list[Op],
-                 options: dict[str, Any], tmp: str, checkers: dict[str, Any]) -> None:
-    """The white-box checkers over the exported node files, and the corruption-policy checker
-    after WAL damage, as in a real run with the disk nemesis."""
-    from checkers.whitebox import check_run_nodes
+                 options: dict[str, Any], tmp: str, checkers: dict[str, Any], cluster: Any = None) -> None:
+    """The white-box checkers over the exported node files (``cluster``: already read, see
+    _read_cluster), and the corruption-policy checker after WAL damage, as in a real run
+    with the disk nemesis."""
+    from pathlib import Path
+
+    from checkers.whitebox import check_run_nodes, check_whitebox
 
     try:
-        wb = check_run_nodes(tmp, world.names, ops, settings.workload)
+        if cluster is not None:  # check_run_nodes' own body, over the files already read
+            base = Path(tmp) / "nodes"
+            wb = check_whitebox(cluster, ops, settings.workload, {n: base / n for n in world.names})
+        else:
+            wb = check_run_nodes(tmp, world.names, ops, settings.workload)
         checkers.update(wb)
         if any(o.f == "corrupt-wal" and not o.is_client and o.type != "invoke" and (o.value or {}).get("nodes")
                for o in ops):

@@ -49,11 +49,18 @@ from typing import Any
 
 __all__ = ["SimFS"]
 
+_PARTS_CACHE_MAX = 4096  # paths whose split form is kept (SimFS._parts)
+
 
 @dataclass
 class _Inode:
     data: bytearray = field(default_factory=bytearray)
-    synced: bytes = b""
+    # What a crash leaves: ``_synced``, or while that is None the first ``_synced_len`` bytes
+    # of ``data`` (an fsync only notes the length: copying the whole file at every fsync
+    # cost a WAL segment's size per persist). A change below that length copies them first
+    # (``keep_synced``); appends, the usual write, never do.
+    _synced: bytes | None = b""
+    _synced_len: int = 0
     # Written (or truncated, or made) since the last fsync; an fsync of a clean file is
     # counted as wasted work (``SimFS.clean_fsyncs``).
     dirty: bool = True
@@ -61,6 +68,28 @@ class _Inode:
     fsynced_len: int = 0
     # Live damage: [offset, file length at the first start after it (None until then)].
     damage: list[list[Any]] = field(default_factory=list)
+
+    @property
+    def synced(self) -> bytes:
+        """The bytes a crash leaves (the last fsync's, or what a fault made durable)."""
+        if self._synced is None:
+            return bytes(self.data[:self._synced_len])
+        return self._synced
+
+    @synced.setter
+    def synced(self, value: bytes) -> None:
+        self._synced = bytes(value)
+        self._synced_len = len(value)
+
+    def mark_synced(self) -> None:
+        """An fsync: what the file holds now is what a crash leaves."""
+        self._synced = None
+        self._synced_len = len(self.data)
+
+    def keep_synced(self, offset: int) -> None:
+        """Before ``data`` changes at ``offset``: keep the synced bytes it would change."""
+        if self._synced is None and offset < self._synced_len:
+            self._synced = bytes(self.data[:self._synced_len])
 
 
 @dataclass
@@ -77,6 +106,7 @@ class _Handle:
     writable: bool
     pos: int = 0
     generation: int = 0
+    prefix: str | None = None  # the node prefix the path lies under (fixed at open)
 
 
 def _err(code: int, path: str) -> OSError:
@@ -144,11 +174,18 @@ class SimFS:
         # of every damage fault to the file (the durable-cut checker's inputs).
         self.starts: dict[str, list[tuple[float, dict[str, tuple[int, tuple[tuple[int, int], ...]]]]]] = {}
         self.damaged: dict[str, list[tuple[float, int]]] = {}
+        self._parts_cache: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ tree
-    @staticmethod
-    def _parts(path: str) -> list[str]:
-        return [p for p in posixpath.normpath(path).split("/") if p not in ("", ".")]
+    def _parts(self, path: str) -> tuple[str, ...]:
+        # Cached: the storage code names the same few dozen paths over and over.
+        parts = self._parts_cache.get(path)
+        if parts is None:
+            parts = tuple(p for p in posixpath.normpath(path).split("/") if p not in ("", "."))
+            if len(self._parts_cache) >= _PARTS_CACHE_MAX:
+                self._parts_cache.clear()
+            self._parts_cache[path] = parts
+        return parts
 
     def _lookup(self, path: str) -> Any:
         node: Any = self.root
@@ -168,6 +205,8 @@ class SimFS:
         return parent, parts[-1]
 
     def _check_alive(self, path: str) -> None:
+        if not self._dead:
+            return
         norm = posixpath.normpath(path)
         for prefix in self._dead:
             if norm == prefix or norm.startswith(prefix + "/"):
@@ -224,6 +263,7 @@ class SimFS:
         if isinstance(node, _Dir) and writable:
             raise _err(errno.EISDIR, path)
         if isinstance(node, _Inode) and flags & self.O_TRUNC and writable:
+            node.keep_synced(0)
             del node.data[:]
             node.dirty = True
             node.damage = []
@@ -231,28 +271,30 @@ class SimFS:
         fd = self._next_fd
         self._next_fd += 1
         self._fds[fd] = _Handle(node, posixpath.normpath(path), bool(flags & self.O_APPEND), writable,
-                                generation=self._generation.get(prefix, 0) if prefix else 0)
+                                generation=self._generation.get(prefix, 0) if prefix else 0, prefix=prefix)
         return fd
 
     def _handle(self, fd: int) -> _Handle:
         h = self._fds.get(fd)
         if h is None:
             raise _err(errno.EBADF, str(fd))
-        prefix = self._prefix_of(h.path)
+        prefix = h.prefix
         if prefix is not None and (prefix in self._dead or self._generation.get(prefix, 0) != h.generation):
             raise _err(errno.EIO, h.path)  # the process that opened it crashed
         return h
 
     def write(self, fd: int, data: Any) -> int:
         h = self._handle(fd)
-        if not isinstance(h.node, _Inode) or not h.writable:
+        node = h.node
+        if not isinstance(node, _Inode) or not h.writable:
             raise _err(errno.EBADF, h.path)
-        b = bytes(data)
-        buf = h.node.data
-        h.node.dirty = True
+        b = data if type(data) is bytes else bytes(data)  # immutable already: no copy
+        buf = node.data
+        node.dirty = True
         if h.append:
             buf += b
         else:
+            node.keep_synced(h.pos)
             end = h.pos + len(b)
             if end > len(buf):
                 buf.extend(b"\0" * (end - len(buf)))
@@ -265,7 +307,8 @@ class SimFS:
         h = self._handle(fd)
         if isinstance(h.node, _Dir):
             raise _err(errno.EISDIR, h.path)
-        out = bytes(h.node.data[h.pos:h.pos + n])
+        with memoryview(h.node.data) as view:  # one copy (a bytearray slice would be a second)
+            out = bytes(view[h.pos:h.pos + n])
         h.pos += len(out)
         return out
 
@@ -282,7 +325,7 @@ class SimFS:
                 else:
                     seen[0] += 1
             h.node.dirty = False
-            h.node.synced = bytes(h.node.data)
+            h.node.mark_synced()
             h.node.fsynced_len = len(h.node.data)
 
     def ftruncate(self, fd: int, size: int) -> None:
@@ -290,6 +333,7 @@ class SimFS:
         buf = h.node.data
         h.node.dirty = True
         if size < len(buf):
+            h.node.keep_synced(size)
             del buf[size:]
             h.node.damage = [[d, e if e is None else min(e, size)] for d, e in h.node.damage if d < size]
         else:

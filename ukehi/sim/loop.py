@@ -12,19 +12,26 @@ a heap of ``(when, sequence, handle)`` tuples (compared in C; equal times run in
 order they were set, which also pins the order independently of heap layout), and an
 iteration with nothing ready sets the clock to the next timer exactly. Every event of a
 seed (each message hop, timer, task step) makes a handle and runs one, so handles are made
-without asyncio's debug bookkeeping (this loop never runs in debug mode) and run inline.
+without asyncio's debug bookkeeping (this loop never runs in debug mode) and run inline;
+``run_forever`` runs its iterations in one frame (``_iterate``, the same steps in the same
+order as ``_run_once`` one at a time), and ``get_debug``, which every future and task made
+in C calls, is a C callable.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import heapq
+import sys
+import threading
 from asyncio import base_events, events
 from asyncio import all_tasks as _all_tasks
 from typing import Any
 
 _copy_context = contextvars.copy_context
 _heappush = heapq.heappush
+_heappop = heapq.heappop
 
 __all__ = ["VirtualLoop", "Deadlock", "EventBudgetExceeded"]
 
@@ -107,6 +114,12 @@ class VirtualLoop(base_events.BaseEventLoop):
         self.steps = 0
         self.max_steps: int | None = None  # EventBudgetExceeded past this many iterations
 
+    def set_debug(self, enabled: bool) -> None:
+        super().set_debug(enabled)
+        # Every future and task made in C asks its loop ``get_debug()`` (a Python method:
+        # a frame per sleep, wait and request); a C callable with the same answer instead.
+        self.get_debug = bool if not self._debug else functools.partial(bool, True)  # type: ignore[method-assign]
+
     def time(self) -> float:
         return self._now
 
@@ -152,52 +165,92 @@ class VirtualLoop(base_events.BaseEventLoop):
     def _write_to_self(self) -> None:
         pass
 
+    def run_forever(self) -> None:
+        """As ``BaseEventLoop.run_forever``, with the iterations in one frame (``_iterate``):
+        the same iterations in the same order, without a method call and a dozen attribute
+        look-ups per iteration (a seed runs tens of thousands)."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            events._set_running_loop(self)
+            self._iterate(False)
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
     def _run_once(self) -> None:
+        self._iterate(True)
+
+    def _compact(self) -> None:
+        """Drop cancelled timers from the heap, in place (``_iterate`` holds the list)."""
+        heap = self._heap
+        live = []
+        for item in heap:
+            if item[2]._cancelled:
+                item[2]._scheduled = False
+            else:
+                live.append(item)
+        heap[:] = live
+        heapq.heapify(heap)  # (when, sequence) keys are unique: the pop order is the layout's own
+        self._cancelled_timers = 0
+
+    def _iterate(self, once: bool) -> None:
+        """Loop iterations until ``stop()`` (or one, with ``once``). One iteration: when
+        nothing is ready, jump the clock to the next live timer; count the step (the budget);
+        move every timer due by now to the ready queue; run what was ready at that point."""
         heap = self._heap
         ready = self._ready
-        if self._cancelled_timers > _COMPACT_MIN and self._cancelled_timers > _COMPACT_FRACTION * len(heap):
-            live = []
-            for item in heap:
-                if item[2]._cancelled:
-                    item[2]._scheduled = False
-                else:
-                    live.append(item)
-            heapq.heapify(live)
-            self._heap = heap = live
-            self._cancelled_timers = 0
-        if not ready and not self._stopping:
-            while heap and heap[0][2]._cancelled:
-                heapq.heappop(heap)[2]._scheduled = False
-                self._cancelled_timers -= 1
-            if not heap:
-                raise Deadlock("no callback is ready and no timer is pending")
-            when = heap[0][0]
-            if when > self._now:
-                self._now = when  # the jump: nothing can happen before the next timer
-        self.steps += 1
-        if self.max_steps is not None and self.steps > self.max_steps:
-            raise EventBudgetExceeded(f"{self.max_steps} loop iterations by virtual time {self._now:.3f} s")
-        end = self._now + self._clock_resolution
-        while heap and heap[0][0] < end:
-            handle = heapq.heappop(heap)[2]
-            if handle._cancelled:
-                self._cancelled_timers -= 1
-            handle._scheduled = False
-            ready.append(handle)
         popleft = ready.popleft
-        for _ in range(len(ready)):
-            handle = popleft()
-            if handle._cancelled:
-                continue
-            # Handle._run inlined (one Python frame less per event); errors go to the
-            # exception handler as there.
-            try:
-                handle._context.run(handle._callback, *handle._args)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:  # noqa: BLE001 - as asyncio.Handle._run
-                self.call_exception_handler({"message": f"Exception in callback {handle._callback!r}",
-                                             "exception": exc, "handle": handle})
+        append = ready.append
+        heappop = _heappop
+        resolution = self._clock_resolution
+        while True:
+            cancelled = self._cancelled_timers
+            if cancelled > _COMPACT_MIN and cancelled > _COMPACT_FRACTION * len(heap):
+                self._compact()
+            if not ready and not self._stopping:
+                while heap and heap[0][2]._cancelled:
+                    heappop(heap)[2]._scheduled = False
+                    self._cancelled_timers -= 1
+                if not heap:
+                    raise Deadlock("no callback is ready and no timer is pending")
+                when = heap[0][0]
+                if when > self._now:
+                    self._now = when  # the jump: nothing can happen before the next timer
+            steps = self.steps = self.steps + 1
+            max_steps = self.max_steps
+            if max_steps is not None and steps > max_steps:
+                raise EventBudgetExceeded(f"{max_steps} loop iterations by virtual time {self._now:.3f} s")
+            end = self._now + resolution
+            while heap and heap[0][0] < end:
+                handle = heappop(heap)[2]
+                if handle._cancelled:
+                    self._cancelled_timers -= 1
+                handle._scheduled = False
+                append(handle)
+            for _ in range(len(ready)):
+                handle = popleft()
+                if handle._cancelled:
+                    continue
+                # Handle._run inlined (one Python frame less per event); errors go to the
+                # exception handler as there.
+                try:
+                    handle._context.run(handle._callback, *handle._args)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - as asyncio.Handle._run
+                    self.call_exception_handler({"message": f"Exception in callback {handle._callback!r}",
+                                                 "exception": exc, "handle": handle})
+            if once or self._stopping:
+                return
 
     def abandon(self) -> None:
         """Drop every pending callback and close every task's coroutine, without running the

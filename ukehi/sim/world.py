@@ -276,13 +276,17 @@ class _Incarnation:
         self.node: UkehiNode | None = None
         self.task: asyncio.Task[int] | None = None
         self.exit_code: int | None = None
+        self._loop = world.loop  # the node reads its clock a dozen times per event: one look-up
 
     # ---- Clock
     def monotonic(self) -> float:
-        return self.handle.mono_base + self.handle.rate * (self.world.loop.time() - self.handle.rate_since)
+        h = self.handle
+        return h.mono_base + h.rate * (self._loop._now - h.rate_since)
 
     def time(self) -> float:
-        return EPOCH + self.handle.wall_offset + self.monotonic()
+        h = self.handle
+        # EPOCH + offset + monotonic(), inlined: the same operations in the same order.
+        return EPOCH + h.wall_offset + (h.mono_base + h.rate * (self._loop._now - h.rate_since))
 
     async def sleep(self, seconds: float) -> None:
         # The timer fires when this node's clock reaches the deadline, as a kernel timer on
@@ -290,10 +294,11 @@ class _Incarnation:
         # moves the firing time, so a sleep begun under a slow clock does not overshoot, in the
         # node's own time, once its clock runs true again (that would look like a stall).
         handle = self.handle
-        loop = self.world.loop
-        deadline = self.monotonic() + max(0.0, seconds)
+        loop = self._loop
+        # monotonic() inlined (the same arithmetic): every node timer comes through here.
+        deadline = handle.mono_base + handle.rate * (loop._now - handle.rate_since) + max(0.0, seconds)
         while True:
-            left = deadline - self.monotonic()
+            left = deadline - (handle.mono_base + handle.rate * (loop._now - handle.rate_since))
             if left <= 1e-9:
                 break
             woken: asyncio.Future[None] = loop.create_future()
@@ -302,7 +307,10 @@ class _Incarnation:
             try:
                 await woken
             finally:
-                timer.cancel()
+                # A timer that already fired has nothing left to cancel (nearly every sleep
+                # ends so); one woken early (a rate change, a cancelled task) is cancelled.
+                if timer._scheduled:
+                    timer.cancel()
                 handle.sleepers.discard(woken)
         if handle.paused:
             await handle.gate()
@@ -317,7 +325,20 @@ class _Incarnation:
         result = work.fn()
         if work.kind in _FSYNCING:
             lo, hi = self.world.opts.fsync
-            await asyncio.sleep(self.world.rng_disk.uniform(lo, hi))
+            # asyncio.sleep(uniform(lo, hi)) inlined: the same future and timer, without
+            # cancelling a timer that already fired (three Python calls per persist).
+            delay = self.world.rng_disk.uniform(lo, hi)
+            if delay <= 0:
+                await asyncio.sleep(delay)  # (a yield, not a timer: as asyncio.sleep does)
+            else:
+                loop = self._loop
+                done: asyncio.Future[None] = loop.create_future()
+                timer = loop.call_later(delay, _wake, done)
+                try:
+                    await done
+                finally:
+                    if timer._scheduled:
+                        timer.cancel()
             if handle.paused:
                 await handle.gate()
         return result
@@ -737,7 +758,10 @@ class SimWorld:
         if kind is AppendEntries:
             m: Any = frame
             entries = m.entries
-            waste.sent_append(src, dst, m.term, m.prev_index, len(entries), sum(len(e.data) for e in entries))
+            n = len(entries)
+            # The data bytes (a heartbeat-like append has none; one entry needs no generator).
+            size = 0 if not n else len(entries[0].data) if n == 1 else sum([len(e.data) for e in entries])
+            waste.sent_append(src, dst, m.term, m.prev_index, n, size)
         elif kind is AppendResponse:
             if not frame.success:  # type: ignore[union-attr]
                 waste.sent_rejection(src, dst)
@@ -753,44 +777,50 @@ class SimWorld:
     def _waste_delivered(self, src: str, dst: str, frame: bytes | Message) -> None:
         waste = self.waste
         waste.heard(src, dst)
-        kind = type(frame)
-        if kind is bytes:
-            t, m = self._waste_fields(frame)
-            get = m.get if m is not None else None
-        else:
-            t, m = frame.type, frame  # type: ignore[union-attr]
-            get = None
+        if type(frame) is bytes:
+            t, body = self._waste_fields(frame)
+            if t == "append_response":
+                waste.delivered_response(src, dst, body.get("term", 0), bool(body.get("success")),
+                                         body.get("index", 0))
+            elif t == "install_snapshot":
+                waste.lost_log(dst)
+            return
+        m: Any = frame
+        t = m.type
         if t == "append_response":
-            if get is not None:
-                waste.delivered_response(src, dst, get("term", 0), bool(get("success")), get("index", 0))
-            else:
-                waste.delivered_response(src, dst, m.term, m.success, m.index)
+            waste.delivered_response(src, dst, m.term, m.success, m.index)
         elif t == "install_snapshot":
             waste.lost_log(dst)
 
     def _transmit(self, src: str, dst: str, frame: bytes | Message) -> None:
         self.messages_sent += 1
         waste = self.waste
-        self._waste_sent(src, dst, frame)
+        kind = type(frame)
+        if kind is AppendResponse:  # _waste_sent's commonest case, inline (one call per message)
+            if not frame.success:  # type: ignore[union-attr]
+                waste.sent_rejection(src, dst)
+        elif kind is AppendEntries or kind is bytes:
+            self._waste_sent(src, dst, frame)
         if self.send_watch is not None:
             # Fault triggers ("crash a voter right after it voted", "cut the leader off
             # while entries are in flight") see each Raft message as it leaves its node.
-            if isinstance(frame, bytes):
+            if kind is bytes:
                 try:
-                    body = self.decode(frame).body
+                    body = self.decode(frame).body  # type: ignore[arg-type]
                 except (ValueError, wire.ProtocolError):
                     body = {}
             else:
-                body = message_to_dict(frame)
+                body = message_to_dict(frame)  # type: ignore[arg-type]
             if self.send_watch(src, dst, body) is False:
                 waste.dropped(src, dst)
                 return
+        link = (src, dst)
         if self.holding:
-            queue = self.holding.get((src, dst))
+            queue = self.holding.get(link)
             if queue is not None:
                 queue.append(frame)
                 return
-        if self.blocked and (src, dst) in self.blocked:
+        if self.blocked and link in self.blocked:
             waste.dropped(src, dst)
             return
         # One call per message hop: locals, and random.uniform / call_later inlined (the same
@@ -802,46 +832,50 @@ class SimWorld:
             waste.dropped(src, dst)
             return
         dup = opts.duplicate
-        copies = 2 if dup and rng.random() < dup else 1
         lo, hi = opts.delay
         if self.slow:
-            lo += self.slow.get((src, dst), 0.0)  # the same draw, shifted: later, not lost
-            hi += self.slow.get((src, dst), 0.0)
+            extra = self.slow.get(link, 0.0)
+            lo += extra  # the same draw, shifted: later, not lost
+            hi += extra
         loop = self.loop
-        deliver = self._deliver
-        link = (src, dst)
         due = self._link_due
         prev = due.get(link, 0.0)
-        for _ in range(copies):
+        if not (dup and rng.random() < dup):  # one copy (nearly always)
             at = loop._now + (lo + (hi - lo) * rng.random())
             if at < prev:
                 at = prev  # one ordered stream: never ahead of what was sent before it
+            loop.call_at(at, self._deliver, src, dst, frame)
+            due[link] = at
+            return
+        for _ in range(2):  # duplicated: two copies, each with its own delay, in order
+            at = loop._now + (lo + (hi - lo) * rng.random())
+            if at < prev:
+                at = prev
             prev = at
-            loop.call_at(at, deliver, src, dst, frame)
+            loop.call_at(at, self._deliver, src, dst, frame)
         due[link] = prev
 
     def _deliver(self, src: str, dst: str, frame: bytes | Message) -> None:
         h = self.nodes.get(dst)
-        waste = self.waste
-        if h is None or not h.up or h.current is None or h.current.node is None:
-            waste.dropped(src, dst)
+        if h is None or not h.up or (inc := h.current) is None or (node := inc.node) is None:
+            self.waste.dropped(src, dst)
             return
         if self.blocked and (src, dst) in self.blocked:
-            waste.dropped(src, dst)
+            self.waste.dropped(src, dst)
             return  # cut while in flight
         if h.paused:
             h.held.append(lambda: self._deliver(src, dst, frame))
             return
         self.messages_delivered += 1
-        if h.current.node.phase != "running":
-            waste.dropped(src, dst)  # a starting node ignores Raft traffic
+        if node.phase != "running":
+            self.waste.dropped(src, dst)  # a starting node ignores Raft traffic
         else:
             self._waste_delivered(src, dst, frame)
         if not isinstance(frame, bytes):
-            h.current.node.handle_peer_message(frame)
+            node.handle_peer_message(frame)
             return
         try:
-            h.current.node.handle_peer_frame(self.decode(frame), src)
+            node.handle_peer_frame(self.decode(frame), src)
         except (ValueError, wire.ProtocolError):
             pass
 
