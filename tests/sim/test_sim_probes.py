@@ -70,10 +70,12 @@ def test_a_state_machine_that_refuses_the_holders_tokened_release_is_caught(monk
     assert "expected ok null, got error not_lock_holder" in wrong["problem"]
 
 
-def test_a_node_that_takes_an_over_long_node_id_is_caught(monkeypatch: pytest.MonkeyPatch):
+def test_a_node_that_takes_an_empty_node_id_is_caught(monkeypatch: pytest.MonkeyPatch):
     # the mutant raft/types.py:53:8:drop_stmt (check_node_id no longer refuses an empty or
     # over-long id), where the admin and the membership change call it; no workload names a
-    # node, so only the battery's admin scenario sends one
+    # node, so only the battery's admin scenario sends one. The over-long id is refused by
+    # add_node's own rule too (no longer than `ukehi node --id` takes, ukehi/node/admin.py),
+    # so the empty id is what gets through.
     from ukehi.node import admin
     from ukehi.raft import confchange
 
@@ -82,6 +84,7 @@ def test_a_node_that_takes_an_over_long_node_id_is_caught(monkeypatch: pytest.Mo
     result = run_seed(1, SimSettings(duration=4.0))
     verdict = result.checkers["bad-input"]
     assert verdict["valid"] is False and result.valid is False
-    (wrong,) = [p for p in verdict["problems"] if p.get("probe") == "admin/add-node-long-id"]
+    assert not [p for p in verdict["problems"] if p.get("probe") == "admin/add-node-long-id"]
+    (wrong,) = [p for p in verdict["problems"] if p.get("probe") == "admin/add-node-empty-id"]
     # taken: it adds a learner that can never join and waits for it past the probe's timeout
     assert wrong["problem"].startswith(("hung: no-answer", "wrong answer: expected error bad_request")), wrong
