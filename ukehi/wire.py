@@ -301,7 +301,17 @@ def validate_body(msg_type: MsgType, body: Any) -> None:
             )
 
 
+# value -> member: MsgType(value) goes through Enum's metaclass call, a few microseconds on
+# every frame encoded or decoded; this lookup gives the same member.
+_TYPE_BY_VALUE: dict[str, MsgType] = {t.value: t for t in MsgType}
+
+
 def _coerce_type(msg_type: MsgType | str) -> MsgType:
+    if type(msg_type) is MsgType:
+        return msg_type
+    mt = _TYPE_BY_VALUE.get(msg_type) if type(msg_type) is str else None
+    if mt is not None:
+        return mt
     try:
         return MsgType(msg_type)
     except ValueError:
@@ -335,7 +345,8 @@ def encode_frame(
         raise ProtocolError(f"group id must be a u64 int, got {group!r}")
     if not _is_u64(epoch):
         raise ProtocolError(f"shard map epoch must be a u64 int, got {epoch!r}")
-    body_dict = {} if body is None else dict(body)
+    # A fresh dict is only needed for other mappings: packing never changes a plain dict.
+    body_dict = {} if body is None else (body if type(body) is dict else dict(body))
     if validate:
         validate_body(mt, body_dict)
     msg: dict[str, Any] = {"t": mt.value, "id": request_id, "b": body_dict}
@@ -437,7 +448,14 @@ def decode_payload(
     n = len(payload)
     if n == 0:
         raise ProtocolError("empty frame (length 0)")
-    budget = _ObjectBudget(max_containers, max_elements)
+    # The object budget can only be exceeded by a payload longer than it: every array or map
+    # takes at least one byte of msgpack, and every array item or map pair at least one more.
+    # A smaller payload (every Raft ack, every client request) is unpacked without the two
+    # Python hooks per container; the frames accepted and refused are the same.
+    hooks: dict[str, Any] = {}
+    if n > max_containers or n > max_elements:
+        budget = _ObjectBudget(max_containers, max_elements)
+        hooks = {"list_hook": budget.on_list, "object_hook": budget.on_map}
     try:
         # Every length limit is bounded by the payload size (and arrays/maps also by the item
         # budget), so a hostile header cannot make the unpacker allocate more than the frame
@@ -453,8 +471,7 @@ def decode_payload(
             max_map_len=min(n // 2, max_elements),
             max_ext_len=0,
             ext_hook=_refuse_ext,
-            list_hook=budget.on_list,
-            object_hook=budget.on_map,
+            **hooks,
         )
     except ProtocolError:
         raise

@@ -400,7 +400,10 @@ class Driver:
             # Build the batch here (WAL records encoded on the loop), so the WAL thread only
             # writes and fsyncs and holds the GIL as little as it can while the loop applies.
             batch = self._encode_for_wal(rd.entries) if rd.entries else None
-            yield DiskWork("persist", lambda: self._persist(rd, hs_to_save, batch), meanwhile)
+            # Empty: only the commit index changed (saved lazily), so there is nothing to
+            # write; the real disk then skips the WAL-thread round trip (DiskWork.empty).
+            empty = rd.snapshot is None and not rd.entries and hs_to_save is None
+            yield DiskWork("persist", lambda: self._persist(rd, hs_to_save, batch), meanwhile, empty)
             if voted is not None:
                 # Logged once durable, before the grant is sent: the white-box election-safety
                 # checker holds every node to one candidate per term, across its restarts.

@@ -175,6 +175,15 @@ class RaftCore:
         # Replication work, turned into AppendEntries at ready() so proposals batch up.
         self._bcast_entries = False  # new entries for every follower
         self._bcast_commit = False  # a new commit index for every follower
+        # At most one commit-only broadcast per tick. A commit advance goes out at once when
+        # none went out yet in this tick; otherwise followers learn it with the next entries
+        # (every AppendEntries carries it) or at the leader's next tick. A commit-only append
+        # costs every follower a wake-up, a Ready and an ack, and the leader a send and an
+        # ack to read per follower: at one write in flight that was a third of the cluster's
+        # CPU per write (issue 17). No guarantee rests on when a follower learns the commit
+        # index; only a follower's apply lags, by a tick at most, under a steady load.
+        self._commit_told = self.log.committed  # the commit index every follower was sent
+        self._commit_bcast_this_tick = False
         self._send_more: set[str] = set()  # peers to send pending entries to (if any)
         self._must_send: set[str] = set()  # peers that need an append even if empty
         self._pending_snapshot: Snapshot | None = None  # received, to hand to the driver
@@ -285,6 +294,7 @@ class RaftCore:
         self.role = Role.LEADER
         self.lead = self.id
         self._lease_disabled = False
+        self._commit_bcast_this_tick = False  # the no-op's commit goes out at once
         last = self.log.last_index()
         for node in sorted(self.membership.all_nodes()):
             if node != self.id:
@@ -407,6 +417,10 @@ class RaftCore:
             if self.lead_transferee is not None:
                 # The transfer did not finish within an election timeout: give up on it.
                 self.lead_transferee = None
+        self._commit_bcast_this_tick = False
+        if self.log.committed > self._commit_told:
+            self._bcast_commit = True  # a commit no entries carried yet (see _commit_told)
+            self._commit_bcast_this_tick = True
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
@@ -659,7 +673,7 @@ class RaftCore:
                         pr.become_replicate()
                 else:
                     pr.inflights.free_le(m.index)
-                if not self._maybe_commit():
+                if not self._maybe_commit() or not self._bcast_commit:
                     self._send_more.add(m.src)  # room in the pipeline: send what is pending
                 if (
                     self.role is Role.LEADER
@@ -722,7 +736,9 @@ class RaftCore:
         if log.term(idx) != self.term and not self.cfg.unsafe_commit_old_terms_by_counting:
             return False  # §5.4.2: never commit an older term's entry by counting replicas
         log.commit_to(idx)
-        self._bcast_commit = True
+        if not self._commit_bcast_this_tick:  # the tick's one commit-only broadcast
+            self._bcast_commit = True
+            self._commit_bcast_this_tick = True
         self._on_commit_advanced()
         return True
 
@@ -810,10 +826,14 @@ class RaftCore:
         if self.role is not Role.LEADER:
             self._clear_replication_work()
             return
+        msgs = self._msgs
+        told_all = True  # every follower gets an append (which carries the commit index)
         for node, pr in self.prs.items():
             must = self._bcast_commit or node in self._must_send
             if not (bcast or must or node in self._send_more):
+                told_all = False
                 continue
+            before = len(msgs)
             sent = False
             while self._send_append(node, pr, send_if_empty=False):
                 sent = True
@@ -821,6 +841,12 @@ class RaftCore:
                     break
             if not sent and must:
                 self._send_append(node, pr, send_if_empty=True)
+            if len(msgs) == before or not isinstance(msgs[-1], AppendEntries):
+                told_all = False
+        if told_all or self._bcast_commit:
+            # Told (a paused follower hears it from heartbeats, which carry the commit index
+            # up to its match, or with the appends once it answers): not broadcast again.
+            self._commit_told = self.log.committed
         self._clear_replication_work()
 
     def _bcast_heartbeat(self) -> None:
