@@ -14,16 +14,16 @@ BUGGY = SimSettings(workload="rw-register", duration=10.0, nemeses=("partition",
 
 def test_a_dirty_read_of_a_write_no_node_held_fails_the_seed(monkeypatch):
     monkeypatch.setenv("UKEHI_I_KNOW_THIS_IS_UNSAFE", "1")
-    # Seed 20 (the first of 0-20 where only the resolution shows it; since peer links deliver
-    # in order): a cut-off leader answered a read-only transaction from its uncommitted log;
-    # the write it saw timed out (info) and no node ever held it.
-    r = run_seed(20, BUGGY)
+    # Seed 4 (the first where only the resolution shows it, since a leader sends at most one
+    # commit-only append per tick): a cut-off leader answered a read-only transaction from
+    # its uncommitted log; the write it saw timed out (info) and no node ever held it.
+    r = run_seed(4, BUGGY)
     elle = r.checkers["elle"]
     assert r.failing_checkers() == ["elle"], r.failing_checkers()
     assert elle["resolved_info_ops"] > 0
     assert elle["valid_without_resolution"] is True  # the recorded history alone is explainable
     # Without the node files (no white-box export) nothing is resolved: the same seed passes.
-    blind = run_seed(20, replace(BUGGY, whitebox=False))
+    blind = run_seed(4, replace(BUGGY, whitebox=False))
     assert blind.checkers["elle"]["valid"] is True and "resolved_info_ops" not in blind.checkers["elle"]
     assert blind.digest == r.digest  # the same run; only the judging differs
 

@@ -96,7 +96,7 @@ def test_the_leader_runs_slow_and_cut_off_while_a_newer_leader_is_elected_then_a
 def test_with_only_the_family_the_bug_is_found_and_the_correct_build_stays_valid(monkeypatch):
     monkeypatch.setenv("UKEHI_I_KNOW_THIS_IS_UNSAFE", "1")
     only = SimSettings(workload="register", nemeses=(FAMILY,))
-    for seed in (0, 1, 2):
+    for seed in (1, 2, 3):  # the first three that find it since the commit-per-tick change
         bad = run_seed(seed, SimSettings(workload="register", nemeses=(FAMILY,), node_options=(("unsafe_bug", BUG),)))
         assert bad.failing_checkers() == ["linearizable"], (seed, bad.checkers)
         assert any("start-slow-leader-clock" in f for f in bad.faults)
@@ -105,13 +105,14 @@ def test_with_only_the_family_the_bug_is_found_and_the_correct_build_stays_valid
 
 
 def test_the_default_swarm_finds_the_bug_again_and_the_correct_build_is_valid_there(monkeypatch):
-    """Regress's simulated column (register, every family the swarm has): seed 10 is the
-    first find (Case.sim_found_within); it draws the family and the stale read happens while
-    it holds. Without the family no seed up to 80 failed."""
+    """The default swarm (register, every family the swarm has): seed 68 is the first seed
+    that finds it with the family drawn (since the commit-per-tick change and lease seeds);
+    the stale read happens while the family holds. Without the family no seed up to 80 failed
+    (measured before those changes)."""
     monkeypatch.setenv("UKEHI_I_KNOW_THIS_IS_UNSAFE", "1")
     assert FAMILY in NEMESES
-    bad = run_seed(10, SimSettings(workload="register", node_options=(("unsafe_bug", BUG),)))
+    bad = run_seed(68, SimSettings(workload="register", node_options=(("unsafe_bug", BUG),)))
     assert "linearizable" in bad.failing_checkers(), bad.checkers
     assert any("start-slow-leader-clock" in f for f in bad.faults)
-    good = run_seed(10, SimSettings(workload="register"))
+    good = run_seed(68, SimSettings(workload="register"))
     assert good.valid is True, good.failing_checkers()

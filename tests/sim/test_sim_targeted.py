@@ -273,10 +273,13 @@ def test_vote_flip_crashes_a_voter_right_after_its_grant_and_it_rejoins_on_the_o
     assert [g for g in got if g[1] == old and g[2] == voter and g[0] > t_back and g[3] == "vote_request"]
 
 
+# fall-after-append found commit-old-term alone at seed 10 until a leader sent at most one
+# commit-only append per tick (2026-12-08): since, fewer followers apply the wrongly committed
+# entry before its leader falls, and no seed of 0-199 shows it (figure-eight@0 still does,
+# tests/regress/test_regress_sim.py; README "Fewer wake-ups per write").
 @pytest.mark.parametrize("family,bug,seed", [
     ("stale-leader", "accept-stale-term", 1),
     ("vote-flip", "forget-vote", 6),
-    ("fall-after-append", "commit-old-term", 10),
 ])
 def test_each_family_reaches_the_moment_its_planted_bug_needs(family, bug, seed, monkeypatch):
     """With only that family drawn, the seed fails with the bug and passes without it (so the

@@ -134,9 +134,10 @@ def test_a_stored_failing_txn_run_is_rechecked_by_analyze(tmp_path, monkeypatch)
 
 
 def test_lock_exclusion_allows_the_clock_disagreement_the_seed_made_and_no_more():
-    """Leases are stamped with the leader's wall clock: clock faults (seed 1040: ~1.8 s of
-    disagreement, measured) let leases overlap or outlast their TTL on the correct build. The sim judges lock
-    exclusion within that measured skew; with the default 2 ms it would flag the overlap."""
+    """Leases are stamped with the leader's wall clock: clock faults (seed 1040 then, 1049
+    since the commit-per-tick change; ~1.8 s of disagreement, measured) let leases overlap or
+    outlast their TTL on the correct build. The sim judges lock exclusion within that measured
+    skew; with the default 2 ms it would flag the overlap."""
     from checkers.locks import DEFAULT_SLACK_MS, check_lock_exclusion
 
     from harness.sim.runner import NEMESES
@@ -145,7 +146,7 @@ def test_lock_exclusion_allows_the_clock_disagreement_the_seed_made_and_no_more(
     # seeds draw as they did then.
     then = tuple(n for n in NEMESES if n not in ("slow", "slow-leader-clock"))
     explained = None
-    for seed in (1040, 1030, 1004, 1037):  # correct-build seeds the strict check flagged (sweep of 10:45)
+    for seed in (1049, 1040, 1030, 1004, 1037):  # correct-build seeds the strict check flagged
         r = run_seed(seed, SimSettings(workload="fencing", duration=4.0, nemeses=then))
         assert r.checkers["lock-exclusion"]["valid"] is True, (seed, r.checkers["lock-exclusion"])
         ttl = r.options["workload_options"]["ttl_ms"]
